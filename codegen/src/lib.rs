@@ -1,4 +1,25 @@
 //! Kernel IR -> Cranelift IR -> machine code; math approximations; the kernel cache.
 
+pub mod bounds;
+pub mod cache;
+pub mod emit;
 pub mod isa;
 pub mod math;
+
+use thiserror::Error;
+
+pub use cache::{CacheStats, CompiledKernel, KernelCache, KernelFn};
+
+/// Why a kernel could not be compiled.
+#[derive(Debug, Error)]
+pub enum CodegenError {
+    /// The host ISA could not be configured.
+    #[error("codegen: host ISA: {0}")]
+    Isa(String),
+    /// Cranelift rejected the function (with its IR for diagnosis).
+    #[error("codegen: cranelift: {0}")]
+    Cranelift(String),
+    /// A load or store could leave its buffer.
+    #[error("codegen: bounds: {0}")]
+    OutOfBounds(String),
+}

@@ -1,1 +1,23 @@
-//! placeholder
+//! The lazy Tensor API of cranegrad: primitive ops recorded into a petgraph graph, symbolic
+//! dimensions, and the text/DOT forms of a graph.
+
+pub mod composite;
+pub mod data;
+pub mod dim;
+pub mod dtype;
+pub mod error;
+pub mod graph;
+pub mod op;
+pub mod print;
+pub mod shape;
+pub mod tensor;
+
+pub use data::HostData;
+pub use dim::{Bindings, Dim, Symbol};
+pub use dtype::DType;
+pub use error::GraphError;
+pub use graph::{Graph, GraphData, Node, NodeId};
+pub use op::{BinaryOp, Op, ReduceOp, UnaryOp};
+pub use print::{graph_dot, graph_text, structural_hash};
+pub use shape::Shape;
+pub use tensor::Tensor;

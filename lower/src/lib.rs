@@ -1,1 +1,120 @@
-//! placeholder
+//! Lowering: graph rewrite passes (dead nodes, constant folding, CSE, fusion) and scheduling
+//! of the fused graph into loop-nest kernels.
+
+pub mod affine;
+pub mod kernel;
+pub mod passes;
+pub mod schedule;
+
+use std::time::Instant;
+
+use cranegrad_graph::{GraphData, NodeId};
+use thiserror::Error;
+
+pub use kernel::Kernel;
+pub use schedule::{BufDecl, BufId, BufKind, Launch, Schedule};
+
+/// Why lowering failed.
+#[derive(Debug, Error)]
+pub enum LowerError {
+    /// A graph the scheduler cannot express; names the op and shapes.
+    #[error("lowering: {0}")]
+    Internal(String),
+}
+
+/// Switches for the pipeline.
+#[derive(Clone, Copy, Debug)]
+pub struct LowerOptions {
+    /// Fuse elementwise ops into their consumers; off gives one kernel per primitive op.
+    pub fuse: bool,
+}
+
+impl Default for LowerOptions {
+    fn default() -> Self {
+        LowerOptions { fuse: true }
+    }
+}
+
+/// What one pass did, for `--dump-graph` and timing.
+#[derive(Clone, Debug)]
+pub struct PassStat {
+    /// Pass function name.
+    pub name: &'static str,
+    /// Nodes rewritten or removed.
+    pub changed: usize,
+    /// Nodes left afterwards.
+    pub nodes: usize,
+    /// Wall time in microseconds.
+    pub micros: f64,
+}
+
+/// A lowered graph: the rewritten graph, its outputs and the schedule.
+#[derive(Clone, Debug)]
+pub struct Lowered {
+    /// The graph after the rewrite passes.
+    pub graph: GraphData,
+    /// Outputs in that graph.
+    pub outputs: Vec<NodeId>,
+    /// Kernels and buffers.
+    pub schedule: Schedule,
+    /// Per-pass statistics, in order.
+    pub passes: Vec<PassStat>,
+}
+
+/// Runs the pass pipeline on a copy of `graph` and schedules the result.
+pub fn lower(
+    graph: &GraphData,
+    outputs: &[NodeId],
+    opts: LowerOptions,
+) -> Result<Lowered, LowerError> {
+    use passes::*;
+    let mut g = graph.clone();
+    let mut outs = outputs.to_vec();
+    let mut stats = Vec::new();
+    let mut run = |name: &'static str, g: &mut GraphData, f: &mut dyn FnMut(&mut GraphData) -> usize| {
+        let t = Instant::now();
+        let changed = f(g);
+        stats.push(PassStat {
+            name,
+            changed,
+            nodes: g.g.node_count(),
+            micros: t.elapsed().as_secs_f64() * 1e6,
+        });
+    };
+    let o = outs.clone();
+    run("eliminate_dead_nodes", &mut g, &mut |g| {
+        dead_nodes::eliminate_dead_nodes(g, &o)
+    });
+    run("fold_constants", &mut g, &mut |g| {
+        fold_constants::fold_constants(g, &mut outs)
+    });
+    run("eliminate_common_subexpressions", &mut g, &mut |g| {
+        cse::eliminate_common_subexpressions(g, &mut outs)
+    });
+    let o = outs.clone();
+    run("eliminate_dead_nodes", &mut g, &mut |g| {
+        dead_nodes::eliminate_dead_nodes(g, &o)
+    });
+    let t = Instant::now();
+    let fusion = fuse_elementwise::fuse_elementwise(&g, &outs, opts.fuse);
+    stats.push(PassStat {
+        name: "fuse_elementwise",
+        changed: fusion.realized.len(),
+        nodes: g.g.node_count(),
+        micros: t.elapsed().as_secs_f64() * 1e6,
+    });
+    let t = Instant::now();
+    let schedule = schedule::build_schedule(&g, &outs, &fusion)?;
+    stats.push(PassStat {
+        name: "build_schedule",
+        changed: schedule.launches.len(),
+        nodes: g.g.node_count(),
+        micros: t.elapsed().as_secs_f64() * 1e6,
+    });
+    Ok(Lowered {
+        graph: g,
+        outputs: outs,
+        schedule,
+        passes: stats,
+    })
+}

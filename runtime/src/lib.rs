@@ -1,1 +1,15 @@
-//! placeholder
+//! Buffers and memory planning, executing schedules on a thread pool, timing, the machine
+//! probe and the reference interpreter.
+
+pub mod buffer;
+pub mod error;
+pub mod interp;
+pub mod plan;
+pub mod planner;
+pub mod pool;
+pub mod session;
+pub mod value;
+
+pub use error::RuntimeError;
+pub use session::{Feeds, RunReport, Session, SessionOptions, interpret_tensors};
+pub use value::Value;

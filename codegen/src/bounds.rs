@@ -1,0 +1,74 @@
+//! Static bounds proof for a kernel: every unguarded load and every store must stay inside its
+//! buffer for every iteration and every legal symbol value. A kernel that fails is refused
+//! before it is compiled, so a lowering bug becomes an error instead of a stray write.
+
+use cranegrad_graph::Dim;
+use cranegrad_lower::affine::Affine;
+use cranegrad_lower::kernel::{Expr, Kernel};
+
+use crate::CodegenError;
+
+/// Smallest and largest value of `a` over the loop ranges and symbol bounds.
+fn range(k: &Kernel, a: &Affine) -> (i64, i64) {
+    let (mut lo, mut hi) = (a.constant, a.constant);
+    for &(v, c) in &a.terms {
+        let ext = k.loops[v].extent.max_value() as i64;
+        let top = c * (ext - 1).max(0);
+        lo += top.min(0);
+        hi += top.max(0);
+    }
+    for (s, c) in &a.syms {
+        let sym = k
+            .symbols
+            .iter()
+            .find(|x| &x.name == s)
+            .map(|x| (x.min, x.max))
+            .unwrap_or((0, 0));
+        let (x, y) = (c * sym.0, c * sym.1);
+        lo += x.min(y);
+        hi += x.max(y);
+    }
+    (lo, hi)
+}
+
+/// Fails when any unguarded access of `k` can leave its buffer.
+pub fn check_bounds(k: &Kernel) -> Result<(), CodegenError> {
+    let empty_loop = k.loops.iter().any(|l| l.extent.max_value() == 0);
+    if empty_loop {
+        return Ok(());
+    }
+    let check = |what: &str, arg: usize, idx: &Affine| -> Result<(), CodegenError> {
+        let (lo, hi) = range(k, idx);
+        let len = k.args[arg].len as i64;
+        if lo < 0 || hi >= len {
+            return Err(CodegenError::OutOfBounds(format!(
+                "kernel {}: {what} arg{arg}[{idx}] spans {lo}..={hi} but the buffer holds {len}",
+                k.name
+            )));
+        }
+        Ok(())
+    };
+    for e in &k.exprs {
+        if let Expr::Load {
+            arg, index, conds, ..
+        } = e
+            && conds.is_empty()
+        {
+            check("load", *arg, index)?;
+        }
+    }
+    for s in &k.stores {
+        check("store", s.arg, &s.index)?;
+    }
+    for l in &k.loops {
+        if let Dim::Sym { sym, .. } = &l.extent
+            && !k.symbols.iter().any(|s| s.name == sym.name)
+        {
+            return Err(CodegenError::OutOfBounds(format!(
+                "kernel {}: loop bound uses unlisted symbol {}",
+                k.name, sym.name
+            )));
+        }
+    }
+    Ok(())
+}

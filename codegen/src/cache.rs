@@ -1,0 +1,169 @@
+//! The kernel cache: compiled functions keyed by a stable hash of the kernel IR's canonical
+//! text, the Cranelift version and the ISA flags, so an identical kernel compiles once per
+//! process (and the key can later name an on-disk entry).
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use cranelift_codegen::Context;
+use cranelift_frontend::FunctionBuilderContext;
+use cranelift_jit::JITModule;
+use cranelift_module::{Linkage, Module};
+use sha2::{Digest, Sha256};
+
+use cranegrad_lower::Kernel;
+
+use crate::emit::{emit_kernel, kernel_signature};
+use crate::isa::{OptLevel, host_isa, isa_fingerprint, new_jit_module};
+use crate::{CodegenError, bounds};
+
+/// The ABI every kernel is compiled to: compute iterations `[start, end)` of the parallel
+/// range, reading buffer pointers from `bufs` and symbol values from `syms`.
+pub type KernelFn = unsafe extern "C" fn(bufs: *const *mut u8, syms: *const i64, start: i64, end: i64);
+
+/// A compiled kernel.
+#[derive(Clone, Copy, Debug)]
+pub struct CompiledKernel {
+    /// Entry point.
+    pub func: KernelFn,
+    /// Time spent compiling it (0 on a cache hit).
+    pub compile_micros: f64,
+    /// True when it came from the cache.
+    pub hit: bool,
+}
+
+/// Cache counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct CacheStats {
+    /// Kernels served from the cache.
+    pub hits: u64,
+    /// Kernels compiled.
+    pub misses: u64,
+    /// Total compile time of the misses, microseconds.
+    pub compile_micros: f64,
+}
+
+/// JIT module + map from key to compiled function. Function pointers stay valid for the life
+/// of the cache.
+pub struct KernelCache {
+    module: JITModule,
+    fingerprint: String,
+    map: HashMap<String, KernelFn>,
+    stats: CacheStats,
+    ctx: Context,
+    fctx: FunctionBuilderContext,
+}
+
+impl KernelCache {
+    /// A cache compiling for the host CPU.
+    pub fn new() -> Result<KernelCache, CodegenError> {
+        let isa = host_isa(OptLevel::Speed).map_err(|e| CodegenError::Isa(e.to_string()))?;
+        let fingerprint = isa_fingerprint(&*isa);
+        let module = new_jit_module(isa);
+        let ctx = module.make_context();
+        Ok(KernelCache {
+            module,
+            fingerprint,
+            map: HashMap::new(),
+            stats: CacheStats::default(),
+            ctx,
+            fctx: FunctionBuilderContext::new(),
+        })
+    }
+
+    /// The stable cache key of a kernel.
+    pub fn key(&self, k: &Kernel) -> String {
+        let mut h = Sha256::new();
+        h.update(k.key_text().as_bytes());
+        h.update(b"\n");
+        h.update(self.fingerprint.as_bytes());
+        cranegrad_graph::print::hex(&h.finalize()[..16])
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> CacheStats {
+        self.stats
+    }
+
+    /// Number of distinct compiled kernels.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// True when nothing has been compiled.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// The kernel's function, compiling it on a miss.
+    pub fn get_or_compile(&mut self, k: &Kernel) -> Result<CompiledKernel, CodegenError> {
+        let key = self.key(k);
+        if let Some(&func) = self.map.get(&key) {
+            self.stats.hits += 1;
+            return Ok(CompiledKernel {
+                func,
+                compile_micros: 0.0,
+                hit: true,
+            });
+        }
+        bounds::check_bounds(k)?;
+        let t = Instant::now();
+        let func = self.compile(k, &key)?;
+        let us = t.elapsed().as_secs_f64() * 1e6;
+        self.stats.misses += 1;
+        self.stats.compile_micros += us;
+        self.map.insert(key, func);
+        Ok(CompiledKernel {
+            func,
+            compile_micros: us,
+            hit: false,
+        })
+    }
+
+    /// The Cranelift IR text of a kernel (for `--dump-graph=clif` and debugging).
+    pub fn clif_text(&mut self, k: &Kernel) -> String {
+        self.ctx.func.signature = kernel_signature(self.module.isa().default_call_conv());
+        emit_kernel(
+            k,
+            &mut self.ctx.func,
+            &mut self.fctx,
+            self.module.isa().frontend_config(),
+        );
+        let s = self.ctx.func.display().to_string();
+        self.module.clear_context(&mut self.ctx);
+        s
+    }
+
+    fn compile(&mut self, k: &Kernel, key: &str) -> Result<KernelFn, CodegenError> {
+        let sig = kernel_signature(self.module.isa().default_call_conv());
+        let id = self
+            .module
+            .declare_function(&format!("{}_{key}", k.name), Linkage::Local, &sig)
+            .map_err(|e| CodegenError::Cranelift(format!("{}: {e}", k.name)))?;
+        self.ctx.func.signature = sig;
+        emit_kernel(
+            k,
+            &mut self.ctx.func,
+            &mut self.fctx,
+            self.module.isa().frontend_config(),
+        );
+        let res = self.module.define_function(id, &mut self.ctx);
+        if let Err(e) = res {
+            let detail = match &e {
+                cranelift_module::ModuleError::Compilation(ce) => {
+                    format!("{ce:?}\n{}", self.ctx.func.display())
+                }
+                other => other.to_string(),
+            };
+            self.module.clear_context(&mut self.ctx);
+            return Err(CodegenError::Cranelift(format!("{}: {detail}", k.name)));
+        }
+        self.module.clear_context(&mut self.ctx);
+        self.module
+            .finalize_definitions()
+            .map_err(|e| CodegenError::Cranelift(format!("{}: {e}", k.name)))?;
+        let ptr = self.module.get_finalized_function(id);
+        // SAFETY: the function was just compiled with `kernel_signature`, which is this ABI.
+        Ok(unsafe { std::mem::transmute::<*const u8, KernelFn>(ptr) })
+    }
+}

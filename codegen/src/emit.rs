@@ -1,0 +1,840 @@
+//! Kernel IR -> Cranelift IR. One function per kernel with the fixed ABI
+//! `fn(bufs: *const *mut u8, syms: *const i64, start: i64, end: i64)`.
+//!
+//! Vectorisation (4 x f32, the widest Cranelift emits on x86-64) picks one of two layouts:
+//! - *across outputs*: lanes are four neighbouring points of the innermost output loop; loads
+//!   with stride 1 along it become vector loads, stride 0 a splat, anything else a 4-lane
+//!   gather. Each lane keeps its own accumulator, so reductions sum in the reference order.
+//! - *along the reduction*: lanes are four consecutive reduce iterations (row sums, norms,
+//!   softmax statistics), with a horizontal combine and a scalar tail.
+//!
+//! Every load and store is in bounds by construction (indices are affine with ranges checked
+//! by [`crate::bounds::check_bounds`]); padded loads clamp their index to 0 when invalid.
+
+use cranelift_codegen::ir::{
+    AbiParam, Function, InstBuilder, MemFlagsData, Signature, Type, Value, condcodes::FloatCC,
+    condcodes::IntCC, types,
+};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
+
+use cranegrad_graph::{BinaryOp, DType, Dim, ReduceOp, UnaryOp};
+use cranegrad_lower::affine::{Affine, Cond};
+use cranegrad_lower::kernel::{Expr, Kernel};
+
+use crate::math;
+
+/// Lane count of the vector layouts.
+pub const LANES: i64 = 4;
+
+/// Which layout the body is emitted in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// Lanes across the innermost output loop (or scalar when `vector` is false).
+    AcrossOutputs {
+        /// Emit a 4-lane main loop (plus scalar tail).
+        vector: bool,
+    },
+    /// Lanes along the reduce loop.
+    AlongReduction,
+}
+
+/// Chooses the layout for a kernel from the strides of its loads and stores.
+pub fn choose_layout(k: &Kernel) -> Layout {
+    let n_out = k.output_loops().len();
+    let red = k.reduce_loop().map(|(v, _)| v);
+    let loads: Vec<&Affine> = k
+        .exprs
+        .iter()
+        .filter_map(|e| match e {
+            Expr::Load { index, .. } => Some(index),
+            _ => None,
+        })
+        .collect();
+    let unit_or_zero = |v: usize| loads.iter().all(|a| matches!(a.coeff(v), 0 | 1));
+    let any_unit = |v: usize| loads.iter().any(|a| a.coeff(v) == 1);
+    if n_out > 0 {
+        let lv = n_out - 1;
+        let stores_unit = k.stores.iter().all(|s| s.index.coeff(lv) == 1);
+        if stores_unit && unit_or_zero(lv) && (any_unit(lv) || red.is_none()) {
+            return Layout::AcrossOutputs { vector: true };
+        }
+    }
+    if let Some(r) = red
+        && unit_or_zero(r)
+        && any_unit(r)
+    {
+        return Layout::AlongReduction;
+    }
+    Layout::AcrossOutputs { vector: n_out > 0 }
+}
+
+/// The Cranelift signature of every kernel.
+pub fn kernel_signature(call_conv: cranelift_codegen::isa::CallConv) -> Signature {
+    let mut sig = Signature::new(call_conv);
+    for _ in 0..4 {
+        sig.params.push(AbiParam::new(types::I64));
+    }
+    sig
+}
+
+fn scalar_ty(d: DType) -> Type {
+    match d {
+        DType::F32 => types::F32,
+        DType::I32 | DType::Bool => types::I32,
+    }
+}
+
+fn vector_ty(d: DType) -> Type {
+    match d {
+        DType::F32 => types::F32X4,
+        DType::I32 | DType::Bool => types::I32X4,
+    }
+}
+
+fn vflags() -> MemFlagsData {
+    MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little)
+}
+
+/// Which part of the loop nest an expression is computed in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Before the reduce loop (or the whole body when there is none).
+    Pre,
+    /// Inside the reduce loop.
+    Inner,
+    /// After the reduce loop, from reduced values.
+    Post,
+}
+
+fn phases(k: &Kernel) -> Vec<Phase> {
+    let red = k.reduce_loop().map(|(v, _)| v);
+    let uses_red = |a: &Affine| red.is_some_and(|r| a.coeff(r) != 0);
+    let conds_red = |c: &[Cond]| c.iter().any(|c| uses_red(&c.expr));
+    let mut ph = Vec::with_capacity(k.exprs.len());
+    for e in &k.exprs {
+        let own = match e {
+            Expr::Load { index, conds, .. } => uses_red(index) || conds_red(conds),
+            Expr::Index(a) => uses_red(a),
+            Expr::InBounds(c) => conds_red(c),
+            _ => false,
+        };
+        let p = if matches!(e, Expr::Reduce { .. }) {
+            Phase::Post
+        } else {
+            e.operands()
+                .iter()
+                .map(|&o| ph[o])
+                .fold(if own { Phase::Inner } else { Phase::Pre }, |a, b| {
+                    match (a, b) {
+                        (Phase::Post, _) | (_, Phase::Post) => Phase::Post,
+                        (Phase::Inner, _) | (_, Phase::Inner) => Phase::Inner,
+                        _ => Phase::Pre,
+                    }
+                })
+        };
+        ph.push(p);
+    }
+    ph
+}
+
+/// Emits the whole kernel into `func`.
+pub fn emit_kernel(
+    k: &Kernel,
+    func: &mut Function,
+    fctx: &mut FunctionBuilderContext,
+    frontend: cranelift_codegen::isa::TargetFrontendConfig,
+) {
+    let mut b = FunctionBuilder::new(func, fctx);
+    let entry = b.create_block();
+    b.append_block_params_for_function_params(entry);
+    b.switch_to_block(entry);
+    b.seal_block(entry);
+    let p = b.block_params(entry).to_vec();
+    let (bufs, syms, start, end) = (p[0], p[1], p[2], p[3]);
+    let ro = MemFlagsData::new()
+        .with_notrap()
+        .with_aligned()
+        .with_readonly()
+        .with_can_move();
+    let ptrs: Vec<Value> = (0..k.args.len())
+        .map(|i| b.ins().load(types::I64, ro, bufs, (8 * i) as i32))
+        .collect();
+    let symv: Vec<Value> = (0..k.symbols.len())
+        .map(|i| b.ins().load(types::I64, ro, syms, (8 * i) as i32))
+        .collect();
+    let mut em = Emitter {
+        k,
+        ptrs,
+        syms: symv,
+        phases: phases(k),
+        layout: choose_layout(k),
+    };
+    let extents: Vec<Value> = k.loops.iter().map(|l| em.dim(&mut b, &l.extent)).collect();
+    let n_out = k.output_loops().len();
+    let mut vars: Vec<Option<Value>> = vec![None; k.loops.len()];
+    match n_out {
+        0 => {
+            let body = b.create_block();
+            let done = b.create_block();
+            let c = b.ins().icmp(IntCC::SignedLessThan, start, end);
+            b.ins().brif(c, body, &[], done, &[]);
+            b.switch_to_block(body);
+            b.seal_block(body);
+            em.point(&mut b, &mut vars, &extents, false);
+            b.ins().jump(done, &[]);
+            b.switch_to_block(done);
+            b.seal_block(done);
+        }
+        1 => em.inner_loops(&mut b, &mut vars, &extents, start, end),
+        _ => {
+            let outer = n_out - 1;
+            emit_loop(&mut b, start, end, 1, |b, f| {
+                let mut rem = f;
+                for d in (0..outer).rev() {
+                    if d == 0 {
+                        vars[0] = Some(rem);
+                    } else {
+                        vars[d] = Some(b.ins().urem(rem, extents[d]));
+                        rem = b.ins().udiv(rem, extents[d]);
+                    }
+                }
+                let z = b.ins().iconst(types::I64, 0);
+                em.inner_loops(b, &mut vars, &extents, z, extents[outer]);
+            });
+        }
+    }
+    b.ins().return_(&[]);
+    b.finalize(frontend);
+}
+
+/// `for (i = start; i + step <= end; i += step) body(i)`; returns the final `i`.
+fn emit_loop(
+    b: &mut FunctionBuilder,
+    start: Value,
+    end: Value,
+    step: i64,
+    mut body: impl FnMut(&mut FunctionBuilder, Value),
+) -> Value {
+    let header = b.create_block();
+    let body_blk = b.create_block();
+    let exit = b.create_block();
+    b.append_block_param(header, types::I64);
+    b.append_block_param(exit, types::I64);
+    b.ins().jump(header, &[start.into()]);
+    b.switch_to_block(header);
+    let i = b.block_params(header)[0];
+    let next = b.ins().iadd_imm_s(i, step);
+    let ok = b.ins().icmp(IntCC::SignedLessThanOrEqual, next, end);
+    b.ins().brif(ok, body_blk, &[], exit, &[i.into()]);
+    b.switch_to_block(body_blk);
+    b.seal_block(body_blk);
+    body(b, i);
+    let next = b.ins().iadd_imm_s(i, step);
+    b.ins().jump(header, &[next.into()]);
+    b.seal_block(header);
+    b.switch_to_block(exit);
+    b.seal_block(exit);
+    b.block_params(exit)[0]
+}
+
+struct Emitter<'k> {
+    k: &'k Kernel,
+    ptrs: Vec<Value>,
+    syms: Vec<Value>,
+    phases: Vec<Phase>,
+    layout: Layout,
+}
+
+/// A computed expression: its value and whether it is a 4-lane vector.
+#[derive(Clone, Copy)]
+struct Val {
+    v: Value,
+    vector: bool,
+}
+
+impl Emitter<'_> {
+    fn sym(&self, name: &str) -> Value {
+        let slot = self.k.symbol_slot(name).expect("kernel lists every symbol it uses");
+        self.syms[slot]
+    }
+
+    fn dim(&self, b: &mut FunctionBuilder, d: &Dim) -> Value {
+        match d {
+            Dim::Const(n) => b.ins().iconst(types::I64, *n as i64),
+            Dim::Sym { sym, offset } => {
+                let s = self.sym(&sym.name);
+                let v = b.ins().iadd_imm_s(s, *offset);
+                let z = b.ins().iconst(types::I64, 0);
+                b.ins().smax(v, z)
+            }
+        }
+    }
+
+    /// The affine value with every loop variable at its current (lane-0) value.
+    fn affine(&self, b: &mut FunctionBuilder, a: &Affine, vars: &[Option<Value>]) -> Value {
+        let mut acc = b.ins().iconst(types::I64, a.constant);
+        for &(v, c) in &a.terms {
+            let x = vars[v].expect("loop variable in scope");
+            let t = b.ins().imul_imm_s(x, c);
+            acc = b.ins().iadd(acc, t);
+        }
+        for (s, c) in &a.syms {
+            let x = self.sym(s);
+            let t = b.ins().imul_imm_s(x, *c);
+            acc = b.ins().iadd(acc, t);
+        }
+        acc
+    }
+
+    fn lane_var(&self) -> Option<usize> {
+        match self.layout {
+            Layout::AcrossOutputs { .. } => self.k.output_loops().len().checked_sub(1),
+            Layout::AlongReduction => self.k.reduce_loop().map(|(v, _)| v),
+        }
+    }
+
+    /// Innermost output loop (vectorised or not) with the reduce loop inside each point.
+    fn inner_loops(
+        &mut self,
+        b: &mut FunctionBuilder,
+        vars: &mut [Option<Value>],
+        extents: &[Value],
+        start: Value,
+        end: Value,
+    ) {
+        let lv = self.k.output_loops().len() - 1;
+        let vector = matches!(self.layout, Layout::AcrossOutputs { vector: true });
+        let mut i = start;
+        if vector {
+            i = emit_loop(b, start, end, LANES, |b, i| {
+                vars[lv] = Some(i);
+                self.point(b, vars, extents, true);
+            });
+        }
+        emit_loop(b, i, end, 1, |b, i| {
+            vars[lv] = Some(i);
+            self.point(b, vars, extents, false);
+        });
+    }
+
+    /// One output point (or four lanes of them): pre, reduce loop, post, store.
+    fn point(
+        &mut self,
+        b: &mut FunctionBuilder,
+        vars: &mut [Option<Value>],
+        extents: &[Value],
+        vector: bool,
+    ) {
+        let n = self.k.exprs.len();
+        let mut vals: Vec<Option<Val>> = vec![None; n];
+        let pre_lane = if vector { self.lane_var() } else { None };
+        for e in 0..n {
+            if self.phases[e] == Phase::Pre {
+                vals[e] = Some(self.expr(b, e, &vals, vars, pre_lane, vector));
+            }
+        }
+        if let Some((r, _)) = self.k.reduce_loop() {
+            self.reduce(b, r, &mut vals, vars, extents, vector);
+        }
+        for e in 0..n {
+            if self.phases[e] == Phase::Post && !matches!(self.k.exprs[e], Expr::Reduce { .. }) {
+                vals[e] = Some(self.expr(b, e, &vals, vars, pre_lane, vector));
+            }
+        }
+        for st in &self.k.stores {
+            let v = vals[st.value].expect("stored value computed");
+            let base = self.affine(b, &st.index, vars);
+            let dtype = self.k.exprs[st.value].dtype();
+            let v = if vector { self.widen(b, v, dtype) } else { v };
+            self.store(b, st.arg, base, st.index.coeff(pre_lane.unwrap_or(usize::MAX)), v);
+        }
+    }
+
+    fn reduce(
+        &mut self,
+        b: &mut FunctionBuilder,
+        r: usize,
+        vals: &mut [Option<Val>],
+        vars: &mut [Option<Value>],
+        extents: &[Value],
+        out_vector: bool,
+    ) {
+        let reds: Vec<(usize, ReduceOp, usize, DType)> = self
+            .k
+            .exprs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| match e {
+                Expr::Reduce { op, x, dtype } => Some((i, *op, *x, *dtype)),
+                _ => None,
+            })
+            .collect();
+        let along = self.layout == Layout::AlongReduction;
+        let zero = b.ins().iconst(types::I64, 0);
+        // Accumulators: per-lane outputs (across) or a vector + scalar pair (along).
+        let mut accs: Vec<(Variable, Option<Variable>)> = Vec::new();
+        for &(_, op, _, dtype) in &reds {
+            let vec_acc = out_vector || along;
+            let init = self.identity(b, op, dtype, vec_acc);
+            let ty = if vec_acc { vector_ty(dtype) } else { scalar_ty(dtype) };
+            let var = b.declare_var(ty);
+            b.def_var(var, init);
+            let tail = if along {
+                let init = self.identity(b, op, dtype, false);
+                let t = b.declare_var(scalar_ty(dtype));
+                b.def_var(t, init);
+                Some(t)
+            } else {
+                None
+            };
+            accs.push((var, tail));
+        }
+        let inner_lane = if along {
+            Some(r)
+        } else if out_vector {
+            self.lane_var()
+        } else {
+            None
+        };
+        let body = |this: &mut Self,
+                    b: &mut FunctionBuilder,
+                    vars: &mut [Option<Value>],
+                    vals: &[Option<Val>],
+                    i: Value,
+                    vector: bool,
+                    lane: Option<usize>,
+                    use_tail: bool| {
+            vars[r] = Some(i);
+            let mut local = vals.to_vec();
+            for e in 0..this.k.exprs.len() {
+                if this.phases[e] == Phase::Inner {
+                    local[e] = Some(this.expr(b, e, &local, vars, lane, vector));
+                }
+            }
+            for (k, &(_, op, x, dtype)) in reds.iter().enumerate() {
+                let var = if use_tail {
+                    accs[k].1.expect("tail accumulator")
+                } else {
+                    accs[k].0
+                };
+                let mut xv = local[x].expect("reduced value");
+                if vector {
+                    xv = this.widen(b, xv, dtype);
+                }
+                let acc = b.use_var(var);
+                let nv = combine(b, op, dtype, acc, xv.v);
+                b.def_var(var, nv);
+            }
+        };
+        if along {
+            let rest = emit_loop(b, zero, extents[r], LANES, |b, i| {
+                body(self, b, vars, vals, i, true, Some(r), false)
+            });
+            emit_loop(b, rest, extents[r], 1, |b, i| {
+                body(self, b, vars, vals, i, false, None, true)
+            });
+        } else {
+            emit_loop(b, zero, extents[r], 1, |b, i| {
+                body(self, b, vars, vals, i, out_vector, inner_lane, false)
+            });
+        }
+        vars[r] = None;
+        for (k, &(e, op, _, dtype)) in reds.iter().enumerate() {
+            let acc = b.use_var(accs[k].0);
+            let v = if along {
+                let mut s = b.use_var(accs[k].1.expect("tail accumulator"));
+                for l in 0..LANES as u8 {
+                    let x = b.ins().extractlane(acc, l);
+                    s = combine(b, op, dtype, s, x);
+                }
+                Val { v: s, vector: false }
+            } else {
+                Val {
+                    v: acc,
+                    vector: out_vector,
+                }
+            };
+            vals[e] = Some(v);
+        }
+    }
+
+    fn identity(&self, b: &mut FunctionBuilder, op: ReduceOp, dtype: DType, vector: bool) -> Value {
+        let s = match (op, dtype) {
+            (ReduceOp::Sum, DType::F32) => b.ins().f32const(0.0),
+            (ReduceOp::Max, DType::F32) => b.ins().f32const(f32::NEG_INFINITY),
+            (ReduceOp::Sum, _) => b.ins().iconst(types::I32, 0),
+            (ReduceOp::Max, _) => b.ins().iconst(types::I32, i64::from(i32::MIN)),
+        };
+        if vector {
+            b.ins().splat(vector_ty(dtype), s)
+        } else {
+            s
+        }
+    }
+
+    fn widen(&self, b: &mut FunctionBuilder, v: Val, dtype: DType) -> Val {
+        if v.vector {
+            v
+        } else {
+            Val {
+                v: b.ins().splat(vector_ty(dtype), v.v),
+                vector: true,
+            }
+        }
+    }
+
+    fn store(&self, b: &mut FunctionBuilder, arg: usize, base: Value, coeff: i64, v: Val) {
+        let fl = MemFlagsData::new().with_notrap();
+        let ptr = self.ptrs[arg];
+        if !v.vector {
+            let addr = byte_addr(b, ptr, base);
+            b.ins().store(fl, v.v, addr, 0);
+        } else if coeff == 1 {
+            let addr = byte_addr(b, ptr, base);
+            b.ins().store(fl.with_endianness(cranelift_codegen::ir::Endianness::Little), v.v, addr, 0);
+        } else {
+            for l in 0..LANES {
+                let x = b.ins().extractlane(v.v, l as u8);
+                let idx = b.ins().iadd_imm_s(base, l * coeff);
+                let addr = byte_addr(b, ptr, idx);
+                b.ins().store(fl, x, addr, 0);
+            }
+        }
+    }
+
+    /// Emits expression `e`; `lane` is the loop variable that differs across vector lanes.
+    fn expr(
+        &mut self,
+        b: &mut FunctionBuilder,
+        e: usize,
+        vals: &[Option<Val>],
+        vars: &[Option<Value>],
+        lane: Option<usize>,
+        vector: bool,
+    ) -> Val {
+        let expr = &self.k.exprs[e];
+        let dtype = expr.dtype();
+        let get = |i: usize| vals[i].expect("operand computed earlier");
+        match expr {
+            Expr::Load {
+                arg,
+                index,
+                conds,
+                dtype,
+            } => self.load(b, *arg, index, conds, *dtype, vars, lane, vector),
+            Expr::Const { bits, dtype } => {
+                let x = f64::from_bits(*bits);
+                let s = match dtype {
+                    DType::F32 => b.ins().f32const(x as f32),
+                    DType::I32 => b.ins().iconst(types::I32, i64::from(x as i32)),
+                    DType::Bool => b.ins().iconst(types::I32, i64::from(x != 0.0)),
+                };
+                Val { v: s, vector: false }
+            }
+            Expr::Index(a) => {
+                let base = self.affine(b, a, vars);
+                let c = lane.map_or(0, |l| a.coeff(l));
+                if vector && c != 0 {
+                    let lanes: Vec<Value> = (0..LANES)
+                        .map(|l| {
+                            let x = b.ins().iadd_imm_s(base, l * c);
+                            b.ins().ireduce(types::I32, x)
+                        })
+                        .collect();
+                    Val {
+                        v: build_vector(b, types::I32X4, &lanes),
+                        vector: true,
+                    }
+                } else {
+                    Val {
+                        v: b.ins().ireduce(types::I32, base),
+                        vector: false,
+                    }
+                }
+            }
+            Expr::InBounds(conds) => {
+                let lanes_n = if vector && conds_vary(conds, lane) { LANES } else { 1 };
+                let lanes: Vec<Value> = (0..lanes_n)
+                    .map(|l| {
+                        let ok = self.conds_ok(b, conds, vars, lane, l);
+                        b.ins().uextend(types::I32, ok)
+                    })
+                    .collect();
+                if lanes_n == 1 {
+                    Val {
+                        v: lanes[0],
+                        vector: false,
+                    }
+                } else {
+                    Val {
+                        v: build_vector(b, types::I32X4, &lanes),
+                        vector: true,
+                    }
+                }
+            }
+            Expr::Unary { op, x, dtype: out } => {
+                let xv = get(*x);
+                let in_dtype = self.k.exprs[*x].dtype();
+                unary(b, *op, in_dtype, *out, xv)
+            }
+            Expr::Binary { op, a, b: bb, .. } => {
+                let (mut av, mut bv) = (get(*a), get(*bb));
+                let in_dtype = self.k.exprs[*a].dtype();
+                if av.vector != bv.vector {
+                    av = self.widen(b, av, in_dtype);
+                    bv = self.widen(b, bv, in_dtype);
+                }
+                binary(b, *op, in_dtype, av, bv)
+            }
+            Expr::Where { c, a, b: bb, .. } => {
+                let (mut cv, mut av, mut bv) = (get(*c), get(*a), get(*bb));
+                let any_vec = cv.vector || av.vector || bv.vector;
+                if any_vec {
+                    cv = self.widen(b, cv, DType::Bool);
+                    av = self.widen(b, av, dtype);
+                    bv = self.widen(b, bv, dtype);
+                    let zero = b.ins().iconst(types::I32, 0);
+                    let zv = b.ins().splat(types::I32X4, zero);
+                    let mask = b.ins().icmp(IntCC::NotEqual, cv.v, zv);
+                    let mask = if dtype == DType::F32 {
+                        b.ins().bitcast(types::F32X4, vflags(), mask)
+                    } else {
+                        mask
+                    };
+                    Val {
+                        v: b.ins().bitselect(mask, av.v, bv.v),
+                        vector: true,
+                    }
+                } else {
+                    Val {
+                        v: b.ins().select(cv.v, av.v, bv.v),
+                        vector: false,
+                    }
+                }
+            }
+            Expr::Reduce { .. } => unreachable!("reductions are produced by the reduce loop"),
+        }
+    }
+
+    fn conds_ok(
+        &self,
+        b: &mut FunctionBuilder,
+        conds: &[Cond],
+        vars: &[Option<Value>],
+        lane: Option<usize>,
+        l: i64,
+    ) -> Value {
+        let mut ok = b.ins().iconst(types::I8, 1);
+        for c in conds {
+            let base = self.affine(b, &c.expr, vars);
+            let step = lane.map_or(0, |v| c.expr.coeff(v));
+            let x = b.ins().iadd_imm_s(base, l * step);
+            let len = self.dim(b, &c.len);
+            let inb = b.ins().icmp(IntCC::UnsignedLessThan, x, len);
+            ok = b.ins().band(ok, inb);
+        }
+        ok
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn load(
+        &self,
+        b: &mut FunctionBuilder,
+        arg: usize,
+        index: &Affine,
+        conds: &[Cond],
+        dtype: DType,
+        vars: &[Option<Value>],
+        lane: Option<usize>,
+        vector: bool,
+    ) -> Val {
+        let ptr = self.ptrs[arg];
+        let ro = MemFlagsData::new().with_notrap().with_readonly().with_can_move();
+        let base = self.affine(b, index, vars);
+        let c = lane.map_or(0, |l| index.coeff(l));
+        let varies = c != 0 || conds_vary(conds, lane);
+        let sty = scalar_ty(dtype);
+        if conds.is_empty() {
+            if !vector || c == 0 {
+                let addr = byte_addr(b, ptr, base);
+                return Val {
+                    v: b.ins().load(sty, ro, addr, 0),
+                    vector: false,
+                };
+            }
+            if c == 1 {
+                let addr = byte_addr(b, ptr, base);
+                let fl = ro.with_endianness(cranelift_codegen::ir::Endianness::Little);
+                return Val {
+                    v: b.ins().load(vector_ty(dtype), fl, addr, 0),
+                    vector: true,
+                };
+            }
+        }
+        let n = if vector && varies { LANES } else { 1 };
+        let lanes: Vec<Value> = (0..n)
+            .map(|l| {
+                let idx = b.ins().iadd_imm_s(base, l * c);
+                if conds.is_empty() {
+                    let addr = byte_addr(b, ptr, idx);
+                    return b.ins().load(sty, ro, addr, 0);
+                }
+                let ok = self.conds_ok(b, conds, vars, lane, l);
+                let zero = b.ins().iconst(types::I64, 0);
+                let safe = b.ins().select(ok, idx, zero);
+                let addr = byte_addr(b, ptr, safe);
+                let v = b.ins().load(sty, MemFlagsData::new().with_notrap().with_readonly(), addr, 0);
+                let z = match dtype {
+                    DType::F32 => b.ins().f32const(0.0),
+                    _ => b.ins().iconst(types::I32, 0),
+                };
+                b.ins().select(ok, v, z)
+            })
+            .collect();
+        if n == 1 {
+            Val {
+                v: lanes[0],
+                vector: false,
+            }
+        } else {
+            Val {
+                v: build_vector(b, vector_ty(dtype), &lanes),
+                vector: true,
+            }
+        }
+    }
+}
+
+fn conds_vary(conds: &[Cond], lane: Option<usize>) -> bool {
+    lane.is_some_and(|l| conds.iter().any(|c| c.expr.coeff(l) != 0))
+}
+
+fn byte_addr(b: &mut FunctionBuilder, ptr: Value, index: Value) -> Value {
+    let off = b.ins().ishl_imm_s(index, 2);
+    b.ins().iadd(ptr, off)
+}
+
+fn build_vector(b: &mut FunctionBuilder, ty: Type, lanes: &[Value]) -> Value {
+    let mut v = b.ins().splat(ty, lanes[0]);
+    for (l, &x) in lanes.iter().enumerate().skip(1) {
+        v = b.ins().insertlane(v, x, l as u8);
+    }
+    v
+}
+
+fn combine(b: &mut FunctionBuilder, op: ReduceOp, dtype: DType, acc: Value, x: Value) -> Value {
+    match (op, dtype) {
+        (ReduceOp::Sum, DType::F32) => b.ins().fadd(acc, x),
+        (ReduceOp::Max, DType::F32) => b.ins().fmax(acc, x),
+        (ReduceOp::Sum, _) => b.ins().iadd(acc, x),
+        (ReduceOp::Max, _) => b.ins().smax(acc, x),
+    }
+}
+
+fn unary(b: &mut FunctionBuilder, op: UnaryOp, input: DType, out: DType, x: Val) -> Val {
+    let v = x.v;
+    let vector = x.vector;
+    let r = match op {
+        UnaryOp::Neg if input == DType::F32 => b.ins().fneg(v),
+        UnaryOp::Neg => b.ins().ineg(v),
+        UnaryOp::Exp2 => math::exp2(b, v),
+        UnaryOp::Log2 => math::log2(b, v),
+        UnaryOp::Sin => math::sin(b, v),
+        UnaryOp::Sqrt => b.ins().sqrt(v),
+        UnaryOp::Recip => {
+            let one = b.ins().f32const(1.0);
+            let one = if vector {
+                b.ins().splat(types::F32X4, one)
+            } else {
+                one
+            };
+            b.ins().fdiv(one, v)
+        }
+        UnaryOp::Cast => return cast(b, input, out, x),
+    };
+    Val { v: r, vector }
+}
+
+fn cast(b: &mut FunctionBuilder, from: DType, to: DType, x: Val) -> Val {
+    let (v, vector) = (x.v, x.vector);
+    let ity = if vector { types::I32X4 } else { types::I32 };
+    let r = match (from, to) {
+        (a, c) if a == c => v,
+        (DType::F32, DType::I32) => b.ins().fcvt_to_sint_sat(ity, v),
+        (DType::I32 | DType::Bool, DType::F32) => {
+            let fty = if vector { types::F32X4 } else { types::F32 };
+            b.ins().fcvt_from_sint(fty, v)
+        }
+        (DType::Bool, DType::I32) => v,
+        (DType::F32, DType::Bool) => {
+            let z = b.ins().f32const(0.0);
+            if vector {
+                let z = b.ins().splat(types::F32X4, z);
+                let m = b.ins().fcmp(FloatCC::NotEqual, v, z);
+                let m = b.ins().bitcast(types::I32X4, vflags(), m);
+                let one = b.ins().iconst(types::I32, 1);
+                let one = b.ins().splat(types::I32X4, one);
+                b.ins().band(m, one)
+            } else {
+                let m = b.ins().fcmp(FloatCC::NotEqual, v, z);
+                b.ins().uextend(types::I32, m)
+            }
+        }
+        (DType::I32, DType::Bool) => {
+            let z = b.ins().iconst(types::I32, 0);
+            if vector {
+                let z = b.ins().splat(types::I32X4, z);
+                let m = b.ins().icmp(IntCC::NotEqual, v, z);
+                let one = b.ins().iconst(types::I32, 1);
+                let one = b.ins().splat(types::I32X4, one);
+                b.ins().band(m, one)
+            } else {
+                let m = b.ins().icmp(IntCC::NotEqual, v, z);
+                b.ins().uextend(types::I32, m)
+            }
+        }
+        _ => v,
+    };
+    Val { v: r, vector }
+}
+
+fn binary(b: &mut FunctionBuilder, op: BinaryOp, input: DType, x: Val, y: Val) -> Val {
+    let vector = x.vector;
+    let (a, c) = (x.v, y.v);
+    let float = input == DType::F32;
+    let r = match op {
+        BinaryOp::Add if float => b.ins().fadd(a, c),
+        BinaryOp::Add => b.ins().iadd(a, c),
+        BinaryOp::Mul if float => b.ins().fmul(a, c),
+        BinaryOp::Mul => b.ins().imul(a, c),
+        BinaryOp::Max if float => b.ins().fmax(a, c),
+        BinaryOp::Max => {
+            let gt = b.ins().icmp(IntCC::SignedGreaterThan, a, c);
+            if vector {
+                b.ins().bitselect(gt, a, c)
+            } else {
+                b.ins().select(gt, a, c)
+            }
+        }
+        BinaryOp::CmpLt => {
+            let m = if float {
+                b.ins().fcmp(FloatCC::LessThan, a, c)
+            } else {
+                b.ins().icmp(IntCC::SignedLessThan, a, c)
+            };
+            if vector {
+                let m = if float {
+                    b.ins().bitcast(types::I32X4, vflags(), m)
+                } else {
+                    m
+                };
+                let one = b.ins().iconst(types::I32, 1);
+                let one = b.ins().splat(types::I32X4, one);
+                b.ins().band(m, one)
+            } else {
+                b.ins().uextend(types::I32, m)
+            }
+        }
+    };
+    Val { v: r, vector }
+}

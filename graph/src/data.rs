@@ -1,0 +1,64 @@
+//! Host data attached to input nodes. It is shared (`Arc`), never hashed, and never copied
+//! when a graph is cloned, so weights cost nothing to carry through the passes.
+
+use std::sync::Arc;
+
+use crate::dtype::DType;
+
+/// Values for an input, in row-major order at the input's bound shape.
+#[derive(Clone, Debug)]
+pub enum HostData {
+    /// f32 values.
+    F32(Arc<Vec<f32>>),
+    /// i32 values (also used for bool inputs, as 0/1).
+    I32(Arc<Vec<i32>>),
+}
+
+impl HostData {
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        match self {
+            HostData::F32(v) => v.len(),
+            HostData::I32(v) => v.len(),
+        }
+    }
+
+    /// True when there are no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The dtype of the values.
+    pub fn dtype(&self) -> DType {
+        match self {
+            HostData::F32(_) => DType::F32,
+            HostData::I32(_) => DType::I32,
+        }
+    }
+
+    /// The raw 4-byte words, which is how every buffer stores every dtype.
+    pub fn as_words(&self) -> &[u32] {
+        match self {
+            HostData::F32(v) => {
+                // SAFETY: f32 and u32 have the same size and alignment; every bit pattern is valid.
+                unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u32>(), v.len()) }
+            }
+            HostData::I32(v) => {
+                // SAFETY: i32 and u32 have the same size and alignment; every bit pattern is valid.
+                unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u32>(), v.len()) }
+            }
+        }
+    }
+}
+
+impl From<Vec<f32>> for HostData {
+    fn from(v: Vec<f32>) -> HostData {
+        HostData::F32(Arc::new(v))
+    }
+}
+
+impl From<Vec<i32>> for HostData {
+    fn from(v: Vec<i32>) -> HostData {
+        HostData::I32(Arc::new(v))
+    }
+}

@@ -1,0 +1,149 @@
+//! The op graph: a petgraph `StableGraph` of nodes whose edges run producer -> consumer and
+//! carry the operand slot, so passes can rewrite it in place and it can always be drawn.
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::rc::Rc;
+
+use petgraph::Direction;
+use petgraph::stable_graph::{NodeIndex, StableGraph};
+use petgraph::visit::EdgeRef;
+
+use crate::data::HostData;
+use crate::dtype::DType;
+use crate::op::Op;
+use crate::shape::Shape;
+
+/// Index of a node in a graph.
+pub type NodeId = NodeIndex<u32>;
+
+/// One recorded operation with its result type.
+#[derive(Clone, Debug)]
+pub struct Node {
+    /// The operation.
+    pub op: Op,
+    /// Result shape.
+    pub shape: Shape,
+    /// Result dtype.
+    pub dtype: DType,
+    /// Data attached to an input node (weights, prompts); not part of the graph's identity.
+    pub data: Option<HostData>,
+}
+
+/// The graph itself, without the shared handle.
+#[derive(Clone, Debug, Default)]
+pub struct GraphData {
+    /// Nodes and operand edges (edge weight = operand slot).
+    pub g: StableGraph<Node, u8>,
+}
+
+impl GraphData {
+    /// Records a node with its operands in slot order.
+    pub fn add(&mut self, node: Node, inputs: &[NodeId]) -> NodeId {
+        let id = self.g.add_node(node);
+        for (slot, &i) in inputs.iter().enumerate() {
+            self.g.add_edge(i, id, slot as u8);
+        }
+        id
+    }
+
+    /// The node at `id`.
+    pub fn node(&self, id: NodeId) -> &Node {
+        &self.g[id]
+    }
+
+    /// Operands of `id` in slot order.
+    pub fn inputs(&self, id: NodeId) -> Vec<NodeId> {
+        let mut e: Vec<(u8, NodeId)> = self
+            .g
+            .edges_directed(id, Direction::Incoming)
+            .map(|e| (*e.weight(), e.source()))
+            .collect();
+        e.sort_unstable_by_key(|p| p.0);
+        e.into_iter().map(|p| p.1).collect()
+    }
+
+    /// Distinct consumers of `id`.
+    pub fn consumers(&self, id: NodeId) -> Vec<NodeId> {
+        let mut c: Vec<NodeId> = self
+            .g
+            .neighbors_directed(id, Direction::Outgoing)
+            .collect();
+        c.sort_unstable();
+        c.dedup();
+        c
+    }
+
+    /// Every node reachable backwards from `outputs`, producers before consumers.
+    pub fn topo_from(&self, outputs: &[NodeId]) -> Vec<NodeId> {
+        let mut order = Vec::new();
+        let mut seen = HashSet::new();
+        // Iterative post-order DFS: deep graphs (many layers) must not overflow the stack.
+        let mut stack: Vec<(NodeId, bool)> = outputs.iter().rev().map(|&o| (o, false)).collect();
+        while let Some((n, done)) = stack.pop() {
+            if done {
+                order.push(n);
+                continue;
+            }
+            if !seen.insert(n) {
+                continue;
+            }
+            stack.push((n, true));
+            for i in self.inputs(n).into_iter().rev() {
+                if !seen.contains(&i) {
+                    stack.push((i, false));
+                }
+            }
+        }
+        order
+    }
+
+    /// Redirects every use of `old` to `new` (the rewrite primitive of CSE and folding).
+    pub fn replace_uses(&mut self, old: NodeId, new: NodeId) {
+        let uses: Vec<(petgraph::stable_graph::EdgeIndex<u32>, NodeId, u8)> = self
+            .g
+            .edges_directed(old, Direction::Outgoing)
+            .map(|e| (e.id(), e.target(), *e.weight()))
+            .collect();
+        for (e, target, slot) in uses {
+            self.g.remove_edge(e);
+            self.g.add_edge(new, target, slot);
+        }
+    }
+}
+
+/// A shared, growable graph that tensors record into. Cloning the handle shares the graph.
+#[derive(Clone, Debug, Default)]
+pub struct Graph(pub(crate) Rc<RefCell<GraphData>>);
+
+impl Graph {
+    /// An empty graph.
+    pub fn new() -> Graph {
+        Graph::default()
+    }
+
+    /// Runs `f` with read access to the graph.
+    pub fn with<R>(&self, f: impl FnOnce(&GraphData) -> R) -> R {
+        f(&self.0.borrow())
+    }
+
+    /// A copy of the graph for passes to rewrite (host data is shared, not copied).
+    pub fn snapshot(&self) -> GraphData {
+        self.0.borrow().clone()
+    }
+
+    /// True when both handles refer to the same graph.
+    pub fn same(&self, other: &Graph) -> bool {
+        Rc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// Number of recorded nodes.
+    pub fn len(&self) -> usize {
+        self.0.borrow().g.node_count()
+    }
+
+    /// True when nothing has been recorded.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

@@ -1,0 +1,193 @@
+//! The primitive ops: deliberately few (tinygrad-style). Everything else is composed from these
+//! in the Tensor API and fused back together by the compiler.
+
+use std::fmt;
+
+use crate::dim::Dim;
+use crate::dtype::DType;
+
+/// One-input elementwise ops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UnaryOp {
+    /// `-x`.
+    Neg,
+    /// `2^x`.
+    Exp2,
+    /// `log2(x)`.
+    Log2,
+    /// `sqrt(x)`.
+    Sqrt,
+    /// `1/x`.
+    Recip,
+    /// `sin(x)` (radians).
+    Sin,
+    /// Conversion to the node's dtype (f32 -> i32 truncates toward zero).
+    Cast,
+}
+
+/// Two-input elementwise ops (operands broadcast to one shape first).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BinaryOp {
+    /// `a + b`.
+    Add,
+    /// `a * b`.
+    Mul,
+    /// `max(a, b)`.
+    Max,
+    /// `a < b`, producing bool.
+    CmpLt,
+}
+
+/// Reductions over one axis.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReduceOp {
+    /// Sum of the axis.
+    Sum,
+    /// Maximum of the axis.
+    Max,
+}
+
+/// A node's operation. Shapes and dtypes live on the node; ops carry only what the shape
+/// cannot say.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    /// A named buffer supplied at run time (activations, weights, token ids).
+    Input {
+        /// The name inputs are bound by.
+        name: String,
+    },
+    /// Every element equal to `value`.
+    Const {
+        /// The value, cast to the node's dtype.
+        value: f64,
+    },
+    /// Element value = its index along `axis` (as the node's dtype): the source of masks and
+    /// position tables.
+    Arange {
+        /// The axis whose index becomes the value.
+        axis: usize,
+    },
+    /// Elementwise op of one input.
+    Unary(UnaryOp),
+    /// Elementwise op of two inputs of the node's shape.
+    Binary(BinaryOp),
+    /// `cond ? a : b`, elementwise.
+    Where,
+    /// Reduction of `axis`, kept as a size-1 axis.
+    Reduce {
+        /// Which reduction.
+        op: ReduceOp,
+        /// The reduced axis.
+        axis: usize,
+    },
+    /// Same elements, new shape (the node's shape).
+    Reshape,
+    /// Axes reordered: output axis i is input axis `perm[i]`.
+    Permute(Vec<usize>),
+    /// Size-1 axes broadcast to the node's shape without copying.
+    Expand,
+    /// A window starting at `starts` with the node's shape as its extent.
+    Slice {
+        /// Start index per axis (may be symbolic, e.g. a KV-cache position).
+        starts: Vec<Dim>,
+    },
+    /// Zero padding `(before, after)` per axis.
+    Pad(Vec<(usize, usize)>),
+    /// Batched contraction `[.., M, K] x [.., K, N] -> [.., M, N]`, kept whole so lowering can
+    /// give it a tiled kernel.
+    MatMul,
+}
+
+impl Op {
+    /// The mnemonic used in every printed form.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Input { .. } => "input",
+            Op::Const { .. } => "const",
+            Op::Arange { .. } => "arange",
+            Op::Unary(u) => match u {
+                UnaryOp::Neg => "neg",
+                UnaryOp::Exp2 => "exp2",
+                UnaryOp::Log2 => "log2",
+                UnaryOp::Sqrt => "sqrt",
+                UnaryOp::Recip => "recip",
+                UnaryOp::Sin => "sin",
+                UnaryOp::Cast => "cast",
+            },
+            Op::Binary(b) => match b {
+                BinaryOp::Add => "add",
+                BinaryOp::Mul => "mul",
+                BinaryOp::Max => "max",
+                BinaryOp::CmpLt => "cmplt",
+            },
+            Op::Where => "where",
+            Op::Reduce { op, .. } => match op {
+                ReduceOp::Sum => "sum",
+                ReduceOp::Max => "reduce_max",
+            },
+            Op::Reshape => "reshape",
+            Op::Permute(_) => "permute",
+            Op::Expand => "expand",
+            Op::Slice { .. } => "slice",
+            Op::Pad(_) => "pad",
+            Op::MatMul => "matmul",
+        }
+    }
+
+    /// True for ops that only re-index their input (views that copy nothing).
+    pub fn is_movement(&self) -> bool {
+        matches!(
+            self,
+            Op::Reshape | Op::Permute(_) | Op::Expand | Op::Slice { .. } | Op::Pad(_)
+        )
+    }
+
+    /// True for elementwise ops (one output element from the same-index input elements).
+    pub fn is_elementwise(&self) -> bool {
+        matches!(self, Op::Unary(_) | Op::Binary(_) | Op::Where)
+    }
+
+    /// True for leaf ops with no inputs.
+    pub fn is_source(&self) -> bool {
+        matches!(self, Op::Input { .. } | Op::Const { .. } | Op::Arange { .. })
+    }
+
+    /// The op's attributes as text (empty when the shape says everything).
+    pub fn attrs(&self) -> String {
+        match self {
+            Op::Input { name } => format!("\"{name}\""),
+            Op::Const { value } => format_value(*value),
+            Op::Arange { axis } | Op::Reduce { axis, .. } => format!("axis={axis}"),
+            Op::Permute(p) => format!("{p:?}"),
+            Op::Slice { starts } => {
+                let s: Vec<String> = starts.iter().map(|d| d.to_string()).collect();
+                format!("starts=[{}]", s.join(", "))
+            }
+            Op::Pad(p) => format!("{p:?}"),
+            _ => String::new(),
+        }
+    }
+}
+
+/// Prints a constant so that it reads back to the same f64 and looks like a number.
+pub fn format_value(v: f64) -> String {
+    if v.is_finite() && v == v.trunc() && v.abs() < 1e15 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:?}")
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The dtype an elementwise op produces from its input dtype.
+pub fn binary_result_dtype(op: BinaryOp, input: DType) -> DType {
+    match op {
+        BinaryOp::CmpLt => DType::Bool,
+        _ => input,
+    }
+}

@@ -1,0 +1,309 @@
+//! The kernel IR: a loop nest (parallel output loops, an optional innermost reduction) around a
+//! small SSA DAG of scalar ops whose loads and stores use affine indices. It has a canonical
+//! text form; that text (minus the kernel's name) is also what the kernel cache hashes.
+
+use std::fmt::{self, Write};
+
+use cranegrad_graph::{BinaryOp, DType, Dim, ReduceOp, Symbol, UnaryOp, op::format_value};
+
+use crate::affine::{Affine, Cond};
+
+/// Index of an expression in `Kernel::exprs`.
+pub type ExprId = usize;
+
+/// What a loop does with its iterations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LoopKind {
+    /// Independent iterations; the outermost ones are split across threads.
+    Parallel,
+    /// Accumulates the kernel's `Reduce` expressions; always innermost.
+    Reduce,
+}
+
+/// One loop of the nest.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Loop {
+    /// Trip count (symbolic extents are read from the symbol array at run time).
+    pub extent: Dim,
+    /// Parallel or reduction.
+    pub kind: LoopKind,
+}
+
+/// How the kernel reads or writes an argument buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Access {
+    /// Only loaded.
+    Read,
+    /// Only stored.
+    Write,
+}
+
+/// One buffer argument of the kernel ABI (`bufs[slot]`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Arg {
+    /// Element type.
+    pub dtype: DType,
+    /// Elements allocated (at every symbol's maximum); loads and stores stay below it.
+    pub len: usize,
+    /// Read or write.
+    pub access: Access,
+}
+
+/// A scalar operation of the kernel body.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Expr {
+    /// `bufs[arg][index]`; if `conds` fail the value is 0 and memory is not touched.
+    Load {
+        /// Argument slot.
+        arg: usize,
+        /// Element offset.
+        index: Affine,
+        /// Validity conditions (padding).
+        conds: Vec<Cond>,
+        /// Element type.
+        dtype: DType,
+    },
+    /// A constant (f64 bits, so the expression is hashable).
+    Const {
+        /// `f64::to_bits` of the value.
+        bits: u64,
+        /// Element type.
+        dtype: DType,
+    },
+    /// The value of an index expression, as i32.
+    Index(Affine),
+    /// True when every condition holds.
+    InBounds(Vec<Cond>),
+    /// Elementwise unary op; `dtype` is the result type (the target of a cast).
+    Unary {
+        /// The op.
+        op: UnaryOp,
+        /// Operand.
+        x: ExprId,
+        /// Result dtype.
+        dtype: DType,
+    },
+    /// Elementwise binary op.
+    Binary {
+        /// The op.
+        op: BinaryOp,
+        /// Left operand.
+        a: ExprId,
+        /// Right operand.
+        b: ExprId,
+        /// Result dtype.
+        dtype: DType,
+    },
+    /// `c ? a : b`.
+    Where {
+        /// Bool condition.
+        c: ExprId,
+        /// Value when true.
+        a: ExprId,
+        /// Value when false.
+        b: ExprId,
+        /// Result dtype.
+        dtype: DType,
+    },
+    /// The reduction of `x` over the reduce loop (sequential, one accumulator per output).
+    Reduce {
+        /// Sum or max.
+        op: ReduceOp,
+        /// The value accumulated each iteration.
+        x: ExprId,
+        /// Result dtype.
+        dtype: DType,
+    },
+}
+
+impl Expr {
+    /// The dtype the expression produces.
+    pub fn dtype(&self) -> DType {
+        match self {
+            Expr::Load { dtype, .. }
+            | Expr::Const { dtype, .. }
+            | Expr::Unary { dtype, .. }
+            | Expr::Binary { dtype, .. }
+            | Expr::Where { dtype, .. }
+            | Expr::Reduce { dtype, .. } => *dtype,
+            Expr::Index(_) => DType::I32,
+            Expr::InBounds(_) => DType::Bool,
+        }
+    }
+
+    /// Expressions this one reads.
+    pub fn operands(&self) -> Vec<ExprId> {
+        match self {
+            Expr::Unary { x, .. } | Expr::Reduce { x, .. } => vec![*x],
+            Expr::Binary { a, b, .. } => vec![*a, *b],
+            Expr::Where { c, a, b, .. } => vec![*c, *a, *b],
+            _ => vec![],
+        }
+    }
+
+    /// The f64 value of a constant.
+    pub fn const_value(&self) -> Option<f64> {
+        match self {
+            Expr::Const { bits, .. } => Some(f64::from_bits(*bits)),
+            _ => None,
+        }
+    }
+}
+
+/// `bufs[arg][index] = value`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Store {
+    /// Argument slot.
+    pub arg: usize,
+    /// Element offset (independent of the reduce loop).
+    pub index: Affine,
+    /// The stored expression.
+    pub value: ExprId,
+}
+
+/// A compiled unit: `extern "C" fn(bufs, syms, start, end)` computes iterations
+/// `[start, end)` of its parallel range (see [`Kernel::parallel_extent`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Kernel {
+    /// Display name (not part of the cache key).
+    pub name: String,
+    /// The graph ops fused into this kernel, for `--dump-graph` (not part of the cache key).
+    pub ops: Vec<String>,
+    /// Buffer arguments by ABI slot.
+    pub args: Vec<Arg>,
+    /// Symbols by ABI slot of `syms`.
+    pub symbols: Vec<Symbol>,
+    /// Loop nest, outermost first; a reduce loop, if any, is last.
+    pub loops: Vec<Loop>,
+    /// SSA body, operands before users.
+    pub exprs: Vec<Expr>,
+    /// Results written back.
+    pub stores: Vec<Store>,
+}
+
+impl Kernel {
+    /// The parallel (non-reduce) loops.
+    pub fn output_loops(&self) -> &[Loop] {
+        let n = self
+            .loops
+            .iter()
+            .take_while(|l| l.kind == LoopKind::Parallel)
+            .count();
+        &self.loops[..n]
+    }
+
+    /// The reduce loop, if any.
+    pub fn reduce_loop(&self) -> Option<(usize, &Loop)> {
+        self.loops
+            .iter()
+            .enumerate()
+            .find(|(_, l)| l.kind == LoopKind::Reduce)
+    }
+
+    /// The range the ABI's `[start, end)` spans: the product of all output loops but the
+    /// innermost, or the innermost itself for a one-loop kernel (1 for a scalar kernel).
+    pub fn parallel_dims(&self) -> Vec<Dim> {
+        let outs = self.output_loops();
+        match outs.len() {
+            0 => vec![Dim::Const(1)],
+            1 => vec![outs[0].extent.clone()],
+            n => outs[..n - 1].iter().map(|l| l.extent.clone()).collect(),
+        }
+    }
+
+    /// True when the parallel range covers the innermost loop's elements (one-loop kernels).
+    pub fn parallel_over_inner(&self) -> bool {
+        self.output_loops().len() == 1
+    }
+
+    /// Position of a symbol in the ABI's symbol array.
+    pub fn symbol_slot(&self, name: &str) -> Option<usize> {
+        self.symbols.iter().position(|s| &*s.name == name)
+    }
+
+    /// The canonical text without the name and op list: the cache key's input.
+    pub fn key_text(&self) -> String {
+        let mut s = String::new();
+        self.write_body(&mut s);
+        s
+    }
+
+    fn write_body(&self, s: &mut String) {
+        for (i, a) in self.args.iter().enumerate() {
+            let acc = match a.access {
+                Access::Read => "in",
+                Access::Write => "out",
+            };
+            let _ = writeln!(s, "  arg{i}: {} {}[{}]", acc, a.dtype, a.len);
+        }
+        for (i, sym) in self.symbols.iter().enumerate() {
+            let _ = writeln!(s, "  sym{i}: {sym}");
+        }
+        for (i, l) in self.loops.iter().enumerate() {
+            let kind = match l.kind {
+                LoopKind::Parallel => "parallel",
+                LoopKind::Reduce => "reduce",
+            };
+            let _ = writeln!(s, "  loop i{i} in 0..{} {kind}", l.extent);
+        }
+        for (i, e) in self.exprs.iter().enumerate() {
+            let _ = writeln!(s, "  e{i} = {}", ExprText(e));
+        }
+        for st in &self.stores {
+            let _ = writeln!(s, "  store arg{}[{}] = e{}", st.arg, st.index, st.value);
+        }
+    }
+}
+
+struct ExprText<'a>(&'a Expr);
+
+impl fmt::Display for ExprText<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let conds = |c: &[Cond]| -> String {
+            if c.is_empty() {
+                String::new()
+            } else {
+                let v: Vec<String> = c.iter().map(|c| c.to_string()).collect();
+                format!(" if {}", v.join(" && "))
+            }
+        };
+        match self.0 {
+            Expr::Load {
+                arg,
+                index,
+                conds: c,
+                dtype,
+            } => write!(f, "load.{dtype} arg{arg}[{index}]{}", conds(c)),
+            Expr::Const { bits, dtype } => {
+                write!(f, "const.{dtype} {}", format_value(f64::from_bits(*bits)))
+            }
+            Expr::Index(a) => write!(f, "index {a}"),
+            Expr::InBounds(c) => write!(f, "inbounds{}", conds(c)),
+            Expr::Unary { op, x, dtype } => {
+                let name = cranegrad_graph::Op::Unary(*op).name();
+                write!(f, "{name}.{dtype} e{x}")
+            }
+            Expr::Binary { op, a, b, dtype } => {
+                let name = cranegrad_graph::Op::Binary(*op).name();
+                write!(f, "{name}.{dtype} e{a}, e{b}")
+            }
+            Expr::Where { c, a, b, dtype } => write!(f, "where.{dtype} e{c}, e{a}, e{b}"),
+            Expr::Reduce { op, x, dtype } => {
+                let name = match op {
+                    ReduceOp::Sum => "sum",
+                    ReduceOp::Max => "max",
+                };
+                write!(f, "reduce.{name}.{dtype} e{x}")
+            }
+        }
+    }
+}
+
+impl fmt::Display for Kernel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut s = String::new();
+        let _ = writeln!(s, "kernel {} ({})", self.name, self.ops.join(" "));
+        self.write_body(&mut s);
+        f.write_str(&s)
+    }
+}

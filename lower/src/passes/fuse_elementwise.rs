@@ -1,0 +1,166 @@
+//! Elementwise fusion: decides which nodes get a buffer ("realized"); every other node is
+//! computed inline, inside the kernel of the realized node that consumes it.
+//!
+//! The rules, in order:
+//! 1. Outputs, reductions and matmuls are realized (each is the root of a kernel). A
+//!    reduction's elementwise producers are computed inside its loop, so `sum(x*x)` reads `x`
+//!    once.
+//! 2. A matmul operand that is more than a view (movement ops over a buffer or a constant) is
+//!    realized: inlining it would recompute it for every output column.
+//! 3. A reshape that merges axes of anything but a contiguous buffer is not affine; the node
+//!    under the reshape chain is realized (a copy kernel) so the reshape becomes a free view.
+//! 4. A computed node whose value is needed by more than one kernel is realized once and read
+//!    by each, rather than recomputed (recomputing a chain of transcendental ops per consumer
+//!    costs more than one write and reads). Views and constants are never realized this way.
+//!
+//! With fusion off (`--no-fuse`) every non-view, non-source node is realized: one kernel per
+//! primitive op.
+
+use std::collections::{BTreeSet, HashMap};
+
+use cranegrad_graph::{Dim, GraphData, NodeId, Op, Shape};
+
+/// The set of nodes that own a buffer (inputs always do and are not listed).
+#[derive(Clone, Debug, Default)]
+pub struct Fusion {
+    /// Nodes computed by a kernel of their own.
+    pub realized: BTreeSet<NodeId>,
+}
+
+impl Fusion {
+    /// True when the node's value lives in a buffer (a realized node or an input).
+    pub fn is_buffer(&self, g: &GraphData, n: NodeId) -> bool {
+        self.realized.contains(&n) || matches!(g.node(n).op, Op::Input { .. })
+    }
+
+    /// True when reading the node costs only loads: a buffer, a constant, or views of them.
+    pub fn is_free(&self, g: &GraphData, n: NodeId) -> bool {
+        let mut cur = n;
+        loop {
+            if self.is_buffer(g, cur) {
+                return true;
+            }
+            match g.node(cur).op {
+                Op::Const { .. } | Op::Arange { .. } => return true,
+                ref op if op.is_movement() => cur = g.inputs(cur)[0],
+                _ => return false,
+            }
+        }
+    }
+}
+
+/// Follows a chain of reshapes down to the first node that is not an unrealized reshape.
+pub fn reshape_base(g: &GraphData, fusion: &Fusion, n: NodeId) -> NodeId {
+    let mut cur = n;
+    while matches!(g.node(cur).op, Op::Reshape) && (cur == n || !fusion.realized.contains(&cur)) {
+        cur = g.inputs(cur)[0];
+    }
+    cur
+}
+
+/// Groups the axes of a reshape: `(input axes, output axes)` with equal products. Size-1 axes
+/// are left out; symbolic axes must match one to one.
+pub fn reshape_groups(input: &Shape, output: &Shape) -> Option<Vec<(Vec<usize>, Vec<usize>)>> {
+    let ins: Vec<usize> = (0..input.rank()).filter(|&i| !input.dims()[i].is_one()).collect();
+    let outs: Vec<usize> = (0..output.rank()).filter(|&i| !output.dims()[i].is_one()).collect();
+    let (mut i, mut o) = (0, 0);
+    let mut groups = Vec::new();
+    while i < ins.len() && o < outs.len() {
+        let (di, do_) = (&input.dims()[ins[i]], &output.dims()[outs[o]]);
+        if let (Dim::Sym { .. }, _) | (_, Dim::Sym { .. }) = (di, do_) {
+            if di != do_ {
+                return None;
+            }
+            groups.push((vec![ins[i]], vec![outs[o]]));
+            i += 1;
+            o += 1;
+            continue;
+        }
+        let (mut gi, mut go) = (vec![ins[i]], vec![outs[o]]);
+        let (mut pi, mut po) = (di.max_value(), do_.max_value());
+        i += 1;
+        o += 1;
+        while pi != po {
+            if pi < po {
+                let d = input.dims().get(*ins.get(i)?)?.as_const()?;
+                pi *= d;
+                gi.push(ins[i]);
+                i += 1;
+            } else {
+                let d = output.dims().get(*outs.get(o)?)?.as_const()?;
+                po *= d;
+                go.push(outs[o]);
+                o += 1;
+            }
+        }
+        groups.push((gi, go));
+    }
+    (i == ins.len() && o == outs.len()).then_some(groups)
+}
+
+/// True when every group of the reshape splits (or keeps) one input axis, so input indices
+/// are affine in output indices.
+pub fn reshape_is_affine(input: &Shape, output: &Shape) -> bool {
+    reshape_groups(input, output).is_some_and(|gs| gs.iter().all(|(gi, _)| gi.len() == 1))
+}
+
+/// Chooses the realized nodes of the graph reachable from `outputs` (see the module rules).
+pub fn fuse_elementwise(g: &GraphData, outputs: &[NodeId], fuse: bool) -> Fusion {
+    let order = g.topo_from(outputs);
+    let mut f = Fusion::default();
+    f.realized.extend(outputs.iter().copied());
+    for &n in &order {
+        let op = &g.node(n).op;
+        let root = matches!(op, Op::Reduce { .. } | Op::MatMul);
+        if root || (!fuse && !op.is_movement() && !op.is_source()) {
+            f.realized.insert(n);
+        }
+    }
+    for &n in &order {
+        match g.node(n).op {
+            Op::MatMul => {
+                for i in g.inputs(n) {
+                    if !f.is_free(g, i) {
+                        f.realized.insert(i);
+                    }
+                }
+            }
+            Op::Reshape => {
+                let child = g.inputs(n)[0];
+                if !reshape_is_affine(&g.node(child).shape, &g.node(n).shape) {
+                    let base = reshape_base(g, &f, n);
+                    let base_op = &g.node(base).op;
+                    if !f.is_buffer(g, base) && !matches!(base_op, Op::Const { .. }) {
+                        f.realized.insert(base);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    // Owners: the realized nodes whose kernels read a node's value through unrealized paths.
+    let mut owners: HashMap<NodeId, BTreeSet<NodeId>> = HashMap::new();
+    for &n in order.iter().rev() {
+        if g.node(n).op.is_source() {
+            continue;
+        }
+        if f.realized.contains(&n) {
+            owners.insert(n, BTreeSet::from([n]));
+            continue;
+        }
+        let mut o = BTreeSet::new();
+        for c in g.consumers(n) {
+            if f.realized.contains(&c) {
+                o.insert(c);
+            } else if let Some(co) = owners.get(&c) {
+                o.extend(co.iter().copied());
+            }
+        }
+        if o.len() > 1 && !f.is_free(g, n) {
+            f.realized.insert(n);
+            o = BTreeSet::from([n]);
+        }
+        owners.insert(n, o);
+    }
+    f
+}

@@ -1,0 +1,8 @@
+//! Graph rewrite passes, one per file, each a function from graph to graph with a name you can
+//! grep for.
+
+pub mod cse;
+pub mod dead_nodes;
+pub mod fold_constants;
+pub mod fuse_elementwise;
+pub mod simplify_loops;

@@ -1,0 +1,77 @@
+//! Loop simplification on a built kernel: size-1 loops vanish and adjacent parallel loops that
+//! every index walks contiguously merge into one, so codegen sees the longest inner loop it
+//! can vectorise and the thread pool gets a long outer range.
+
+use crate::affine::{Affine, Cond};
+use crate::kernel::{Expr, Kernel, LoopKind};
+use cranegrad_graph::Dim;
+
+fn for_each_affine(k: &mut Kernel, mut f: impl FnMut(&mut Affine)) {
+    let conds = |cs: &mut Vec<Cond>, f: &mut dyn FnMut(&mut Affine)| {
+        for c in cs.iter_mut() {
+            f(&mut c.expr);
+        }
+    };
+    for e in &mut k.exprs {
+        match e {
+            Expr::Load { index, conds: c, .. } => {
+                f(index);
+                conds(c, &mut f);
+            }
+            Expr::Index(a) => f(a),
+            Expr::InBounds(c) => conds(c, &mut f),
+            _ => {}
+        }
+    }
+    for s in &mut k.stores {
+        f(&mut s.index);
+    }
+}
+
+fn all_affine(k: &Kernel) -> Vec<Affine> {
+    let mut v = Vec::new();
+    let mut k2 = k.clone();
+    for_each_affine(&mut k2, |a| v.push(a.clone()));
+    v
+}
+
+/// Removes extent-1 loops and merges mergeable neighbours; returns the kernel with its loop
+/// variables renumbered.
+pub fn simplify_loops(mut k: Kernel) -> Kernel {
+    // Drop constant size-1 loops: their variable is always 0.
+    while let Some(v) = k.loops.iter().position(|l| l.extent == Dim::Const(1)) {
+        k.loops.remove(v);
+        for_each_affine(&mut k, |a| {
+            *a = a
+                .without(v)
+                .rename(|w| Some(if w > v { w - 1 } else { w }));
+        });
+    }
+    // Merge loop v into v+1 when for every index coeff(v) == coeff(v+1) * extent(v+1).
+    let mut v = 0;
+    while v + 1 < k.loops.len() {
+        let (a, b) = (&k.loops[v], &k.loops[v + 1]);
+        let mergeable = a.kind == LoopKind::Parallel
+            && b.kind == LoopKind::Parallel
+            && a.extent.as_const().is_some()
+            && b.extent.as_const().is_some();
+        let inner = b.extent.as_const().unwrap_or(0) as i64;
+        if mergeable
+            && all_affine(&k)
+                .iter()
+                .all(|e| e.coeff(v) == e.coeff(v + 1) * inner)
+        {
+            let outer = k.loops[v].extent.as_const().unwrap_or(0);
+            k.loops[v + 1].extent = Dim::Const(outer * inner as usize);
+            k.loops.remove(v);
+            for_each_affine(&mut k, |a| {
+                *a = a
+                    .without(v)
+                    .rename(|w| Some(if w > v { w - 1 } else { w }));
+            });
+        } else {
+            v += 1;
+        }
+    }
+    k
+}

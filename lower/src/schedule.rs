@@ -1,0 +1,579 @@
+//! Scheduling: turns the realized nodes chosen by fusion into kernels (loop nests with a fused
+//! body), plus the buffers they read and write.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Write;
+
+use cranegrad_graph::{DType, Dim, GraphData, HostData, NodeId, Op, ReduceOp, Shape, Symbol};
+
+use crate::LowerError;
+use crate::affine::{Affine, Cond, IndexMap};
+use crate::kernel::{Access, Arg, Expr, ExprId, Kernel, Loop, LoopKind, Store};
+use crate::passes::fuse_elementwise::{Fusion, reshape_base, reshape_groups};
+use crate::passes::simplify_loops::simplify_loops;
+
+/// Index of a buffer in `Schedule::buffers`.
+pub type BufId = usize;
+
+/// Where a buffer's contents come from.
+#[derive(Clone, Debug)]
+pub enum BufKind {
+    /// Supplied by the caller (by name) or carried by the graph (weights).
+    Input {
+        /// Input name.
+        name: String,
+        /// Data attached to the graph, if any.
+        data: Option<HostData>,
+    },
+    /// Written by one kernel, read by later ones; the memory planner may share its memory.
+    Temp,
+    /// A requested output (index into the outputs list).
+    Output,
+}
+
+/// One buffer of the program, laid out contiguously at every symbol's maximum.
+#[derive(Clone, Debug)]
+pub struct BufDecl {
+    /// Logical shape.
+    pub shape: Shape,
+    /// Element type.
+    pub dtype: DType,
+    /// Origin.
+    pub kind: BufKind,
+}
+
+impl BufDecl {
+    /// Elements allocated.
+    pub fn len(&self) -> usize {
+        self.shape.max_numel()
+    }
+
+    /// True for a zero-element buffer.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A kernel with the program buffers bound to its argument slots.
+#[derive(Clone, Debug)]
+pub struct Launch {
+    /// The kernel.
+    pub kernel: Kernel,
+    /// `args[slot]` = program buffer.
+    pub args: Vec<BufId>,
+}
+
+/// The lowered program: kernels in execution order over a set of buffers.
+#[derive(Clone, Debug, Default)]
+pub struct Schedule {
+    /// Kernels in dependency order.
+    pub launches: Vec<Launch>,
+    /// Every buffer.
+    pub buffers: Vec<BufDecl>,
+    /// Buffer of each requested output, in request order.
+    pub outputs: Vec<BufId>,
+}
+
+impl Schedule {
+    /// Readable listing: every kernel with its fused ops, operands and loop nest.
+    pub fn text(&self) -> String {
+        let mut s = String::new();
+        for (i, b) in self.buffers.iter().enumerate() {
+            let kind = match &b.kind {
+                BufKind::Input { name, .. } => format!("input \"{name}\""),
+                BufKind::Temp => "temp".to_string(),
+                BufKind::Output => "output".to_string(),
+            };
+            let _ = writeln!(s, "buf{i}: {}{} {kind}", b.dtype, b.shape);
+        }
+        for (i, l) in self.launches.iter().enumerate() {
+            let ins: Vec<String> = l
+                .kernel
+                .args
+                .iter()
+                .zip(&l.args)
+                .filter(|(a, _)| a.access == Access::Read)
+                .map(|(_, b)| format!("buf{b}"))
+                .collect();
+            let outs: Vec<String> = l
+                .kernel
+                .args
+                .iter()
+                .zip(&l.args)
+                .filter(|(a, _)| a.access == Access::Write)
+                .map(|(_, b)| format!("buf{b}"))
+                .collect();
+            let _ = writeln!(
+                s,
+                "kernel {i}: {} [{}] -> {}",
+                l.kernel.ops.join("+"),
+                ins.join(", "),
+                outs.join(", ")
+            );
+            let _ = write!(s, "{}", l.kernel);
+        }
+        s
+    }
+}
+
+/// Builds the kernels of every realized node.
+pub fn build_schedule(
+    g: &GraphData,
+    outputs: &[NodeId],
+    fusion: &Fusion,
+) -> Result<Schedule, LowerError> {
+    let order = g.topo_from(outputs);
+    let mut sched = Schedule::default();
+    let mut buf_of: HashMap<NodeId, BufId> = HashMap::new();
+    let out_set: BTreeSet<NodeId> = outputs.iter().copied().collect();
+    for &n in &order {
+        let node = g.node(n);
+        let kind = if let Op::Input { name } = &node.op {
+            BufKind::Input {
+                name: name.clone(),
+                data: node.data.clone(),
+            }
+        } else if out_set.contains(&n) {
+            BufKind::Output
+        } else if fusion.realized.contains(&n) {
+            BufKind::Temp
+        } else {
+            continue;
+        };
+        buf_of.insert(n, sched.buffers.len());
+        sched.buffers.push(BufDecl {
+            shape: node.shape.clone(),
+            dtype: node.dtype,
+            kind,
+        });
+    }
+    let mut out_buf_of: HashMap<NodeId, BufId> = HashMap::new();
+    for &n in &order {
+        if !fusion.realized.contains(&n) {
+            continue;
+        }
+        // An input requested as an output is copied into a buffer of its own.
+        let out_buf = if matches!(g.node(n).op, Op::Input { .. }) {
+            sched.buffers.push(BufDecl {
+                shape: g.node(n).shape.clone(),
+                dtype: g.node(n).dtype,
+                kind: BufKind::Output,
+            });
+            out_buf_of.insert(n, sched.buffers.len() - 1);
+            sched.buffers.len() - 1
+        } else {
+            buf_of[&n]
+        };
+        let idx = sched.launches.len();
+        let launch = KernelBuilder::new(g, fusion, &buf_of, n).build(idx, out_buf)?;
+        sched.launches.push(launch);
+    }
+    sched.outputs = outputs
+        .iter()
+        .map(|o| out_buf_of.get(o).copied().unwrap_or(buf_of[o]))
+        .collect();
+    Ok(sched)
+}
+
+struct KernelBuilder<'a> {
+    g: &'a GraphData,
+    fusion: &'a Fusion,
+    buf_of: &'a HashMap<NodeId, BufId>,
+    root: NodeId,
+    args: Vec<(BufId, Arg)>,
+    exprs: Vec<Expr>,
+    interned: HashMap<Expr, ExprId>,
+    memo: HashMap<(NodeId, IndexMap), ExprId>,
+    symbols: BTreeMap<String, Symbol>,
+    ops: Vec<String>,
+    counted: BTreeSet<NodeId>,
+}
+
+impl<'a> KernelBuilder<'a> {
+    fn new(
+        g: &'a GraphData,
+        fusion: &'a Fusion,
+        buf_of: &'a HashMap<NodeId, BufId>,
+        root: NodeId,
+    ) -> Self {
+        KernelBuilder {
+            g,
+            fusion,
+            buf_of,
+            root,
+            args: Vec::new(),
+            exprs: Vec::new(),
+            interned: HashMap::new(),
+            memo: HashMap::new(),
+            symbols: BTreeMap::new(),
+            ops: Vec::new(),
+            counted: BTreeSet::new(),
+        }
+    }
+
+    fn push(&mut self, e: Expr) -> ExprId {
+        if let Some(&id) = self.interned.get(&e) {
+            return id;
+        }
+        let id = self.exprs.len();
+        self.exprs.push(e.clone());
+        self.interned.insert(e, id);
+        id
+    }
+
+    fn note_dim(&mut self, d: &Dim) {
+        if let Some(s) = d.symbol() {
+            self.symbols.insert(s.name.to_string(), s.clone());
+        }
+    }
+
+    fn dim(&mut self, d: &Dim) -> Affine {
+        self.note_dim(d);
+        Affine::dim(d)
+    }
+
+    fn arg(&mut self, buf: BufId, access: Access, decl: (&Shape, DType)) -> usize {
+        if let Some(i) = self
+            .args
+            .iter()
+            .position(|(b, a)| *b == buf && a.access == access)
+        {
+            return i;
+        }
+        self.args.push((
+            buf,
+            Arg {
+                dtype: decl.1,
+                len: decl.0.max_numel(),
+                access,
+            },
+        ));
+        self.args.len() - 1
+    }
+
+    fn constant(&mut self, v: f64, dtype: DType) -> ExprId {
+        self.push(Expr::Const {
+            bits: v.to_bits(),
+            dtype,
+        })
+    }
+
+    fn load(&mut self, buf_node: NodeId, layout: &Shape, map: &IndexMap) -> ExprId {
+        let node = self.g.node(buf_node);
+        let buf = self.buf_of[&buf_node];
+        let slot = self.arg(buf, Access::Read, (&node.shape, node.dtype));
+        let index = map.offset(&layout.layout_strides());
+        self.push(Expr::Load {
+            arg: slot,
+            index,
+            conds: map.conds.clone(),
+            dtype: node.dtype,
+        })
+    }
+
+    fn note_op(&mut self, n: NodeId) {
+        let op = &self.g.node(n).op;
+        if !op.is_movement() && !op.is_source() && self.counted.insert(n) {
+            self.ops.push(op.name().to_string());
+        }
+    }
+
+    /// The node's value at `map`, computed inline unless it lives in a buffer.
+    fn eval(&mut self, n: NodeId, map: &IndexMap) -> Result<ExprId, LowerError> {
+        if n != self.root && self.fusion.is_buffer(self.g, n) {
+            let shape = self.g.node(n).shape.clone();
+            return Ok(self.load(n, &shape, map));
+        }
+        if let Some(&e) = self.memo.get(&(n, map.clone())) {
+            return Ok(e);
+        }
+        let e = self.compute(n, map)?;
+        self.memo.insert((n, map.clone()), e);
+        Ok(e)
+    }
+
+    fn compute(&mut self, n: NodeId, map: &IndexMap) -> Result<ExprId, LowerError> {
+        let node = self.g.node(n).clone();
+        let ins = self.g.inputs(n);
+        self.note_op(n);
+        for d in node.shape.dims() {
+            self.note_dim(d);
+        }
+        let e = match &node.op {
+            Op::Input { .. } => self.load(n, &node.shape, map),
+            Op::Const { value } => self.constant(*value, node.dtype),
+            Op::Arange { axis } => {
+                let i = self.push(Expr::Index(map.dims[*axis].clone()));
+                if node.dtype == DType::I32 {
+                    i
+                } else {
+                    self.push(Expr::Unary {
+                        op: cranegrad_graph::UnaryOp::Cast,
+                        x: i,
+                        dtype: node.dtype,
+                    })
+                }
+            }
+            Op::Unary(op) => {
+                let x = self.eval(ins[0], map)?;
+                self.push(Expr::Unary {
+                    op: *op,
+                    x,
+                    dtype: node.dtype,
+                })
+            }
+            Op::Binary(op) => {
+                let a = self.eval(ins[0], map)?;
+                let b = self.eval(ins[1], map)?;
+                self.push(Expr::Binary {
+                    op: *op,
+                    a,
+                    b,
+                    dtype: node.dtype,
+                })
+            }
+            Op::Where => {
+                let c = self.eval(ins[0], map)?;
+                let a = self.eval(ins[1], map)?;
+                let b = self.eval(ins[2], map)?;
+                self.push(Expr::Where {
+                    c,
+                    a,
+                    b,
+                    dtype: node.dtype,
+                })
+            }
+            Op::Reshape => {
+                let base = reshape_base(self.g, self.fusion, n);
+                let base_node = self.g.node(base);
+                if base != self.root && self.fusion.is_buffer(self.g, base) {
+                    // A contiguous buffer read through any reshape is addressed with the
+                    // reshaped shape's own strides.
+                    self.load(base, &node.shape, map)
+                } else if let Op::Const { value } = base_node.op {
+                    self.constant(value, node.dtype)
+                } else {
+                    let child = &self.g.node(ins[0]).shape;
+                    let cmap = reshape_map(child, &node.shape, map).ok_or_else(|| {
+                        LowerError::Internal(format!(
+                            "reshape {} -> {} is not affine over a computed value",
+                            child, node.shape
+                        ))
+                    })?;
+                    self.eval(ins[0], &cmap)?
+                }
+            }
+            Op::Permute(perm) => {
+                let mut dims = vec![Affine::default(); perm.len()];
+                for (i, &p) in perm.iter().enumerate() {
+                    dims[p] = map.dims[i].clone();
+                }
+                self.eval(
+                    ins[0],
+                    &IndexMap {
+                        dims,
+                        conds: map.conds.clone(),
+                    },
+                )?
+            }
+            Op::Expand => {
+                let child = self.g.node(ins[0]).shape.clone();
+                let dims = child
+                    .dims()
+                    .iter()
+                    .zip(&map.dims)
+                    .zip(node.shape.dims())
+                    .map(|((c, m), o)| {
+                        if c.is_one() && !o.is_one() {
+                            Affine::default()
+                        } else {
+                            m.clone()
+                        }
+                    })
+                    .collect();
+                self.eval(
+                    ins[0],
+                    &IndexMap {
+                        dims,
+                        conds: map.conds.clone(),
+                    },
+                )?
+            }
+            Op::Slice { starts } => {
+                let dims = starts
+                    .iter()
+                    .zip(&map.dims)
+                    .map(|(s, m)| m.add(&self.dim(s)))
+                    .collect();
+                self.eval(
+                    ins[0],
+                    &IndexMap {
+                        dims,
+                        conds: map.conds.clone(),
+                    },
+                )?
+            }
+            Op::Pad(pads) => {
+                let child = self.g.node(ins[0]).shape.clone();
+                let mut dims = Vec::new();
+                let mut new_conds = Vec::new();
+                for ((m, &(before, after)), len) in map.dims.iter().zip(pads).zip(child.dims()) {
+                    let d = m.add(&Affine::constant(-(before as i64)));
+                    if before > 0 || after > 0 {
+                        self.note_dim(len);
+                        new_conds.push(Cond {
+                            expr: d.clone(),
+                            len: len.clone(),
+                        });
+                    }
+                    dims.push(d);
+                }
+                let mut conds = map.conds.clone();
+                conds.extend(new_conds.iter().cloned());
+                let v = self.eval(ins[0], &IndexMap { dims, conds })?;
+                let c = self.push(Expr::InBounds(new_conds));
+                let z = self.constant(0.0, node.dtype);
+                self.push(Expr::Where {
+                    c,
+                    a: v,
+                    b: z,
+                    dtype: node.dtype,
+                })
+            }
+            Op::Reduce { .. } | Op::MatMul => {
+                return Err(LowerError::Internal(format!(
+                    "{} reached inline; it must be realized",
+                    node.op.name()
+                )));
+            }
+        };
+        Ok(e)
+    }
+
+    fn build(mut self, idx: usize, out_buf: BufId) -> Result<Launch, LowerError> {
+        let root = self.g.node(self.root).clone();
+        let ins = self.g.inputs(self.root);
+        let mut loops: Vec<Loop> = root
+            .shape
+            .dims()
+            .iter()
+            .map(|d| Loop {
+                extent: d.clone(),
+                kind: LoopKind::Parallel,
+            })
+            .collect();
+        for d in root.shape.dims() {
+            self.note_dim(d);
+        }
+        let rank = root.shape.rank();
+        let ident = IndexMap {
+            dims: (0..rank).map(Affine::var).collect(),
+            conds: vec![],
+        };
+        let (value, kind) = match &root.op {
+            Op::Reduce { op, axis } => {
+                let input = self.g.node(ins[0]).shape.clone();
+                let red = loops.len();
+                loops.push(Loop {
+                    extent: input.dims()[*axis].clone(),
+                    kind: LoopKind::Reduce,
+                });
+                self.note_dim(&input.dims()[*axis]);
+                let mut map = ident.clone();
+                map.dims[*axis] = Affine::var(red);
+                self.note_op(self.root);
+                let x = self.eval(ins[0], &map)?;
+                let v = self.push(Expr::Reduce {
+                    op: *op,
+                    x,
+                    dtype: root.dtype,
+                });
+                let kind = match op {
+                    ReduceOp::Sum => "sum",
+                    ReduceOp::Max => "max",
+                };
+                (v, kind)
+            }
+            Op::MatMul => {
+                let a_shape = self.g.node(ins[0]).shape.clone();
+                let red = loops.len();
+                loops.push(Loop {
+                    extent: a_shape.dims()[rank - 1].clone(),
+                    kind: LoopKind::Reduce,
+                });
+                self.note_dim(&a_shape.dims()[rank - 1]);
+                let mut ma = ident.clone();
+                ma.dims[rank - 1] = Affine::var(red);
+                let mut mb = ident.clone();
+                mb.dims[rank - 2] = Affine::var(red);
+                self.note_op(self.root);
+                let a = self.eval(ins[0], &ma)?;
+                let b = self.eval(ins[1], &mb)?;
+                let x = self.push(Expr::Binary {
+                    op: cranegrad_graph::BinaryOp::Mul,
+                    a,
+                    b,
+                    dtype: DType::F32,
+                });
+                let v = self.push(Expr::Reduce {
+                    op: ReduceOp::Sum,
+                    x,
+                    dtype: DType::F32,
+                });
+                (v, "matmul")
+            }
+            op => {
+                let kind = if op.is_elementwise() {
+                    "elementwise"
+                } else {
+                    "copy"
+                };
+                (self.compute(self.root, &ident)?, kind)
+            }
+        };
+        if self.ops.is_empty() {
+            self.ops.push("copy".to_string());
+        }
+        let out = self.arg(out_buf, Access::Write, (&root.shape, root.dtype));
+        let store = Store {
+            arg: out,
+            index: ident.offset(&root.shape.layout_strides()),
+            value,
+        };
+        let kernel = Kernel {
+            name: format!("k{idx}_{kind}"),
+            ops: self.ops,
+            args: self.args.iter().map(|(_, a)| a.clone()).collect(),
+            symbols: self.symbols.into_values().collect(),
+            loops,
+            exprs: self.exprs,
+            stores: vec![store],
+        };
+        Ok(Launch {
+            kernel: simplify_loops(kernel),
+            args: self.args.iter().map(|(b, _)| *b).collect(),
+        })
+    }
+}
+
+/// Input indices of a reshape that only splits or keeps axes, from its output indices.
+fn reshape_map(input: &Shape, output: &Shape, map: &IndexMap) -> Option<IndexMap> {
+    let groups = reshape_groups(input, output)?;
+    let mut dims = vec![Affine::default(); input.rank()];
+    for (gi, go) in groups {
+        if gi.len() != 1 {
+            return None;
+        }
+        let mut acc = Affine::default();
+        let mut stride = 1i64;
+        for &o in go.iter().rev() {
+            acc = acc.add(&map.dims[o].scale(stride));
+            stride *= output.dims()[o].max_value() as i64;
+        }
+        dims[gi[0]] = acc;
+    }
+    Some(IndexMap {
+        dims,
+        conds: map.conds.clone(),
+    })
+}

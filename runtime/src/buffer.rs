@@ -1,0 +1,104 @@
+//! 64-byte aligned, zero-initialised host buffers of 4-byte words (every dtype is 4 bytes).
+//! Large buffers ask the kernel for transparent huge pages, which matters for bandwidth-bound
+//! kernels (fewer TLB misses when streaming weights).
+
+use std::alloc::{Layout, alloc_zeroed, dealloc};
+use std::ptr::NonNull;
+
+/// Alignment of every buffer: a cache line, and enough for any vector load.
+pub const ALIGN: usize = 64;
+
+/// Buffers at least this large are advised to use huge pages.
+const HUGE_PAGE_MIN: usize = 4 << 20;
+
+/// An owned aligned allocation of `len` 4-byte words.
+pub struct AlignedBuf {
+    ptr: NonNull<u8>,
+    words: usize,
+    layout: Layout,
+}
+
+// SAFETY: the buffer owns its memory exclusively; sharing raw pointers across the thread pool
+// is coordinated by the executor (kernels write disjoint ranges).
+unsafe impl Send for AlignedBuf {}
+// SAFETY: as above; `&AlignedBuf` only hands out pointers and slices.
+unsafe impl Sync for AlignedBuf {}
+
+impl AlignedBuf {
+    /// A zeroed buffer of `words` 4-byte elements (at least one cache line is allocated so the
+    /// pointer is always valid).
+    pub fn zeroed(words: usize) -> AlignedBuf {
+        let bytes = (words.max(1) * 4).next_multiple_of(ALIGN);
+        let layout = Layout::from_size_align(bytes, ALIGN).expect("buffer size fits in isize");
+        // SAFETY: the layout has a non-zero size.
+        let raw = unsafe { alloc_zeroed(layout) };
+        let ptr = NonNull::new(raw).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
+        if bytes >= HUGE_PAGE_MIN {
+            advise_huge_pages(raw, bytes);
+        }
+        AlignedBuf { ptr, words, layout }
+    }
+
+    /// Number of 4-byte words.
+    pub fn len(&self) -> usize {
+        self.words
+    }
+
+    /// True when the buffer holds no words.
+    pub fn is_empty(&self) -> bool {
+        self.words == 0
+    }
+
+    /// Base pointer.
+    pub fn as_mut_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// The words.
+    pub fn words(&self) -> &[u32] {
+        // SAFETY: the allocation holds at least `words` initialised u32s.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().cast::<u32>(), self.words) }
+    }
+
+    /// The words, mutably.
+    pub fn words_mut(&mut self) -> &mut [u32] {
+        // SAFETY: as in `words`, and `&mut self` guarantees exclusivity.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().cast::<u32>(), self.words) }
+    }
+
+    /// The words as f32.
+    pub fn as_f32(&self) -> &[f32] {
+        // SAFETY: same size and alignment; every bit pattern is a valid f32.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().cast::<f32>(), self.words) }
+    }
+
+    /// The words as f32, mutably.
+    pub fn as_f32_mut(&mut self) -> &mut [f32] {
+        // SAFETY: as in `as_f32`, with exclusivity from `&mut self`.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().cast::<f32>(), self.words) }
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `zeroed` with this exact layout.
+        unsafe { dealloc(self.ptr.as_ptr(), self.layout) }
+    }
+}
+
+impl std::fmt::Debug for AlignedBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AlignedBuf({} words)", self.words)
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn advise_huge_pages(ptr: *mut u8, bytes: usize) {
+    // SAFETY: advisory only, on memory we own; failure is harmless.
+    unsafe {
+        libc::madvise(ptr.cast(), bytes, libc::MADV_HUGEPAGE);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn advise_huge_pages(_ptr: *mut u8, _bytes: usize) {}

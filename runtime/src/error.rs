@@ -1,0 +1,46 @@
+//! The runtime's error type; messages name the input, symbol or shape at fault.
+
+use thiserror::Error;
+
+/// Why realizing a graph failed.
+#[derive(Debug, Error)]
+pub enum RuntimeError {
+    /// A shape or symbol error from the graph.
+    #[error(transparent)]
+    Graph(#[from] cranegrad_graph::GraphError),
+    /// Lowering failed.
+    #[error(transparent)]
+    Lower(#[from] cranegrad_lower::LowerError),
+    /// Code generation failed.
+    #[error(transparent)]
+    Codegen(#[from] cranegrad_codegen::CodegenError),
+    /// An input with neither attached data nor a feed.
+    #[error("input {0} has no data: attach it to the graph or pass it as a feed")]
+    MissingInput(String),
+    /// Input data of the wrong length.
+    #[error("input {name}: expected {expected} values at the bound shape, got {got}")]
+    InputLength {
+        /// Input name.
+        name: String,
+        /// Elements the bound shape needs.
+        expected: usize,
+        /// Elements supplied.
+        got: usize,
+    },
+    /// Input data of the wrong dtype.
+    #[error("input {name}: expected {expected} data, got {got}")]
+    InputDType {
+        /// Input name.
+        name: String,
+        /// Declared dtype.
+        expected: cranegrad_graph::DType,
+        /// Supplied dtype.
+        got: cranegrad_graph::DType,
+    },
+    /// An index outside its tensor.
+    #[error("bounds: {0}")]
+    Bounds(String),
+    /// Tensors from different graphs realized together.
+    #[error("realize: outputs belong to different graphs")]
+    MixedGraphs,
+}

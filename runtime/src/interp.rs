@@ -1,0 +1,270 @@
+//! The reference interpreter: executes the primitive graph one op at a time with plain loops
+//! over dense values, accumulating reductions and matmuls in f64. It is slow on purpose and
+//! shares no code with lowering or codegen, which makes it the oracle for every kernel.
+
+use std::collections::HashMap;
+
+use cranegrad_graph::{
+    BinaryOp, Bindings, DType, GraphData, HostData, NodeId, Op, ReduceOp, UnaryOp,
+};
+
+use crate::error::RuntimeError;
+use crate::value::Value;
+
+/// A dense value at its bound shape; elements are f64 holding exactly what the dtype holds.
+#[derive(Clone, Debug)]
+struct Dense {
+    shape: Vec<usize>,
+    data: Vec<f64>,
+}
+
+fn strides(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![1; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * shape[i + 1];
+    }
+    s
+}
+
+/// Calls `f(flat_index, multi_index)` for every element of `shape` in row-major order.
+fn for_each_index(shape: &[usize], mut f: impl FnMut(usize, &[usize])) {
+    let n: usize = shape.iter().product();
+    let mut idx = vec![0usize; shape.len()];
+    for flat in 0..n {
+        f(flat, &idx);
+        for d in (0..shape.len()).rev() {
+            idx[d] += 1;
+            if idx[d] < shape[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+}
+
+fn round(dtype: DType, v: f64) -> f64 {
+    match dtype {
+        DType::F32 => v as f32 as f64,
+        DType::I32 => (v as i64 as i32) as f64,
+        DType::Bool => f64::from(v != 0.0),
+    }
+}
+
+fn unary(op: UnaryOp, from: DType, to: DType, x: f64) -> f64 {
+    let xf = x as f32;
+    match op {
+        UnaryOp::Neg => round(to, -x),
+        UnaryOp::Exp2 => xf.exp2() as f64,
+        UnaryOp::Log2 => xf.log2() as f64,
+        UnaryOp::Sqrt => xf.sqrt() as f64,
+        UnaryOp::Recip => (1.0 / xf) as f64,
+        UnaryOp::Sin => xf.sin() as f64,
+        UnaryOp::Cast => match (from, to) {
+            (DType::F32, DType::I32) => {
+                if x.is_nan() {
+                    0.0
+                } else {
+                    x.trunc().clamp(i32::MIN as f64, i32::MAX as f64)
+                }
+            }
+            _ => round(to, x),
+        },
+    }
+}
+
+fn binary(op: BinaryOp, dtype: DType, a: f64, b: f64) -> f64 {
+    match op {
+        BinaryOp::Add => round(dtype, a + b),
+        BinaryOp::Mul => round(dtype, a * b),
+        BinaryOp::Max => {
+            if a.is_nan() || b.is_nan() {
+                f64::NAN
+            } else {
+                a.max(b)
+            }
+        }
+        BinaryOp::CmpLt => f64::from(a < b),
+    }
+}
+
+/// Evaluates `outputs` of `g` with inputs from attached data or `feeds`, symbols from
+/// `bindings`.
+pub fn interpret(
+    g: &GraphData,
+    outputs: &[NodeId],
+    feeds: &HashMap<String, HostData>,
+    bindings: &Bindings,
+) -> Result<Vec<Value>, RuntimeError> {
+    let mut vals: HashMap<NodeId, Dense> = HashMap::new();
+    for n in g.topo_from(outputs) {
+        let node = g.node(n);
+        let shape = node.shape.eval(bindings)?;
+        let ins: Vec<&Dense> = g.inputs(n).iter().map(|i| &vals[i]).collect();
+        let in_dtype = g.inputs(n).first().map(|&i| g.node(i).dtype);
+        let numel: usize = shape.iter().product();
+        let data: Vec<f64> = match &node.op {
+            Op::Input { name } => {
+                let d = node
+                    .data
+                    .as_ref()
+                    .or_else(|| feeds.get(name))
+                    .ok_or_else(|| RuntimeError::MissingInput(name.clone()))?;
+                if d.len() != numel {
+                    return Err(RuntimeError::InputLength {
+                        name: name.clone(),
+                        expected: numel,
+                        got: d.len(),
+                    });
+                }
+                match d {
+                    HostData::F32(v) => v.iter().map(|&x| x as f64).collect(),
+                    HostData::I32(v) => v.iter().map(|&x| x as f64).collect(),
+                }
+            }
+            Op::Const { value } => vec![round(node.dtype, *value); numel],
+            Op::Arange { axis } => {
+                let mut out = vec![0.0; numel];
+                for_each_index(&shape, |f, idx| out[f] = idx[*axis] as f64);
+                out
+            }
+            Op::Unary(op) => {
+                let from = in_dtype.unwrap_or(node.dtype);
+                ins[0]
+                    .data
+                    .iter()
+                    .map(|&x| unary(*op, from, node.dtype, x))
+                    .collect()
+            }
+            Op::Binary(op) => ins[0]
+                .data
+                .iter()
+                .zip(&ins[1].data)
+                .map(|(&a, &b)| binary(*op, node.dtype, a, b))
+                .collect(),
+            Op::Where => ins[0]
+                .data
+                .iter()
+                .zip(ins[1].data.iter().zip(&ins[2].data))
+                .map(|(&c, (&a, &b))| if c != 0.0 { a } else { b })
+                .collect(),
+            Op::Reduce { op, axis } => {
+                let src = ins[0];
+                let ss = strides(&src.shape);
+                let len = src.shape[*axis];
+                let mut out = vec![0.0; numel];
+                for_each_index(&shape, |f, idx| {
+                    let base: usize = idx.iter().zip(&ss).map(|(i, s)| i * s).sum();
+                    let items = (0..len).map(|j| src.data[base + j * ss[*axis]]);
+                    out[f] = match op {
+                        ReduceOp::Sum => round(node.dtype, items.sum()),
+                        ReduceOp::Max => items.fold(f64::NEG_INFINITY, |a, b| {
+                            if a.is_nan() || b.is_nan() {
+                                f64::NAN
+                            } else {
+                                a.max(b)
+                            }
+                        }),
+                    };
+                });
+                out
+            }
+            Op::Reshape => ins[0].data.clone(),
+            Op::Permute(perm) => {
+                let ss = strides(&ins[0].shape);
+                let mut out = vec![0.0; numel];
+                for_each_index(&shape, |f, idx| {
+                    let src: usize = idx.iter().zip(perm).map(|(i, &p)| i * ss[p]).sum();
+                    out[f] = ins[0].data[src];
+                });
+                out
+            }
+            Op::Expand => {
+                let src = ins[0];
+                let ss = strides(&src.shape);
+                let mut out = vec![0.0; numel];
+                for_each_index(&shape, |f, idx| {
+                    let s: usize = idx
+                        .iter()
+                        .zip(&src.shape)
+                        .zip(&ss)
+                        .map(|((&i, &d), &st)| if d == 1 { 0 } else { i * st })
+                        .sum();
+                    out[f] = src.data[s];
+                });
+                out
+            }
+            Op::Slice { starts } => {
+                let starts: Vec<usize> = starts
+                    .iter()
+                    .map(|d| d.eval(bindings))
+                    .collect::<Result<_, _>>()?;
+                let src = ins[0];
+                for (d, (&st, &len)) in starts.iter().zip(&shape).enumerate() {
+                    if st + len > src.shape[d] {
+                        return Err(RuntimeError::Bounds(format!(
+                            "slice of axis {d}: {st}+{len} exceeds {}",
+                            src.shape[d]
+                        )));
+                    }
+                }
+                let ss = strides(&src.shape);
+                let mut out = vec![0.0; numel];
+                for_each_index(&shape, |f, idx| {
+                    let s: usize = idx
+                        .iter()
+                        .zip(&starts)
+                        .zip(&ss)
+                        .map(|((i, st), s)| (i + st) * s)
+                        .sum();
+                    out[f] = src.data[s];
+                });
+                out
+            }
+            Op::Pad(pads) => {
+                let src = ins[0];
+                let ss = strides(&src.shape);
+                let mut out = vec![0.0; numel];
+                for_each_index(&shape, |f, idx| {
+                    let mut s = 0;
+                    for d in 0..idx.len() {
+                        let i = idx[d] as i64 - pads[d].0 as i64;
+                        if i < 0 || i >= src.shape[d] as i64 {
+                            return;
+                        }
+                        s += i as usize * ss[d];
+                    }
+                    out[f] = src.data[s];
+                });
+                out
+            }
+            Op::MatMul => {
+                let (a, b) = (ins[0], ins[1]);
+                let r = shape.len();
+                let (m, nn, k) = (shape[r - 2], shape[r - 1], a.shape[r - 1]);
+                let batch: usize = shape[..r - 2].iter().product();
+                let mut out = vec![0.0; numel];
+                for bi in 0..batch {
+                    let (ao, bo) = (bi * m * k, bi * k * nn);
+                    for i in 0..m {
+                        for j in 0..nn {
+                            let mut acc = 0.0f64;
+                            for p in 0..k {
+                                acc += a.data[ao + i * k + p] * b.data[bo + p * nn + j];
+                            }
+                            out[bi * m * nn + i * nn + j] = round(DType::F32, acc);
+                        }
+                    }
+                }
+                out
+            }
+        };
+        vals.insert(n, Dense { shape, data });
+    }
+    Ok(outputs
+        .iter()
+        .map(|o| {
+            let d = &vals[o];
+            Value::from_f64(d.shape.clone(), g.node(*o).dtype, &d.data)
+        })
+        .collect())
+}

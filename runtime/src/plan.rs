@@ -1,0 +1,234 @@
+//! A prepared plan: the lowered schedule with compiled kernels, a planned arena and output
+//! buffers. Running it again only binds inputs and symbols and launches kernels.
+
+use std::collections::HashMap;
+
+use cranegrad_codegen::{KernelCache, KernelFn};
+use cranegrad_graph::{Bindings, DType, HostData, Shape};
+use cranegrad_lower::{BufKind, Lowered};
+
+use crate::buffer::AlignedBuf;
+use crate::error::RuntimeError;
+use crate::planner::{MemoryPlan, plan_memory};
+use crate::pool::ThreadPool;
+use crate::value::Value;
+
+/// Launches with less work than this (elements x reduce length) run on the caller alone:
+/// waking the pool costs more than it saves.
+const PARALLEL_MIN_WORK: usize = 1 << 15;
+
+/// Compile statistics of one kernel of a plan.
+#[derive(Clone, Debug)]
+pub struct KernelInfo {
+    /// Kernel name.
+    pub name: String,
+    /// Compile time (0 when it came from the cache).
+    pub compile_micros: f64,
+    /// True when the kernel cache already had it.
+    pub cache_hit: bool,
+}
+
+/// A schedule ready to run.
+pub struct Plan {
+    /// The lowered graph and schedule.
+    pub lowered: Lowered,
+    /// Arena layout of the temporaries.
+    pub memory: MemoryPlan,
+    /// Per-kernel compile facts.
+    pub kernels: Vec<KernelInfo>,
+    funcs: Vec<KernelFn>,
+    arena: AlignedBuf,
+    owned: HashMap<usize, AlignedBuf>,
+}
+
+impl Plan {
+    /// Compiles every kernel of `lowered` (through the cache) and allocates its memory.
+    pub fn new(lowered: Lowered, cache: &mut KernelCache) -> Result<Plan, RuntimeError> {
+        let sched = &lowered.schedule;
+        let mut funcs = Vec::with_capacity(sched.launches.len());
+        let mut kernels = Vec::with_capacity(sched.launches.len());
+        for l in &sched.launches {
+            let c = cache.get_or_compile(&l.kernel)?;
+            funcs.push(c.func);
+            kernels.push(KernelInfo {
+                name: l.kernel.name.clone(),
+                compile_micros: c.compile_micros,
+                cache_hit: c.hit,
+            });
+        }
+        let memory = plan_memory(sched);
+        let arena = AlignedBuf::zeroed(memory.arena_bytes / 4);
+        let mut owned = HashMap::new();
+        for (i, b) in sched.buffers.iter().enumerate() {
+            let staged = matches!(b.kind, BufKind::Input { .. }) && !b.shape.is_static();
+            if matches!(b.kind, BufKind::Output) || staged {
+                owned.insert(i, AlignedBuf::zeroed(b.len()));
+            }
+        }
+        Ok(Plan {
+            lowered,
+            memory,
+            kernels,
+            funcs,
+            arena,
+            owned,
+        })
+    }
+
+    /// Number of kernels launched per run.
+    pub fn kernel_count(&self) -> usize {
+        self.funcs.len()
+    }
+
+    /// Binds inputs (attached data first, then `feeds` by name), runs every kernel, and copies
+    /// the outputs out at their bound shapes.
+    pub fn run(
+        &mut self,
+        pool: &ThreadPool,
+        feeds: &HashMap<String, HostData>,
+        bindings: &Bindings,
+    ) -> Result<Vec<Value>, RuntimeError> {
+        let sched = &self.lowered.schedule;
+        let mut ptrs: Vec<*mut u8> = vec![std::ptr::null_mut(); sched.buffers.len()];
+        for (i, b) in sched.buffers.iter().enumerate() {
+            ptrs[i] = match &b.kind {
+                BufKind::Temp => match self.memory.offsets[i] {
+                    // SAFETY: the planner keeps every offset + size inside the arena.
+                    Some(off) => unsafe { self.arena.as_mut_ptr().add(off) },
+                    None => self.arena.as_mut_ptr(),
+                },
+                BufKind::Output => self.owned[&i].as_mut_ptr(),
+                BufKind::Input { name, data } => {
+                    let d = feeds
+                        .get(name)
+                        .or(data.as_ref())
+                        .ok_or_else(|| RuntimeError::MissingInput(name.clone()))?;
+                    let want = b.dtype;
+                    let got = d.dtype();
+                    if got != want && !(want == DType::Bool && got == DType::I32) {
+                        return Err(RuntimeError::InputDType {
+                            name: name.clone(),
+                            expected: want,
+                            got,
+                        });
+                    }
+                    let dims = b.shape.eval(bindings)?;
+                    let numel: usize = dims.iter().product();
+                    if d.len() != numel {
+                        return Err(RuntimeError::InputLength {
+                            name: name.clone(),
+                            expected: numel,
+                            got: d.len(),
+                        });
+                    }
+                    match self.owned.get_mut(&i) {
+                        Some(stage) => {
+                            scatter_to_layout(&b.shape, &dims, d.as_words(), stage.words_mut());
+                            stage.as_mut_ptr()
+                        }
+                        None => d.as_words().as_ptr().cast_mut().cast::<u8>(),
+                    }
+                }
+            };
+        }
+        // Validate every symbol before any kernel runs.
+        for l in &sched.launches {
+            for s in &l.kernel.symbols {
+                cranegrad_graph::Dim::sym(s).eval(bindings)?;
+            }
+        }
+        let mut args: Vec<*mut u8> = Vec::new();
+        let mut syms: Vec<i64> = Vec::new();
+        for (l, &f) in sched.launches.iter().zip(&self.funcs) {
+            args.clear();
+            args.extend(l.args.iter().map(|&b| ptrs[b]));
+            syms.clear();
+            syms.extend(l.kernel.symbols.iter().map(|s| bindings[&s.name]));
+            let total: usize = l
+                .kernel
+                .parallel_dims()
+                .iter()
+                .map(|d| d.eval(bindings))
+                .product::<Result<usize, _>>()?;
+            let work: usize = l
+                .kernel
+                .loops
+                .iter()
+                .map(|lp| lp.extent.eval(bindings))
+                .product::<Result<usize, _>>()?;
+            let align = if l.kernel.parallel_over_inner() { 16 } else { 1 };
+            let threads = if work < PARALLEL_MIN_WORK {
+                1
+            } else {
+                pool.threads()
+            };
+            // SAFETY: `args` holds a live pointer for every argument slot, each buffer is at
+            // least `Arg::len` elements (checked by codegen's bounds proof against the same
+            // lengths), symbols were validated above, and kernels write disjoint ranges.
+            unsafe {
+                pool.run(
+                    f,
+                    args.as_ptr(),
+                    syms.as_ptr(),
+                    total as i64,
+                    align,
+                    threads,
+                );
+            }
+        }
+        sched
+            .outputs
+            .iter()
+            .map(|&o| {
+                let b = &sched.buffers[o];
+                let dims = b.shape.eval(bindings)?;
+                // SAFETY: ptrs[o] points at an owned buffer of b.len() words (or an input).
+                let words = unsafe { std::slice::from_raw_parts(ptrs[o].cast::<u32>(), b.len()) };
+                let compact = gather_from_layout(&b.shape, &dims, words);
+                let data = match b.dtype {
+                    DType::F32 => HostData::from(
+                        compact.iter().map(|&w| f32::from_bits(w)).collect::<Vec<f32>>(),
+                    ),
+                    _ => HostData::from(compact.iter().map(|&w| w as i32).collect::<Vec<i32>>()),
+                };
+                Ok(Value { shape: dims, data })
+            })
+            .collect()
+    }
+}
+
+/// Visits `(compact index, layout index)` pairs of a bound shape inside its max layout.
+fn for_each_layout_index(shape: &Shape, dims: &[usize], mut f: impl FnMut(usize, usize)) {
+    let strides = shape.layout_strides();
+    let n: usize = dims.iter().product();
+    if shape.is_static() {
+        (0..n).for_each(|i| f(i, i));
+        return;
+    }
+    let mut idx = vec![0usize; dims.len()];
+    for c in 0..n {
+        let l: usize = idx.iter().zip(&strides).map(|(i, &s)| i * s as usize).sum();
+        f(c, l);
+        for d in (0..dims.len()).rev() {
+            idx[d] += 1;
+            if idx[d] < dims[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+}
+
+fn scatter_to_layout(shape: &Shape, dims: &[usize], src: &[u32], dst: &mut [u32]) {
+    for_each_layout_index(shape, dims, |c, l| dst[l] = src[c]);
+}
+
+fn gather_from_layout(shape: &Shape, dims: &[usize], src: &[u32]) -> Vec<u32> {
+    let n: usize = dims.iter().product();
+    if shape.is_static() {
+        return src[..n].to_vec();
+    }
+    let mut out = vec![0u32; n];
+    for_each_layout_index(shape, dims, |c, l| out[c] = src[l]);
+    out
+}

@@ -1,0 +1,218 @@
+//! The entry point for running graphs: a session owns the kernel cache, the plan cache and the
+//! thread pool. The first realize of a graph structure lowers and compiles it ("cold"); later
+//! realizes of the same structure replay the cached plan ("warm").
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use cranegrad_codegen::{CacheStats, KernelCache};
+use cranegrad_graph::{Bindings, GraphData, HostData, NodeId, Op, Tensor, structural_hash};
+use cranegrad_lower::{LowerOptions, lower};
+
+use crate::error::RuntimeError;
+use crate::plan::Plan;
+use crate::pool::ThreadPool;
+use crate::value::Value;
+
+/// How a session lowers and runs graphs.
+#[derive(Clone, Copy, Debug)]
+pub struct SessionOptions {
+    /// Fuse elementwise ops (off: one kernel per primitive op).
+    pub fuse: bool,
+    /// Threads including the caller.
+    pub threads: usize,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions {
+            fuse: true,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+}
+
+/// Where the time of one realize went.
+#[derive(Clone, Debug, Default)]
+pub struct RunReport {
+    /// True when the plan came from the plan cache (nothing lowered or compiled).
+    pub plan_cached: bool,
+    /// Hashing the graph structure (plan-cache lookup).
+    pub hash_ms: f64,
+    /// Rewrite passes and scheduling.
+    pub passes_ms: f64,
+    /// Cranelift compilation of the kernels that missed the kernel cache.
+    pub compile_ms: f64,
+    /// Binding inputs, launching kernels and copying outputs.
+    pub execute_ms: f64,
+    /// Whole realize.
+    pub total_ms: f64,
+    /// Kernels launched.
+    pub kernels: usize,
+    /// Kernel-cache hits during this realize.
+    pub cache_hits: u64,
+    /// Kernel-cache misses (compilations) during this realize.
+    pub cache_misses: u64,
+    /// Planned intermediate memory (arena) in bytes.
+    pub arena_bytes: usize,
+}
+
+/// Runs graphs through the JIT.
+pub struct Session {
+    opts: SessionOptions,
+    cache: KernelCache,
+    plans: HashMap<String, Plan>,
+    pool: ThreadPool,
+    last: RunReport,
+}
+
+/// Input data by name.
+pub type Feeds = HashMap<String, HostData>;
+
+impl Session {
+    /// A session with its own kernel cache and thread pool.
+    pub fn new(opts: SessionOptions) -> Result<Session, RuntimeError> {
+        Ok(Session {
+            opts,
+            cache: KernelCache::new()?,
+            plans: HashMap::new(),
+            pool: ThreadPool::new(opts.threads),
+            last: RunReport::default(),
+        })
+    }
+
+    /// The options this session was made with.
+    pub fn options(&self) -> SessionOptions {
+        self.opts
+    }
+
+    /// Changes fusion for later realizes (plans are cached per setting).
+    pub fn set_fuse(&mut self, fuse: bool) {
+        self.opts.fuse = fuse;
+    }
+
+    /// Kernel-cache counters since the session started.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.stats()
+    }
+
+    /// The report of the most recent realize.
+    pub fn last_report(&self) -> &RunReport {
+        &self.last
+    }
+
+    /// The thread pool (shared with captured plans).
+    pub fn pool(&self) -> &ThreadPool {
+        &self.pool
+    }
+
+    /// Drops every cached plan (the kernel cache stays).
+    pub fn clear_plans(&mut self) {
+        self.plans.clear();
+    }
+
+    fn key(&self, g: &GraphData, outs: &[NodeId]) -> String {
+        format!("{}:{}", structural_hash(g, outs), self.opts.fuse)
+    }
+
+    /// Lowers and compiles the plan for `outputs` if it is not cached; returns its key.
+    pub fn prepare(&mut self, outputs: &[&Tensor]) -> Result<String, RuntimeError> {
+        let (graph, ids) = same_graph(outputs)?;
+        let t0 = Instant::now();
+        let key = graph.with(|g| self.key(g, &ids));
+        self.last = RunReport {
+            hash_ms: ms(t0),
+            plan_cached: self.plans.contains_key(&key),
+            ..RunReport::default()
+        };
+        if !self.last.plan_cached {
+            let before = self.cache.stats();
+            let t1 = Instant::now();
+            let lowered = graph.with(|g| lower(g, &ids, LowerOptions { fuse: self.opts.fuse }))?;
+            self.last.passes_ms = ms(t1);
+            let plan = Plan::new(lowered, &mut self.cache)?;
+            let after = self.cache.stats();
+            self.last.compile_ms = (after.compile_micros - before.compile_micros) / 1e3;
+            self.last.cache_hits = after.hits - before.hits;
+            self.last.cache_misses = after.misses - before.misses;
+            self.plans.insert(key.clone(), plan);
+        }
+        let plan = &self.plans[&key];
+        self.last.kernels = plan.kernel_count();
+        self.last.arena_bytes = plan.memory.arena_bytes;
+        Ok(key)
+    }
+
+    /// The cached plan for a key from [`Session::prepare`].
+    pub fn plan(&self, key: &str) -> Option<&Plan> {
+        self.plans.get(key)
+    }
+
+    /// Computes `outputs`. Inputs take their data from the graph or from `feeds` (by name);
+    /// symbolic dimensions take their values from `bindings`.
+    pub fn realize(
+        &mut self,
+        outputs: &[&Tensor],
+        feeds: &Feeds,
+        bindings: &Bindings,
+    ) -> Result<Vec<Value>, RuntimeError> {
+        let t0 = Instant::now();
+        let key = self.prepare(outputs)?;
+        let mut all = attached_inputs(outputs);
+        for (k, v) in feeds {
+            all.insert(k.clone(), v.clone());
+        }
+        let t1 = Instant::now();
+        let plan = self.plans.get_mut(&key).expect("prepared above");
+        let out = plan.run(&self.pool, &all, bindings)?;
+        self.last.execute_ms = ms(t1);
+        self.last.total_ms = ms(t0);
+        Ok(out)
+    }
+}
+
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+/// The graph and node ids of `outputs`, which must share one graph.
+pub fn same_graph(outputs: &[&Tensor]) -> Result<(cranegrad_graph::Graph, Vec<NodeId>), RuntimeError> {
+    let first = outputs.first().ok_or(RuntimeError::MixedGraphs)?;
+    if outputs.iter().any(|t| !t.graph().same(first.graph())) {
+        return Err(RuntimeError::MixedGraphs);
+    }
+    Ok((
+        first.graph().clone(),
+        outputs.iter().map(|t| t.id()).collect(),
+    ))
+}
+
+/// Data attached to the input nodes that `outputs` depend on, by name.
+pub fn attached_inputs(outputs: &[&Tensor]) -> Feeds {
+    let Some(first) = outputs.first() else {
+        return Feeds::new();
+    };
+    let ids: Vec<NodeId> = outputs.iter().map(|t| t.id()).collect();
+    first.graph().with(|g| {
+        g.topo_from(&ids)
+            .into_iter()
+            .filter_map(|n| {
+                let node = g.node(n);
+                match (&node.op, &node.data) {
+                    (Op::Input { name }, Some(d)) => Some((name.clone(), d.clone())),
+                    _ => None,
+                }
+            })
+            .collect()
+    })
+}
+
+/// Runs `outputs` through the reference interpreter (the oracle).
+pub fn interpret_tensors(
+    outputs: &[&Tensor],
+    feeds: &Feeds,
+    bindings: &Bindings,
+) -> Result<Vec<Value>, RuntimeError> {
+    let (graph, ids) = same_graph(outputs)?;
+    graph.with(|g| crate::interp::interpret(g, &ids, feeds, bindings))
+}
