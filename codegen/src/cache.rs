@@ -80,6 +80,11 @@ impl KernelCache {
         cranegrad_graph::print::hex(&h.finalize()[..16])
     }
 
+    /// The JIT module, for helper functions compiled outside the kernel IR (the probe).
+    pub(crate) fn module_mut(&mut self) -> &mut JITModule {
+        &mut self.module
+    }
+
     /// Counters so far.
     pub fn stats(&self) -> CacheStats {
         self.stats
@@ -132,6 +137,19 @@ impl KernelCache {
         let s = self.ctx.func.display().to_string();
         self.module.clear_context(&mut self.ctx);
         s
+    }
+
+    /// The machine code of a kernel as text (what `--dump-graph=asm` prints).
+    pub fn disassemble(&mut self, k: &Kernel) -> Result<String, CodegenError> {
+        let mut ctx = Context::new();
+        ctx.func.signature = kernel_signature(self.module.isa().default_call_conv());
+        emit_kernel(k, &mut ctx.func, &mut self.fctx, self.module.isa().frontend_config());
+        ctx.set_disasm(true);
+        let mut ctrl = cranelift_codegen::control::ControlPlane::default();
+        let code = ctx
+            .compile(self.module.isa(), &mut ctrl)
+            .map_err(|e| CodegenError::Cranelift(format!("{}: {:?}", k.name, e.inner)))?;
+        Ok(code.vcode.clone().unwrap_or_default())
     }
 
     fn compile(&mut self, k: &Kernel, key: &str) -> Result<KernelFn, CodegenError> {

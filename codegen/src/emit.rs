@@ -151,11 +151,11 @@ pub fn emit_kernel(
     b.seal_block(entry);
     let p = b.block_params(entry).to_vec();
     let (bufs, syms, start, end) = (p[0], p[1], p[2], p[3]);
+    // Not `can_move`: the optimiser would re-place these loads inside the hot loop.
     let ro = MemFlagsData::new()
         .with_notrap()
         .with_aligned()
-        .with_readonly()
-        .with_can_move();
+        .with_readonly();
     let ptrs: Vec<Value> = (0..k.args.len())
         .map(|i| b.ins().load(types::I64, ro, bufs, (8 * i) as i32))
         .collect();
@@ -807,7 +807,16 @@ fn binary(b: &mut FunctionBuilder, op: BinaryOp, input: DType, x: Val, y: Val) -
         BinaryOp::Add => b.ins().iadd(a, c),
         BinaryOp::Mul if float => b.ins().fmul(a, c),
         BinaryOp::Mul => b.ins().imul(a, c),
-        BinaryOp::Max if float => b.ins().fmax(a, c),
+        // `a < b ? b : a`: one maxps/maxss, and a NaN in `a` (the data in relu) propagates.
+        BinaryOp::Max if float => {
+            let lt = b.ins().fcmp(FloatCC::LessThan, a, c);
+            if vector {
+                let m = b.ins().bitcast(types::F32X4, vflags(), lt);
+                b.ins().bitselect(m, c, a)
+            } else {
+                b.ins().select(lt, c, a)
+            }
+        }
         BinaryOp::Max => {
             let gt = b.ins().icmp(IntCC::SignedGreaterThan, a, c);
             if vector {

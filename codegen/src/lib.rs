@@ -5,6 +5,7 @@ pub mod cache;
 pub mod emit;
 pub mod isa;
 pub mod math;
+pub mod probe;
 
 use thiserror::Error;
 

@@ -32,7 +32,7 @@ pub enum BinaryOp {
     Add,
     /// `a * b`.
     Mul,
-    /// `max(a, b)`.
+    /// `a < b ? b : a`: the maximum, returning `a` when either is NaN (one x86 maxps).
     Max,
     /// `a < b`, producing bool.
     CmpLt,

@@ -61,6 +61,8 @@ pub struct Launch {
     pub kernel: Kernel,
     /// `args[slot]` = program buffer.
     pub args: Vec<BufId>,
+    /// Graph nodes computed inside this kernel (its root last).
+    pub nodes: Vec<NodeId>,
 }
 
 /// The lowered program: kernels in execution order over a set of buffers.
@@ -112,6 +114,64 @@ impl Schedule {
             );
             let _ = write!(s, "{}", l.kernel);
         }
+        s
+    }
+}
+
+impl Schedule {
+    /// Graphviz DOT of the fused graph: one cluster per kernel around the nodes it computes,
+    /// buffers (inputs) outside any cluster.
+    pub fn dot(&self, g: &GraphData) -> String {
+        let mut s = String::from(
+            "digraph cranegrad {\n  rankdir=TB;\n  node [shape=box, fontname=\"monospace\"];\n",
+        );
+        let mut drawn: BTreeSet<NodeId> = BTreeSet::new();
+        for (i, l) in self.launches.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "  subgraph cluster_k{i} {{\n    label=\"kernel {i}: {}\";\n    style=filled; fillcolor=\"#fff6d5\";",
+                l.kernel.ops.join("+")
+            );
+            for &n in &l.nodes {
+                if drawn.insert(n) {
+                    let node = g.node(n);
+                    let _ = writeln!(
+                        s,
+                        "    n{} [label=\"{} {}\\n{}{}\"];",
+                        n.index(),
+                        node.op.name(),
+                        node.op.attrs().replace('"', "\\\""),
+                        node.dtype,
+                        node.shape
+                    );
+                }
+            }
+            s.push_str("  }\n");
+        }
+        let mut edges = BTreeSet::new();
+        for l in &self.launches {
+            for &n in &l.nodes {
+                for i in g.inputs(n) {
+                    if drawn.insert(i) {
+                        let node = g.node(i);
+                        let _ = writeln!(
+                            s,
+                            "  n{} [label=\"{} {}\\n{}{}\", style=filled, fillcolor=lightblue];",
+                            i.index(),
+                            node.op.name(),
+                            node.op.attrs().replace('"', "\\\""),
+                            node.dtype,
+                            node.shape
+                        );
+                    }
+                    edges.insert((i.index(), n.index()));
+                }
+            }
+        }
+        for (a, b) in edges {
+            let _ = writeln!(s, "  n{a} -> n{b};");
+        }
+        s.push_str("}\n");
         s
     }
 }
@@ -187,6 +247,7 @@ struct KernelBuilder<'a> {
     symbols: BTreeMap<String, Symbol>,
     ops: Vec<String>,
     counted: BTreeSet<NodeId>,
+    movement: BTreeSet<NodeId>,
 }
 
 impl<'a> KernelBuilder<'a> {
@@ -208,6 +269,7 @@ impl<'a> KernelBuilder<'a> {
             symbols: BTreeMap::new(),
             ops: Vec::new(),
             counted: BTreeSet::new(),
+            movement: BTreeSet::new(),
         }
     }
 
@@ -273,6 +335,9 @@ impl<'a> KernelBuilder<'a> {
 
     fn note_op(&mut self, n: NodeId) {
         let op = &self.g.node(n).op;
+        if op.is_movement() || matches!(op, Op::Const { .. } | Op::Arange { .. }) {
+            self.movement.insert(n);
+        }
         if !op.is_movement() && !op.is_source() && self.counted.insert(n) {
             self.ops.push(op.name().to_string());
         }
@@ -549,9 +614,15 @@ impl<'a> KernelBuilder<'a> {
             exprs: self.exprs,
             stores: vec![store],
         };
+        let mut nodes: Vec<NodeId> = self.counted.iter().copied().filter(|&n| n != self.root).collect();
+        nodes.extend(self.movement.iter().copied().filter(|&n| n != self.root));
+        nodes.sort_unstable();
+        nodes.dedup();
+        nodes.push(self.root);
         Ok(Launch {
             kernel: simplify_loops(kernel),
             args: self.args.iter().map(|(b, _)| *b).collect(),
+            nodes,
         })
     }
 }

@@ -30,13 +30,23 @@ impl AlignedBuf {
     pub fn zeroed(words: usize) -> AlignedBuf {
         let bytes = (words.max(1) * 4).next_multiple_of(ALIGN);
         let layout = Layout::from_size_align(bytes, ALIGN).expect("buffer size fits in isize");
+        if bytes >= HUGE_PAGE_MIN
+            && let Some(ptr) = map_anonymous(bytes)
+        {
+            return AlignedBuf {
+                ptr,
+                words,
+                layout,
+            };
+        }
         // SAFETY: the layout has a non-zero size.
         let raw = unsafe { alloc_zeroed(layout) };
         let ptr = NonNull::new(raw).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
-        if bytes >= HUGE_PAGE_MIN {
-            advise_huge_pages(raw, bytes);
-        }
         AlignedBuf { ptr, words, layout }
+    }
+
+    fn is_mapped(&self) -> bool {
+        cfg!(target_os = "linux") && self.layout.size() >= HUGE_PAGE_MIN
     }
 
     /// Number of 4-byte words.
@@ -81,6 +91,11 @@ impl AlignedBuf {
 
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
+        if self.is_mapped() {
+            // SAFETY: mapped in `map_anonymous` with exactly this size.
+            unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.layout.size()) };
+            return;
+        }
         // SAFETY: allocated in `zeroed` with this exact layout.
         unsafe { dealloc(self.ptr.as_ptr(), self.layout) }
     }
@@ -92,13 +107,31 @@ impl std::fmt::Debug for AlignedBuf {
     }
 }
 
+/// Large buffers come straight from mmap: the kernel hands out zero pages lazily (no memset of
+/// memory nobody has touched yet) and page-aligned memory can use transparent huge pages.
+/// Failure to map aborts like any failed allocation would.
 #[cfg(target_os = "linux")]
-fn advise_huge_pages(ptr: *mut u8, bytes: usize) {
-    // SAFETY: advisory only, on memory we own; failure is harmless.
-    unsafe {
-        libc::madvise(ptr.cast(), bytes, libc::MADV_HUGEPAGE);
+fn map_anonymous(bytes: usize) -> Option<NonNull<u8>> {
+    // SAFETY: a fresh private anonymous mapping; no existing memory is affected.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            bytes,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        std::alloc::handle_alloc_error(Layout::from_size_align(bytes, ALIGN).expect("valid layout"));
     }
+    // SAFETY: advisory only, on memory we own; failure is harmless.
+    unsafe { libc::madvise(p, bytes, libc::MADV_HUGEPAGE) };
+    NonNull::new(p.cast())
 }
 
 #[cfg(not(target_os = "linux"))]
-fn advise_huge_pages(_ptr: *mut u8, _bytes: usize) {}
+fn map_anonymous(_bytes: usize) -> Option<NonNull<u8>> {
+    None
+}

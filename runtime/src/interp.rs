@@ -76,11 +76,12 @@ fn binary(op: BinaryOp, dtype: DType, a: f64, b: f64) -> f64 {
     match op {
         BinaryOp::Add => round(dtype, a + b),
         BinaryOp::Mul => round(dtype, a * b),
+        // The kernels' semantics: `a < b ? b : a` (a NaN in `a` propagates, one in `b` not).
         BinaryOp::Max => {
-            if a.is_nan() || b.is_nan() {
-                f64::NAN
+            if a < b {
+                b
             } else {
-                a.max(b)
+                a
             }
         }
         BinaryOp::CmpLt => f64::from(a < b),

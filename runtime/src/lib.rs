@@ -7,6 +7,7 @@ pub mod interp;
 pub mod plan;
 pub mod planner;
 pub mod pool;
+pub mod probe;
 pub mod session;
 pub mod value;
 

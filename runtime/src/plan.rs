@@ -2,6 +2,7 @@
 //! buffers. Running it again only binds inputs and symbols and launches kernels.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use cranegrad_codegen::{KernelCache, KernelFn};
 use cranegrad_graph::{Bindings, DType, HostData, Shape};
@@ -39,6 +40,7 @@ pub struct Plan {
     funcs: Vec<KernelFn>,
     arena: AlignedBuf,
     owned: HashMap<usize, AlignedBuf>,
+    outputs: HashMap<usize, Arc<AlignedBuf>>,
 }
 
 impl Plan {
@@ -59,10 +61,14 @@ impl Plan {
         let memory = plan_memory(sched);
         let arena = AlignedBuf::zeroed(memory.arena_bytes / 4);
         let mut owned = HashMap::new();
+        let mut outputs = HashMap::new();
         for (i, b) in sched.buffers.iter().enumerate() {
             let staged = matches!(b.kind, BufKind::Input { .. }) && !b.shape.is_static();
-            if matches!(b.kind, BufKind::Output) || staged {
+            if staged {
                 owned.insert(i, AlignedBuf::zeroed(b.len()));
+            }
+            if matches!(b.kind, BufKind::Output) {
+                outputs.insert(i, Arc::new(AlignedBuf::zeroed(b.len())));
             }
         }
         Ok(Plan {
@@ -72,6 +78,7 @@ impl Plan {
             funcs,
             arena,
             owned,
+            outputs,
         })
     }
 
@@ -89,6 +96,12 @@ impl Plan {
         bindings: &Bindings,
     ) -> Result<Vec<Value>, RuntimeError> {
         let sched = &self.lowered.schedule;
+        // A result still held by the caller keeps its buffer; this run writes a fresh one.
+        for (&i, buf) in self.outputs.iter_mut() {
+            if Arc::strong_count(buf) > 1 {
+                *buf = Arc::new(AlignedBuf::zeroed(sched.buffers[i].len()));
+            }
+        }
         let mut ptrs: Vec<*mut u8> = vec![std::ptr::null_mut(); sched.buffers.len()];
         for (i, b) in sched.buffers.iter().enumerate() {
             ptrs[i] = match &b.kind {
@@ -97,7 +110,7 @@ impl Plan {
                     Some(off) => unsafe { self.arena.as_mut_ptr().add(off) },
                     None => self.arena.as_mut_ptr(),
                 },
-                BufKind::Output => self.owned[&i].as_mut_ptr(),
+                BufKind::Output => self.outputs[&i].as_mut_ptr(),
                 BufKind::Input { name, data } => {
                     let d = feeds
                         .get(name)
@@ -182,16 +195,15 @@ impl Plan {
             .map(|&o| {
                 let b = &sched.buffers[o];
                 let dims = b.shape.eval(bindings)?;
-                // SAFETY: ptrs[o] points at an owned buffer of b.len() words (or an input).
+                if let (true, Some(buf)) = (b.shape.is_static(), self.outputs.get(&o)) {
+                    return Ok(Value::from_buffer(dims, b.dtype, buf.clone()));
+                }
+                // SAFETY: ptrs[o] points at a buffer of b.len() words (an output or an input).
                 let words = unsafe { std::slice::from_raw_parts(ptrs[o].cast::<u32>(), b.len()) };
                 let compact = gather_from_layout(&b.shape, &dims, words);
-                let data = match b.dtype {
-                    DType::F32 => HostData::from(
-                        compact.iter().map(|&w| f32::from_bits(w)).collect::<Vec<f32>>(),
-                    ),
-                    _ => HostData::from(compact.iter().map(|&w| w as i32).collect::<Vec<i32>>()),
-                };
-                Ok(Value { shape: dims, data })
+                let mut buf = AlignedBuf::zeroed(compact.len());
+                buf.words_mut().copy_from_slice(&compact);
+                Ok(Value::from_buffer(dims, b.dtype, Arc::new(buf)))
             })
             .collect()
     }

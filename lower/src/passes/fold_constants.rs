@@ -33,7 +33,13 @@ fn fold_binary(op: BinaryOp, dtype: DType, a: f64, b: f64) -> f64 {
     let v = match op {
         BinaryOp::Add => a + b,
         BinaryOp::Mul => a * b,
-        BinaryOp::Max => a.max(b),
+        BinaryOp::Max => {
+            if a < b {
+                b
+            } else {
+                a
+            }
+        }
         BinaryOp::CmpLt => f64::from(a < b),
     };
     round_to(dtype, v)

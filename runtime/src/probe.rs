@@ -1,0 +1,80 @@
+//! A short machine probe: DRAM copy bandwidth and the FMA peak at the JIT's vector width, on
+//! 1 and N threads, measured in the same process so benchmarks can report percentages of
+//! this machine's limits rather than of a datasheet.
+
+use std::time::Instant;
+
+use cranegrad_codegen::KernelCache;
+use cranegrad_codegen::probe::FMA_CHAINS;
+
+use crate::buffer::AlignedBuf;
+use crate::error::RuntimeError;
+
+/// Measured limits.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MachineLimits {
+    /// Copy bandwidth (bytes read + bytes written) per second, in GB/s, on all threads.
+    pub dram_copy_gbps: f64,
+    /// f32 FMA peak in GFLOP/s at 4 lanes, one thread.
+    pub fma_gflops_1t: f64,
+    /// f32 FMA peak in GFLOP/s at 4 lanes, all threads.
+    pub fma_gflops: f64,
+    /// Threads used for the multi-thread figures.
+    pub threads: usize,
+}
+
+/// Best-of-`reps` copy bandwidth of a `bytes`-sized buffer split over `threads` threads.
+pub fn dram_copy_gbps(bytes: usize, threads: usize, reps: usize) -> f64 {
+    let words = bytes / 4;
+    let src = AlignedBuf::zeroed(words);
+    let mut dst = AlignedBuf::zeroed(words);
+    // Touch everything once so page faults are not measured.
+    dst.words_mut().fill(1);
+    let mut best = f64::MAX;
+    for _ in 0..reps {
+        let t = Instant::now();
+        let chunk = words.div_ceil(threads);
+        std::thread::scope(|s| {
+            for (d, sc) in dst.words_mut().chunks_mut(chunk).zip(src.words().chunks(chunk)) {
+                s.spawn(move || d.copy_from_slice(sc));
+            }
+        });
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    2.0 * bytes as f64 / best / 1e9
+}
+
+/// Best-of-`reps` FMA throughput on `threads` threads.
+pub fn fma_gflops(cache: &mut KernelCache, threads: usize, reps: usize) -> Result<f64, RuntimeError> {
+    let f = cache.fma_probe()?;
+    let iters: i64 = 20_000_000;
+    let mut best = f64::MAX;
+    for _ in 0..reps {
+        let t = Instant::now();
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(move || {
+                    let mut out = 0f32;
+                    // SAFETY: the probe only writes one f32 to `out`.
+                    unsafe { f(iters, &mut out) };
+                    std::hint::black_box(out);
+                });
+            }
+        });
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    let flops = iters as f64 * FMA_CHAINS as f64 * 4.0 * 2.0 * threads as f64;
+    Ok(flops / best / 1e9)
+}
+
+/// Runs the whole probe (about half a second).
+pub fn probe_machine(threads: usize) -> Result<MachineLimits, RuntimeError> {
+    let mut cache = KernelCache::new()?;
+    let threads = threads.max(1);
+    Ok(MachineLimits {
+        dram_copy_gbps: dram_copy_gbps(256 << 20, threads, 3),
+        fma_gflops_1t: fma_gflops(&mut cache, 1, 3)?,
+        fma_gflops: fma_gflops(&mut cache, threads, 3)?,
+        threads,
+    })
+}

@@ -1,0 +1,31 @@
+//! Command-line parsing and dispatch. Exit codes: 0 success, 1 a failed check, 2 bad input or
+//! usage.
+
+mod run;
+mod table;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// cranegrad: a compute-graph compiler that fuses lazy tensor graphs and JIT-compiles them to
+/// CPU kernels with Cranelift.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a built-in example through the JIT and report cold and warm latency.
+    Run(run::RunArgs),
+}
+
+/// Runs the parsed command.
+pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run(a) => run::run(a),
+    }
+}

@@ -1,0 +1,162 @@
+//! `cranegrad run`: build a built-in example, realize it cold (fresh caches) and warm, print
+//! the timing table, and optionally dump the graph at every stage.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, anyhow};
+use clap::{Args, ValueEnum};
+use serde_json::{Map, Value as Json, json};
+
+use cranegrad::builtins::{EXAMPLES, build_example};
+use cranegrad::stats::{median, quantile};
+use cranegrad_graph::{Bindings, graph_dot, graph_text};
+use cranegrad_lower::{LowerOptions, lower};
+use cranegrad_runtime::{Feeds, Session, SessionOptions};
+
+use super::table::{Table, write_json};
+
+/// How `--dump-graph` prints.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum DumpFormat {
+    /// Primitive graph, fused schedule with loop nests, totals.
+    Text,
+    /// Graphviz DOT of the fused graph (kernels as clusters) on stdout.
+    Dot,
+}
+
+/// Options of `cranegrad run`.
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Example to run: mlp or chain.
+    #[arg(default_value = "mlp")]
+    example: String,
+    /// Warm iterations after the cold run.
+    #[arg(long, default_value_t = 10)]
+    iters: usize,
+    /// Print the primitive graph, the fused schedule and totals (text), or DOT.
+    #[arg(long, value_enum, num_args = 0..=1, require_equals = true, default_missing_value = "text")]
+    dump_graph: Option<DumpFormat>,
+    /// One kernel per primitive op (for comparison).
+    #[arg(long)]
+    no_fuse: bool,
+    /// Threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Also write the figures as one flat JSON object.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// Runs the command.
+pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
+    let ex = build_example(&a.example)
+        .ok_or_else(|| anyhow!("unknown example {:?}; choose one of {}", a.example, EXAMPLES.join(", ")))?
+        .context("building the example graph")?;
+    let mut opts = SessionOptions {
+        fuse: !a.no_fuse,
+        ..SessionOptions::default()
+    };
+    if let Some(t) = a.threads {
+        if t == 0 {
+            return Err(anyhow!("--threads must be at least 1"));
+        }
+        opts.threads = t;
+    }
+    let out = &ex.output;
+    let ids = [out.id()];
+    let count = |fuse: bool| -> anyhow::Result<usize> {
+        let l = out.graph().with(|g| lower(g, &ids, LowerOptions { fuse }))?;
+        Ok(l.schedule.launches.len())
+    };
+    let kernels_unfused = count(false)?;
+    let kernels_fused = count(true)?;
+
+    let mut session = Session::new(opts)?;
+    let (feeds, bindings) = (Feeds::new(), Bindings::new());
+    session.realize(&[out], &feeds, &bindings)?;
+    let cold = session.last_report().clone();
+    let mut warm = Vec::with_capacity(a.iters);
+    for _ in 0..a.iters {
+        session.realize(&[out], &feeds, &bindings)?;
+        warm.push(session.last_report().total_ms);
+    }
+    let stats = session.cache_stats();
+
+    let to_stdout_table = !matches!(a.dump_graph, Some(DumpFormat::Dot));
+    if let Some(fmt) = a.dump_graph {
+        let key = session.prepare(&[out])?;
+        let plan = session.plan(&key).expect("prepared");
+        match fmt {
+            DumpFormat::Text => {
+                println!("== primitive graph ({} nodes)", out.graph().with(|g| g.topo_from(&ids).len()));
+                print!("{}", out.graph().with(|g| graph_text(g, &ids)));
+                println!("\n== passes");
+                for p in &plan.lowered.passes {
+                    println!("  {:<34} changed {:>5}  nodes {:>5}  {:>8.1} us", p.name, p.changed, p.nodes, p.micros);
+                }
+                println!("\n== fused schedule ({} kernels)", plan.kernel_count());
+                print!("{}", plan.lowered.schedule.text());
+                println!("\n== totals");
+                println!("  kernels: {kernels_unfused} unfused -> {kernels_fused} fused");
+                println!(
+                    "  planned intermediate memory: {} bytes (without reuse {})",
+                    plan.memory.arena_bytes, plan.memory.unplanned_bytes
+                );
+                println!();
+            }
+            DumpFormat::Dot => {
+                let _ = graph_dot;
+                print!("{}", plan.lowered.schedule.dot(&plan.lowered.graph));
+            }
+        }
+    }
+
+    let wm = median(&warm);
+    let p90 = quantile(&warm, 0.9);
+    let mut t = Table::default();
+    t.row("example", format!("{} — {}", ex.name, ex.about))
+        .row("fusion", if a.no_fuse { "off (--no-fuse)" } else { "on" })
+        .row("threads", opts.threads.to_string())
+        .row("kernels", format!("{kernels_unfused} unfused -> {kernels_fused} fused (this run: {})", cold.kernels))
+        .row(
+            "cold",
+            format!(
+                "{:.3} ms (passes {:.3}, compile {:.3}, execute {:.3})",
+                cold.total_ms, cold.passes_ms, cold.compile_ms, cold.execute_ms
+            ),
+        )
+        .row("warm", format!("median {wm:.3} ms, p90 {p90:.3} ms over {} iters", a.iters))
+        .row("kernel cache", format!("{} hits, {} misses", stats.hits, stats.misses))
+        .row("arena", format!("{} bytes planned", cold.arena_bytes));
+    let text = t.render();
+    if to_stdout_table {
+        print!("{text}");
+    } else {
+        eprint!("{text}");
+    }
+    if let Some(path) = a.json {
+        let mut m = Map::new();
+        let mut put = |k: &str, v: Json| {
+            m.insert(k.to_string(), v);
+        };
+        put("example", json!(ex.name));
+        put("fuse", json!(!a.no_fuse));
+        put("threads", json!(opts.threads));
+        put("iters", json!(a.iters));
+        put("cold_ms", json!(cold.total_ms));
+        put("passes_ms", json!(cold.passes_ms));
+        put("compile_ms", json!(cold.compile_ms));
+        put("cold_execute_ms", json!(cold.execute_ms));
+        put("warm_min_ms", json!(quantile(&warm, 0.0)));
+        put("warm_median_ms", json!(wm));
+        put("warm_p90_ms", json!(p90));
+        put("kernels_unfused", json!(kernels_unfused));
+        put("kernels_fused", json!(kernels_fused));
+        put("cache_hits", json!(stats.hits));
+        put("cache_misses", json!(stats.misses));
+        put("arena_bytes", json!(cold.arena_bytes));
+        write_json(&path, &m)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,33 @@
+//! Aligned two-column tables for results, and flat JSON objects for machines.
+
+use std::fmt::Write;
+
+/// A table of `(label, value)` rows.
+#[derive(Default)]
+pub struct Table {
+    rows: Vec<(String, String)>,
+}
+
+impl Table {
+    /// Adds a row.
+    pub fn row(&mut self, label: impl Into<String>, value: impl Into<String>) -> &mut Self {
+        self.rows.push((label.into(), value.into()));
+        self
+    }
+
+    /// The table as text, labels padded to one column.
+    pub fn render(&self) -> String {
+        let w = self.rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+        let mut s = String::new();
+        for (l, v) in &self.rows {
+            let _ = writeln!(s, "  {l:<w$}  {v}");
+        }
+        s
+    }
+}
+
+/// Writes a flat JSON object to `path`.
+pub fn write_json(path: &std::path::Path, obj: &serde_json::Map<String, serde_json::Value>) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(obj)?;
+    std::fs::write(path, text + "\n").map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
+}
