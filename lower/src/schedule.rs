@@ -360,7 +360,6 @@ impl<'a> KernelBuilder<'a> {
     fn compute(&mut self, n: NodeId, map: &IndexMap) -> Result<ExprId, LowerError> {
         let node = self.g.node(n).clone();
         let ins = self.g.inputs(n);
-        self.note_op(n);
         for d in node.shape.dims() {
             self.note_dim(d);
         }
@@ -512,6 +511,8 @@ impl<'a> KernelBuilder<'a> {
                 )));
             }
         };
+        // Noted after the operands, so the op list reads in dataflow order.
+        self.note_op(n);
         Ok(e)
     }
 
@@ -546,8 +547,8 @@ impl<'a> KernelBuilder<'a> {
                 self.note_dim(&input.dims()[*axis]);
                 let mut map = ident.clone();
                 map.dims[*axis] = Affine::var(red);
-                self.note_op(self.root);
                 let x = self.eval(ins[0], &map)?;
+                self.note_op(self.root);
                 let v = self.push(Expr::Reduce {
                     op: *op,
                     x,
@@ -571,9 +572,9 @@ impl<'a> KernelBuilder<'a> {
                 ma.dims[rank - 1] = Affine::var(red);
                 let mut mb = ident.clone();
                 mb.dims[rank - 2] = Affine::var(red);
-                self.note_op(self.root);
                 let a = self.eval(ins[0], &ma)?;
                 let b = self.eval(ins[1], &mb)?;
+                self.note_op(self.root);
                 let x = self.push(Expr::Binary {
                     op: cranegrad_graph::BinaryOp::Mul,
                     a,
