@@ -8,7 +8,10 @@ use cranegrad::lower::{LowerOptions, lower};
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ex = chain(64, 64)?;
     let ids = [ex.output.id()];
-    let lowered = ex.output.graph().with(|g| lower(g, &ids, LowerOptions::default()))?;
+    let lowered = ex
+        .output
+        .graph()
+        .with(|g| lower(g, &ids, LowerOptions::default()))?;
     let mut cache = KernelCache::new()?;
     for l in &lowered.schedule.launches {
         println!("{}", l.kernel);

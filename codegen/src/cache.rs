@@ -19,7 +19,8 @@ use crate::{CodegenError, bounds};
 
 /// The ABI every kernel is compiled to: compute iterations `[start, end)` of the parallel
 /// range, reading buffer pointers from `bufs` and symbol values from `syms`.
-pub type KernelFn = unsafe extern "C" fn(bufs: *const *mut u8, syms: *const i64, start: i64, end: i64);
+pub type KernelFn =
+    unsafe extern "C" fn(bufs: *const *mut u8, syms: *const i64, start: i64, end: i64);
 
 /// A compiled kernel.
 #[derive(Clone, Copy, Debug)]
@@ -143,7 +144,12 @@ impl KernelCache {
     pub fn disassemble(&mut self, k: &Kernel) -> Result<String, CodegenError> {
         let mut ctx = Context::new();
         ctx.func.signature = kernel_signature(self.module.isa().default_call_conv());
-        emit_kernel(k, &mut ctx.func, &mut self.fctx, self.module.isa().frontend_config());
+        emit_kernel(
+            k,
+            &mut ctx.func,
+            &mut self.fctx,
+            self.module.isa().frontend_config(),
+        );
         ctx.set_disasm(true);
         let mut ctrl = cranelift_codegen::control::ControlPlane::default();
         let code = ctx

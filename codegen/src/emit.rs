@@ -121,16 +121,14 @@ fn phases(k: &Kernel) -> Vec<Phase> {
         let p = if matches!(e, Expr::Reduce { .. }) {
             Phase::Post
         } else {
-            e.operands()
-                .iter()
-                .map(|&o| ph[o])
-                .fold(if own { Phase::Inner } else { Phase::Pre }, |a, b| {
-                    match (a, b) {
-                        (Phase::Post, _) | (_, Phase::Post) => Phase::Post,
-                        (Phase::Inner, _) | (_, Phase::Inner) => Phase::Inner,
-                        _ => Phase::Pre,
-                    }
-                })
+            e.operands().iter().map(|&o| ph[o]).fold(
+                if own { Phase::Inner } else { Phase::Pre },
+                |a, b| match (a, b) {
+                    (Phase::Post, _) | (_, Phase::Post) => Phase::Post,
+                    (Phase::Inner, _) | (_, Phase::Inner) => Phase::Inner,
+                    _ => Phase::Pre,
+                },
+            )
         };
         ph.push(p);
     }
@@ -254,7 +252,10 @@ struct Val {
 
 impl Emitter<'_> {
     fn sym(&self, name: &str) -> Value {
-        let slot = self.k.symbol_slot(name).expect("kernel lists every symbol it uses");
+        let slot = self
+            .k
+            .symbol_slot(name)
+            .expect("kernel lists every symbol it uses");
         self.syms[slot]
     }
 
@@ -346,7 +347,13 @@ impl Emitter<'_> {
             let base = self.affine(b, &st.index, vars);
             let dtype = self.k.exprs[st.value].dtype();
             let v = if vector { self.widen(b, v, dtype) } else { v };
-            self.store(b, st.arg, base, st.index.coeff(pre_lane.unwrap_or(usize::MAX)), v);
+            self.store(
+                b,
+                st.arg,
+                base,
+                st.index.coeff(pre_lane.unwrap_or(usize::MAX)),
+                v,
+            );
         }
     }
 
@@ -376,7 +383,11 @@ impl Emitter<'_> {
         for &(_, op, _, dtype) in &reds {
             let vec_acc = out_vector || along;
             let init = self.identity(b, op, dtype, vec_acc);
-            let ty = if vec_acc { vector_ty(dtype) } else { scalar_ty(dtype) };
+            let ty = if vec_acc {
+                vector_ty(dtype)
+            } else {
+                scalar_ty(dtype)
+            };
             let var = b.declare_var(ty);
             b.def_var(var, init);
             let tail = if along {
@@ -447,7 +458,10 @@ impl Emitter<'_> {
                     let x = b.ins().extractlane(acc, l);
                     s = combine(b, op, dtype, s, x);
                 }
-                Val { v: s, vector: false }
+                Val {
+                    v: s,
+                    vector: false,
+                }
             } else {
                 Val {
                     v: acc,
@@ -491,7 +505,12 @@ impl Emitter<'_> {
             b.ins().store(fl, v.v, addr, 0);
         } else if coeff == 1 {
             let addr = byte_addr(b, ptr, base);
-            b.ins().store(fl.with_endianness(cranelift_codegen::ir::Endianness::Little), v.v, addr, 0);
+            b.ins().store(
+                fl.with_endianness(cranelift_codegen::ir::Endianness::Little),
+                v.v,
+                addr,
+                0,
+            );
         } else {
             for l in 0..LANES {
                 let x = b.ins().extractlane(v.v, l as u8);
@@ -529,7 +548,10 @@ impl Emitter<'_> {
                     DType::I32 => b.ins().iconst(types::I32, i64::from(x as i32)),
                     DType::Bool => b.ins().iconst(types::I32, i64::from(x != 0.0)),
                 };
-                Val { v: s, vector: false }
+                Val {
+                    v: s,
+                    vector: false,
+                }
             }
             Expr::Index(a) => {
                 let base = self.affine(b, a, vars);
@@ -553,7 +575,11 @@ impl Emitter<'_> {
                 }
             }
             Expr::InBounds(conds) => {
-                let lanes_n = if vector && conds_vary(conds, lane) { LANES } else { 1 };
+                let lanes_n = if vector && conds_vary(conds, lane) {
+                    LANES
+                } else {
+                    1
+                };
                 let lanes: Vec<Value> = (0..lanes_n)
                     .map(|l| {
                         let ok = self.conds_ok(b, conds, vars, lane, l);
@@ -649,7 +675,10 @@ impl Emitter<'_> {
         vector: bool,
     ) -> Val {
         let ptr = self.ptrs[arg];
-        let ro = MemFlagsData::new().with_notrap().with_readonly().with_can_move();
+        let ro = MemFlagsData::new()
+            .with_notrap()
+            .with_readonly()
+            .with_can_move();
         let base = self.affine(b, index, vars);
         let c = lane.map_or(0, |l| index.coeff(l));
         let varies = c != 0 || conds_vary(conds, lane);
@@ -683,7 +712,12 @@ impl Emitter<'_> {
                 let zero = b.ins().iconst(types::I64, 0);
                 let safe = b.ins().select(ok, idx, zero);
                 let addr = byte_addr(b, ptr, safe);
-                let v = b.ins().load(sty, MemFlagsData::new().with_notrap().with_readonly(), addr, 0);
+                let v = b.ins().load(
+                    sty,
+                    MemFlagsData::new().with_notrap().with_readonly(),
+                    addr,
+                    0,
+                );
                 let z = match dtype {
                     DType::F32 => b.ins().f32const(0.0),
                     _ => b.ins().iconst(types::I32, 0),

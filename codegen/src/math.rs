@@ -1,0 +1,334 @@
+//! Inlined, branch-free Cranelift IR for `exp2`, `log2` and `sin` (Cranelift has no such instructions,
+//! and a Rust call per element was measured 5x slower).
+//!
+//! Every emitter accepts an `F32` or an `F32X4` value and returns the same type; the same code path is
+//! used for both (masks + `select`/`bitselect`), so scalar tails and vector bodies agree bit for bit.
+//! The ISA must have `has_fma` (see [`crate::isa::host_isa`]), or each `fma` becomes a libcall.
+//!
+//! | op | method | measured max error (tests/math_accuracy.rs) |
+//! |---|---|---|
+//! | `exp2` | `x = n + f`, `n = round(x)` via the 1.5*2^23 trick, degree-6 minimax for `2^f` on [-0.5, 0.5], scaled by `2^(n/2) * 2^(n - n/2)` | 1 ulp over all f32 inputs (exhaustive), incl. subnormal results |
+//! | `log2` | subnormals scaled by 2^23; `x = 2^e * m`, `m` in [sqrt(1/2), sqrt(2)); `e + r*P(r)`, `r = m - 1`, degree-9 `P` | 1 ulp over all positive f32 inputs (exhaustive); `log2(1) = +0` exactly |
+//! | `sin` | Cody-Waite by pi/2 (3-part constant, fma), degree-9 odd / degree-8 even minimax on [-1.05, 1.05] | abs 6.0e-8 (2 ulp where `abs(sin) >= 2^-10`) for `abs(x) <= 6.5e6` |
+//!
+//! Special values:
+//!
+//! | input | `exp2` | `log2` | `sin` |
+//! |---|---|---|---|
+//! | NaN | NaN | NaN | NaN |
+//! | +inf | +inf | +inf | NaN |
+//! | -inf | +0 | NaN | NaN |
+//! | ±0 | 1 | -inf | ±0 |
+//! | negative | | NaN | |
+//! | overflow / underflow | `x >= 128` -> +inf; `x <= -150` -> +0 | | |
+//! | out of range | | | finite `abs(x) > 6.5e6` -> ±0 (sign of x) |
+//!
+//! `sin` beyond 6.5e6: the rounding trick only yields the quadrant while `x * 2/pi < 2^22`, and an f32 that
+//! large is a multiple of 0.5 anyway, so the argument is treated as ±0 rather than returning noise; the
+//! result is then finite and in [-1, 1] for every finite input. The error table is checked by the tests.
+
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::{ConstantData, InstBuilder, MemFlagsData, Type, Value, types};
+use cranelift_frontend::FunctionBuilder;
+
+/// 1.5 * 2^23: adding it rounds to an integer held in the low mantissa bits (for |v| < 2^22).
+const ROUND_MAGIC: f32 = 12_582_912.0;
+/// Bit pattern of [`ROUND_MAGIC`]; its low 22 bits are zero, so `bits(v + MAGIC) - MAGIC_BITS = round(v)`.
+const ROUND_MAGIC_BITS: i32 = 0x4B40_0000;
+
+/// Minimax `2^f - 1 = f*(c1 + f*(c2 + ...))` on [-0.5, 0.5], relative error 5.2e-9 (coefficients as f32).
+const EXP2_POLY: [f32; 6] = [
+    0.693_147_24,
+    0.240_226_55,
+    0.055_502_728,
+    0.009_617_065,
+    0.001_341_770_4,
+    0.000_158_250_23,
+];
+
+/// Bits of f32 sqrt(1/2): subtracting them splits x so that the mantissa lands in [sqrt(1/2), sqrt(2)).
+const SQRT_HALF_BITS: i32 = 0x3F35_04F3;
+
+/// `1/ln 2` split in two f32s: the leading term carries most of the result, so its rounding matters.
+const LOG2_E_HI: f32 = std::f32::consts::LOG2_E;
+/// Low part of `1/ln 2`.
+const LOG2_E_LO: f32 = 1.925_963e-8;
+/// Minimax `log2(1 + r) - r/ln 2 = r^2 * Q(r)` on [sqrt(1/2) - 1, sqrt(2) - 1], relative error 4.6e-9.
+const LOG2_POLY: [f32; 9] = [
+    -0.721_347_33,
+    0.480_898_2,
+    -0.360_698_58,
+    0.288_571_63,
+    -0.239_572_1,
+    0.204_480_19,
+    -0.191_325_74,
+    0.187_114_98,
+    -0.110_486_805,
+];
+
+/// 2^22: beyond, the reduced argument could exceed 1 (f32 2/pi is off by 4e-8 relative, so q may round
+/// the wrong way) and soon the quadrant no longer fits the rounding trick (x * 2/pi must stay below 2^22).
+pub const SIN_MAX_ACCURATE: f32 = 4_194_304.0;
+/// pi/2 split so that `x - q*PIO2_1` is exact with fma and the tail error is ~1e-23 * q.
+const PIO2_1: f32 = std::f32::consts::FRAC_PI_2;
+/// Second part of pi/2.
+const PIO2_2: f32 = -4.371_139e-8;
+/// Third part of pi/2.
+const PIO2_3: f32 = -1.715_124_5e-15;
+/// `sin(r) - r = r^3 * S(r^2)`, relative error 4.8e-10 on |r| <= 1.05 (reduced range incl. q misrounding).
+const SIN_POLY: [f32; 4] = [
+    -0.166_666_66,
+    0.008_333_269_5,
+    -0.000_198_285_74,
+    2.658_044_9e-6,
+];
+/// `cos(r) - 1 = r^2 * C(r^2)`, relative error 1.5e-9 on |r| <= 1.05.
+const COS_POLY: [f32; 4] = [
+    -0.499_999_97,
+    0.041_666_407,
+    -0.001_388_190_3,
+    2.405_843_6e-5,
+];
+
+/// Float type, its same-width integer type, and whether it is a 4-lane vector.
+#[derive(Clone, Copy)]
+struct Ty {
+    float: Type,
+    int: Type,
+    vector: bool,
+}
+
+impl Ty {
+    /// Only f32 and 4 x f32 are supported: the only float vector width Cranelift lowers on x86-64.
+    fn of(b: &FunctionBuilder, x: Value) -> Ty {
+        match b.func.dfg.value_type(x) {
+            types::F32 => Ty {
+                float: types::F32,
+                int: types::I32,
+                vector: false,
+            },
+            types::F32X4 => Ty {
+                float: types::F32X4,
+                int: types::I32X4,
+                vector: true,
+            },
+            other => panic!("cranegrad math: expected f32 or f32x4, got {other}"),
+        }
+    }
+
+    /// Vector constants come from the constant pool so x86 can fold them into the using instruction.
+    fn f(self, b: &mut FunctionBuilder, v: f32) -> Value {
+        if self.vector {
+            let bytes: Vec<u8> = (0..4).flat_map(|_| v.to_le_bytes()).collect();
+            let c = b.func.dfg.constants.insert(ConstantData::from(bytes));
+            b.ins().vconst(types::F32X4, c)
+        } else {
+            b.ins().f32const(v)
+        }
+    }
+
+    /// Integer constant of the lane-matching integer type.
+    fn i(self, b: &mut FunctionBuilder, v: i32) -> Value {
+        if self.vector {
+            let bytes: Vec<u8> = (0..4).flat_map(|_| v.to_le_bytes()).collect();
+            let c = b.func.dfg.constants.insert(ConstantData::from(bytes));
+            b.ins().vconst(types::I32X4, c)
+        } else {
+            b.ins().iconst(types::I32, i64::from(v))
+        }
+    }
+
+    /// Reinterprets float bits as integer (lane count unchanged, so no byte order is needed).
+    fn to_int(self, b: &mut FunctionBuilder, v: Value) -> Value {
+        b.ins().bitcast(self.int, MemFlagsData::new(), v)
+    }
+
+    /// Reinterprets integer bits as float.
+    fn to_float(self, b: &mut FunctionBuilder, v: Value) -> Value {
+        b.ins().bitcast(self.float, MemFlagsData::new(), v)
+    }
+
+    /// `cond ? t : f` for a compare result: `select` on a scalar flag, `bitselect` on a lane mask.
+    fn select(self, b: &mut FunctionBuilder, cond: Value, t: Value, f: Value) -> Value {
+        if self.vector {
+            let ty = b.func.dfg.value_type(t);
+            let mask = if b.func.dfg.value_type(cond) == ty {
+                cond
+            } else {
+                b.ins().bitcast(ty, MemFlagsData::new(), cond)
+            };
+            b.ins().bitselect(mask, t, f)
+        } else {
+            b.ins().select(cond, t, f)
+        }
+    }
+
+    /// `cond ? constant : v` for float values.
+    fn select_const(self, b: &mut FunctionBuilder, cond: Value, t: f32, f: Value) -> Value {
+        let t = self.f(b, t);
+        self.select(b, cond, t, f)
+    }
+
+    /// Horner scheme with fma, highest coefficient last in `coeffs`: `c0 + x*(c1 + x*(...))`.
+    fn horner(self, b: &mut FunctionBuilder, x: Value, coeffs: &[f32]) -> Value {
+        let (last, rest) = coeffs.split_last().expect("non-empty polynomial");
+        let mut acc = self.f(b, *last);
+        for &c in rest.iter().rev() {
+            let c = self.f(b, c);
+            acc = b.ins().fma(acc, x, c);
+        }
+        acc
+    }
+}
+
+/// `2^x`; see the module table for accuracy and special values.
+pub fn exp2(b: &mut FunctionBuilder, x: Value) -> Value {
+    let ty = Ty::of(b, x);
+    // Clamp to +-160 so that n fits the rounding trick and both half-scales stay normal;
+    // the comparisons are false for NaN, which therefore passes through.
+    let hi = ty.f(b, 160.0);
+    let gt = b.ins().fcmp(FloatCC::GreaterThan, x, hi);
+    let x = ty.select(b, gt, hi, x);
+    let lo = ty.f(b, -160.0);
+    let lt = b.ins().fcmp(FloatCC::LessThan, x, lo);
+    let x = ty.select(b, lt, lo, x);
+
+    let magic = ty.f(b, ROUND_MAGIC);
+    let t = b.ins().fadd(x, magic);
+    let n_f = b.ins().fsub(t, magic);
+    // Exact: |f| <= 0.5 and x has no bits below ulp(x) >= 2^-149.
+    let f = b.ins().fsub(x, n_f);
+
+    let one = ty.f(b, 1.0);
+    let p = ty.horner(b, f, &EXP2_POLY);
+    let p = b.ins().fma(p, f, one);
+
+    // 2^n as two factors 2^n1 * 2^n2: each stays a normal float for n in [-160, 160], the
+    // first product is exact and the second rounds once, giving correctly scaled subnormals
+    // and overflow to +inf.
+    let t_bits = ty.to_int(b, t);
+    let magic_bits = ty.i(b, ROUND_MAGIC_BITS);
+    let n = b.ins().isub(t_bits, magic_bits);
+    let one_i = b.ins().iconst(types::I32, 1);
+    let n1 = b.ins().sshr(n, one_i);
+    let n2 = b.ins().isub(n, n1);
+    let bias = ty.i(b, 127);
+    let mantissa_bits = b.ins().iconst(types::I32, 23);
+    let e1 = b.ins().iadd(n1, bias);
+    let e1 = b.ins().ishl(e1, mantissa_bits);
+    let s1 = ty.to_float(b, e1);
+    let e2 = b.ins().iadd(n2, bias);
+    let e2 = b.ins().ishl(e2, mantissa_bits);
+    let s2 = ty.to_float(b, e2);
+    let y = b.ins().fmul(p, s1);
+    b.ins().fmul(y, s2)
+}
+
+/// `log2(x)`; see the module table for accuracy and special values.
+pub fn log2(b: &mut FunctionBuilder, x: Value) -> Value {
+    let ty = Ty::of(b, x);
+    // Subnormals have no implicit leading 1: scale them into the normal range first.
+    let min_pos = ty.f(b, f32::MIN_POSITIVE);
+    let is_sub = b.ins().fcmp(FloatCC::LessThan, x, min_pos);
+    let scale = ty.f(b, 8_388_608.0);
+    let scaled = b.ins().fmul(x, scale);
+    let xs = ty.select(b, is_sub, scaled, x);
+    let zero_i = ty.i(b, 0);
+    let minus_23 = ty.i(b, -23);
+    let e_adj = ty.select(b, is_sub, minus_23, zero_i);
+
+    let bits = ty.to_int(b, xs);
+    let sqrt_half = ty.i(b, SQRT_HALF_BITS);
+    let t = b.ins().isub(bits, sqrt_half);
+    let shift = b.ins().iconst(types::I32, 23);
+    let e = b.ins().sshr(t, shift);
+    let e = b.ins().iadd(e, e_adj);
+    let mant_mask = ty.i(b, 0x007F_FFFF);
+    let m_bits = b.ins().band(t, mant_mask);
+    let m_bits = b.ins().iadd(m_bits, sqrt_half);
+    let m = ty.to_float(b, m_bits);
+    let one = ty.f(b, 1.0);
+    // Exact (Sterbenz), so values near 1 keep full relative accuracy.
+    let r = b.ins().fsub(m, one);
+    let e_f = b.ins().fcvt_from_sint(ty.float, e);
+    // log2(m) = r*hi + (r*lo + r^2*Q(r)) rounds once at the end; adding e afterwards costs at
+    // most half an ulp more, since |log2 m| <= 1/2 never has a larger ulp than e + log2 m.
+    let r2 = b.ins().fmul(r, r);
+    let q = ty.horner(b, r, &LOG2_POLY);
+    let tail = b.ins().fmul(r2, q);
+    let lo = ty.f(b, LOG2_E_LO);
+    let tail = b.ins().fma(r, lo, tail);
+    let hi = ty.f(b, LOG2_E_HI);
+    let log2_m = b.ins().fma(r, hi, tail);
+    let y = b.ins().fadd(log2_m, e_f);
+
+    let inf = ty.f(b, f32::INFINITY);
+    let is_inf = b.ins().fcmp(FloatCC::Equal, x, inf);
+    let y = ty.select(b, is_inf, inf, y);
+    let zero = ty.f(b, 0.0);
+    let is_zero = b.ins().fcmp(FloatCC::Equal, x, zero);
+    let y = ty.select_const(b, is_zero, f32::NEG_INFINITY, y);
+    // Unordered-or-less-than: negative inputs and NaN.
+    let is_nan = b.ins().fcmp(FloatCC::UnorderedOrLessThan, x, zero);
+    ty.select_const(b, is_nan, f32::NAN, y)
+}
+
+/// `sin(x)`; see the module table for accuracy, range and special values.
+pub fn sin(b: &mut FunctionBuilder, x: Value) -> Value {
+    let ty = Ty::of(b, x);
+    // Work on |x| and restore the sign at the end: sin is odd, and it keeps sin(-0) = -0.
+    let ax = b.ins().fabs(x);
+    // Out of range: |x|*0 is +0 for finite x and NaN for inf.
+    let limit = ty.f(b, SIN_MAX_ACCURATE);
+    let big = b.ins().fcmp(FloatCC::GreaterThan, ax, limit);
+    let zero = ty.f(b, 0.0);
+    let ax_zeroed = b.ins().fmul(ax, zero);
+    let ax = ty.select(b, big, ax_zeroed, ax);
+
+    // q = round(|x| * 2/pi), held in the low bits of t.
+    let magic = ty.f(b, ROUND_MAGIC);
+    let two_over_pi = ty.f(b, std::f32::consts::FRAC_2_PI);
+    let t = b.ins().fma(ax, two_over_pi, magic);
+    let q = b.ins().fsub(t, magic);
+    let mut r = ax;
+    for part in [PIO2_1, PIO2_2, PIO2_3] {
+        let c = ty.f(b, -part);
+        r = b.ins().fma(q, c, r);
+    }
+
+    let r2 = b.ins().fmul(r, r);
+    let s = ty.horner(b, r2, &SIN_POLY);
+    let r3 = b.ins().fmul(r, r2);
+    let sin_r = b.ins().fma(r3, s, r);
+    let c = ty.horner(b, r2, &COS_POLY);
+    let one = ty.f(b, 1.0);
+    let cos_r = b.ins().fma(r2, c, one);
+
+    let q_bits = ty.to_int(b, t);
+    let one_i = ty.i(b, 1);
+    let q_low = b.ins().band(q_bits, one_i);
+    let odd = b.ins().icmp(IntCC::Equal, q_low, one_i);
+    let y = ty.select(b, odd, cos_r, sin_r);
+
+    // Quadrants 2 and 3 negate; bit 1 of q moves to the sign bit and combines with x's sign.
+    let thirty = b.ins().iconst(types::I32, 30);
+    let q_sign = b.ins().ishl(q_bits, thirty);
+    let x_bits = ty.to_int(b, x);
+    let sign = b.ins().bxor(q_sign, x_bits);
+    let sign_mask = ty.i(b, i32::MIN);
+    let sign = b.ins().band(sign, sign_mask);
+    let y_bits = ty.to_int(b, y);
+    let y_bits = b.ins().bxor(y_bits, sign);
+    ty.to_float(b, y_bits)
+}
+
+/// `sqrt(x)` (native instruction; correctly rounded), for symmetry with the other emitters.
+pub fn sqrt(b: &mut FunctionBuilder, x: Value) -> Value {
+    b.ins().sqrt(x)
+}
+
+/// `1 / x` as a true division (correctly rounded), for symmetry with the other emitters.
+pub fn recip(b: &mut FunctionBuilder, x: Value) -> Value {
+    let one = Ty::of(b, x).f(b, 1.0);
+    b.ins().fdiv(one, x)
+}

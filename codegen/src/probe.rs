@@ -74,7 +74,8 @@ impl KernelCache {
                 s = b.ins().fadd(s, a);
             }
             let lane = b.ins().extractlane(s, 0);
-            b.ins().store(MemFlagsData::new().with_notrap(), lane, out, 0);
+            b.ins()
+                .store(MemFlagsData::new().with_notrap(), lane, out, 0);
             b.ins().return_(&[]);
             b.seal_all_blocks();
             b.finalize(module.isa().frontend_config());

@@ -138,10 +138,7 @@ impl Tensor {
     pub fn layer_norm(&self, g: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor> {
         let centered = self.sub(&self.mean(-1, true)?)?;
         let var = centered.square()?.mean(-1, true)?;
-        centered
-            .mul(&var.add_scalar(eps)?.rsqrt()?)?
-            .mul(g)?
-            .add(b)
+        centered.mul(&var.add_scalar(eps)?.rsqrt()?)?.mul(g)?.add(b)
     }
 
     /// Joins tensors along `axis` as a sum of zero-padded views, which fusion turns into one

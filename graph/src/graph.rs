@@ -65,10 +65,7 @@ impl GraphData {
 
     /// Distinct consumers of `id`.
     pub fn consumers(&self, id: NodeId) -> Vec<NodeId> {
-        let mut c: Vec<NodeId> = self
-            .g
-            .neighbors_directed(id, Direction::Outgoing)
-            .collect();
+        let mut c: Vec<NodeId> = self.g.neighbors_directed(id, Direction::Outgoing).collect();
         c.sort_unstable();
         c.dedup();
         c

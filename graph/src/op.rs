@@ -149,7 +149,10 @@ impl Op {
 
     /// True for leaf ops with no inputs.
     pub fn is_source(&self) -> bool {
-        matches!(self, Op::Input { .. } | Op::Const { .. } | Op::Arange { .. })
+        matches!(
+            self,
+            Op::Input { .. } | Op::Const { .. } | Op::Arange { .. }
+        )
     }
 
     /// The op's attributes as text (empty when the shape says everything).

@@ -35,7 +35,9 @@ pub fn graph_text(g: &GraphData, outputs: &[NodeId]) -> String {
 pub fn graph_dot(g: &GraphData, outputs: &[NodeId]) -> String {
     let order = g.topo_from(outputs);
     let num: HashMap<NodeId, usize> = order.iter().enumerate().map(|(i, &n)| (n, i)).collect();
-    let mut s = String::from("digraph cranegrad {\n  rankdir=TB;\n  node [shape=box, fontname=\"monospace\"];\n");
+    let mut s = String::from(
+        "digraph cranegrad {\n  rankdir=TB;\n  node [shape=box, fontname=\"monospace\"];\n",
+    );
     for &n in &order {
         let node = g.node(n);
         let attrs = node.op.attrs().replace('"', "\\\"");

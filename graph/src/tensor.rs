@@ -164,9 +164,12 @@ impl Tensor {
                 dtype: self.dtype,
             });
         }
-        Ok(self
-            .graph
-            .record(Op::Unary(UnaryOp::Neg), self.shape.clone(), self.dtype, &[self.id]))
+        Ok(self.graph.record(
+            Op::Unary(UnaryOp::Neg),
+            self.shape.clone(),
+            self.dtype,
+            &[self.id],
+        ))
     }
 
     /// `2^x`.
@@ -199,9 +202,12 @@ impl Tensor {
         if dtype == self.dtype {
             return Ok(self.clone());
         }
-        Ok(self
-            .graph
-            .record(Op::Unary(UnaryOp::Cast), self.shape.clone(), dtype, &[self.id]))
+        Ok(self.graph.record(
+            Op::Unary(UnaryOp::Cast),
+            self.shape.clone(),
+            dtype,
+            &[self.id],
+        ))
     }
 
     /// Broadcasts to `shape` under NumPy rules with free views (reshape + expand).
@@ -354,7 +360,10 @@ impl Tensor {
             return Ok(self.clone());
         }
         let syms = |s: &Shape| -> Vec<Dim> {
-            s.0.iter().filter(|d| d.as_const().is_none()).cloned().collect()
+            s.0.iter()
+                .filter(|d| d.as_const().is_none())
+                .cloned()
+                .collect()
         };
         let cprod = |s: &Shape| -> usize { s.0.iter().filter_map(Dim::as_const).product() };
         if syms(&shape) != syms(&self.shape) || cprod(&shape) != cprod(&self.shape) {
@@ -430,7 +439,12 @@ impl Tensor {
 
     /// The window `[start, start + len)` of `axis`; bounds are checked at every symbol's
     /// maximum so no binding can read outside the buffer.
-    pub fn narrow(&self, axis: isize, start: impl Into<Dim>, len: impl Into<Dim>) -> Result<Tensor> {
+    pub fn narrow(
+        &self,
+        axis: isize,
+        start: impl Into<Dim>,
+        len: impl Into<Dim>,
+    ) -> Result<Tensor> {
         let axis = self.axis("narrow", axis)?;
         let (start, len) = (start.into(), len.into());
         let src = &self.shape.0[axis];
@@ -500,7 +514,9 @@ impl Tensor {
                 dtype: self.dtype,
             });
         }
-        if self.rank() < 2 || other.rank() < 2 || self.dims()[self.rank() - 1] != other.dims()[other.rank() - 2]
+        if self.rank() < 2
+            || other.rank() < 2
+            || self.dims()[self.rank() - 1] != other.dims()[other.rank() - 2]
         {
             return Err(GraphError::Shape {
                 op: "matmul".into(),
@@ -510,11 +526,12 @@ impl Tensor {
         }
         let batch_a = Shape(self.dims()[..self.rank() - 2].to_vec());
         let batch_b = Shape(other.dims()[..other.rank() - 2].to_vec());
-        let batch = broadcast_shapes("matmul", &batch_a, &batch_b).map_err(|_| GraphError::Broadcast {
-            op: "matmul (batch axes)".into(),
-            lhs: self.shape.clone(),
-            rhs: other.shape.clone(),
-        })?;
+        let batch =
+            broadcast_shapes("matmul", &batch_a, &batch_b).map_err(|_| GraphError::Broadcast {
+                op: "matmul (batch axes)".into(),
+                lhs: self.shape.clone(),
+                rhs: other.shape.clone(),
+            })?;
         let with_batch = |t: &Tensor| -> Result<Tensor> {
             let mut dims = batch.0.clone();
             dims.extend(t.dims()[t.rank() - 2..].iter().cloned());

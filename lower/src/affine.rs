@@ -87,10 +87,7 @@ impl Affine {
 
     /// The coefficient of loop variable `v` (0 when absent).
     pub fn coeff(&self, v: usize) -> i64 {
-        self.terms
-            .iter()
-            .find(|t| t.0 == v)
-            .map_or(0, |t| t.1)
+        self.terms.iter().find(|t| t.0 == v).map_or(0, |t| t.1)
     }
 
     /// The value with `v = 0` substituted (the variable removed).

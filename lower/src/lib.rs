@@ -71,16 +71,17 @@ pub fn lower(
     let mut g = graph.clone();
     let mut outs = outputs.to_vec();
     let mut stats = Vec::new();
-    let mut run = |name: &'static str, g: &mut GraphData, f: &mut dyn FnMut(&mut GraphData) -> usize| {
-        let t = Instant::now();
-        let changed = f(g);
-        stats.push(PassStat {
-            name,
-            changed,
-            nodes: g.g.node_count(),
-            micros: t.elapsed().as_secs_f64() * 1e6,
-        });
-    };
+    let mut run =
+        |name: &'static str, g: &mut GraphData, f: &mut dyn FnMut(&mut GraphData) -> usize| {
+            let t = Instant::now();
+            let changed = f(g);
+            stats.push(PassStat {
+                name,
+                changed,
+                nodes: g.g.node_count(),
+                micros: t.elapsed().as_secs_f64() * 1e6,
+            });
+        };
     let o = outs.clone();
     run("eliminate_dead_nodes", &mut g, &mut |g| {
         dead_nodes::eliminate_dead_nodes(g, &o)

@@ -615,7 +615,12 @@ impl<'a> KernelBuilder<'a> {
             exprs: self.exprs,
             stores: vec![store],
         };
-        let mut nodes: Vec<NodeId> = self.counted.iter().copied().filter(|&n| n != self.root).collect();
+        let mut nodes: Vec<NodeId> = self
+            .counted
+            .iter()
+            .copied()
+            .filter(|&n| n != self.root)
+            .collect();
         nodes.extend(self.movement.iter().copied().filter(|&n| n != self.root));
         nodes.sort_unstable();
         nodes.dedup();

@@ -36,7 +36,9 @@ outputs: %9
 #[test]
 fn schedule_text_form() {
     let (g, s) = small();
-    let l = g.with(|d| lower(d, &[s.id()], LowerOptions::default())).unwrap();
+    let l = g
+        .with(|d| lower(d, &[s.id()], LowerOptions::default()))
+        .unwrap();
     let expected = "\
 buf0: f32[4, 8] input \"x\"
 buf1: f32[8] input \"b\"
@@ -60,9 +62,16 @@ kernel k0_sum (mul add max sum)
 ";
     assert_eq!(l.schedule.text(), expected);
     // Unfused: one kernel per primitive op (mul, add, max, sum).
-    let u = g.with(|d| lower(d, &[s.id()], LowerOptions { fuse: false })).unwrap();
+    let u = g
+        .with(|d| lower(d, &[s.id()], LowerOptions { fuse: false }))
+        .unwrap();
     assert_eq!(u.schedule.launches.len(), 4);
-    let names: Vec<String> = u.schedule.launches.iter().map(|l| l.kernel.ops.join("+")).collect();
+    let names: Vec<String> = u
+        .schedule
+        .launches
+        .iter()
+        .map(|l| l.kernel.ops.join("+"))
+        .collect();
     assert_eq!(names, ["mul", "add", "max", "sum"]);
 }
 
@@ -71,11 +80,22 @@ fn passes_fold_and_merge() {
     let g = Graph::new();
     let x = g.input("x", Shape::of(&[3]), DType::F32);
     // (2 * 3) folds to 6; x*1 and x+0 vanish; the two identical exp2 nodes merge.
-    let six = g.constant(2.0, Shape::of(&[3]), DType::F32).mul(&g.constant(3.0, Shape::of(&[3]), DType::F32)).unwrap();
-    let a = x.mul_scalar(1.0).unwrap().add_scalar(0.0).unwrap().exp2().unwrap();
+    let six = g
+        .constant(2.0, Shape::of(&[3]), DType::F32)
+        .mul(&g.constant(3.0, Shape::of(&[3]), DType::F32))
+        .unwrap();
+    let a = x
+        .mul_scalar(1.0)
+        .unwrap()
+        .add_scalar(0.0)
+        .unwrap()
+        .exp2()
+        .unwrap();
     let b = x.exp2().unwrap();
     let y = a.add(&b).unwrap().mul(&six).unwrap();
-    let l = g.with(|d| lower(d, &[y.id()], LowerOptions::default())).unwrap();
+    let l = g
+        .with(|d| lower(d, &[y.id()], LowerOptions::default()))
+        .unwrap();
     let text = graph_text(&l.graph, &l.outputs);
     let expected = "\
 %0 = input \"x\" : f32[3]

@@ -33,11 +33,7 @@ impl AlignedBuf {
         if bytes >= HUGE_PAGE_MIN
             && let Some(ptr) = map_anonymous(bytes)
         {
-            return AlignedBuf {
-                ptr,
-                words,
-                layout,
-            };
+            return AlignedBuf { ptr, words, layout };
         }
         // SAFETY: the layout has a non-zero size.
         let raw = unsafe { alloc_zeroed(layout) };
@@ -124,7 +120,9 @@ fn map_anonymous(bytes: usize) -> Option<NonNull<u8>> {
         )
     };
     if p == libc::MAP_FAILED {
-        std::alloc::handle_alloc_error(Layout::from_size_align(bytes, ALIGN).expect("valid layout"));
+        std::alloc::handle_alloc_error(
+            Layout::from_size_align(bytes, ALIGN).expect("valid layout"),
+        );
     }
     // SAFETY: advisory only, on memory we own; failure is harmless.
     unsafe { libc::madvise(p, bytes, libc::MADV_HUGEPAGE) };

@@ -169,7 +169,11 @@ impl Plan {
                 .iter()
                 .map(|lp| lp.extent.eval(bindings))
                 .product::<Result<usize, _>>()?;
-            let align = if l.kernel.parallel_over_inner() { 16 } else { 1 };
+            let align = if l.kernel.parallel_over_inner() {
+                16
+            } else {
+                1
+            };
             let threads = if work < PARALLEL_MIN_WORK {
                 1
             } else {

@@ -35,7 +35,11 @@ pub fn dram_copy_gbps(bytes: usize, threads: usize, reps: usize) -> f64 {
         let t = Instant::now();
         let chunk = words.div_ceil(threads);
         std::thread::scope(|s| {
-            for (d, sc) in dst.words_mut().chunks_mut(chunk).zip(src.words().chunks(chunk)) {
+            for (d, sc) in dst
+                .words_mut()
+                .chunks_mut(chunk)
+                .zip(src.words().chunks(chunk))
+            {
                 s.spawn(move || d.copy_from_slice(sc));
             }
         });
@@ -45,7 +49,11 @@ pub fn dram_copy_gbps(bytes: usize, threads: usize, reps: usize) -> f64 {
 }
 
 /// Best-of-`reps` FMA throughput on `threads` threads.
-pub fn fma_gflops(cache: &mut KernelCache, threads: usize, reps: usize) -> Result<f64, RuntimeError> {
+pub fn fma_gflops(
+    cache: &mut KernelCache,
+    threads: usize,
+    reps: usize,
+) -> Result<f64, RuntimeError> {
     let f = cache.fma_probe()?;
     let iters: i64 = 20_000_000;
     let mut best = f64::MAX;

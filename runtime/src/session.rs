@@ -128,7 +128,15 @@ impl Session {
         if !self.last.plan_cached {
             let before = self.cache.stats();
             let t1 = Instant::now();
-            let lowered = graph.with(|g| lower(g, &ids, LowerOptions { fuse: self.opts.fuse }))?;
+            let lowered = graph.with(|g| {
+                lower(
+                    g,
+                    &ids,
+                    LowerOptions {
+                        fuse: self.opts.fuse,
+                    },
+                )
+            })?;
             self.last.passes_ms = ms(t1);
             let plan = Plan::new(lowered, &mut self.cache)?;
             let after = self.cache.stats();
@@ -176,7 +184,9 @@ fn ms(t: Instant) -> f64 {
 }
 
 /// The graph and node ids of `outputs`, which must share one graph.
-pub fn same_graph(outputs: &[&Tensor]) -> Result<(cranegrad_graph::Graph, Vec<NodeId>), RuntimeError> {
+pub fn same_graph(
+    outputs: &[&Tensor],
+) -> Result<(cranegrad_graph::Graph, Vec<NodeId>), RuntimeError> {
     let first = outputs.first().ok_or(RuntimeError::MixedGraphs)?;
     if outputs.iter().any(|t| !t.graph().same(first.graph())) {
         return Err(RuntimeError::MixedGraphs);

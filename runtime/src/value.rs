@@ -67,7 +67,11 @@ impl Value {
     /// The elements as i32 (floats truncated).
     pub fn to_i32(&self) -> Vec<i32> {
         match self.dtype {
-            DType::F32 => self.words().iter().map(|&w| f32::from_bits(w) as i32).collect(),
+            DType::F32 => self
+                .words()
+                .iter()
+                .map(|&w| f32::from_bits(w) as i32)
+                .collect(),
             _ => self.words().iter().map(|&w| w as i32).collect(),
         }
     }

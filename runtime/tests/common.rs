@@ -22,7 +22,13 @@ pub fn worst(a: &[f32], b: &[f32], atol: f32, rtol: f32) -> f32 {
 }
 
 /// Runs `outs` fused and unfused and through the interpreter; asserts they agree.
-pub fn check_all(outs: &[&Tensor], feeds: &Feeds, bindings: &Bindings, atol: f32, rtol: f32) -> Vec<Value> {
+pub fn check_all(
+    outs: &[&Tensor],
+    feeds: &Feeds,
+    bindings: &Bindings,
+    atol: f32,
+    rtol: f32,
+) -> Vec<Value> {
     let reference = interpret_tensors(outs, feeds, bindings).expect("interpreter");
     for fuse in [true, false] {
         let mut s = Session::new(SessionOptions { fuse, threads: 2 }).expect("session");
@@ -30,7 +36,12 @@ pub fn check_all(outs: &[&Tensor], feeds: &Feeds, bindings: &Bindings, atol: f32
         for (g, r) in got.iter().zip(&reference) {
             assert_eq!(g.shape, r.shape);
             let w = worst(&g.to_f32(), &r.to_f32(), atol, rtol);
-            assert!(w <= 1.0, "fuse={fuse}: mismatch {w} x tolerance\n got {:?}\n ref {:?}", &g.to_f32()[..g.numel().min(8)], &r.to_f32()[..r.numel().min(8)]);
+            assert!(
+                w <= 1.0,
+                "fuse={fuse}: mismatch {w} x tolerance\n got {:?}\n ref {:?}",
+                &g.to_f32()[..g.numel().min(8)],
+                &r.to_f32()[..r.numel().min(8)]
+            );
         }
     }
     reference
@@ -38,10 +49,14 @@ pub fn check_all(outs: &[&Tensor], feeds: &Feeds, bindings: &Bindings, atol: f32
 
 /// Deterministic pseudo-random floats in [-scale, scale).
 pub fn rand_vec(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
         })
         .collect()

@@ -9,43 +9,89 @@ use cranegrad_runtime::Feeds;
 #[test]
 fn chain_with_broadcast_row() {
     let g = Graph::new();
-    let x = g.input_with_data("x", Shape::of(&[37, 45]), rand_vec(37 * 45, 1, 2.0)).unwrap();
-    let b = g.input_with_data("b", Shape::of(&[45]), rand_vec(45, 2, 2.0)).unwrap();
+    let x = g
+        .input_with_data("x", Shape::of(&[37, 45]), rand_vec(37 * 45, 1, 2.0))
+        .unwrap();
+    let b = g
+        .input_with_data("b", Shape::of(&[45]), rand_vec(45, 2, 2.0))
+        .unwrap();
     let y = x.mul(&b).unwrap().add_scalar(1.0).unwrap().relu().unwrap();
-    let y = y.mul(&x).unwrap().sub(&x.mul_scalar(0.5).unwrap()).unwrap().add(&b).unwrap();
+    let y = y
+        .mul(&x)
+        .unwrap()
+        .sub(&x.mul_scalar(0.5).unwrap())
+        .unwrap()
+        .add(&b)
+        .unwrap();
     check_all(&[&y], &Feeds::new(), &Bindings::new(), 1e-6, 1e-6);
 }
 
 #[test]
 fn transcendental_and_reductions() {
     let g = Graph::new();
-    let x = g.input_with_data("x", Shape::of(&[7, 33]), rand_vec(7 * 33, 3, 4.0)).unwrap();
+    let x = g
+        .input_with_data("x", Shape::of(&[7, 33]), rand_vec(7 * 33, 3, 4.0))
+        .unwrap();
     let s = x.softmax(-1).unwrap();
     let m = x.sum(0, false).unwrap();
-    let l = x.square().unwrap().add_scalar(1.0).unwrap().log().unwrap().sin().unwrap();
+    let l = x
+        .square()
+        .unwrap()
+        .add_scalar(1.0)
+        .unwrap()
+        .log()
+        .unwrap()
+        .sin()
+        .unwrap();
     check_all(&[&s, &m, &l], &Feeds::new(), &Bindings::new(), 1e-5, 1e-5);
 }
 
 #[test]
 fn matmul_and_movement() {
     let g = Graph::new();
-    let a = g.input_with_data("a", Shape::of(&[2, 5, 17]), rand_vec(170, 4, 1.0)).unwrap();
-    let w = g.input_with_data("w", Shape::of(&[17, 9]), rand_vec(153, 5, 1.0)).unwrap();
+    let a = g
+        .input_with_data("a", Shape::of(&[2, 5, 17]), rand_vec(170, 4, 1.0))
+        .unwrap();
+    let w = g
+        .input_with_data("w", Shape::of(&[17, 9]), rand_vec(153, 5, 1.0))
+        .unwrap();
     let y = a.matmul(&w).unwrap().gelu_tanh().unwrap();
-    let t = y.permute(&[2, 0, 1]).unwrap().reshape(Shape::of(&[9, 10])).unwrap();
+    let t = y
+        .permute(&[2, 0, 1])
+        .unwrap()
+        .reshape(Shape::of(&[9, 10]))
+        .unwrap();
     let p = t.pad(&[(1, 2), (0, 3)]).unwrap().narrow(0, 1, 10).unwrap();
     let c = cranegrad_graph::Tensor::concat(&[t.clone(), p.narrow(0, 0, 9).unwrap()], 1).unwrap();
-    check_all(&[&y, &t, &p, &c], &Feeds::new(), &Bindings::new(), 1e-5, 1e-5);
+    check_all(
+        &[&y, &t, &p, &c],
+        &Feeds::new(),
+        &Bindings::new(),
+        1e-5,
+        1e-5,
+    );
 }
 
 #[test]
 fn integer_and_bool_ops() {
     let g = Graph::new();
-    let x = g.input_with_data("x", Shape::of(&[50]), rand_vec(50, 6, 10.0)).unwrap();
+    let x = g
+        .input_with_data("x", Shape::of(&[50]), rand_vec(50, 6, 10.0))
+        .unwrap();
     let i = x.cast(DType::I32).unwrap();
-    let j = i.mul(&i).unwrap().add(&i).unwrap().maximum(&i.scalar(3.0)).unwrap();
+    let j = i
+        .mul(&i)
+        .unwrap()
+        .add(&i)
+        .unwrap()
+        .maximum(&i.scalar(3.0))
+        .unwrap();
     let mask = x.cmplt(&x.scalar(0.0)).unwrap();
     let w = mask.where_(&x.neg().unwrap(), &x.sqrt().unwrap()).unwrap();
-    let am = g.input_with_data("m", Shape::of(&[4, 6]), rand_vec(24, 7, 1.0)).unwrap().argmax_last().unwrap();
+    let am = g
+        .input_with_data("m", Shape::of(&[4, 6]), rand_vec(24, 7, 1.0))
+        .unwrap()
+        .argmax_last()
+        .unwrap();
     check_all(&[&j, &w, &am], &Feeds::new(), &Bindings::new(), 1e-6, 1e-6);
 }

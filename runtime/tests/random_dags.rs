@@ -34,7 +34,11 @@ fn input_shape(full: &[usize], mask: u8) -> Vec<usize> {
     match mask % 4 {
         0 => full.to_vec(),
         1 => full[1..].to_vec(),
-        2 => full.iter().enumerate().map(|(i, &d)| if i == 1 { 1 } else { d }).collect(),
+        2 => full
+            .iter()
+            .enumerate()
+            .map(|(i, &d)| if i == 1 { 1 } else { d })
+            .collect(),
         _ => vec![1, 1, full[2]],
     }
 }
@@ -47,10 +51,19 @@ fn apply(nodes: &[Tensor], s: &Step) -> Tensor {
             match k {
                 0 => x.neg(),
                 1 => x.mul_scalar(0.5).and_then(|t| t.exp2()),
-                2 => x.mul(&x).and_then(|t| t.add_scalar(0.5)).and_then(|t| t.log2()),
+                2 => x
+                    .mul(&x)
+                    .and_then(|t| t.add_scalar(0.5))
+                    .and_then(|t| t.log2()),
                 3 => x.sin(),
-                4 => x.mul(&x).and_then(|t| t.add_scalar(0.1)).and_then(|t| t.sqrt()),
-                5 => x.mul(&x).and_then(|t| t.add_scalar(1.0)).and_then(|t| t.recip()),
+                4 => x
+                    .mul(&x)
+                    .and_then(|t| t.add_scalar(0.1))
+                    .and_then(|t| t.sqrt()),
+                5 => x
+                    .mul(&x)
+                    .and_then(|t| t.add_scalar(1.0))
+                    .and_then(|t| t.recip()),
                 _ => x.relu(),
             }
         }
@@ -70,15 +83,24 @@ fn apply(nodes: &[Tensor], s: &Step) -> Tensor {
             let x = pick(a);
             let r = x.rank();
             match k {
-                0 => x.transpose(0, r as isize - 1).and_then(|t| t.exp2()).and_then(|t| t.transpose(0, r as isize - 1)),
+                0 => x
+                    .transpose(0, r as isize - 1)
+                    .and_then(|t| t.exp2())
+                    .and_then(|t| t.transpose(0, r as isize - 1)),
                 1 => {
-                    let pads: Vec<(usize, usize)> = (0..r).map(|i| if i + 1 == r { (1, 2) } else { (0, 0) }).collect();
+                    let pads: Vec<(usize, usize)> = (0..r)
+                        .map(|i| if i + 1 == r { (1, 2) } else { (0, 0) })
+                        .collect();
                     let n = x.dims()[r - 1].max_value();
-                    x.pad(&pads).and_then(|t| t.add_scalar(1.0)).and_then(|t| t.narrow(-1, 1, n))
+                    x.pad(&pads)
+                        .and_then(|t| t.add_scalar(1.0))
+                        .and_then(|t| t.narrow(-1, 1, n))
                 }
                 _ => {
                     let n: usize = x.dims().iter().map(|d| d.max_value()).product();
-                    x.reshape(Shape::of(&[n])).and_then(|t| t.neg()).and_then(|t| t.reshape(x.shape().clone()))
+                    x.reshape(Shape::of(&[n]))
+                        .and_then(|t| t.neg())
+                        .and_then(|t| t.reshape(x.shape().clone()))
                 }
             }
         }

@@ -21,7 +21,11 @@ fn kv_graph(pos: &Symbol) -> (Graph, Tensor) {
     let cache = g.input("cache", Shape::of(&[64, 8]), DType::F32);
     let q = g.input("q", Shape::of(&[1, 8]), DType::F32);
     let keys = cache.narrow(0, 0, Dim::sym(pos).add(1)).unwrap();
-    let scores = q.matmul(&keys.transpose(0, 1).unwrap()).unwrap().mul_scalar(0.35).unwrap();
+    let scores = q
+        .matmul(&keys.transpose(0, 1).unwrap())
+        .unwrap()
+        .mul_scalar(0.35)
+        .unwrap();
     let p = scores.softmax(-1).unwrap();
     let out = p.matmul(&keys).unwrap();
     (g, out)
@@ -41,7 +45,10 @@ fn one_plan_serves_every_symbol_value() {
         let got = s.realize(&[&out], &feeds, &b).unwrap();
         let want = interpret_tensors(&[&out], &feeds, &b).unwrap();
         assert_eq!(got[0].shape, vec![1, 8]);
-        assert!(worst(&got[0].to_f32(), &want[0].to_f32(), 1e-5, 1e-5) <= 1.0, "pos={p}");
+        assert!(
+            worst(&got[0].to_f32(), &want[0].to_f32(), 1e-5, 1e-5) <= 1.0,
+            "pos={p}"
+        );
         let misses = s.cache_stats().misses;
         match compiled_after_first {
             None => compiled_after_first = Some(misses),
@@ -78,7 +85,10 @@ fn symbol_out_of_bounds_is_an_error_before_any_kernel() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("pos = 64") && err.contains("0..=63"), "{err}");
-    let err = s.realize(&[&out], &feeds, &Bindings::new()).unwrap_err().to_string();
+    let err = s
+        .realize(&[&out], &feeds, &Bindings::new())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("pos") && err.contains("not bound"), "{err}");
 }
 
@@ -100,21 +110,34 @@ fn identical_graph_compiles_nothing_and_new_shape_compiles() {
     // Rebuilt from scratch in a new graph: same structure, so the plan cache serves it.
     let b = chain(8);
     s.realize(&[&b], &Feeds::new(), &Bindings::new()).unwrap();
-    assert_eq!(s.cache_stats().misses, first.misses, "identical graph compiled again");
+    assert_eq!(
+        s.cache_stats().misses,
+        first.misses,
+        "identical graph compiled again"
+    );
     assert!(s.last_report().plan_cached);
     assert_eq!(s.last_report().compile_ms, 0.0);
     // A changed static shape is a new plan with new kernels.
     let c = chain(9);
     s.realize(&[&c], &Feeds::new(), &Bindings::new()).unwrap();
     assert!(!s.last_report().plan_cached);
-    assert!(s.cache_stats().misses > first.misses, "new static shape must compile");
+    assert!(
+        s.cache_stats().misses > first.misses,
+        "new static shape must compile"
+    );
     // Identical kernels inside one plan are compiled once.
     let g = Graph::new();
-    let x = g.input_with_data("x", Shape::of(&[4, 4]), rand_vec(16, 1, 1.0)).unwrap();
-    let y = g.input_with_data("y", Shape::of(&[4, 4]), rand_vec(16, 2, 1.0)).unwrap();
+    let x = g
+        .input_with_data("x", Shape::of(&[4, 4]), rand_vec(16, 1, 1.0))
+        .unwrap();
+    let y = g
+        .input_with_data("y", Shape::of(&[4, 4]), rand_vec(16, 2, 1.0))
+        .unwrap();
     let (sx, sy) = (x.sum(1, true).unwrap(), y.sum(1, true).unwrap());
     let mut fresh = session();
-    let out = fresh.realize(&[&sx, &sy], &Feeds::new(), &Bindings::new()).unwrap();
+    let out = fresh
+        .realize(&[&sx, &sy], &Feeds::new(), &Bindings::new())
+        .unwrap();
     assert_eq!(fresh.cache_stats().misses, 1);
     assert_eq!(fresh.cache_stats().hits, 1);
     assert_ne!(out[0].to_f32(), out[1].to_f32());

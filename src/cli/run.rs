@@ -51,7 +51,13 @@ pub struct RunArgs {
 /// Runs the command.
 pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     let ex = build_example(&a.example)
-        .ok_or_else(|| anyhow!("unknown example {:?}; choose one of {}", a.example, EXAMPLES.join(", ")))?
+        .ok_or_else(|| {
+            anyhow!(
+                "unknown example {:?}; choose one of {}",
+                a.example,
+                EXAMPLES.join(", ")
+            )
+        })?
         .context("building the example graph")?;
     let mut opts = SessionOptions {
         fuse: !a.no_fuse,
@@ -66,7 +72,9 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     let out = &ex.output;
     let ids = [out.id()];
     let count = |fuse: bool| -> anyhow::Result<usize> {
-        let l = out.graph().with(|g| lower(g, &ids, LowerOptions { fuse }))?;
+        let l = out
+            .graph()
+            .with(|g| lower(g, &ids, LowerOptions { fuse }))?;
         Ok(l.schedule.launches.len())
     };
     let kernels_unfused = count(false)?;
@@ -89,11 +97,17 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         let plan = session.plan(&key).expect("prepared");
         match fmt {
             DumpFormat::Text => {
-                println!("== primitive graph ({} nodes)", out.graph().with(|g| g.topo_from(&ids).len()));
+                println!(
+                    "== primitive graph ({} nodes)",
+                    out.graph().with(|g| g.topo_from(&ids).len())
+                );
                 print!("{}", out.graph().with(|g| graph_text(g, &ids)));
                 println!("\n== passes");
                 for p in &plan.lowered.passes {
-                    println!("  {:<34} changed {:>5}  nodes {:>5}  {:>8.1} us", p.name, p.changed, p.nodes, p.micros);
+                    println!(
+                        "  {:<34} changed {:>5}  nodes {:>5}  {:>8.1} us",
+                        p.name, p.changed, p.nodes, p.micros
+                    );
                 }
                 println!("\n== fused schedule ({} kernels)", plan.kernel_count());
                 print!("{}", plan.lowered.schedule.text());
@@ -118,7 +132,13 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     t.row("example", format!("{} — {}", ex.name, ex.about))
         .row("fusion", if a.no_fuse { "off (--no-fuse)" } else { "on" })
         .row("threads", opts.threads.to_string())
-        .row("kernels", format!("{kernels_unfused} unfused -> {kernels_fused} fused (this run: {})", cold.kernels))
+        .row(
+            "kernels",
+            format!(
+                "{kernels_unfused} unfused -> {kernels_fused} fused (this run: {})",
+                cold.kernels
+            ),
+        )
         .row(
             "cold",
             format!(
@@ -126,8 +146,14 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
                 cold.total_ms, cold.passes_ms, cold.compile_ms, cold.execute_ms
             ),
         )
-        .row("warm", format!("median {wm:.3} ms, p90 {p90:.3} ms over {} iters", a.iters))
-        .row("kernel cache", format!("{} hits, {} misses", stats.hits, stats.misses))
+        .row(
+            "warm",
+            format!("median {wm:.3} ms, p90 {p90:.3} ms over {} iters", a.iters),
+        )
+        .row(
+            "kernel cache",
+            format!("{} hits, {} misses", stats.hits, stats.misses),
+        )
         .row("arena", format!("{} bytes planned", cold.arena_bytes));
     let text = t.render();
     if to_stdout_table {

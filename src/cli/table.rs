@@ -27,7 +27,11 @@ impl Table {
 }
 
 /// Writes a flat JSON object to `path`.
-pub fn write_json(path: &std::path::Path, obj: &serde_json::Map<String, serde_json::Value>) -> anyhow::Result<()> {
+pub fn write_json(
+    path: &std::path::Path,
+    obj: &serde_json::Map<String, serde_json::Value>,
+) -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(obj)?;
-    std::fs::write(path, text + "\n").map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
+    std::fs::write(path, text + "\n")
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
 }

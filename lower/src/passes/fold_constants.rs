@@ -83,11 +83,10 @@ pub fn fold_constants(g: &mut GraphData, outputs: &mut [NodeId]) -> usize {
         };
         if let Some(value) = folded {
             g.g[n].op = Op::Const { value };
-            let edges: Vec<_> = g
-                .g
-                .edges_directed(n, petgraph::Direction::Incoming)
-                .map(|e| petgraph::visit::EdgeRef::id(&e))
-                .collect();
+            let edges: Vec<_> =
+                g.g.edges_directed(n, petgraph::Direction::Incoming)
+                    .map(|e| petgraph::visit::EdgeRef::id(&e))
+                    .collect();
             for e in edges {
                 g.g.remove_edge(e);
             }

@@ -61,8 +61,12 @@ pub fn reshape_base(g: &GraphData, fusion: &Fusion, n: NodeId) -> NodeId {
 /// Groups the axes of a reshape: `(input axes, output axes)` with equal products. Size-1 axes
 /// are left out; symbolic axes must match one to one.
 pub fn reshape_groups(input: &Shape, output: &Shape) -> Option<Vec<(Vec<usize>, Vec<usize>)>> {
-    let ins: Vec<usize> = (0..input.rank()).filter(|&i| !input.dims()[i].is_one()).collect();
-    let outs: Vec<usize> = (0..output.rank()).filter(|&i| !output.dims()[i].is_one()).collect();
+    let ins: Vec<usize> = (0..input.rank())
+        .filter(|&i| !input.dims()[i].is_one())
+        .collect();
+    let outs: Vec<usize> = (0..output.rank())
+        .filter(|&i| !output.dims()[i].is_one())
+        .collect();
     let (mut i, mut o) = (0, 0);
     let mut groups = Vec::new();
     while i < ins.len() && o < outs.len() {

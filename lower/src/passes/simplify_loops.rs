@@ -14,7 +14,9 @@ fn for_each_affine(k: &mut Kernel, mut f: impl FnMut(&mut Affine)) {
     };
     for e in &mut k.exprs {
         match e {
-            Expr::Load { index, conds: c, .. } => {
+            Expr::Load {
+                index, conds: c, ..
+            } => {
                 f(index);
                 conds(c, &mut f);
             }
@@ -42,9 +44,7 @@ pub fn simplify_loops(mut k: Kernel) -> Kernel {
     while let Some(v) = k.loops.iter().position(|l| l.extent == Dim::Const(1)) {
         k.loops.remove(v);
         for_each_affine(&mut k, |a| {
-            *a = a
-                .without(v)
-                .rename(|w| Some(if w > v { w - 1 } else { w }));
+            *a = a.without(v).rename(|w| Some(if w > v { w - 1 } else { w }));
         });
     }
     // Merge loop v into v+1 when for every index coeff(v) == coeff(v+1) * extent(v+1).
@@ -65,9 +65,7 @@ pub fn simplify_loops(mut k: Kernel) -> Kernel {
             k.loops[v + 1].extent = Dim::Const(outer * inner as usize);
             k.loops.remove(v);
             for_each_affine(&mut k, |a| {
-                *a = a
-                    .without(v)
-                    .rename(|w| Some(if w > v { w - 1 } else { w }));
+                *a = a.without(v).rename(|w| Some(if w > v { w - 1 } else { w }));
             });
         } else {
             v += 1;
