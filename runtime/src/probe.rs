@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use cranegrad_codegen::KernelCache;
-use cranegrad_codegen::probe::FMA_CHAINS;
+use cranegrad_codegen::probe::{FMA_CHAINS, FmaProbeFn};
 
 use crate::buffer::AlignedBuf;
 use crate::error::RuntimeError;
@@ -48,13 +48,8 @@ pub fn dram_copy_gbps(bytes: usize, threads: usize, reps: usize) -> f64 {
     2.0 * bytes as f64 / best / 1e9
 }
 
-/// Best-of-`reps` FMA throughput on `threads` threads.
-pub fn fma_gflops(
-    cache: &mut KernelCache,
-    threads: usize,
-    reps: usize,
-) -> Result<f64, RuntimeError> {
-    let f = cache.fma_probe()?;
+/// Best-of-`reps` throughput of the compiled FMA probe on `threads` threads.
+pub fn fma_gflops(f: FmaProbeFn, threads: usize, reps: usize) -> f64 {
     let iters: i64 = 20_000_000;
     let mut best = f64::MAX;
     for _ in 0..reps {
@@ -72,17 +67,19 @@ pub fn fma_gflops(
         best = best.min(t.elapsed().as_secs_f64());
     }
     let flops = iters as f64 * FMA_CHAINS as f64 * 4.0 * 2.0 * threads as f64;
-    Ok(flops / best / 1e9)
+    flops / best / 1e9
 }
 
 /// Runs the whole probe (about half a second).
 pub fn probe_machine(threads: usize) -> Result<MachineLimits, RuntimeError> {
+    // The cache owns the code memory: keep it alive while the probe runs.
     let mut cache = KernelCache::new()?;
+    let f = cache.fma_probe()?;
     let threads = threads.max(1);
     Ok(MachineLimits {
         dram_copy_gbps: dram_copy_gbps(256 << 20, threads, 3),
-        fma_gflops_1t: fma_gflops(&mut cache, 1, 3)?,
-        fma_gflops: fma_gflops(&mut cache, threads, 3)?,
+        fma_gflops_1t: fma_gflops(f, 1, 3),
+        fma_gflops: fma_gflops(f, threads, 3),
         threads,
     })
 }
