@@ -57,6 +57,20 @@ pub fn check_bounds(k: &Kernel) -> Result<(), CodegenError> {
             check("load", *arg, index)?;
         }
     }
+    for e in &k.exprs {
+        if let Expr::Gather {
+            arg,
+            rows,
+            row_stride,
+            index,
+            ..
+        } = e
+        {
+            let last_row = index.add(&Affine::constant((*rows as i64 - 1).max(0) * row_stride));
+            check("gather", *arg, index)?;
+            check("gather", *arg, &last_row)?;
+        }
+    }
     for s in &k.stores {
         check("store", s.arg, &s.index)?;
     }

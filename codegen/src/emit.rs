@@ -114,7 +114,7 @@ fn phases(k: &Kernel) -> Vec<Phase> {
     for e in &k.exprs {
         let own = match e {
             Expr::Load { index, conds, .. } => uses_red(index) || conds_red(conds),
-            Expr::Index(a) => uses_red(a),
+            Expr::Index(a) | Expr::Gather { index: a, .. } => uses_red(a),
             Expr::InBounds(c) => conds_red(c),
             _ => false,
         };
@@ -638,6 +638,28 @@ impl Emitter<'_> {
                     }
                 }
             }
+            Expr::Gather {
+                arg,
+                row,
+                rows,
+                row_stride,
+                index,
+                dtype,
+            } => {
+                let r = get(*row);
+                self.gather(
+                    b,
+                    *arg,
+                    r,
+                    *rows,
+                    *row_stride,
+                    index,
+                    *dtype,
+                    vars,
+                    lane,
+                    vector,
+                )
+            }
             Expr::Reduce { .. } => unreachable!("reductions are produced by the reduce loop"),
         }
     }
@@ -660,6 +682,73 @@ impl Emitter<'_> {
             ok = b.ins().band(ok, inb);
         }
         ok
+    }
+
+    /// A row lookup: the row id is clamped into the table, then the row is read like a load.
+    #[allow(clippy::too_many_arguments)]
+    fn gather(
+        &self,
+        b: &mut FunctionBuilder,
+        arg: usize,
+        row: Val,
+        rows: usize,
+        row_stride: i64,
+        index: &Affine,
+        dtype: DType,
+        vars: &[Option<Value>],
+        lane: Option<usize>,
+        vector: bool,
+    ) -> Val {
+        let ptr = self.ptrs[arg];
+        let ro = MemFlagsData::new().with_notrap().with_readonly();
+        let base = self.affine(b, index, vars);
+        let c = lane.map_or(0, |l| index.coeff(l));
+        let row_offset = |b: &mut FunctionBuilder, r32: Value| -> Value {
+            let r = b.ins().sextend(types::I64, r32);
+            let zero = b.ins().iconst(types::I64, 0);
+            let top = b.ins().iconst(types::I64, rows.max(1) as i64 - 1);
+            let r = b.ins().smax(r, zero);
+            let r = b.ins().smin(r, top);
+            b.ins().imul_imm_s(r, row_stride)
+        };
+        let sty = scalar_ty(dtype);
+        if !row.vector {
+            let off = row_offset(b, row.v);
+            let at = b.ins().iadd(base, off);
+            if vector && c == 1 {
+                let addr = byte_addr(b, ptr, at);
+                let fl = ro.with_endianness(cranelift_codegen::ir::Endianness::Little);
+                return Val {
+                    v: b.ins().load(vector_ty(dtype), fl, addr, 0),
+                    vector: true,
+                };
+            }
+            if !vector || c == 0 {
+                let addr = byte_addr(b, ptr, at);
+                return Val {
+                    v: b.ins().load(sty, ro, addr, 0),
+                    vector: false,
+                };
+            }
+        }
+        let lanes: Vec<Value> = (0..LANES)
+            .map(|l| {
+                let r32 = if row.vector {
+                    b.ins().extractlane(row.v, l as u8)
+                } else {
+                    row.v
+                };
+                let off = row_offset(b, r32);
+                let idx = b.ins().iadd_imm_s(base, l * c);
+                let at = b.ins().iadd(idx, off);
+                let addr = byte_addr(b, ptr, at);
+                b.ins().load(sty, ro, addr, 0)
+            })
+            .collect();
+        Val {
+            v: build_vector(b, vector_ty(dtype), &lanes),
+            vector: true,
+        }
     }
 
     #[allow(clippy::too_many_arguments)]

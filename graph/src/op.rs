@@ -93,6 +93,9 @@ pub enum Op {
     },
     /// Zero padding `(before, after)` per axis.
     Pad(Vec<(usize, usize)>),
+    /// Row lookup (embedding): output `[idx.., rest..]` takes row `idx[i]` of a table
+    /// `[rows, rest..]`; operands are `(table, indices)`, indices i32.
+    Gather,
     /// Batched contraction `[.., M, K] x [.., K, N] -> [.., M, N]`, kept whole so lowering can
     /// give it a tiled kernel.
     MatMul,
@@ -131,6 +134,7 @@ impl Op {
             Op::Slice { .. } => "slice",
             Op::Pad(_) => "pad",
             Op::MatMul => "matmul",
+            Op::Gather => "gather",
         }
     }
 

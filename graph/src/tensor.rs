@@ -547,6 +547,30 @@ impl Tensor {
             .record(Op::MatMul, Shape(dims), DType::F32, &[a.id, b.id]))
     }
 
+    /// Rows of this table (`[rows, rest..]`) picked by i32 `indices`: the embedding lookup.
+    /// Ids are checked against `rows` before any kernel runs.
+    pub fn gather_rows(&self, indices: &Tensor) -> Result<Tensor> {
+        self.same_graph("gather", indices)?;
+        if indices.dtype != DType::I32 {
+            return Err(GraphError::UnsupportedDType {
+                op: "gather (indices)".into(),
+                dtype: indices.dtype,
+            });
+        }
+        if self.rank() == 0 || self.dims()[0].as_const().is_none() {
+            return Err(GraphError::Shape {
+                op: "gather".into(),
+                got: self.shape.clone(),
+                expected: "a table with a static first axis".into(),
+            });
+        }
+        let mut dims = indices.dims().to_vec();
+        dims.extend(self.dims()[1..].iter().cloned());
+        Ok(self
+            .graph
+            .record(Op::Gather, Shape(dims), self.dtype, &[self.id, indices.id]))
+    }
+
     /// A constant scalar of this tensor's dtype, broadcast on use.
     pub fn scalar(&self, value: f64) -> Tensor {
         self.graph.constant(value, Shape(vec![]), self.dtype)

@@ -63,6 +63,22 @@ pub enum Expr {
         /// Element type.
         dtype: DType,
     },
+    /// `bufs[arg][clamp(row, 0, rows-1) * row_stride + index]`: a row lookup by a computed id
+    /// (ids are validated before launch; the clamp keeps memory safe regardless).
+    Gather {
+        /// Argument slot of the table.
+        arg: usize,
+        /// The i32 row id.
+        row: ExprId,
+        /// Rows in the table.
+        rows: usize,
+        /// Elements per row.
+        row_stride: i64,
+        /// Offset within the row.
+        index: Affine,
+        /// Element type.
+        dtype: DType,
+    },
     /// A constant (f64 bits, so the expression is hashable).
     Const {
         /// `f64::to_bits` of the value.
@@ -121,6 +137,7 @@ impl Expr {
     pub fn dtype(&self) -> DType {
         match self {
             Expr::Load { dtype, .. }
+            | Expr::Gather { dtype, .. }
             | Expr::Const { dtype, .. }
             | Expr::Unary { dtype, .. }
             | Expr::Binary { dtype, .. }
@@ -135,6 +152,7 @@ impl Expr {
     pub fn operands(&self) -> Vec<ExprId> {
         match self {
             Expr::Unary { x, .. } | Expr::Reduce { x, .. } => vec![*x],
+            Expr::Gather { row, .. } => vec![*row],
             Expr::Binary { a, b, .. } => vec![*a, *b],
             Expr::Where { c, a, b, .. } => vec![*c, *a, *b],
             _ => vec![],
@@ -274,6 +292,17 @@ impl fmt::Display for ExprText<'_> {
                 conds: c,
                 dtype,
             } => write!(f, "load.{dtype} arg{arg}[{index}]{}", conds(c)),
+            Expr::Gather {
+                arg,
+                row,
+                rows,
+                row_stride,
+                index,
+                dtype,
+            } => write!(
+                f,
+                "gather.{dtype} arg{arg}[row(e{row}, {rows}) * {row_stride} + {index}]"
+            ),
             Expr::Const { bits, dtype } => {
                 write!(f, "const.{dtype} {}", format_value(f64::from_bits(*bits)))
             }

@@ -74,6 +74,8 @@ pub struct Schedule {
     pub buffers: Vec<BufDecl>,
     /// Buffer of each requested output, in request order.
     pub outputs: Vec<BufId>,
+    /// `(input buffer, rows)`: ids read by a gather, checked to be `< rows` before launch.
+    pub index_checks: Vec<(BufId, usize)>,
 }
 
 impl Schedule {
@@ -227,6 +229,20 @@ pub fn build_schedule(
         let idx = sched.launches.len();
         let launch = KernelBuilder::new(g, fusion, &buf_of, n).build(idx, out_buf)?;
         sched.launches.push(launch);
+    }
+    for &n in &order {
+        if matches!(g.node(n).op, Op::Gather) {
+            let ins = g.inputs(n);
+            let mut src = ins[1];
+            while g.node(src).op.is_movement() && !fusion.realized.contains(&src) {
+                src = g.inputs(src)[0];
+            }
+            if let (Op::Input { .. }, Some(&b)) = (&g.node(src).op, buf_of.get(&src)) {
+                sched
+                    .index_checks
+                    .push((b, g.node(ins[0]).shape.dims()[0].max_value()));
+            }
+        }
     }
     sched.outputs = outputs
         .iter()
@@ -502,6 +518,30 @@ impl<'a> KernelBuilder<'a> {
                     a: v,
                     b: z,
                     dtype: node.dtype,
+                })
+            }
+            Op::Gather => {
+                let table = self.g.node(ins[0]).clone();
+                let k = self.g.node(ins[1]).shape.rank();
+                let imap = IndexMap {
+                    dims: map.dims[..k].to_vec(),
+                    conds: map.conds.clone(),
+                };
+                let row = self.eval(ins[1], &imap)?;
+                let strides = table.shape.layout_strides();
+                let rest = IndexMap {
+                    dims: map.dims[k..].to_vec(),
+                    conds: vec![],
+                };
+                let buf = self.buf_of[&ins[0]];
+                let slot = self.arg(buf, Access::Read, (&table.shape, table.dtype));
+                self.push(Expr::Gather {
+                    arg: slot,
+                    row,
+                    rows: table.shape.dims()[0].max_value(),
+                    row_stride: strides[0],
+                    index: rest.offset(&strides[1..]),
+                    dtype: table.dtype,
                 })
             }
             Op::Reduce { .. } | Op::MatMul => {

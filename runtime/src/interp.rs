@@ -238,6 +238,22 @@ pub fn interpret(
                 });
                 out
             }
+            Op::Gather => {
+                let (table, idx) = (ins[0], ins[1]);
+                let rows = table.shape[0];
+                let row_len: usize = table.shape[1..].iter().product();
+                let mut out = Vec::with_capacity(numel);
+                for &id in &idx.data {
+                    if id < 0.0 || id as usize >= rows {
+                        return Err(RuntimeError::Bounds(format!(
+                            "gather: id {id} is outside the table's {rows} rows"
+                        )));
+                    }
+                    let r = id as usize * row_len;
+                    out.extend_from_slice(&table.data[r..r + row_len]);
+                }
+                out
+            }
             Op::MatMul => {
                 let (a, b) = (ins[0], ins[1]);
                 let r = shape.len();

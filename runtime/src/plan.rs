@@ -144,6 +144,22 @@ impl Plan {
                 }
             };
         }
+        // Ids read by a gather must name a row of its table.
+        for &(b, rows) in &sched.index_checks {
+            if let BufKind::Input { name, .. } = &sched.buffers[b].kind {
+                let d = feeds.get(name).or(match &sched.buffers[b].kind {
+                    BufKind::Input { data, .. } => data.as_ref(),
+                    _ => None,
+                });
+                if let Some(HostData::I32(ids)) = d
+                    && let Some(bad) = ids.iter().find(|&&i| i < 0 || i as usize >= rows)
+                {
+                    return Err(RuntimeError::Bounds(format!(
+                        "input {name}: id {bad} is outside the table's {rows} rows"
+                    )));
+                }
+            }
+        }
         // Validate every symbol before any kernel runs.
         for l in &sched.launches {
             for s in &l.kernel.symbols {

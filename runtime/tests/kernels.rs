@@ -95,3 +95,29 @@ fn integer_and_bool_ops() {
         .unwrap();
     check_all(&[&j, &w, &am], &Feeds::new(), &Bindings::new(), 1e-6, 1e-6);
 }
+
+#[test]
+fn gather_rows_is_an_embedding_lookup() {
+    let g = Graph::new();
+    let table = g
+        .input_with_data("table", Shape::of(&[11, 6]), rand_vec(66, 8, 1.0))
+        .unwrap();
+    let ids = g.input("ids", Shape::of(&[2, 3]), DType::I32);
+    let e = table.gather_rows(&ids).unwrap();
+    let y = e.mul_scalar(2.0).unwrap().sum(-1, true).unwrap();
+    let mut feeds = Feeds::new();
+    feeds.insert("ids".into(), vec![0i32, 10, 3, 3, 7, 1].into());
+    let r = check_all(&[&e, &y], &feeds, &Bindings::new(), 1e-6, 1e-6);
+    assert_eq!(r[0].shape, vec![2, 3, 6]);
+    // An id outside the table is an error before any kernel runs, not a stray read.
+    feeds.insert("ids".into(), vec![0i32, 11, 3, 3, 7, 1].into());
+    let mut s = cranegrad_runtime::Session::new(Default::default()).unwrap();
+    let err = s
+        .realize(&[&e], &feeds, &Bindings::new())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("ids") && err.contains("id 11") && err.contains("11 rows"),
+        "{err}"
+    );
+}

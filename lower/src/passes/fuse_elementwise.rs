@@ -9,7 +9,9 @@
 //!    realized: inlining it would recompute it for every output column.
 //! 3. A reshape that merges axes of anything but a contiguous buffer is not affine; the node
 //!    under the reshape chain is realized (a copy kernel) so the reshape becomes a free view.
-//! 4. A computed node whose value is needed by more than one kernel is realized once and read
+//! 4. A gather's table is realized unless it is a buffer (rows are addressed directly); its
+//!    indices are realized unless they are a view.
+//! 5. A computed node whose value is needed by more than one kernel is realized once and read
 //!    by each, rather than recomputed (recomputing a chain of transcendental ops per consumer
 //!    costs more than one write and reads). Views and constants are never realized this way.
 //!
@@ -122,6 +124,15 @@ pub fn fuse_elementwise(g: &GraphData, outputs: &[NodeId], fuse: bool) -> Fusion
     }
     for &n in &order {
         match g.node(n).op {
+            Op::Gather => {
+                let ins = g.inputs(n);
+                if !f.is_buffer(g, ins[0]) {
+                    f.realized.insert(ins[0]);
+                }
+                if !f.is_free(g, ins[1]) {
+                    f.realized.insert(ins[1]);
+                }
+            }
             Op::MatMul => {
                 for i in g.inputs(n) {
                     if !f.is_free(g, i) {

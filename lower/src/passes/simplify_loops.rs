@@ -20,7 +20,7 @@ fn for_each_affine(k: &mut Kernel, mut f: impl FnMut(&mut Affine)) {
                 f(index);
                 conds(c, &mut f);
             }
-            Expr::Index(a) => f(a),
+            Expr::Index(a) | Expr::Gather { index: a, .. } => f(a),
             Expr::InBounds(c) => conds(c, &mut f),
             _ => {}
         }
