@@ -1,0 +1,75 @@
+//! Causal (grouped-query) attention composed from primitives: two batched matmuls around a
+//! scaled, masked softmax. Shared K/V heads are broadcast views, never copies.
+
+use cranegrad_graph::{DType, Dim, GraphError, Shape, Tensor};
+
+/// `q` `[B, S, H, D]`, `k`/`v` `[B, T, KV, D]` (T keys, the last S of which are the queries'
+/// own positions) -> `[B, S, H * D]`. Query i attends to keys `j <= i + (T - S)`.
+pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor, GraphError> {
+    let (b, s, h, d) = dims4(q)?;
+    let (_, t, kv, _) = dims4(k)?;
+    let groups = h / kv;
+    // Queries grouped by the KV head they share: [B, KV, G, S, D].
+    let q = q
+        .reshape(Shape(vec![
+            b.clone(),
+            s.clone(),
+            Dim::Const(kv),
+            Dim::Const(groups),
+            Dim::Const(d),
+        ]))?
+        .permute(&[0, 2, 3, 1, 4])?;
+    // Keys and values as [B, KV, 1, T, D]; the size-1 group axis broadcasts in the matmul.
+    let as_heads = |x: &Tensor| -> Result<Tensor, GraphError> {
+        x.permute(&[0, 2, 1, 3])?.reshape(Shape(vec![
+            b.clone(),
+            Dim::Const(kv),
+            Dim::Const(1),
+            t.clone(),
+            Dim::Const(d),
+        ]))
+    };
+    let (k, v) = (as_heads(k)?, as_heads(v)?);
+    let scores = q
+        .matmul(&k.transpose(-1, -2)?)?
+        .mul_scalar(1.0 / (d as f64).sqrt())?;
+    // Causal mask from two index ramps: key j is hidden from query i when j > i + (T - S).
+    let g = q.graph();
+    let qi = g.arange(Shape(vec![s.clone(), Dim::Const(1)]), 0, DType::I32)?;
+    let kj = g.arange(Shape(vec![Dim::Const(1), t.clone()]), 1, DType::I32)?;
+    let offset = match (&t, &s) {
+        (Dim::Const(a), Dim::Const(c)) => (*a as f64) - (*c as f64),
+        _ => {
+            return Err(GraphError::Shape {
+                op: "causal_attention".into(),
+                got: k.shape().clone(),
+                expected: "static query and key lengths (symbolic decode uses decode_attention)"
+                    .into(),
+            });
+        }
+    };
+    let hidden = qi.add(&qi.scalar(offset))?.cmplt(&kj)?;
+    let masked = hidden.where_(&scores.scalar(f32::MIN as f64), &scores)?;
+    let p = masked.softmax(-1)?;
+    let out = p.matmul(&v)?; // [B, KV, G, S, D]
+    out.permute(&[0, 3, 1, 2, 4])?
+        .reshape(Shape(vec![b, s, Dim::Const(h * d)]))
+}
+
+fn dims4(x: &Tensor) -> Result<(Dim, Dim, usize, usize), GraphError> {
+    let bad = || GraphError::Shape {
+        op: "attention".into(),
+        got: x.shape().clone(),
+        expected: "[batch, seq, heads, head_dim] with static heads".into(),
+    };
+    if x.rank() != 4 {
+        return Err(bad());
+    }
+    let d = x.dims();
+    Ok((
+        d[0].clone(),
+        d[1].clone(),
+        d[2].as_const().ok_or_else(bad)?,
+        d[3].as_const().ok_or_else(bad)?,
+    ))
+}

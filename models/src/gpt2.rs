@@ -1,0 +1,58 @@
+//! GPT-2 on the Tensor API: LayerNorm, learned positions, Conv1D (`[in, out]`) projections,
+//! `gelu_new` (tanh GELU) and the tied LM head.
+
+use cranegrad_graph::{Dim, Graph, GraphError, Shape, Tensor};
+
+use crate::attention::causal_attention;
+use crate::loader::Gpt2Config;
+use crate::weights::Weights;
+
+/// `x @ W + b` with a Conv1D weight.
+fn conv1d(w: &Weights, g: &Graph, x: &Tensor, name: &str) -> Result<Tensor, GraphError> {
+    x.matmul(&w.tensor(g, &format!("{name}.weight"))?)?
+        .add(&w.tensor(g, &format!("{name}.bias"))?)
+}
+
+/// Logits `[B, S, vocab]` of a full-sequence forward over i32 `tokens` `[B, S]`.
+pub fn forward(
+    cfg: &Gpt2Config,
+    w: &Weights,
+    g: &Graph,
+    tokens: &Tensor,
+) -> Result<Tensor, GraphError> {
+    let (b, s) = (tokens.dims()[0].clone(), tokens.dims()[1].clone());
+    let (nh, hd, e) = (cfg.n_head, cfg.head_dim(), cfg.n_embd);
+    let eps = cfg.layer_norm_epsilon;
+    let pos = w.tensor(g, "wpe.weight")?.narrow(0, 0, s.clone())?;
+    let mut h = w.tensor(g, "wte.weight")?.gather_rows(tokens)?.add(&pos)?;
+    let ln = |x: &Tensor, name: &str| -> Result<Tensor, GraphError> {
+        x.layer_norm(
+            &w.tensor(g, &format!("{name}.weight"))?,
+            &w.tensor(g, &format!("{name}.bias"))?,
+            eps,
+        )
+    };
+    let heads = |x: Tensor| {
+        x.reshape(Shape(vec![
+            b.clone(),
+            s.clone(),
+            Dim::Const(nh),
+            Dim::Const(hd),
+        ]))
+    };
+    for l in 0..cfg.n_layer {
+        let p = |n: &str| format!("h.{l}.{n}");
+        let x = ln(&h, &p("ln_1"))?;
+        let qkv = conv1d(w, g, &x, &p("attn.c_attn"))?;
+        let q = heads(qkv.narrow(-1, 0, e)?)?;
+        let k = heads(qkv.narrow(-1, e, e)?)?;
+        let v = heads(qkv.narrow(-1, 2 * e, e)?)?;
+        let a = causal_attention(&q, &k, &v)?;
+        h = h.add(&conv1d(w, g, &a, &p("attn.c_proj"))?)?;
+        let x = ln(&h, &p("ln_2"))?;
+        let m = conv1d(w, g, &x, &p("mlp.c_fc"))?.gelu_tanh()?;
+        h = h.add(&conv1d(w, g, &m, &p("mlp.c_proj"))?)?;
+    }
+    let h = ln(&h, "ln_f")?;
+    h.matmul(&w.tensor(g, "lm_head.weight")?)
+}

@@ -1,0 +1,89 @@
+//! The LLaMA family on the Tensor API: RMSNorm, rotary embeddings (rotate_half layout), GQA
+//! attention and the SwiGLU MLP, written only with composite ops; fusion does the rest.
+
+use cranegrad_graph::{Dim, Graph, GraphError, Shape, Tensor};
+
+use crate::attention::causal_attention;
+use crate::loader::LlamaConfig;
+use crate::weights::Weights;
+
+/// `cos`/`sin` tables `[max_positions, head_dim]` exactly as HF builds them: f32 inverse
+/// frequencies times the f32 position, `cat(freqs, freqs)`, then cos/sin.
+pub fn rope_tables(cfg: &LlamaConfig) -> (Vec<f32>, Vec<f32>) {
+    let inv: Vec<f32> = crate::loader::rope_inv_freq(cfg)
+        .into_iter()
+        .map(|f| f as f32)
+        .collect();
+    let d = cfg.head_dim;
+    let n = cfg.max_positions;
+    let (mut cos, mut sin) = (vec![0f32; n * d], vec![0f32; n * d]);
+    for p in 0..n {
+        for (i, &f) in inv.iter().enumerate() {
+            let a = (p as f32 * f) as f64;
+            for j in [i, i + d / 2] {
+                cos[p * d + j] = a.cos() as f32;
+                sin[p * d + j] = a.sin() as f32;
+            }
+        }
+    }
+    (cos, sin)
+}
+
+/// `x * cos + rotate_half(x) * sin` for `x` `[B, S, N, D]`, tables `[S, D]`.
+pub fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor, GraphError> {
+    let d = x.dims()[3].max_value();
+    let (x1, x2) = (x.narrow(-1, 0, d / 2)?, x.narrow(-1, d / 2, d / 2)?);
+    let rotated = Tensor::concat(&[x2.neg()?, x1], -1)?;
+    let s = cos.dims()[0].clone();
+    let table = |t: &Tensor| {
+        t.reshape(Shape(vec![
+            Dim::Const(1),
+            s.clone(),
+            Dim::Const(1),
+            Dim::Const(d),
+        ]))
+    };
+    x.mul(&table(cos)?)?.add(&rotated.mul(&table(sin)?)?)
+}
+
+/// Logits `[B, S, vocab]` of a full-sequence forward over i32 `tokens` `[B, S]`.
+pub fn forward(
+    cfg: &LlamaConfig,
+    w: &Weights,
+    g: &Graph,
+    tokens: &Tensor,
+) -> Result<Tensor, GraphError> {
+    let (b, s) = (tokens.dims()[0].clone(), tokens.dims()[1].clone());
+    let eps = cfg.rms_norm_eps;
+    let (nh, kv, hd) = (cfg.heads, cfg.kv_heads, cfg.head_dim);
+    let cos = w.tensor(g, "rope.cos")?.narrow(0, 0, s.clone())?;
+    let sin = w.tensor(g, "rope.sin")?.narrow(0, 0, s.clone())?;
+    let mut h = w
+        .tensor(g, "model.embed_tokens.weight")?
+        .gather_rows(tokens)?;
+    let heads = |x: Tensor, n: usize| {
+        x.reshape(Shape(vec![
+            b.clone(),
+            s.clone(),
+            Dim::Const(n),
+            Dim::Const(hd),
+        ]))
+    };
+    for l in 0..cfg.layers {
+        let p = |n: &str| format!("model.layers.{l}.{n}");
+        let x = h.rms_norm(&w.tensor(g, &p("input_layernorm.weight"))?, eps)?;
+        let q = heads(x.matmul(&w.tensor(g, &p("self_attn.q_proj.weight"))?)?, nh)?;
+        let k = heads(x.matmul(&w.tensor(g, &p("self_attn.k_proj.weight"))?)?, kv)?;
+        let v = heads(x.matmul(&w.tensor(g, &p("self_attn.v_proj.weight"))?)?, kv)?;
+        let (q, k) = (apply_rope(&q, &cos, &sin)?, apply_rope(&k, &cos, &sin)?);
+        let a = causal_attention(&q, &k, &v)?;
+        h = h.add(&a.matmul(&w.tensor(g, &p("self_attn.o_proj.weight"))?)?)?;
+        let x = h.rms_norm(&w.tensor(g, &p("post_attention_layernorm.weight"))?, eps)?;
+        let gate = x.matmul(&w.tensor(g, &p("mlp.gate_proj.weight"))?)?;
+        let up = x.matmul(&w.tensor(g, &p("mlp.up_proj.weight"))?)?;
+        let m = gate.silu()?.mul(&up)?;
+        h = h.add(&m.matmul(&w.tensor(g, &p("mlp.down_proj.weight"))?)?)?;
+    }
+    let h = h.rms_norm(&w.tensor(g, "model.norm.weight")?, eps)?;
+    h.matmul(&w.tensor(g, "lm_head.weight")?)
+}

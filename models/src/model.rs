@@ -1,0 +1,95 @@
+//! A loaded model: config plus prepared weights, from a preset name or any supported file, and
+//! the forward pass that builds its graph.
+
+use std::path::Path;
+
+use cranegrad_graph::{DType, Graph, GraphError, Shape, Tensor};
+
+use crate::loader::{ModelConfig, load_model, validate};
+use crate::presets::{PRESETS, preset};
+use crate::weights::{Weights, prepare, random_store};
+use crate::{ModelError, gpt2, llama};
+
+/// A model ready to build graphs from.
+pub struct Model {
+    /// Architecture and sizes.
+    pub config: ModelConfig,
+    /// Prepared weights (plus RoPE tables for LLaMA).
+    pub weights: Weights,
+    /// Where the weights came from (a path or `preset NAME (seed N)`).
+    pub origin: String,
+}
+
+impl Model {
+    /// Loads `spec`: a preset name (random weights from `seed`) or a path in any supported
+    /// format (recognised by content).
+    pub fn load(spec: &str, seed: u64) -> Result<Model, ModelError> {
+        let (config, store, origin) = if let Some(cfg) = preset(spec) {
+            let store = random_store(&cfg, seed)?;
+            (cfg, store, format!("preset {spec} (weights seed {seed})"))
+        } else {
+            let path = Path::new(spec);
+            if !path.exists() {
+                return Err(ModelError::NotFound(format!(
+                    "{spec}: no such file or folder, and not a preset ({})",
+                    PRESETS.join(", ")
+                )));
+            }
+            let (cfg, store) = load_model(path)?;
+            (cfg, store, spec.to_string())
+        };
+        validate(&config, &store)?;
+        Model::from_parts(config, store, origin)
+    }
+
+    /// Builds a model from a validated config and weight store.
+    pub fn from_parts(
+        config: ModelConfig,
+        store: crate::loader::WeightStore,
+        origin: String,
+    ) -> Result<Model, ModelError> {
+        let mut weights = prepare(&config, store)?;
+        if let ModelConfig::Llama(c) = &config {
+            let (cos, sin) = llama::rope_tables(c);
+            weights.insert("rope.cos", vec![c.max_positions, c.head_dim], cos);
+            weights.insert("rope.sin", vec![c.max_positions, c.head_dim], sin);
+        }
+        Ok(Model {
+            config,
+            weights,
+            origin,
+        })
+    }
+
+    /// Vocabulary size.
+    pub fn vocab(&self) -> usize {
+        self.config.vocab()
+    }
+
+    /// Longest sequence the model supports.
+    pub fn max_positions(&self) -> usize {
+        self.config.max_positions()
+    }
+
+    /// Logits `[B, S, vocab]` for i32 `tokens` `[B, S]`, recorded into `g`.
+    pub fn forward(&self, g: &Graph, tokens: &Tensor) -> Result<Tensor, GraphError> {
+        match &self.config {
+            ModelConfig::Llama(c) => llama::forward(c, &self.weights, g, tokens),
+            ModelConfig::Gpt2(c) => gpt2::forward(c, &self.weights, g, tokens),
+        }
+    }
+
+    /// A fresh graph with a `tokens` input of `[batch, seq]` and the logits of a forward.
+    pub fn forward_graph(&self, batch: usize, seq: usize) -> Result<(Graph, Tensor), ModelError> {
+        if seq == 0 || seq > self.max_positions() {
+            return Err(ModelError::Input(format!(
+                "sequence length {seq} is outside 1..={}",
+                self.max_positions()
+            )));
+        }
+        let g = Graph::new();
+        let tokens = g.input("tokens", Shape::of(&[batch, seq]), DType::I32);
+        let logits = self.forward(&g, &tokens)?;
+        Ok((g, logits))
+    }
+}
