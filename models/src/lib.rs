@@ -1,11 +1,13 @@
 //! LLaMA and GPT-2 on the Tensor API, weight loaders, and the model entry points.
 
 pub mod attention;
+pub mod golden;
 pub mod gpt2;
 pub mod llama;
 pub mod loader;
 pub mod model;
 pub mod presets;
+pub mod run;
 pub mod weights;
 
 use thiserror::Error;

@@ -1,0 +1,125 @@
+//! The golden-tensors workflow: compare our logits and greedy tokens with a file produced by an
+//! independent reference (Hugging Face), or write such a file from our own outputs.
+
+use std::path::Path;
+
+use cranegrad_runtime::Session;
+
+use crate::loader::{Golden, HostTensor, IntTensor, SourceDType, read_golden, write_golden};
+use crate::run::{greedy_full_recompute, logits};
+use crate::{Model, ModelError};
+
+/// Result of comparing against a golden file.
+#[derive(Clone, Debug)]
+pub struct GoldenReport {
+    /// Largest |ours - golden| over all logits.
+    pub max_abs_diff: f64,
+    /// Largest |ours - golden| / (atol + rtol |golden|); <= 1 passes.
+    pub worst_ratio: f64,
+    /// Logits compared.
+    pub logits_checked: usize,
+    /// Generated tokens equal to the golden ones (over all rows), and how many were compared.
+    pub tokens_matching: (usize, usize),
+    /// True when the logits are within tolerance and every generated token matches.
+    pub passed: bool,
+}
+
+fn rows(t: &IntTensor) -> Result<Vec<Vec<i32>>, ModelError> {
+    let (b, s) = match t.shape.as_slice() {
+        [b, s] => (*b, *s),
+        other => {
+            return Err(ModelError::Input(format!(
+                "golden token tensor must be [batch, seq], got {other:?}"
+            )));
+        }
+    };
+    let mut out = Vec::with_capacity(b);
+    for r in 0..b {
+        let row = &t.data[r * s..(r + 1) * s];
+        let row = row
+            .iter()
+            .map(|&x| {
+                i32::try_from(x)
+                    .map_err(|_| ModelError::Input(format!("token id {x} does not fit in i32")))
+            })
+            .collect::<Result<Vec<i32>, _>>()?;
+        out.push(row);
+    }
+    Ok(out)
+}
+
+/// Runs the forward over the golden `input_ids` and a greedy generation as long as the golden
+/// `generated`, and compares.
+pub fn verify(
+    session: &mut Session,
+    model: &Model,
+    golden: &Golden,
+    atol: f64,
+    rtol: f64,
+) -> Result<GoldenReport, ModelError> {
+    let input = rows(&golden.input_ids)?;
+    let ours = logits(session, model, &input)?;
+    if ours.len() != golden.logits.data.len() {
+        return Err(ModelError::Input(format!(
+            "golden logits have shape {:?} but the model produced {} values",
+            golden.logits.shape,
+            ours.len()
+        )));
+    }
+    let (mut max_abs, mut worst) = (0f64, 0f64);
+    for (&a, &g) in ours.iter().zip(&golden.logits.data) {
+        let d = (a as f64 - g as f64).abs();
+        let d = if d.is_nan() { f64::INFINITY } else { d };
+        max_abs = max_abs.max(d);
+        worst = worst.max(d / (atol + rtol * (g as f64).abs()));
+    }
+    let mut tokens = (0, 0);
+    if let Some(gen_t) = &golden.generated {
+        let want = rows(gen_t)?;
+        let s = input[0].len();
+        let new = want[0].len().saturating_sub(s);
+        let got = greedy_full_recompute(session, model, &input, new)?;
+        for (g, w) in got.iter().zip(&want) {
+            for (a, b) in g[s..].iter().zip(&w[s..]) {
+                tokens.1 += 1;
+                tokens.0 += usize::from(a == b);
+            }
+        }
+    }
+    Ok(GoldenReport {
+        max_abs_diff: max_abs,
+        worst_ratio: worst,
+        logits_checked: ours.len(),
+        tokens_matching: tokens,
+        passed: worst <= 1.0 && tokens.0 == tokens.1,
+    })
+}
+
+/// Writes a golden file from our own outputs for `input` and `new` greedy tokens.
+pub fn write(
+    session: &mut Session,
+    model: &Model,
+    input: &[Vec<i32>],
+    new: usize,
+    out: &Path,
+) -> Result<(), ModelError> {
+    let (b, s) = crate::run::check_tokens(model, input)?;
+    let l = logits(session, model, input)?;
+    let generated = greedy_full_recompute(session, model, input, new)?;
+    let ids = IntTensor::new(
+        vec![b, s],
+        input.iter().flatten().map(|&x| x as i64).collect(),
+    )?;
+    let logits = HostTensor::new(vec![b, s, model.vocab()], l, SourceDType::F32)?;
+    let gen_t = IntTensor::new(
+        vec![b, s + new],
+        generated.iter().flatten().map(|&x| x as i64).collect(),
+    )?;
+    write_golden(out, &ids, &logits, Some(&gen_t))?;
+    Ok(())
+}
+
+/// Reads a golden file.
+pub fn read(path: &Path) -> Result<Golden, ModelError> {
+    Ok(read_golden(path)?)
+}

@@ -1,0 +1,119 @@
+//! Every fixture against its Hugging Face golden outputs: full-sequence logits within the
+//! fixtures' suggested tolerance (atol = rtol = 1e-4) and greedy tokens identical; fused,
+//! unfused and the interpreter agree; the same weights from every file format agree.
+
+use std::path::PathBuf;
+
+use cranegrad_graph::{Bindings, HostData};
+use cranegrad_models::Model;
+use cranegrad_models::golden::{read, verify};
+use cranegrad_models::run::logits;
+use cranegrad_runtime::{Feeds, Session, SessionOptions, interpret_tensors};
+
+fn td(p: &str) -> String {
+    let d: PathBuf = [env!("CARGO_MANIFEST_DIR"), "testdata", p].iter().collect();
+    d.to_string_lossy().into_owned()
+}
+
+fn session(fuse: bool) -> Session {
+    Session::new(SessionOptions { fuse, threads: 2 }).unwrap()
+}
+
+fn check_fixture(dir: &str) {
+    let model = Model::load(&td(dir), 0).unwrap();
+    let golden = read(std::path::Path::new(&td(&format!(
+        "{dir}/golden.safetensors"
+    ))))
+    .unwrap();
+    let r = verify(&mut session(true), &model, &golden, 1e-4, 1e-4).unwrap();
+    eprintln!(
+        "{dir}: max |diff| {:.3e}, tokens {}/{}",
+        r.max_abs_diff, r.tokens_matching.0, r.tokens_matching.1
+    );
+    assert!(r.passed, "{dir}: {r:?}");
+    assert!(r.tokens_matching.1 > 0);
+}
+
+#[test]
+fn llama_tiny_matches_hf() {
+    check_fixture("llama-tiny");
+}
+
+#[test]
+fn llama_small_matches_hf() {
+    check_fixture("llama-small");
+}
+
+#[test]
+fn llama3_tied_matches_hf() {
+    check_fixture("llama3-tied");
+}
+
+#[test]
+fn gpt2_tiny_matches_hf() {
+    check_fixture("gpt2-tiny");
+}
+
+#[test]
+fn every_format_gives_the_same_logits() {
+    let tokens = vec![vec![5, 17, 99, 3, 42], vec![1, 2, 3, 4, 5]];
+    let base = logits(
+        &mut session(true),
+        &Model::load(&td("llama-tiny"), 0).unwrap(),
+        &tokens,
+    )
+    .unwrap();
+    for f in [
+        "llama-tiny/model-f32.gguf",
+        "llama-tiny/minimind.json",
+        "llama-tiny/model.safetensors",
+    ] {
+        let l = logits(
+            &mut session(true),
+            &Model::load(&td(f), 0).unwrap(),
+            &tokens,
+        )
+        .unwrap();
+        let d = l
+            .iter()
+            .zip(&base)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(d <= 1e-5, "{f}: max diff {d}");
+    }
+    // Q8_0: the dequantised weights alone move the logits by about 6e-3.
+    let q = logits(
+        &mut session(true),
+        &Model::load(&td("llama-tiny/model-q8_0.gguf"), 0).unwrap(),
+        &tokens,
+    )
+    .unwrap();
+    let d = q
+        .iter()
+        .zip(&base)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(d <= 1e-2 && d > 0.0, "q8_0: max diff {d}");
+}
+
+#[test]
+fn fused_unfused_and_interpreter_agree() {
+    for dir in ["llama-tiny", "gpt2-tiny"] {
+        let model = Model::load(&td(dir), 0).unwrap();
+        let tokens = vec![vec![7, 3, 11, 60], vec![2, 9, 1, 0]];
+        let fused = logits(&mut session(true), &model, &tokens).unwrap();
+        let unfused = logits(&mut session(false), &model, &tokens).unwrap();
+        let (_g, out) = model.forward_graph(2, 4).unwrap();
+        let mut feeds = Feeds::new();
+        feeds.insert("tokens".into(), HostData::from(tokens.concat()));
+        let interp = interpret_tensors(&[&out], &feeds, &Bindings::new()).unwrap()[0].to_f32();
+        for (name, v) in [("unfused", &unfused), ("interpreter", &interp)] {
+            let d = v
+                .iter()
+                .zip(&fused)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(d <= 2e-5, "{dir} fused vs {name}: {d}");
+        }
+    }
+}
