@@ -5,6 +5,7 @@
 
 pub mod builtins;
 pub mod stats;
+pub mod workload;
 
 pub use cranegrad_codegen as codegen;
 pub use cranegrad_graph as graph;

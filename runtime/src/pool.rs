@@ -37,8 +37,12 @@ unsafe impl Sync for Shared {}
 // launch that the caller waits for.
 unsafe impl Send for Shared {}
 
-/// Spin iterations before a worker parks.
-const SPIN: u32 = 200_000;
+/// Busy-spin iterations before a waiting thread starts yielding its core: a short burst
+/// catches back-to-back kernels without a syscall.
+const SPIN: u32 = 20_000;
+/// Yields before a worker parks; yielding keeps latency low but lets another runnable thread
+/// (the caller, on an oversubscribed machine) have the core.
+const YIELDS: u32 = 2_000;
 
 /// The pool. Dropping it stops the workers.
 pub struct ThreadPool {
@@ -142,8 +146,14 @@ impl ThreadPool {
             unsafe { func(bufs, syms, s, e) };
         }
         let workers = self.threads - 1;
+        let mut spins = 0u32;
         while self.shared.done.load(Ordering::Acquire) < workers {
-            std::hint::spin_loop();
+            if spins < SPIN {
+                spins += 1;
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
         }
     }
 }
@@ -164,6 +174,10 @@ fn worker(s: Arc<Shared>, t: usize) {
             spins += 1;
             if spins < SPIN {
                 std::hint::spin_loop();
+                continue;
+            }
+            if spins < SPIN + YIELDS {
+                std::thread::yield_now();
                 continue;
             }
             let guard = s.lock.lock().unwrap_or_else(|p| p.into_inner());

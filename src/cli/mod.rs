@@ -1,6 +1,8 @@
 //! Command-line parsing and dispatch. Exit codes: 0 success, 1 a failed check, 2 bad input or
 //! usage.
 
+mod golden;
+mod info;
 mod run;
 mod table;
 
@@ -21,11 +23,17 @@ pub struct Cli {
 enum Command {
     /// Run a built-in example through the JIT and report cold and warm latency.
     Run(run::RunArgs),
+    /// Show a model's config, parameter count and bytes per stored dtype.
+    Info(info::InfoArgs),
+    /// Verify against, or write, golden tensors (logits and greedy tokens).
+    Golden(golden::GoldenArgs),
 }
 
 /// Runs the parsed command.
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(a) => run::run(a),
+        Command::Info(a) => info::info(a),
+        Command::Golden(a) => golden::golden(a),
     }
 }

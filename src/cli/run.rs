@@ -10,9 +10,10 @@ use serde_json::{Map, Value as Json, json};
 
 use cranegrad::builtins::{EXAMPLES, build_example};
 use cranegrad::stats::{median, quantile};
+use cranegrad::workload::{Workload, model_workload};
 use cranegrad_graph::{Bindings, graph_dot, graph_text};
 use cranegrad_lower::{LowerOptions, lower};
-use cranegrad_runtime::{Feeds, Session, SessionOptions};
+use cranegrad_runtime::{Session, SessionOptions};
 
 use super::table::{Table, write_json};
 
@@ -28,9 +29,22 @@ pub enum DumpFormat {
 /// Options of `cranegrad run`.
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// Example to run: mlp or chain.
-    #[arg(default_value = "mlp")]
-    example: String,
+    /// What to run: `llama` / `gpt2` (a model forward, see --model), `mlp` or `chain`.
+    /// Default: the `small` model.
+    example: Option<String>,
+    /// Model for `llama`/`gpt2`: a preset (small, medium, large, xl, llama-3.2-1b, gpt2), a
+    /// Hugging Face folder, a .gguf file or a minimind JSON file.
+    #[arg(long)]
+    model: Option<String>,
+    /// Seed of the random weights of a preset.
+    #[arg(long, default_value_t = 0)]
+    weights_seed: u64,
+    /// Batch size of the model forward (default: the preset's benchmark input).
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Sequence length of the model forward (default: the preset's benchmark input).
+    #[arg(long)]
+    seq_len: Option<usize>,
     /// Warm iterations after the cold run.
     #[arg(long, default_value_t = 10)]
     iters: usize,
@@ -50,15 +64,33 @@ pub struct RunArgs {
 
 /// Runs the command.
 pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
-    let ex = build_example(&a.example)
-        .ok_or_else(|| {
-            anyhow!(
-                "unknown example {:?}; choose one of {}",
-                a.example,
-                EXAMPLES.join(", ")
-            )
-        })?
-        .context("building the example graph")?;
+    let ex: Workload = match a.example.as_deref() {
+        None | Some("llama") | Some("model") | Some("gpt2") => {
+            let default = if a.example.as_deref() == Some("gpt2") {
+                "gpt2"
+            } else {
+                "small"
+            };
+            let spec = a.model.clone().unwrap_or_else(|| default.to_string());
+            model_workload(&spec, a.weights_seed, a.batch_size, a.seq_len)?
+        }
+        Some(name) => {
+            if a.model.is_some() {
+                return Err(anyhow!(
+                    "--model applies to `run llama`, not to the {name} example"
+                ));
+            }
+            build_example(name)
+                .ok_or_else(|| {
+                    anyhow!(
+                        "unknown example {name:?}; choose llama, gpt2 or one of {}",
+                        EXAMPLES.join(", ")
+                    )
+                })?
+                .context("building the example graph")?
+                .into()
+        }
+    };
     let mut opts = SessionOptions {
         fuse: !a.no_fuse,
         ..SessionOptions::default()
@@ -81,7 +113,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     let kernels_fused = count(true)?;
 
     let mut session = Session::new(opts)?;
-    let (feeds, bindings) = (Feeds::new(), Bindings::new());
+    let (feeds, bindings) = (ex.feeds.clone(), Bindings::new());
     session.realize(&[out], &feeds, &bindings)?;
     let cold = session.last_report().clone();
     let mut warm = Vec::with_capacity(a.iters);
@@ -167,6 +199,9 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
             m.insert(k.to_string(), v);
         };
         put("example", json!(ex.name));
+        if let Some(k) = ex.kernels_per_layer {
+            put("layers", json!(k.0));
+        }
         put("fuse", json!(!a.no_fuse));
         put("threads", json!(opts.threads));
         put("iters", json!(a.iters));

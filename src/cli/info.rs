@@ -1,0 +1,77 @@
+//! `cranegrad info`: what a model is — config, parameter count, bytes per stored dtype.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+
+use cranegrad_models::loader::{ModelConfig, load_model, validate};
+use cranegrad_models::presets::preset;
+use cranegrad_models::weights::random_store;
+
+use super::table::Table;
+
+/// Options of `cranegrad info`.
+#[derive(Args, Debug)]
+pub struct InfoArgs {
+    /// A preset, a Hugging Face folder, a .gguf file or a minimind JSON file.
+    #[arg(long, default_value = "small")]
+    model: String,
+}
+
+/// Runs the command.
+pub fn info(a: InfoArgs) -> anyhow::Result<ExitCode> {
+    let (cfg, store) = match preset(&a.model) {
+        Some(cfg) => {
+            let store = random_store(&cfg, 0)?;
+            (cfg, store)
+        }
+        None => load_model(std::path::Path::new(&a.model))
+            .with_context(|| format!("loading {}", a.model))?,
+    };
+    validate(&cfg, &store)?;
+    let mut t = Table::default();
+    t.row("model", a.model.clone());
+    t.row("weights from", store.origin().to_string());
+    match &cfg {
+        ModelConfig::Llama(c) => {
+            t.row(
+                "architecture",
+                "llama (RMSNorm, RoPE, GQA attention, SwiGLU)",
+            )
+            .row("hidden", c.hidden.to_string())
+            .row("layers", c.layers.to_string())
+            .row("heads / kv heads", format!("{} / {}", c.heads, c.kv_heads))
+            .row("head dim", c.head_dim.to_string())
+            .row("intermediate", c.intermediate.to_string())
+            .row("vocab", c.vocab.to_string())
+            .row("max positions", c.max_positions.to_string())
+            .row("rms_norm_eps", format!("{:e}", c.rms_norm_eps))
+            .row(
+                "rope",
+                format!("theta {} {:?}", c.rope_theta, c.rope_scaling),
+            )
+            .row("tied embeddings", c.tie_word_embeddings.to_string());
+        }
+        ModelConfig::Gpt2(c) => {
+            t.row(
+                "architecture",
+                "gpt2 (LayerNorm, learned positions, gelu_new)",
+            )
+            .row("n_embd", c.n_embd.to_string())
+            .row("n_layer", c.n_layer.to_string())
+            .row("n_head", c.n_head.to_string())
+            .row("n_inner", c.n_inner.to_string())
+            .row("vocab", c.vocab.to_string())
+            .row("n_positions", c.n_positions.to_string())
+            .row("layer_norm_epsilon", format!("{:e}", c.layer_norm_epsilon));
+        }
+    }
+    t.row("eos tokens", format!("{:?}", cfg.eos_token_ids()));
+    t.row("parameters", store.param_count().to_string());
+    for (dtype, bytes) in store.bytes_by_dtype() {
+        t.row(format!("bytes {}", dtype.name()), bytes.to_string());
+    }
+    print!("{}", t.render());
+    Ok(ExitCode::SUCCESS)
+}

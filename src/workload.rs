@@ -1,0 +1,95 @@
+//! What `run` and `bench` execute: a graph output with its feeds and a description, from a
+//! built-in example or a model forward.
+
+use anyhow::Context;
+use cranegrad_graph::{HostData, Tensor};
+use cranegrad_models::Model;
+use cranegrad_models::loader::ModelConfig;
+use cranegrad_runtime::Feeds;
+
+use crate::builtins::Example;
+
+/// A runnable graph.
+pub struct Workload {
+    /// Short name.
+    pub name: String,
+    /// One-line description.
+    pub about: String,
+    /// The output to realize.
+    pub output: Tensor,
+    /// Data for inputs not attached to the graph.
+    pub feeds: Feeds,
+    /// `(layers, ..)` for model forwards, so per-layer kernel counts can be derived.
+    pub kernels_per_layer: Option<(usize,)>,
+}
+
+impl From<Example> for Workload {
+    fn from(e: Example) -> Workload {
+        Workload {
+            name: e.name.to_string(),
+            about: e.about,
+            output: e.output,
+            feeds: Feeds::new(),
+            kernels_per_layer: None,
+        }
+    }
+}
+
+/// The benchmark input people quote for a preset: `(batch, seq)`.
+pub fn default_input(spec: &str) -> (usize, usize) {
+    match spec {
+        "small" => (2, 5),
+        "medium" => (4, 32),
+        "large" => (4, 128),
+        "xl" => (1, 128),
+        "llama-3.2-1b" => (1, 128),
+        _ => (1, 32),
+    }
+}
+
+/// Deterministic token ids below `vocab`.
+pub fn sample_tokens(batch: usize, seq: usize, vocab: usize) -> Vec<i32> {
+    crate::builtins::lcg_values(batch * seq, 7, 1.0)
+        .into_iter()
+        .map(|u| (((u + 1.0) * 0.5 * vocab as f32) as usize).min(vocab - 1) as i32)
+        .collect()
+}
+
+/// A full-sequence forward of the model `spec` over deterministic tokens.
+pub fn model_workload(
+    spec: &str,
+    seed: u64,
+    batch: Option<usize>,
+    seq: Option<usize>,
+) -> anyhow::Result<Workload> {
+    let model = Model::load(spec, seed).with_context(|| format!("loading model {spec}"))?;
+    let (db, ds) = default_input(spec);
+    let (b, s) = (
+        batch.unwrap_or(db),
+        seq.unwrap_or(ds).min(model.max_positions()),
+    );
+    if b == 0 || s == 0 {
+        anyhow::bail!("--batch-size and --seq-len must be at least 1");
+    }
+    let (_g, out) = model.forward_graph(b, s)?;
+    let mut feeds = Feeds::new();
+    feeds.insert(
+        "tokens".into(),
+        HostData::from(sample_tokens(b, s, model.vocab())),
+    );
+    let (arch, layers) = match &model.config {
+        ModelConfig::Llama(c) => ("llama", c.layers),
+        ModelConfig::Gpt2(c) => ("gpt2", c.n_layer),
+    };
+    Ok(Workload {
+        name: spec.to_string(),
+        about: format!(
+            "{arch} forward, {} parameters, batch {b}, seq {s} ({})",
+            model.weights.param_count(),
+            model.origin
+        ),
+        output: out,
+        feeds,
+        kernels_per_layer: Some((layers,)),
+    })
+}
