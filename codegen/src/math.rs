@@ -72,8 +72,7 @@ const LOG2_POLY: [f32; 9] = [
     -0.110_486_805,
 ];
 
-/// 2^22: beyond, the reduced argument could exceed 1 (f32 2/pi is off by 4e-8 relative, so q may round
-/// the wrong way) and soon the quadrant no longer fits the rounding trick (x * 2/pi must stay below 2^22).
+/// Largest |x| (2^22) for which `sin` keeps the documented accuracy; see the module docs for beyond.
 pub const SIN_MAX_ACCURATE: f32 = 4_194_304.0;
 /// pi/2 split so that `x - q*PIO2_1` is exact with fma and the tail error is ~1e-23 * q.
 const PIO2_1: f32 = std::f32::consts::FRAC_PI_2;
@@ -122,7 +121,7 @@ impl Ty {
         }
     }
 
-    /// Vector constants come from the constant pool so x86 can fold them into the using instruction.
+    /// Vector constants come from the constant pool: one load instead of a scalar constant plus a splat.
     fn f(self, b: &mut FunctionBuilder, v: f32) -> Value {
         if self.vector {
             let bytes: Vec<u8> = (0..4).flat_map(|_| v.to_le_bytes()).collect();
@@ -193,7 +192,7 @@ pub fn exp2(b: &mut FunctionBuilder, x: Value) -> Value {
     // Clamp to +-160 so that n fits the rounding trick and both half-scales stay normal;
     // the comparisons are false for NaN, which therefore passes through.
     let hi = ty.f(b, 160.0);
-    // Written as `hi < x` so that x86 lowers it to a single minps (which also keeps NaN).
+    // Written as `hi < x` so that the vector form lowers to one minps (which also keeps NaN).
     let gt = b.ins().fcmp(FloatCC::LessThan, hi, x);
     let x = ty.select(b, gt, hi, x);
     let lo = ty.f(b, -160.0);

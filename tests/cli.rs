@@ -1,0 +1,216 @@
+//! The command line as a user meets it: exit codes, JSON keys, errors naming what is wrong.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_cranegrad"))
+}
+
+fn td(p: &str) -> String {
+    let d: PathBuf = [env!("CARGO_MANIFEST_DIR"), "models", "testdata", p]
+        .iter()
+        .collect();
+    d.to_string_lossy().into_owned()
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("cranegrad-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn golden_verify_exit_codes() {
+    let ok = bin()
+        .args([
+            "golden",
+            "verify",
+            "--model",
+            &td("llama-tiny"),
+            "--golden",
+            &td("llama-tiny/golden.safetensors"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("PASS"));
+    // Q8_0 weights move logits by ~6e-3: a failed check at the default tolerance is exit 1 ...
+    let q8 = td("llama-tiny/model-q8_0.gguf");
+    let g = td("llama-tiny/golden.safetensors");
+    let fail = bin()
+        .args(["golden", "verify", "--model", &q8, "--golden", &g])
+        .output()
+        .unwrap();
+    assert_eq!(fail.status.code(), Some(1));
+    // ... and passes at the tolerance the fixture suggests for it.
+    let pass = bin()
+        .args([
+            "golden", "verify", "--model", &q8, "--golden", &g, "--atol", "1e-2",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(pass.status.code(), Some(0));
+    // Bad input is exit 2 with the path in the message.
+    let bad = bin()
+        .args([
+            "golden",
+            "verify",
+            "--model",
+            "/no/such/model",
+            "--golden",
+            &g,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("/no/such/model"));
+}
+
+#[test]
+fn golden_write_then_verify_round_trips() {
+    let out = tmp("golden").join("ours.safetensors");
+    let w = bin()
+        .args([
+            "golden",
+            "write",
+            "--model",
+            "small",
+            "--input-ids",
+            "1,2,3,4",
+            "--input-ids",
+            "9,8,7,6",
+        ])
+        .args(["--new-tokens", "4", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(
+        w.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&w.stderr)
+    );
+    let v = bin()
+        .args(["golden", "verify", "--model", "small", "--golden"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(
+        v.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&v.stdout)
+    );
+    // A different weight seed is a different model: the check must fail.
+    let v = bin()
+        .args([
+            "golden",
+            "verify",
+            "--model",
+            "small",
+            "--weights-seed",
+            "1",
+            "--golden",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(v.status.code(), Some(1));
+}
+
+#[test]
+fn run_json_has_every_documented_key() {
+    let json = tmp("run").join("run.json");
+    let r = bin()
+        .args(["run", "--iters", "2", "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert_eq!(
+        r.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    for k in [
+        "cold_ms",
+        "compile_ms",
+        "warm_median_ms",
+        "warm_p90_ms",
+        "warm_min_ms",
+        "kernels_unfused",
+        "kernels_fused",
+        "cache_hits",
+        "cache_misses",
+        "passes_ms",
+        "arena_bytes",
+    ] {
+        assert!(v[k].is_number(), "missing numeric key {k} in {v}");
+    }
+    assert!(v["kernels_fused"].as_u64() < v["kernels_unfused"].as_u64());
+    assert_eq!(v["example"], "small");
+}
+
+#[test]
+fn dump_graph_shows_every_stage() {
+    let r = bin()
+        .args(["run", "chain", "--iters", "1", "--dump-graph"])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&r.stdout);
+    assert_eq!(r.status.code(), Some(0));
+    for s in [
+        "== primitive graph",
+        "== passes",
+        "fuse_elementwise",
+        "== fused schedule (1 kernels)",
+        "loop i0",
+        "== totals",
+        "8 unfused -> 1 fused",
+    ] {
+        assert!(out.contains(s), "missing {s:?} in\n{out}");
+    }
+    let dot = bin()
+        .args(["run", "chain", "--iters", "1", "--dump-graph=dot"])
+        .output()
+        .unwrap();
+    let d = String::from_utf8_lossy(&dot.stdout);
+    assert!(d.starts_with("digraph") && d.contains("cluster_k0") && d.trim_end().ends_with('}'));
+}
+
+#[test]
+fn bad_input_is_exit_2_naming_the_fault() {
+    let r = bin().args(["run", "nosuch"]).output().unwrap();
+    assert_eq!(r.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("nosuch"));
+    // An unknown architecture is refused by name.
+    let d = tmp("bert");
+    std::fs::write(
+        d.join("config.json"),
+        r#"{"model_type": "bert", "architectures": ["BertModel"]}"#,
+    )
+    .unwrap();
+    std::fs::write(d.join("model.safetensors"), b"").unwrap();
+    let r = bin().args(["info", "--model"]).arg(&d).output().unwrap();
+    assert_eq!(r.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&r.stderr).contains("bert"),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    // A truncated GGUF is an error, not a crash.
+    let g = d.join("cut.gguf");
+    let bytes = std::fs::read(td("llama-tiny/model-f32.gguf")).unwrap();
+    std::fs::write(&g, &bytes[..bytes.len() / 3]).unwrap();
+    let r = bin().args(["info", "--model"]).arg(&g).output().unwrap();
+    assert_eq!(r.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("cut.gguf"));
+}
