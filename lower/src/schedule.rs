@@ -264,6 +264,10 @@ struct KernelBuilder<'a> {
     ops: Vec<String>,
     counted: BTreeSet<NodeId>,
     movement: BTreeSet<NodeId>,
+    /// Output loops of the kernel (the reduce variable's index is this).
+    n_out_loops: usize,
+    /// Extent of the kernel's reduce loop once a reduction claimed it.
+    reduce: Option<Dim>,
 }
 
 impl<'a> KernelBuilder<'a> {
@@ -286,6 +290,8 @@ impl<'a> KernelBuilder<'a> {
             ops: Vec::new(),
             counted: BTreeSet::new(),
             movement: BTreeSet::new(),
+            n_out_loops: g.node(root).shape.rank(),
+            reduce: None,
         }
     }
 
@@ -545,10 +551,13 @@ impl<'a> KernelBuilder<'a> {
                 })
             }
             Op::Reduce { .. } | Op::MatMul => {
-                return Err(LowerError::Internal(format!(
-                    "{} reached inline; it must be realized",
-                    node.op.name()
-                )));
+                if self.reduce.is_some() {
+                    return Err(LowerError::Internal(format!(
+                        "a second reduction ({}) reached a kernel that has one",
+                        node.op.name()
+                    )));
+                }
+                self.inline_reduction(n, map)?
             }
         };
         // Noted after the operands, so the op list reads in dataflow order.
@@ -556,9 +565,56 @@ impl<'a> KernelBuilder<'a> {
         Ok(e)
     }
 
+    /// A reduction computed inside this kernel (an epilogue kernel): its reduce loop becomes
+    /// the kernel's, and its value is the accumulator.
+    fn inline_reduction(&mut self, n: NodeId, map: &IndexMap) -> Result<ExprId, LowerError> {
+        let node = self.g.node(n).clone();
+        let ins = self.g.inputs(n);
+        let red = self.n_out_loops;
+        let rank = node.shape.rank();
+        match node.op {
+            Op::Reduce { op, axis } => {
+                let input = self.g.node(ins[0]).shape.clone();
+                self.reduce = Some(input.dims()[axis].clone());
+                self.note_dim(&input.dims()[axis]);
+                let mut m = map.clone();
+                m.dims[axis] = Affine::var(red);
+                let x = self.eval(ins[0], &m)?;
+                Ok(self.push(Expr::Reduce {
+                    op,
+                    x,
+                    dtype: node.dtype,
+                }))
+            }
+            Op::MatMul => {
+                let a_shape = self.g.node(ins[0]).shape.clone();
+                let kd = a_shape.dims()[rank - 1].clone();
+                self.note_dim(&kd);
+                self.reduce = Some(kd);
+                let mut ma = map.clone();
+                ma.dims[rank - 1] = Affine::var(red);
+                let mut mb = map.clone();
+                mb.dims[rank - 2] = Affine::var(red);
+                let a = self.eval(ins[0], &ma)?;
+                let b = self.eval(ins[1], &mb)?;
+                let x = self.push(Expr::Binary {
+                    op: cranegrad_graph::BinaryOp::Mul,
+                    a,
+                    b,
+                    dtype: DType::F32,
+                });
+                Ok(self.push(Expr::Reduce {
+                    op: ReduceOp::Sum,
+                    x,
+                    dtype: DType::F32,
+                }))
+            }
+            _ => Err(LowerError::Internal("not a reduction".into())),
+        }
+    }
+
     fn build(mut self, idx: usize, out_buf: BufId) -> Result<Launch, LowerError> {
         let root = self.g.node(self.root).clone();
-        let ins = self.g.inputs(self.root);
         let mut loops: Vec<Loop> = root
             .shape
             .dims()
@@ -576,66 +632,26 @@ impl<'a> KernelBuilder<'a> {
             dims: (0..rank).map(Affine::var).collect(),
             conds: vec![],
         };
-        let (value, kind) = match &root.op {
-            Op::Reduce { op, axis } => {
-                let input = self.g.node(ins[0]).shape.clone();
-                let red = loops.len();
-                loops.push(Loop {
-                    extent: input.dims()[*axis].clone(),
-                    kind: LoopKind::Reduce,
-                });
-                self.note_dim(&input.dims()[*axis]);
-                let mut map = ident.clone();
-                map.dims[*axis] = Affine::var(red);
-                let x = self.eval(ins[0], &map)?;
-                self.note_op(self.root);
-                let v = self.push(Expr::Reduce {
-                    op: *op,
-                    x,
-                    dtype: root.dtype,
-                });
-                let kind = match op {
-                    ReduceOp::Sum => "sum",
-                    ReduceOp::Max => "max",
-                };
-                (v, kind)
-            }
-            Op::MatMul => {
-                let a_shape = self.g.node(ins[0]).shape.clone();
-                let red = loops.len();
-                loops.push(Loop {
-                    extent: a_shape.dims()[rank - 1].clone(),
-                    kind: LoopKind::Reduce,
-                });
-                self.note_dim(&a_shape.dims()[rank - 1]);
-                let mut ma = ident.clone();
-                ma.dims[rank - 1] = Affine::var(red);
-                let mut mb = ident.clone();
-                mb.dims[rank - 2] = Affine::var(red);
-                let a = self.eval(ins[0], &ma)?;
-                let b = self.eval(ins[1], &mb)?;
-                self.note_op(self.root);
-                let x = self.push(Expr::Binary {
-                    op: cranegrad_graph::BinaryOp::Mul,
-                    a,
-                    b,
-                    dtype: DType::F32,
-                });
-                let v = self.push(Expr::Reduce {
-                    op: ReduceOp::Sum,
-                    x,
-                    dtype: DType::F32,
-                });
-                (v, "matmul")
-            }
-            op => {
-                let kind = if op.is_elementwise() {
-                    "elementwise"
-                } else {
-                    "copy"
-                };
-                (self.compute(self.root, &ident)?, kind)
-            }
+        let value = self.compute(self.root, &ident)?;
+        if let Some(extent) = self.reduce.clone() {
+            loops.push(Loop {
+                extent,
+                kind: LoopKind::Reduce,
+            });
+        }
+        let has_matmul = self.ops.iter().any(|o| o == "matmul");
+        let kind = match &root.op {
+            Op::Reduce {
+                op: ReduceOp::Sum, ..
+            } => "sum",
+            Op::Reduce {
+                op: ReduceOp::Max, ..
+            } => "max",
+            Op::MatMul => "matmul",
+            op if op.is_elementwise() && has_matmul => "matmul_epilogue",
+            op if op.is_elementwise() && self.reduce.is_some() => "reduce_epilogue",
+            op if op.is_elementwise() => "elementwise",
+            _ => "copy",
         };
         if self.ops.is_empty() {
             self.ops.push("copy".to_string());

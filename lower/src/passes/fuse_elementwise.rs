@@ -15,6 +15,11 @@
 //!    by each, rather than recomputed (recomputing a chain of transcendental ops per consumer
 //!    costs more than one write and reads). Views and constants are never realized this way.
 //!
+//! 6. Epilogues: a reduction or matmul whose value feeds, through same-shape elementwise ops
+//!    only, exactly one kernel rooted at a same-shape elementwise node is computed inside that
+//!    kernel (bias, residual, activation applied before the store), as long as the kernel has
+//!    no other reduction. The reduction's own loop becomes the kernel's reduce loop.
+//!
 //! With fusion off (`--no-fuse`) every non-view, non-source node is realized: one kernel per
 //! primitive op.
 
@@ -177,5 +182,46 @@ pub fn fuse_elementwise(g: &GraphData, outputs: &[NodeId], fuse: bool) -> Fusion
         }
         owners.insert(n, o);
     }
+    if fuse {
+        fuse_epilogues(g, &order, outputs, &mut f);
+    }
     f
+}
+
+/// The kernel root a node's value flows into when every step is a same-shape elementwise op
+/// with that node's single use; `None` when the value leaves that pattern.
+fn epilogue_root(g: &GraphData, f: &Fusion, r: NodeId) -> Option<NodeId> {
+    let shape = &g.node(r).shape;
+    let mut cur = r;
+    loop {
+        let cs = g.consumers(cur);
+        let [c] = cs.as_slice() else {
+            return None;
+        };
+        let node = g.node(*c);
+        if !node.op.is_elementwise() || &node.shape != shape {
+            return None;
+        }
+        if f.realized.contains(c) {
+            return Some(*c);
+        }
+        cur = *c;
+    }
+}
+
+/// Rule 6: un-realizes reductions and matmuls that can run as the head of their consumer's
+/// kernel.
+fn fuse_epilogues(g: &GraphData, order: &[NodeId], outputs: &[NodeId], f: &mut Fusion) {
+    let mut kernels_with_reduce: BTreeSet<NodeId> = BTreeSet::new();
+    for &n in order {
+        if !matches!(g.node(n).op, Op::Reduce { .. } | Op::MatMul) || outputs.contains(&n) {
+            continue;
+        }
+        let Some(root) = epilogue_root(g, f, n) else {
+            continue;
+        };
+        if kernels_with_reduce.insert(root) {
+            f.realized.remove(&n);
+        }
+    }
 }
