@@ -97,7 +97,7 @@ fn vflags() -> MemFlagsData {
 
 /// Which part of the loop nest an expression is computed in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Phase {
+pub(crate) enum Phase {
     /// Before the reduce loop (or the whole body when there is none).
     Pre,
     /// Inside the reduce loop.
@@ -170,6 +170,12 @@ pub fn emit_kernel(
     let extents: Vec<Value> = k.loops.iter().map(|l| em.dim(&mut b, &l.extent)).collect();
     let n_out = k.output_loops().len();
     let mut vars: Vec<Option<Value>> = vec![None; k.loops.len()];
+    if let Some(g) = k.gemm() {
+        em.gemm(&mut b, &g, &mut vars, &extents, start, end);
+        b.ins().return_(&[]);
+        b.finalize(frontend);
+        return;
+    }
     match n_out {
         0 => {
             let body = b.create_block();
@@ -206,7 +212,7 @@ pub fn emit_kernel(
 }
 
 /// `for (i = start; i + step <= end; i += step) body(i)`; returns the final `i`.
-fn emit_loop(
+pub(crate) fn emit_loop(
     b: &mut FunctionBuilder,
     start: Value,
     end: Value,
@@ -235,19 +241,19 @@ fn emit_loop(
     b.block_params(exit)[0]
 }
 
-struct Emitter<'k> {
-    k: &'k Kernel,
-    ptrs: Vec<Value>,
-    syms: Vec<Value>,
-    phases: Vec<Phase>,
-    layout: Layout,
+pub(crate) struct Emitter<'k> {
+    pub(crate) k: &'k Kernel,
+    pub(crate) ptrs: Vec<Value>,
+    pub(crate) syms: Vec<Value>,
+    pub(crate) phases: Vec<Phase>,
+    pub(crate) layout: Layout,
 }
 
 /// A computed expression: its value and whether it is a 4-lane vector.
 #[derive(Clone, Copy)]
-struct Val {
-    v: Value,
-    vector: bool,
+pub(crate) struct Val {
+    pub(crate) v: Value,
+    pub(crate) vector: bool,
 }
 
 impl Emitter<'_> {
@@ -272,7 +278,12 @@ impl Emitter<'_> {
     }
 
     /// The affine value with every loop variable at its current (lane-0) value.
-    fn affine(&self, b: &mut FunctionBuilder, a: &Affine, vars: &[Option<Value>]) -> Value {
+    pub(crate) fn affine(
+        &self,
+        b: &mut FunctionBuilder,
+        a: &Affine,
+        vars: &[Option<Value>],
+    ) -> Value {
         let mut acc = b.ins().iconst(types::I64, a.constant);
         for &(v, c) in &a.terms {
             let x = vars[v].expect("loop variable in scope");
@@ -319,7 +330,7 @@ impl Emitter<'_> {
     }
 
     /// One output point (or four lanes of them): pre, reduce loop, post, store.
-    fn point(
+    pub(crate) fn point(
         &mut self,
         b: &mut FunctionBuilder,
         vars: &mut [Option<Value>],
@@ -497,7 +508,14 @@ impl Emitter<'_> {
         }
     }
 
-    fn store(&self, b: &mut FunctionBuilder, arg: usize, base: Value, coeff: i64, v: Val) {
+    pub(crate) fn store(
+        &self,
+        b: &mut FunctionBuilder,
+        arg: usize,
+        base: Value,
+        coeff: i64,
+        v: Val,
+    ) {
         let fl = MemFlagsData::new().with_notrap();
         let ptr = self.ptrs[arg];
         if !v.vector {
@@ -522,7 +540,7 @@ impl Emitter<'_> {
     }
 
     /// Emits expression `e`; `lane` is the loop variable that differs across vector lanes.
-    fn expr(
+    pub(crate) fn expr(
         &mut self,
         b: &mut FunctionBuilder,
         e: usize,
@@ -832,7 +850,7 @@ fn conds_vary(conds: &[Cond], lane: Option<usize>) -> bool {
     lane.is_some_and(|l| conds.iter().any(|c| c.expr.coeff(l) != 0))
 }
 
-fn byte_addr(b: &mut FunctionBuilder, ptr: Value, index: Value) -> Value {
+pub(crate) fn byte_addr(b: &mut FunctionBuilder, ptr: Value, index: Value) -> Value {
     let off = b.ins().ishl_imm_s(index, 2);
     b.ins().iadd(ptr, off)
 }

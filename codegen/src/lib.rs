@@ -3,6 +3,7 @@
 pub mod bounds;
 pub mod cache;
 pub mod emit;
+pub mod gemm;
 pub mod isa;
 pub mod math;
 pub mod probe;

@@ -199,7 +199,130 @@ pub struct Kernel {
     pub stores: Vec<Store>,
 }
 
+/// A kernel whose reduction is `sum(A[.., m, k] * B[k, n])` with B independent of the output
+/// rows: codegen gives it a register-blocked GEMM instead of the generic loop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GemmShape {
+    /// Index of the column loop (innermost output loop).
+    pub n_loop: usize,
+    /// Index of the reduce loop.
+    pub k_loop: usize,
+    /// The A load.
+    pub a: ExprId,
+    /// The B load.
+    pub b: ExprId,
+    /// The product accumulated.
+    pub product: ExprId,
+    /// The Reduce expression.
+    pub reduce: ExprId,
+    /// Rows: product of all output loops but the column loop.
+    pub rows: usize,
+    /// Columns.
+    pub cols: usize,
+}
+
+/// Rows per GEMM register block.
+pub const GEMM_MR: usize = 4;
+/// Columns per GEMM register block (two 4-lane vectors).
+pub const GEMM_NR: usize = 8;
+
 impl Kernel {
+    /// The GEMM pattern of this kernel, if it has one (static extents only).
+    pub fn gemm(&self) -> Option<GemmShape> {
+        let outs = self.output_loops();
+        let (k_loop, _) = self.reduce_loop()?;
+        if outs.is_empty() || self.loops.iter().any(|l| l.extent.as_const().is_none()) {
+            return None;
+        }
+        let n_loop = outs.len() - 1;
+        let reduces: Vec<usize> = (0..self.exprs.len())
+            .filter(|&i| matches!(self.exprs[i], Expr::Reduce { .. }))
+            .collect();
+        let [reduce] = reduces.as_slice() else {
+            return None;
+        };
+        let Expr::Reduce {
+            op: ReduceOp::Sum,
+            x: product,
+            dtype: DType::F32,
+        } = self.exprs[*reduce]
+        else {
+            return None;
+        };
+        let Expr::Binary {
+            op: BinaryOp::Mul,
+            a,
+            b,
+            ..
+        } = self.exprs[product]
+        else {
+            return None;
+        };
+        let load = |e: usize| match &self.exprs[e] {
+            Expr::Load {
+                index,
+                conds,
+                dtype: DType::F32,
+                ..
+            } if conds.is_empty() => Some(index.clone()),
+            _ => None,
+        };
+        let (ai, bi) = (load(a)?, load(b)?);
+        let rows_vars = 0..n_loop;
+        let a_ok = ai.coeff(n_loop) == 0;
+        let b_ok = bi.coeff(n_loop) == 1 && rows_vars.clone().all(|v| bi.coeff(v) == 0);
+        let (a, b, ai, bi) = if a_ok && b_ok {
+            (a, b, ai, bi)
+        } else {
+            // The product may be written B * A.
+            let (a2, b2) = (bi, ai);
+            if a2.coeff(n_loop) == 0
+                && b2.coeff(n_loop) == 1
+                && rows_vars.clone().all(|v| b2.coeff(v) == 0)
+            {
+                (b, a, a2, b2)
+            } else {
+                return None;
+            }
+        };
+        let _ = (ai, bi);
+        // Nothing else may depend on k, and only the product may use the two loads.
+        let uses_k = |e: &Expr| match e {
+            Expr::Load { index, conds, .. } => {
+                index.coeff(k_loop) != 0
+                    || !conds.is_empty() && conds.iter().any(|c| c.expr.coeff(k_loop) != 0)
+            }
+            Expr::Index(x) | Expr::Gather { index: x, .. } => x.coeff(k_loop) != 0,
+            Expr::InBounds(c) => c.iter().any(|c| c.expr.coeff(k_loop) != 0),
+            _ => false,
+        };
+        for (i, e) in self.exprs.iter().enumerate() {
+            if i != a && i != b && uses_k(e) {
+                return None;
+            }
+            if i != product && e.operands().iter().any(|&o| o == a || o == b) {
+                return None;
+            }
+        }
+        if self.stores.iter().any(|s| s.index.coeff(n_loop) != 1) {
+            return None;
+        }
+        let rows = outs[..n_loop]
+            .iter()
+            .map(|l| l.extent.as_const().unwrap_or(0))
+            .product();
+        Some(GemmShape {
+            n_loop,
+            k_loop,
+            a,
+            b,
+            product,
+            reduce: *reduce,
+            rows,
+            cols: outs[n_loop].extent.as_const().unwrap_or(0),
+        })
+    }
+
     /// The parallel (non-reduce) loops.
     pub fn output_loops(&self) -> &[Loop] {
         let n = self
@@ -221,6 +344,13 @@ impl Kernel {
     /// The range the ABI's `[start, end)` spans: the product of all output loops but the
     /// innermost, or the innermost itself for a one-loop kernel (1 for a scalar kernel).
     pub fn parallel_dims(&self) -> Vec<Dim> {
+        if let Some(g) = self.gemm() {
+            // Units of (column panel, row block), panel-major: each thread streams its own
+            // panels of B once.
+            return vec![Dim::Const(
+                g.rows.div_ceil(GEMM_MR) * g.cols.div_ceil(GEMM_NR),
+            )];
+        }
         let outs = self.output_loops();
         match outs.len() {
             0 => vec![Dim::Const(1)],
@@ -231,7 +361,7 @@ impl Kernel {
 
     /// True when the parallel range covers the innermost loop's elements (one-loop kernels).
     pub fn parallel_over_inner(&self) -> bool {
-        self.output_loops().len() == 1
+        self.gemm().is_none() && self.output_loops().len() == 1
     }
 
     /// Position of a symbol in the ABI's symbol array.

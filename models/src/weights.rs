@@ -151,9 +151,8 @@ pub fn random_store(cfg: &ModelConfig, seed: u64) -> Result<WeightStore, crate::
                     .map(|v| v + 1.0)
                     .collect()
             }
-        } else if name.ends_with(".bias") {
-            random_values(n, s, 0.02)
         } else {
+            // Matrices, embeddings and biases alike: HF's usual initializer_range.
             random_values(n, s, 0.02)
         };
         store.insert(

@@ -188,25 +188,31 @@ pub fn fuse_elementwise(g: &GraphData, outputs: &[NodeId], fuse: bool) -> Fusion
     f
 }
 
-/// The kernel root a node's value flows into when every step is a same-shape elementwise op
-/// with that node's single use; `None` when the value leaves that pattern.
+/// The one kernel root a node's value flows into when every use on the way is a same-shape
+/// elementwise op (so the value is read at the root's own index); `None` otherwise.
 fn epilogue_root(g: &GraphData, f: &Fusion, r: NodeId) -> Option<NodeId> {
     let shape = &g.node(r).shape;
-    let mut cur = r;
-    loop {
-        let cs = g.consumers(cur);
-        let [c] = cs.as_slice() else {
-            return None;
-        };
-        let node = g.node(*c);
+    let mut root = None;
+    let mut stack = g.consumers(r);
+    let mut seen = BTreeSet::new();
+    while let Some(c) = stack.pop() {
+        if !seen.insert(c) {
+            continue;
+        }
+        let node = g.node(c);
         if !node.op.is_elementwise() || &node.shape != shape {
             return None;
         }
-        if f.realized.contains(c) {
-            return Some(*c);
+        if f.realized.contains(&c) {
+            if root.is_some_and(|x| x != c) {
+                return None;
+            }
+            root = Some(c);
+        } else {
+            stack.extend(g.consumers(c));
         }
-        cur = *c;
     }
+    root
 }
 
 /// Rule 6: un-realizes reductions and matmuls that can run as the head of their consumer's

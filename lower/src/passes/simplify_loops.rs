@@ -41,7 +41,12 @@ fn all_affine(k: &Kernel) -> Vec<Affine> {
 /// variables renumbered.
 pub fn simplify_loops(mut k: Kernel) -> Kernel {
     // Drop constant size-1 loops: their variable is always 0.
-    while let Some(v) = k.loops.iter().position(|l| l.extent == Dim::Const(1)) {
+    // The reduce loop stays even at extent 1: its Reduce expression needs a loop to run in.
+    while let Some(v) = k
+        .loops
+        .iter()
+        .position(|l| l.extent == Dim::Const(1) && l.kind == LoopKind::Parallel)
+    {
         k.loops.remove(v);
         for_each_affine(&mut k, |a| {
             *a = a.without(v).rename(|w| Some(if w > v { w - 1 } else { w }));

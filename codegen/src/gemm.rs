@@ -1,0 +1,246 @@
+//! The GEMM path: a kernel whose reduction is `sum(A[m, k] * B[k, n])` (plus any epilogue)
+//! runs as register-blocked micro-kernels: 4 rows x 8 columns = eight 4-lane FMA accumulators
+//! per k step, A broadcast from memory, B read as two vectors. One work unit is one (8-column
+//! panel, 4-row block); units are ordered panel-major so each thread streams its own panels
+//! of B once. One-row blocks (decode) keep two accumulator sets to hide FMA latency.
+
+use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, condcodes::IntCC, types};
+use cranelift_frontend::{FunctionBuilder, Variable};
+
+use cranegrad_lower::kernel::{Expr, GEMM_MR, GEMM_NR, GemmShape};
+
+use crate::emit::{Emitter, Phase, Val, byte_addr, emit_loop};
+
+fn vflags() -> MemFlagsData {
+    MemFlagsData::new()
+        .with_notrap()
+        .with_readonly()
+        .with_endianness(cranelift_codegen::ir::Endianness::Little)
+}
+
+impl Emitter<'_> {
+    /// Sets the row loop variables from a flat row index.
+    fn row_vars(
+        &self,
+        b: &mut FunctionBuilder,
+        g: &GemmShape,
+        vars: &mut [Option<Value>],
+        extents: &[Value],
+        row: Value,
+    ) {
+        let mut rem = row;
+        for d in (0..g.n_loop).rev() {
+            if d == 0 {
+                vars[0] = Some(rem);
+            } else {
+                vars[d] = Some(b.ins().urem(rem, extents[d]));
+                rem = b.ins().udiv(rem, extents[d]);
+            }
+        }
+    }
+
+    /// Emits the unit loop over `[start, end)`.
+    pub(crate) fn gemm(
+        &mut self,
+        b: &mut FunctionBuilder,
+        g: &GemmShape,
+        vars: &mut [Option<Value>],
+        extents: &[Value],
+        start: Value,
+        end: Value,
+    ) {
+        let row_blocks = g.rows.div_ceil(GEMM_MR) as i64;
+        let full_panels = (g.cols / GEMM_NR) as i64;
+        let full_blocks = (g.rows / GEMM_MR) as i64;
+        emit_loop(b, start, end, 1, |b, u| {
+            let rb_n = b.ins().iconst(types::I64, row_blocks);
+            let p = b.ins().udiv(u, rb_n);
+            let rb = b.ins().urem(u, rb_n);
+            let n0 = b.ins().imul_imm_s(p, GEMM_NR as i64);
+            let r0 = b.ins().imul_imm_s(rb, GEMM_MR as i64);
+            let panel_full = b.ins().icmp_imm_s(IntCC::SignedLessThan, p, full_panels);
+            let (full, partial, done) = (b.create_block(), b.create_block(), b.create_block());
+            b.ins().brif(panel_full, full, &[], partial, &[]);
+            // Full 8-column panel.
+            b.switch_to_block(full);
+            b.seal_block(full);
+            let block_full = b.ins().icmp_imm_s(IntCC::SignedLessThan, rb, full_blocks);
+            let (four, ones, after) = (b.create_block(), b.create_block(), b.create_block());
+            b.ins().brif(block_full, four, &[], ones, &[]);
+            b.switch_to_block(four);
+            b.seal_block(four);
+            let rows: Vec<Value> = (0..GEMM_MR as i64)
+                .map(|i| b.ins().iadd_imm_s(r0, i))
+                .collect();
+            self.micro_kernel(b, g, vars, extents, &rows, n0);
+            b.ins().jump(after, &[]);
+            b.switch_to_block(ones);
+            b.seal_block(ones);
+            let rows_end = b.ins().iconst(types::I64, g.rows as i64);
+            emit_loop(b, r0, rows_end, 1, |b, r| {
+                self.micro_kernel(b, g, vars, extents, &[r], n0);
+            });
+            b.ins().jump(after, &[]);
+            b.switch_to_block(after);
+            b.seal_block(after);
+            b.ins().jump(done, &[]);
+            // Last, partial panel: the generic scalar path, column by column.
+            b.switch_to_block(partial);
+            b.seal_block(partial);
+            let r_end = b.ins().iadd_imm_s(r0, GEMM_MR as i64);
+            let rows_n = b.ins().iconst(types::I64, g.rows as i64);
+            let r_end = b.ins().smin(r_end, rows_n);
+            let cols_n = b.ins().iconst(types::I64, g.cols as i64);
+            emit_loop(b, r0, r_end, 1, |b, r| {
+                self.row_vars(b, g, vars, extents, r);
+                emit_loop(b, n0, cols_n, 1, |b, n| {
+                    vars[g.n_loop] = Some(n);
+                    self.point(b, vars, extents, false);
+                });
+            });
+            b.ins().jump(done, &[]);
+            b.switch_to_block(done);
+            b.seal_block(done);
+        });
+    }
+
+    /// `rows.len()` rows x 8 columns starting at column `n0`, then the epilogue and stores.
+    fn micro_kernel(
+        &mut self,
+        b: &mut FunctionBuilder,
+        g: &GemmShape,
+        vars: &mut [Option<Value>],
+        extents: &[Value],
+        rows: &[Value],
+        n0: Value,
+    ) {
+        let (ai, bi) = match (&self.k.exprs[g.a], &self.k.exprs[g.b]) {
+            (
+                Expr::Load {
+                    arg: aa, index: ia, ..
+                },
+                Expr::Load {
+                    arg: ba, index: ib, ..
+                },
+            ) => ((*aa, ia.clone()), (*ba, ib.clone())),
+            _ => unreachable!("gemm() matched two loads"),
+        };
+        let zero = b.ins().iconst(types::I64, 0);
+        let (ak, bk) = (ai.1.coeff(g.k_loop) * 4, bi.1.coeff(g.k_loop) * 4);
+        // Per-row A pointers at k = 0, and the B pointer of the panel.
+        vars[g.k_loop] = Some(zero);
+        vars[g.n_loop] = Some(n0);
+        let mut a_ptrs = Vec::with_capacity(rows.len());
+        for &r in rows {
+            self.row_vars(b, g, vars, extents, r);
+            let base = self.affine(b, &ai.1, vars);
+            let p = byte_addr(b, self.ptrs[ai.0], base);
+            let var = b.declare_var(types::I64);
+            b.def_var(var, p);
+            a_ptrs.push(var);
+        }
+        let b_base = self.affine(b, &bi.1, vars);
+        let b_start = byte_addr(b, self.ptrs[bi.0], b_base);
+        let b_ptr = b.declare_var(types::I64);
+        b.def_var(b_ptr, b_start);
+        // Two accumulator sets for one-row blocks, so two FMA chains per column vector are in
+        // flight; one set for four rows (eight chains already).
+        let sets = if rows.len() == 1 { 2 } else { 1 };
+        let fz = b.ins().f32const(0.0);
+        let vz = b.ins().splat(types::F32X4, fz);
+        let accs: Vec<Vec<[Variable; 2]>> = (0..sets)
+            .map(|_| {
+                rows.iter()
+                    .map(|_| {
+                        [0, 1].map(|_| {
+                            let v = b.declare_var(types::F32X4);
+                            b.def_var(v, vz);
+                            v
+                        })
+                    })
+                    .collect()
+            })
+            .collect();
+        let k_total = g_k(self, g);
+        let ro = MemFlagsData::new().with_notrap().with_readonly();
+        let step = |this: &Self, b: &mut FunctionBuilder, set: usize| {
+            let _ = this;
+            let bp = b.use_var(b_ptr);
+            let b0 = b.ins().load(types::F32X4, vflags(), bp, 0);
+            let b1 = b.ins().load(types::F32X4, vflags(), bp, 16);
+            for (i, &ap) in a_ptrs.iter().enumerate() {
+                let p = b.use_var(ap);
+                let a = b.ins().load(types::F32, ro, p, 0);
+                let av = b.ins().splat(types::F32X4, a);
+                for (j, bv) in [b0, b1].into_iter().enumerate() {
+                    let acc = b.use_var(accs[set][i][j]);
+                    let nv = b.ins().fma(av, bv, acc);
+                    b.def_var(accs[set][i][j], nv);
+                }
+                let np = b.ins().iadd_imm_s(p, ak);
+                b.def_var(ap, np);
+            }
+            let nb = b.ins().iadd_imm_s(bp, bk);
+            b.def_var(b_ptr, nb);
+        };
+        let kend = b.ins().iconst(types::I64, k_total);
+        if sets == 2 {
+            let rest = emit_loop(b, zero, kend, 2, |b, _| {
+                step(self, b, 0);
+                step(self, b, 1);
+            });
+            emit_loop(b, rest, kend, 1, |b, _| step(self, b, 0));
+        } else {
+            emit_loop(b, zero, kend, 1, |b, _| step(self, b, 0));
+        }
+        vars[g.k_loop] = None;
+        // Epilogue: every expression outside the k loop, at 4 lanes along the columns.
+        for (i, &r) in rows.iter().enumerate() {
+            self.row_vars(b, g, vars, extents, r);
+            #[allow(clippy::needless_range_loop)] // j also picks the column offset
+            for j in 0..2usize {
+                let n = b.ins().iadd_imm_s(n0, 4 * j as i64);
+                vars[g.n_loop] = Some(n);
+                let mut acc = b.use_var(accs[0][i][j]);
+                if sets == 2 {
+                    let other = b.use_var(accs[1][i][j]);
+                    acc = b.ins().fadd(acc, other);
+                }
+                let mut vals: Vec<Option<Val>> = vec![None; self.k.exprs.len()];
+                vals[g.reduce] = Some(Val {
+                    v: acc,
+                    vector: true,
+                });
+                for e in 0..self.k.exprs.len() {
+                    if e == g.reduce || self.phases[e] == Phase::Inner {
+                        continue;
+                    }
+                    vals[e] = Some(self.expr(b, e, &vals, vars, Some(g.n_loop), true));
+                }
+                for st in &self.k.stores {
+                    let v = vals[st.value].expect("stored value computed");
+                    let v = if v.vector {
+                        v
+                    } else {
+                        Val {
+                            v: b.ins().splat(
+                                match self.k.exprs[st.value].dtype() {
+                                    cranegrad_graph::DType::F32 => types::F32X4,
+                                    _ => types::I32X4,
+                                },
+                                v.v,
+                            ),
+                            vector: true,
+                        }
+                    };
+                    let base = self.affine(b, &st.index, vars);
+                    self.store(b, st.arg, base, 1, v);
+                }
+            }
+        }
+    }
+}
+
+fn g_k(em: &Emitter<'_>, g: &GemmShape) -> i64 {
+    em.k.loops[g.k_loop].extent.as_const().unwrap_or(0) as i64
+}
