@@ -22,8 +22,12 @@ const SHAPES: &[(usize, usize, usize)] = &[
 
 fn matmul(m: usize, k: usize, n: usize) -> Tensor {
     let g = Graph::new();
-    let a = g.input_with_data("a", Shape::of(&[m, k]), lcg_values(m * k, 1, 1.0)).unwrap();
-    let w = g.input_with_data("w", Shape::of(&[k, n]), lcg_values(k * n, 2, 0.05)).unwrap();
+    let a = g
+        .input_with_data("a", Shape::of(&[m, k]), lcg_values(m * k, 1, 1.0))
+        .unwrap();
+    let w = g
+        .input_with_data("w", Shape::of(&[k, n]), lcg_values(k * n, 2, 0.05))
+        .unwrap();
     a.matmul(&w).unwrap()
 }
 
@@ -47,14 +51,25 @@ fn summary() {
         "\nmachine now: FMA peak (4 lanes) {:.1} GFLOP/s on 1 thread, {:.1} on {threads}; DRAM copy {:.1} GB/s",
         lim.fma_gflops_1t, lim.fma_gflops, lim.dram_copy_gbps
     );
-    eprintln!("  {:<18} {:>7} {:>10} {:>9} {:>10} {:>9}", "M,K,N", "threads", "median ms", "GFLOP/s", "% of peak", "weight GB/s");
+    eprintln!(
+        "  {:<18} {:>7} {:>10} {:>9} {:>10} {:>9}",
+        "M,K,N", "threads", "median ms", "GFLOP/s", "% of peak", "weight GB/s"
+    );
     for &(m, k, n) in SHAPES {
         let out = matmul(m, k, n);
         for t in [1, threads] {
-            let mut s = Session::new(SessionOptions { fuse: true, threads: t }).unwrap();
+            let mut s = Session::new(SessionOptions {
+                fuse: true,
+                threads: t,
+            })
+            .unwrap();
             let ms = time_ms(&mut s, &out, if m * k * n > 1 << 28 { 5 } else { 20 });
             let gflops = 2.0 * (m * k * n) as f64 / ms / 1e6;
-            let peak = if t == 1 { lim.fma_gflops_1t } else { lim.fma_gflops };
+            let peak = if t == 1 {
+                lim.fma_gflops_1t
+            } else {
+                lim.fma_gflops
+            };
             let gbps = (k * n * 4) as f64 / ms / 1e6;
             eprintln!(
                 "  {:<18} {t:>7} {ms:>10.3} {gflops:>9.1} {:>9.0}% {gbps:>10.1}",
@@ -73,10 +88,16 @@ fn bench(c: &mut Criterion) {
     g.sample_size(10);
     for &(m, k, n) in SHAPES {
         let out = matmul(m, k, n);
-        let mut s = Session::new(SessionOptions { fuse: true, threads }).unwrap();
+        let mut s = Session::new(SessionOptions {
+            fuse: true,
+            threads,
+        })
+        .unwrap();
         let (f, b) = (Feeds::new(), Bindings::new());
         s.realize(&[&out], &f, &b).unwrap();
-        g.bench_function(format!("{m}x{k}x{n}"), |bn| bn.iter(|| s.realize(&[&out], &f, &b).unwrap()));
+        g.bench_function(format!("{m}x{k}x{n}"), |bn| {
+            bn.iter(|| s.realize(&[&out], &f, &b).unwrap())
+        });
     }
     g.finish();
 }

@@ -84,9 +84,23 @@ impl Emitter<'_> {
             b.switch_to_block(after);
             b.seal_block(after);
             b.ins().jump(done, &[]);
-            // Last, partial panel: the generic scalar path, column by column.
+            // Last, partial panel: packed B is zero-padded, so the micro-kernel runs and only
+            // the real columns are stored; otherwise the generic scalar path, column by column.
             b.switch_to_block(partial);
             b.seal_block(partial);
+            if self.k.pack_b {
+                let valid = g.cols % GEMM_NR;
+                let rows_end = b.ins().iconst(types::I64, g.rows as i64);
+                let r_end = b.ins().iadd_imm_s(r0, GEMM_MR as i64);
+                let r_end = b.ins().smin(r_end, rows_end);
+                emit_loop(b, r0, r_end, 1, |b, r| {
+                    self.micro_kernel_cols(b, g, vars, extents, &[r], n0, valid);
+                });
+                b.ins().jump(done, &[]);
+                b.switch_to_block(done);
+                b.seal_block(done);
+                return;
+            }
             let r_end = b.ins().iadd_imm_s(r0, GEMM_MR as i64);
             let rows_n = b.ins().iconst(types::I64, g.rows as i64);
             let r_end = b.ins().smin(r_end, rows_n);
@@ -114,6 +128,22 @@ impl Emitter<'_> {
         rows: &[Value],
         n0: Value,
     ) {
+        self.micro_kernel_cols(b, g, vars, extents, rows, n0, GEMM_NR);
+    }
+
+    /// The micro-kernel storing only the first `valid` of its 8 columns (the last panel of a
+    /// packed B).
+    #[allow(clippy::too_many_arguments)]
+    fn micro_kernel_cols(
+        &mut self,
+        b: &mut FunctionBuilder,
+        g: &GemmShape,
+        vars: &mut [Option<Value>],
+        extents: &[Value],
+        rows: &[Value],
+        n0: Value,
+        valid: usize,
+    ) {
         let (ai, bi) = match (&self.k.exprs[g.a], &self.k.exprs[g.b]) {
             (
                 Expr::Load {
@@ -126,7 +156,12 @@ impl Emitter<'_> {
             _ => unreachable!("gemm() matched two loads"),
         };
         let zero = b.ins().iconst(types::I64, 0);
-        let (ak, bk) = (ai.1.coeff(g.k_loop) * 4, bi.1.coeff(g.k_loop) * 4);
+        let k_total = g_k(self, g);
+        let (ak, bk) = if self.k.pack_b {
+            (ai.1.coeff(g.k_loop) * 4, (GEMM_NR * 4) as i64)
+        } else {
+            (ai.1.coeff(g.k_loop) * 4, bi.1.coeff(g.k_loop) * 4)
+        };
         // Per-row A pointers at k = 0, and the B pointer of the panel.
         vars[g.k_loop] = Some(zero);
         vars[g.n_loop] = Some(n0);
@@ -139,7 +174,12 @@ impl Emitter<'_> {
             b.def_var(var, p);
             a_ptrs.push(var);
         }
-        let b_base = self.affine(b, &bi.1, vars);
+        let b_base = if self.k.pack_b {
+            // Panel n0/8 starts at element (n0/8) * K * 8 = n0 * K.
+            b.ins().imul_imm_s(n0, k_total)
+        } else {
+            self.affine(b, &bi.1, vars)
+        };
         let b_start = byte_addr(b, self.ptrs[bi.0], b_base);
         let b_ptr = b.declare_var(types::I64);
         b.def_var(b_ptr, b_start);
@@ -161,7 +201,6 @@ impl Emitter<'_> {
                     .collect()
             })
             .collect();
-        let k_total = g_k(self, g);
         let ro = MemFlagsData::new().with_notrap().with_readonly();
         let step = |this: &Self, b: &mut FunctionBuilder, set: usize| {
             let _ = this;
@@ -194,6 +233,10 @@ impl Emitter<'_> {
             emit_loop(b, zero, kend, 1, |b, _| step(self, b, 0));
         }
         vars[g.k_loop] = None;
+        if valid < GEMM_NR {
+            self.epilogue_columns(b, g, vars, extents, rows, n0, valid, &accs, sets);
+            return;
+        }
         // Epilogue: every expression outside the k loop, at 4 lanes along the columns.
         for (i, &r) in rows.iter().enumerate() {
             self.row_vars(b, g, vars, extents, r);
@@ -233,6 +276,53 @@ impl Emitter<'_> {
                             vector: true,
                         }
                     };
+                    let base = self.affine(b, &st.index, vars);
+                    self.store(b, st.arg, base, 1, v);
+                }
+            }
+        }
+    }
+}
+
+impl Emitter<'_> {
+    /// Scalar epilogue for the first `valid` columns of a block.
+    #[allow(clippy::too_many_arguments)]
+    fn epilogue_columns(
+        &mut self,
+        b: &mut FunctionBuilder,
+        g: &GemmShape,
+        vars: &mut [Option<Value>],
+        extents: &[Value],
+        rows: &[Value],
+        n0: Value,
+        valid: usize,
+        accs: &[Vec<[Variable; 2]>],
+        sets: usize,
+    ) {
+        for (i, &r) in rows.iter().enumerate() {
+            self.row_vars(b, g, vars, extents, r);
+            for c in 0..valid {
+                let n = b.ins().iadd_imm_s(n0, c as i64);
+                vars[g.n_loop] = Some(n);
+                let mut acc = b.use_var(accs[0][i][c / 4]);
+                if sets == 2 {
+                    let other = b.use_var(accs[1][i][c / 4]);
+                    acc = b.ins().fadd(acc, other);
+                }
+                let lane = b.ins().extractlane(acc, (c % 4) as u8);
+                let mut vals: Vec<Option<Val>> = vec![None; self.k.exprs.len()];
+                vals[g.reduce] = Some(Val {
+                    v: lane,
+                    vector: false,
+                });
+                for e in 0..self.k.exprs.len() {
+                    if e == g.reduce || self.phases[e] == Phase::Inner {
+                        continue;
+                    }
+                    vals[e] = Some(self.expr(b, e, &vals, vars, None, false));
+                }
+                for st in &self.k.stores {
+                    let v = vals[st.value].expect("stored value computed");
                     let base = self.affine(b, &st.index, vars);
                     self.store(b, st.arg, base, 1, v);
                 }

@@ -74,6 +74,10 @@ pub fn graph_dot(g: &GraphData, outputs: &[NodeId]) -> String {
 pub fn structural_hash(g: &GraphData, outputs: &[NodeId]) -> String {
     let mut text = graph_text(g, outputs);
     for n in g.topo_from(outputs) {
+        // Whether an input carries data decides how it may be laid out (weights are packed).
+        if let (crate::op::Op::Input { name }, Some(_)) = (&g.node(n).op, &g.node(n).data) {
+            let _ = write!(text, "data:{name};");
+        }
         for d in g.node(n).shape.dims() {
             if let Some(sym) = d.symbol() {
                 let _ = write!(text, "{sym};");

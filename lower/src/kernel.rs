@@ -197,6 +197,10 @@ pub struct Kernel {
     pub exprs: Vec<Expr>,
     /// Results written back.
     pub stores: Vec<Store>,
+    /// The GEMM's B operand is a weight read from a packed copy: 8-column panels, each
+    /// `[K, 8]` contiguous and zero-padded (`arg` length `panels * K * 8`), made once by the
+    /// runtime.
+    pub pack_b: bool,
 }
 
 /// A kernel whose reduction is `sum(A[.., m, k] * B[k, n])` with B independent of the output
@@ -227,6 +231,29 @@ pub const GEMM_MR: usize = 4;
 pub const GEMM_NR: usize = 8;
 
 impl Kernel {
+    /// True when B of the GEMM is a plain row-major `[K, N]` matrix (index `k*N + n`), the
+    /// layout the runtime can pack.
+    pub fn b_is_row_major(&self, g: &GemmShape) -> bool {
+        match &self.exprs[g.b] {
+            Expr::Load { index, .. } => {
+                index.constant == 0
+                    && index.syms.is_empty()
+                    && index.terms.len() == 2
+                    && index.coeff(g.n_loop) == 1
+                    && index.coeff(g.k_loop) == g.cols as i64
+            }
+            _ => false,
+        }
+    }
+
+    /// The argument slot of the GEMM's B operand.
+    pub fn b_arg(&self, g: &GemmShape) -> Option<usize> {
+        match &self.exprs[g.b] {
+            Expr::Load { arg, .. } => Some(*arg),
+            _ => None,
+        }
+    }
+
     /// The GEMM pattern of this kernel, if it has one (static extents only).
     pub fn gemm(&self) -> Option<GemmShape> {
         let outs = self.output_loops();
@@ -377,6 +404,9 @@ impl Kernel {
     }
 
     fn write_body(&self, s: &mut String) {
+        if self.pack_b {
+            s.push_str("  gemm b: packed panels [N/8, K, 8]\n");
+        }
         for (i, a) in self.args.iter().enumerate() {
             let acc = match a.access {
                 Access::Read => "in",

@@ -8,7 +8,7 @@ use cranegrad_graph::{DType, Dim, GraphData, HostData, NodeId, Op, ReduceOp, Sha
 
 use crate::LowerError;
 use crate::affine::{Affine, Cond, IndexMap};
-use crate::kernel::{Access, Arg, Expr, ExprId, Kernel, Loop, LoopKind, Store};
+use crate::kernel::{Access, Arg, Expr, ExprId, GEMM_NR, Kernel, Loop, LoopKind, Store};
 use crate::passes::fuse_elementwise::{Fusion, reshape_base, reshape_groups};
 use crate::passes::simplify_loops::simplify_loops;
 
@@ -209,6 +209,15 @@ pub fn build_schedule(
             kind,
         });
     }
+    let weight_bufs: BTreeSet<BufId> = sched
+        .buffers
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| {
+            matches!(b.kind, BufKind::Input { data: Some(_), .. }) && b.shape.is_static()
+        })
+        .map(|(i, _)| i)
+        .collect();
     let mut out_buf_of: HashMap<NodeId, BufId> = HashMap::new();
     for &n in &order {
         if !fusion.realized.contains(&n) {
@@ -227,7 +236,7 @@ pub fn build_schedule(
             buf_of[&n]
         };
         let idx = sched.launches.len();
-        let launch = KernelBuilder::new(g, fusion, &buf_of, n).build(idx, out_buf)?;
+        let launch = KernelBuilder::new(g, fusion, &buf_of, n, &weight_bufs).build(idx, out_buf)?;
         sched.launches.push(launch);
     }
     for &n in &order {
@@ -268,6 +277,8 @@ struct KernelBuilder<'a> {
     n_out_loops: usize,
     /// Extent of the kernel's reduce loop once a reduction claimed it.
     reduce: Option<Dim>,
+    /// Buffers of inputs that carry data (weights), which may be packed.
+    weight_bufs: &'a BTreeSet<BufId>,
 }
 
 impl<'a> KernelBuilder<'a> {
@@ -276,8 +287,10 @@ impl<'a> KernelBuilder<'a> {
         fusion: &'a Fusion,
         buf_of: &'a HashMap<NodeId, BufId>,
         root: NodeId,
+        weight_bufs: &'a BTreeSet<BufId>,
     ) -> Self {
         KernelBuilder {
+            weight_bufs,
             g,
             fusion,
             buf_of,
@@ -670,7 +683,20 @@ impl<'a> KernelBuilder<'a> {
             loops,
             exprs: self.exprs,
             stores: vec![store],
+            pack_b: false,
         };
+        let mut kernel = simplify_loops(kernel);
+        // Weights (inputs carrying data) read as a row-major GEMM B are packed once.
+        if let Some(gm) = kernel.gemm()
+            && kernel.b_is_row_major(&gm)
+            && let Some(slot) = kernel.b_arg(&gm)
+            && let Some(&(buf, _)) = self.args.get(slot)
+            && self.weight_bufs.contains(&buf)
+        {
+            let k = kernel.loops[gm.k_loop].extent.max_value();
+            kernel.pack_b = true;
+            kernel.args[slot].len = gm.cols.div_ceil(GEMM_NR) * GEMM_NR * k;
+        }
         let mut nodes: Vec<NodeId> = self
             .counted
             .iter()
@@ -682,7 +708,7 @@ impl<'a> KernelBuilder<'a> {
         nodes.dedup();
         nodes.push(self.root);
         Ok(Launch {
-            kernel: simplify_loops(kernel),
+            kernel,
             args: self.args.iter().map(|(b, _)| *b).collect(),
             nodes,
         })

@@ -4,6 +4,7 @@
 pub mod buffer;
 pub mod error;
 pub mod interp;
+pub mod pack;
 pub mod plan;
 pub mod planner;
 pub mod pool;

@@ -10,6 +10,7 @@ use cranegrad_lower::{BufKind, Lowered};
 
 use crate::buffer::AlignedBuf;
 use crate::error::RuntimeError;
+use crate::pack::PackCache;
 use crate::planner::{MemoryPlan, plan_memory};
 use crate::pool::ThreadPool;
 use crate::value::Value;
@@ -92,10 +93,12 @@ impl Plan {
     pub fn run(
         &mut self,
         pool: &ThreadPool,
+        packs: &mut PackCache,
         feeds: &HashMap<String, HostData>,
         bindings: &Bindings,
     ) -> Result<Vec<Value>, RuntimeError> {
         let sched = &self.lowered.schedule;
+        let mut bound: HashMap<usize, HostData> = HashMap::new();
         // A result still held by the caller keeps its buffer; this run writes a fresh one.
         for (&i, buf) in self.outputs.iter_mut() {
             if Arc::strong_count(buf) > 1 {
@@ -134,6 +137,7 @@ impl Plan {
                             got: d.len(),
                         });
                     }
+                    bound.insert(i, d.clone());
                     match self.owned.get_mut(&i) {
                         Some(stage) => {
                             scatter_to_layout(&b.shape, &dims, d.as_words(), stage.words_mut());
@@ -166,11 +170,33 @@ impl Plan {
                 cranegrad_graph::Dim::sym(s).eval(bindings)?;
             }
         }
+        // Packed weights for GEMM kernels that read B from panels.
+        let mut packed: HashMap<usize, Arc<AlignedBuf>> = HashMap::new();
+        for (li, l) in sched.launches.iter().enumerate() {
+            if !l.kernel.pack_b {
+                continue;
+            }
+            let g = l.kernel.gemm().ok_or_else(|| {
+                RuntimeError::Bounds(format!("{}: packed B without a GEMM", l.kernel.name))
+            })?;
+            let slot = l.kernel.b_arg(&g).unwrap_or(0);
+            let data = bound.get(&l.args[slot]).ok_or_else(|| {
+                RuntimeError::Bounds(format!("{}: packed B is not an input", l.kernel.name))
+            })?;
+            let k = l.kernel.loops[g.k_loop].extent.max_value();
+            packed.insert(li, packs.get(data, k, g.cols));
+        }
         let mut args: Vec<*mut u8> = Vec::new();
         let mut syms: Vec<i64> = Vec::new();
-        for (l, &f) in sched.launches.iter().zip(&self.funcs) {
+        for (li, (l, &f)) in sched.launches.iter().zip(&self.funcs).enumerate() {
             args.clear();
             args.extend(l.args.iter().map(|&b| ptrs[b]));
+            if let Some(p) = packed.get(&li)
+                && let Some(g) = l.kernel.gemm()
+                && let Some(slot) = l.kernel.b_arg(&g)
+            {
+                args[slot] = p.as_mut_ptr();
+            }
             syms.clear();
             syms.extend(l.kernel.symbols.iter().map(|s| bindings[&s.name]));
             let total: usize = l

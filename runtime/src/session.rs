@@ -10,6 +10,7 @@ use cranegrad_graph::{Bindings, GraphData, HostData, NodeId, Op, Tensor, structu
 use cranegrad_lower::{LowerOptions, lower};
 
 use crate::error::RuntimeError;
+use crate::pack::PackCache;
 use crate::plan::Plan;
 use crate::pool::ThreadPool;
 use crate::value::Value;
@@ -63,6 +64,7 @@ pub struct Session {
     cache: KernelCache,
     plans: HashMap<String, Plan>,
     pool: ThreadPool,
+    packs: PackCache,
     last: RunReport,
 }
 
@@ -77,6 +79,7 @@ impl Session {
             cache: KernelCache::new()?,
             plans: HashMap::new(),
             pool: ThreadPool::new(opts.threads),
+            packs: PackCache::default(),
             last: RunReport::default(),
         })
     }
@@ -172,7 +175,7 @@ impl Session {
         }
         let t1 = Instant::now();
         let plan = self.plans.get_mut(&key).expect("prepared above");
-        let out = plan.run(&self.pool, &all, bindings)?;
+        let out = plan.run(&self.pool, &mut self.packs, &all, bindings)?;
         self.last.execute_ms = ms(t1);
         self.last.total_ms = ms(t0);
         Ok(out)

@@ -1,0 +1,78 @@
+//! Weight packing for the GEMM micro-kernel: a row-major `[K, N]` matrix becomes 8-column
+//! panels, each `[K, 8]` contiguous and zero-padded, so the kernel streams B sequentially.
+//! Packed copies are cached by the source data, which the cache keeps alive (so its address
+//! cannot be reused by other data while the entry exists).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use cranegrad_graph::HostData;
+use cranegrad_lower::kernel::GEMM_NR;
+
+use crate::buffer::AlignedBuf;
+
+/// Packed copies by (source address, K, N).
+#[derive(Default)]
+pub struct PackCache {
+    map: HashMap<(usize, usize, usize), (HostData, Arc<AlignedBuf>)>,
+    /// Bytes held by packed copies.
+    pub bytes: usize,
+}
+
+/// Packs `src` (`[k, n]` row-major words) into panels.
+pub fn pack_panels(src: &[u32], k: usize, n: usize) -> AlignedBuf {
+    let panels = n.div_ceil(GEMM_NR);
+    let mut out = AlignedBuf::zeroed(panels * k * GEMM_NR);
+    let dst = out.words_mut();
+    for p in 0..panels {
+        let cols = (n - p * GEMM_NR).min(GEMM_NR);
+        for kk in 0..k {
+            let s = kk * n + p * GEMM_NR;
+            let d = (p * k + kk) * GEMM_NR;
+            dst[d..d + cols].copy_from_slice(&src[s..s + cols]);
+        }
+    }
+    out
+}
+
+impl PackCache {
+    /// The packed copy of `data` viewed as `[k, n]`, packing it on first use.
+    pub fn get(&mut self, data: &HostData, k: usize, n: usize) -> Arc<AlignedBuf> {
+        let key = (data.as_words().as_ptr() as usize, k, n);
+        if let Some((_, buf)) = self.map.get(&key) {
+            return buf.clone();
+        }
+        let buf = Arc::new(pack_panels(data.as_words(), k, n));
+        self.bytes += buf.len() * 4;
+        self.map.insert(key, (data.clone(), buf.clone()));
+        buf
+    }
+
+    /// Number of packed matrices.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// True when nothing is packed.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panels_hold_columns_in_order_with_zero_padding() {
+        let (k, n) = (3, 10);
+        let src: Vec<u32> = (0..(k * n) as u32).collect();
+        let p = pack_panels(&src, k, n);
+        let w = p.words();
+        // Panel 0, k = 1: columns 0..8 of row 1.
+        assert_eq!(&w[8..16], &[10, 11, 12, 13, 14, 15, 16, 17]);
+        // Panel 1, k = 2: columns 8, 9 of row 2, then zeros.
+        let d = (k + 2) * 8;
+        assert_eq!(&w[d..d + 8], &[28, 29, 0, 0, 0, 0, 0, 0]);
+    }
+}
