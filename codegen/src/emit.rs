@@ -19,7 +19,7 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 
 use cranegrad_graph::{BinaryOp, DType, Dim, ReduceOp, UnaryOp};
 use cranegrad_lower::affine::{Affine, Cond};
-use cranegrad_lower::kernel::{Expr, Kernel};
+use cranegrad_lower::kernel::{Expr, Kernel, LoopKind};
 
 use crate::math;
 
@@ -98,41 +98,96 @@ fn vflags() -> MemFlagsData {
 /// Which part of the loop nest an expression is computed in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Phase {
-    /// Before the reduce loop (or the whole body when there is none).
+    /// Independent of every reduce loop and reduced value.
     Pre,
-    /// Inside the reduce loop.
-    Inner,
-    /// After the reduce loop, from reduced values.
+    /// Inside reduce loop `j` (depends on its variable).
+    Inner(usize),
+    /// After the reductions it uses.
     Post,
 }
 
+fn own_reduce_var(k: &Kernel, e: &Expr) -> Option<usize> {
+    let reds: Vec<usize> = k
+        .loops
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.kind == LoopKind::Reduce)
+        .map(|(i, _)| i)
+        .collect();
+    let in_affine = |a: &Affine| reds.iter().copied().find(|&r| a.coeff(r) != 0);
+    let in_conds = |c: &[Cond]| c.iter().find_map(|c| in_affine(&c.expr));
+    match e {
+        Expr::Load { index, conds, .. } => in_affine(index).or_else(|| in_conds(conds)),
+        Expr::Index(a) | Expr::Gather { index: a, .. } => in_affine(a),
+        Expr::InBounds(c) => in_conds(c),
+        _ => None,
+    }
+}
+
 fn phases(k: &Kernel) -> Vec<Phase> {
-    let red = k.reduce_loop().map(|(v, _)| v);
-    let uses_red = |a: &Affine| red.is_some_and(|r| a.coeff(r) != 0);
-    let conds_red = |c: &[Cond]| c.iter().any(|c| uses_red(&c.expr));
-    let mut ph = Vec::with_capacity(k.exprs.len());
+    let mut ph: Vec<Phase> = Vec::with_capacity(k.exprs.len());
     for e in &k.exprs {
-        let own = match e {
-            Expr::Load { index, conds, .. } => uses_red(index) || conds_red(conds),
-            Expr::Index(a) | Expr::Gather { index: a, .. } => uses_red(a),
-            Expr::InBounds(c) => conds_red(c),
-            _ => false,
-        };
         let p = if matches!(e, Expr::Reduce { .. }) {
             Phase::Post
+        } else if let Some(j) = own_reduce_var(k, e) {
+            Phase::Inner(j)
         } else {
-            e.operands().iter().map(|&o| ph[o]).fold(
-                if own { Phase::Inner } else { Phase::Pre },
-                |a, b| match (a, b) {
+            e.operands()
+                .iter()
+                .fold(Phase::Pre, |acc, &o| match (acc, ph[o]) {
+                    (Phase::Inner(j), _) | (_, Phase::Inner(j)) => Phase::Inner(j),
                     (Phase::Post, _) | (_, Phase::Post) => Phase::Post,
-                    (Phase::Inner, _) | (_, Phase::Inner) => Phase::Inner,
                     _ => Phase::Pre,
-                },
-            )
+                })
         };
         ph.push(p);
     }
     ph
+}
+
+/// True when reduce loop `j` can run 4 iterations per vector: every load inside it has stride
+/// 0 or 1 along it, and at least one has stride 1.
+fn along_ok(k: &Kernel, ph: &[Phase], j: usize) -> bool {
+    let loads: Vec<&Affine> = k
+        .exprs
+        .iter()
+        .zip(ph)
+        .filter(|(_, p)| **p == Phase::Inner(j))
+        .filter_map(|(e, _)| match e {
+            Expr::Load { index, .. } => Some(index),
+            _ => None,
+        })
+        .collect();
+    loads.iter().all(|a| matches!(a.coeff(j), 0 | 1)) && loads.iter().any(|a| a.coeff(j) == 1)
+}
+
+/// A row kernel: every reduction is independent of the innermost output loop, so the
+/// reductions run once per row and the row's outputs are then computed from them (softmax,
+/// norms in one kernel).
+fn is_row_kernel(k: &Kernel, ph: &[Phase]) -> bool {
+    let n_out = k.output_loops().len();
+    if n_out == 0 || !ph.iter().any(|p| matches!(p, Phase::Inner(_))) {
+        return false;
+    }
+    let lv = n_out - 1;
+    let uses_lv = |e: &Expr| match e {
+        Expr::Load { index, conds, .. } => {
+            index.coeff(lv) != 0 || conds.iter().any(|c| c.expr.coeff(lv) != 0)
+        }
+        Expr::Index(a) | Expr::Gather { index: a, .. } => a.coeff(lv) != 0,
+        Expr::InBounds(c) => c.iter().any(|c| c.expr.coeff(lv) != 0),
+        _ => false,
+    };
+    // Whatever a reduction reads (transitively) must not depend on the innermost loop.
+    let mut dep = vec![false; k.exprs.len()];
+    for (i, e) in k.exprs.iter().enumerate() {
+        dep[i] = uses_lv(e) || e.operands().iter().any(|&o| dep[o]);
+    }
+    let reduce_inputs_ok = k.exprs.iter().all(|e| match e {
+        Expr::Reduce { x, .. } => !dep[*x],
+        _ => true,
+    });
+    reduce_inputs_ok && dep.iter().any(|&d| d)
 }
 
 /// Emits the whole kernel into `func`.
@@ -160,12 +215,17 @@ pub fn emit_kernel(
     let symv: Vec<Value> = (0..k.symbols.len())
         .map(|i| b.ins().load(types::I64, ro, syms, (8 * i) as i32))
         .collect();
+    let ph = phases(k);
+    let along = (0..k.loops.len()).map(|j| along_ok(k, &ph, j)).collect();
+    let row = is_row_kernel(k, &ph);
     let mut em = Emitter {
         k,
         ptrs,
         syms: symv,
-        phases: phases(k),
+        phases: ph,
         layout: choose_layout(k),
+        along,
+        row,
     };
     let extents: Vec<Value> = k.loops.iter().map(|l| em.dim(&mut b, &l.extent)).collect();
     let n_out = k.output_loops().len();
@@ -247,6 +307,10 @@ pub(crate) struct Emitter<'k> {
     pub(crate) syms: Vec<Value>,
     pub(crate) phases: Vec<Phase>,
     pub(crate) layout: Layout,
+    /// Per loop: a reduce loop that may run 4 iterations per vector.
+    pub(crate) along: Vec<bool>,
+    /// Reductions run once per row, before the row's outputs (see `is_row_kernel`).
+    pub(crate) row: bool,
 }
 
 /// A computed expression: its value and whether it is a 4-lane vector.
@@ -299,13 +363,11 @@ impl Emitter<'_> {
     }
 
     fn lane_var(&self) -> Option<usize> {
-        match self.layout {
-            Layout::AcrossOutputs { .. } => self.k.output_loops().len().checked_sub(1),
-            Layout::AlongReduction => self.k.reduce_loop().map(|(v, _)| v),
-        }
+        self.k.output_loops().len().checked_sub(1)
     }
 
-    /// Innermost output loop (vectorised or not) with the reduce loop inside each point.
+    /// Innermost output loop (vectorised or not) with the reductions of each point, or, for a
+    /// row kernel, the row's reductions first and then the row.
     fn inner_loops(
         &mut self,
         b: &mut FunctionBuilder,
@@ -315,21 +377,28 @@ impl Emitter<'_> {
         end: Value,
     ) {
         let lv = self.k.output_loops().len() - 1;
-        let vector = matches!(self.layout, Layout::AcrossOutputs { vector: true });
+        let vector = matches!(self.layout, Layout::AcrossOutputs { vector: true }) || self.row;
+        let mut row_vals: Vec<Option<Val>> = vec![None; self.k.exprs.len()];
+        if self.row {
+            vars[lv] = None;
+            self.reductions(b, &mut row_vals, vars, extents, None);
+        }
         let mut i = start;
         if vector {
             i = emit_loop(b, start, end, LANES, |b, i| {
                 vars[lv] = Some(i);
-                self.point(b, vars, extents, true);
+                let mut vals = row_vals.clone();
+                self.point_with(b, &mut vals, vars, extents, true);
             });
         }
         emit_loop(b, i, end, 1, |b, i| {
             vars[lv] = Some(i);
-            self.point(b, vars, extents, false);
+            let mut vals = row_vals.clone();
+            self.point_with(b, &mut vals, vars, extents, false);
         });
     }
 
-    /// One output point (or four lanes of them): pre, reduce loop, post, store.
+    /// One output point (or four lanes of them): reductions, everything else, stores.
     pub(crate) fn point(
         &mut self,
         b: &mut FunctionBuilder,
@@ -337,20 +406,23 @@ impl Emitter<'_> {
         extents: &[Value],
         vector: bool,
     ) {
-        let n = self.k.exprs.len();
-        let mut vals: Vec<Option<Val>> = vec![None; n];
-        let pre_lane = if vector { self.lane_var() } else { None };
-        for e in 0..n {
-            if self.phases[e] == Phase::Pre {
-                vals[e] = Some(self.expr(b, e, &vals, vars, pre_lane, vector));
-            }
-        }
-        if let Some((r, _)) = self.k.reduce_loop() {
-            self.reduce(b, r, &mut vals, vars, extents, vector);
-        }
-        for e in 0..n {
-            if self.phases[e] == Phase::Post && !matches!(self.k.exprs[e], Expr::Reduce { .. }) {
-                vals[e] = Some(self.expr(b, e, &vals, vars, pre_lane, vector));
+        let mut vals: Vec<Option<Val>> = vec![None; self.k.exprs.len()];
+        self.point_with(b, &mut vals, vars, extents, vector);
+    }
+
+    fn point_with(
+        &mut self,
+        b: &mut FunctionBuilder,
+        vals: &mut [Option<Val>],
+        vars: &mut [Option<Value>],
+        extents: &[Value],
+        vector: bool,
+    ) {
+        let lane = if vector { self.lane_var() } else { None };
+        self.reductions(b, vals, vars, extents, lane);
+        for e in 0..self.k.exprs.len() {
+            if !matches!(self.phases[e], Phase::Inner(_)) {
+                self.ensure(b, e, vals, vars, lane, vector);
             }
         }
         for st in &self.k.stores {
@@ -362,124 +434,128 @@ impl Emitter<'_> {
                 b,
                 st.arg,
                 base,
-                st.index.coeff(pre_lane.unwrap_or(usize::MAX)),
+                st.index.coeff(lane.unwrap_or(usize::MAX)),
                 v,
             );
         }
     }
 
-    fn reduce(
+    /// Computes `e` (and, first, any operand not yet computed) outside every reduce loop.
+    fn ensure(
         &mut self,
         b: &mut FunctionBuilder,
-        r: usize,
+        e: usize,
+        vals: &mut [Option<Val>],
+        vars: &[Option<Value>],
+        lane: Option<usize>,
+        vector: bool,
+    ) {
+        if vals[e].is_some() {
+            return;
+        }
+        for o in self.k.exprs[e].operands() {
+            self.ensure(b, o, vals, vars, lane, vector);
+        }
+        vals[e] = Some(self.expr(b, e, vals, vars, lane, vector));
+    }
+
+    /// Runs every Reduce expression that is not computed yet, in order, each over its own
+    /// loop. `lane` is set when four output points are computed at once (one accumulator lane
+    /// each); otherwise a reduce loop with unit-stride loads runs four iterations per vector.
+    fn reductions(
+        &mut self,
+        b: &mut FunctionBuilder,
         vals: &mut [Option<Val>],
         vars: &mut [Option<Value>],
         extents: &[Value],
-        out_vector: bool,
+        lane: Option<usize>,
     ) {
-        let reds: Vec<(usize, ReduceOp, usize, DType)> = self
-            .k
-            .exprs
-            .iter()
-            .enumerate()
-            .filter_map(|(i, e)| match e {
-                Expr::Reduce { op, x, dtype } => Some((i, *op, *x, *dtype)),
-                _ => None,
-            })
-            .collect();
-        let along = self.layout == Layout::AlongReduction;
-        let zero = b.ins().iconst(types::I64, 0);
-        // Accumulators: per-lane outputs (across) or a vector + scalar pair (along).
-        let mut accs: Vec<(Variable, Option<Variable>)> = Vec::new();
-        for &(_, op, _, dtype) in &reds {
-            let vec_acc = out_vector || along;
+        for e in 0..self.k.exprs.len() {
+            let Expr::Reduce { op, x, dtype, var } = self.k.exprs[e] else {
+                continue;
+            };
+            if vals[e].is_some() {
+                continue;
+            }
+            let across = lane.is_some();
+            let inner: Vec<usize> = (0..e)
+                .filter(|&i| self.phases[i] == Phase::Inner(var))
+                .collect();
+            // Operands from outside the loop are computed before it.
+            for &i in &inner {
+                for o in self.k.exprs[i].operands() {
+                    if self.phases[o] != Phase::Inner(var) {
+                        self.ensure(b, o, vals, vars, lane, across);
+                    }
+                }
+            }
+            if self.phases[x] != Phase::Inner(var) {
+                self.ensure(b, x, vals, vars, lane, across);
+            }
+            let along = !across && self.along[var];
+            let vec_acc = across || along;
             let init = self.identity(b, op, dtype, vec_acc);
-            let ty = if vec_acc {
+            let acc = b.declare_var(if vec_acc {
                 vector_ty(dtype)
             } else {
                 scalar_ty(dtype)
-            };
-            let var = b.declare_var(ty);
-            b.def_var(var, init);
-            let tail = if along {
-                let init = self.identity(b, op, dtype, false);
-                let t = b.declare_var(scalar_ty(dtype));
-                b.def_var(t, init);
-                Some(t)
-            } else {
-                None
-            };
-            accs.push((var, tail));
-        }
-        let inner_lane = if along {
-            Some(r)
-        } else if out_vector {
-            self.lane_var()
-        } else {
-            None
-        };
-        let body = |this: &mut Self,
-                    b: &mut FunctionBuilder,
-                    vars: &mut [Option<Value>],
-                    vals: &[Option<Val>],
-                    i: Value,
-                    vector: bool,
-                    lane: Option<usize>,
-                    use_tail: bool| {
-            vars[r] = Some(i);
-            let mut local = vals.to_vec();
-            for e in 0..this.k.exprs.len() {
-                if this.phases[e] == Phase::Inner {
-                    local[e] = Some(this.expr(b, e, &local, vars, lane, vector));
+            });
+            b.def_var(acc, init);
+            let tail = b.declare_var(scalar_ty(dtype));
+            let tinit = self.identity(b, op, dtype, false);
+            b.def_var(tail, tinit);
+            let zero = b.ins().iconst(types::I64, 0);
+            let snapshot: Vec<Option<Val>> = vals.to_vec();
+            let body = |this: &mut Self,
+                        b: &mut FunctionBuilder,
+                        vars: &mut [Option<Value>],
+                        i: Value,
+                        vector: bool,
+                        lane: Option<usize>,
+                        target: Variable| {
+                vars[var] = Some(i);
+                let mut local = snapshot.clone();
+                for &k in &inner {
+                    local[k] = Some(this.expr(b, k, &local, vars, lane, vector));
                 }
-            }
-            for (k, &(_, op, x, dtype)) in reds.iter().enumerate() {
-                let var = if use_tail {
-                    accs[k].1.expect("tail accumulator")
-                } else {
-                    accs[k].0
-                };
                 let mut xv = local[x].expect("reduced value");
                 if vector {
                     xv = this.widen(b, xv, dtype);
                 }
-                let acc = b.use_var(var);
-                let nv = combine(b, op, dtype, acc, xv.v);
-                b.def_var(var, nv);
+                let a = b.use_var(target);
+                let nv = combine(b, op, dtype, a, xv.v);
+                b.def_var(target, nv);
+            };
+            if along {
+                let rest = emit_loop(b, zero, extents[var], LANES, |b, i| {
+                    body(self, b, vars, i, true, Some(var), acc)
+                });
+                emit_loop(b, rest, extents[var], 1, |b, i| {
+                    body(self, b, vars, i, false, None, tail)
+                });
+            } else {
+                emit_loop(b, zero, extents[var], 1, |b, i| {
+                    body(self, b, vars, i, across, lane, acc)
+                });
             }
-        };
-        if along {
-            let rest = emit_loop(b, zero, extents[r], LANES, |b, i| {
-                body(self, b, vars, vals, i, true, Some(r), false)
-            });
-            emit_loop(b, rest, extents[r], 1, |b, i| {
-                body(self, b, vars, vals, i, false, None, true)
-            });
-        } else {
-            emit_loop(b, zero, extents[r], 1, |b, i| {
-                body(self, b, vars, vals, i, out_vector, inner_lane, false)
-            });
-        }
-        vars[r] = None;
-        for (k, &(e, op, _, dtype)) in reds.iter().enumerate() {
-            let acc = b.use_var(accs[k].0);
-            let v = if along {
-                let mut s = b.use_var(accs[k].1.expect("tail accumulator"));
+            vars[var] = None;
+            let a = b.use_var(acc);
+            vals[e] = Some(if along {
+                let mut t = b.use_var(tail);
                 for l in 0..LANES as u8 {
-                    let x = b.ins().extractlane(acc, l);
-                    s = combine(b, op, dtype, s, x);
+                    let x = b.ins().extractlane(a, l);
+                    t = combine(b, op, dtype, t, x);
                 }
                 Val {
-                    v: s,
+                    v: t,
                     vector: false,
                 }
             } else {
                 Val {
-                    v: acc,
-                    vector: out_vector,
+                    v: a,
+                    vector: across,
                 }
-            };
-            vals[e] = Some(v);
+            });
         }
     }
 

@@ -255,7 +255,7 @@ impl Emitter<'_> {
                     vector: true,
                 });
                 for e in 0..self.k.exprs.len() {
-                    if e == g.reduce || self.phases[e] == Phase::Inner {
+                    if e == g.reduce || matches!(self.phases[e], Phase::Inner(_)) {
                         continue;
                     }
                     vals[e] = Some(self.expr(b, e, &vals, vars, Some(g.n_loop), true));
@@ -316,7 +316,7 @@ impl Emitter<'_> {
                     vector: false,
                 });
                 for e in 0..self.k.exprs.len() {
-                    if e == g.reduce || self.phases[e] == Phase::Inner {
+                    if e == g.reduce || matches!(self.phases[e], Phase::Inner(_)) {
                         continue;
                     }
                     vals[e] = Some(self.expr(b, e, &vals, vars, None, false));

@@ -121,7 +121,7 @@ pub enum Expr {
         /// Result dtype.
         dtype: DType,
     },
-    /// The reduction of `x` over the reduce loop (sequential, one accumulator per output).
+    /// The reduction of `x` over reduce loop `var` (sequential, one accumulator per output).
     Reduce {
         /// Sum or max.
         op: ReduceOp,
@@ -129,6 +129,8 @@ pub enum Expr {
         x: ExprId,
         /// Result dtype.
         dtype: DType,
+        /// The reduce loop it runs over.
+        var: usize,
     },
 }
 
@@ -268,10 +270,20 @@ impl Kernel {
         let [reduce] = reduces.as_slice() else {
             return None;
         };
+        if self
+            .loops
+            .iter()
+            .filter(|l| l.kind == LoopKind::Reduce)
+            .count()
+            != 1
+        {
+            return None;
+        }
         let Expr::Reduce {
             op: ReduceOp::Sum,
             x: product,
             dtype: DType::F32,
+            ..
         } = self.exprs[*reduce]
         else {
             return None;
@@ -477,12 +489,12 @@ impl fmt::Display for ExprText<'_> {
                 write!(f, "{name}.{dtype} e{a}, e{b}")
             }
             Expr::Where { c, a, b, dtype } => write!(f, "where.{dtype} e{c}, e{a}, e{b}"),
-            Expr::Reduce { op, x, dtype } => {
+            Expr::Reduce { op, x, dtype, var } => {
                 let name = match op {
                     ReduceOp::Sum => "sum",
                     ReduceOp::Max => "max",
                 };
-                write!(f, "reduce.{name}.{dtype} e{x}")
+                write!(f, "reduce.{name}.{dtype} e{x} over i{var}")
             }
         }
     }

@@ -275,8 +275,8 @@ struct KernelBuilder<'a> {
     movement: BTreeSet<NodeId>,
     /// Output loops of the kernel (the reduce variable's index is this).
     n_out_loops: usize,
-    /// Extent of the kernel's reduce loop once a reduction claimed it.
-    reduce: Option<Dim>,
+    /// Extents of the kernel's reduce loops, one per inlined reduction, in order.
+    reduce_loops: Vec<Dim>,
     /// Buffers of inputs that carry data (weights), which may be packed.
     weight_bufs: &'a BTreeSet<BufId>,
 }
@@ -304,7 +304,7 @@ impl<'a> KernelBuilder<'a> {
             counted: BTreeSet::new(),
             movement: BTreeSet::new(),
             n_out_loops: g.node(root).shape.rank(),
-            reduce: None,
+            reduce_loops: Vec::new(),
         }
     }
 
@@ -563,15 +563,7 @@ impl<'a> KernelBuilder<'a> {
                     dtype: table.dtype,
                 })
             }
-            Op::Reduce { .. } | Op::MatMul => {
-                if self.reduce.is_some() {
-                    return Err(LowerError::Internal(format!(
-                        "a second reduction ({}) reached a kernel that has one",
-                        node.op.name()
-                    )));
-                }
-                self.inline_reduction(n, map)?
-            }
+            Op::Reduce { .. } | Op::MatMul => self.inline_reduction(n, map)?,
         };
         // Noted after the operands, so the op list reads in dataflow order.
         self.note_op(n);
@@ -583,12 +575,12 @@ impl<'a> KernelBuilder<'a> {
     fn inline_reduction(&mut self, n: NodeId, map: &IndexMap) -> Result<ExprId, LowerError> {
         let node = self.g.node(n).clone();
         let ins = self.g.inputs(n);
-        let red = self.n_out_loops;
+        let red = self.n_out_loops + self.reduce_loops.len();
         let rank = node.shape.rank();
         match node.op {
             Op::Reduce { op, axis } => {
                 let input = self.g.node(ins[0]).shape.clone();
-                self.reduce = Some(input.dims()[axis].clone());
+                self.reduce_loops.push(input.dims()[axis].clone());
                 self.note_dim(&input.dims()[axis]);
                 let mut m = map.clone();
                 m.dims[axis] = Affine::var(red);
@@ -597,13 +589,14 @@ impl<'a> KernelBuilder<'a> {
                     op,
                     x,
                     dtype: node.dtype,
+                    var: red,
                 }))
             }
             Op::MatMul => {
                 let a_shape = self.g.node(ins[0]).shape.clone();
                 let kd = a_shape.dims()[rank - 1].clone();
                 self.note_dim(&kd);
-                self.reduce = Some(kd);
+                self.reduce_loops.push(kd);
                 let mut ma = map.clone();
                 ma.dims[rank - 1] = Affine::var(red);
                 let mut mb = map.clone();
@@ -620,6 +613,7 @@ impl<'a> KernelBuilder<'a> {
                     op: ReduceOp::Sum,
                     x,
                     dtype: DType::F32,
+                    var: red,
                 }))
             }
             _ => Err(LowerError::Internal("not a reduction".into())),
@@ -646,7 +640,7 @@ impl<'a> KernelBuilder<'a> {
             conds: vec![],
         };
         let value = self.compute(self.root, &ident)?;
-        if let Some(extent) = self.reduce.clone() {
+        for extent in self.reduce_loops.clone() {
             loops.push(Loop {
                 extent,
                 kind: LoopKind::Reduce,
@@ -662,7 +656,7 @@ impl<'a> KernelBuilder<'a> {
             } => "max",
             Op::MatMul => "matmul",
             op if op.is_elementwise() && has_matmul => "matmul_epilogue",
-            op if op.is_elementwise() && self.reduce.is_some() => "reduce_epilogue",
+            op if op.is_elementwise() && !self.reduce_loops.is_empty() => "reduce_epilogue",
             op if op.is_elementwise() => "elementwise",
             _ => "copy",
         };

@@ -57,7 +57,7 @@ kernel k0_sum (mul add max sum)
   e4 = add.f32 e2, e3
   e5 = const.f32 0.0
   e6 = max.f32 e4, e5
-  e7 = reduce.sum.f32 e6
+  e7 = reduce.sum.f32 e6 over i1
   store arg2[i0] = e7
 ";
     assert_eq!(l.schedule.text(), expected);

@@ -158,6 +158,10 @@ pub fn fuse_elementwise(g: &GraphData, outputs: &[NodeId], fuse: bool) -> Fusion
             _ => {}
         }
     }
+    // Row groups first, so values they share (x in softmax) are seen by one kernel below.
+    if fuse {
+        super::fuse_rows::fuse_rows(g, &order, outputs, &mut f);
+    }
     // Owners: the realized nodes whose kernels read a node's value through unrealized paths.
     let mut owners: HashMap<NodeId, BTreeSet<NodeId>> = HashMap::new();
     for &n in order.iter().rev() {

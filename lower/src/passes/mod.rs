@@ -5,4 +5,5 @@ pub mod cse;
 pub mod dead_nodes;
 pub mod fold_constants;
 pub mod fuse_elementwise;
+pub mod fuse_rows;
 pub mod simplify_loops;

@@ -30,6 +30,15 @@ fn for_each_affine(k: &mut Kernel, mut f: impl FnMut(&mut Affine)) {
     }
 }
 
+/// Renames the loop variable of every Reduce expression along with the indices.
+fn rename_reduce_vars(k: &mut Kernel, f: impl Fn(usize) -> usize) {
+    for e in &mut k.exprs {
+        if let Expr::Reduce { var, .. } = e {
+            *var = f(*var);
+        }
+    }
+}
+
 fn all_affine(k: &Kernel) -> Vec<Affine> {
     let mut v = Vec::new();
     let mut k2 = k.clone();
@@ -51,6 +60,7 @@ pub fn simplify_loops(mut k: Kernel) -> Kernel {
         for_each_affine(&mut k, |a| {
             *a = a.without(v).rename(|w| Some(if w > v { w - 1 } else { w }));
         });
+        rename_reduce_vars(&mut k, |w| if w > v { w - 1 } else { w });
     }
     // Merge loop v into v+1 when for every index coeff(v) == coeff(v+1) * extent(v+1).
     let mut v = 0;
@@ -72,6 +82,7 @@ pub fn simplify_loops(mut k: Kernel) -> Kernel {
             for_each_affine(&mut k, |a| {
                 *a = a.without(v).rename(|w| Some(if w > v { w - 1 } else { w }));
             });
+            rename_reduce_vars(&mut k, |w| if w > v { w - 1 } else { w });
         } else {
             v += 1;
         }

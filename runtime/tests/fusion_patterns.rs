@@ -1,0 +1,132 @@
+//! Each fusion pattern: the schedule has the promised kernel count, and the fused kernel agrees
+//! with the interpreter and with `--no-fuse`, on odd sizes and large-magnitude inputs.
+
+mod common;
+
+use common::{check_all, rand_vec};
+use cranegrad_graph::{Bindings, Graph, Shape, Tensor};
+use cranegrad_lower::{LowerOptions, lower};
+use cranegrad_runtime::Feeds;
+
+fn kernels(t: &Tensor) -> usize {
+    t.graph()
+        .with(|g| lower(g, &[t.id()], LowerOptions::default()))
+        .unwrap()
+        .schedule
+        .launches
+        .len()
+}
+
+const SIZES: [usize; 6] = [1, 3, 17, 33, 100, 257];
+
+#[test]
+fn softmax_is_one_kernel() {
+    for &r in &SIZES {
+        for &c in &[1usize, 5, 33, 257] {
+            let g = Graph::new();
+            // Values near +-80: exp would overflow without the max subtraction.
+            let x = rand_vec(r * c, (r * 31 + c) as u64, 80.0);
+            let x = g.input_with_data("x", Shape::of(&[r, c]), x).unwrap();
+            let s = x.mul_scalar(0.5).unwrap().softmax(-1).unwrap();
+            assert_eq!(kernels(&s), 1, "softmax [{r}, {c}]");
+            let out = check_all(&[&s], &Feeds::new(), &Bindings::new(), 1e-6, 1e-5);
+            let v = out[0].to_f32();
+            for row in v.chunks(c) {
+                let total: f32 = row.iter().sum();
+                assert!((total - 1.0).abs() < 1e-4, "row sums to {total}");
+            }
+        }
+    }
+}
+
+#[test]
+fn masked_scaled_softmax_is_one_kernel() {
+    let g = Graph::new();
+    let (s, t) = (17, 17);
+    let scores = g
+        .input_with_data("s", Shape::of(&[2, s, t]), rand_vec(2 * s * t, 3, 10.0))
+        .unwrap();
+    let qi = g
+        .arange(Shape::of(&[s, 1]), 0, cranegrad_graph::DType::I32)
+        .unwrap();
+    let kj = g
+        .arange(Shape::of(&[1, t]), 1, cranegrad_graph::DType::I32)
+        .unwrap();
+    let hidden = qi.cmplt(&kj).unwrap();
+    let masked = hidden
+        .where_(
+            &scores.scalar(f32::MIN as f64),
+            &scores.mul_scalar(0.125).unwrap(),
+        )
+        .unwrap();
+    let p = masked.softmax(-1).unwrap();
+    assert_eq!(kernels(&p), 1);
+    check_all(&[&p], &Feeds::new(), &Bindings::new(), 1e-6, 1e-5);
+}
+
+#[test]
+fn norms_are_one_kernel() {
+    for &r in &SIZES {
+        for &c in &[1usize, 3, 64, 100] {
+            let g = Graph::new();
+            // Tiny values: the mean of squares is ~1e-12, below eps.
+            let x = g
+                .input_with_data("x", Shape::of(&[r, c]), rand_vec(r * c, 5, 1e-6))
+                .unwrap();
+            let y = g
+                .input_with_data("y", Shape::of(&[r, c]), rand_vec(r * c, 6, 50.0))
+                .unwrap();
+            let gain = g
+                .input_with_data("g", Shape::of(&[c]), rand_vec(c, 7, 1.0))
+                .unwrap();
+            let bias = g
+                .input_with_data("b", Shape::of(&[c]), rand_vec(c, 8, 1.0))
+                .unwrap();
+            let rms = x.rms_norm(&gain, 1e-5).unwrap();
+            let ln = y.layer_norm(&gain, &bias, 1e-5).unwrap();
+            assert_eq!(kernels(&rms), 1, "rms_norm [{r}, {c}]");
+            assert_eq!(kernels(&ln), 1, "layer_norm [{r}, {c}]");
+            check_all(&[&rms, &ln], &Feeds::new(), &Bindings::new(), 1e-5, 1e-4);
+        }
+    }
+}
+
+#[test]
+fn matmul_epilogues_are_one_kernel() {
+    let g = Graph::new();
+    let x = g
+        .input_with_data("x", Shape::of(&[5, 33]), rand_vec(165, 1, 1.0))
+        .unwrap();
+    let w = g
+        .input_with_data("w", Shape::of(&[33, 17]), rand_vec(561, 2, 1.0))
+        .unwrap();
+    let b = g
+        .input_with_data("b", Shape::of(&[17]), rand_vec(17, 3, 1.0))
+        .unwrap();
+    let r = g
+        .input_with_data("r", Shape::of(&[5, 17]), rand_vec(85, 4, 1.0))
+        .unwrap();
+    let y = x
+        .matmul(&w)
+        .unwrap()
+        .add(&b)
+        .unwrap()
+        .gelu_tanh()
+        .unwrap()
+        .add(&r)
+        .unwrap();
+    assert_eq!(kernels(&y), 1);
+    // SwiGLU: silu(x @ Wg) * (x @ Wu) — the gate matmul runs as the up matmul's epilogue input.
+    let wu = g
+        .input_with_data("wu", Shape::of(&[33, 17]), rand_vec(561, 5, 1.0))
+        .unwrap();
+    let sw = x
+        .matmul(&w)
+        .unwrap()
+        .silu()
+        .unwrap()
+        .mul(&x.matmul(&wu).unwrap())
+        .unwrap();
+    assert!(kernels(&sw) <= 2);
+    check_all(&[&y, &sw], &Feeds::new(), &Bindings::new(), 1e-4, 1e-4);
+}
