@@ -34,9 +34,7 @@ fn row_group(
     let red_shape = g.node(r).shape.clone();
     let input = g.inputs(r)[0];
     let row_shape: Shape = g.node(input).shape.clone();
-    if row_shape.dims()[axis].as_const().is_none() {
-        return None;
-    }
+    row_shape.dims()[axis].as_const()?;
     let allowed = |n: NodeId| -> bool {
         let node = g.node(n);
         match &node.op {
