@@ -658,6 +658,7 @@ impl<'a> KernelBuilder<'a> {
             op if op.is_elementwise() && has_matmul => "matmul_epilogue",
             op if op.is_elementwise() && !self.reduce_loops.is_empty() => "reduce_epilogue",
             op if op.is_elementwise() => "elementwise",
+            _ if has_matmul => "matmul_permuted",
             _ => "copy",
         };
         if self.ops.is_empty() {

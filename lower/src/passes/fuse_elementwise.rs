@@ -18,7 +18,9 @@
 //! 6. Epilogues: a reduction or matmul whose value feeds, through same-shape elementwise ops
 //!    only, exactly one kernel rooted at a same-shape elementwise node is computed inside that
 //!    kernel (bias, residual, activation applied before the store), as long as the kernel has
-//!    no other reduction. The reduction's own loop becomes the kernel's reduce loop.
+//!    no other reduction. The reduction's own loop becomes the kernel's reduce loop. A value
+//!    read only through a realized permute is computed by the permute's kernel, which then
+//!    stores it in the permuted layout.
 //!
 //! With fusion off (`--no-fuse`) every non-view, non-source node is realized: one kernel per
 //! primitive op.
@@ -196,6 +198,14 @@ pub fn fuse_elementwise(g: &GraphData, outputs: &[NodeId], fuse: bool) -> Fusion
 /// elementwise op (so the value is read at the root's own index); `None` otherwise.
 fn epilogue_root(g: &GraphData, f: &Fusion, r: NodeId) -> Option<NodeId> {
     let shape = &g.node(r).shape;
+    // A value only read through a realized permute (attention's `p @ v` feeding the output
+    // projection) is stored straight in the permuted layout: no copy kernel.
+    if let [c] = g.consumers(r).as_slice()
+        && matches!(g.node(*c).op, Op::Permute(_))
+        && f.realized.contains(c)
+    {
+        return Some(*c);
+    }
     let mut root = None;
     let mut stack = g.consumers(r);
     let mut seen = BTreeSet::new();
