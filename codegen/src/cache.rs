@@ -47,8 +47,13 @@ pub struct CacheStats {
 /// JIT module + map from key to compiled function. Function pointers stay valid for the life
 /// of the cache.
 pub struct KernelCache {
+    /// Kernels compiled with Cranelift's optimiser (LICM, GVN): most kernels.
     module: JITModule,
     fingerprint: String,
+    /// Kernels compiled as emitted (`opt_level = none`): row kernels, whose per-row values the
+    /// optimiser would otherwise re-place inside the row loop.
+    plain: JITModule,
+    plain_fingerprint: String,
     map: HashMap<String, KernelFn>,
     stats: CacheStats,
     ctx: Context,
@@ -61,10 +66,15 @@ impl KernelCache {
         let isa = host_isa(OptLevel::Speed).map_err(|e| CodegenError::Isa(e.to_string()))?;
         let fingerprint = isa_fingerprint(&*isa);
         let module = new_jit_module(isa);
+        let isa = host_isa(OptLevel::None).map_err(|e| CodegenError::Isa(e.to_string()))?;
+        let plain_fingerprint = isa_fingerprint(&*isa);
+        let plain = new_jit_module(isa);
         let ctx = module.make_context();
         Ok(KernelCache {
             module,
             fingerprint,
+            plain,
+            plain_fingerprint,
             map: HashMap::new(),
             stats: CacheStats::default(),
             ctx,
@@ -77,7 +87,11 @@ impl KernelCache {
         let mut h = Sha256::new();
         h.update(k.key_text().as_bytes());
         h.update(b"\n");
-        h.update(self.fingerprint.as_bytes());
+        h.update(if crate::emit::prefers_plain(k) {
+            self.plain_fingerprint.as_bytes()
+        } else {
+            self.fingerprint.as_bytes()
+        });
         cranegrad_graph::print::hex(&h.finalize()[..16])
     }
 
@@ -159,9 +173,13 @@ impl KernelCache {
     }
 
     fn compile(&mut self, k: &Kernel, key: &str) -> Result<KernelFn, CodegenError> {
-        let sig = kernel_signature(self.module.isa().default_call_conv());
-        let id = self
-            .module
+        let module = if crate::emit::prefers_plain(k) {
+            &mut self.plain
+        } else {
+            &mut self.module
+        };
+        let sig = kernel_signature(module.isa().default_call_conv());
+        let id = module
             .declare_function(&format!("{}_{key}", k.name), Linkage::Local, &sig)
             .map_err(|e| CodegenError::Cranelift(format!("{}: {e}", k.name)))?;
         self.ctx.func.signature = sig;
@@ -169,9 +187,9 @@ impl KernelCache {
             k,
             &mut self.ctx.func,
             &mut self.fctx,
-            self.module.isa().frontend_config(),
+            module.isa().frontend_config(),
         );
-        let res = self.module.define_function(id, &mut self.ctx);
+        let res = module.define_function(id, &mut self.ctx);
         if let Err(e) = res {
             let detail = match &e {
                 cranelift_module::ModuleError::Compilation(ce) => {
@@ -179,14 +197,14 @@ impl KernelCache {
                 }
                 other => other.to_string(),
             };
-            self.module.clear_context(&mut self.ctx);
+            module.clear_context(&mut self.ctx);
             return Err(CodegenError::Cranelift(format!("{}: {detail}", k.name)));
         }
-        self.module.clear_context(&mut self.ctx);
-        self.module
+        module.clear_context(&mut self.ctx);
+        module
             .finalize_definitions()
             .map_err(|e| CodegenError::Cranelift(format!("{}: {e}", k.name)))?;
-        let ptr = self.module.get_finalized_function(id);
+        let ptr = module.get_finalized_function(id);
         // SAFETY: the function was just compiled with `kernel_signature`, which is this ABI.
         Ok(unsafe { std::mem::transmute::<*const u8, KernelFn>(ptr) })
     }

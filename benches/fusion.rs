@@ -1,0 +1,119 @@
+//! Fusion benches: softmax and RMSNorm (one kernel each) and RMSNorm followed by a matmul,
+//! fused vs `--no-fuse`, side by side in one run. `cargo bench --bench fusion`.
+
+use std::time::Instant;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+
+use cranegrad::builtins::lcg_values;
+use cranegrad::graph::{Bindings, Graph, Shape, Tensor};
+use cranegrad::runtime::{Feeds, Session, SessionOptions};
+use cranegrad::stats::median;
+
+fn softmax() -> Tensor {
+    let g = Graph::new();
+    let x = g
+        .input_with_data(
+            "x",
+            Shape::of(&[4096, 1024]),
+            lcg_values(4096 * 1024, 1, 8.0),
+        )
+        .unwrap();
+    x.mul_scalar(0.125).unwrap().softmax(-1).unwrap()
+}
+
+fn rmsnorm() -> Tensor {
+    let g = Graph::new();
+    let x = g
+        .input_with_data(
+            "x",
+            Shape::of(&[4096, 1024]),
+            lcg_values(4096 * 1024, 2, 1.0),
+        )
+        .unwrap();
+    let w = g
+        .input_with_data("g", Shape::of(&[1024]), lcg_values(1024, 3, 1.0))
+        .unwrap();
+    x.rms_norm(&w, 1e-5).unwrap()
+}
+
+fn rmsnorm_matmul(with_norm: bool) -> Tensor {
+    let g = Graph::new();
+    let x = g
+        .input_with_data("x", Shape::of(&[128, 2048]), lcg_values(128 * 2048, 4, 1.0))
+        .unwrap();
+    let gain = g
+        .input_with_data("g", Shape::of(&[2048]), lcg_values(2048, 5, 1.0))
+        .unwrap();
+    let w = g
+        .input_with_data(
+            "w",
+            Shape::of(&[2048, 2048]),
+            lcg_values(2048 * 2048, 6, 0.05),
+        )
+        .unwrap();
+    let a = if with_norm {
+        x.rms_norm(&gain, 1e-5).unwrap()
+    } else {
+        x
+    };
+    a.matmul(&w).unwrap()
+}
+
+fn warm_ms(fuse: bool, t: &Tensor, reps: usize) -> (f64, usize) {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut s = Session::new(SessionOptions { fuse, threads }).unwrap();
+    let (f, b) = (Feeds::new(), Bindings::new());
+    s.realize(&[t], &f, &b).unwrap();
+    let kernels = s.last_report().kernels;
+    let v: Vec<f64> = (0..reps)
+        .map(|_| {
+            let t0 = Instant::now();
+            s.realize(&[t], &f, &b).unwrap();
+            t0.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    (median(&v), kernels)
+}
+
+fn summary() {
+    eprintln!(
+        "\n  {:<32} {:>8} {:>11} {:>8} {:>11} {:>8}",
+        "graph", "kernels", "fused ms", "kernels", "unfused ms", "speedup"
+    );
+    let cases: [(&str, Tensor); 4] = [
+        ("softmax 4096x1024", softmax()),
+        ("rmsnorm 4096x1024", rmsnorm()),
+        ("rmsnorm+matmul 128x2048x2048", rmsnorm_matmul(true)),
+        ("matmul alone 128x2048x2048", rmsnorm_matmul(false)),
+    ];
+    for (name, t) in &cases {
+        let (f, kf) = warm_ms(true, t, 20);
+        let (u, ku) = warm_ms(false, t, 10);
+        eprintln!(
+            "  {name:<32} {kf:>8} {f:>11.3} {ku:>8} {u:>11.3} {:>7.1}x",
+            u / f
+        );
+    }
+    eprintln!();
+}
+
+fn bench(c: &mut Criterion) {
+    summary();
+    let mut g = c.benchmark_group("fusion");
+    g.sample_size(10);
+    for (name, t) in [("softmax", softmax()), ("rmsnorm", rmsnorm())] {
+        for fuse in [true, false] {
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let mut s = Session::new(SessionOptions { fuse, threads }).unwrap();
+            let (f, b) = (Feeds::new(), Bindings::new());
+            s.realize(&[&t], &f, &b).unwrap();
+            let label = format!("{name}/{}", if fuse { "fused" } else { "unfused" });
+            g.bench_function(label, |bn| bn.iter(|| s.realize(&[&t], &f, &b).unwrap()));
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
