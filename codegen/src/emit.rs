@@ -391,8 +391,8 @@ impl Emitter<'_> {
             self.reductions(b, &mut row_vals, vars, extents, None);
             // Everything else that does not vary along the row (1/sum, -max) once per row.
             let dep = self.depends_on(lv);
-            for e in 0..self.k.exprs.len() {
-                if !dep[e] && !matches!(self.phases[e], Phase::Inner(_)) {
+            for (e, &varies) in dep.iter().enumerate() {
+                if !varies && !matches!(self.phases[e], Phase::Inner(_)) {
                     self.ensure(b, e, &mut row_vals, vars, None, false);
                 }
             }
