@@ -185,6 +185,31 @@ impl Tensor {
         Ok(acc.expect("at least one part"))
     }
 
+    /// `[a, b]` along `axis` where the lengths may be symbolic (a KV cache's first `pos`
+    /// rows followed by the new row): two zero-padded views summed.
+    pub fn concat2(a: &Tensor, b: &Tensor, axis: isize) -> Result<Tensor> {
+        let ax = a.axis("concat", axis)?;
+        let ok = a.rank() == b.rank()
+            && a.dims()
+                .iter()
+                .zip(b.dims())
+                .enumerate()
+                .all(|(i, (x, y))| i == ax || x == y);
+        if !ok {
+            return Err(GraphError::Shape {
+                op: "concat".into(),
+                got: b.shape().clone(),
+                expected: format!("{} outside axis {ax}", a.shape()),
+            });
+        }
+        let zero = Dim::Const(0);
+        let mut pa = vec![(zero.clone(), zero.clone()); a.rank()];
+        let mut pb = pa.clone();
+        pa[ax].1 = b.dims()[ax].clone();
+        pb[ax].0 = a.dims()[ax].clone();
+        a.pad_dims(&pa)?.add(&b.pad_dims(&pb)?)
+    }
+
     /// Index of the maximum over the last axis, as f32 (first index on ties).
     pub fn argmax_last(&self) -> Result<Tensor> {
         let n = self.dims()[self.rank() - 1].clone();

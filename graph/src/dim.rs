@@ -135,6 +135,16 @@ impl Dim {
         }
     }
 
+    /// `self + other` when at most one side is symbolic (`pos + 1`), else `None`.
+    pub fn plus(&self, other: &Dim) -> Option<Dim> {
+        match (self, other) {
+            (Dim::Const(a), Dim::Const(b)) => Some(Dim::Const(a + b)),
+            (Dim::Sym { .. }, Dim::Const(b)) => Some(self.add(*b as i64)),
+            (Dim::Const(a), Dim::Sym { .. }) => Some(other.add(*a as i64)),
+            _ => None,
+        }
+    }
+
     /// True when the dimension is the constant 1 (a broadcastable axis).
     pub fn is_one(&self) -> bool {
         matches!(self, Dim::Const(1))

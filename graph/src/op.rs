@@ -91,8 +91,9 @@ pub enum Op {
         /// Start index per axis (may be symbolic, e.g. a KV-cache position).
         starts: Vec<Dim>,
     },
-    /// Zero padding `(before, after)` per axis.
-    Pad(Vec<(usize, usize)>),
+    /// Zero padding `(before, after)` per axis; amounts may be symbolic (a KV cache's
+    /// position), which is how a symbolic-length concat is expressed.
+    Pad(Vec<(Dim, Dim)>),
     /// Row lookup (embedding): output `[idx.., rest..]` takes row `idx[i]` of a table
     /// `[rows, rest..]`; operands are `(table, indices)`, indices i32.
     Gather,
@@ -170,7 +171,10 @@ impl Op {
                 let s: Vec<String> = starts.iter().map(|d| d.to_string()).collect();
                 format!("starts=[{}]", s.join(", "))
             }
-            Op::Pad(p) => format!("{p:?}"),
+            Op::Pad(p) => {
+                let s: Vec<String> = p.iter().map(|(a, b)| format!("({a}, {b})")).collect();
+                format!("[{}]", s.join(", "))
+            }
             _ => String::new(),
         }
     }

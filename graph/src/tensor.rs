@@ -475,6 +475,16 @@ impl Tensor {
 
     /// Zero padding `(before, after)` on every axis.
     pub fn pad(&self, pads: &[(usize, usize)]) -> Result<Tensor> {
+        let pads: Vec<(Dim, Dim)> = pads
+            .iter()
+            .map(|&(a, b)| (Dim::Const(a), Dim::Const(b)))
+            .collect();
+        self.pad_dims(&pads)
+    }
+
+    /// Zero padding with possibly symbolic amounts; each padded axis may hold at most one
+    /// symbol (`pos + 1` is fine, `pos + pos` is not).
+    pub fn pad_dims(&self, pads: &[(Dim, Dim)]) -> Result<Tensor> {
         if pads.len() != self.rank() {
             return Err(GraphError::Shape {
                 op: "pad".into(),
@@ -482,7 +492,8 @@ impl Tensor {
                 expected: format!("one (before, after) pair per axis, got {}", pads.len()),
             });
         }
-        if pads.iter().all(|&(a, b)| a == 0 && b == 0) {
+        let zero = Dim::Const(0);
+        if pads.iter().all(|(a, b)| *a == zero && *b == zero) {
             return Ok(self.clone());
         }
         let dims = self
@@ -490,8 +501,16 @@ impl Tensor {
             .0
             .iter()
             .zip(pads)
-            .map(|(d, &(a, b))| d.add((a + b) as i64))
-            .collect();
+            .map(|(d, (a, b))| {
+                d.plus(a)
+                    .and_then(|x| x.plus(b))
+                    .ok_or_else(|| GraphError::Shape {
+                        op: "pad".into(),
+                        got: self.shape.clone(),
+                        expected: format!("at most one symbol per axis, padding by ({a}, {b})"),
+                    })
+            })
+            .collect::<Result<Vec<Dim>>>()?;
         Ok(self
             .graph
             .record(Op::Pad(pads.to_vec()), Shape(dims), self.dtype, &[self.id]))

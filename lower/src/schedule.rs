@@ -516,9 +516,9 @@ impl<'a> KernelBuilder<'a> {
                 let child = self.g.node(ins[0]).shape.clone();
                 let mut dims = Vec::new();
                 let mut new_conds = Vec::new();
-                for ((m, &(before, after)), len) in map.dims.iter().zip(pads).zip(child.dims()) {
-                    let d = m.add(&Affine::constant(-(before as i64)));
-                    if before > 0 || after > 0 {
+                for ((m, (before, after)), len) in map.dims.iter().zip(pads).zip(child.dims()) {
+                    let d = m.add(&self.dim(before).scale(-1));
+                    if *before != Dim::Const(0) || *after != Dim::Const(0) {
                         self.note_dim(len);
                         new_conds.push(Cond {
                             expr: d.clone(),

@@ -6,6 +6,16 @@ use cranegrad_graph::{DType, Dim, GraphError, Shape, Tensor};
 /// `q` `[B, S, H, D]`, `k`/`v` `[B, T, KV, D]` (T keys, the last S of which are the queries'
 /// own positions) -> `[B, S, H * D]`. Query i attends to keys `j <= i + (T - S)`.
 pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor, GraphError> {
+    attention(q, k, v, true)
+}
+
+/// Attention of `q` over every key (a decode step's single query sees the whole cache); `T`
+/// may be symbolic.
+pub fn full_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor, GraphError> {
+    attention(q, k, v, false)
+}
+
+fn attention(q: &Tensor, k: &Tensor, v: &Tensor, causal: bool) -> Result<Tensor, GraphError> {
     let (b, s, h, d) = dims4(q)?;
     let (_, t, kv, _) = dims4(k)?;
     let groups = h / kv;
@@ -33,6 +43,13 @@ pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor, Gr
     let scores = q
         .matmul(&k.transpose(-1, -2)?)?
         .mul_scalar(1.0 / (d as f64).sqrt())?;
+    if !causal {
+        let p = scores.softmax(-1)?;
+        let out = p.matmul(&v)?;
+        return out
+            .permute(&[0, 3, 1, 2, 4])?
+            .reshape(Shape(vec![b, s, Dim::Const(h * d)]));
+    }
     // Causal mask from two index ramps: key j is hidden from query i when j > i + (T - S).
     let g = q.graph();
     let qi = g.arange(Shape(vec![s.clone(), Dim::Const(1)]), 0, DType::I32)?;

@@ -3,7 +3,8 @@
 
 use cranegrad_graph::{Dim, Graph, GraphError, Shape, Tensor};
 
-use crate::attention::causal_attention;
+use crate::attention::{causal_attention, full_attention};
+use crate::llama::Context;
 use crate::loader::Gpt2Config;
 use crate::weights::Weights;
 
@@ -13,18 +14,26 @@ fn conv1d(w: &Weights, g: &Graph, x: &Tensor, name: &str) -> Result<Tensor, Grap
         .add(&w.tensor(g, &format!("{name}.bias"))?)
 }
 
-/// Logits `[B, S, vocab]` of a full-sequence forward over i32 `tokens` `[B, S]`.
-pub fn forward(
+/// Logits plus each layer's new keys and values `[B, S, H, D]` (see `llama::forward_kv`).
+pub fn forward_kv(
     cfg: &Gpt2Config,
     w: &Weights,
     g: &Graph,
     tokens: &Tensor,
-) -> Result<Tensor, GraphError> {
+    ctx: &Context,
+) -> Result<(Tensor, Vec<(Tensor, Tensor)>), GraphError> {
     let (b, s) = (tokens.dims()[0].clone(), tokens.dims()[1].clone());
     let (nh, hd, e) = (cfg.n_head, cfg.head_dim(), cfg.n_embd);
     let eps = cfg.layer_norm_epsilon;
-    let pos = w.tensor(g, "wpe.weight")?.narrow(0, 0, s.clone())?;
-    let mut h = w.tensor(g, "wte.weight")?.gather_rows(tokens)?.add(&pos)?;
+    let start = match ctx {
+        Context::Prefill => Dim::Const(0),
+        Context::Decode { pos, .. } => (*pos).clone(),
+    };
+    let pos_emb = w.tensor(g, "wpe.weight")?.narrow(0, start, s.clone())?;
+    let mut h = w
+        .tensor(g, "wte.weight")?
+        .gather_rows(tokens)?
+        .add(&pos_emb)?;
     let ln = |x: &Tensor, name: &str| -> Result<Tensor, GraphError> {
         x.layer_norm(
             &w.tensor(g, &format!("{name}.weight"))?,
@@ -40,6 +49,7 @@ pub fn forward(
             Dim::Const(hd),
         ]))
     };
+    let mut new_kv = Vec::with_capacity(cfg.n_layer);
     for l in 0..cfg.n_layer {
         let p = |n: &str| format!("h.{l}.{n}");
         let x = ln(&h, &p("ln_1"))?;
@@ -47,12 +57,31 @@ pub fn forward(
         let q = heads(qkv.narrow(-1, 0, e)?)?;
         let k = heads(qkv.narrow(-1, e, e)?)?;
         let v = heads(qkv.narrow(-1, 2 * e, e)?)?;
-        let a = causal_attention(&q, &k, &v)?;
+        let a = match ctx {
+            Context::Prefill => causal_attention(&q, &k, &v)?,
+            Context::Decode { pos, caches } => {
+                let (ck, cv) = &caches[l];
+                let keys = Tensor::concat2(&ck.narrow(1, 0, (*pos).clone())?, &k, 1)?;
+                let vals = Tensor::concat2(&cv.narrow(1, 0, (*pos).clone())?, &v, 1)?;
+                full_attention(&q, &keys, &vals)?
+            }
+        };
+        new_kv.push((k, v));
         h = h.add(&conv1d(w, g, &a, &p("attn.c_proj"))?)?;
         let x = ln(&h, &p("ln_2"))?;
         let m = conv1d(w, g, &x, &p("mlp.c_fc"))?.gelu_tanh()?;
         h = h.add(&conv1d(w, g, &m, &p("mlp.c_proj"))?)?;
     }
     let h = ln(&h, "ln_f")?;
-    h.matmul(&w.tensor(g, "lm_head.weight")?)
+    Ok((h.matmul(&w.tensor(g, "lm_head.weight")?)?, new_kv))
+}
+
+/// Logits `[B, S, vocab]` of a full-sequence forward over i32 `tokens` `[B, S]`.
+pub fn forward(
+    cfg: &Gpt2Config,
+    w: &Weights,
+    g: &Graph,
+    tokens: &Tensor,
+) -> Result<Tensor, GraphError> {
+    Ok(forward_kv(cfg, w, g, tokens, &Context::Prefill)?.0)
 }

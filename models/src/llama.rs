@@ -3,7 +3,7 @@
 
 use cranegrad_graph::{Dim, Graph, GraphError, Shape, Tensor};
 
-use crate::attention::causal_attention;
+use crate::attention::{causal_attention, full_attention};
 use crate::loader::LlamaConfig;
 use crate::weights::Weights;
 
@@ -46,18 +46,42 @@ pub fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor, Grap
     x.mul(&table(cos)?)?.add(&rotated.mul(&table(sin)?)?)
 }
 
-/// Logits `[B, S, vocab]` of a full-sequence forward over i32 `tokens` `[B, S]`.
-pub fn forward(
+/// Where a forward's keys and values come from.
+pub enum Context<'a> {
+    /// A full sequence starting at position 0: keys are the sequence's own.
+    Prefill,
+    /// One new token per row at position `pos` (a symbol): keys are the cache's first `pos`
+    /// rows followed by the new one. `caches[l]` = (K, V) inputs `[B, ctx, KV, D]`.
+    Decode {
+        /// The position symbol.
+        pos: &'a Dim,
+        /// Per-layer cache inputs.
+        caches: &'a [(Tensor, Tensor)],
+    },
+}
+
+/// Logits plus each layer's new keys (after RoPE) and values `[B, S, KV, D]`, which the
+/// caller appends to its KV cache.
+pub fn forward_kv(
     cfg: &LlamaConfig,
     w: &Weights,
     g: &Graph,
     tokens: &Tensor,
-) -> Result<Tensor, GraphError> {
+    ctx: &Context,
+) -> Result<(Tensor, Vec<(Tensor, Tensor)>), GraphError> {
     let (b, s) = (tokens.dims()[0].clone(), tokens.dims()[1].clone());
     let eps = cfg.rms_norm_eps;
     let (nh, kv, hd) = (cfg.heads, cfg.kv_heads, cfg.head_dim);
-    let cos = w.tensor(g, "rope.cos")?.narrow(0, 0, s.clone())?;
-    let sin = w.tensor(g, "rope.sin")?.narrow(0, 0, s.clone())?;
+    let start = match ctx {
+        Context::Prefill => Dim::Const(0),
+        Context::Decode { pos, .. } => (*pos).clone(),
+    };
+    let cos = w
+        .tensor(g, "rope.cos")?
+        .narrow(0, start.clone(), s.clone())?;
+    let sin = w
+        .tensor(g, "rope.sin")?
+        .narrow(0, start.clone(), s.clone())?;
     let mut h = w
         .tensor(g, "model.embed_tokens.weight")?
         .gather_rows(tokens)?;
@@ -69,6 +93,7 @@ pub fn forward(
             Dim::Const(hd),
         ]))
     };
+    let mut new_kv = Vec::with_capacity(cfg.layers);
     for l in 0..cfg.layers {
         let p = |n: &str| format!("model.layers.{l}.{n}");
         let x = h.rms_norm(&w.tensor(g, &p("input_layernorm.weight"))?, eps)?;
@@ -76,7 +101,16 @@ pub fn forward(
         let k = heads(x.matmul(&w.tensor(g, &p("self_attn.k_proj.weight"))?)?, kv)?;
         let v = heads(x.matmul(&w.tensor(g, &p("self_attn.v_proj.weight"))?)?, kv)?;
         let (q, k) = (apply_rope(&q, &cos, &sin)?, apply_rope(&k, &cos, &sin)?);
-        let a = causal_attention(&q, &k, &v)?;
+        let a = match ctx {
+            Context::Prefill => causal_attention(&q, &k, &v)?,
+            Context::Decode { pos, caches } => {
+                let (ck, cv) = &caches[l];
+                let keys = Tensor::concat2(&ck.narrow(1, 0, (*pos).clone())?, &k, 1)?;
+                let vals = Tensor::concat2(&cv.narrow(1, 0, (*pos).clone())?, &v, 1)?;
+                full_attention(&q, &keys, &vals)?
+            }
+        };
+        new_kv.push((k, v));
         h = h.add(&a.matmul(&w.tensor(g, &p("self_attn.o_proj.weight"))?)?)?;
         let x = h.rms_norm(&w.tensor(g, &p("post_attention_layernorm.weight"))?, eps)?;
         let gate = x.matmul(&w.tensor(g, &p("mlp.gate_proj.weight"))?)?;
@@ -85,5 +119,15 @@ pub fn forward(
         h = h.add(&m.matmul(&w.tensor(g, &p("mlp.down_proj.weight"))?)?)?;
     }
     let h = h.rms_norm(&w.tensor(g, "model.norm.weight")?, eps)?;
-    h.matmul(&w.tensor(g, "lm_head.weight")?)
+    Ok((h.matmul(&w.tensor(g, "lm_head.weight")?)?, new_kv))
+}
+
+/// Logits `[B, S, vocab]` of a full-sequence forward over i32 `tokens` `[B, S]`.
+pub fn forward(
+    cfg: &LlamaConfig,
+    w: &Weights,
+    g: &Graph,
+    tokens: &Tensor,
+) -> Result<Tensor, GraphError> {
+    Ok(forward_kv(cfg, w, g, tokens, &Context::Prefill)?.0)
 }

@@ -117,3 +117,59 @@ fn fused_unfused_and_interpreter_agree() {
         }
     }
 }
+
+#[test]
+fn kv_cached_greedy_matches_golden_and_compiles_once() {
+    use cranegrad_models::generate::Generator;
+    for dir in ["llama-tiny", "llama3-tied", "gpt2-tiny", "llama-small"] {
+        let model = Model::load(&td(dir), 0).unwrap();
+        let golden = read(std::path::Path::new(&td(&format!(
+            "{dir}/golden.safetensors"
+        ))))
+        .unwrap();
+        let ids = &golden.input_ids;
+        let (b, s) = (ids.shape[0], ids.shape[1]);
+        let prompt: Vec<Vec<i32>> = (0..b)
+            .map(|r| {
+                ids.data[r * s..(r + 1) * s]
+                    .iter()
+                    .map(|&x| x as i32)
+                    .collect()
+            })
+            .collect();
+        let want = golden.generated.as_ref().unwrap();
+        let new = want.shape[1] - s;
+        let mut sess = session(true);
+        let mut gen_ = Generator::new(&model, b, model.max_positions()).unwrap();
+        let v = model.vocab();
+        let mut logits = gen_.prefill(&mut sess, &prompt).unwrap();
+        let mut seqs = prompt.clone();
+        let mut misses_after_first_step = None;
+        for i in 0..new {
+            let next: Vec<i32> = (0..b)
+                .map(|r| cranegrad_models::run::argmax(&logits[r * v..(r + 1) * v]) as i32)
+                .collect();
+            for (q, &t) in seqs.iter_mut().zip(&next) {
+                q.push(t);
+            }
+            if i + 1 < new {
+                logits = gen_.step(&mut sess, &next).unwrap();
+                match misses_after_first_step {
+                    None => misses_after_first_step = Some(sess.cache_stats().misses),
+                    Some(m) => assert_eq!(
+                        sess.cache_stats().misses,
+                        m,
+                        "{dir}: decode step {i} compiled"
+                    ),
+                }
+            }
+        }
+        for (r, q) in seqs.iter().enumerate() {
+            let w: Vec<i32> = want.data[r * want.shape[1]..(r + 1) * want.shape[1]]
+                .iter()
+                .map(|&x| x as i32)
+                .collect();
+            assert_eq!(q, &w, "{dir} row {r}");
+        }
+    }
+}

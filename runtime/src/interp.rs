@@ -222,6 +222,10 @@ pub fn interpret(
                 out
             }
             Op::Pad(pads) => {
+                let pads: Vec<(usize, usize)> = pads
+                    .iter()
+                    .map(|(a, b)| Ok((a.eval(bindings)?, b.eval(bindings)?)))
+                    .collect::<Result<_, cranegrad_graph::GraphError>>()?;
                 let src = ins[0];
                 let ss = strides(&src.shape);
                 let mut out = vec![0.0; numel];

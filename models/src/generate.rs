@@ -1,0 +1,258 @@
+//! Text generation with a KV cache: the prompt runs as one prefill forward, then one decode
+//! step per token. The decode step is one graph with a symbolic position `pos`, built and
+//! compiled once; every later token only binds `pos` and the inputs, so nothing recompiles.
+
+use std::sync::Arc;
+
+use cranegrad_graph::{Bindings, DType, Dim, Graph, GraphError, HostData, Shape, Symbol, Tensor};
+use cranegrad_runtime::{Feeds, Session};
+
+use crate::llama::Context;
+use crate::loader::ModelConfig;
+use crate::run::check_tokens;
+use crate::{Model, ModelError, gpt2, llama};
+
+/// One layer's cache: keys and values `[batch, ctx, kv_heads, head_dim]`.
+struct LayerCache {
+    k: Arc<Vec<f32>>,
+    v: Arc<Vec<f32>>,
+}
+
+/// The decode-step graph, built once per generator.
+struct DecodeStep {
+    _graph: Graph,
+    logits: Tensor,
+    new_kv: Vec<(Tensor, Tensor)>,
+    pos: Symbol,
+}
+
+/// A batch of sequences being generated.
+pub struct Generator<'m> {
+    model: &'m Model,
+    batch: usize,
+    ctx: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    caches: Vec<LayerCache>,
+    /// Tokens already in the cache (the next position).
+    pos: usize,
+    decode: Option<DecodeStep>,
+}
+
+fn kv_shape(model: &Model) -> (usize, usize, usize) {
+    match &model.config {
+        ModelConfig::Llama(c) => (c.layers, c.kv_heads, c.head_dim),
+        ModelConfig::Gpt2(c) => (c.n_layer, c.n_head, c.head_dim()),
+    }
+}
+
+fn forward_kv(
+    model: &Model,
+    g: &Graph,
+    tokens: &Tensor,
+    ctx: &Context,
+) -> Result<(Tensor, Vec<(Tensor, Tensor)>), GraphError> {
+    match &model.config {
+        ModelConfig::Llama(c) => llama::forward_kv(c, &model.weights, g, tokens, ctx),
+        ModelConfig::Gpt2(c) => gpt2::forward_kv(c, &model.weights, g, tokens, ctx),
+    }
+}
+
+impl<'m> Generator<'m> {
+    /// A generator for `batch` rows with a cache of `ctx` positions (at most the model's).
+    pub fn new(model: &'m Model, batch: usize, ctx: usize) -> Result<Self, ModelError> {
+        if ctx == 0 || ctx > model.max_positions() {
+            return Err(ModelError::Input(format!(
+                "--ctx {ctx} is outside 1..={}",
+                model.max_positions()
+            )));
+        }
+        let (layers, kv_heads, head_dim) = kv_shape(model);
+        let n = batch * ctx * kv_heads * head_dim;
+        let caches = (0..layers)
+            .map(|_| LayerCache {
+                k: Arc::new(vec![0.0; n]),
+                v: Arc::new(vec![0.0; n]),
+            })
+            .collect();
+        Ok(Generator {
+            model,
+            batch,
+            ctx,
+            kv_heads,
+            head_dim,
+            caches,
+            pos: 0,
+            decode: None,
+        })
+    }
+
+    /// Tokens in the cache so far.
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
+    /// Copies `[B, S, KV, D]` rows into every cache at positions `pos..pos + S`.
+    fn append(&mut self, layer: usize, k: &[f32], v: &[f32], s: usize) -> Result<(), ModelError> {
+        let row = self.kv_heads * self.head_dim;
+        let (ctx, pos) = (self.ctx, self.pos);
+        let c = &mut self.caches[layer];
+        for (dst, src) in [(&mut c.k, k), (&mut c.v, v)] {
+            let d = Arc::get_mut(dst)
+                .ok_or_else(|| ModelError::Input("KV cache is still borrowed by a run".into()))?;
+            for b in 0..self.batch {
+                let from = &src[b * s * row..(b + 1) * s * row];
+                let at = (b * ctx + pos) * row;
+                d[at..at + s * row].copy_from_slice(from);
+            }
+        }
+        Ok(())
+    }
+
+    fn run(
+        &mut self,
+        session: &mut Session,
+        logits: &Tensor,
+        new_kv: &[(Tensor, Tensor)],
+        feeds: Feeds,
+        bindings: &Bindings,
+        s: usize,
+    ) -> Result<Vec<f32>, ModelError> {
+        let mut outs: Vec<&Tensor> = vec![logits];
+        for (k, v) in new_kv {
+            outs.push(k);
+            outs.push(v);
+        }
+        let vals = session.realize(&outs, &feeds, bindings)?;
+        drop(feeds);
+        for l in 0..new_kv.len() {
+            let (k, v) = (vals[1 + 2 * l].to_f32(), vals[2 + 2 * l].to_f32());
+            self.append(l, &k, &v, s)?;
+        }
+        self.pos += s;
+        // Only each row's last position is needed for sampling.
+        let vocab = self.model.vocab();
+        let all = vals[0].to_f32();
+        Ok((0..self.batch)
+            .flat_map(|b| all[(b * s + s - 1) * vocab..(b * s + s) * vocab].to_vec())
+            .collect())
+    }
+
+    /// Runs the prompt (one forward over the whole batch) and returns the last position's
+    /// logits `[B, vocab]`.
+    pub fn prefill(
+        &mut self,
+        session: &mut Session,
+        prompt: &[Vec<i32>],
+    ) -> Result<Vec<f32>, ModelError> {
+        let (b, s) = check_tokens(self.model, prompt)?;
+        if b != self.batch || self.pos != 0 {
+            return Err(ModelError::Input(format!(
+                "prefill expects {} rows on an empty cache",
+                self.batch
+            )));
+        }
+        if s > self.ctx {
+            return Err(ModelError::Input(format!(
+                "prompt of {s} tokens exceeds --ctx {}",
+                self.ctx
+            )));
+        }
+        let g = Graph::new();
+        let tokens = g.input("tokens", Shape::of(&[b, s]), DType::I32);
+        let (logits, new_kv) = forward_kv(self.model, &g, &tokens, &Context::Prefill)?;
+        let mut feeds = Feeds::new();
+        feeds.insert("tokens".into(), HostData::from(prompt.concat()));
+        self.run(session, &logits, &new_kv, feeds, &Bindings::new(), s)
+    }
+
+    fn build_decode(&self) -> Result<DecodeStep, ModelError> {
+        let pos = Symbol::new("pos", 0, self.ctx as i64 - 1)?;
+        let g = Graph::new();
+        let tokens = g.input("tokens", Shape::of(&[self.batch, 1]), DType::I32);
+        let shape = Shape::of(&[self.batch, self.ctx, self.kv_heads, self.head_dim]);
+        let caches: Vec<(Tensor, Tensor)> = (0..self.caches.len())
+            .map(|l| {
+                (
+                    g.input(&format!("cache.{l}.k"), shape.clone(), DType::F32),
+                    g.input(&format!("cache.{l}.v"), shape.clone(), DType::F32),
+                )
+            })
+            .collect();
+        let pos_dim = Dim::sym(&pos);
+        let (logits, new_kv) = forward_kv(
+            self.model,
+            &g,
+            &tokens,
+            &Context::Decode {
+                pos: &pos_dim,
+                caches: &caches,
+            },
+        )?;
+        Ok(DecodeStep {
+            _graph: g,
+            logits,
+            new_kv,
+            pos,
+        })
+    }
+
+    /// One decode step: appends `tokens` (one per row) and returns the logits `[B, vocab]`
+    /// for the next position.
+    pub fn step(&mut self, session: &mut Session, tokens: &[i32]) -> Result<Vec<f32>, ModelError> {
+        check_tokens(self.model, &[tokens.to_vec()])?;
+        if tokens.len() != self.batch {
+            return Err(ModelError::Input(format!(
+                "decode step needs {} tokens, got {}",
+                self.batch,
+                tokens.len()
+            )));
+        }
+        if self.pos >= self.ctx {
+            return Err(ModelError::Input(format!(
+                "the KV cache of {} positions is full",
+                self.ctx
+            )));
+        }
+        if self.decode.is_none() {
+            self.decode = Some(self.build_decode()?);
+        }
+        let step = self.decode.take().expect("built above");
+        let mut feeds = Feeds::new();
+        feeds.insert("tokens".into(), HostData::from(tokens.to_vec()));
+        for (l, c) in self.caches.iter().enumerate() {
+            feeds.insert(format!("cache.{l}.k"), HostData::F32(c.k.clone()));
+            feeds.insert(format!("cache.{l}.v"), HostData::F32(c.v.clone()));
+        }
+        let bindings = Bindings::from([(step.pos.name.clone(), self.pos as i64)]);
+        let r = self.run(session, &step.logits, &step.new_kv, feeds, &bindings, 1);
+        self.decode = Some(step);
+        r
+    }
+}
+
+/// Greedy generation with the KV cache: prompt + `new` tokens per row.
+pub fn greedy(
+    session: &mut Session,
+    model: &Model,
+    prompt: &[Vec<i32>],
+    new: usize,
+    ctx: usize,
+) -> Result<Vec<Vec<i32>>, ModelError> {
+    let mut seqs = prompt.to_vec();
+    let mut g = Generator::new(model, prompt.len(), ctx)?;
+    let v = model.vocab();
+    let mut logits = g.prefill(session, prompt)?;
+    for i in 0..new {
+        let next: Vec<i32> = (0..prompt.len())
+            .map(|b| crate::run::argmax(&logits[b * v..(b + 1) * v]) as i32)
+            .collect();
+        for (s, &t) in seqs.iter_mut().zip(&next) {
+            s.push(t);
+        }
+        if i + 1 < new {
+            logits = g.step(session, &next)?;
+        }
+    }
+    Ok(seqs)
+}
