@@ -9,6 +9,8 @@ pub mod loader;
 pub mod model;
 pub mod presets;
 pub mod run;
+pub mod sample;
+pub mod tokenizer;
 pub mod weights;
 
 use thiserror::Error;

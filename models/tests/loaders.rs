@@ -1465,3 +1465,36 @@ fn hf_dir_with_mismatched_weights_is_refused() {
         &["model.embed_tokens.weight", "[128, 64]", "[256, 64]"],
     );
 }
+
+#[test]
+fn hf_tokenizer_matches_its_golden_ids() {
+    use cranegrad_models::tokenizer::Tokenizer;
+    let t = Tokenizer::from_file(&td("llama-small/tokenizer.json")).unwrap();
+    let golden: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(td("llama-small/tokenizer_golden.json")).unwrap(),
+    )
+    .unwrap();
+    let cases = golden.as_array().unwrap();
+    assert!(!cases.is_empty());
+    for c in cases {
+        let text = c["text"].as_str().unwrap();
+        let want: Vec<i32> = c["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_i64().unwrap() as i32)
+            .collect();
+        assert_eq!(t.encode(text).unwrap(), want, "{text:?}");
+        assert_eq!(t.decode_bytes(&want).unwrap(), text.as_bytes(), "{text:?}");
+    }
+    // Byte-level: reversible, and a byte outside the vocabulary is an error.
+    let b = Tokenizer::Bytes { vocab: 256 };
+    let ids = b.encode("héllo").unwrap();
+    assert_eq!(b.decode_bytes(&ids).unwrap(), "héllo".as_bytes());
+    assert_eq!(b.decode_bytes(&[300]).unwrap(), b"<|300|>");
+    let e = Tokenizer::Bytes { vocab: 128 }
+        .encode("é")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("195") && e.contains("128"), "{e}");
+}
