@@ -214,3 +214,46 @@ fn bad_input_is_exit_2_naming_the_fault() {
     assert_eq!(r.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&r.stderr).contains("cut.gguf"));
 }
+
+#[test]
+fn generate_is_deterministic_per_seed_and_checks_the_context() {
+    let run = |seed: &str| {
+        let o = bin()
+            .args([
+                "generate",
+                "--model",
+                &td("llama-tiny"),
+                "--prompt",
+                "Hi there",
+                "--max-new",
+                "12",
+            ])
+            .args(["--temperature", "0.9", "--top-k", "50", "--seed", seed])
+            .output()
+            .unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(String::from_utf8_lossy(&o.stderr).contains("ms/token"));
+        o.stdout
+    };
+    assert_eq!(run("5"), run("5"));
+    assert!(run("5").starts_with(b"Hi there"));
+    let o = bin()
+        .args([
+            "generate",
+            "--model",
+            &td("llama-tiny"),
+            "--prompt",
+            "Hi",
+            "--max-new",
+            "200",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("exceeds the context"));
+}

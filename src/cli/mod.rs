@@ -1,6 +1,7 @@
 //! Command-line parsing and dispatch. Exit codes: 0 success, 1 a failed check, 2 bad input or
 //! usage.
 
+mod generate;
 mod golden;
 mod info;
 mod run;
@@ -27,6 +28,8 @@ enum Command {
     Info(info::InfoArgs),
     /// Verify against, or write, golden tensors (logits and greedy tokens).
     Golden(golden::GoldenArgs),
+    /// Generate text with a KV cache, streaming tokens to stdout.
+    Generate(generate::GenerateArgs),
 }
 
 /// Runs the parsed command.
@@ -35,5 +38,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(a) => run::run(a),
         Command::Info(a) => info::info(a),
         Command::Golden(a) => golden::golden(a),
+        Command::Generate(a) => generate::generate(a),
     }
 }

@@ -1,0 +1,212 @@
+//! `cranegrad generate`: streams generated text to stdout (so it can be piped) and prints
+//! TTFT, decode ms/token and tokens/s to stderr.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, anyhow};
+use clap::Args;
+use serde_json::{Map, json};
+
+use cranegrad::stats::median;
+use cranegrad_models::Model;
+use cranegrad_models::generate::Generator;
+use cranegrad_models::sample::{Sampler, SamplingParams};
+use cranegrad_models::tokenizer::Tokenizer;
+use cranegrad_runtime::{Session, SessionOptions};
+
+use super::table::write_json;
+
+/// Options of `cranegrad generate`.
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    /// A preset, a Hugging Face folder, a .gguf file or a minimind JSON file.
+    #[arg(long, default_value = "small")]
+    model: String,
+    /// Prompt text; repeat for a batch.
+    #[arg(long)]
+    prompt: Vec<String>,
+    /// A file with one prompt per line.
+    #[arg(long)]
+    prompt_file: Option<PathBuf>,
+    /// Tokens to generate per prompt.
+    #[arg(long, default_value_t = 32)]
+    max_new: usize,
+    /// Sampling temperature (0 = greedy).
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// Keep only the k most likely tokens (0 = all).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Nucleus sampling threshold.
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    /// Repetition penalty (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    repetition_penalty: f32,
+    /// Sampling seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Seed of a preset's random weights.
+    #[arg(long, default_value_t = 0)]
+    weights_seed: u64,
+    /// Repeat a single prompt this many times as one batch.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// KV-cache length (default 2048, capped at the model's maximum).
+    #[arg(long)]
+    ctx: Option<usize>,
+    /// Threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// A tokenizer.json to use instead of the model's own (or byte-level).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Also write the timing figures as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// Runs the command.
+pub fn generate(a: GenerateArgs) -> anyhow::Result<ExitCode> {
+    let model =
+        Model::load(&a.model, a.weights_seed).with_context(|| format!("loading {}", a.model))?;
+    let tok = match &a.tokenizer {
+        Some(p) => Tokenizer::from_file(p)?,
+        None => Tokenizer::for_model(&a.model, model.vocab())?,
+    };
+    let mut prompts = a.prompt.clone();
+    if let Some(f) = &a.prompt_file {
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        prompts.extend(text.lines().filter(|l| !l.is_empty()).map(str::to_string));
+    }
+    if prompts.is_empty() {
+        return Err(anyhow!(
+            "give a prompt with --prompt TEXT or --prompt-file FILE"
+        ));
+    }
+    if let Some(b) = a.batch_size {
+        if prompts.len() != 1 || b == 0 {
+            return Err(anyhow!(
+                "--batch-size repeats one prompt; give exactly one and B >= 1"
+            ));
+        }
+        prompts = vec![prompts[0].clone(); b];
+    }
+    let rows: Vec<Vec<i32>> = prompts
+        .iter()
+        .map(|p| tok.encode(p))
+        .collect::<Result<_, _>>()?;
+    if rows.iter().any(|r| r.len() != rows[0].len()) || rows[0].is_empty() {
+        return Err(anyhow!(
+            "prompts must be non-empty and tokenize to the same length (left padding is not implemented yet); lengths {:?}",
+            rows.iter().map(Vec::len).collect::<Vec<_>>()
+        ));
+    }
+    let ctx = a.ctx.unwrap_or(2048).min(model.max_positions());
+    let need = rows[0].len() + a.max_new;
+    if need > ctx {
+        return Err(anyhow!(
+            "prompt ({} tokens) + --max-new {} = {need} exceeds the context of {ctx} positions",
+            rows[0].len(),
+            a.max_new
+        ));
+    }
+    let mut opts = SessionOptions::default();
+    if let Some(t) = a.threads {
+        opts.threads = t.max(1);
+    }
+    let mut session = Session::new(opts)?;
+    let params = SamplingParams {
+        temperature: a.temperature,
+        top_k: a.top_k,
+        top_p: a.top_p,
+        repetition_penalty: a.repetition_penalty,
+    };
+    let mut samplers: Vec<Sampler> = (0..rows.len())
+        .map(|i| Sampler::new(params.clone(), a.seed.wrapping_add(i as u64)))
+        .collect();
+    let eos = model.config.eos_token_ids().to_vec();
+    let b = rows.len();
+    let v = model.vocab();
+    let mut seqs = rows.clone();
+    let mut done = vec![false; b];
+    let mut out = std::io::stdout().lock();
+    let stream = b == 1;
+    if stream {
+        out.write_all(&tok.decode_bytes(&rows[0])?)?;
+        out.flush()?;
+    }
+    let t0 = Instant::now();
+    let mut gen_ = Generator::new(&model, b, ctx)?;
+    let mut logits = gen_.prefill(&mut session, &rows)?;
+    let mut ttft = 0.0;
+    let mut steps = Vec::new();
+    for i in 0..a.max_new {
+        let next: Vec<i32> = (0..b)
+            .map(|r| samplers[r].sample(&logits[r * v..(r + 1) * v], &seqs[r]))
+            .collect();
+        if i == 0 {
+            ttft = t0.elapsed().as_secs_f64() * 1e3;
+        }
+        for r in 0..b {
+            if done[r] {
+                continue;
+            }
+            let is_eos = eos.contains(&(next[r] as u32));
+            done[r] = is_eos;
+            if is_eos {
+                continue;
+            }
+            seqs[r].push(next[r]);
+            if stream {
+                out.write_all(&tok.decode_bytes(&[next[r]])?)?;
+                out.flush()?;
+            }
+        }
+        if done.iter().all(|&d| d) || i + 1 == a.max_new {
+            break;
+        }
+        let t = Instant::now();
+        logits = gen_.step(&mut session, &next)?;
+        steps.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    if stream {
+        writeln!(out)?;
+    } else {
+        for s in &seqs {
+            out.write_all(&tok.decode_bytes(s)?)?;
+            writeln!(out)?;
+        }
+    }
+    let per_token = median(&steps);
+    let tps = if per_token > 0.0 {
+        b as f64 * 1000.0 / per_token
+    } else {
+        0.0
+    };
+    eprintln!(
+        "ttft {ttft:.2} ms | decode {per_token:.3} ms/token (median of {} steps) | {tps:.1} tokens/s | batch {b} | {} kernels compiled, {} cache hits | tokenizer {}",
+        steps.len(),
+        session.cache_stats().misses,
+        session.cache_stats().hits,
+        tok.name()
+    );
+    if let Some(p) = a.json {
+        let mut m = Map::new();
+        m.insert("ttft_ms".into(), json!(ttft));
+        m.insert("decode_ms_per_token".into(), json!(per_token));
+        m.insert("tokens_per_s".into(), json!(tps));
+        m.insert("batch".into(), json!(b));
+        m.insert("decode_steps".into(), json!(steps.len()));
+        m.insert(
+            "kernels_compiled".into(),
+            json!(session.cache_stats().misses),
+        );
+        write_json(&p, &m)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
