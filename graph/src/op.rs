@@ -97,6 +97,13 @@ pub enum Op {
     /// Row lookup (embedding): output `[idx.., rest..]` takes row `idx[i]` of a table
     /// `[rows, rest..]`; operands are `(table, indices)`, indices i32.
     Gather,
+    /// `target` with the window at `starts` replaced by `value` (operands `(target, value)`).
+    /// The target must be an input; the kernel writes into that input's buffer in place (a
+    /// KV-cache append), so the old contents are gone once it has run.
+    WriteSlice {
+        /// Window start per axis (may be symbolic).
+        starts: Vec<Dim>,
+    },
     /// Batched contraction `[.., M, K] x [.., K, N] -> [.., M, N]`, kept whole so lowering can
     /// give it a tiled kernel.
     MatMul,
@@ -136,6 +143,7 @@ impl Op {
             Op::Pad(_) => "pad",
             Op::MatMul => "matmul",
             Op::Gather => "gather",
+            Op::WriteSlice { .. } => "write_slice",
         }
     }
 
@@ -167,7 +175,7 @@ impl Op {
             Op::Const { value } => format_value(*value),
             Op::Arange { axis } | Op::Reduce { axis, .. } => format!("axis={axis}"),
             Op::Permute(p) => format!("{p:?}"),
-            Op::Slice { starts } => {
+            Op::Slice { starts } | Op::WriteSlice { starts } => {
                 let s: Vec<String> = starts.iter().map(|d| d.to_string()).collect();
                 format!("starts=[{}]", s.join(", "))
             }

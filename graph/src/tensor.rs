@@ -590,6 +590,46 @@ impl Tensor {
             .record(Op::Gather, Shape(dims), self.dtype, &[self.id, indices.id]))
     }
 
+    /// This input with the window at `starts` overwritten by `value`, in place (see
+    /// [`Op::WriteSlice`]); the window must fit for every symbol value.
+    pub fn write_slice(&self, value: &Tensor, starts: &[Dim]) -> Result<Tensor> {
+        self.same_graph("write_slice", value)?;
+        let is_input = self
+            .graph
+            .with(|g| matches!(g.node(self.id).op, Op::Input { .. }));
+        let fits = starts.len() == self.rank()
+            && value.rank() == self.rank()
+            && self
+                .dims()
+                .iter()
+                .zip(value.dims())
+                .zip(starts)
+                .all(|((t, v), s)| {
+                    t.as_const()
+                        .is_some_and(|t| s.max_value() + v.max_value() <= t)
+                });
+        if !is_input || !fits || value.dtype != self.dtype {
+            return Err(GraphError::Shape {
+                op: "write_slice".into(),
+                got: value.shape.clone(),
+                expected: format!(
+                    "a {} value fitting an input of shape {} at {:?}",
+                    self.dtype,
+                    self.shape,
+                    starts.iter().map(|d| d.to_string()).collect::<Vec<_>>()
+                ),
+            });
+        }
+        Ok(self.graph.record(
+            Op::WriteSlice {
+                starts: starts.to_vec(),
+            },
+            self.shape.clone(),
+            self.dtype,
+            &[self.id, value.id],
+        ))
+    }
+
     /// A constant scalar of this tensor's dtype, broadcast on use.
     pub fn scalar(&self, value: f64) -> Tensor {
         self.graph.constant(value, Shape(vec![]), self.dtype)

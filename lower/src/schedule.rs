@@ -190,6 +190,18 @@ pub fn build_schedule(
     let out_set: BTreeSet<NodeId> = outputs.iter().copied().collect();
     for &n in &order {
         let node = g.node(n);
+        if matches!(node.op, Op::WriteSlice { .. }) {
+            // In place: the write's value lives in its target input's buffer.
+            let target = g.inputs(n)[0];
+            if g.consumers(target).len() != 1 {
+                return Err(LowerError::Internal(format!(
+                    "write_slice: its target {} is also read elsewhere, which an in-place write would race",
+                    g.node(target).op.attrs()
+                )));
+            }
+            buf_of.insert(n, buf_of[&target]);
+            continue;
+        }
         let kind = if let Op::Input { name } = &node.op {
             BufKind::Input {
                 name: name.clone(),
@@ -236,7 +248,12 @@ pub fn build_schedule(
             buf_of[&n]
         };
         let idx = sched.launches.len();
-        let launch = KernelBuilder::new(g, fusion, &buf_of, n, &weight_bufs).build(idx, out_buf)?;
+        let builder = KernelBuilder::new(g, fusion, &buf_of, n, &weight_bufs);
+        let launch = if matches!(g.node(n).op, Op::WriteSlice { .. }) {
+            builder.build_write(idx, out_buf)?
+        } else {
+            builder.build(idx, out_buf)?
+        };
         sched.launches.push(launch);
     }
     for &n in &order {
@@ -564,6 +581,11 @@ impl<'a> KernelBuilder<'a> {
                 })
             }
             Op::Reduce { .. } | Op::MatMul => self.inline_reduction(n, map)?,
+            Op::WriteSlice { .. } => {
+                return Err(LowerError::Internal(
+                    "write_slice reached inline; it is always realized".into(),
+                ));
+            }
         };
         // Noted after the operands, so the op list reads in dataflow order.
         self.note_op(n);
@@ -618,6 +640,64 @@ impl<'a> KernelBuilder<'a> {
             }
             _ => Err(LowerError::Internal("not a reduction".into())),
         }
+    }
+
+    /// A write_slice kernel: iterate over the value, store into the target at the window.
+    fn build_write(mut self, idx: usize, out_buf: BufId) -> Result<Launch, LowerError> {
+        let root = self.g.node(self.root).clone();
+        let Op::WriteSlice { starts } = &root.op else {
+            return Err(LowerError::Internal("not a write_slice".into()));
+        };
+        let value = self.g.inputs(self.root)[1];
+        let vshape = self.g.node(value).shape.clone();
+        let loops: Vec<Loop> = vshape
+            .dims()
+            .iter()
+            .map(|d| Loop {
+                extent: d.clone(),
+                kind: LoopKind::Parallel,
+            })
+            .collect();
+        for d in vshape.dims() {
+            self.note_dim(d);
+        }
+        let ident = IndexMap {
+            dims: (0..vshape.rank()).map(Affine::var).collect(),
+            conds: vec![],
+        };
+        let v = self.eval(value, &ident)?;
+        let at = IndexMap {
+            dims: ident
+                .dims
+                .iter()
+                .zip(starts)
+                .map(|(a, s)| a.add(&self.dim(s)))
+                .collect(),
+            conds: vec![],
+        };
+        self.ops.push("write_slice".into());
+        let out = self.arg(out_buf, Access::Write, (&root.shape, root.dtype));
+        let kernel = Kernel {
+            name: format!("k{idx}_write"),
+            ops: self.ops,
+            args: self.args.iter().map(|(_, a)| a.clone()).collect(),
+            symbols: self.symbols.into_values().collect(),
+            loops,
+            exprs: self.exprs,
+            stores: vec![Store {
+                arg: out,
+                index: at.offset(&root.shape.layout_strides()),
+                value: v,
+            }],
+            pack_b: false,
+        };
+        let mut nodes: Vec<NodeId> = self.counted.iter().copied().collect();
+        nodes.push(self.root);
+        Ok(Launch {
+            kernel: simplify_loops(kernel),
+            args: self.args.iter().map(|(b, _)| *b).collect(),
+            nodes,
+        })
     }
 
     fn build(mut self, idx: usize, out_buf: BufId) -> Result<Launch, LowerError> {

@@ -2,8 +2,6 @@
 //! step per token. The decode step is one graph with a symbolic position `pos`, built and
 //! compiled once; every later token only binds `pos` and the inputs, so nothing recompiles.
 
-use std::sync::Arc;
-
 use cranegrad_graph::{Bindings, DType, Dim, Graph, GraphError, HostData, Shape, Symbol, Tensor};
 use cranegrad_runtime::{Feeds, Session};
 
@@ -12,28 +10,24 @@ use crate::loader::ModelConfig;
 use crate::run::check_tokens;
 use crate::{Model, ModelError, gpt2, llama};
 
-/// One layer's cache: keys and values `[batch, ctx, kv_heads, head_dim]`.
-struct LayerCache {
-    k: Arc<Vec<f32>>,
-    v: Arc<Vec<f32>>,
-}
-
 /// The decode-step graph, built once per generator.
 struct DecodeStep {
     _graph: Graph,
     logits: Tensor,
-    new_kv: Vec<(Tensor, Tensor)>,
+    writes: Vec<(Tensor, Tensor)>,
     pos: Symbol,
 }
 
-/// A batch of sequences being generated.
+/// A batch of sequences being generated. The KV caches are session states (`cache.L.k`,
+/// `cache.L.v`, `[batch, ctx, kv_heads, head_dim]`) that the step's kernels append to in
+/// place, so one session runs one generator at a time.
 pub struct Generator<'m> {
     model: &'m Model,
     batch: usize,
     ctx: usize,
     kv_heads: usize,
     head_dim: usize,
-    caches: Vec<LayerCache>,
+    layers: usize,
     /// Tokens already in the cache (the next position).
     pos: usize,
     decode: Option<DecodeStep>,
@@ -59,8 +53,14 @@ fn forward_kv(
 }
 
 impl<'m> Generator<'m> {
-    /// A generator for `batch` rows with a cache of `ctx` positions (at most the model's).
-    pub fn new(model: &'m Model, batch: usize, ctx: usize) -> Result<Self, ModelError> {
+    /// A generator for `batch` rows with a cache of `ctx` positions (at most the model's);
+    /// creates the cache states in `session`.
+    pub fn new(
+        model: &'m Model,
+        session: &mut Session,
+        batch: usize,
+        ctx: usize,
+    ) -> Result<Self, ModelError> {
         if ctx == 0 || ctx > model.max_positions() {
             return Err(ModelError::Input(format!(
                 "--ctx {ctx} is outside 1..={}",
@@ -68,20 +68,21 @@ impl<'m> Generator<'m> {
             )));
         }
         let (layers, kv_heads, head_dim) = kv_shape(model);
-        let n = batch * ctx * kv_heads * head_dim;
-        let caches = (0..layers)
-            .map(|_| LayerCache {
-                k: Arc::new(vec![0.0; n]),
-                v: Arc::new(vec![0.0; n]),
-            })
-            .collect();
+        for l in 0..layers {
+            for kv in ["k", "v"] {
+                session.set_state(
+                    &format!("cache.{l}.{kv}"),
+                    batch * ctx * kv_heads * head_dim,
+                );
+            }
+        }
         Ok(Generator {
             model,
             batch,
             ctx,
             kv_heads,
             head_dim,
-            caches,
+            layers,
             pos: 0,
             decode: None,
         })
@@ -92,54 +93,46 @@ impl<'m> Generator<'m> {
         self.pos
     }
 
-    /// Copies `[B, S, KV, D]` rows into every cache at positions `pos..pos + S`.
-    fn append(&mut self, layer: usize, k: &[f32], v: &[f32], s: usize) -> Result<(), ModelError> {
-        let row = self.kv_heads * self.head_dim;
-        let (ctx, pos) = (self.ctx, self.pos);
-        let c = &mut self.caches[layer];
-        for (dst, src) in [(&mut c.k, k), (&mut c.v, v)] {
-            let d = Arc::get_mut(dst)
-                .ok_or_else(|| ModelError::Input("KV cache is still borrowed by a run".into()))?;
-            for b in 0..self.batch {
-                let from = &src[b * s * row..(b + 1) * s * row];
-                let at = (b * ctx + pos) * row;
-                d[at..at + s * row].copy_from_slice(from);
-            }
-        }
-        Ok(())
+    fn cache_inputs(&self, g: &Graph) -> Vec<(Tensor, Tensor)> {
+        let shape = Shape::of(&[self.batch, self.ctx, self.kv_heads, self.head_dim]);
+        (0..self.layers)
+            .map(|l| {
+                (
+                    g.input(&format!("cache.{l}.k"), shape.clone(), DType::F32),
+                    g.input(&format!("cache.{l}.v"), shape.clone(), DType::F32),
+                )
+            })
+            .collect()
     }
 
     fn run(
         &mut self,
         session: &mut Session,
         logits: &Tensor,
-        new_kv: &[(Tensor, Tensor)],
-        feeds: Feeds,
+        writes: &[(Tensor, Tensor)],
+        feeds: &Feeds,
         bindings: &Bindings,
         s: usize,
     ) -> Result<Vec<f32>, ModelError> {
         let mut outs: Vec<&Tensor> = vec![logits];
-        for (k, v) in new_kv {
+        for (k, v) in writes {
             outs.push(k);
             outs.push(v);
         }
-        let vals = session.realize(&outs, &feeds, bindings)?;
-        drop(feeds);
-        for l in 0..new_kv.len() {
-            let (k, v) = (vals[1 + 2 * l].to_f32(), vals[2 + 2 * l].to_f32());
-            self.append(l, &k, &v, s)?;
-        }
+        let vals = session.realize(&outs, feeds, bindings)?;
         self.pos += s;
         // Only each row's last position is needed for sampling.
         let vocab = self.model.vocab();
-        let all = vals[0].to_f32();
+        let all = vals[0]
+            .as_f32()
+            .ok_or_else(|| ModelError::Input("logits are not f32".into()))?;
         Ok((0..self.batch)
             .flat_map(|b| all[(b * s + s - 1) * vocab..(b * s + s) * vocab].to_vec())
             .collect())
     }
 
-    /// Runs the prompt (one forward over the whole batch) and returns the last position's
-    /// logits `[B, vocab]`.
+    /// Runs the prompt (one forward over the whole batch, its keys and values written into
+    /// the caches) and returns the last position's logits `[B, vocab]`.
     pub fn prefill(
         &mut self,
         session: &mut Session,
@@ -161,26 +154,25 @@ impl<'m> Generator<'m> {
         let g = Graph::new();
         let tokens = g.input("tokens", Shape::of(&[b, s]), DType::I32);
         let (logits, new_kv) = forward_kv(self.model, &g, &tokens, &Context::Prefill)?;
+        let zero = [Dim::Const(0), Dim::Const(0), Dim::Const(0), Dim::Const(0)];
+        let writes = self
+            .cache_inputs(&g)
+            .into_iter()
+            .zip(&new_kv)
+            .map(|((ck, cv), (k, v))| Ok((ck.write_slice(k, &zero)?, cv.write_slice(v, &zero)?)))
+            .collect::<Result<Vec<_>, GraphError>>()?;
         let mut feeds = Feeds::new();
         feeds.insert("tokens".into(), HostData::from(prompt.concat()));
-        self.run(session, &logits, &new_kv, feeds, &Bindings::new(), s)
+        self.run(session, &logits, &writes, &feeds, &Bindings::new(), s)
     }
 
     fn build_decode(&self) -> Result<DecodeStep, ModelError> {
         let pos = Symbol::new("pos", 0, self.ctx as i64 - 1)?;
         let g = Graph::new();
         let tokens = g.input("tokens", Shape::of(&[self.batch, 1]), DType::I32);
-        let shape = Shape::of(&[self.batch, self.ctx, self.kv_heads, self.head_dim]);
-        let caches: Vec<(Tensor, Tensor)> = (0..self.caches.len())
-            .map(|l| {
-                (
-                    g.input(&format!("cache.{l}.k"), shape.clone(), DType::F32),
-                    g.input(&format!("cache.{l}.v"), shape.clone(), DType::F32),
-                )
-            })
-            .collect();
+        let caches = self.cache_inputs(&g);
         let pos_dim = Dim::sym(&pos);
-        let (logits, new_kv) = forward_kv(
+        let (logits, writes) = forward_kv(
             self.model,
             &g,
             &tokens,
@@ -192,7 +184,7 @@ impl<'m> Generator<'m> {
         Ok(DecodeStep {
             _graph: g,
             logits,
-            new_kv,
+            writes,
             pos,
         })
     }
@@ -220,12 +212,8 @@ impl<'m> Generator<'m> {
         let step = self.decode.take().expect("built above");
         let mut feeds = Feeds::new();
         feeds.insert("tokens".into(), HostData::from(tokens.to_vec()));
-        for (l, c) in self.caches.iter().enumerate() {
-            feeds.insert(format!("cache.{l}.k"), HostData::F32(c.k.clone()));
-            feeds.insert(format!("cache.{l}.v"), HostData::F32(c.v.clone()));
-        }
         let bindings = Bindings::from([(step.pos.name.clone(), self.pos as i64)]);
-        let r = self.run(session, &step.logits, &step.new_kv, feeds, &bindings, 1);
+        let r = self.run(session, &step.logits, &step.writes, &feeds, &bindings, 1);
         self.decode = Some(step);
         r
     }
@@ -240,7 +228,7 @@ pub fn greedy(
     ctx: usize,
 ) -> Result<Vec<Vec<i32>>, ModelError> {
     let mut seqs = prompt.to_vec();
-    let mut g = Generator::new(model, prompt.len(), ctx)?;
+    let mut g = Generator::new(model, session, prompt.len(), ctx)?;
     let v = model.vocab();
     let mut logits = g.prefill(session, prompt)?;
     for i in 0..new {

@@ -60,13 +60,21 @@ pub fn forward_kv(
         let a = match ctx {
             Context::Prefill => causal_attention(&q, &k, &v)?,
             Context::Decode { pos, caches } => {
+                // Append this token's key and value to the caches in place, then attend
+                // over the first pos + 1 rows.
                 let (ck, cv) = &caches[l];
-                let keys = Tensor::concat2(&ck.narrow(1, 0, (*pos).clone())?, &k, 1)?;
-                let vals = Tensor::concat2(&cv.narrow(1, 0, (*pos).clone())?, &v, 1)?;
-                full_attention(&q, &keys, &vals)?
+                let at = [Dim::Const(0), (*pos).clone(), Dim::Const(0), Dim::Const(0)];
+                let ck = ck.write_slice(&k, &at)?;
+                let cv = cv.write_slice(&v, &at)?;
+                let n = pos.add(1);
+                let a = full_attention(&q, &ck.narrow(1, 0, n.clone())?, &cv.narrow(1, 0, n)?)?;
+                new_kv.push((ck, cv));
+                a
             }
         };
-        new_kv.push((k, v));
+        if let Context::Prefill = ctx {
+            new_kv.push((k, v));
+        }
         h = h.add(&conv1d(w, g, &a, &p("attn.c_proj"))?)?;
         let x = ln(&h, &p("ln_2"))?;
         let m = conv1d(w, g, &x, &p("mlp.c_fc"))?.gelu_tanh()?;

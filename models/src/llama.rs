@@ -60,8 +60,9 @@ pub enum Context<'a> {
     },
 }
 
-/// Logits plus each layer's new keys (after RoPE) and values `[B, S, KV, D]`, which the
-/// caller appends to its KV cache.
+/// Logits plus, per layer, the new keys (after RoPE) and values `[B, S, KV, D]` (prefill,
+/// for the caller to write into its cache) or the in-place cache writes (decode; realize them
+/// as outputs so they run).
 pub fn forward_kv(
     cfg: &LlamaConfig,
     w: &Weights,
@@ -104,13 +105,21 @@ pub fn forward_kv(
         let a = match ctx {
             Context::Prefill => causal_attention(&q, &k, &v)?,
             Context::Decode { pos, caches } => {
+                // Append this token's key and value to the caches in place, then attend
+                // over the first pos + 1 rows.
                 let (ck, cv) = &caches[l];
-                let keys = Tensor::concat2(&ck.narrow(1, 0, (*pos).clone())?, &k, 1)?;
-                let vals = Tensor::concat2(&cv.narrow(1, 0, (*pos).clone())?, &v, 1)?;
-                full_attention(&q, &keys, &vals)?
+                let at = [Dim::Const(0), (*pos).clone(), Dim::Const(0), Dim::Const(0)];
+                let ck = ck.write_slice(&k, &at)?;
+                let cv = cv.write_slice(&v, &at)?;
+                let n = pos.add(1);
+                let a = full_attention(&q, &ck.narrow(1, 0, n.clone())?, &cv.narrow(1, 0, n)?)?;
+                new_kv.push((ck, cv));
+                a
             }
         };
-        new_kv.push((k, v));
+        if let Context::Prefill = ctx {
+            new_kv.push((k, v));
+        }
         h = h.add(&a.matmul(&w.tensor(g, &p("self_attn.o_proj.weight"))?)?)?;
         let x = h.rms_norm(&w.tensor(g, &p("post_attention_layernorm.weight"))?, eps)?;
         let gate = x.matmul(&w.tensor(g, &p("mlp.gate_proj.weight"))?)?;

@@ -140,7 +140,7 @@ fn kv_cached_greedy_matches_golden_and_compiles_once() {
         let want = golden.generated.as_ref().unwrap();
         let new = want.shape[1] - s;
         let mut sess = session(true);
-        let mut gen_ = Generator::new(&model, b, model.max_positions()).unwrap();
+        let mut gen_ = Generator::new(&model, &mut sess, b, model.max_positions()).unwrap();
         let v = model.vocab();
         let mut logits = gen_.prefill(&mut sess, &prompt).unwrap();
         let mut seqs = prompt.clone();

@@ -242,6 +242,34 @@ pub fn interpret(
                 });
                 out
             }
+            Op::WriteSlice { starts } => {
+                let (target, value) = (ins[0], ins[1]);
+                let starts: Vec<usize> = starts
+                    .iter()
+                    .map(|d| d.eval(bindings))
+                    .collect::<Result<_, _>>()?;
+                let ts = strides(&target.shape);
+                let mut out = target.data.clone();
+                let mut bad = None;
+                for_each_index(&value.shape, |f, idx| {
+                    let mut o = 0;
+                    for d in 0..idx.len() {
+                        let i = idx[d] + starts[d];
+                        if i >= target.shape[d] {
+                            bad = Some(d);
+                            return;
+                        }
+                        o += i * ts[d];
+                    }
+                    out[o] = value.data[f];
+                });
+                if let Some(d) = bad {
+                    return Err(RuntimeError::Bounds(format!(
+                        "write_slice: axis {d} window leaves the target"
+                    )));
+                }
+                out
+            }
             Op::Gather => {
                 let (table, idx) = (ins[0], ins[1]);
                 let rows = table.shape[0];

@@ -94,6 +94,7 @@ impl Plan {
         &mut self,
         pool: &ThreadPool,
         packs: &mut PackCache,
+        states: &HashMap<String, AlignedBuf>,
         feeds: &HashMap<String, HostData>,
         bindings: &Bindings,
     ) -> Result<Vec<Value>, RuntimeError> {
@@ -114,6 +115,17 @@ impl Plan {
                     None => self.arena.as_mut_ptr(),
                 },
                 BufKind::Output => self.outputs[&i].as_mut_ptr(),
+                BufKind::Input { name, .. } if states.contains_key(name) => {
+                    let st = &states[name];
+                    if st.len() < b.len() || b.dtype != DType::F32 && b.dtype != DType::I32 {
+                        return Err(RuntimeError::InputLength {
+                            name: name.clone(),
+                            expected: b.len(),
+                            got: st.len(),
+                        });
+                    }
+                    st.as_mut_ptr()
+                }
                 BufKind::Input { name, data } => {
                     let d = feeds
                         .get(name)
@@ -240,6 +252,16 @@ impl Plan {
             .iter()
             .map(|&o| {
                 let b = &sched.buffers[o];
+                if let BufKind::Input { name, .. } = &b.kind
+                    && states.contains_key(name)
+                {
+                    // A write into a state is an effect: its contents stay in the state.
+                    return Ok(Value::from_buffer(
+                        vec![0],
+                        b.dtype,
+                        Arc::new(AlignedBuf::zeroed(0)),
+                    ));
+                }
                 let dims = b.shape.eval(bindings)?;
                 if let (true, Some(buf)) = (b.shape.is_static(), self.outputs.get(&o)) {
                     return Ok(Value::from_buffer(dims, b.dtype, buf.clone()));

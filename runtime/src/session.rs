@@ -9,6 +9,7 @@ use cranegrad_codegen::{CacheStats, KernelCache};
 use cranegrad_graph::{Bindings, GraphData, HostData, NodeId, Op, Tensor, structural_hash};
 use cranegrad_lower::{LowerOptions, lower};
 
+use crate::buffer::AlignedBuf;
 use crate::error::RuntimeError;
 use crate::pack::PackCache;
 use crate::plan::Plan;
@@ -65,6 +66,7 @@ pub struct Session {
     plans: HashMap<String, Plan>,
     pool: ThreadPool,
     packs: PackCache,
+    states: HashMap<String, AlignedBuf>,
     last: RunReport,
 }
 
@@ -80,6 +82,7 @@ impl Session {
             plans: HashMap::new(),
             pool: ThreadPool::new(opts.threads),
             packs: PackCache::default(),
+            states: HashMap::new(),
             last: RunReport::default(),
         })
     }
@@ -107,6 +110,23 @@ impl Session {
     /// The thread pool (shared with captured plans).
     pub fn pool(&self) -> &ThreadPool {
         &self.pool
+    }
+
+    /// Creates (or zeroes) a state: a session-owned buffer that an input of this name binds to
+    /// instead of feeds, and that `write_slice` updates in place across runs (a KV cache).
+    pub fn set_state(&mut self, name: &str, words: usize) {
+        self.states
+            .insert(name.to_string(), AlignedBuf::zeroed(words));
+    }
+
+    /// A state's current contents.
+    pub fn state(&self, name: &str) -> Option<&AlignedBuf> {
+        self.states.get(name)
+    }
+
+    /// Drops every state.
+    pub fn clear_states(&mut self) {
+        self.states.clear();
     }
 
     /// Drops every cached plan (the kernel cache stays).
@@ -175,7 +195,7 @@ impl Session {
         }
         let t1 = Instant::now();
         let plan = self.plans.get_mut(&key).expect("prepared above");
-        let out = plan.run(&self.pool, &mut self.packs, &all, bindings)?;
+        let out = plan.run(&self.pool, &mut self.packs, &self.states, &all, bindings)?;
         self.last.execute_ms = ms(t1);
         self.last.total_ms = ms(t0);
         Ok(out)

@@ -141,7 +141,7 @@ pub fn generate(a: GenerateArgs) -> anyhow::Result<ExitCode> {
         out.flush()?;
     }
     let t0 = Instant::now();
-    let mut gen_ = Generator::new(&model, b, ctx)?;
+    let mut gen_ = Generator::new(&model, &mut session, b, ctx)?;
     let mut logits = gen_.prefill(&mut session, &rows)?;
     let mut ttft = 0.0;
     let mut steps = Vec::new();

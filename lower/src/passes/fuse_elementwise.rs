@@ -124,7 +124,7 @@ pub fn fuse_elementwise(g: &GraphData, outputs: &[NodeId], fuse: bool) -> Fusion
     f.realized.extend(outputs.iter().copied());
     for &n in &order {
         let op = &g.node(n).op;
-        let root = matches!(op, Op::Reduce { .. } | Op::MatMul);
+        let root = matches!(op, Op::Reduce { .. } | Op::MatMul | Op::WriteSlice { .. });
         if root || (!fuse && !op.is_movement() && !op.is_source()) {
             f.realized.insert(n);
         }
