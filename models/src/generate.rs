@@ -16,6 +16,7 @@ struct DecodeStep {
     logits: Tensor,
     writes: Vec<(Tensor, Tensor)>,
     pos: Symbol,
+    captured: Option<cranegrad_runtime::Captured>,
 }
 
 /// A batch of sequences being generated. The KV caches are session states (`cache.L.k`,
@@ -186,6 +187,7 @@ impl<'m> Generator<'m> {
             logits,
             writes,
             pos,
+            captured: None,
         })
     }
 
@@ -209,11 +211,28 @@ impl<'m> Generator<'m> {
         if self.decode.is_none() {
             self.decode = Some(self.build_decode()?);
         }
-        let step = self.decode.take().expect("built above");
+        let mut step = self.decode.take().expect("built above");
         let mut feeds = Feeds::new();
         feeds.insert("tokens".into(), HostData::from(tokens.to_vec()));
         let bindings = Bindings::from([(step.pos.name.clone(), self.pos as i64)]);
-        let r = self.run(session, &step.logits, &step.writes, &feeds, &bindings, 1);
+        // Captured once; every later token replays the plan (no graph walk, no hashing).
+        let r = (|| {
+            if step.captured.is_none() {
+                let mut outs: Vec<&Tensor> = vec![&step.logits];
+                for (k, v) in &step.writes {
+                    outs.push(k);
+                    outs.push(v);
+                }
+                step.captured = Some(session.capture(&outs)?);
+            }
+            let c = step.captured.as_ref().expect("captured above");
+            let vals = session.replay(c, &feeds, &bindings)?;
+            self.pos += 1;
+            let all = vals[0]
+                .as_f32()
+                .ok_or_else(|| ModelError::Input("logits are not f32".into()))?;
+            Ok(all.to_vec())
+        })();
         self.decode = Some(step);
         r
     }

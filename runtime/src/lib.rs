@@ -13,5 +13,5 @@ pub mod session;
 pub mod value;
 
 pub use error::RuntimeError;
-pub use session::{Feeds, RunReport, Session, SessionOptions, interpret_tensors};
+pub use session::{Captured, Feeds, RunReport, Session, SessionOptions, interpret_tensors};
 pub use value::Value;

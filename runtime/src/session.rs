@@ -73,6 +73,13 @@ pub struct Session {
 /// Input data by name.
 pub type Feeds = HashMap<String, HostData>;
 
+/// A plan captured for replay: its cache key and the graph's attached input data.
+#[derive(Clone, Debug)]
+pub struct Captured {
+    key: String,
+    attached: Feeds,
+}
+
 impl Session {
     /// A session with its own kernel cache and thread pool.
     pub fn new(opts: SessionOptions) -> Result<Session, RuntimeError> {
@@ -172,6 +179,45 @@ impl Session {
         self.last.kernels = plan.kernel_count();
         self.last.arena_bytes = plan.memory.arena_bytes;
         Ok(key)
+    }
+
+    /// Captures `outputs` for replay (like tinygrad's TinyJit): lowers and compiles once and
+    /// remembers the graph's attached data, so [`Session::replay`] does no graph walk, no
+    /// hashing and no compilation per call.
+    pub fn capture(&mut self, outputs: &[&Tensor]) -> Result<Captured, RuntimeError> {
+        let key = self.prepare(outputs)?;
+        Ok(Captured {
+            key,
+            attached: attached_inputs(outputs),
+        })
+    }
+
+    /// Runs a captured plan with new feeds and symbol values.
+    pub fn replay(
+        &mut self,
+        captured: &Captured,
+        feeds: &Feeds,
+        bindings: &Bindings,
+    ) -> Result<Vec<Value>, RuntimeError> {
+        let t0 = Instant::now();
+        let plan = self
+            .plans
+            .get_mut(&captured.key)
+            .ok_or(RuntimeError::MixedGraphs)?;
+        let mut all = captured.attached.clone();
+        for (k, v) in feeds {
+            all.insert(k.clone(), v.clone());
+        }
+        let out = plan.run(&self.pool, &mut self.packs, &self.states, &all, bindings)?;
+        self.last = RunReport {
+            plan_cached: true,
+            execute_ms: ms(t0),
+            total_ms: ms(t0),
+            kernels: plan.kernel_count(),
+            arena_bytes: plan.memory.arena_bytes,
+            ..RunReport::default()
+        };
+        Ok(out)
     }
 
     /// The cached plan for a key from [`Session::prepare`].
