@@ -257,3 +257,38 @@ fn generate_is_deterministic_per_seed_and_checks_the_context() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("exceeds the context"));
 }
+
+#[test]
+fn chat_reads_prompts_from_a_pipe() {
+    use std::io::Write;
+    let mut child = bin()
+        .args([
+            "chat",
+            "--model",
+            &td("llama-tiny"),
+            "--max-new",
+            "8",
+            "--temperature",
+            "0",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"Hi\nAgain\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.matches("tokens/s").count(), 2, "{err}");
+}

@@ -1,6 +1,7 @@
 //! Command-line parsing and dispatch. Exit codes: 0 success, 1 a failed check, 2 bad input or
 //! usage.
 
+mod chat;
 mod generate;
 mod golden;
 mod info;
@@ -30,6 +31,8 @@ enum Command {
     Golden(golden::GoldenArgs),
     /// Generate text with a KV cache, streaming tokens to stdout.
     Generate(generate::GenerateArgs),
+    /// Interactive chat: each line continues the conversation; live tokens/s.
+    Chat(chat::ChatArgs),
 }
 
 /// Runs the parsed command.
@@ -39,5 +42,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Info(a) => info::info(a),
         Command::Golden(a) => golden::golden(a),
         Command::Generate(a) => generate::generate(a),
+        Command::Chat(a) => chat::chat(a),
     }
 }

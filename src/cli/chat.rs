@@ -1,0 +1,122 @@
+//! `cranegrad chat`: an interactive prompt. Each line you type is appended to the
+//! conversation (the KV cache keeps every earlier turn) and the reply streams back with live
+//! tokens/s. Works with stdin from a pipe too: one prompt per line.
+
+use std::io::{BufRead, Write};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::Args;
+
+use cranegrad_models::Model;
+use cranegrad_models::generate::Generator;
+use cranegrad_models::sample::{Sampler, SamplingParams};
+use cranegrad_models::tokenizer::Tokenizer;
+use cranegrad_runtime::{Session, SessionOptions};
+
+/// Options of `cranegrad chat`.
+#[derive(Args, Debug)]
+pub struct ChatArgs {
+    /// A preset, a Hugging Face folder, a .gguf file or a minimind JSON file.
+    #[arg(long, default_value = "small")]
+    model: String,
+    /// Tokens to generate per reply.
+    #[arg(long, default_value_t = 64)]
+    max_new: usize,
+    /// Sampling temperature (0 = greedy).
+    #[arg(long, default_value_t = 0.7)]
+    temperature: f32,
+    /// Keep only the k most likely tokens (0 = all).
+    #[arg(long, default_value_t = 40)]
+    top_k: usize,
+    /// Nucleus sampling threshold.
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f32,
+    /// Repetition penalty (1 = off).
+    #[arg(long, default_value_t = 1.1)]
+    repetition_penalty: f32,
+    /// Sampling seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Seed of a preset's random weights.
+    #[arg(long, default_value_t = 0)]
+    weights_seed: u64,
+    /// KV-cache length: the whole conversation must fit.
+    #[arg(long)]
+    ctx: Option<usize>,
+    /// Threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+/// Runs the command.
+pub fn chat(a: ChatArgs) -> anyhow::Result<ExitCode> {
+    let model =
+        Model::load(&a.model, a.weights_seed).with_context(|| format!("loading {}", a.model))?;
+    let tok = Tokenizer::for_model(&a.model, model.vocab())?;
+    let mut opts = SessionOptions::default();
+    if let Some(t) = a.threads {
+        opts.threads = t.max(1);
+    }
+    let mut session = Session::new(opts)?;
+    let ctx = a.ctx.unwrap_or(2048).min(model.max_positions());
+    let mut gen_ = Generator::new(&model, &mut session, 1, ctx)?;
+    let mut sampler = Sampler::new(
+        SamplingParams {
+            temperature: a.temperature,
+            top_k: a.top_k,
+            top_p: a.top_p,
+            repetition_penalty: a.repetition_penalty,
+        },
+        a.seed,
+    );
+    let eos = model.config.eos_token_ids().to_vec();
+    let v = model.vocab();
+    let mut history: Vec<i32> = Vec::new();
+    let mut logits: Vec<f32> = Vec::new();
+    let stdin = std::io::stdin();
+    let mut out = std::io::stdout().lock();
+    eprintln!(
+        "cranegrad chat — {} ({}); one prompt per line, Ctrl-D to quit",
+        a.model,
+        tok.name()
+    );
+    for line in stdin.lock().lines() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let ids = tok.encode(&format!("{line}\n"))?;
+        if gen_.position() + ids.len() + a.max_new > ctx {
+            eprintln!("[context of {ctx} positions is full; start a new chat or raise --ctx]");
+            break;
+        }
+        // The first turn is one prefill; later turns feed their tokens through decode steps.
+        for (i, &t) in ids.iter().enumerate() {
+            if gen_.position() == 0 && i == 0 {
+                logits = gen_.prefill(&mut session, &[ids.clone()])?;
+                break;
+            }
+            logits = gen_.step(&mut session, &[t])?;
+        }
+        history.extend(&ids);
+        let t0 = Instant::now();
+        let mut n = 0usize;
+        for _ in 0..a.max_new {
+            let next = sampler.sample(&logits[..v], &history);
+            if eos.contains(&(next as u32)) {
+                break;
+            }
+            history.push(next);
+            out.write_all(&tok.decode_bytes(&[next])?)?;
+            out.flush()?;
+            n += 1;
+            logits = gen_.step(&mut session, &[next])?;
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        writeln!(out)?;
+        eprintln!("[{n} tokens, {:.1} tokens/s]", n as f64 / secs.max(1e-9));
+    }
+    Ok(ExitCode::SUCCESS)
+}
