@@ -95,7 +95,7 @@ pub fn chat(a: ChatArgs) -> anyhow::Result<ExitCode> {
         // The first turn is one prefill; later turns feed their tokens through decode steps.
         for (i, &t) in ids.iter().enumerate() {
             if gen_.position() == 0 && i == 0 {
-                logits = gen_.prefill(&mut session, &[ids.clone()])?;
+                logits = gen_.prefill(&mut session, std::slice::from_ref(&ids))?;
                 break;
             }
             logits = gen_.step(&mut session, &[t])?;
