@@ -6,16 +6,51 @@ use cranegrad_graph::{DType, Dim, GraphError, Shape, Tensor};
 /// `q` `[B, S, H, D]`, `k`/`v` `[B, T, KV, D]` (T keys, the last S of which are the queries'
 /// own positions) -> `[B, S, H * D]`. Query i attends to keys `j <= i + (T - S)`.
 pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor, GraphError> {
-    attention(q, k, v, true)
+    attention(q, k, v, true, None)
+}
+
+/// Causal attention where row b's first `pad[b]` keys are left padding and never attended.
+pub fn causal_attention_padded(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    pad: Option<&Tensor>,
+) -> Result<Tensor, GraphError> {
+    attention(q, k, v, true, pad)
 }
 
 /// Attention of `q` over every key (a decode step's single query sees the whole cache); `T`
 /// may be symbolic.
-pub fn full_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor, GraphError> {
-    attention(q, k, v, false)
+pub fn full_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    pad: Option<&Tensor>,
+) -> Result<Tensor, GraphError> {
+    attention(q, k, v, false, pad)
 }
 
-fn attention(q: &Tensor, k: &Tensor, v: &Tensor, causal: bool) -> Result<Tensor, GraphError> {
+/// Keys hidden by left padding: `[B, 1, 1, 1, T]` bool, key j hidden when `j < pad[b]`.
+fn padding_mask(pad: &Tensor, b: &Dim, t: &Dim) -> Result<Tensor, GraphError> {
+    let g = pad.graph();
+    let kj = g.arange(Shape(vec![Dim::Const(1), t.clone()]), 1, DType::I32)?;
+    let p = pad.reshape(Shape(vec![b.clone(), Dim::Const(1)]))?;
+    kj.cmplt(&p)?.reshape(Shape(vec![
+        b.clone(),
+        Dim::Const(1),
+        Dim::Const(1),
+        Dim::Const(1),
+        t.clone(),
+    ]))
+}
+
+fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    causal: bool,
+    pad: Option<&Tensor>,
+) -> Result<Tensor, GraphError> {
     let (b, s, h, d) = dims4(q)?;
     let (_, t, kv, _) = dims4(k)?;
     let groups = h / kv;
@@ -43,7 +78,12 @@ fn attention(q: &Tensor, k: &Tensor, v: &Tensor, causal: bool) -> Result<Tensor,
     let scores = q
         .matmul(&k.transpose(-1, -2)?)?
         .mul_scalar(1.0 / (d as f64).sqrt())?;
+    let pad_hidden = pad.map(|p| padding_mask(p, &b, &t)).transpose()?;
     if !causal {
+        let scores = match &pad_hidden {
+            Some(h) => h.where_(&scores.scalar(f32::MIN as f64), &scores)?,
+            None => scores,
+        };
         let p = scores.softmax(-1)?;
         let out = p.matmul(&v)?;
         return out
@@ -65,7 +105,10 @@ fn attention(q: &Tensor, k: &Tensor, v: &Tensor, causal: bool) -> Result<Tensor,
             });
         }
     };
-    let hidden = qi.add(&qi.scalar(offset))?.cmplt(&kj)?;
+    let mut hidden = qi.add(&qi.scalar(offset))?.cmplt(&kj)?;
+    if let Some(h) = &pad_hidden {
+        hidden = hidden.maximum(h)?;
+    }
     let masked = hidden.where_(&scores.scalar(f32::MIN as f64), &scores)?;
     let p = masked.softmax(-1)?;
     let out = p.matmul(&v)?; // [B, KV, G, S, D]

@@ -5,7 +5,7 @@
 use cranegrad_graph::{Bindings, DType, Dim, Graph, GraphError, HostData, Shape, Symbol, Tensor};
 use cranegrad_runtime::{Feeds, Session};
 
-use crate::llama::Context;
+use crate::llama::{Context, Padding};
 use crate::loader::ModelConfig;
 use crate::run::check_tokens;
 use crate::{Model, ModelError, gpt2, llama};
@@ -32,6 +32,8 @@ pub struct Generator<'m> {
     /// Tokens already in the cache (the next position).
     pos: usize,
     decode: Option<DecodeStep>,
+    /// Left padding per row when the prompts had unequal lengths (empty otherwise).
+    pad: Vec<i32>,
 }
 
 fn kv_shape(model: &Model) -> (usize, usize, usize) {
@@ -86,6 +88,7 @@ impl<'m> Generator<'m> {
             layers,
             pos: 0,
             decode: None,
+            pad: Vec::new(),
         })
     }
 
@@ -134,12 +137,33 @@ impl<'m> Generator<'m> {
 
     /// Runs the prompt (one forward over the whole batch, its keys and values written into
     /// the caches) and returns the last position's logits `[B, vocab]`.
+    /// Prompts of unequal length are left-padded: the padding is masked out of attention
+    /// and every row's positions count from its own first token.
     pub fn prefill(
         &mut self,
         session: &mut Session,
         prompt: &[Vec<i32>],
     ) -> Result<Vec<f32>, ModelError> {
+        let s = prompt.iter().map(Vec::len).max().unwrap_or(0);
+        let pad: Vec<i32> = prompt.iter().map(|r| (s - r.len()) as i32).collect();
+        let padded_rows: Vec<Vec<i32>> = prompt
+            .iter()
+            .map(|r| {
+                let mut v = vec![0; s - r.len()];
+                v.extend(r);
+                v
+            })
+            .collect();
+        if prompt.iter().any(Vec::is_empty) {
+            return Err(ModelError::Input(
+                "every prompt needs at least one token".into(),
+            ));
+        }
+        let prompt = &padded_rows[..];
         let (b, s) = check_tokens(self.model, prompt)?;
+        if pad.iter().any(|&p| p > 0) {
+            self.pad = pad;
+        }
         if b != self.batch || self.pos != 0 {
             return Err(ModelError::Input(format!(
                 "prefill expects {} rows on an empty cache",
@@ -154,7 +178,13 @@ impl<'m> Generator<'m> {
         }
         let g = Graph::new();
         let tokens = g.input("tokens", Shape::of(&[b, s]), DType::I32);
-        let (logits, new_kv) = forward_kv(self.model, &g, &tokens, &Context::Prefill)?;
+        let positions = g.input("positions", Shape::of(&[b, s]), DType::I32);
+        let pad_t = g.input("pad", Shape::of(&[b]), DType::I32);
+        let padding = (!self.pad.is_empty()).then_some(Padding {
+            positions: &positions,
+            pad: &pad_t,
+        });
+        let (logits, new_kv) = forward_kv(self.model, &g, &tokens, &Context::Prefill { padding })?;
         let zero = [Dim::Const(0), Dim::Const(0), Dim::Const(0), Dim::Const(0)];
         let writes = self
             .cache_inputs(&g)
@@ -164,7 +194,22 @@ impl<'m> Generator<'m> {
             .collect::<Result<Vec<_>, GraphError>>()?;
         let mut feeds = Feeds::new();
         feeds.insert("tokens".into(), HostData::from(prompt.concat()));
+        self.feed_padding(&mut feeds, s, 0);
         self.run(session, &logits, &writes, &feeds, &Bindings::new(), s)
+    }
+
+    /// Feeds `positions` (`[B, s]` from cache position `from`) and `pad` for padded batches.
+    fn feed_padding(&self, feeds: &mut Feeds, s: usize, from: usize) {
+        if self.pad.is_empty() {
+            return;
+        }
+        let positions: Vec<i32> = self
+            .pad
+            .iter()
+            .flat_map(|&p| (0..s).map(move |i| ((from + i) as i32 - p).max(0)))
+            .collect();
+        feeds.insert("positions".into(), HostData::from(positions));
+        feeds.insert("pad".into(), HostData::from(self.pad.clone()));
     }
 
     fn build_decode(&self) -> Result<DecodeStep, ModelError> {
@@ -173,6 +218,12 @@ impl<'m> Generator<'m> {
         let tokens = g.input("tokens", Shape::of(&[self.batch, 1]), DType::I32);
         let caches = self.cache_inputs(&g);
         let pos_dim = Dim::sym(&pos);
+        let positions = g.input("positions", Shape::of(&[self.batch, 1]), DType::I32);
+        let pad_t = g.input("pad", Shape::of(&[self.batch]), DType::I32);
+        let padding = (!self.pad.is_empty()).then_some(Padding {
+            positions: &positions,
+            pad: &pad_t,
+        });
         let (logits, writes) = forward_kv(
             self.model,
             &g,
@@ -180,6 +231,7 @@ impl<'m> Generator<'m> {
             &Context::Decode {
                 pos: &pos_dim,
                 caches: &caches,
+                padding,
             },
         )?;
         Ok(DecodeStep {
@@ -214,6 +266,7 @@ impl<'m> Generator<'m> {
         let mut step = self.decode.take().expect("built above");
         let mut feeds = Feeds::new();
         feeds.insert("tokens".into(), HostData::from(tokens.to_vec()));
+        self.feed_padding(&mut feeds, 1, self.pos);
         let bindings = Bindings::from([(step.pos.name.clone(), self.pos as i64)]);
         // Captured once; every later token replays the plan (no graph walk, no hashing).
         let r = (|| {

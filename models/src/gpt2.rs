@@ -3,7 +3,7 @@
 
 use cranegrad_graph::{Dim, Graph, GraphError, Shape, Tensor};
 
-use crate::attention::{causal_attention, full_attention};
+use crate::attention::{causal_attention_padded, full_attention};
 use crate::llama::Context;
 use crate::loader::Gpt2Config;
 use crate::weights::Weights;
@@ -26,10 +26,14 @@ pub fn forward_kv(
     let (nh, hd, e) = (cfg.n_head, cfg.head_dim(), cfg.n_embd);
     let eps = cfg.layer_norm_epsilon;
     let start = match ctx {
-        Context::Prefill => Dim::Const(0),
+        Context::Prefill { .. } => Dim::Const(0),
         Context::Decode { pos, .. } => (*pos).clone(),
     };
-    let pos_emb = w.tensor(g, "wpe.weight")?.narrow(0, start, s.clone())?;
+    let pad = ctx.padding().map(|p| p.pad);
+    let pos_emb = match ctx.padding() {
+        Some(p) => w.tensor(g, "wpe.weight")?.gather_rows(p.positions)?,
+        None => w.tensor(g, "wpe.weight")?.narrow(0, start, s.clone())?,
+    };
     let mut h = w
         .tensor(g, "wte.weight")?
         .gather_rows(tokens)?
@@ -58,8 +62,8 @@ pub fn forward_kv(
         let k = heads(qkv.narrow(-1, e, e)?)?;
         let v = heads(qkv.narrow(-1, 2 * e, e)?)?;
         let a = match ctx {
-            Context::Prefill => causal_attention(&q, &k, &v)?,
-            Context::Decode { pos, caches } => {
+            Context::Prefill { .. } => causal_attention_padded(&q, &k, &v, pad)?,
+            Context::Decode { pos, caches, .. } => {
                 // Append this token's key and value to the caches in place, then attend
                 // over the first pos + 1 rows.
                 let (ck, cv) = &caches[l];
@@ -67,12 +71,13 @@ pub fn forward_kv(
                 let ck = ck.write_slice(&k, &at)?;
                 let cv = cv.write_slice(&v, &at)?;
                 let n = pos.add(1);
-                let a = full_attention(&q, &ck.narrow(1, 0, n.clone())?, &cv.narrow(1, 0, n)?)?;
+                let a =
+                    full_attention(&q, &ck.narrow(1, 0, n.clone())?, &cv.narrow(1, 0, n)?, pad)?;
                 new_kv.push((ck, cv));
                 a
             }
         };
-        if let Context::Prefill = ctx {
+        if ctx.is_prefill() {
             new_kv.push((k, v));
         }
         h = h.add(&conv1d(w, g, &a, &p("attn.c_proj"))?)?;
@@ -91,5 +96,5 @@ pub fn forward(
     g: &Graph,
     tokens: &Tensor,
 ) -> Result<Tensor, GraphError> {
-    Ok(forward_kv(cfg, w, g, tokens, &Context::Prefill)?.0)
+    Ok(forward_kv(cfg, w, g, tokens, &Context::Prefill { padding: None })?.0)
 }

@@ -3,7 +3,7 @@
 
 use cranegrad_graph::{Dim, Graph, GraphError, Shape, Tensor};
 
-use crate::attention::{causal_attention, full_attention};
+use crate::attention::{causal_attention_padded, full_attention};
 use crate::loader::LlamaConfig;
 use crate::weights::Weights;
 
@@ -29,19 +29,21 @@ pub fn rope_tables(cfg: &LlamaConfig) -> (Vec<f32>, Vec<f32>) {
     (cos, sin)
 }
 
-/// `x * cos + rotate_half(x) * sin` for `x` `[B, S, N, D]`, tables `[S, D]`.
+/// `x * cos + rotate_half(x) * sin` for `x` `[B, S, N, D]`, tables `[S, D]` (shared by
+/// the batch) or `[B, S, D]` (per-row positions).
 pub fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor, GraphError> {
     let d = x.dims()[3].max_value();
     let (x1, x2) = (x.narrow(-1, 0, d / 2)?, x.narrow(-1, d / 2, d / 2)?);
     let rotated = Tensor::concat(&[x2.neg()?, x1], -1)?;
-    let s = cos.dims()[0].clone();
+    let lead: Vec<Dim> = if cos.rank() == 3 {
+        cos.dims()[..2].to_vec()
+    } else {
+        vec![Dim::Const(1), cos.dims()[0].clone()]
+    };
     let table = |t: &Tensor| {
-        t.reshape(Shape(vec![
-            Dim::Const(1),
-            s.clone(),
-            Dim::Const(1),
-            Dim::Const(d),
-        ]))
+        let mut dims = lead.clone();
+        dims.extend([Dim::Const(1), Dim::Const(d)]);
+        t.reshape(Shape(dims))
     };
     x.mul(&table(cos)?)?.add(&rotated.mul(&table(sin)?)?)
 }
@@ -49,7 +51,10 @@ pub fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor, Grap
 /// Where a forward's keys and values come from.
 pub enum Context<'a> {
     /// A full sequence starting at position 0: keys are the sequence's own.
-    Prefill,
+    Prefill {
+        /// Left padding of unequal prompts, if any.
+        padding: Option<Padding<'a>>,
+    },
     /// One new token per row at position `pos` (a symbol): keys are the cache's first `pos`
     /// rows followed by the new one. `caches[l]` = (K, V) inputs `[B, ctx, KV, D]`.
     Decode {
@@ -57,7 +62,33 @@ pub enum Context<'a> {
         pos: &'a Dim,
         /// Per-layer cache inputs.
         caches: &'a [(Tensor, Tensor)],
+        /// Left padding of the batch, if any.
+        padding: Option<Padding<'a>>,
     },
+}
+
+/// Left padding of a batch of unequal prompts: per-token positions `[B, S]` (i32, position
+/// within the row's own text) and per-row pad lengths `[B]` (i32; keys before it are hidden).
+#[derive(Clone, Copy)]
+pub struct Padding<'a> {
+    /// Position of each token within its row's real text.
+    pub positions: &'a Tensor,
+    /// Number of padding tokens at the start of each row.
+    pub pad: &'a Tensor,
+}
+
+impl Context<'_> {
+    /// The batch's padding, if any.
+    pub fn padding(&self) -> Option<Padding<'_>> {
+        match self {
+            Context::Prefill { padding } | Context::Decode { padding, .. } => *padding,
+        }
+    }
+
+    /// True for the full-sequence forward.
+    pub fn is_prefill(&self) -> bool {
+        matches!(self, Context::Prefill { .. })
+    }
 }
 
 /// Logits plus, per layer, the new keys (after RoPE) and values `[B, S, KV, D]` (prefill,
@@ -74,15 +105,23 @@ pub fn forward_kv(
     let eps = cfg.rms_norm_eps;
     let (nh, kv, hd) = (cfg.heads, cfg.kv_heads, cfg.head_dim);
     let start = match ctx {
-        Context::Prefill => Dim::Const(0),
+        Context::Prefill { .. } => Dim::Const(0),
         Context::Decode { pos, .. } => (*pos).clone(),
     };
-    let cos = w
-        .tensor(g, "rope.cos")?
-        .narrow(0, start.clone(), s.clone())?;
-    let sin = w
-        .tensor(g, "rope.sin")?
-        .narrow(0, start.clone(), s.clone())?;
+    let pad = ctx.padding().map(|p| p.pad);
+    // Padded rows look their positions up per token; otherwise one shared window.
+    let (cos, sin) = match ctx.padding() {
+        Some(p) => (
+            w.tensor(g, "rope.cos")?.gather_rows(p.positions)?,
+            w.tensor(g, "rope.sin")?.gather_rows(p.positions)?,
+        ),
+        None => (
+            w.tensor(g, "rope.cos")?
+                .narrow(0, start.clone(), s.clone())?,
+            w.tensor(g, "rope.sin")?
+                .narrow(0, start.clone(), s.clone())?,
+        ),
+    };
     let mut h = w
         .tensor(g, "model.embed_tokens.weight")?
         .gather_rows(tokens)?;
@@ -103,8 +142,8 @@ pub fn forward_kv(
         let v = heads(x.matmul(&w.tensor(g, &p("self_attn.v_proj.weight"))?)?, kv)?;
         let (q, k) = (apply_rope(&q, &cos, &sin)?, apply_rope(&k, &cos, &sin)?);
         let a = match ctx {
-            Context::Prefill => causal_attention(&q, &k, &v)?,
-            Context::Decode { pos, caches } => {
+            Context::Prefill { .. } => causal_attention_padded(&q, &k, &v, pad)?,
+            Context::Decode { pos, caches, .. } => {
                 // Append this token's key and value to the caches in place, then attend
                 // over the first pos + 1 rows.
                 let (ck, cv) = &caches[l];
@@ -112,12 +151,13 @@ pub fn forward_kv(
                 let ck = ck.write_slice(&k, &at)?;
                 let cv = cv.write_slice(&v, &at)?;
                 let n = pos.add(1);
-                let a = full_attention(&q, &ck.narrow(1, 0, n.clone())?, &cv.narrow(1, 0, n)?)?;
+                let a =
+                    full_attention(&q, &ck.narrow(1, 0, n.clone())?, &cv.narrow(1, 0, n)?, pad)?;
                 new_kv.push((ck, cv));
                 a
             }
         };
-        if let Context::Prefill = ctx {
+        if ctx.is_prefill() {
             new_kv.push((k, v));
         }
         h = h.add(&a.matmul(&w.tensor(g, &p("self_attn.o_proj.weight"))?)?)?;
@@ -138,5 +178,5 @@ pub fn forward(
     g: &Graph,
     tokens: &Tensor,
 ) -> Result<Tensor, GraphError> {
-    Ok(forward_kv(cfg, w, g, tokens, &Context::Prefill)?.0)
+    Ok(forward_kv(cfg, w, g, tokens, &Context::Prefill { padding: None })?.0)
 }

@@ -100,18 +100,16 @@ pub fn generate(a: GenerateArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|p| tok.encode(p))
         .collect::<Result<_, _>>()?;
-    if rows.iter().any(|r| r.len() != rows[0].len()) || rows[0].is_empty() {
-        return Err(anyhow!(
-            "prompts must be non-empty and tokenize to the same length (left padding is not implemented yet); lengths {:?}",
-            rows.iter().map(Vec::len).collect::<Vec<_>>()
-        ));
+    if rows.iter().any(Vec::is_empty) {
+        return Err(anyhow!("every prompt must tokenize to at least one token"));
     }
     let ctx = a.ctx.unwrap_or(2048).min(model.max_positions());
-    let need = rows[0].len() + a.max_new;
+    let longest = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let need = longest + a.max_new;
     if need > ctx {
         return Err(anyhow!(
             "prompt ({} tokens) + --max-new {} = {need} exceeds the context of {ctx} positions",
-            rows[0].len(),
+            longest,
             a.max_new
         ));
     }
