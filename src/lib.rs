@@ -3,6 +3,7 @@
 //! This crate re-exports the layers (graph -> lower -> codegen -> runtime, models on top) and
 //! holds the built-in examples the CLI and benches run.
 
+pub mod benchmark;
 pub mod builtins;
 pub mod stats;
 pub mod workload;

@@ -292,3 +292,99 @@ fn chat_reads_prompts_from_a_pipe() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(err.matches("tokens/s").count(), 2, "{err}");
 }
+
+#[test]
+fn bench_json_has_every_field_and_compares_backends() {
+    let d = tmp("bench");
+    let json = d.join("bench.json");
+    let r = bin()
+        .args([
+            "bench",
+            "--model",
+            "small",
+            "--iters",
+            "2",
+            "--warmup",
+            "1",
+            "--requests",
+            "2",
+            "--gen-len",
+            "4",
+        ])
+        .args(["--compare", "--profile", "--trace"])
+        .arg(d.join("trace.json"))
+        .arg("--plot")
+        .arg(d.join("lat.svg"))
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert_eq!(
+        r.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    for k in [
+        "load_ms",
+        "cold_ms",
+        "compile_ms",
+        "kernels_compiled",
+        "warm_min_ms",
+        "warm_median_ms",
+        "warm_p90_ms",
+        "ttft_ms",
+        "decode_ms_per_token",
+        "tokens_per_s",
+        "peak_rss_bytes",
+        "kernels_unfused",
+        "kernels_fused",
+        "kernels_fused_decode",
+        "peak_gflops",
+        "dram_gbps",
+    ] {
+        assert!(v[k].is_number(), "missing numeric {k} in {v}");
+    }
+    // Cold and warm are measured separately: the cold run includes compilation.
+    assert!(v["compile_ms"].as_f64().unwrap() > 0.0);
+    assert!(v["cold_ms"].as_f64().unwrap() >= v["compile_ms"].as_f64().unwrap());
+    let backends: Vec<&str> = v["compare"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["backend"].as_str().unwrap())
+        .collect();
+    assert_eq!(backends, ["fused", "unfused", "interpreter"]);
+    for c in v["compare"].as_array().unwrap() {
+        assert!(c["max_abs_diff"].as_f64().unwrap() < 1e-3);
+    }
+    let trace: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("trace.json")).unwrap()).unwrap();
+    assert!(!trace["traceEvents"].as_array().unwrap().is_empty());
+    assert!(
+        std::fs::read_to_string(d.join("lat.svg"))
+            .unwrap()
+            .contains("cold")
+    );
+    // --gen-len 0 is legal: generation keys are null.
+    let r = bin()
+        .args([
+            "bench",
+            "--model",
+            "small",
+            "--iters",
+            "1",
+            "--gen-len",
+            "0",
+            "--json",
+        ])
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert_eq!(r.status.code(), Some(0));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(v["ttft_ms"].is_null() && v["decode_ms_per_token"].is_null());
+}

@@ -30,6 +30,17 @@ pub struct KernelInfo {
     pub cache_hit: bool,
 }
 
+/// One kernel launch as measured by a profiled run.
+#[derive(Clone, Copy, Debug)]
+pub struct KernelTiming {
+    /// Index into the schedule's launches.
+    pub launch: usize,
+    /// Start, microseconds since the plan was created.
+    pub start_us: f64,
+    /// Duration in microseconds.
+    pub micros: f64,
+}
+
 /// A schedule ready to run.
 pub struct Plan {
     /// The lowered graph and schedule.
@@ -42,6 +53,11 @@ pub struct Plan {
     arena: AlignedBuf,
     owned: HashMap<usize, AlignedBuf>,
     outputs: HashMap<usize, Arc<AlignedBuf>>,
+    /// When set, every launch is timed into `timings`.
+    pub profile: bool,
+    /// Launch timings of profiled runs (cleared by the caller).
+    pub timings: Vec<KernelTiming>,
+    epoch: std::time::Instant,
 }
 
 impl Plan {
@@ -80,6 +96,9 @@ impl Plan {
             arena,
             owned,
             outputs,
+            profile: false,
+            timings: Vec::new(),
+            epoch: std::time::Instant::now(),
         })
     }
 
@@ -236,6 +255,7 @@ impl Plan {
             // SAFETY: `args` holds a live pointer for every argument slot, each buffer is at
             // least `Arg::len` elements (checked by codegen's bounds proof against the same
             // lengths), symbols were validated above, and kernels write disjoint ranges.
+            let t0 = self.profile.then(std::time::Instant::now);
             unsafe {
                 pool.run(
                     f,
@@ -245,6 +265,13 @@ impl Plan {
                     align,
                     threads,
                 );
+            }
+            if let Some(t0) = t0 {
+                self.timings.push(KernelTiming {
+                    launch: li,
+                    start_us: t0.duration_since(self.epoch).as_secs_f64() * 1e6,
+                    micros: t0.elapsed().as_secs_f64() * 1e6,
+                });
             }
         }
         sched

@@ -225,6 +225,16 @@ impl Session {
         self.plans.get(key)
     }
 
+    /// The cached plan for a key, mutably (to switch profiling on or read timings).
+    pub fn plan_mut(&mut self, key: &str) -> Option<&mut Plan> {
+        self.plans.get_mut(key)
+    }
+
+    /// The key of a captured plan.
+    pub fn captured_key(c: &Captured) -> &str {
+        &c.key
+    }
+
     /// Computes `outputs`. Inputs take their data from the graph or from `feeds` (by name);
     /// symbolic dimensions take their values from `bindings`.
     pub fn realize(

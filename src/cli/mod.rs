@@ -1,6 +1,7 @@
 //! Command-line parsing and dispatch. Exit codes: 0 success, 1 a failed check, 2 bad input or
 //! usage.
 
+mod bench;
 mod chat;
 mod generate;
 mod golden;
@@ -33,6 +34,8 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Interactive chat: each line continues the conversation; live tokens/s.
     Chat(chat::ChatArgs),
+    /// Benchmark a model: load, cold start, warm latency, generation, memory, throughput.
+    Bench(bench::BenchArgs),
 }
 
 /// Runs the parsed command.
@@ -43,5 +46,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Golden(a) => golden::golden(a),
         Command::Generate(a) => generate::generate(a),
         Command::Chat(a) => chat::chat(a),
+        Command::Bench(a) => bench::bench(a),
     }
 }
