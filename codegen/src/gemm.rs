@@ -202,36 +202,61 @@ impl Emitter<'_> {
             })
             .collect();
         let ro = MemFlagsData::new().with_notrap().with_readonly();
-        let step = |this: &Self, b: &mut FunctionBuilder, set: usize| {
-            let _ = this;
+        // Rows of one flat row loop are equally strided: one A pointer, per-row displacements.
+        let uniform = rows.len() > 1 && g.n_loop == 1;
+        let row_bytes = ai.1.coeff(0) * 4;
+        let fits = |x: i64| i32::try_from(x).is_ok();
+        let uniform =
+            uniform && fits(row_bytes * rows.len() as i64 + 2 * ak.abs()) && fits(2 * bk.abs());
+        let live_a: Vec<Variable> = if uniform {
+            vec![a_ptrs[0]]
+        } else {
+            a_ptrs.clone()
+        };
+        // One k step at displacement `koff` steps from the pointers.
+        let step = |b: &mut FunctionBuilder, set: usize, koff: i64| {
             let bp = b.use_var(b_ptr);
-            let b0 = b.ins().load(types::F32X4, vflags(), bp, 0);
-            let b1 = b.ins().load(types::F32X4, vflags(), bp, 16);
-            for (i, &ap) in a_ptrs.iter().enumerate() {
-                let p = b.use_var(ap);
-                let a = b.ins().load(types::F32, ro, p, 0);
+            let b0 = b.ins().load(types::F32X4, vflags(), bp, (koff * bk) as i32);
+            let b1 = b
+                .ins()
+                .load(types::F32X4, vflags(), bp, (koff * bk + 16) as i32);
+            for i in 0..rows.len() {
+                let (p, disp) = if uniform {
+                    (b.use_var(a_ptrs[0]), i as i64 * row_bytes + koff * ak)
+                } else {
+                    (b.use_var(a_ptrs[i]), koff * ak)
+                };
+                let a = b.ins().load(types::F32, ro, p, disp as i32);
                 let av = b.ins().splat(types::F32X4, a);
                 for (j, bv) in [b0, b1].into_iter().enumerate() {
                     let acc = b.use_var(accs[set][i][j]);
                     let nv = b.ins().fma(av, bv, acc);
                     b.def_var(accs[set][i][j], nv);
                 }
-                let np = b.ins().iadd_imm_s(p, ak);
+            }
+        };
+        let advance = |b: &mut FunctionBuilder, steps: i64| {
+            for &ap in &live_a {
+                let p = b.use_var(ap);
+                let np = b.ins().iadd_imm_s(p, steps * ak);
                 b.def_var(ap, np);
             }
-            let nb = b.ins().iadd_imm_s(bp, bk);
+            let bp = b.use_var(b_ptr);
+            let nb = b.ins().iadd_imm_s(bp, steps * bk);
             b.def_var(b_ptr, nb);
         };
         let kend = b.ins().iconst(types::I64, k_total);
-        if sets == 2 {
-            let rest = emit_loop(b, zero, kend, 2, |b, _| {
-                step(self, b, 0);
-                step(self, b, 1);
-            });
-            emit_loop(b, rest, kend, 1, |b, _| step(self, b, 0));
-        } else {
-            emit_loop(b, zero, kend, 1, |b, _| step(self, b, 0));
-        }
+        // k unrolled by two: half the loop overhead per FMA; one-row blocks alternate sets.
+        let second = if sets == 2 { 1 } else { 0 };
+        let rest = emit_loop(b, zero, kend, 2, |b, _| {
+            step(b, 0, 0);
+            step(b, second, 1);
+            advance(b, 2);
+        });
+        emit_loop(b, rest, kend, 1, |b, _| {
+            step(b, 0, 0);
+            advance(b, 1);
+        });
         vars[g.k_loop] = None;
         if valid < GEMM_NR {
             self.epilogue_columns(b, g, vars, extents, rows, n0, valid, &accs, sets);
