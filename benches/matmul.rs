@@ -48,12 +48,12 @@ fn summary() {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let lim = probe_machine(threads).unwrap();
     eprintln!(
-        "\nmachine now: FMA peak (4 lanes) {:.1} GFLOP/s on 1 thread, {:.1} on {threads}; DRAM copy {:.1} GB/s",
-        lim.fma_gflops_1t, lim.fma_gflops, lim.dram_copy_gbps
+        "\nmachine now: FMA peak (4 lanes) {:.1} GFLOP/s on 1 thread, {:.1} on {threads}; DRAM copy {:.1} GB/s, read {:.1} GB/s",
+        lim.fma_gflops_1t, lim.fma_gflops, lim.dram_copy_gbps, lim.dram_read_gbps
     );
     eprintln!(
-        "  {:<18} {:>7} {:>10} {:>9} {:>10} {:>9}",
-        "M,K,N", "threads", "median ms", "GFLOP/s", "% of peak", "weight GB/s"
+        "  {:<18} {:>7} {:>10} {:>9} {:>10} {:>11} {:>9}",
+        "M,K,N", "threads", "median ms", "GFLOP/s", "% of peak", "weight GB/s", "% of read"
     );
     for &(m, k, n) in SHAPES {
         let out = matmul(m, k, n);
@@ -72,9 +72,10 @@ fn summary() {
             };
             let gbps = (k * n * 4) as f64 / ms / 1e6;
             eprintln!(
-                "  {:<18} {t:>7} {ms:>10.3} {gflops:>9.1} {:>9.0}% {gbps:>10.1}",
+                "  {:<18} {t:>7} {ms:>10.3} {gflops:>9.1} {:>9.0}% {gbps:>11.1} {:>8.0}%",
                 format!("{m},{k},{n}"),
-                100.0 * gflops / peak
+                100.0 * gflops / peak,
+                100.0 * gbps / lim.dram_read_gbps
             );
         }
     }

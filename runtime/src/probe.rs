@@ -15,6 +15,8 @@ use crate::error::RuntimeError;
 pub struct MachineLimits {
     /// Copy bandwidth (bytes read + bytes written) per second, in GB/s, on all threads.
     pub dram_copy_gbps: f64,
+    /// Read-only bandwidth in GB/s on all threads (what a matrix-vector product can reach).
+    pub dram_read_gbps: f64,
     /// f32 FMA peak in GFLOP/s at 4 lanes, one thread.
     pub fma_gflops_1t: f64,
     /// f32 FMA peak in GFLOP/s at 4 lanes, all threads.
@@ -48,6 +50,34 @@ pub fn dram_copy_gbps(bytes: usize, threads: usize, reps: usize) -> f64 {
     2.0 * bytes as f64 / best / 1e9
 }
 
+/// Best-of-`reps` read bandwidth: each thread sums its share of a `bytes`-sized buffer.
+pub fn dram_read_gbps(bytes: usize, threads: usize, reps: usize) -> f64 {
+    let mut buf = AlignedBuf::zeroed(bytes / 4);
+    buf.words_mut().fill(1);
+    let words = buf.words();
+    let mut best = f64::MAX;
+    for _ in 0..reps {
+        let t = Instant::now();
+        let chunk = words.len().div_ceil(threads);
+        std::thread::scope(|s| {
+            for part in words.chunks(chunk) {
+                s.spawn(move || {
+                    // Eight independent lanes so the sum is bandwidth-, not latency-bound.
+                    let mut acc = [0u32; 8];
+                    for c in part.chunks_exact(8) {
+                        for (a, &x) in acc.iter_mut().zip(c) {
+                            *a = a.wrapping_add(x);
+                        }
+                    }
+                    std::hint::black_box(acc);
+                });
+            }
+        });
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    bytes as f64 / best / 1e9
+}
+
 /// Best-of-`reps` throughput of the compiled FMA probe on `threads` threads.
 pub fn fma_gflops(f: FmaProbeFn, threads: usize, reps: usize) -> f64 {
     let iters: i64 = 20_000_000;
@@ -78,6 +108,7 @@ pub fn probe_machine(threads: usize) -> Result<MachineLimits, RuntimeError> {
     let threads = threads.max(1);
     Ok(MachineLimits {
         dram_copy_gbps: dram_copy_gbps(256 << 20, threads, 3),
+        dram_read_gbps: dram_read_gbps(256 << 20, threads, 3),
         fma_gflops_1t: fma_gflops(f, 1, 3),
         fma_gflops: fma_gflops(f, threads, 3),
         threads,
