@@ -30,6 +30,19 @@ pub struct KernelInfo {
     pub cache_hit: bool,
 }
 
+/// Facts about a launch fixed at plan time, so a run does no pattern matching.
+#[derive(Clone, Debug)]
+struct LaunchInfo {
+    /// Dimensions whose product is the parallel range.
+    parallel: Vec<cranegrad_graph::Dim>,
+    /// Chunk alignment of the range split.
+    align: i64,
+    /// All loop extents (their product is the work estimate).
+    loops: Vec<cranegrad_graph::Dim>,
+    /// `(argument slot, K, N)` of a packed GEMM B operand.
+    packed_b: Option<(usize, usize, usize)>,
+}
+
 /// One kernel launch as measured by a profiled run.
 #[derive(Clone, Copy, Debug)]
 pub struct KernelTiming {
@@ -53,6 +66,7 @@ pub struct Plan {
     arena: AlignedBuf,
     owned: HashMap<usize, AlignedBuf>,
     outputs: HashMap<usize, Arc<AlignedBuf>>,
+    infos: Vec<LaunchInfo>,
     /// When set, every launch is timed into `timings`.
     pub profile: bool,
     /// Launch timings of profiled runs (cleared by the caller).
@@ -75,6 +89,26 @@ impl Plan {
                 cache_hit: c.hit,
             });
         }
+        let infos = sched
+            .launches
+            .iter()
+            .map(|l| {
+                let k = &l.kernel;
+                let packed_b = k.gemm().filter(|_| k.pack_b).map(|g| {
+                    (
+                        k.b_arg(&g).unwrap_or(0),
+                        k.loops[g.k_loop].extent.max_value(),
+                        g.cols,
+                    )
+                });
+                LaunchInfo {
+                    parallel: k.parallel_dims(),
+                    align: if k.parallel_over_inner() { 16 } else { 1 },
+                    loops: k.loops.iter().map(|lp| lp.extent.clone()).collect(),
+                    packed_b,
+                }
+            })
+            .collect();
         let memory = plan_memory(sched);
         let arena = AlignedBuf::zeroed(memory.arena_bytes / 4);
         let mut owned = HashMap::new();
@@ -96,6 +130,7 @@ impl Plan {
             arena,
             owned,
             outputs,
+            infos,
             profile: false,
             timings: Vec::new(),
             epoch: std::time::Instant::now(),
@@ -202,51 +237,38 @@ impl Plan {
             }
         }
         // Packed weights for GEMM kernels that read B from panels.
-        let mut packed: HashMap<usize, Arc<AlignedBuf>> = HashMap::new();
-        for (li, l) in sched.launches.iter().enumerate() {
-            if !l.kernel.pack_b {
+        let mut packed: Vec<Option<Arc<AlignedBuf>>> = vec![None; sched.launches.len()];
+        for (li, (l, info)) in sched.launches.iter().zip(&self.infos).enumerate() {
+            let Some((slot, k, n)) = info.packed_b else {
                 continue;
-            }
-            let g = l.kernel.gemm().ok_or_else(|| {
-                RuntimeError::Bounds(format!("{}: packed B without a GEMM", l.kernel.name))
-            })?;
-            let slot = l.kernel.b_arg(&g).unwrap_or(0);
+            };
             let data = bound.get(&l.args[slot]).ok_or_else(|| {
                 RuntimeError::Bounds(format!("{}: packed B is not an input", l.kernel.name))
             })?;
-            let k = l.kernel.loops[g.k_loop].extent.max_value();
-            packed.insert(li, packs.get(data, k, g.cols));
+            packed[li] = Some(packs.get(data, k, n));
         }
         let mut args: Vec<*mut u8> = Vec::new();
         let mut syms: Vec<i64> = Vec::new();
         for (li, (l, &f)) in sched.launches.iter().zip(&self.funcs).enumerate() {
             args.clear();
             args.extend(l.args.iter().map(|&b| ptrs[b]));
-            if let Some(p) = packed.get(&li)
-                && let Some(g) = l.kernel.gemm()
-                && let Some(slot) = l.kernel.b_arg(&g)
-            {
+            let info = &self.infos[li];
+            if let (Some(p), Some((slot, _, _))) = (&packed[li], info.packed_b) {
                 args[slot] = p.as_mut_ptr();
             }
             syms.clear();
             syms.extend(l.kernel.symbols.iter().map(|s| bindings[&s.name]));
-            let total: usize = l
-                .kernel
-                .parallel_dims()
+            let total: usize = info
+                .parallel
                 .iter()
                 .map(|d| d.eval(bindings))
                 .product::<Result<usize, _>>()?;
-            let work: usize = l
-                .kernel
+            let work: usize = info
                 .loops
                 .iter()
-                .map(|lp| lp.extent.eval(bindings))
+                .map(|d| d.eval(bindings))
                 .product::<Result<usize, _>>()?;
-            let align = if l.kernel.parallel_over_inner() {
-                16
-            } else {
-                1
-            };
+            let align = info.align;
             let threads = if work < PARALLEL_MIN_WORK {
                 1
             } else {
