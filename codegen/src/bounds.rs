@@ -12,7 +12,8 @@ use crate::CodegenError;
 fn range(k: &Kernel, a: &Affine) -> (i64, i64) {
     let (mut lo, mut hi) = (a.constant, a.constant);
     for &(v, c) in &a.terms {
-        let ext = k.loops[v].extent.max_value() as i64;
+        // An unknown loop variable is caught by `check_bounds` before this runs.
+        let ext = k.loops.get(v).map_or(1, |l| l.extent.max_value() as i64);
         let top = c * (ext - 1).max(0);
         lo += top.min(0);
         hi += top.max(0);
@@ -33,6 +34,21 @@ fn range(k: &Kernel, a: &Affine) -> (i64, i64) {
 
 /// Fails when any unguarded access of `k` can leave its buffer.
 pub fn check_bounds(k: &Kernel) -> Result<(), CodegenError> {
+    let bad_var = |a: &Affine| a.terms.iter().find(|t| t.0 >= k.loops.len()).map(|t| t.0);
+    let indices = k.exprs.iter().filter_map(|e| match e {
+        Expr::Load { index, .. } | Expr::Gather { index, .. } | Expr::Index(index) => Some(index),
+        _ => None,
+    });
+    if let Some(v) = indices
+        .chain(k.stores.iter().map(|s| &s.index))
+        .find_map(bad_var)
+    {
+        return Err(CodegenError::OutOfBounds(format!(
+            "kernel {}: index uses loop variable i{v} but the kernel has {} loops",
+            k.name,
+            k.loops.len()
+        )));
+    }
     let empty_loop = k.loops.iter().any(|l| l.extent.max_value() == 0);
     if empty_loop {
         return Ok(());

@@ -650,7 +650,8 @@ impl<'a> KernelBuilder<'a> {
         };
         let value = self.g.inputs(self.root)[1];
         let vshape = self.g.node(value).shape.clone();
-        let loops: Vec<Loop> = vshape
+        self.n_out_loops = vshape.rank();
+        let mut loops: Vec<Loop> = vshape
             .dims()
             .iter()
             .map(|d| Loop {
@@ -666,6 +667,14 @@ impl<'a> KernelBuilder<'a> {
             conds: vec![],
         };
         let v = self.eval(value, &ident)?;
+        // An inlined producer (a projection written straight into the cache) brings its
+        // reduce loop.
+        for extent in self.reduce_loops.clone() {
+            loops.push(Loop {
+                extent,
+                kind: LoopKind::Reduce,
+            });
+        }
         let at = IndexMap {
             dims: ident
                 .dims
@@ -694,7 +703,7 @@ impl<'a> KernelBuilder<'a> {
         let mut nodes: Vec<NodeId> = self.counted.iter().copied().collect();
         nodes.push(self.root);
         Ok(Launch {
-            kernel: simplify_loops(kernel),
+            kernel: pack_weights(&self.args, self.weight_bufs, simplify_loops(kernel)),
             args: self.args.iter().map(|(b, _)| *b).collect(),
             nodes,
         })
@@ -760,18 +769,7 @@ impl<'a> KernelBuilder<'a> {
             stores: vec![store],
             pack_b: false,
         };
-        let mut kernel = simplify_loops(kernel);
-        // Weights (inputs carrying data) read as a row-major GEMM B are packed once.
-        if let Some(gm) = kernel.gemm()
-            && kernel.b_is_row_major(&gm)
-            && let Some(slot) = kernel.b_arg(&gm)
-            && let Some(&(buf, _)) = self.args.get(slot)
-            && self.weight_bufs.contains(&buf)
-        {
-            let k = kernel.loops[gm.k_loop].extent.max_value();
-            kernel.pack_b = true;
-            kernel.args[slot].len = gm.cols.div_ceil(GEMM_NR) * GEMM_NR * k;
-        }
+        let kernel = pack_weights(&self.args, self.weight_bufs, simplify_loops(kernel));
         let mut nodes: Vec<NodeId> = self
             .counted
             .iter()
@@ -788,6 +786,26 @@ impl<'a> KernelBuilder<'a> {
             nodes,
         })
     }
+}
+
+/// Marks a GEMM whose B is a weight (an input carrying data, read row-major) as reading B
+/// from the packed panel copy the runtime makes once.
+fn pack_weights(
+    args: &[(BufId, Arg)],
+    weight_bufs: &BTreeSet<BufId>,
+    mut kernel: Kernel,
+) -> Kernel {
+    if let Some(gm) = kernel.gemm()
+        && kernel.b_is_row_major(&gm)
+        && let Some(slot) = kernel.b_arg(&gm)
+        && let Some(&(buf, _)) = args.get(slot)
+        && weight_bufs.contains(&buf)
+    {
+        let k = kernel.loops[gm.k_loop].extent.max_value();
+        kernel.pack_b = true;
+        kernel.args[slot].len = gm.cols.div_ceil(GEMM_NR) * GEMM_NR * k;
+    }
+    kernel
 }
 
 /// Input indices of a reshape that only splits or keeps axes, from its output indices.

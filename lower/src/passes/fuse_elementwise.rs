@@ -206,6 +206,21 @@ fn epilogue_root(g: &GraphData, f: &Fusion, r: NodeId) -> Option<NodeId> {
     {
         return Some(*c);
     }
+    // A value only appended to a cache (a decode step's V projection) is computed by the
+    // write kernel itself, straight into the cache.
+    let mut v = r;
+    while let [c] = g.consumers(v).as_slice() {
+        match g.node(*c).op {
+            Op::Reshape
+                if !f.realized.contains(c)
+                    && reshape_is_affine(&g.node(v).shape, &g.node(*c).shape) =>
+            {
+                v = *c;
+            }
+            Op::WriteSlice { .. } if g.inputs(*c)[1] == v => return Some(*c),
+            _ => break,
+        }
+    }
     let mut root = None;
     let mut stack = g.consumers(r);
     let mut seen = BTreeSet::new();
