@@ -970,10 +970,29 @@ fn build_vector(b: &mut FunctionBuilder, ty: Type, lanes: &[Value]) -> Value {
     v
 }
 
+/// `max(acc, x)` that is NaN when either is: one maxps (`acc < x ? x : acc`, which keeps a
+/// NaN accumulator) plus an unordered compare that turns a NaN `x` into an all-ones (NaN)
+/// result — 3 instructions instead of Cranelift's 9-instruction `fmax` sequence.
+fn nan_propagating_max(b: &mut FunctionBuilder, acc: Value, x: Value) -> Value {
+    let vector = b.func.dfg.value_type(acc).is_vector();
+    let lt = b.ins().fcmp(FloatCC::LessThan, acc, x);
+    let nan = b.ins().fcmp(FloatCC::Unordered, x, x);
+    if vector {
+        let m = b.ins().bitcast(types::F32X4, vflags(), lt);
+        let t = b.ins().bitselect(m, x, acc);
+        let t = b.ins().bitcast(types::I32X4, vflags(), t);
+        let t = b.ins().bor(t, nan);
+        b.ins().bitcast(types::F32X4, vflags(), t)
+    } else {
+        let t = b.ins().select(lt, x, acc);
+        b.ins().select(nan, x, t)
+    }
+}
+
 fn combine(b: &mut FunctionBuilder, op: ReduceOp, dtype: DType, acc: Value, x: Value) -> Value {
     match (op, dtype) {
         (ReduceOp::Sum, DType::F32) => b.ins().fadd(acc, x),
-        (ReduceOp::Max, DType::F32) => b.ins().fmax(acc, x),
+        (ReduceOp::Max, DType::F32) => nan_propagating_max(b, acc, x),
         (ReduceOp::Sum, _) => b.ins().iadd(acc, x),
         (ReduceOp::Max, _) => b.ins().smax(acc, x),
     }

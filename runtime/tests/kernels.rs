@@ -121,3 +121,22 @@ fn gather_rows_is_an_embedding_lookup() {
         "{err}"
     );
 }
+
+#[test]
+fn reduce_max_propagates_nan_from_any_position() {
+    // Rows of 11 (two vector steps plus a tail); a NaN in the first, middle or tail position.
+    for pos in [0usize, 5, 10] {
+        let mut data = rand_vec(3 * 11, 9, 4.0);
+        data[11 + pos] = f32::NAN;
+        let g = Graph::new();
+        let x = g.input_with_data("x", Shape::of(&[3, 11]), data).unwrap();
+        let m = x.max(-1, false).unwrap();
+        let s = x.softmax(-1).unwrap();
+        let r = check_all(&[&m, &s], &Feeds::new(), &Bindings::new(), 1e-6, 1e-6);
+        let v = r[0].to_f32();
+        assert!(
+            v[1].is_nan() && !v[0].is_nan() && !v[2].is_nan(),
+            "pos {pos}: {v:?}"
+        );
+    }
+}
