@@ -114,21 +114,7 @@ pub(crate) enum Phase {
 }
 
 fn own_reduce_var(k: &Kernel, e: &Expr) -> Option<usize> {
-    let reds: Vec<usize> = k
-        .loops
-        .iter()
-        .enumerate()
-        .filter(|(_, l)| l.kind == LoopKind::Reduce)
-        .map(|(i, _)| i)
-        .collect();
-    let in_affine = |a: &Affine| reds.iter().copied().find(|&r| a.coeff(r) != 0);
-    let in_conds = |c: &[Cond]| c.iter().find_map(|c| in_affine(&c.expr));
-    match e {
-        Expr::Load { index, conds, .. } => in_affine(index).or_else(|| in_conds(conds)),
-        Expr::Index(a) | Expr::Gather { index: a, .. } => in_affine(a),
-        Expr::InBounds(c) => in_conds(c),
-        _ => None,
-    }
+    (0..k.loops.len()).find(|&r| k.loops[r].kind == LoopKind::Reduce && e.indexes_with(r))
 }
 
 fn phases(k: &Kernel) -> Vec<Phase> {
@@ -177,18 +163,10 @@ fn is_row_kernel(k: &Kernel, ph: &[Phase]) -> bool {
         return false;
     }
     let lv = n_out - 1;
-    let uses_lv = |e: &Expr| match e {
-        Expr::Load { index, conds, .. } => {
-            index.coeff(lv) != 0 || conds.iter().any(|c| c.expr.coeff(lv) != 0)
-        }
-        Expr::Index(a) | Expr::Gather { index: a, .. } => a.coeff(lv) != 0,
-        Expr::InBounds(c) => c.iter().any(|c| c.expr.coeff(lv) != 0),
-        _ => false,
-    };
     // Whatever a reduction reads (transitively) must not depend on the innermost loop.
     let mut dep = vec![false; k.exprs.len()];
     for (i, e) in k.exprs.iter().enumerate() {
-        dep[i] = uses_lv(e) || e.operands().iter().any(|&o| dep[o]);
+        dep[i] = e.indexes_with(lv) || e.operands().iter().any(|&o| dep[o]);
     }
     let reduce_inputs_ok = k.exprs.iter().all(|e| match e {
         Expr::Reduce { x, .. } => !dep[*x],
@@ -414,17 +392,9 @@ impl Emitter<'_> {
 
     /// Per expression: whether its value depends on loop variable `v`.
     fn depends_on(&self, v: usize) -> Vec<bool> {
-        let own = |e: &Expr| match e {
-            Expr::Load { index, conds, .. } => {
-                index.coeff(v) != 0 || conds.iter().any(|c| c.expr.coeff(v) != 0)
-            }
-            Expr::Index(a) | Expr::Gather { index: a, .. } => a.coeff(v) != 0,
-            Expr::InBounds(c) => c.iter().any(|c| c.expr.coeff(v) != 0),
-            _ => false,
-        };
         let mut dep = vec![false; self.k.exprs.len()];
         for (i, e) in self.k.exprs.iter().enumerate() {
-            dep[i] = own(e) || e.operands().iter().any(|&o| dep[o]);
+            dep[i] = e.indexes_with(v) || e.operands().iter().any(|&o| dep[o]);
         }
         dep
     }

@@ -161,6 +161,20 @@ impl Expr {
         }
     }
 
+    /// True when the expression's own addressing (a load's or gather's index, an index
+    /// value, bounds conditions) depends on loop variable `v`; operands are not followed.
+    pub fn indexes_with(&self, v: usize) -> bool {
+        let conds = |c: &[Cond]| c.iter().any(|c| c.expr.coeff(v) != 0);
+        match self {
+            Expr::Load {
+                index, conds: c, ..
+            } => index.coeff(v) != 0 || conds(c),
+            Expr::Gather { index, .. } | Expr::Index(index) => index.coeff(v) != 0,
+            Expr::InBounds(c) => conds(c),
+            _ => false,
+        }
+    }
+
     /// The f64 value of a constant.
     pub fn const_value(&self) -> Option<f64> {
         match self {
@@ -326,17 +340,8 @@ impl Kernel {
         };
         let _ = (ai, bi);
         // Nothing else may depend on k, and only the product may use the two loads.
-        let uses_k = |e: &Expr| match e {
-            Expr::Load { index, conds, .. } => {
-                index.coeff(k_loop) != 0
-                    || !conds.is_empty() && conds.iter().any(|c| c.expr.coeff(k_loop) != 0)
-            }
-            Expr::Index(x) | Expr::Gather { index: x, .. } => x.coeff(k_loop) != 0,
-            Expr::InBounds(c) => c.iter().any(|c| c.expr.coeff(k_loop) != 0),
-            _ => false,
-        };
         for (i, e) in self.exprs.iter().enumerate() {
-            if i != a && i != b && uses_k(e) {
+            if i != a && i != b && e.indexes_with(k_loop) {
                 return None;
             }
             if i != product && e.operands().iter().any(|&o| o == a || o == b) {

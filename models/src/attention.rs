@@ -3,6 +3,34 @@
 
 use cranegrad_graph::{DType, Dim, GraphError, Shape, Tensor};
 
+use crate::llama::Context;
+
+/// One layer's attention under `ctx`: causal over the sequence itself (prefill; returns the
+/// new keys and values for the caller's cache) or, in a decode step, over the KV cache after
+/// this token's key and value are appended in place (returns the cache writes, outputs that
+/// must be realized so they run).
+pub fn attend(
+    ctx: &Context,
+    layer: usize,
+    q: &Tensor,
+    k: Tensor,
+    v: Tensor,
+) -> Result<(Tensor, (Tensor, Tensor)), GraphError> {
+    let pad = ctx.padding().map(|p| p.pad);
+    match ctx {
+        Context::Prefill { .. } => Ok((causal_attention_padded(q, &k, &v, pad)?, (k, v))),
+        Context::Decode { pos, caches, .. } => {
+            let (ck, cv) = &caches[layer];
+            let at = [Dim::Const(0), (*pos).clone(), Dim::Const(0), Dim::Const(0)];
+            let ck = ck.write_slice(&k, &at)?;
+            let cv = cv.write_slice(&v, &at)?;
+            let n = pos.add(1);
+            let a = full_attention(q, &ck.narrow(1, 0, n.clone())?, &cv.narrow(1, 0, n)?, pad)?;
+            Ok((a, (ck, cv)))
+        }
+    }
+}
+
 /// `q` `[B, S, H, D]`, `k`/`v` `[B, T, KV, D]` (T keys, the last S of which are the queries'
 /// own positions) -> `[B, S, H * D]`. Query i attends to keys `j <= i + (T - S)`.
 pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor, GraphError> {

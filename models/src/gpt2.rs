@@ -3,7 +3,7 @@
 
 use cranegrad_graph::{Dim, Graph, GraphError, Shape, Tensor};
 
-use crate::attention::{causal_attention_padded, full_attention};
+use crate::attention::attend;
 use crate::llama::Context;
 use crate::loader::Gpt2Config;
 use crate::weights::Weights;
@@ -29,7 +29,6 @@ pub fn forward_kv(
         Context::Prefill { .. } => Dim::Const(0),
         Context::Decode { pos, .. } => (*pos).clone(),
     };
-    let pad = ctx.padding().map(|p| p.pad);
     let pos_emb = match ctx.padding() {
         Some(p) => w.tensor(g, "wpe.weight")?.gather_rows(p.positions)?,
         None => w.tensor(g, "wpe.weight")?.narrow(0, start, s.clone())?,
@@ -61,25 +60,8 @@ pub fn forward_kv(
         let q = heads(qkv.narrow(-1, 0, e)?)?;
         let k = heads(qkv.narrow(-1, e, e)?)?;
         let v = heads(qkv.narrow(-1, 2 * e, e)?)?;
-        let a = match ctx {
-            Context::Prefill { .. } => causal_attention_padded(&q, &k, &v, pad)?,
-            Context::Decode { pos, caches, .. } => {
-                // Append this token's key and value to the caches in place, then attend
-                // over the first pos + 1 rows.
-                let (ck, cv) = &caches[l];
-                let at = [Dim::Const(0), (*pos).clone(), Dim::Const(0), Dim::Const(0)];
-                let ck = ck.write_slice(&k, &at)?;
-                let cv = cv.write_slice(&v, &at)?;
-                let n = pos.add(1);
-                let a =
-                    full_attention(&q, &ck.narrow(1, 0, n.clone())?, &cv.narrow(1, 0, n)?, pad)?;
-                new_kv.push((ck, cv));
-                a
-            }
-        };
-        if ctx.is_prefill() {
-            new_kv.push((k, v));
-        }
+        let (a, kv) = attend(ctx, l, &q, k, v)?;
+        new_kv.push(kv);
         h = h.add(&conv1d(w, g, &a, &p("attn.c_proj"))?)?;
         let x = ln(&h, &p("ln_2"))?;
         let m = conv1d(w, g, &x, &p("mlp.c_fc"))?.gelu_tanh()?;

@@ -3,7 +3,7 @@
 
 use cranegrad_graph::{Dim, Graph, GraphError, Shape, Tensor};
 
-use crate::attention::{causal_attention_padded, full_attention};
+use crate::attention::attend;
 use crate::loader::LlamaConfig;
 use crate::weights::Weights;
 
@@ -108,7 +108,6 @@ pub fn forward_kv(
         Context::Prefill { .. } => Dim::Const(0),
         Context::Decode { pos, .. } => (*pos).clone(),
     };
-    let pad = ctx.padding().map(|p| p.pad);
     // Padded rows look their positions up per token; otherwise one shared window.
     let (cos, sin) = match ctx.padding() {
         Some(p) => (
@@ -141,25 +140,8 @@ pub fn forward_kv(
         let k = heads(x.matmul(&w.tensor(g, &p("self_attn.k_proj.weight"))?)?, kv)?;
         let v = heads(x.matmul(&w.tensor(g, &p("self_attn.v_proj.weight"))?)?, kv)?;
         let (q, k) = (apply_rope(&q, &cos, &sin)?, apply_rope(&k, &cos, &sin)?);
-        let a = match ctx {
-            Context::Prefill { .. } => causal_attention_padded(&q, &k, &v, pad)?,
-            Context::Decode { pos, caches, .. } => {
-                // Append this token's key and value to the caches in place, then attend
-                // over the first pos + 1 rows.
-                let (ck, cv) = &caches[l];
-                let at = [Dim::Const(0), (*pos).clone(), Dim::Const(0), Dim::Const(0)];
-                let ck = ck.write_slice(&k, &at)?;
-                let cv = cv.write_slice(&v, &at)?;
-                let n = pos.add(1);
-                let a =
-                    full_attention(&q, &ck.narrow(1, 0, n.clone())?, &cv.narrow(1, 0, n)?, pad)?;
-                new_kv.push((ck, cv));
-                a
-            }
-        };
-        if ctx.is_prefill() {
-            new_kv.push((k, v));
-        }
+        let (a, kv) = attend(ctx, l, &q, k, v)?;
+        new_kv.push(kv);
         h = h.add(&a.matmul(&w.tensor(g, &p("self_attn.o_proj.weight"))?)?)?;
         let x = h.rms_norm(&w.tensor(g, &p("post_attention_layernorm.weight"))?, eps)?;
         let gate = x.matmul(&w.tensor(g, &p("mlp.gate_proj.weight"))?)?;
