@@ -211,7 +211,11 @@ pub fn emit_kernel(
         layout: choose_layout(k),
         along,
         row,
+        rescale: None,
     };
+    if row && let Some(lv) = k.output_loops().len().checked_sub(1) {
+        em.rescale = crate::rescale::find_rescale(k, &em.depends_on(lv));
+    }
     let extents: Vec<Value> = k.loops.iter().map(|l| em.dim(&mut b, &l.extent)).collect();
     let n_out = k.output_loops().len();
     let mut vars: Vec<Option<Value>> = vec![None; k.loops.len()];
@@ -296,6 +300,8 @@ pub(crate) struct Emitter<'k> {
     pub(crate) along: Vec<bool>,
     /// Reductions run once per row, before the row's outputs (see `is_row_kernel`).
     pub(crate) row: bool,
+    /// Store-and-rescale of a row kernel (softmax), if it applies.
+    pub(crate) rescale: Option<crate::rescale::Rescale>,
 }
 
 /// A computed expression: its value and whether it is a 4-lane vector.
@@ -421,6 +427,19 @@ impl Emitter<'_> {
     ) {
         let lane = if vector { self.lane_var() } else { None };
         self.reductions(b, vals, vars, extents, lane);
+        if let Some(r) = &self.rescale {
+            let st = &self.k.stores[0];
+            let base = self.affine(b, &st.index, vars);
+            let addr = byte_addr(b, self.ptrs[r.arg], base);
+            let ty = if vector { types::F32X4 } else { types::F32 };
+            let fl = MemFlagsData::new()
+                .with_notrap()
+                .with_endianness(cranelift_codegen::ir::Endianness::Little);
+            vals[r.factor] = Some(Val {
+                v: b.ins().load(ty, fl, addr, 0),
+                vector,
+            });
+        }
         for e in 0..self.k.exprs.len() {
             if !matches!(self.phases[e], Phase::Inner(_)) {
                 self.ensure(b, e, vals, vars, lane, vector);
@@ -522,6 +541,11 @@ impl Emitter<'_> {
                 let mut xv = local[x].expect("reduced value");
                 if vector {
                     xv = this.widen(b, xv, dtype);
+                }
+                if let Some(r) = this.rescale.as_ref().filter(|r| r.reduce == e) {
+                    let base = this.affine(b, &r.index_in_loop, vars);
+                    let coeff = if vector { 1 } else { 0 };
+                    this.store(b, r.arg, base, coeff, xv);
                 }
                 let a = b.use_var(target);
                 let nv = combine(b, op, dtype, a, xv.v);

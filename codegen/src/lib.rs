@@ -7,6 +7,7 @@ pub mod gemm;
 pub mod isa;
 pub mod math;
 pub mod probe;
+pub mod rescale;
 
 use thiserror::Error;
 

@@ -1,0 +1,149 @@
+//! Store-and-rescale for row kernels: when a row's output is `E * s` with `s` constant along
+//! the row and `E` exactly the value a row sum accumulates (softmax: `exp(x - max) * 1/sum`),
+//! the sum's loop also stores `E` into the output, and the output pass computes
+//! `load(out) * s` instead of evaluating `E` (an `exp`) a second time.
+
+use cranegrad_graph::{BinaryOp, ReduceOp};
+use cranegrad_lower::affine::Affine;
+use cranegrad_lower::kernel::{Expr, ExprId, Kernel};
+
+/// A detected store-and-rescale.
+#[derive(Clone, Debug)]
+pub struct Rescale {
+    /// The Reduce (sum) whose loop also stores.
+    pub reduce: ExprId,
+    /// The row factor `E` in the stored product.
+    pub factor: ExprId,
+    /// The output argument slot.
+    pub arg: usize,
+    /// Output index in terms of the reduce variable (for the stores in the sum's loop).
+    pub index_in_loop: Affine,
+}
+
+/// `a` with loop variable `from` renamed to `to`.
+fn rename(a: &Affine, from: usize, to: usize) -> Affine {
+    let c = a.coeff(from);
+    a.without(from).add(&Affine::var(to).scale(c))
+}
+
+/// True when expression `x` (in terms of reduce variable `j`) computes the same value as `y`
+/// (in terms of output variable `lv`) at the same position.
+fn same_value(k: &Kernel, x: ExprId, y: ExprId, j: usize, lv: usize) -> bool {
+    if x == y {
+        return true;
+    }
+    match (&k.exprs[x], &k.exprs[y]) {
+        (
+            Expr::Load {
+                arg: a1,
+                index: i1,
+                conds: c1,
+                dtype: d1,
+            },
+            Expr::Load {
+                arg: a2,
+                index: i2,
+                conds: c2,
+                dtype: d2,
+            },
+        ) => a1 == a2 && d1 == d2 && c1.is_empty() && c2.is_empty() && rename(i1, j, lv) == *i2,
+        (Expr::Const { .. }, Expr::Const { .. }) => k.exprs[x] == k.exprs[y],
+        (
+            Expr::Unary {
+                op: o1,
+                x: x1,
+                dtype: d1,
+            },
+            Expr::Unary {
+                op: o2,
+                x: x2,
+                dtype: d2,
+            },
+        ) => o1 == o2 && d1 == d2 && same_value(k, *x1, *x2, j, lv),
+        (
+            Expr::Binary {
+                op: o1,
+                a: a1,
+                b: b1,
+                dtype: d1,
+            },
+            Expr::Binary {
+                op: o2,
+                a: a2,
+                b: b2,
+                dtype: d2,
+            },
+        ) => {
+            o1 == o2 && d1 == d2 && same_value(k, *a1, *a2, j, lv) && same_value(k, *b1, *b2, j, lv)
+        }
+        (
+            Expr::Where {
+                c: c1,
+                a: a1,
+                b: b1,
+                dtype: d1,
+            },
+            Expr::Where {
+                c: c2,
+                a: a2,
+                b: b2,
+                dtype: d2,
+            },
+        ) => {
+            d1 == d2
+                && same_value(k, *c1, *c2, j, lv)
+                && same_value(k, *a1, *a2, j, lv)
+                && same_value(k, *b1, *b2, j, lv)
+        }
+        (Expr::Index(i1), Expr::Index(i2)) => rename(i1, j, lv) == *i2,
+        (Expr::Binary { .. } | Expr::Unary { .. }, Expr::Binary { .. } | Expr::Unary { .. }) => {
+            false
+        }
+        _ => false,
+    }
+}
+
+/// Finds a store-and-rescale in a row kernel whose rows are split across threads (several
+/// output loops), given which expressions depend on the innermost output loop.
+pub fn find_rescale(k: &Kernel, dep_lv: &[bool]) -> Option<Rescale> {
+    let n_out = k.output_loops().len();
+    if n_out < 2 || k.stores.len() != 1 {
+        return None;
+    }
+    let lv = n_out - 1;
+    let st = &k.stores[0];
+    if st.index.coeff(lv) != 1 {
+        return None;
+    }
+    let Expr::Binary {
+        op: BinaryOp::Mul,
+        a,
+        b,
+        ..
+    } = k.exprs[st.value]
+    else {
+        return None;
+    };
+    let (factor, scale) = match (dep_lv[a], dep_lv[b]) {
+        (true, false) => (a, b),
+        (false, true) => (b, a),
+        _ => return None,
+    };
+    let _ = scale;
+    k.exprs.iter().enumerate().find_map(|(e, ex)| match ex {
+        Expr::Reduce {
+            op: ReduceOp::Sum,
+            x,
+            var,
+            ..
+        } if k.loops[*var].extent == k.loops[lv].extent && same_value(k, *x, factor, *var, lv) => {
+            Some(Rescale {
+                reduce: e,
+                factor,
+                arg: st.arg,
+                index_in_loop: rename(&st.index, lv, *var),
+            })
+        }
+        _ => None,
+    })
+}
