@@ -96,9 +96,6 @@ fn same_value(k: &Kernel, x: ExprId, y: ExprId, j: usize, lv: usize) -> bool {
                 && same_value(k, *b1, *b2, j, lv)
         }
         (Expr::Index(i1), Expr::Index(i2)) => rename(i1, j, lv) == *i2,
-        (Expr::Binary { .. } | Expr::Unary { .. }, Expr::Binary { .. } | Expr::Unary { .. }) => {
-            false
-        }
         _ => false,
     }
 }
@@ -124,12 +121,11 @@ pub fn find_rescale(k: &Kernel, dep_lv: &[bool]) -> Option<Rescale> {
     else {
         return None;
     };
-    let (factor, scale) = match (dep_lv[a], dep_lv[b]) {
+    let (factor, _scale) = match (dep_lv[a], dep_lv[b]) {
         (true, false) => (a, b),
         (false, true) => (b, a),
         _ => return None,
     };
-    let _ = scale;
     k.exprs.iter().enumerate().find_map(|(e, ex)| match ex {
         Expr::Reduce {
             op: ReduceOp::Sum,
