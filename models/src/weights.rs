@@ -59,17 +59,31 @@ impl Weights {
 fn transpose(shape: &[usize], data: &[f32]) -> (Vec<usize>, Vec<f32>) {
     let (r, c) = (shape[0], shape[1]);
     let mut out = vec![0f32; r * c];
-    // Blocked so both sides stay in cache for big matrices.
-    const B: usize = 64;
-    for i0 in (0..r).step_by(B) {
-        for j0 in (0..c).step_by(B) {
-            for i in i0..(i0 + B).min(r) {
-                for j in j0..(j0 + B).min(c) {
-                    out[j * r + i] = data[i * c + j];
-                }
-            }
-        }
+    if r == 0 || c == 0 {
+        return (vec![c, r], out);
     }
+    // Blocked so both sides stay in cache for big matrices; output row blocks split across
+    // threads (a 1B model transposes gigabytes at load).
+    const B: usize = 64;
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
+    let rows_per = c.div_ceil(threads).div_ceil(B).max(1) * B;
+    std::thread::scope(|s| {
+        for (t, chunk) in out.chunks_mut(rows_per * r).enumerate() {
+            s.spawn(move || {
+                let j_start = t * rows_per;
+                let j_end = (j_start + rows_per).min(c);
+                for j0 in (j_start..j_end).step_by(B) {
+                    for i0 in (0..r).step_by(B) {
+                        for j in j0..(j0 + B).min(j_end) {
+                            for i in i0..(i0 + B).min(r) {
+                                chunk[(j - j_start) * r + i] = data[i * c + j];
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
     (vec![c, r], out)
 }
 

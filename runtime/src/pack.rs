@@ -23,15 +23,30 @@ pub struct PackCache {
 pub fn pack_panels(src: &[u32], k: usize, n: usize) -> AlignedBuf {
     let panels = n.div_ceil(GEMM_NR);
     let mut out = AlignedBuf::zeroed(panels * k * GEMM_NR);
-    let dst = out.words_mut();
-    for p in 0..panels {
-        let cols = (n - p * GEMM_NR).min(GEMM_NR);
-        for kk in 0..k {
-            let s = kk * n + p * GEMM_NR;
-            let d = (p * k + kk) * GEMM_NR;
-            dst[d..d + cols].copy_from_slice(&src[s..s + cols]);
-        }
+    if k == 0 || panels == 0 {
+        return out;
     }
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
+    // Whole panels per thread; within a thread, rows of `src` are read in order (each read
+    // once), writing one 32-byte run into each panel per row.
+    let per = panels.div_ceil(threads.max(1)).max(1);
+    std::thread::scope(|s| {
+        for (t, chunk) in out.words_mut().chunks_mut(per * k * GEMM_NR).enumerate() {
+            s.spawn(move || {
+                let p0 = t * per;
+                let np = chunk.len() / (k * GEMM_NR).max(1);
+                for kk in 0..k {
+                    for q in 0..np {
+                        let p = p0 + q;
+                        let cols = (n - p * GEMM_NR).min(GEMM_NR);
+                        let s = kk * n + p * GEMM_NR;
+                        let d = (q * k + kk) * GEMM_NR;
+                        chunk[d..d + cols].copy_from_slice(&src[s..s + cols]);
+                    }
+                }
+            });
+        }
+    });
     out
 }
 
