@@ -239,6 +239,8 @@ pub struct GemmShape {
     pub rows: usize,
     /// Columns.
     pub cols: usize,
+    /// B is read as `[N, K]` (a transposed `nn.Linear` weight): only usable once packed.
+    pub b_transposed: bool,
 }
 
 /// Rows per GEMM register block.
@@ -247,9 +249,12 @@ pub const GEMM_MR: usize = 4;
 pub const GEMM_NR: usize = 8;
 
 impl Kernel {
-    /// True when B of the GEMM is a plain row-major `[K, N]` matrix (index `k*N + n`), the
-    /// layout the runtime can pack.
-    pub fn b_is_row_major(&self, g: &GemmShape) -> bool {
+    /// True when B of the GEMM is a whole matrix the runtime can pack: row-major `[K, N]`
+    /// (index `k*N + n`) or transposed `[N, K]` (index `n*K + k`).
+    pub fn b_is_packable(&self, g: &GemmShape) -> bool {
+        if g.b_transposed {
+            return true;
+        }
         match &self.exprs[g.b] {
             Expr::Load { index, .. } => {
                 index.constant == 0
@@ -270,8 +275,15 @@ impl Kernel {
         }
     }
 
-    /// The GEMM pattern of this kernel, if it has one (static extents only).
+    /// The GEMM path codegen takes: the GEMM pattern, with a transposed B only when the
+    /// runtime packs it.
     pub fn gemm(&self) -> Option<GemmShape> {
+        self.gemm_shape().filter(|g| !g.b_transposed || self.pack_b)
+    }
+
+    /// The GEMM pattern of this kernel, if it has one (static extents only); B may be
+    /// transposed.
+    pub fn gemm_shape(&self) -> Option<GemmShape> {
         let outs = self.output_loops();
         let (k_loop, _) = self.reduce_loop()?;
         if outs.is_empty() || self.loops.iter().any(|l| l.extent.as_const().is_none()) {
@@ -322,23 +334,30 @@ impl Kernel {
         };
         let (ai, bi) = (load(a)?, load(b)?);
         let rows_vars = 0..n_loop;
-        let a_ok = ai.coeff(n_loop) == 0;
-        let b_ok = bi.coeff(n_loop) == 1 && rows_vars.clone().all(|v| bi.coeff(v) == 0);
-        let (a, b, ai, bi) = if a_ok && b_ok {
-            (a, b, ai, bi)
-        } else {
-            // The product may be written B * A.
-            let (a2, b2) = (bi, ai);
-            if a2.coeff(n_loop) == 0
-                && b2.coeff(n_loop) == 1
-                && rows_vars.clone().all(|v| b2.coeff(v) == 0)
-            {
-                (b, a, a2, b2)
-            } else {
+        let k_extent = self.loops[k_loop].extent.as_const().unwrap_or(0) as i64;
+        // B is either read along n with unit stride, or is an exact transposed `[N, K]`.
+        let b_shape = |bi: &Affine| -> Option<bool> {
+            if !rows_vars.clone().all(|v| bi.coeff(v) == 0) {
                 return None;
             }
+            if bi.coeff(n_loop) == 1 {
+                return Some(false);
+            }
+            let exact = bi.constant == 0
+                && bi.syms.is_empty()
+                && bi.terms.len() == 2
+                && bi.coeff(k_loop) == 1
+                && bi.coeff(n_loop) == k_extent;
+            exact.then_some(true)
         };
-        let _ = (ai, bi);
+        let (a, b, b_transposed) = match (ai.coeff(n_loop) == 0, b_shape(&bi)) {
+            (true, Some(t)) => (a, b, t),
+            // The product may be written B * A.
+            _ => match (bi.coeff(n_loop) == 0, b_shape(&ai)) {
+                (true, Some(t)) => (b, a, t),
+                _ => return None,
+            },
+        };
         // Nothing else may depend on k, and only the product may use the two loads.
         for (i, e) in self.exprs.iter().enumerate() {
             if i != a && i != b && e.indexes_with(k_loop) {
@@ -364,6 +383,7 @@ impl Kernel {
             reduce: *reduce,
             rows,
             cols: outs[n_loop].extent.as_const().unwrap_or(0),
+            b_transposed,
         })
     }
 

@@ -795,8 +795,8 @@ fn pack_weights(
     weight_bufs: &BTreeSet<BufId>,
     mut kernel: Kernel,
 ) -> Kernel {
-    if let Some(gm) = kernel.gemm()
-        && kernel.b_is_row_major(&gm)
+    if let Some(gm) = kernel.gemm_shape()
+        && kernel.b_is_packable(&gm)
         && let Some(slot) = kernel.b_arg(&gm)
         && let Some(&(buf, _)) = args.get(slot)
         && weight_bufs.contains(&buf)

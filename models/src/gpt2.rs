@@ -68,7 +68,8 @@ pub fn forward_kv(
         h = h.add(&conv1d(w, g, &m, &p("mlp.c_proj"))?)?;
     }
     let h = ln(&h, "ln_f")?;
-    Ok((h.matmul(&w.tensor(g, "lm_head.weight")?)?, new_kv))
+    // The LM head is tied to the token embedding, read transposed (no copy).
+    Ok((h.matmul(&w.linear(g, "wte.weight")?)?, new_kv))
 }
 
 /// Logits `[B, S, vocab]` of a full-sequence forward over i32 `tokens` `[B, S]`.

@@ -136,21 +136,26 @@ pub fn forward_kv(
     for l in 0..cfg.layers {
         let p = |n: &str| format!("model.layers.{l}.{n}");
         let x = h.rms_norm(&w.tensor(g, &p("input_layernorm.weight"))?, eps)?;
-        let q = heads(x.matmul(&w.tensor(g, &p("self_attn.q_proj.weight"))?)?, nh)?;
-        let k = heads(x.matmul(&w.tensor(g, &p("self_attn.k_proj.weight"))?)?, kv)?;
-        let v = heads(x.matmul(&w.tensor(g, &p("self_attn.v_proj.weight"))?)?, kv)?;
+        let q = heads(x.matmul(&w.linear(g, &p("self_attn.q_proj.weight"))?)?, nh)?;
+        let k = heads(x.matmul(&w.linear(g, &p("self_attn.k_proj.weight"))?)?, kv)?;
+        let v = heads(x.matmul(&w.linear(g, &p("self_attn.v_proj.weight"))?)?, kv)?;
         let (q, k) = (apply_rope(&q, &cos, &sin)?, apply_rope(&k, &cos, &sin)?);
         let (a, kv) = attend(ctx, l, &q, k, v)?;
         new_kv.push(kv);
-        h = h.add(&a.matmul(&w.tensor(g, &p("self_attn.o_proj.weight"))?)?)?;
+        h = h.add(&a.matmul(&w.linear(g, &p("self_attn.o_proj.weight"))?)?)?;
         let x = h.rms_norm(&w.tensor(g, &p("post_attention_layernorm.weight"))?, eps)?;
-        let gate = x.matmul(&w.tensor(g, &p("mlp.gate_proj.weight"))?)?;
-        let up = x.matmul(&w.tensor(g, &p("mlp.up_proj.weight"))?)?;
+        let gate = x.matmul(&w.linear(g, &p("mlp.gate_proj.weight"))?)?;
+        let up = x.matmul(&w.linear(g, &p("mlp.up_proj.weight"))?)?;
         let m = gate.silu()?.mul(&up)?;
-        h = h.add(&m.matmul(&w.tensor(g, &p("mlp.down_proj.weight"))?)?)?;
+        h = h.add(&m.matmul(&w.linear(g, &p("mlp.down_proj.weight"))?)?)?;
     }
     let h = h.rms_norm(&w.tensor(g, "model.norm.weight")?, eps)?;
-    Ok((h.matmul(&w.tensor(g, "lm_head.weight")?)?, new_kv))
+    let head = if cfg.tie_word_embeddings && !w.contains("lm_head.weight") {
+        "model.embed_tokens.weight"
+    } else {
+        "lm_head.weight"
+    };
+    Ok((h.matmul(&w.linear(g, head)?)?, new_kv))
 }
 
 /// Logits `[B, S, vocab]` of a full-sequence forward over i32 `tokens` `[B, S]`.

@@ -45,6 +45,17 @@ impl Weights {
         g.input_with_data(name, Shape::of(&w.shape), HostData::F32(w.data.clone()))
     }
 
+    /// An `nn.Linear` weight (`[out, in]`) as the `[in, out]` matmul operand: a transposed
+    /// view, packed by the runtime on first use.
+    pub fn linear(&self, g: &Graph, name: &str) -> Result<Tensor, GraphError> {
+        self.tensor(g, name)?.transpose(0, 1)
+    }
+
+    /// True when a weight of this name exists.
+    pub fn contains(&self, name: &str) -> bool {
+        self.map.contains_key(name)
+    }
+
     /// Number of parameters held.
     pub fn param_count(&self) -> usize {
         self.map.values().map(|w| w.data.len()).sum()
@@ -56,77 +67,19 @@ impl Weights {
     }
 }
 
-fn transpose(shape: &[usize], data: &[f32]) -> (Vec<usize>, Vec<f32>) {
-    let (r, c) = (shape[0], shape[1]);
-    let mut out = vec![0f32; r * c];
-    if r == 0 || c == 0 {
-        return (vec![c, r], out);
-    }
-    // Blocked so both sides stay in cache for big matrices; output row blocks split across
-    // threads (a 1B model transposes gigabytes at load).
-    const B: usize = 64;
-    let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
-    let rows_per = c.div_ceil(threads).div_ceil(B).max(1) * B;
-    std::thread::scope(|s| {
-        for (t, chunk) in out.chunks_mut(rows_per * r).enumerate() {
-            s.spawn(move || {
-                let j_start = t * rows_per;
-                let j_end = (j_start + rows_per).min(c);
-                for j0 in (j_start..j_end).step_by(B) {
-                    for i0 in (0..r).step_by(B) {
-                        for j in j0..(j0 + B).min(j_end) {
-                            for i in i0..(i0 + B).min(r) {
-                                chunk[(j - j_start) * r + i] = data[i * c + j];
-                            }
-                        }
-                    }
-                }
-            });
-        }
-    });
-    (vec![c, r], out)
-}
-
-/// True for HF `nn.Linear` weights (`[out, in]`), which the graph wants as `[in, out]`.
-fn is_llama_linear(name: &str) -> bool {
-    name.ends_with("_proj.weight") || name == "lm_head.weight"
-}
-
-/// Prepares loaded weights for the model code: LLaMA linears transposed, the tied or untied
-/// output projection as `lm_head.weight` `[hidden, vocab]`; GPT-2 names without the
-/// `transformer.` prefix and its tied head as `lm_head.weight`.
+/// Prepares loaded weights for the model code: names only (GPT-2 loses its `transformer.`
+/// prefix). Linear weights stay in the file's `[out, in]` layout: the graph reads them through
+/// a transposed view and the runtime packs them once for the GEMM, so nothing is copied here.
 pub fn prepare(cfg: &ModelConfig, mut store: WeightStore) -> Result<Weights, crate::ModelError> {
     let mut w = Weights::default();
     let names: Vec<String> = store.names().map(str::to_string).collect();
     for name in names {
         let t = store.take(&name)?;
-        match cfg {
-            ModelConfig::Llama(_) => {
-                if is_llama_linear(&name) {
-                    let (s, d) = transpose(&t.shape, &t.data);
-                    w.insert(&name, s, d);
-                } else {
-                    w.insert(&name, t.shape, t.data);
-                }
-            }
-            ModelConfig::Gpt2(_) => {
-                let short = name.strip_prefix("transformer.").unwrap_or(&name);
-                w.insert(short, t.shape, t.data);
-            }
-        }
-    }
-    let tied = match cfg {
-        ModelConfig::Llama(c) => c.tie_word_embeddings.then_some("model.embed_tokens.weight"),
-        ModelConfig::Gpt2(_) => Some("wte.weight"),
-    };
-    if let Some(src) = tied
-        && !w.map.contains_key("lm_head.weight")
-    {
-        let e = w.map.get(src).ok_or_else(|| {
-            crate::ModelError::Missing(format!("{src} (the tied output embedding)"))
-        })?;
-        let (s, d) = transpose(&e.shape, &e.data);
-        w.insert("lm_head.weight", s, d);
+        let short = match cfg {
+            ModelConfig::Llama(_) => name.as_str(),
+            ModelConfig::Gpt2(_) => name.strip_prefix("transformer.").unwrap_or(&name),
+        };
+        w.insert(short, t.shape, t.data);
     }
     Ok(w)
 }

@@ -11,37 +11,58 @@ use cranegrad_lower::kernel::GEMM_NR;
 
 use crate::buffer::AlignedBuf;
 
-/// Packed copies by (source address, K, N).
+/// Packed copies by (source address, K, N, transposed).
 #[derive(Default)]
 pub struct PackCache {
-    map: HashMap<(usize, usize, usize), (HostData, Arc<AlignedBuf>)>,
+    map: HashMap<(usize, usize, usize, bool), (HostData, Arc<AlignedBuf>)>,
     /// Bytes held by packed copies.
     pub bytes: usize,
 }
 
-/// Packs `src` (`[k, n]` row-major words) into panels.
-pub fn pack_panels(src: &[u32], k: usize, n: usize) -> AlignedBuf {
+/// Packs `src` into panels: `src` is `[k, n]` row-major, or `[n, k]` (an `nn.Linear`
+/// weight, read as its transpose) when `transposed`.
+pub fn pack_panels(src: &[u32], k: usize, n: usize, transposed: bool) -> AlignedBuf {
     let panels = n.div_ceil(GEMM_NR);
     let mut out = AlignedBuf::zeroed(panels * k * GEMM_NR);
     if k == 0 || panels == 0 {
         return out;
     }
     let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
-    // Whole panels per thread; within a thread, rows of `src` are read in order (each read
-    // once), writing one 32-byte run into each panel per row.
     let per = panels.div_ceil(threads.max(1)).max(1);
     std::thread::scope(|s| {
         for (t, chunk) in out.words_mut().chunks_mut(per * k * GEMM_NR).enumerate() {
             s.spawn(move || {
                 let p0 = t * per;
-                let np = chunk.len() / (k * GEMM_NR).max(1);
-                for kk in 0..k {
+                let np = chunk.len() / (k * GEMM_NR);
+                if transposed {
+                    // Column c of panel p is source row p*8 + c: read it once, in order.
                     for q in 0..np {
                         let p = p0 + q;
                         let cols = (n - p * GEMM_NR).min(GEMM_NR);
-                        let s = kk * n + p * GEMM_NR;
-                        let d = (q * k + kk) * GEMM_NR;
-                        chunk[d..d + cols].copy_from_slice(&src[s..s + cols]);
+                        let panel = &mut chunk[q * k * GEMM_NR..(q + 1) * k * GEMM_NR];
+                        for c in 0..cols {
+                            let row = &src[(p * GEMM_NR + c) * k..(p * GEMM_NR + c + 1) * k];
+                            for (kk, &w) in row.iter().enumerate() {
+                                panel[kk * GEMM_NR + c] = w;
+                            }
+                        }
+                    }
+                } else {
+                    // Rows of `src` in order, one 32-byte run into each panel per row.
+                    for kk in 0..k {
+                        for q in 0..np {
+                            let p = p0 + q;
+                            let cols = (n - p * GEMM_NR).min(GEMM_NR);
+                            let s = kk * n + p * GEMM_NR;
+                            let d = (q * k + kk) * GEMM_NR;
+                            if cols == GEMM_NR {
+                                let from: &[u32; GEMM_NR] =
+                                    src[s..s + GEMM_NR].try_into().expect("8 words");
+                                chunk[d..d + GEMM_NR].copy_from_slice(from);
+                            } else {
+                                chunk[d..d + cols].copy_from_slice(&src[s..s + cols]);
+                            }
+                        }
                     }
                 }
             });
@@ -51,13 +72,20 @@ pub fn pack_panels(src: &[u32], k: usize, n: usize) -> AlignedBuf {
 }
 
 impl PackCache {
-    /// The packed copy of `data` viewed as `[k, n]`, packing it on first use.
-    pub fn get(&mut self, data: &HostData, k: usize, n: usize) -> Arc<AlignedBuf> {
-        let key = (data.as_words().as_ptr() as usize, k, n);
+    /// The packed copy of `data` viewed as `[k, n]` (or `[n, k]` when `transposed`),
+    /// packing it on first use.
+    pub fn get(
+        &mut self,
+        data: &HostData,
+        k: usize,
+        n: usize,
+        transposed: bool,
+    ) -> Arc<AlignedBuf> {
+        let key = (data.as_words().as_ptr() as usize, k, n, transposed);
         if let Some((_, buf)) = self.map.get(&key) {
             return buf.clone();
         }
-        let buf = Arc::new(pack_panels(data.as_words(), k, n));
+        let buf = Arc::new(pack_panels(data.as_words(), k, n, transposed));
         self.bytes += buf.len() * 4;
         self.map.insert(key, (data.clone(), buf.clone()));
         buf
@@ -82,12 +110,17 @@ mod tests {
     fn panels_hold_columns_in_order_with_zero_padding() {
         let (k, n) = (3, 10);
         let src: Vec<u32> = (0..(k * n) as u32).collect();
-        let p = pack_panels(&src, k, n);
+        let p = pack_panels(&src, k, n, false);
         let w = p.words();
         // Panel 0, k = 1: columns 0..8 of row 1.
         assert_eq!(&w[8..16], &[10, 11, 12, 13, 14, 15, 16, 17]);
         // Panel 1, k = 2: columns 8, 9 of row 2, then zeros.
         let d = (k + 2) * 8;
         assert_eq!(&w[d..d + 8], &[28, 29, 0, 0, 0, 0, 0, 0]);
+        // The same matrix stored transposed ([n, k]) packs to the same panels.
+        let t: Vec<u32> = (0..n)
+            .flat_map(|j| (0..k).map(move |i| src[i * n + j]))
+            .collect();
+        assert_eq!(pack_panels(&t, k, n, true).words(), w);
     }
 }

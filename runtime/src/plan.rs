@@ -39,8 +39,8 @@ struct LaunchInfo {
     align: i64,
     /// All loop extents (their product is the work estimate).
     loops: Vec<cranegrad_graph::Dim>,
-    /// `(argument slot, K, N)` of a packed GEMM B operand.
-    packed_b: Option<(usize, usize, usize)>,
+    /// `(argument slot, K, N, transposed)` of a packed GEMM B operand.
+    packed_b: Option<(usize, usize, usize, bool)>,
 }
 
 /// One kernel launch as measured by a profiled run.
@@ -99,6 +99,7 @@ impl Plan {
                         k.b_arg(&g).unwrap_or(0),
                         k.loops[g.k_loop].extent.max_value(),
                         g.cols,
+                        g.b_transposed,
                     )
                 });
                 LaunchInfo {
@@ -239,13 +240,13 @@ impl Plan {
         // Packed weights for GEMM kernels that read B from panels.
         let mut packed: Vec<Option<Arc<AlignedBuf>>> = vec![None; sched.launches.len()];
         for (li, (l, info)) in sched.launches.iter().zip(&self.infos).enumerate() {
-            let Some((slot, k, n)) = info.packed_b else {
+            let Some((slot, k, n, transposed)) = info.packed_b else {
                 continue;
             };
             let data = bound.get(&l.args[slot]).ok_or_else(|| {
                 RuntimeError::Bounds(format!("{}: packed B is not an input", l.kernel.name))
             })?;
-            packed[li] = Some(packs.get(data, k, n));
+            packed[li] = Some(packs.get(data, k, n, transposed));
         }
         let mut args: Vec<*mut u8> = Vec::new();
         let mut syms: Vec<i64> = Vec::new();
@@ -253,7 +254,7 @@ impl Plan {
             args.clear();
             args.extend(l.args.iter().map(|&b| ptrs[b]));
             let info = &self.infos[li];
-            if let (Some(p), Some((slot, _, _))) = (&packed[li], info.packed_b) {
+            if let (Some(p), Some((slot, _, _, _))) = (&packed[li], info.packed_b) {
                 args[slot] = p.as_mut_ptr();
             }
             syms.clear();
