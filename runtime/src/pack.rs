@@ -11,10 +11,13 @@ use cranegrad_lower::kernel::GEMM_NR;
 
 use crate::buffer::AlignedBuf;
 
-/// Packed copies by (source address, K, N, transposed).
+/// Cache key: source address, K, N, transposed.
+type PackKey = (usize, usize, usize, bool);
+
+/// Packed copies by source and layout.
 #[derive(Default)]
 pub struct PackCache {
-    map: HashMap<(usize, usize, usize, bool), (HostData, Arc<AlignedBuf>)>,
+    map: HashMap<PackKey, (HostData, Arc<AlignedBuf>)>,
     /// Bytes held by packed copies.
     pub bytes: usize,
 }
