@@ -122,7 +122,7 @@ mod tests {
         assert_eq!(&w[d..d + 8], &[28, 29, 0, 0, 0, 0, 0, 0]);
         // The same matrix stored transposed ([n, k]) packs to the same panels.
         let t: Vec<u32> = (0..n)
-            .flat_map(|j| (0..k).map(move |i| src[i * n + j]))
+            .flat_map(|j| (0..k).map(move |i| (i * n + j) as u32))
             .collect();
         assert_eq!(pack_panels(&t, k, n, true).words(), w);
     }
