@@ -253,6 +253,8 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
         decode = (!steps.is_empty()).then(|| median(&steps));
     }
     let tokens_per_s = decode.map(|d| b as f64 * 1000.0 / d);
+    // A decode step reads every weight once (the bandwidth bound of batch-1 decode).
+    let decode_gbps = decode.map(|d| model.weights.bytes() as f64 / d / 1e6);
 
     // Compare backends on the same inputs.
     let mut compare = Vec::new();
@@ -307,10 +309,14 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
             100.0 * gbps / limits.dram_copy_gbps
         ))
         .row("generation", format!(
-            "TTFT {} ms, decode {} ms/token, {} tokens/s",
+            "TTFT {} ms, decode {} ms/token, {} tokens/s{}",
             opt(ttft),
             opt(decode),
-            tokens_per_s.map_or("-".into(), |v| format!("{v:.1}"))
+            tokens_per_s.map_or("-".into(), |v| format!("{v:.1}")),
+            decode_gbps.map_or(String::new(), |g| format!(
+                "; weights streamed at {g:.1} GB/s = {:.0}% of DRAM copy bandwidth",
+                100.0 * g / limits.dram_copy_gbps
+            ))
         ))
         .row("kernels", format!(
             "{kernels_unfused} unfused -> {} fused (prefill), {} per decode step; cache {} hits / {} misses",
@@ -378,6 +384,7 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
         put("ttft_ms", json!(ttft));
         put("decode_ms_per_token", json!(decode));
         put("tokens_per_s", json!(tokens_per_s));
+        put("decode_weight_gbps", json!(decode_gbps));
         put("peak_rss_bytes", json!(rss));
         put("weights_bytes", json!(model.weights.bytes()));
         put("activations_bytes", json!(arena_bytes));
