@@ -105,23 +105,56 @@ fn random_values(n: usize, seed: u64, std: f32) -> Vec<f32> {
 /// Random weights for `cfg` in HF names and layouts, one independent stream per tensor
 /// (seeded by `seed` and the tensor's position), gains near 1, small biases.
 pub fn random_store(cfg: &ModelConfig, seed: u64) -> Result<WeightStore, crate::ModelError> {
+    let specs = crate::loader::expected_tensors(cfg);
+    // Each tensor has its own stream, so the values do not depend on how the work is split;
+    // threads take tensors largest first from a shared counter.
+    let mut order: Vec<usize> = (0..specs.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(specs[i].1.iter().product::<usize>()));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
+    let mut made: Vec<(usize, Vec<f32>)> = std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                sc.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let j = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(&i) = order.get(j) else { break };
+                        let (name, shape) = &specs[i];
+                        let n: usize = shape.iter().product();
+                        let s = seed.wrapping_mul(1_000_003).wrapping_add(i as u64);
+                        let data = if name.contains("norm") || name.contains("ln_") {
+                            if name.ends_with(".bias") {
+                                random_values(n, s, 0.02)
+                            } else {
+                                random_values(n, s, 0.1)
+                                    .into_iter()
+                                    .map(|v| v + 1.0)
+                                    .collect()
+                            }
+                        } else {
+                            // Matrices, embeddings and biases alike: HF's initializer_range.
+                            random_values(n, s, 0.02)
+                        };
+                        out.push((i, data));
+                    }
+                    out
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    made.sort_by_key(|m| m.0);
+    if made.len() != specs.len() {
+        return Err(crate::ModelError::Input(
+            "random weight generation lost a tensor (a worker thread failed)".into(),
+        ));
+    }
     let mut store = WeightStore::new(format!("random weights (seed {seed})"));
-    for (i, (name, shape)) in crate::loader::expected_tensors(cfg).into_iter().enumerate() {
-        let n: usize = shape.iter().product();
-        let s = seed.wrapping_mul(1_000_003).wrapping_add(i as u64);
-        let data = if name.contains("norm") || name.contains("ln_") {
-            if name.ends_with(".bias") {
-                random_values(n, s, 0.02)
-            } else {
-                random_values(n, s, 0.1)
-                    .into_iter()
-                    .map(|v| v + 1.0)
-                    .collect()
-            }
-        } else {
-            // Matrices, embeddings and biases alike: HF's usual initializer_range.
-            random_values(n, s, 0.02)
-        };
+    for ((name, shape), (_, data)) in specs.into_iter().zip(made) {
         store.insert(
             name,
             crate::loader::HostTensor::new(shape, data, crate::loader::SourceDType::F32)?,
