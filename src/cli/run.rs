@@ -143,6 +143,17 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
                 }
                 println!("\n== fused schedule ({} kernels)", plan.kernel_count());
                 print!("{}", plan.lowered.schedule.text());
+                println!("\n== compilation (this process)");
+                for (i, k) in plan.kernels.iter().enumerate() {
+                    if k.cache_hit {
+                        println!("  kernel {i:<4} {:<28} cache hit", k.name);
+                    } else {
+                        println!(
+                            "  kernel {i:<4} {:<28} {:>8.1} us",
+                            k.name, k.compile_micros
+                        );
+                    }
+                }
                 println!("\n== totals");
                 println!("  kernels: {kernels_unfused} unfused -> {kernels_fused} fused");
                 println!(
