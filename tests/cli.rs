@@ -173,6 +173,8 @@ fn dump_graph_shows_every_stage() {
         "fuse_elementwise",
         "== fused schedule (1 kernels)",
         "loop i0",
+        "== compilation",
+        "k0_elementwise",
         "== totals",
         "8 unfused -> 1 fused",
     ] {
