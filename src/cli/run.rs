@@ -11,7 +11,7 @@ use serde_json::{Map, Value as Json, json};
 use cranegrad::builtins::{EXAMPLES, build_example};
 use cranegrad::stats::{median, quantile};
 use cranegrad::workload::{Workload, model_workload};
-use cranegrad_graph::{Bindings, graph_dot, graph_text};
+use cranegrad_graph::{Bindings, graph_text};
 use cranegrad_lower::{LowerOptions, lower};
 use cranegrad_runtime::{Session, SessionOptions};
 
@@ -163,7 +163,6 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
                 println!();
             }
             DumpFormat::Dot => {
-                let _ = graph_dot;
                 print!("{}", plan.lowered.schedule.dot(&plan.lowered.graph));
             }
         }
