@@ -23,6 +23,8 @@ struct Job {
 
 struct Shared {
     generation: AtomicU64,
+    /// Workers parked on `wake`; a launch pays for a wake-up syscall only when this is > 0.
+    sleepers: AtomicUsize,
     done: AtomicUsize,
     quit: AtomicBool,
     job: UnsafeCell<Job>,
@@ -68,6 +70,7 @@ impl ThreadPool {
         let threads = threads.max(1);
         let shared = Arc::new(Shared {
             generation: AtomicU64::new(0),
+            sleepers: AtomicUsize::new(0),
             done: AtomicUsize::new(0),
             quit: AtomicBool::new(false),
             job: UnsafeCell::new(Job {
@@ -135,8 +138,10 @@ impl ThreadPool {
             };
         }
         self.shared.done.store(0, Ordering::Relaxed);
-        self.shared.generation.fetch_add(1, Ordering::Release);
-        {
+        // SeqCst pairs with the worker's increment-then-recheck: either we see it sleeping and
+        // wake it under the lock, or it sees the new generation and does not sleep.
+        self.shared.generation.fetch_add(1, Ordering::SeqCst);
+        if self.shared.sleepers.load(Ordering::SeqCst) > 0 {
             let _g = self.shared.lock.lock().unwrap_or_else(|p| p.into_inner());
             self.shared.wake.notify_all();
         }
@@ -181,9 +186,11 @@ fn worker(s: Arc<Shared>, t: usize) {
                 continue;
             }
             let guard = s.lock.lock().unwrap_or_else(|p| p.into_inner());
-            if s.generation.load(Ordering::Acquire) == seen && !s.quit.load(Ordering::Acquire) {
+            s.sleepers.fetch_add(1, Ordering::SeqCst);
+            if s.generation.load(Ordering::SeqCst) == seen && !s.quit.load(Ordering::SeqCst) {
                 let _unused = s.wake.wait(guard).unwrap_or_else(|p| p.into_inner());
             }
+            s.sleepers.fetch_sub(1, Ordering::SeqCst);
             spins = 0;
         }
         // SAFETY: the caller wrote the job before bumping the generation we just observed.
