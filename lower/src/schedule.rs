@@ -109,10 +109,11 @@ impl Schedule {
                 .collect();
             let _ = writeln!(
                 s,
-                "kernel {i}: {} [{}] -> {}",
+                "kernel {i}: {} [{}] -> {}  ({})",
                 l.kernel.ops.join("+"),
                 ins.join(", "),
-                outs.join(", ")
+                outs.join(", "),
+                pattern(&l.kernel)
             );
             let _ = write!(s, "{}", l.kernel);
         }
@@ -786,6 +787,70 @@ impl<'a> KernelBuilder<'a> {
             nodes,
         })
     }
+}
+
+/// Which fusion pattern a kernel is, for `--dump-graph`: read off the kernel's shape and ops.
+pub fn pattern(k: &Kernel) -> String {
+    let has = |op: &str| k.ops.iter().any(|o| o == op);
+    let count = |op: &str| k.ops.iter().filter(|o| *o == op).count();
+    let elementwise_after = k
+        .ops
+        .iter()
+        .any(|o| !matches!(o.as_str(), "matmul" | "sum" | "reduce_max" | "write_slice"));
+    let reduces = k
+        .loops
+        .iter()
+        .filter(|l| l.kind == LoopKind::Reduce)
+        .count();
+    if let Some(g) = k.gemm() {
+        let mut p = if g.rows == 1 { "gemv" } else { "gemm" }.to_string();
+        if k.pack_b {
+            p.push_str(", packed weights");
+        }
+        if has("write_slice") {
+            p.push_str(", written into the KV cache");
+        } else if elementwise_after {
+            p.push_str(" + epilogue");
+        }
+        return p;
+    }
+    if has("write_slice") {
+        return if has("matmul") {
+            "projection written into the KV cache"
+        } else {
+            "KV-cache write"
+        }
+        .into();
+    }
+    if has("matmul") {
+        return if k.name.ends_with("_permuted") {
+            "batched matmul, stored permuted"
+        } else {
+            "batched matmul"
+        }
+        .into();
+    }
+    if reduces >= 2 && has("reduce_max") && has("exp2") {
+        return "softmax (one kernel)".into();
+    }
+    if reduces >= 2 && count("sum") >= 2 {
+        return "layernorm (one kernel)".into();
+    }
+    if reduces >= 1 && has("sqrt") && has("recip") && elementwise_after {
+        return "rmsnorm (one kernel)".into();
+    }
+    if reduces >= 1 {
+        return if elementwise_after {
+            "reduction + fused elementwise"
+        } else {
+            "reduction"
+        }
+        .into();
+    }
+    if k.ops.len() > 1 {
+        return format!("{} elementwise ops fused", k.ops.len());
+    }
+    k.ops.first().cloned().unwrap_or_else(|| "copy".into())
 }
 
 /// Marks a GEMM whose B is a weight (an input carrying data, read row-major) as reading B
