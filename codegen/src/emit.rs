@@ -598,7 +598,7 @@ impl Emitter<'_> {
         }
     }
 
-    fn widen(&self, b: &mut FunctionBuilder, v: Val, dtype: DType) -> Val {
+    pub(crate) fn widen(&self, b: &mut FunctionBuilder, v: Val, dtype: DType) -> Val {
         if v.vector {
             v
         } else {

@@ -265,51 +265,23 @@ impl Emitter<'_> {
         // Epilogue: every expression outside the k loop, at 4 lanes along the columns.
         for (i, &r) in rows.iter().enumerate() {
             self.row_vars(b, g, vars, extents, r);
-            #[allow(clippy::needless_range_loop)] // j also picks the column offset
             for j in 0..2usize {
                 let n = b.ins().iadd_imm_s(n0, 4 * j as i64);
                 vars[g.n_loop] = Some(n);
-                let mut acc = b.use_var(accs[0][i][j]);
-                if sets == 2 {
-                    let other = b.use_var(accs[1][i][j]);
-                    acc = b.ins().fadd(acc, other);
-                }
-                let mut vals: Vec<Option<Val>> = vec![None; self.k.exprs.len()];
-                vals[g.reduce] = Some(Val {
-                    v: acc,
-                    vector: true,
-                });
-                for e in 0..self.k.exprs.len() {
-                    if e == g.reduce || matches!(self.phases[e], Phase::Inner(_)) {
-                        continue;
-                    }
-                    vals[e] = Some(self.expr(b, e, &vals, vars, Some(g.n_loop), true));
-                }
-                for st in &self.k.stores {
-                    let v = vals[st.value].expect("stored value computed");
-                    let v = if v.vector {
-                        v
-                    } else {
-                        Val {
-                            v: b.ins().splat(
-                                match self.k.exprs[st.value].dtype() {
-                                    cranegrad_graph::DType::F32 => types::F32X4,
-                                    _ => types::I32X4,
-                                },
-                                v.v,
-                            ),
-                            vector: true,
-                        }
-                    };
-                    let base = self.affine(b, &st.index, vars);
-                    self.store(b, st.arg, base, 1, v);
-                }
+                let acc = sum_sets(b, &accs, sets, i, j);
+                self.epilogue_point(
+                    b,
+                    g,
+                    vars,
+                    Val {
+                        v: acc,
+                        vector: true,
+                    },
+                );
             }
         }
     }
-}
 
-impl Emitter<'_> {
     /// Scalar epilogue for the first `valid` columns of a block.
     #[allow(clippy::too_many_arguments)]
     fn epilogue_columns(
@@ -329,30 +301,70 @@ impl Emitter<'_> {
             for c in 0..valid {
                 let n = b.ins().iadd_imm_s(n0, c as i64);
                 vars[g.n_loop] = Some(n);
-                let mut acc = b.use_var(accs[0][i][c / 4]);
-                if sets == 2 {
-                    let other = b.use_var(accs[1][i][c / 4]);
-                    acc = b.ins().fadd(acc, other);
-                }
+                let acc = sum_sets(b, accs, sets, i, c / 4);
                 let lane = b.ins().extractlane(acc, (c % 4) as u8);
-                let mut vals: Vec<Option<Val>> = vec![None; self.k.exprs.len()];
-                vals[g.reduce] = Some(Val {
-                    v: lane,
-                    vector: false,
-                });
-                for e in 0..self.k.exprs.len() {
-                    if e == g.reduce || matches!(self.phases[e], Phase::Inner(_)) {
-                        continue;
-                    }
-                    vals[e] = Some(self.expr(b, e, &vals, vars, None, false));
-                }
-                for st in &self.k.stores {
-                    let v = vals[st.value].expect("stored value computed");
-                    let base = self.affine(b, &st.index, vars);
-                    self.store(b, st.arg, base, 1, v);
-                }
+                self.epilogue_point(
+                    b,
+                    g,
+                    vars,
+                    Val {
+                        v: lane,
+                        vector: false,
+                    },
+                );
             }
         }
+    }
+
+    /// Everything outside the k loop at one output point (4 columns when `acc` is a vector),
+    /// from the accumulated product, then the stores.
+    fn epilogue_point(
+        &mut self,
+        b: &mut FunctionBuilder,
+        g: &GemmShape,
+        vars: &[Option<Value>],
+        acc: Val,
+    ) {
+        let (lane, vector) = if acc.vector {
+            (Some(g.n_loop), true)
+        } else {
+            (None, false)
+        };
+        let mut vals: Vec<Option<Val>> = vec![None; self.k.exprs.len()];
+        vals[g.reduce] = Some(acc);
+        for e in 0..self.k.exprs.len() {
+            if e == g.reduce || matches!(self.phases[e], Phase::Inner(_)) {
+                continue;
+            }
+            vals[e] = Some(self.expr(b, e, &vals, vars, lane, vector));
+        }
+        for st in &self.k.stores {
+            let v = vals[st.value].expect("stored value computed");
+            let v = if vector {
+                self.widen(b, v, self.k.exprs[st.value].dtype())
+            } else {
+                v
+            };
+            let base = self.affine(b, &st.index, vars);
+            self.store(b, st.arg, base, 1, v);
+        }
+    }
+}
+
+/// Accumulator `j` of row `i`, summing the two sets of a one-row block.
+fn sum_sets(
+    b: &mut FunctionBuilder,
+    accs: &[Vec<[Variable; 2]>],
+    sets: usize,
+    i: usize,
+    j: usize,
+) -> Value {
+    let acc = b.use_var(accs[0][i][j]);
+    if sets == 2 {
+        let other = b.use_var(accs[1][i][j]);
+        b.ins().fadd(acc, other)
+    } else {
+        acc
     }
 }
 

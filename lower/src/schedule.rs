@@ -137,16 +137,7 @@ impl Schedule {
             );
             for &n in &l.nodes {
                 if drawn.insert(n) {
-                    let node = g.node(n);
-                    let _ = writeln!(
-                        s,
-                        "    n{} [label=\"{} {}\\n{}{}\"];",
-                        n.index(),
-                        node.op.name(),
-                        node.op.attrs().replace('"', "\\\""),
-                        node.dtype,
-                        node.shape
-                    );
+                    dot_node(&mut s, g, n, "    ", "");
                 }
             }
             s.push_str("  }\n");
@@ -156,16 +147,7 @@ impl Schedule {
             for &n in &l.nodes {
                 for i in g.inputs(n) {
                     if drawn.insert(i) {
-                        let node = g.node(i);
-                        let _ = writeln!(
-                            s,
-                            "  n{} [label=\"{} {}\\n{}{}\", style=filled, fillcolor=lightblue];",
-                            i.index(),
-                            node.op.name(),
-                            node.op.attrs().replace('"', "\\\""),
-                            node.dtype,
-                            node.shape
-                        );
+                        dot_node(&mut s, g, i, "  ", ", style=filled, fillcolor=lightblue");
                     }
                     edges.insert((i.index(), n.index()));
                 }
@@ -177,6 +159,20 @@ impl Schedule {
         s.push_str("}\n");
         s
     }
+}
+
+/// One DOT node line: op, attributes, dtype and shape.
+fn dot_node(s: &mut String, g: &GraphData, n: NodeId, indent: &str, style: &str) {
+    let node = g.node(n);
+    let _ = writeln!(
+        s,
+        "{indent}n{} [label=\"{} {}\\n{}{}\"{style}];",
+        n.index(),
+        node.op.name(),
+        node.op.attrs().replace('"', "\\\""),
+        node.dtype,
+        node.shape
+    );
 }
 
 /// Builds the kernels of every realized node.

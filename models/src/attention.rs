@@ -5,6 +5,12 @@ use cranegrad_graph::{DType, Dim, GraphError, Shape, Tensor};
 
 use crate::llama::Context;
 
+/// `[B, S, n * d]` -> `[B, S, n, d]`: a projection split into heads (a free view).
+pub fn split_heads(x: &Tensor, n: usize, d: usize) -> Result<Tensor, GraphError> {
+    let (b, s) = (x.dims()[0].clone(), x.dims()[1].clone());
+    x.reshape(Shape(vec![b, s, Dim::Const(n), Dim::Const(d)]))
+}
+
 /// One layer's attention under `ctx`: causal over the sequence itself (prefill; returns the
 /// new keys and values for the caller's cache) or, in a decode step, over the KV cache after
 /// this token's key and value are appended in place (returns the cache writes, outputs that

@@ -1,9 +1,9 @@
 //! GPT-2 on the Tensor API: LayerNorm, learned positions, Conv1D (`[in, out]`) projections,
 //! `gelu_new` (tanh GELU) and the tied LM head.
 
-use cranegrad_graph::{Dim, Graph, GraphError, Shape, Tensor};
+use cranegrad_graph::{Dim, Graph, GraphError, Tensor};
 
-use crate::attention::attend;
+use crate::attention::{attend, split_heads};
 use crate::llama::Context;
 use crate::loader::Gpt2Config;
 use crate::weights::Weights;
@@ -22,7 +22,7 @@ pub fn forward_kv(
     tokens: &Tensor,
     ctx: &Context,
 ) -> Result<(Tensor, Vec<(Tensor, Tensor)>), GraphError> {
-    let (b, s) = (tokens.dims()[0].clone(), tokens.dims()[1].clone());
+    let s = tokens.dims()[1].clone();
     let (nh, hd, e) = (cfg.n_head, cfg.head_dim(), cfg.n_embd);
     let eps = cfg.layer_norm_epsilon;
     let start = match ctx {
@@ -44,22 +44,14 @@ pub fn forward_kv(
             eps,
         )
     };
-    let heads = |x: Tensor| {
-        x.reshape(Shape(vec![
-            b.clone(),
-            s.clone(),
-            Dim::Const(nh),
-            Dim::Const(hd),
-        ]))
-    };
     let mut new_kv = Vec::with_capacity(cfg.n_layer);
     for l in 0..cfg.n_layer {
         let p = |n: &str| format!("h.{l}.{n}");
         let x = ln(&h, &p("ln_1"))?;
         let qkv = conv1d(w, g, &x, &p("attn.c_attn"))?;
-        let q = heads(qkv.narrow(-1, 0, e)?)?;
-        let k = heads(qkv.narrow(-1, e, e)?)?;
-        let v = heads(qkv.narrow(-1, 2 * e, e)?)?;
+        let q = split_heads(&qkv.narrow(-1, 0, e)?, nh, hd)?;
+        let k = split_heads(&qkv.narrow(-1, e, e)?, nh, hd)?;
+        let v = split_heads(&qkv.narrow(-1, 2 * e, e)?, nh, hd)?;
         let (a, kv) = attend(ctx, l, &q, k, v)?;
         new_kv.push(kv);
         h = h.add(&conv1d(w, g, &a, &p("attn.c_proj"))?)?;

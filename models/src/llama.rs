@@ -3,7 +3,7 @@
 
 use cranegrad_graph::{Dim, Graph, GraphError, Shape, Tensor};
 
-use crate::attention::attend;
+use crate::attention::{attend, split_heads};
 use crate::loader::LlamaConfig;
 use crate::weights::Weights;
 
@@ -101,7 +101,7 @@ pub fn forward_kv(
     tokens: &Tensor,
     ctx: &Context,
 ) -> Result<(Tensor, Vec<(Tensor, Tensor)>), GraphError> {
-    let (b, s) = (tokens.dims()[0].clone(), tokens.dims()[1].clone());
+    let s = tokens.dims()[1].clone();
     let eps = cfg.rms_norm_eps;
     let (nh, kv, hd) = (cfg.heads, cfg.kv_heads, cfg.head_dim);
     let start = match ctx {
@@ -124,21 +124,25 @@ pub fn forward_kv(
     let mut h = w
         .tensor(g, "model.embed_tokens.weight")?
         .gather_rows(tokens)?;
-    let heads = |x: Tensor, n: usize| {
-        x.reshape(Shape(vec![
-            b.clone(),
-            s.clone(),
-            Dim::Const(n),
-            Dim::Const(hd),
-        ]))
-    };
     let mut new_kv = Vec::with_capacity(cfg.layers);
     for l in 0..cfg.layers {
         let p = |n: &str| format!("model.layers.{l}.{n}");
         let x = h.rms_norm(&w.tensor(g, &p("input_layernorm.weight"))?, eps)?;
-        let q = heads(x.matmul(&w.linear(g, &p("self_attn.q_proj.weight"))?)?, nh)?;
-        let k = heads(x.matmul(&w.linear(g, &p("self_attn.k_proj.weight"))?)?, kv)?;
-        let v = heads(x.matmul(&w.linear(g, &p("self_attn.v_proj.weight"))?)?, kv)?;
+        let q = split_heads(
+            &x.matmul(&w.linear(g, &p("self_attn.q_proj.weight"))?)?,
+            nh,
+            hd,
+        )?;
+        let k = split_heads(
+            &x.matmul(&w.linear(g, &p("self_attn.k_proj.weight"))?)?,
+            kv,
+            hd,
+        )?;
+        let v = split_heads(
+            &x.matmul(&w.linear(g, &p("self_attn.v_proj.weight"))?)?,
+            kv,
+            hd,
+        )?;
         let (q, k) = (apply_rope(&q, &cos, &sin)?, apply_rope(&k, &cos, &sin)?);
         let (a, kv) = attend(ctx, l, &q, k, v)?;
         new_kv.push(kv);

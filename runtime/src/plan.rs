@@ -143,14 +143,15 @@ impl Plan {
         self.funcs.len()
     }
 
-    /// Binds inputs (attached data first, then `feeds` by name), runs every kernel, and copies
-    /// the outputs out at their bound shapes.
+    /// Binds inputs by name from the feed layers (the first layer holding a name wins; data
+    /// attached when the plan was built is the fallback), runs every kernel, and returns the
+    /// outputs at their bound shapes.
     pub fn run(
         &mut self,
         pool: &ThreadPool,
         packs: &mut PackCache,
         states: &HashMap<String, AlignedBuf>,
-        feeds: &HashMap<String, HostData>,
+        feeds: &[&HashMap<String, HostData>],
         bindings: &Bindings,
     ) -> Result<Vec<Value>, RuntimeError> {
         let sched = &self.lowered.schedule;
@@ -183,7 +184,8 @@ impl Plan {
                 }
                 BufKind::Input { name, data } => {
                     let d = feeds
-                        .get(name)
+                        .iter()
+                        .find_map(|f| f.get(name))
                         .or(data.as_ref())
                         .ok_or_else(|| RuntimeError::MissingInput(name.clone()))?;
                     let want = b.dtype;
@@ -217,18 +219,13 @@ impl Plan {
         }
         // Ids read by a gather must name a row of its table.
         for &(b, rows) in &sched.index_checks {
-            if let BufKind::Input { name, .. } = &sched.buffers[b].kind {
-                let d = feeds.get(name).or(match &sched.buffers[b].kind {
-                    BufKind::Input { data, .. } => data.as_ref(),
-                    _ => None,
-                });
-                if let Some(HostData::I32(ids)) = d
-                    && let Some(bad) = ids.iter().find(|&&i| i < 0 || i as usize >= rows)
-                {
-                    return Err(RuntimeError::Bounds(format!(
-                        "input {name}: id {bad} is outside the table's {rows} rows"
-                    )));
-                }
+            if let BufKind::Input { name, .. } = &sched.buffers[b].kind
+                && let Some(HostData::I32(ids)) = bound.get(&b)
+                && let Some(bad) = ids.iter().find(|&&i| i < 0 || i as usize >= rows)
+            {
+                return Err(RuntimeError::Bounds(format!(
+                    "input {name}: id {bad} is outside the table's {rows} rows"
+                )));
             }
         }
         // Validate every symbol before any kernel runs.
