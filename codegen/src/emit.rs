@@ -212,6 +212,7 @@ pub fn emit_kernel(
         along,
         row,
         rescale: None,
+        row_stats: None,
     };
     if row && let Some(lv) = k.output_loops().len().checked_sub(1) {
         em.rescale = crate::rescale::find_rescale(k, &em.depends_on(lv));
@@ -302,6 +303,8 @@ pub(crate) struct Emitter<'k> {
     pub(crate) row: bool,
     /// Store-and-rescale of a row kernel (softmax), if it applies.
     pub(crate) rescale: Option<crate::rescale::Rescale>,
+    /// Per-row values of a GEMM's row reduction, computed before its panels.
+    pub(crate) row_stats: Option<cranelift_codegen::ir::StackSlot>,
 }
 
 /// A computed expression: its value and whether it is a 4-lane vector.
@@ -482,7 +485,7 @@ impl Emitter<'_> {
     /// Runs every Reduce expression that is not computed yet, in order, each over its own
     /// loop. `lane` is set when four output points are computed at once (one accumulator lane
     /// each); otherwise a reduce loop with unit-stride loads runs four iterations per vector.
-    fn reductions(
+    pub(crate) fn reductions(
         &mut self,
         b: &mut FunctionBuilder,
         vals: &mut [Option<Val>],

@@ -4,7 +4,9 @@
 //! panel, 4-row block); units are ordered panel-major so each thread streams its own panels
 //! of B once. One-row blocks (decode) keep two accumulator sets to hide FMA latency.
 
-use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, condcodes::IntCC, types};
+use cranelift_codegen::ir::{
+    InstBuilder, MemFlagsData, StackSlotData, StackSlotKind, Value, condcodes::IntCC, types,
+};
 use cranelift_frontend::{FunctionBuilder, Variable};
 
 use cranegrad_lower::kernel::{Expr, GEMM_MR, GEMM_NR, GemmShape};
@@ -49,6 +51,9 @@ impl Emitter<'_> {
         start: Value,
         end: Value,
     ) {
+        if let Some(rr) = g.row_reduce {
+            self.row_statistics(b, g, rr, vars, extents);
+        }
         let row_blocks = g.rows.div_ceil(GEMM_MR) as i64;
         let full_panels = (g.cols / GEMM_NR) as i64;
         let full_blocks = (g.rows / GEMM_MR) as i64;
@@ -116,6 +121,60 @@ impl Emitter<'_> {
             b.switch_to_block(done);
             b.seal_block(done);
         });
+    }
+
+    /// Computes the row reduction for every row into a stack array: once per call, so its
+    /// cost (M x K) is spread over all the call's panels (M x K x N).
+    fn row_statistics(
+        &mut self,
+        b: &mut FunctionBuilder,
+        g: &GemmShape,
+        rr: usize,
+        vars: &mut [Option<Value>],
+        extents: &[Value],
+    ) {
+        let slot = b.create_sized_stack_slot(StackSlotData::new(
+            StackSlotKind::ExplicitSlot,
+            (g.rows * 4) as u32,
+            4,
+        ));
+        self.row_stats = Some(slot);
+        let zero = b.ins().iconst(types::I64, 0);
+        let rows_n = b.ins().iconst(types::I64, g.rows as i64);
+        emit_loop(b, zero, rows_n, 1, |b, r| {
+            self.row_vars(b, g, vars, extents, r);
+            vars[g.n_loop] = None;
+            // Only the row reduction runs here: the contraction is marked done.
+            let mut vals: Vec<Option<Val>> = vec![None; self.k.exprs.len()];
+            let placeholder = b.ins().f32const(0.0);
+            for (e, ex) in self.k.exprs.iter().enumerate() {
+                if e != rr && matches!(ex, Expr::Reduce { .. }) {
+                    vals[e] = Some(Val {
+                        v: placeholder,
+                        vector: false,
+                    });
+                }
+            }
+            self.reductions(b, &mut vals, vars, extents, None);
+            let v = vals[rr].expect("row reduction computed");
+            let off = b.ins().imul_imm_s(r, 4);
+            let base = b.ins().stack_addr(types::I64, slot, 0);
+            let addr = b.ins().iadd(base, off);
+            b.ins().store(MemFlagsData::trusted(), v.v, addr, 0);
+        });
+        for v in vars.iter_mut() {
+            *v = None;
+        }
+    }
+
+    /// The row reduction's value for flat row `row`, if the kernel has one.
+    fn row_stat(&self, b: &mut FunctionBuilder, g: &GemmShape, row: Value) -> Option<(usize, Val)> {
+        let (rr, slot) = (g.row_reduce?, self.row_stats?);
+        let off = b.ins().imul_imm_s(row, 4);
+        let base = b.ins().stack_addr(types::I64, slot, 0);
+        let addr = b.ins().iadd(base, off);
+        let v = b.ins().load(types::F32, MemFlagsData::trusted(), addr, 0);
+        Some((rr, Val { v, vector: false }))
     }
 
     /// `rows.len()` rows x 8 columns starting at column `n0`, then the epilogue and stores.
@@ -265,6 +324,7 @@ impl Emitter<'_> {
         // Epilogue: every expression outside the k loop, at 4 lanes along the columns.
         for (i, &r) in rows.iter().enumerate() {
             self.row_vars(b, g, vars, extents, r);
+            let stat = self.row_stat(b, g, r);
             for j in 0..2usize {
                 let n = b.ins().iadd_imm_s(n0, 4 * j as i64);
                 vars[g.n_loop] = Some(n);
@@ -277,6 +337,7 @@ impl Emitter<'_> {
                         v: acc,
                         vector: true,
                     },
+                    stat,
                 );
             }
         }
@@ -298,6 +359,7 @@ impl Emitter<'_> {
     ) {
         for (i, &r) in rows.iter().enumerate() {
             self.row_vars(b, g, vars, extents, r);
+            let stat = self.row_stat(b, g, r);
             for c in 0..valid {
                 let n = b.ins().iadd_imm_s(n0, c as i64);
                 vars[g.n_loop] = Some(n);
@@ -311,6 +373,7 @@ impl Emitter<'_> {
                         v: lane,
                         vector: false,
                     },
+                    stat,
                 );
             }
         }
@@ -324,6 +387,7 @@ impl Emitter<'_> {
         g: &GemmShape,
         vars: &[Option<Value>],
         acc: Val,
+        stat: Option<(usize, Val)>,
     ) {
         let (lane, vector) = if acc.vector {
             (Some(g.n_loop), true)
@@ -332,8 +396,11 @@ impl Emitter<'_> {
         };
         let mut vals: Vec<Option<Val>> = vec![None; self.k.exprs.len()];
         vals[g.reduce] = Some(acc);
+        if let Some((rr, v)) = stat {
+            vals[rr] = Some(v);
+        }
         for e in 0..self.k.exprs.len() {
-            if e == g.reduce || matches!(self.phases[e], Phase::Inner(_)) {
+            if vals[e].is_some() || matches!(self.phases[e], Phase::Inner(_)) {
                 continue;
             }
             vals[e] = Some(self.expr(b, e, &vals, vars, lane, vector));

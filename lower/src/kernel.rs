@@ -241,7 +241,16 @@ pub struct GemmShape {
     pub cols: usize,
     /// B is read as `[N, K]` (a transposed `nn.Linear` weight): only usable once packed.
     pub b_transposed: bool,
+    /// A vector over K that scales B's rows (a folded norm gain): the B operand is
+    /// `B[k, n] * s[k]`, which the runtime folds into the packed panels.
+    pub b_scale: Option<ExprId>,
+    /// A reduction over the rows of A only (a norm's sum of squares), computed once per row
+    /// before the panels and read by the epilogue.
+    pub row_reduce: Option<ExprId>,
 }
+
+/// Most rows a GEMM with a row reduction handles (its per-row values live on the stack).
+pub const GEMM_MAX_STAT_ROWS: usize = 16384;
 
 /// Rows per GEMM register block.
 pub const GEMM_MR: usize = 4;
@@ -275,49 +284,112 @@ impl Kernel {
         }
     }
 
-    /// The GEMM path codegen takes: the GEMM pattern, with a transposed B only when the
-    /// runtime packs it.
+    /// The GEMM path codegen takes: the GEMM pattern, with a transposed or scaled B only
+    /// when the runtime packs it.
     pub fn gemm(&self) -> Option<GemmShape> {
-        self.gemm_shape().filter(|g| !g.b_transposed || self.pack_b)
+        self.gemm_shape()
+            .filter(|g| (!g.b_transposed && g.b_scale.is_none()) || self.pack_b)
+    }
+
+    /// The argument slot of a scaled B's scale vector.
+    pub fn b_scale_arg(&self, g: &GemmShape) -> Option<usize> {
+        match &self.exprs[g.b_scale?] {
+            Expr::Load { arg, .. } => Some(*arg),
+            _ => None,
+        }
+    }
+
+    /// Per expression: whether its value depends on loop variable `v`.
+    pub fn depends_on(&self, v: usize) -> Vec<bool> {
+        let mut dep = vec![false; self.exprs.len()];
+        for (i, e) in self.exprs.iter().enumerate() {
+            dep[i] = e.indexes_with(v) || e.operands().iter().any(|&o| dep[o]);
+        }
+        dep
     }
 
     /// The GEMM pattern of this kernel, if it has one (static extents only); B may be
-    /// transposed.
+    /// transposed or scaled, and one more reduction may run over A's rows alone.
     pub fn gemm_shape(&self) -> Option<GemmShape> {
         let outs = self.output_loops();
-        let (k_loop, _) = self.reduce_loop()?;
         if outs.is_empty() || self.loops.iter().any(|l| l.extent.as_const().is_none()) {
             return None;
         }
-        let n_loop = outs.len() - 1;
         let reduces: Vec<usize> = (0..self.exprs.len())
             .filter(|&i| matches!(self.exprs[i], Expr::Reduce { .. }))
             .collect();
-        let [reduce] = reduces.as_slice() else {
-            return None;
-        };
-        if self
+        let reduce_loops = self
             .loops
             .iter()
             .filter(|l| l.kind == LoopKind::Reduce)
-            .count()
-            != 1
-        {
+            .count();
+        if reduce_loops != reduces.len() {
             return None;
         }
+        match reduces.as_slice() {
+            [r] => self.gemm_with(*r, None),
+            [r0, r1] => self
+                .gemm_with(*r0, Some(*r1))
+                .or_else(|| self.gemm_with(*r1, Some(*r0))),
+            _ => None,
+        }
+    }
+
+    /// The B side of a product: a load of B, or `B * s[k]` (the load of B, the scale load,
+    /// the multiply).
+    fn b_side(&self, e: ExprId, k_loop: usize) -> Option<(ExprId, Option<ExprId>, Option<ExprId>)> {
+        let is_load = |e: usize| matches!(self.exprs[e], Expr::Load { .. });
+        let is_k_vector = |e: usize| match &self.exprs[e] {
+            Expr::Load {
+                index,
+                conds,
+                dtype: DType::F32,
+                ..
+            } => {
+                conds.is_empty()
+                    && index.constant == 0
+                    && index.syms.is_empty()
+                    && index.terms.as_slice() == [(k_loop, 1)]
+            }
+            _ => false,
+        };
+        match self.exprs[e] {
+            Expr::Load { .. } => Some((e, None, None)),
+            Expr::Binary {
+                op: BinaryOp::Mul,
+                a,
+                b,
+                ..
+            } => {
+                if is_load(a) && is_k_vector(b) {
+                    Some((a, Some(b), Some(e)))
+                } else if is_load(b) && is_k_vector(a) {
+                    Some((b, Some(a), Some(e)))
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// The GEMM pattern with `reduce` as the contraction and `row` as a row reduction.
+    fn gemm_with(&self, reduce: ExprId, row: Option<ExprId>) -> Option<GemmShape> {
+        let outs = self.output_loops();
+        let n_loop = outs.len() - 1;
         let Expr::Reduce {
             op: ReduceOp::Sum,
             x: product,
             dtype: DType::F32,
-            ..
-        } = self.exprs[*reduce]
+            var: k_loop,
+        } = self.exprs[reduce]
         else {
             return None;
         };
         let Expr::Binary {
             op: BinaryOp::Mul,
-            a,
-            b,
+            a: p,
+            b: q,
             ..
         } = self.exprs[product]
         else {
@@ -332,7 +404,6 @@ impl Kernel {
             } if conds.is_empty() => Some(index.clone()),
             _ => None,
         };
-        let (ai, bi) = (load(a)?, load(b)?);
         let rows_vars = 0..n_loop;
         let k_extent = self.loops[k_loop].extent.as_const().unwrap_or(0) as i64;
         // B is either read along n with unit stride, or is an exact transposed `[N, K]`.
@@ -350,40 +421,61 @@ impl Kernel {
                 && bi.coeff(n_loop) == k_extent;
             exact.then_some(true)
         };
-        let (a, b, b_transposed) = match (ai.coeff(n_loop) == 0, b_shape(&bi)) {
-            (true, Some(t)) => (a, b, t),
-            // The product may be written B * A.
-            _ => match (bi.coeff(n_loop) == 0, b_shape(&ai)) {
-                (true, Some(t)) => (b, a, t),
-                _ => return None,
-            },
+        // The product may be written A * B or B * A.
+        let try_order = |ae: ExprId, be: ExprId| {
+            let ai = load(ae)?;
+            let (bl, scale, scale_mul) = self.b_side(be, k_loop)?;
+            let t = b_shape(&load(bl)?)?;
+            (ai.coeff(n_loop) == 0).then_some((ae, bl, t, scale, scale_mul))
         };
-        // Nothing else may depend on k, and only the product may use the two loads.
+        let (a, b, b_transposed, b_scale, scale_mul) =
+            try_order(p, q).or_else(|| try_order(q, p))?;
+        let loads = [Some(a), Some(b), b_scale];
+        // Nothing else may depend on k, and only the product may use the loads.
         for (i, e) in self.exprs.iter().enumerate() {
-            if i != a && i != b && e.indexes_with(k_loop) {
+            if !loads.contains(&Some(i)) && e.indexes_with(k_loop) {
                 return None;
             }
-            if i != product && e.operands().iter().any(|&o| o == a || o == b) {
+            let uses = |x: ExprId| e.operands().contains(&x);
+            let inner = Some(i) == scale_mul;
+            if i != product && !inner && (uses(a) || uses(b) || scale_mul.is_some_and(uses)) {
+                return None;
+            }
+            if inner && uses(a) {
                 return None;
             }
         }
         if self.stores.iter().any(|s| s.index.coeff(n_loop) != 1) {
             return None;
         }
-        let rows = outs[..n_loop]
+        let rows: usize = outs[..n_loop]
             .iter()
             .map(|l| l.extent.as_const().unwrap_or(0))
             .product();
+        // The row reduction: over its own loop, reading neither the columns nor k.
+        if let Some(r) = row {
+            let Expr::Reduce { x, var, .. } = self.exprs[r] else {
+                return None;
+            };
+            if var == k_loop || rows > GEMM_MAX_STAT_ROWS {
+                return None;
+            }
+            if self.depends_on(n_loop)[x] || self.depends_on(k_loop)[x] {
+                return None;
+            }
+        }
         Some(GemmShape {
             n_loop,
             k_loop,
             a,
             b,
             product,
-            reduce: *reduce,
+            reduce,
             rows,
             cols: outs[n_loop].extent.as_const().unwrap_or(0),
             b_transposed,
+            b_scale,
+            row_reduce: row,
         })
     }
 

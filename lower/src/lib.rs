@@ -96,6 +96,15 @@ pub fn lower(
     run("eliminate_dead_nodes", &mut g, &mut |g| {
         dead_nodes::eliminate_dead_nodes(g, &o)
     });
+    if opts.fuse {
+        run("fold_norm_into_matmul", &mut g, &mut |g| {
+            fold_norm_into_matmul::fold_norm_into_matmul(g, &mut outs)
+        });
+        let o = outs.clone();
+        run("eliminate_dead_nodes", &mut g, &mut |g| {
+            dead_nodes::eliminate_dead_nodes(g, &o)
+        });
+    }
     let t = Instant::now();
     let fusion = fuse_elementwise::fuse_elementwise(&g, &outs, opts.fuse);
     stats.push(PassStat {

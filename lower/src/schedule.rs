@@ -800,7 +800,12 @@ pub fn pattern(k: &Kernel) -> String {
         .count();
     if let Some(g) = k.gemm() {
         let mut p = if g.rows == 1 { "gemv" } else { "gemm" }.to_string();
-        if k.pack_b {
+        if g.row_reduce.is_some() {
+            p.insert_str(0, "rmsnorm+");
+        }
+        if g.b_scale.is_some() {
+            p.push_str(", packed weights with the norm gain folded in");
+        } else if k.pack_b {
             p.push_str(", packed weights");
         }
         if has("write_slice") {
@@ -861,6 +866,9 @@ fn pack_weights(
         && let Some(slot) = kernel.b_arg(&gm)
         && let Some(&(buf, _)) = args.get(slot)
         && weight_bufs.contains(&buf)
+        && kernel
+            .b_scale_arg(&gm)
+            .is_none_or(|s| args.get(s).is_some_and(|(b, _)| weight_bufs.contains(b)))
     {
         let k = kernel.loops[gm.k_loop].extent.max_value();
         kernel.pack_b = true;

@@ -39,8 +39,23 @@ struct LaunchInfo {
     align: i64,
     /// All loop extents (their product is the work estimate).
     loops: Vec<cranegrad_graph::Dim>,
-    /// `(argument slot, K, N, transposed)` of a packed GEMM B operand.
-    packed_b: Option<(usize, usize, usize, bool)>,
+    /// How a GEMM reads B from packed panels.
+    packed_b: Option<PackedB>,
+}
+
+/// A GEMM's packed B operand.
+#[derive(Clone, Copy, Debug)]
+struct PackedB {
+    /// Argument slot of B.
+    slot: usize,
+    /// Rows of B (the contraction length).
+    k: usize,
+    /// Columns of B.
+    n: usize,
+    /// B is stored `[N, K]`.
+    transposed: bool,
+    /// Argument slot of the vector scaling B's rows (a folded norm gain).
+    scale: Option<usize>,
 }
 
 /// One kernel launch as measured by a profiled run.
@@ -94,13 +109,12 @@ impl Plan {
             .iter()
             .map(|l| {
                 let k = &l.kernel;
-                let packed_b = k.gemm().filter(|_| k.pack_b).map(|g| {
-                    (
-                        k.b_arg(&g).unwrap_or(0),
-                        k.loops[g.k_loop].extent.max_value(),
-                        g.cols,
-                        g.b_transposed,
-                    )
+                let packed_b = k.gemm().filter(|_| k.pack_b).map(|g| PackedB {
+                    slot: k.b_arg(&g).unwrap_or(0),
+                    k: k.loops[g.k_loop].extent.max_value(),
+                    n: g.cols,
+                    transposed: g.b_transposed,
+                    scale: k.b_scale_arg(&g),
                 });
                 LaunchInfo {
                     parallel: k.parallel_dims(),
@@ -237,13 +251,28 @@ impl Plan {
         // Packed weights for GEMM kernels that read B from panels.
         let mut packed: Vec<Option<Arc<AlignedBuf>>> = vec![None; sched.launches.len()];
         for (li, (l, info)) in sched.launches.iter().zip(&self.infos).enumerate() {
-            let Some((slot, k, n, transposed)) = info.packed_b else {
+            let Some(pb) = info.packed_b else {
                 continue;
             };
-            let data = bound.get(&l.args[slot]).ok_or_else(|| {
-                RuntimeError::Bounds(format!("{}: packed B is not an input", l.kernel.name))
-            })?;
-            packed[li] = Some(packs.get(data, k, n, transposed));
+            let not_input =
+                || RuntimeError::Bounds(format!("{}: packed B is not an input", l.kernel.name));
+            let data = bound.get(&l.args[pb.slot]).ok_or_else(not_input)?;
+            let scale = match pb.scale {
+                Some(s) => {
+                    let v = bound.get(&l.args[s]).ok_or_else(not_input)?;
+                    if v.as_words().len() < pb.k {
+                        return Err(RuntimeError::Bounds(format!(
+                            "{}: the scale of packed B has {} values, K is {}",
+                            l.kernel.name,
+                            v.as_words().len(),
+                            pb.k
+                        )));
+                    }
+                    Some(v)
+                }
+                None => None,
+            };
+            packed[li] = Some(packs.get(data, pb.k, pb.n, pb.transposed, scale));
         }
         let mut args: Vec<*mut u8> = Vec::new();
         let mut syms: Vec<i64> = Vec::new();
@@ -251,8 +280,8 @@ impl Plan {
             args.clear();
             args.extend(l.args.iter().map(|&b| ptrs[b]));
             let info = &self.infos[li];
-            if let (Some(p), Some((slot, _, _, _))) = (&packed[li], info.packed_b) {
-                args[slot] = p.as_mut_ptr();
+            if let (Some(p), Some(pb)) = (&packed[li], info.packed_b) {
+                args[pb.slot] = p.as_mut_ptr();
             }
             syms.clear();
             syms.extend(l.kernel.symbols.iter().map(|s| bindings[&s.name]));

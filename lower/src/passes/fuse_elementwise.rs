@@ -22,12 +22,20 @@
 //!    read only through a realized permute is computed by the permute's kernel, which then
 //!    stores it in the permuted layout.
 //!
+//! 7. GEMM prologues (`fuse_gemm_prologue`): a matmul's B that is a weight scaled along K by
+//!    a weight vector stays inline (packing folds it); `mm * r` with `r` a row broadcast is
+//!    the matmul's kernel root; a row sum reaching only that kernel is computed inside it.
+//!
 //! With fusion off (`--no-fuse`) every non-view, non-source node is realized: one kernel per
 //! primitive op.
 
 use std::collections::{BTreeSet, HashMap};
 
 use cranegrad_graph::{Dim, GraphData, NodeId, Op, Shape};
+
+use super::fuse_gemm_prologue::{
+    fuse_gemm_prologues, is_row_scale, is_scaled_weight, realize_row_scaled_matmuls,
+};
 
 /// The set of nodes that own a buffer (inputs always do and are not listed).
 #[derive(Clone, Debug, Default)]
@@ -129,6 +137,9 @@ pub fn fuse_elementwise(g: &GraphData, outputs: &[NodeId], fuse: bool) -> Fusion
             f.realized.insert(n);
         }
     }
+    if fuse {
+        realize_row_scaled_matmuls(g, &order, outputs, &mut f);
+    }
     for &n in &order {
         match g.node(n).op {
             Op::Gather => {
@@ -142,7 +153,7 @@ pub fn fuse_elementwise(g: &GraphData, outputs: &[NodeId], fuse: bool) -> Fusion
             }
             Op::MatMul => {
                 for i in g.inputs(n) {
-                    if !f.is_free(g, i) {
+                    if !f.is_free(g, i) && !(fuse && is_scaled_weight(g, i)) {
                         f.realized.insert(i);
                     }
                 }
@@ -190,6 +201,7 @@ pub fn fuse_elementwise(g: &GraphData, outputs: &[NodeId], fuse: bool) -> Fusion
     }
     if fuse {
         fuse_epilogues(g, &order, outputs, &mut f);
+        fuse_gemm_prologues(g, &order, outputs, &mut f);
     }
     f
 }
@@ -217,6 +229,8 @@ fn epilogue_root(g: &GraphData, f: &Fusion, r: NodeId) -> Option<NodeId> {
             {
                 v = *c;
             }
+            // The row scale of a folded norm is applied by the write kernel too.
+            Op::Binary(_) if !f.realized.contains(c) && is_row_scale(g, *c) => v = *c,
             Op::WriteSlice { .. } if g.inputs(*c)[1] == v => return Some(*c),
             _ => break,
         }

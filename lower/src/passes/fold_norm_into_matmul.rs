@@ -1,0 +1,180 @@
+//! Folding a norm into the matmul it feeds: `(x * r * g) @ W`, with `r` constant along each
+//! row of `x` (broadcast from `[.., M, 1]`, RMSNorm's `1/rms`) and `g` a weight vector along
+//! K (the norm's gain), becomes `r * (x @ (g[:, None] * W))`. The runtime folds `g` into the
+//! packed weight panels once, so the gain costs nothing per forward, and `r` is rebuilt for
+//! each matmul so fusion can compute it in that GEMM kernel's prologue: `rms_norm(x, g) @ W`
+//! runs as one kernel and the normalised rows are never written.
+//!
+//! The identity holds for any such `r` and `g`; the pass only fires when `W` is a weight (an
+//! input carrying data) and `g` a weight vector, i.e. when packing can absorb the gain.
+
+use std::collections::HashMap;
+
+use cranegrad_graph::{BinaryOp, Dim, GraphData, Node, NodeId, Op, Shape};
+
+/// Follows movement ops down to an input that carries data (a weight).
+fn weight_base(g: &GraphData, n: NodeId) -> Option<NodeId> {
+    let mut cur = n;
+    loop {
+        let node = g.node(cur);
+        match &node.op {
+            Op::Input { .. } if node.data.is_some() && node.shape.is_static() => return Some(cur),
+            op if op.is_movement() => cur = g.inputs(cur)[0],
+            _ => return None,
+        }
+    }
+}
+
+/// The weight vector `[.., K]` a factor broadcasts along the rows, if it is one: a chain of
+/// reshapes and expands over a weight whose only non-unit axis is the last, of length `k`.
+fn gain_vector(g: &GraphData, n: NodeId, k: &Dim) -> Option<NodeId> {
+    let mut cur = n;
+    loop {
+        let node = g.node(cur);
+        let dims = node.shape.dims();
+        let only_last = dims.last() == Some(k) && dims[..dims.len() - 1].iter().all(Dim::is_one);
+        match &node.op {
+            Op::Input { .. } if node.data.is_some() && only_last => return Some(cur),
+            Op::Expand | Op::Reshape if dims.last() == Some(k) => cur = g.inputs(cur)[0],
+            _ => return None,
+        }
+    }
+}
+
+/// The `[.., M, 1]` value a factor broadcasts along K, if it is one.
+fn row_factor(g: &GraphData, n: NodeId, shape: &Shape) -> Option<NodeId> {
+    if !matches!(g.node(n).op, Op::Expand) {
+        return None;
+    }
+    let src = g.inputs(n)[0];
+    let s = g.node(src).shape.dims();
+    let d = shape.dims();
+    let ok = s.len() == d.len()
+        && s.last().is_some_and(Dim::is_one)
+        && !d.last().is_some_and(Dim::is_one)
+        && s[..s.len() - 1] == d[..d.len() - 1];
+    ok.then_some(src)
+}
+
+/// The factors of a product of products, up to two levels deep.
+fn factors(g: &GraphData, a: NodeId) -> Vec<NodeId> {
+    let is_mul = |n: NodeId| matches!(g.node(n).op, Op::Binary(BinaryOp::Mul));
+    if !is_mul(a) {
+        return vec![a];
+    }
+    let mut out = Vec::new();
+    for i in g.inputs(a) {
+        if is_mul(i) && g.node(i).shape == g.node(a).shape {
+            out.extend(g.inputs(i));
+        } else {
+            out.push(i);
+        }
+    }
+    out
+}
+
+/// A copy of the nodes computing `n` (sources and `keep` are shared, not copied), so the copy
+/// can be computed inside another kernel without being shared with the original's users.
+fn clone_cone(
+    g: &mut GraphData,
+    n: NodeId,
+    keep: NodeId,
+    memo: &mut HashMap<NodeId, NodeId>,
+) -> NodeId {
+    if n == keep || g.node(n).op.is_source() {
+        return n;
+    }
+    if let Some(&c) = memo.get(&n) {
+        return c;
+    }
+    let ins: Vec<NodeId> = g
+        .inputs(n)
+        .into_iter()
+        .map(|i| clone_cone(g, i, keep, memo))
+        .collect();
+    let node = g.node(n).clone();
+    let c = g.add(node, &ins);
+    memo.insert(n, c);
+    c
+}
+
+fn add(g: &mut GraphData, op: Op, like: &Node, shape: Shape, ins: &[NodeId]) -> NodeId {
+    g.add(
+        Node {
+            op,
+            shape,
+            dtype: like.dtype,
+            data: None,
+        },
+        ins,
+    )
+}
+
+/// Rewrites every `(x * r * g) @ W` as `r * (x @ (g * W))` (see the module doc); returns how
+/// many matmuls were rewritten. `outputs` is updated in place.
+pub fn fold_norm_into_matmul(g: &mut GraphData, outputs: &mut [NodeId]) -> usize {
+    let mut changed = 0;
+    for m in g.topo_from(outputs) {
+        if !matches!(g.node(m).op, Op::MatMul) {
+            continue;
+        }
+        let ins = g.inputs(m);
+        let (a, w) = (ins[0], ins[1]);
+        let a_shape = g.node(a).shape.clone();
+        let w_shape = g.node(w).shape.clone();
+        let rank = a_shape.rank();
+        let k = a_shape.dims()[rank - 1].clone();
+        if weight_base(g, w).is_none() || !w_shape.is_static() || k.as_const().is_none() {
+            continue;
+        }
+        let fs = factors(g, a);
+        if fs.len() != 3 {
+            continue;
+        }
+        let gains: Vec<(usize, NodeId)> = fs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &f)| gain_vector(g, f, &k).map(|v| (i, v)))
+            .collect();
+        let rows: Vec<(usize, NodeId)> = fs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &f)| row_factor(g, f, &a_shape).map(|r| (i, r)))
+            .collect();
+        let ([(gi, gain)], [(ri, row)]) = (gains.as_slice(), rows.as_slice()) else {
+            continue;
+        };
+        let Some(xi) = (0..3).find(|i| i != gi && i != ri) else {
+            continue;
+        };
+        let x = fs[xi];
+        if g.node(x).shape != a_shape || *gi == *ri {
+            continue;
+        }
+        let (gain, row) = (*gain, *row);
+        let mm_node = g.node(m).clone();
+        let w_node = g.node(w).clone();
+        // g[:, None] broadcast over W's [.., K, N].
+        let mut col = vec![Dim::Const(1); w_shape.rank()];
+        col[w_shape.rank() - 2] = k.clone();
+        let gk = add(g, Op::Reshape, &w_node, Shape(col), &[gain]);
+        let ge = add(g, Op::Expand, &w_node, w_shape.clone(), &[gk]);
+        let scaled = add(g, Op::Binary(BinaryOp::Mul), &w_node, w_shape, &[w, ge]);
+        let mm = add(g, Op::MatMul, &mm_node, mm_node.shape.clone(), &[x, scaled]);
+        let r = clone_cone(g, row, x, &mut HashMap::new());
+        let re = add(g, Op::Expand, &mm_node, mm_node.shape.clone(), &[r]);
+        let out = add(
+            g,
+            Op::Binary(BinaryOp::Mul),
+            &mm_node,
+            mm_node.shape.clone(),
+            &[mm, re],
+        );
+        g.replace_uses(m, out);
+        for o in outputs.iter_mut().filter(|o| **o == m) {
+            *o = out;
+        }
+        changed += 1;
+    }
+    changed
+}

@@ -1,0 +1,224 @@
+//! GEMM prologues: the per-row statistic of a norm folded into a matmul (see
+//! `fold_norm_into_matmul`) is computed inside the GEMM kernel, before its column panels, so
+//! `rms_norm(x, g) @ W` is one kernel. Three rules of `fuse_elementwise` live here:
+//!
+//! - a matmul's B operand that is a weight scaled along K by a weight vector stays inline:
+//!   the runtime folds the vector into the packed panels once;
+//! - the product `mm * r` of a matmul with a row broadcast (`r` from `[.., M, 1]`) is the
+//!   kernel root instead of the matmul, so the GEMM stores scaled rows;
+//! - a last-axis sum whose value reaches exactly one kernel, one that computes a single
+//!   matmul over the same rows and K, through row-shaped elementwise ops and one broadcast
+//!   along the columns, is computed in that kernel (its prologue).
+
+use std::collections::BTreeSet;
+
+use cranegrad_graph::{BinaryOp, GraphData, NodeId, Op, ReduceOp};
+
+use super::fuse_elementwise::{Fusion, reshape_is_affine};
+use crate::kernel::GEMM_MAX_STAT_ROWS;
+
+/// True for a view of an input carrying data.
+fn is_weight_view(g: &GraphData, n: NodeId) -> bool {
+    let mut cur = n;
+    loop {
+        let node = g.node(cur);
+        match &node.op {
+            Op::Input { .. } => return node.data.is_some(),
+            op if op.is_movement() => cur = g.inputs(cur)[0],
+            _ => return false,
+        }
+    }
+}
+
+/// True for `W * g`: two weight views multiplied, which packing folds into one panel copy.
+pub fn is_scaled_weight(g: &GraphData, n: NodeId) -> bool {
+    matches!(g.node(n).op, Op::Binary(BinaryOp::Mul))
+        && g.inputs(n).iter().all(|&i| is_weight_view(g, i))
+}
+
+/// True for an expand of a `[.., M, 1]` value along the last axis.
+fn is_row_broadcast(g: &GraphData, n: NodeId) -> bool {
+    if !matches!(g.node(n).op, Op::Expand) {
+        return false;
+    }
+    let s = g.node(g.inputs(n)[0]).shape.dims();
+    let d = g.node(n).shape.dims();
+    s.len() == d.len()
+        && s.last().is_some_and(|x| x.is_one())
+        && s[..s.len() - 1] == d[..d.len() - 1]
+}
+
+/// True when `n`'s value is only appended to a cache (through affine reshapes).
+fn feeds_write_slice(g: &GraphData, f: &Fusion, n: NodeId) -> bool {
+    let mut v = n;
+    while let [c] = g.consumers(v).as_slice() {
+        match g.node(*c).op {
+            Op::Reshape
+                if !f.realized.contains(c)
+                    && reshape_is_affine(&g.node(v).shape, &g.node(*c).shape) =>
+            {
+                v = *c
+            }
+            Op::WriteSlice { .. } => return g.inputs(*c)[1] == v,
+            _ => return false,
+        }
+    }
+    false
+}
+
+/// `mm * r`, with `mm` a matmul used only here and `r` a row broadcast: the matmul's kernel
+/// root when fused (unless the product is appended to a cache, whose write kernel computes it).
+pub fn is_row_scaled_matmul(g: &GraphData, f: &Fusion, n: NodeId, outputs: &[NodeId]) -> bool {
+    if !matches!(g.node(n).op, Op::Binary(BinaryOp::Mul)) {
+        return false;
+    }
+    let ins = g.inputs(n);
+    let is_mm = |i: NodeId| {
+        matches!(g.node(i).op, Op::MatMul)
+            && g.consumers(i) == [n]
+            && !outputs.contains(&i)
+            && g.node(i).shape == g.node(n).shape
+    };
+    let pair = (is_mm(ins[0]) && is_row_broadcast(g, ins[1]))
+        || (is_mm(ins[1]) && is_row_broadcast(g, ins[0]));
+    pair && !feeds_write_slice(g, f, n)
+}
+
+/// The one node where the same-shape elementwise uses of `n` leave that set (the kernel root
+/// an epilogue starting at `n` would have), if there is exactly one.
+fn elementwise_exit(g: &GraphData, n: NodeId, outputs: &[NodeId]) -> Option<NodeId> {
+    let shape = &g.node(n).shape;
+    let mut exits = BTreeSet::new();
+    let mut stack = vec![n];
+    let mut seen = BTreeSet::new();
+    while let Some(c) = stack.pop() {
+        if !seen.insert(c) {
+            continue;
+        }
+        let cs = g.consumers(c);
+        let inside = |x: &NodeId| g.node(*x).op.is_elementwise() && &g.node(*x).shape == shape;
+        if outputs.contains(&c) || cs.is_empty() || !cs.iter().all(inside) {
+            exits.insert(c);
+        } else {
+            stack.extend(cs);
+        }
+    }
+    let [e] = exits.into_iter().collect::<Vec<_>>()[..] else {
+        return None;
+    };
+    Some(e)
+}
+
+/// Realizes each `mm * r` (see [`is_row_scaled_matmul`]) that cannot be the epilogue of a
+/// later kernel: its uses leave elementwise ops (a reshape into heads), or the kernel they
+/// reach already takes another row-scaled matmul (SwiGLU: the gate runs in the product's
+/// kernel, the up projection stores its rows).
+pub fn realize_row_scaled_matmuls(
+    g: &GraphData,
+    order: &[NodeId],
+    outputs: &[NodeId],
+    f: &mut Fusion,
+) {
+    let mut claimed = BTreeSet::new();
+    for &n in order {
+        if !is_row_scaled_matmul(g, f, n, outputs) {
+            continue;
+        }
+        match elementwise_exit(g, n, outputs) {
+            Some(e) if e != n && claimed.insert(e) => {}
+            _ => {
+                f.realized.insert(n);
+            }
+        }
+    }
+}
+
+/// True for `mm * r` inside a cache-write chain (see [`is_row_scaled_matmul`]).
+pub fn is_row_scale(g: &GraphData, n: NodeId) -> bool {
+    matches!(g.node(n).op, Op::Binary(BinaryOp::Mul))
+        && g.inputs(n).iter().any(|&i| is_row_broadcast(g, i))
+}
+
+/// The realized root a row statistic flows into, through unrealized elementwise ops, column
+/// broadcasts and affine reshapes only.
+fn statistic_root(g: &GraphData, f: &Fusion, s: NodeId) -> Option<NodeId> {
+    let mut root = None;
+    let mut stack = g.consumers(s);
+    let mut seen = BTreeSet::new();
+    while let Some(c) = stack.pop() {
+        if !seen.insert(c) {
+            continue;
+        }
+        let op = &g.node(c).op;
+        if f.realized.contains(&c) {
+            let ok = op.is_elementwise() || matches!(op, Op::WriteSlice { .. });
+            if !ok || root.is_some_and(|r| r != c) {
+                return None;
+            }
+            root = Some(c);
+            continue;
+        }
+        if !(op.is_elementwise() || matches!(op, Op::Expand | Op::Reshape)) {
+            return None;
+        }
+        stack.extend(g.consumers(c));
+    }
+    root
+}
+
+/// The matmuls and reductions a kernel rooted at `root` computes inline.
+fn inline_roots(g: &GraphData, f: &Fusion, root: NodeId) -> (Vec<NodeId>, Vec<NodeId>) {
+    let (mut mms, mut reds) = (Vec::new(), Vec::new());
+    let mut stack = g.inputs(root);
+    let mut seen = BTreeSet::new();
+    while let Some(n) = stack.pop() {
+        if !seen.insert(n) || f.is_buffer(g, n) || g.node(n).op.is_source() {
+            continue;
+        }
+        match g.node(n).op {
+            Op::MatMul => mms.push(n),
+            Op::Reduce { .. } => reds.push(n),
+            _ => {}
+        }
+        stack.extend(g.inputs(n));
+    }
+    (mms, reds)
+}
+
+/// Un-realizes each row sum that can run as the prologue of its GEMM kernel (see the module
+/// doc).
+pub fn fuse_gemm_prologues(g: &GraphData, order: &[NodeId], outputs: &[NodeId], f: &mut Fusion) {
+    for &s in order {
+        let node = g.node(s);
+        let rank = node.shape.rank();
+        let Op::Reduce {
+            op: ReduceOp::Sum,
+            axis,
+        } = node.op
+        else {
+            continue;
+        };
+        if axis + 1 != rank || !f.realized.contains(&s) || outputs.contains(&s) {
+            continue;
+        }
+        let Some(root) = statistic_root(g, f, s) else {
+            continue;
+        };
+        let (mms, reds) = inline_roots(g, f, root);
+        let [mm] = mms.as_slice() else {
+            continue;
+        };
+        if !reds.is_empty() {
+            continue;
+        }
+        let x = g.node(g.inputs(s)[0]).shape.dims().to_vec();
+        let a = g.node(g.inputs(*mm)[0]).shape.dims().to_vec();
+        let out = &g.node(*mm).shape;
+        let same_rows = x.len() == a.len() && x[..rank - 1] == a[..rank - 1];
+        let rows = out.max_numel() / out.dims().last().map_or(1, |d| d.max_value().max(1));
+        if same_rows && x[rank - 1] == a[rank - 1] && out.is_static() && rows <= GEMM_MAX_STAT_ROWS
+        {
+            f.realized.remove(&s);
+        }
+    }
+}
