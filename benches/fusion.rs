@@ -102,7 +102,12 @@ fn bench(c: &mut Criterion) {
     summary();
     let mut g = c.benchmark_group("fusion");
     g.sample_size(10);
-    for (name, t) in [("softmax", softmax()), ("rmsnorm", rmsnorm())] {
+    for (name, t) in [
+        ("softmax", softmax()),
+        ("rmsnorm", rmsnorm()),
+        ("rmsnorm_matmul", rmsnorm_matmul(true)),
+        ("matmul_alone", rmsnorm_matmul(false)),
+    ] {
         for fuse in [true, false] {
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
             let mut s = Session::new(SessionOptions { fuse, threads }).unwrap();

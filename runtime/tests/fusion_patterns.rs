@@ -130,3 +130,87 @@ fn matmul_epilogues_are_one_kernel() {
     assert!(kernels(&sw) <= 2);
     check_all(&[&y, &sw], &Feeds::new(), &Bindings::new(), 1e-4, 1e-4);
 }
+
+/// `rms_norm(x, g) @ W` with `W` stored `[N, K]` (an `nn.Linear` weight, read transposed).
+fn norm_matmul(g: &Graph, rows: usize, k: usize, n: usize, scale: f32) -> Tensor {
+    let x = g
+        .input_with_data(
+            "x",
+            Shape::of(&[rows, k]),
+            rand_vec(rows * k, rows as u64, scale),
+        )
+        .unwrap();
+    let gain = g
+        .input_with_data("g", Shape::of(&[k]), rand_vec(k, 7, 1.0))
+        .unwrap();
+    let w = g
+        .input_with_data("w", Shape::of(&[n, k]), rand_vec(n * k, 8, 1.0))
+        .unwrap();
+    x.rms_norm(&gain, 1e-6)
+        .unwrap()
+        .matmul(&w.transpose(0, 1).unwrap())
+        .unwrap()
+}
+
+#[test]
+fn rmsnorm_matmul_is_one_kernel() {
+    for &rows in &SIZES {
+        for &(k, n) in &[(33usize, 17usize), (64, 8), (17, 100)] {
+            let g = Graph::new();
+            let y = norm_matmul(&g, rows, k, n, 3.0);
+            let lowered = y
+                .graph()
+                .with(|gd| lower(gd, &[y.id()], LowerOptions::default()))
+                .unwrap();
+            let launches = &lowered.schedule.launches;
+            assert_eq!(launches.len(), 1, "rms_norm @ W [{rows}, {k}] x [{k}, {n}]");
+            let gm = launches[0].kernel.gemm().expect("runs as a GEMM");
+            assert!(gm.row_reduce.is_some() && gm.b_scale.is_some());
+            assert!(lowered.schedule.text().contains("rmsnorm+gem"));
+            check_all(&[&y], &Feeds::new(), &Bindings::new(), 1e-4, 1e-4);
+        }
+    }
+}
+
+#[test]
+fn rmsnorm_matmul_of_tiny_and_huge_rows_stays_finite() {
+    // rms of 1e-6-sized rows is dominated by eps; 1e4-sized rows square to 1e8 per element.
+    for scale in [1e-6f32, 1e4] {
+        let g = Graph::new();
+        let y = norm_matmul(&g, 9, 40, 24, scale);
+        let out = check_all(&[&y], &Feeds::new(), &Bindings::new(), 1e-4, 1e-4);
+        assert!(out[0].to_f32().iter().all(|v| v.is_finite()));
+    }
+}
+
+#[test]
+fn shared_norm_feeds_each_projection_its_own_fused_kernel() {
+    // Three projections of one normalised input (q, k, v): three kernels, no norm kernel.
+    let g = Graph::new();
+    let x = g
+        .input_with_data("x", Shape::of(&[2, 5, 32]), rand_vec(320, 1, 2.0))
+        .unwrap();
+    let gain = g
+        .input_with_data("g", Shape::of(&[32]), rand_vec(32, 2, 1.0))
+        .unwrap();
+    let xn = x.rms_norm(&gain, 1e-5).unwrap();
+    let outs: Vec<Tensor> = (0..3)
+        .map(|i| {
+            let w = g
+                .input_with_data(
+                    &format!("w{i}"),
+                    Shape::of(&[16, 32]),
+                    rand_vec(512, 10 + i, 1.0),
+                )
+                .unwrap();
+            xn.matmul(&w.transpose(0, 1).unwrap()).unwrap()
+        })
+        .collect();
+    let ids: Vec<_> = outs.iter().map(|t| t.id()).collect();
+    let lowered = g
+        .with(|gd| lower(gd, &ids, LowerOptions::default()))
+        .unwrap();
+    assert_eq!(lowered.schedule.launches.len(), 3);
+    let refs: Vec<&Tensor> = outs.iter().collect();
+    check_all(&refs, &Feeds::new(), &Bindings::new(), 1e-4, 1e-4);
+}

@@ -131,27 +131,29 @@ pub fn fold_norm_into_matmul(g: &mut GraphData, outputs: &mut [NodeId]) -> usize
         if fs.len() != 3 {
             continue;
         }
-        let gains: Vec<(usize, NodeId)> = fs
-            .iter()
-            .enumerate()
-            .filter_map(|(i, &f)| gain_vector(g, f, &k).map(|v| (i, v)))
-            .collect();
         let rows: Vec<(usize, NodeId)> = fs
             .iter()
             .enumerate()
             .filter_map(|(i, &f)| row_factor(g, f, &a_shape).map(|r| (i, r)))
             .collect();
-        let ([(gi, gain)], [(ri, row)]) = (gains.as_slice(), rows.as_slice()) else {
+        let [(ri, row)] = rows[..] else {
             continue;
         };
-        let Some(xi) = (0..3).find(|i| i != gi && i != ri) else {
-            continue;
-        };
-        let x = fs[xi];
-        if g.node(x).shape != a_shape || *gi == *ri {
-            continue;
+        // Of the other two factors, the gain is a weight vector; a one-row x is one too, so
+        // a broadcast view is preferred (either choice is exact).
+        let rest: Vec<usize> = (0..3).filter(|&i| i != ri).collect();
+        let mut pick = None;
+        for (gi, xi) in [(rest[0], rest[1]), (rest[1], rest[0])] {
+            if let Some(v) = gain_vector(g, fs[gi], &k)
+                && g.node(fs[xi]).shape == a_shape
+                && (pick.is_none() || fs[gi] != v)
+            {
+                pick = Some((v, fs[xi]));
+            }
         }
-        let (gain, row) = (*gain, *row);
+        let Some((gain, x)) = pick else {
+            continue;
+        };
         let mm_node = g.node(m).clone();
         let w_node = g.node(w).clone();
         // g[:, None] broadcast over W's [.., K, N].
