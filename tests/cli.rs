@@ -3,8 +3,12 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+/// The binary with Cranelift's IR verifier on: a release build skips it unless asked, and these
+/// runs compile real models' kernels.
 fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_cranegrad"))
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cranegrad"));
+    c.env("CRANEGRAD_VERIFY", "1");
+    c
 }
 
 fn td(p: &str) -> String {
@@ -389,4 +393,123 @@ fn bench_json_has_every_field_and_compares_backends() {
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert!(v["ttft_ms"].is_null() && v["decode_ms_per_token"].is_null());
+}
+
+/// The `value` of the `label` row of a rendered table (rows are `  label  value`).
+fn table_value(out: &str, label: &str) -> Option<String> {
+    out.lines().find_map(|l| {
+        let (l, v) = l.trim().split_once("  ")?;
+        (l.trim() == label).then(|| v.trim().to_string())
+    })
+}
+
+#[test]
+fn info_counts_the_parameters_stored_in_the_file() {
+    // Count the elements in model.safetensors straight from its header, independently of the
+    // loader: 8-byte little-endian length, then JSON with a shape per tensor.
+    let bytes = std::fs::read(td("llama-tiny/model.safetensors")).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let stored: u64 = header
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| *k != "__metadata__")
+        .map(|(_, v)| {
+            v["shape"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d.as_u64().unwrap())
+                .product::<u64>()
+        })
+        .sum();
+    assert!(stored > 0);
+    let r = bin()
+        .args(["info", "--model", &td("llama-tiny")])
+        .output()
+        .unwrap();
+    assert_eq!(
+        r.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    let out = String::from_utf8_lossy(&r.stdout);
+    assert_eq!(
+        table_value(&out, "parameters"),
+        Some(stored.to_string()),
+        "{out}"
+    );
+    assert_eq!(
+        table_value(&out, "bytes F32"),
+        Some((stored * 4).to_string())
+    );
+    assert_eq!(table_value(&out, "hidden").as_deref(), Some("64"), "{out}");
+    assert_eq!(table_value(&out, "layers").as_deref(), Some("2"), "{out}");
+    assert_eq!(
+        table_value(&out, "heads / kv heads").as_deref(),
+        Some("8 / 2")
+    );
+    assert_eq!(table_value(&out, "vocab").as_deref(), Some("128"));
+    // A preset is counted from its config: xl's 1.57e9 f32 weights are never generated.
+    let r = bin().args(["info", "--model", "xl"]).output().unwrap();
+    assert_eq!(r.status.code(), Some(0));
+    let out = String::from_utf8_lossy(&r.stdout);
+    assert_eq!(
+        table_value(&out, "parameters").as_deref(),
+        Some("1568770048")
+    );
+    assert_eq!(
+        table_value(&out, "bytes F32").as_deref(),
+        Some("6275080192")
+    );
+}
+
+#[test]
+fn golden_that_does_not_fit_the_model_is_exit_2() {
+    // Another model's golden (vocab 128 vs gpt2-tiny's 256): nothing was compared, so exit 2.
+    let g = td("llama-tiny/golden.safetensors");
+    let r = bin()
+        .args([
+            "golden",
+            "verify",
+            "--model",
+            &td("gpt2-tiny"),
+            "--golden",
+            &g,
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("golden.safetensors") && err.contains("`logits`") && err.contains("256"),
+        "{err}"
+    );
+    // A golden without `generated` names the file and the tensor.
+    let golden = cranegrad_models::loader::read_golden(std::path::Path::new(&g)).unwrap();
+    let p = tmp("golden-nogen").join("no-generated.safetensors");
+    cranegrad_models::loader::write_golden(&p, &golden.input_ids, &golden.logits, None).unwrap();
+    let r = bin()
+        .args(["golden", "verify", "--model", &td("llama-tiny"), "--golden"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("no-generated.safetensors") && err.contains("`generated`"),
+        "{err}"
+    );
+    assert!(!String::from_utf8_lossy(&r.stdout).contains("PASS"));
+    // Writing such a file is refused too.
+    let r = bin()
+        .args(["golden", "write", "--model", "small", "--input-ids", "1,2"])
+        .args(["--new-tokens", "0", "--out"])
+        .arg(p.with_file_name("zero.safetensors"))
+        .output()
+        .unwrap();
+    assert_eq!(r.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("zero.safetensors"));
 }

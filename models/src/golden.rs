@@ -5,7 +5,9 @@ use std::path::Path;
 
 use cranegrad_runtime::Session;
 
-use crate::loader::{Golden, HostTensor, IntTensor, SourceDType, read_golden, write_golden};
+use crate::loader::{
+    Golden, HostTensor, IntTensor, LoadError, SourceDType, read_golden, write_golden,
+};
 use crate::run::{greedy_full_recompute, logits};
 use crate::{Model, ModelError};
 
@@ -48,8 +50,50 @@ fn rows(t: &IntTensor) -> Result<Vec<Vec<i32>>, ModelError> {
     Ok(out)
 }
 
+/// Checks that `golden` can be verified against `model` at all: logits over this model's
+/// vocabulary, and a `generated` tensor that continues `input_ids` by at least one token.
+/// Without that a "pass" would compare nothing (0/0 tokens), so these are input errors, not
+/// failed checks.
+fn check_compatible(model: &Model, golden: &Golden) -> Result<(), ModelError> {
+    let vocab = model.vocab();
+    if golden.logits.shape.len() != 3 || golden.logits.shape[2] != vocab {
+        return Err(ModelError::Input(format!(
+            "golden tensor `logits` has shape {:?}, but the model's vocabulary is {vocab} \
+             (expected [batch, seq, {vocab}]): the golden file is for another model",
+            golden.logits.shape
+        )));
+    }
+    let Some(generated) = &golden.generated else {
+        return Err(ModelError::Input(
+            "golden tensor `generated` is missing: there are no greedy tokens to compare".into(),
+        ));
+    };
+    let [batch, s] = golden.input_ids.shape[..] else {
+        return Err(ModelError::Input(format!(
+            "golden tensor `input_ids` must be [batch, seq], got {:?}",
+            golden.input_ids.shape
+        )));
+    };
+    if generated.shape.len() != 2 || generated.shape[0] != batch || generated.shape[1] <= s {
+        return Err(ModelError::Input(format!(
+            "golden tensor `generated` has shape {:?}: expected [{batch}, more than {s}] \
+             (the prompt plus at least one greedy token)",
+            generated.shape
+        )));
+    }
+    for b in 0..batch {
+        if generated.row(b).map(|r| &r[..s]) != golden.input_ids.row(b) {
+            return Err(ModelError::Input(format!(
+                "golden tensor `generated` row {b} does not start with `input_ids` row {b}"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Runs the forward over the golden `input_ids` and a greedy generation as long as the golden
-/// `generated`, and compares.
+/// `generated`, and compares. A golden that does not fit the model (another vocabulary, no
+/// `generated` tokens) is an error, so `Ok` always means the comparison ran.
 pub fn verify(
     session: &mut Session,
     model: &Model,
@@ -57,11 +101,12 @@ pub fn verify(
     atol: f64,
     rtol: f64,
 ) -> Result<GoldenReport, ModelError> {
+    check_compatible(model, golden)?;
     let input = rows(&golden.input_ids)?;
     let ours = logits(session, model, &input)?;
     if ours.len() != golden.logits.data.len() {
         return Err(ModelError::Input(format!(
-            "golden logits have shape {:?} but the model produced {} values",
+            "golden tensor `logits` has shape {:?} but the model produced {} values",
             golden.logits.shape,
             ours.len()
         )));
@@ -91,7 +136,8 @@ pub fn verify(
         worst_ratio: worst,
         logits_checked: ours.len(),
         tokens_matching: tokens,
-        passed: worst <= 1.0 && tokens.0 == tokens.1,
+        // An empty comparison never passes, whatever check_compatible let through.
+        passed: worst <= 1.0 && tokens.1 > 0 && tokens.0 == tokens.1,
     })
 }
 
@@ -103,6 +149,12 @@ pub fn write(
     new: usize,
     out: &Path,
 ) -> Result<(), ModelError> {
+    if new == 0 {
+        return Err(ModelError::Input(format!(
+            "{}: a golden file needs at least one generated token, or verifying it compares none",
+            out.display()
+        )));
+    }
     let (b, s) = crate::run::check_tokens(model, input)?;
     let l = logits(session, model, input)?;
     let generated = greedy_full_recompute(session, model, input, new)?;
@@ -119,7 +171,17 @@ pub fn write(
     Ok(())
 }
 
-/// Reads a golden file.
+/// Reads a golden file for `verify`, which needs a `generated` tensor: its absence is reported
+/// here, where the file name is known.
 pub fn read(path: &Path) -> Result<Golden, ModelError> {
-    Ok(read_golden(path)?)
+    let golden = read_golden(path)?;
+    if golden.generated.is_none() {
+        return Err(LoadError::bad_tensor(
+            path,
+            "generated",
+            "missing: verifying needs the reference's greedy tokens",
+        )
+        .into());
+    }
+    Ok(golden)
 }

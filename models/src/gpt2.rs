@@ -1,5 +1,5 @@
 //! GPT-2 on the Tensor API: LayerNorm, learned positions, Conv1D (`[in, out]`) projections,
-//! `gelu_new` (tanh GELU) and the tied LM head.
+//! `gelu_new` (tanh GELU) and the LM head (tied to `wte` unless the config unties it).
 
 use cranegrad_graph::{Dim, Graph, GraphError, Tensor};
 
@@ -60,8 +60,14 @@ pub fn forward_kv(
         h = h.add(&conv1d(w, g, &m, &p("mlp.c_proj"))?)?;
     }
     let h = ln(&h, "ln_f")?;
-    // The LM head is tied to the token embedding, read transposed (no copy).
-    Ok((h.matmul(&w.linear(g, "wte.weight")?)?, new_kv))
+    // Tied: HF reuses the embedding (and ignores any stored head); both are `[vocab, n_embd]`,
+    // read transposed without a copy.
+    let head = if cfg.tie_word_embeddings {
+        "wte.weight"
+    } else {
+        "lm_head.weight"
+    };
+    Ok((h.matmul(&w.linear(g, head)?)?, new_kv))
 }
 
 /// Logits `[B, S, vocab]` of a full-sequence forward over i32 `tokens` `[B, S]`.

@@ -154,7 +154,7 @@ pub fn forward_kv(
         h = h.add(&m.matmul(&w.linear(g, &p("mlp.down_proj.weight"))?)?)?;
     }
     let h = h.rms_norm(&w.tensor(g, "model.norm.weight")?, eps)?;
-    let head = if cfg.tie_word_embeddings && !w.contains("lm_head.weight") {
+    let head = if cfg.tie_word_embeddings {
         "model.embed_tokens.weight"
     } else {
         "lm_head.weight"

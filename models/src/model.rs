@@ -5,7 +5,8 @@ use std::path::Path;
 
 use cranegrad_graph::{DType, Graph, GraphError, Shape, Tensor};
 
-use crate::loader::{ModelConfig, load_model, validate};
+use crate::loader::validate::LM_HEAD;
+use crate::loader::{MAX_POSITIONS, ModelConfig, load_model, validate};
 use crate::presets::{PRESETS, preset};
 use crate::weights::{Weights, prepare, random_store};
 use crate::{ModelError, gpt2, llama};
@@ -45,9 +46,21 @@ impl Model {
     /// Builds a model from a validated config and weight store.
     pub fn from_parts(
         config: ModelConfig,
-        store: crate::loader::WeightStore,
+        mut store: crate::loader::WeightStore,
         origin: String,
     ) -> Result<Model, ModelError> {
+        // Configs built in code skip the loaders' bound, and the RoPE tables below are sized by it.
+        if config.max_positions() > MAX_POSITIONS {
+            return Err(ModelError::Input(format!(
+                "{origin}: max positions {} exceed the limit of {MAX_POSITIONS}",
+                config.max_positions()
+            )));
+        }
+        // HF ignores a stored head when embeddings are tied; dropping it makes every forward
+        // use the embedding and saves its memory.
+        if config.tie_word_embeddings() && store.contains(LM_HEAD) {
+            store.take(LM_HEAD)?;
+        }
         let mut weights = prepare(&config, store)?;
         if let ModelConfig::Llama(c) = &config {
             let (cos, sin) = llama::rope_tables(c);

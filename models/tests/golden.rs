@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 use cranegrad_graph::{Bindings, HostData};
 use cranegrad_models::Model;
-use cranegrad_models::golden::{read, verify};
+use cranegrad_models::golden::{read, verify, write};
+use cranegrad_models::loader::{read_golden, write_golden};
 use cranegrad_models::run::logits;
 use cranegrad_runtime::{Feeds, Session, SessionOptions, interpret_tensors};
 
@@ -225,4 +226,69 @@ fn sixty_four_tokens_compile_nothing_after_the_first_step() {
         cranegrad_models::run::greedy_full_recompute(&mut session(true), &model, &prompt, 64)
             .unwrap();
     assert_eq!(full[0], seq);
+}
+
+#[test]
+fn golden_that_cannot_be_compared_is_an_error_never_a_pass() {
+    let dir = std::env::temp_dir().join(format!("cranegrad-golden-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let tiny = Model::load(&td("llama-tiny"), 0).unwrap();
+    let path = td("llama-tiny/golden.safetensors");
+    let golden = read(std::path::Path::new(&path)).unwrap();
+    let err = |g: &cranegrad_models::loader::Golden, m: &Model| match verify(
+        &mut session(true),
+        m,
+        g,
+        1e-4,
+        1e-4,
+    ) {
+        Ok(r) => panic!("verify accepted an incomparable golden: {r:?}"),
+        Err(e) => e.to_string(),
+    };
+
+    // No `generated`: the file reader names the file and the tensor ...
+    let no_gen = dir.join("no-generated.safetensors");
+    write_golden(&no_gen, &golden.input_ids, &golden.logits, None).unwrap();
+    assert!(read_golden(&no_gen).unwrap().generated.is_none());
+    let e = read(&no_gen).unwrap_err().to_string();
+    assert!(
+        e.contains("no-generated.safetensors") && e.contains("`generated`"),
+        "{e}"
+    );
+    // ... and verify refuses a Golden built without it, rather than passing with 0/0 tokens.
+    let mut g = golden.clone();
+    g.generated = None;
+    let e = err(&g, &tiny);
+    assert!(e.contains("`generated`") && e.contains("missing"), "{e}");
+    // A `generated` that is only the prompt compares no token either.
+    g.generated = Some(golden.input_ids.clone());
+    let e = err(&g, &tiny);
+    assert!(e.contains("`generated`") && e.contains("[2, 5]"), "{e}");
+    // A `generated` that does not continue the prompt.
+    let mut wrong = golden.generated.clone().unwrap();
+    wrong.data[0] += 1;
+    g.generated = Some(wrong);
+    let e = err(&g, &tiny);
+    assert!(e.contains("row 0"), "{e}");
+
+    // llama-tiny's golden (vocab 128) against gpt2-tiny (vocab 256): bad input naming both.
+    let gpt2 = Model::load(&td("gpt2-tiny"), 0).unwrap();
+    let e = err(&golden, &gpt2);
+    assert!(
+        e.contains("`logits`") && e.contains("[2, 5, 128]") && e.contains("256"),
+        "{e}"
+    );
+
+    // Writing a golden that could never verify is refused up front.
+    let out = dir.join("zero-new.safetensors");
+    let e = match write(&mut session(true), &tiny, &[vec![1, 2, 3]], 0, &out) {
+        Ok(()) => panic!("wrote a golden with no generated tokens"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("zero-new.safetensors"), "{e}");
+    assert!(!out.exists());
+    // The unmodified golden still passes: the checks above are not rejecting everything.
+    let r = verify(&mut session(true), &tiny, &golden, 1e-4, 1e-4).unwrap();
+    assert!(r.passed && r.tokens_matching.1 == 2 * (21 - 5), "{r:?}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

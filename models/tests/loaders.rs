@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use cranegrad_models::loader::{
-    GenerationConfig, GgufFile, HostTensor, IntTensor, LlamaConfig, LoadError, ModelConfig,
-    ModelFormat, RopeScaling, SourceDType, WeightStore, detect_format, expected_tensors, load_gguf,
-    load_gguf_bytes, load_hf_dir, load_minimind, load_model, load_safetensors_file, read_golden,
-    rope_inv_freq, validate, write_golden,
+    GenerationConfig, GgufFile, HostTensor, IntTensor, LlamaConfig, LoadError, MAX_POSITIONS,
+    ModelConfig, ModelFormat, RopeScaling, SourceDType, WeightStore, detect_format,
+    expected_tensors, load_gguf, load_gguf_bytes, load_hf_dir, load_minimind, load_model,
+    load_safetensors_file, read_golden, rope_inv_freq, validate, write_golden,
 };
 use safetensors::{Dtype, tensor::TensorView};
 
@@ -359,6 +359,7 @@ fn every_hf_fixture_loads_and_validates() {
             .map(|(_, s)| s.iter().product::<usize>())
             .sum();
         assert_eq!(w.param_count(), params, "{dir}");
+        assert_eq!(cfg.param_count(), params, "{dir}");
         let bytes = w.bytes_by_dtype();
         assert_eq!(bytes.len(), 1);
         assert_eq!(bytes[&SourceDType::F32], params * 4);
@@ -988,17 +989,17 @@ fn corrupt_safetensors_headers_are_errors() {
     );
     assert_err_mentions(load_safetensors_file(&p), &["`w`"]);
 
-    // Integers survive only when f32 holds them exactly.
+    // Integer tensors are never weights, even when every value fits an f32.
     let mut b = Vec::new();
     let header = r#"{"w":{"dtype":"I64","shape":[2],"data_offsets":[0,16]}}"#;
     b.extend((header.len() as u64).to_le_bytes());
     b.extend(header.as_bytes());
     b.extend(7i64.to_le_bytes());
-    b.extend(i64::MIN.to_le_bytes());
+    b.extend(8i64.to_le_bytes());
     let p = s.write("model.safetensors", &b);
     assert_err_mentions(
         load_safetensors_file(&p),
-        &["`w`", "not exactly representable"],
+        &["model.safetensors", "`w`", "I64", "floating-point"],
     );
 }
 
@@ -1112,11 +1113,16 @@ impl GgufBuilder {
 
 /// A valid 1-layer llama GGUF: hidden 32, 2 heads of 16, 1 kv head, ffn 48, vocab 8.
 fn tiny_llama() -> GgufBuilder {
+    tiny_llama_with_context(64)
+}
+
+/// `tiny_llama` declaring `context` positions.
+fn tiny_llama_with_context(context: u32) -> GgufBuilder {
     let mut rng = Lcg(42);
     let mut g = GgufBuilder::default()
         .kv_str("general.architecture", "llama")
         .kv_u32("llama.block_count", 1)
-        .kv_u32("llama.context_length", 64)
+        .kv_u32("llama.context_length", context)
         .kv_u32("llama.embedding_length", 32)
         .kv_u32("llama.feed_forward_length", 48)
         .kv_u32("llama.attention.head_count", 2)
@@ -1497,4 +1503,212 @@ fn hf_tokenizer_matches_its_golden_ids() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("195") && e.contains("128"), "{e}");
+}
+
+// ---------------------------------------------------------------- dtypes, bounds, F16 GGUF
+
+#[test]
+fn integer_weight_tensors_are_refused_naming_tensor_and_dtype() {
+    let (_, reference) = load_model(&td("llama-tiny")).unwrap();
+    let s = Scratch::new("int-weights");
+    s.copy(&td("llama-tiny/config.json"), "config.json");
+    // model.norm.weight holds small integers (exact in f32), so only the dtype is wrong.
+    let with_norm_as = |dtype: Dtype| -> Vec<(String, Dtype, Vec<usize>, Vec<u8>)> {
+        reference
+            .iter()
+            .map(|(n, t)| {
+                let (d, bytes) = match (n, dtype) {
+                    ("model.norm.weight", Dtype::I32) => (
+                        dtype,
+                        t.data.iter().flat_map(|_| 1i32.to_le_bytes()).collect(),
+                    ),
+                    ("model.norm.weight", Dtype::I64) => (
+                        dtype,
+                        t.data.iter().flat_map(|_| 1i64.to_le_bytes()).collect(),
+                    ),
+                    _ => (Dtype::F32, f32_bytes(&t.data)),
+                };
+                (n.to_string(), d, t.shape.clone(), bytes)
+            })
+            .collect()
+    };
+    write_safetensors(&s.path("model.safetensors"), &with_norm_as(Dtype::F32));
+    load_model(&s.0).unwrap();
+    for (dtype, name) in [(Dtype::I32, "I32"), (Dtype::I64, "I64")] {
+        write_safetensors(&s.path("model.safetensors"), &with_norm_as(dtype));
+        assert_err_mentions(
+            load_model(&s.0),
+            &[
+                "model.safetensors",
+                "`model.norm.weight`",
+                name,
+                "floating-point",
+            ],
+        );
+    }
+
+    // minimind: an int entry under `weights` is refused before decoding, at the top level and
+    // inside a layer; the same file with float32 values loads.
+    use base64::Engine;
+    let b64 = |bytes: Vec<u8>| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let path = td("llama-tiny/minimind.json");
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let entry = |dtype: &str, bytes: Vec<u8>| serde_json::json!({"shape": [64], "dtype": dtype, "encoding": "base64", "data": b64(bytes)});
+    let ones_f32: Vec<u8> = (0..64).flat_map(|_| 1f32.to_le_bytes()).collect();
+    let ones_i32: Vec<u8> = (0..64).flat_map(|_| 1i32.to_le_bytes()).collect();
+    let ones_i64: Vec<u8> = (0..64).flat_map(|_| 1i64.to_le_bytes()).collect();
+    let mut ok = doc.clone();
+    ok["weights"]["final_rms"] = entry("float32", ones_f32);
+    let (_, w) = cranegrad_models::loader::minimind::minimind_from_json(&ok, &path).unwrap();
+    assert_eq!(w.get("model.norm.weight").unwrap().data, vec![1.0; 64]);
+    let mut top = doc.clone();
+    top["weights"]["final_rms"] = entry("int32", ones_i32);
+    assert_err_mentions(
+        cranegrad_models::loader::minimind::minimind_from_json(&top, &path),
+        &[
+            "minimind.json",
+            "weights.final_rms",
+            "int32",
+            "floating-point",
+        ],
+    );
+    let mut layer = doc.clone();
+    layer["weights"]["layers"][1]["rms_ffn"] = entry("int64", ones_i64);
+    assert_err_mentions(
+        cranegrad_models::loader::minimind::minimind_from_json(&layer, &path),
+        &["weights.layers[1].rms_ffn", "int64", "floating-point"],
+    );
+    // Non-weight entries (token ids) still decode, exactly or not at all.
+    let ids: Vec<u8> = [7i64, -3].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let e = serde_json::json!({"shape": [2], "dtype": "int64", "data": b64(ids)});
+    let t = cranegrad_models::loader::minimind::decode_tensor(&e, &path, "inputs.ids").unwrap();
+    assert_eq!(t.data, [7.0, -3.0]);
+    let big: Vec<u8> = [7i64, i64::MIN]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let e = serde_json::json!({"shape": [2], "dtype": "int64", "data": b64(big)});
+    assert_err_mentions(
+        cranegrad_models::loader::minimind::decode_tensor(&e, &path, "inputs.ids"),
+        &["inputs.ids", "not exactly representable"],
+    );
+}
+
+#[test]
+fn context_lengths_are_bounded_by_name_and_value() {
+    assert_eq!(MAX_POSITIONS, 1 << 20);
+    // HF config.json: the limit itself parses (parsing allocates nothing), one more is refused.
+    let at_limit =
+        edited_config(|v| v["max_position_embeddings"] = (MAX_POSITIONS as u64).into()).unwrap();
+    assert_eq!(at_limit.max_positions(), MAX_POSITIONS);
+    assert_err_mentions(
+        edited_config(|v| v["max_position_embeddings"] = (MAX_POSITIONS as u64 + 1).into()),
+        &[
+            "config.json",
+            "max_position_embeddings",
+            "1048577",
+            "1048576",
+        ],
+    );
+    assert_err_mentions(
+        edited_config(|v| v["max_position_embeddings"] = (1u64 << 31).into()),
+        &["max_position_embeddings", "2147483648"],
+    );
+    // GPT-2's learned positions.
+    let mut gpt2: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(td("gpt2-tiny/config.json")).unwrap()).unwrap();
+    gpt2["n_positions"] = (1u64 << 21).into();
+    let s = Scratch::new("positions");
+    let p = s.write("config.json", &serde_json::to_vec(&gpt2).unwrap());
+    assert_err_mentions(
+        ModelConfig::from_file(&p),
+        &["config.json", "n_positions", "2097152"],
+    );
+    // GGUF metadata.
+    let (cfg, _) = gguf_result(&tiny_llama_with_context(1 << 20)).unwrap();
+    assert_eq!(cfg.max_positions(), 1 << 20);
+    assert_err_mentions(
+        gguf_result(&tiny_llama_with_context(1 << 21)),
+        &["crafted.gguf", "llama.context_length", "2097152"],
+    );
+    assert_err_mentions(
+        gguf_result(&tiny_llama_with_context(1 << 31)),
+        &["llama.context_length", "2147483648"],
+    );
+    // minimind config.
+    let path = td("llama-tiny/minimind.json");
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    doc["config"]["max_position_embeddings"] = (1u64 << 21).into();
+    assert_err_mentions(
+        cranegrad_models::loader::minimind::minimind_from_json(&doc, &path),
+        &["minimind.json", "config.max_position_embeddings", "2097152"],
+    );
+}
+
+#[test]
+fn gguf_f16_tensors_widen_exactly_to_their_f32_values() {
+    // Round every value through f16 first, so an F32 file can hold exactly what F16 encodes;
+    // matrices go F16 (type 1) and norms stay F32, as llama.cpp's converter writes them.
+    let original = tiny_llama();
+    let (mut exact, mut halved) = (original.clone(), original.clone());
+    let mut f16_values = 0;
+    for ((e, h), o) in exact
+        .tensors
+        .iter_mut()
+        .zip(halved.tensors.iter_mut())
+        .zip(&original.tensors)
+    {
+        let values: Vec<half::f16> =
+            o.3.chunks_exact(4)
+                .map(|c| half::f16::from_f32(f32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+                .collect();
+        let widened: Vec<f32> = values.iter().map(|v| v.to_f32()).collect();
+        e.3 = f32_bytes(&widened);
+        if o.1.len() == 2 {
+            h.2 = 1;
+            h.3 = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            f16_values += values.len();
+        } else {
+            h.3 = e.3.clone();
+        }
+    }
+    let (cfg_e, want) = gguf_result(&exact).unwrap();
+    let (cfg_h, got) = gguf_result(&halved).unwrap();
+    assert_eq!(cfg_e, cfg_h);
+    // Bit-identical after widening and after un-permuting the F16 q/k rows.
+    assert_bit_identical(&got, &want);
+    for (name, t) in got.iter() {
+        let want_dtype = if t.shape.len() == 2 {
+            SourceDType::F16
+        } else {
+            SourceDType::F32
+        };
+        assert_eq!(t.source_dtype, want_dtype, "{name}");
+    }
+    assert_eq!(f16_values, 32 * 8 + 32 * 32 * 2 + 32 * 16 * 2 + 48 * 32 * 3);
+    assert_eq!(got.bytes_by_dtype()[&SourceDType::F16], f16_values * 2);
+    // The rounding was real: the unrounded F32 file differs, so the F16 values were decoded.
+    let (_, unrounded) = gguf_result(&original).unwrap();
+    let q = "model.layers.0.self_attn.q_proj.weight";
+    assert_ne!(got.get(q).unwrap().data, unrounded.get(q).unwrap().data);
+    let worst = got
+        .get(q)
+        .unwrap()
+        .data
+        .iter()
+        .zip(&unrounded.get(q).unwrap().data)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    // |x| <= 0.1 here, where f16 spacing is at most 2^-14, so rounding moves at most 2^-15.
+    assert!(worst > 0.0 && worst <= 1.0 / 32768.0, "worst {worst}");
+    // A truncated F16 data section is an error naming the file and the tensor.
+    let mut cut = halved.clone();
+    // 1024 bytes where a 32x32 F16 tensor needs 2048.
+    cut.tensors
+        .push(("blk.0.extra".into(), vec![32, 32], 1, vec![0; 32 * 32]));
+    assert_err_mentions(
+        gguf_result(&cut),
+        &["crafted.gguf", "`blk.0.extra`", "runs past the end"],
+    );
 }

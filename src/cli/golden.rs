@@ -1,6 +1,11 @@
 //! `cranegrad golden verify|write`: the golden-tensors workflow. Verify compares our logits and
-//! greedy tokens with a file from an independent reference and exits 1 on a mismatch; write
-//! records our own outputs in the same format.
+//! greedy tokens with a file from an independent reference; write records our own outputs in
+//! the same format.
+//!
+//! Exit codes of verify: 0 when the comparison ran and passed, 1 when it ran and failed
+//! (logits outside tolerance or a different token). A golden that cannot be compared with the
+//! model at all (no `generated` tensor, logits over another vocabulary) is bad input, exit 2
+//! like every other error, so exit 1 always means "the model disagrees with the reference".
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,7 +28,8 @@ pub struct GoldenArgs {
 
 #[derive(Subcommand, Debug)]
 enum GoldenCommand {
-    /// Check the model against a golden safetensors file (exit 1 on failure).
+    /// Check the model against a golden safetensors file (exit 1 on a mismatch, 2 if the file
+    /// does not fit the model).
     Verify {
         /// A preset, a Hugging Face folder, a .gguf file or a minimind JSON file.
         #[arg(long)]
@@ -96,7 +102,8 @@ pub fn golden(a: GoldenArgs) -> anyhow::Result<ExitCode> {
                 fuse: !no_fuse,
                 ..SessionOptions::default()
             })?;
-            let r = verify(&mut s, &m, &g, atol, rtol)?;
+            let r = verify(&mut s, &m, &g, atol, rtol)
+                .with_context(|| format!("checking {model} against {}", golden.display()))?;
             let mut t = Table::default();
             t.row("model", model)
                 .row("golden", golden.display().to_string())

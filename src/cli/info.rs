@@ -5,9 +5,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 
-use cranegrad_models::loader::{ModelConfig, load_model, validate};
+use cranegrad_models::loader::{ModelConfig, WeightStore, load_model};
 use cranegrad_models::presets::preset;
-use cranegrad_models::weights::random_store;
 
 use super::table::Table;
 
@@ -21,18 +20,26 @@ pub struct InfoArgs {
 
 /// Runs the command.
 pub fn info(a: InfoArgs) -> anyhow::Result<ExitCode> {
-    let (cfg, store) = match preset(&a.model) {
-        Some(cfg) => {
-            let store = random_store(&cfg, 0)?;
-            (cfg, store)
+    // A preset's weights would be random numbers generated only to be counted (gigabytes for
+    // xl): its sizes come from the config alone. `load_model` has validated a file's store.
+    let (cfg, store): (ModelConfig, Option<WeightStore>) = match preset(&a.model) {
+        Some(cfg) => (cfg, None),
+        None => {
+            let (cfg, store) = load_model(std::path::Path::new(&a.model))
+                .with_context(|| format!("loading {}", a.model))?;
+            (cfg, Some(store))
         }
-        None => load_model(std::path::Path::new(&a.model))
-            .with_context(|| format!("loading {}", a.model))?,
     };
-    validate(&cfg, &store)?;
+    let params = cfg.param_count();
     let mut t = Table::default();
     t.row("model", a.model.clone());
-    t.row("weights from", store.origin().to_string());
+    t.row(
+        "weights from",
+        store.as_ref().map_or_else(
+            || "preset (random f32 weights when run)".to_string(),
+            |s| s.origin().to_string(),
+        ),
+    );
     match &cfg {
         ModelConfig::Llama(c) => {
             t.row(
@@ -64,13 +71,25 @@ pub fn info(a: InfoArgs) -> anyhow::Result<ExitCode> {
             .row("n_inner", c.n_inner.to_string())
             .row("vocab", c.vocab.to_string())
             .row("n_positions", c.n_positions.to_string())
-            .row("layer_norm_epsilon", format!("{:e}", c.layer_norm_epsilon));
+            .row("layer_norm_epsilon", format!("{:e}", c.layer_norm_epsilon))
+            .row("tied embeddings", c.tie_word_embeddings.to_string());
         }
     }
     t.row("eos tokens", format!("{:?}", cfg.eos_token_ids()));
-    t.row("parameters", store.param_count().to_string());
-    for (dtype, bytes) in store.bytes_by_dtype() {
-        t.row(format!("bytes {}", dtype.name()), bytes.to_string());
+    t.row("parameters", params.to_string());
+    match &store {
+        None => {
+            t.row("bytes F32", params.saturating_mul(4).to_string());
+        }
+        Some(store) => {
+            // Only a redundant head under tied embeddings makes these differ; show what is stored.
+            if store.param_count() != params {
+                t.row("stored values", store.param_count().to_string());
+            }
+            for (dtype, bytes) in store.bytes_by_dtype() {
+                t.row(format!("bytes {}", dtype.name()), bytes.to_string());
+            }
+        }
     }
     print!("{}", t.render());
     Ok(ExitCode::SUCCESS)

@@ -153,7 +153,7 @@ pub fn fuse_elementwise(g: &GraphData, outputs: &[NodeId], fuse: bool) -> Fusion
             }
             Op::MatMul => {
                 for i in g.inputs(n) {
-                    if !f.is_free(g, i) && !(fuse && is_scaled_weight(g, i)) {
+                    if !(f.is_free(g, i) || fuse && is_scaled_weight(g, i)) {
                         f.realized.insert(i);
                     }
                 }

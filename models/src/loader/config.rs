@@ -18,6 +18,23 @@ const LLAMA_ARCHS: &[&str] = &["LlamaForCausalLM", "LlamaModel"];
 /// HF architectures implemented for `model_type = "gpt2"`.
 const GPT2_ARCHS: &[&str] = &["GPT2LMHeadModel", "GPT2Model"];
 
+/// Largest context length a config may declare. Positions size the RoPE tables and KV caches
+/// (`positions * head_dim` each), so an untrusted value near the generic 2^31 bound would
+/// allocate gigabytes before any weight is read; 2^20 is above every released context length.
+pub const MAX_POSITIONS: usize = 1 << 20;
+
+/// Refuses a context length above `MAX_POSITIONS`, naming the key and the value.
+pub(crate) fn check_positions(n: usize, path: &Path, key: &str) -> Result<usize> {
+    if n > MAX_POSITIONS {
+        return Err(LoadError::config(
+            path,
+            key,
+            format!("{n} positions exceed the limit of {MAX_POSITIONS}"),
+        ));
+    }
+    Ok(n)
+}
+
 /// How RoPE frequencies are rescaled for long contexts.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RopeScaling {
@@ -245,6 +262,49 @@ impl ModelConfig {
             ModelConfig::Gpt2(c) => c.tie_word_embeddings,
         }
     }
+
+    /// Parameters the config implies: the elements of the tensors `expected_tensors` lists (a
+    /// tied head counted once, as HF counts it). Computed from the sizes alone, so reporting on
+    /// `xl` never allocates its weights; saturates rather than overflowing on absurd configs.
+    pub fn param_count(&self) -> usize {
+        fn total(terms: &[&[usize]]) -> usize {
+            terms.iter().fold(0usize, |acc, factors| {
+                let p = factors.iter().fold(1usize, |p, &f| p.saturating_mul(f));
+                acc.saturating_add(p)
+            })
+        }
+        match self {
+            ModelConfig::Llama(c) => {
+                let h = c.hidden;
+                let q = c.heads.saturating_mul(c.head_dim);
+                let kv = c.kv_heads.saturating_mul(c.head_dim);
+                let layer = total(&[&[2, h], &[2, q, h], &[2, kv, h], &[3, c.intermediate, h]]);
+                let head = if c.tie_word_embeddings { 0 } else { c.vocab };
+                total(&[&[c.vocab, h], &[c.layers, layer], &[h], &[head, h]])
+            }
+            ModelConfig::Gpt2(c) => {
+                let (e, inner) = (c.n_embd, c.n_inner);
+                let layer = total(&[
+                    &[4, e],
+                    &[3, e, e],
+                    &[3, e],
+                    &[e, e],
+                    &[e],
+                    &[2, e, inner],
+                    &[inner],
+                    &[e],
+                ]);
+                let head = if c.tie_word_embeddings { 0 } else { c.vocab };
+                total(&[
+                    &[c.vocab, e],
+                    &[c.n_positions, e],
+                    &[c.n_layer, layer],
+                    &[2, e],
+                    &[head, e],
+                ])
+            }
+        }
+    }
 }
 
 fn infer_model_type(archs: &[String], path: &Path) -> Result<String> {
@@ -318,7 +378,11 @@ fn parse_llama(f: Fields<'_>) -> Result<LlamaConfig> {
         intermediate: f.positive("intermediate_size")?,
         vocab: f.positive("vocab_size")?,
         // transformers' LlamaConfig defaults, used when a key is absent.
-        max_positions: f.opt_usize("max_position_embeddings")?.unwrap_or(2048),
+        max_positions: check_positions(
+            f.opt_usize("max_position_embeddings")?.unwrap_or(2048),
+            f.path,
+            "max_position_embeddings",
+        )?,
         rms_norm_eps: f.opt_f64("rms_norm_eps")?.unwrap_or(1e-6),
         rope_theta,
         rope_scaling,
@@ -431,7 +495,7 @@ fn parse_gpt2(f: Fields<'_>) -> Result<Gpt2Config> {
         n_head,
         n_inner,
         vocab: f.positive("vocab_size")?,
-        n_positions: f.positive("n_positions")?,
+        n_positions: check_positions(f.positive("n_positions")?, f.path, "n_positions")?,
         layer_norm_epsilon: f.opt_f64("layer_norm_epsilon")?.unwrap_or(1e-5),
         tie_word_embeddings: f.bool_or("tie_word_embeddings", true)?,
         bos_token_id: f.opt_token("bos_token_id")?,

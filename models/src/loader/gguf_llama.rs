@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use super::config::{LlamaConfig, ModelConfig, RopeScaling};
+use super::config::{LlamaConfig, ModelConfig, RopeScaling, check_positions};
 use super::error::{LoadError, Result};
 use super::file::map_file;
 use super::gguf::{GgufFile, GgufValue};
@@ -235,7 +235,11 @@ fn llama_config(file: &GgufFile, bytes: &[u8]) -> Result<LlamaConfig> {
         head_dim,
         intermediate: m.positive("llama.feed_forward_length")?,
         vocab,
-        max_positions: m.positive("llama.context_length")?,
+        max_positions: check_positions(
+            m.positive("llama.context_length")?,
+            &file.path,
+            "llama.context_length",
+        )?,
         rms_norm_eps: m.float("llama.attention.layer_norm_rms_epsilon")?,
         rope_theta: m.opt_float("llama.rope.freq_base")?.unwrap_or(10000.0),
         rope_scaling,

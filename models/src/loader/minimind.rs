@@ -6,7 +6,7 @@ use std::path::Path;
 use base64::Engine;
 use serde_json::Value;
 
-use super::config::{LlamaConfig, ModelConfig, RopeScaling};
+use super::config::{LlamaConfig, ModelConfig, RopeScaling, check_positions};
 use super::convert;
 use super::error::{LoadError, Result};
 use super::json::{Fields, read_json_file, short};
@@ -52,7 +52,7 @@ pub fn minimind_from_json(value: &Value, path: &Path) -> Result<(ModelConfig, We
                 ));
             }
         };
-        store.insert(hf, decode_tensor(entry, path, &format!("weights.{key}"))?)?;
+        store.insert(hf, decode_weight(entry, path, &format!("weights.{key}"))?)?;
     }
     validate(&cfg, &store)?;
     Ok((cfg, store))
@@ -88,7 +88,7 @@ fn load_layers(layers: &Value, path: &Path, store: &mut WeightStore) -> Result<(
             };
             store.insert(
                 format!("model.layers.{i}.{hf}"),
-                decode_tensor(entry, path, &label)?,
+                decode_weight(entry, path, &label)?,
             )?;
         }
     }
@@ -151,7 +151,11 @@ fn config(doc: &Value, path: &Path) -> Result<LlamaConfig> {
         head_dim,
         intermediate: f.positive("intermediate_size")?,
         vocab: f.positive("vocab_size")?,
-        max_positions: f.positive("max_position_embeddings")?,
+        max_positions: check_positions(
+            f.positive("max_position_embeddings")?,
+            path,
+            "config.max_position_embeddings",
+        )?,
         rms_norm_eps: f.f64("rms_norm_eps")?,
         rope_theta: f.opt_f64("rope_theta")?.unwrap_or(10000.0),
         rope_scaling: RopeScaling::None,
@@ -161,7 +165,47 @@ fn config(doc: &Value, path: &Path) -> Result<LlamaConfig> {
     })
 }
 
-/// Decodes one `{shape, dtype, encoding: "base64", data}` entry; `label` names it in errors.
+/// Decodes one weight entry like `decode_tensor`, but refuses integer dtypes before decoding:
+/// the document also holds int `inputs`, and one of those filed under `weights` must not be
+/// widened into a parameter.
+pub fn decode_weight(entry: &Value, path: &Path, label: &str) -> Result<HostTensor> {
+    let dtype = entry_dtype(entry, path, label)?;
+    if matches!(dtype, SourceDType::I32 | SourceDType::I64) {
+        return Err(LoadError::bad_tensor(
+            path,
+            label,
+            format!(
+                "dtype {} is not a floating-point type (weights must be float32, float16, bfloat16 or float64)",
+                short(&entry["dtype"])
+            ),
+        ));
+    }
+    decode_tensor(entry, path, label)
+}
+
+fn entry_dtype(entry: &Value, path: &Path, label: &str) -> Result<SourceDType> {
+    let bad = |msg: String| LoadError::bad_tensor(path, label, msg);
+    let dtype = entry
+        .get("dtype")
+        .ok_or_else(|| bad("no `dtype` field".into()))?;
+    Ok(match dtype.as_str() {
+        Some("float32") => SourceDType::F32,
+        Some("float16") => SourceDType::F16,
+        Some("bfloat16") => SourceDType::BF16,
+        Some("float64") => SourceDType::F64,
+        Some("int32") => SourceDType::I32,
+        Some("int64") => SourceDType::I64,
+        _ => {
+            return Err(bad(format!(
+                "dtype {} is not supported (supported: float32, float16, bfloat16, float64, int32, int64)",
+                short(dtype)
+            )));
+        }
+    })
+}
+
+/// Decodes one `{shape, dtype, encoding: "base64", data}` entry of any dtype, integers
+/// included (they hold token ids); `label` names it in errors.
 pub fn decode_tensor(entry: &Value, path: &Path, label: &str) -> Result<HostTensor> {
     let bad = |msg: String| LoadError::bad_tensor(path, label, msg);
     let field = |key: &str| {
@@ -178,20 +222,7 @@ pub fn decode_tensor(entry: &Value, path: &Path, label: &str) -> Result<HostTens
         })
         .ok_or_else(|| bad("`shape` is not a list of non-negative integers".into()))?;
     let numel = checked_numel(&shape).ok_or_else(|| bad(format!("shape {shape:?} overflows")))?;
-    let dtype = match field("dtype")?.as_str() {
-        Some("float32") => SourceDType::F32,
-        Some("float16") => SourceDType::F16,
-        Some("bfloat16") => SourceDType::BF16,
-        Some("float64") => SourceDType::F64,
-        Some("int32") => SourceDType::I32,
-        Some("int64") => SourceDType::I64,
-        _ => {
-            return Err(bad(format!(
-                "dtype {} is not supported (supported: float32, float16, bfloat16, float64, int32, int64)",
-                short(&entry["dtype"])
-            )));
-        }
-    };
+    let dtype = entry_dtype(entry, path, label)?;
     match entry.get("encoding").and_then(Value::as_str) {
         Some("base64") | None => {}
         Some(other) => {

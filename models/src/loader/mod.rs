@@ -24,7 +24,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-pub use config::{GenerationConfig, Gpt2Config, LlamaConfig, ModelConfig, RopeScaling};
+pub use config::{
+    GenerationConfig, Gpt2Config, LlamaConfig, MAX_POSITIONS, ModelConfig, RopeScaling,
+};
 pub use error::LoadError;
 pub use gguf::{GgufFile, GgufValue};
 pub use gguf_llama::{load_gguf, load_gguf_bytes};

@@ -56,7 +56,8 @@ pub fn load_hf_file(path: &Path) -> Result<(ModelConfig, WeightStore)> {
     Ok((cfg, store))
 }
 
-/// Every tensor of one safetensors file under its stored name, widened to f32.
+/// Every tensor of one safetensors file under its stored name, widened to f32 (all must be
+/// floating-point).
 pub fn load_safetensors_file(path: &Path) -> Result<WeightStore> {
     let mut store = WeightStore::new(path.display().to_string());
     load_into(&mut store, path, None, &|n| Some(n.to_string()))?;
@@ -280,7 +281,9 @@ fn elem_size(dtype: &str) -> Option<u64> {
     })
 }
 
-/// Widens one stored tensor to f32, refusing dtypes that are not numbers the model can use.
+/// Widens one stored float tensor to f32. Integer tensors are refused even when their values
+/// would fit: a weight stored as I32/I64 is a mislabelled or non-weight tensor (an index, a
+/// mask), and widening it would run the model on garbage instead of saying so.
 pub(crate) fn to_host(
     dtype: Dtype,
     shape: &[usize],
@@ -293,14 +296,12 @@ pub(crate) fn to_host(
         Dtype::F16 => SourceDType::F16,
         Dtype::BF16 => SourceDType::BF16,
         Dtype::F64 => SourceDType::F64,
-        Dtype::I64 => SourceDType::I64,
-        Dtype::I32 => SourceDType::I32,
         other => {
             return Err(LoadError::bad_tensor(
                 path,
                 name,
                 format!(
-                    "dtype {other:?} is not supported (supported: F32, F16, BF16, F64, I32, I64)"
+                    "dtype {other:?} is not supported: weights must be floating-point (F32, F16, BF16 or F64)"
                 ),
             ));
         }
