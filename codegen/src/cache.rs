@@ -44,6 +44,17 @@ pub struct CacheStats {
     pub compile_micros: f64,
 }
 
+/// The cache key of `k` under an ISA fingerprint: 128 bits of SHA-256 over the kernel's
+/// canonical text and the fingerprint, in hex. A pure function of its inputs, so the same kernel
+/// on the same host gets the same key in every process (what an on-disk cache needs).
+pub fn kernel_key(k: &Kernel, isa_fingerprint: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(k.key_text().as_bytes());
+    h.update(b"\n");
+    h.update(isa_fingerprint.as_bytes());
+    cranegrad_graph::print::hex(&h.finalize()[..16])
+}
+
 /// JIT module + map from key to compiled function. Function pointers stay valid for the life
 /// of the cache.
 pub struct KernelCache {
@@ -84,15 +95,16 @@ impl KernelCache {
 
     /// The stable cache key of a kernel.
     pub fn key(&self, k: &Kernel) -> String {
-        let mut h = Sha256::new();
-        h.update(k.key_text().as_bytes());
-        h.update(b"\n");
-        h.update(if crate::emit::prefers_plain(k) {
-            self.plain_fingerprint.as_bytes()
+        kernel_key(k, self.fingerprint_for(k))
+    }
+
+    /// The ISA fingerprint a kernel is keyed (and compiled) under.
+    pub fn fingerprint_for(&self, k: &Kernel) -> &str {
+        if crate::emit::prefers_plain(k) {
+            &self.plain_fingerprint
         } else {
-            self.fingerprint.as_bytes()
-        });
-        cranegrad_graph::print::hex(&h.finalize()[..16])
+            &self.fingerprint
+        }
     }
 
     /// The JIT module, for helper functions compiled outside the kernel IR (the probe).

@@ -1,5 +1,7 @@
 //! Host target ISA construction, its cache fingerprint, and the JIT module built on it.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use cranelift_codegen::CodegenError;
 use cranelift_codegen::isa::{OwnedTargetIsa, TargetIsa};
 use cranelift_codegen::settings::{self, Configurable, SetError};
@@ -48,9 +50,20 @@ pub enum IsaError {
     Finish(#[source] CodegenError),
 }
 
+/// Set by [`force_verifier`]; a process-wide switch because every `KernelCache` builds its own ISA.
+static VERIFIER_FORCED: AtomicBool = AtomicBool::new(false);
+
+/// Turns the IR verifier on for every ISA built from now on in this process, whatever the build
+/// profile; test helpers call it so `cargo test --release` verifies every compiled function.
+pub fn force_verifier() {
+    VERIFIER_FORCED.store(true, Ordering::Relaxed);
+}
+
 /// The IR verifier costs 40-50% of compile time, so it runs only in debug builds or when asked for.
 pub fn verifier_enabled() -> bool {
-    cfg!(debug_assertions) || std::env::var_os("CRANEGRAD_VERIFY").is_some_and(|v| v == "1")
+    cfg!(debug_assertions)
+        || VERIFIER_FORCED.load(Ordering::Relaxed)
+        || std::env::var_os("CRANEGRAD_VERIFY").is_some_and(|v| v == "1")
 }
 
 /// Host ISA with every detected CPU feature on, since without e.g. `has_fma` an `fma` becomes a libcall per lane.

@@ -15,6 +15,13 @@ use cranelift_jit::JITModule;
 use cranelift_module::{Linkage, Module};
 
 type Emitter = fn(&mut FunctionBuilder, Value) -> Value;
+
+/// The host ISA with the IR verifier on: release test runs must verify every function too, and
+/// forcing before every build keeps fingerprints equal whichever test thread runs first.
+fn host_isa(opt: OptLevel) -> cranelift_codegen::isa::OwnedTargetIsa {
+    isa::force_verifier();
+    isa::host_isa(opt).expect("host ISA")
+}
 type KernelFn = unsafe extern "C" fn(*const f32, *mut f32, i64);
 
 /// Max ulp error of exp2 over all f32 inputs (incl. subnormal results).
@@ -38,7 +45,7 @@ struct Kernel {
 
 impl Kernel {
     fn compile(op: Emitter, opt: OptLevel) -> Kernel {
-        let isa = isa::host_isa(opt).expect("host ISA");
+        let isa = host_isa(opt);
         assert!(
             isa.isa_flags()
                 .iter()
@@ -523,10 +530,21 @@ fn sqrt_and_recip() {
 }
 
 #[test]
+fn release_tests_run_the_verifier() {
+    let isa = host_isa(OptLevel::Speed);
+    assert!(isa::verifier_enabled());
+    assert!(
+        isa.flags().enable_verifier(),
+        "{}",
+        isa::isa_fingerprint(&*isa)
+    );
+}
+
+#[test]
 fn isa_fingerprint_is_stable_and_complete() {
-    let a = isa::host_isa(OptLevel::Speed).unwrap();
-    let b = isa::host_isa(OptLevel::Speed).unwrap();
-    let c = isa::host_isa(OptLevel::None).unwrap();
+    let a = host_isa(OptLevel::Speed);
+    let b = host_isa(OptLevel::Speed);
+    let c = host_isa(OptLevel::None);
     let fa = isa::isa_fingerprint(&*a);
     assert_eq!(fa, isa::isa_fingerprint(&*b));
     assert_ne!(
@@ -551,21 +569,13 @@ fn fingerprint_distinguishes_isa_flags() {
     shared.set("opt_level", "speed").unwrap();
     shared.set("is_pic", "false").unwrap();
     shared.set("use_colocated_libcalls", "false").unwrap();
-    shared
-        .set(
-            "enable_verifier",
-            if isa::verifier_enabled() {
-                "true"
-            } else {
-                "false"
-            },
-        )
-        .unwrap();
+    // Matches `host_isa` here, which always forces the verifier on.
+    shared.set("enable_verifier", "true").unwrap();
     let plain = cranelift_native::builder_with_options(false)
         .unwrap()
         .finish(cranelift_codegen::settings::Flags::new(shared))
         .unwrap();
-    let host = isa::host_isa(OptLevel::Speed).unwrap();
+    let host = host_isa(OptLevel::Speed);
     assert_ne!(isa::isa_fingerprint(&*plain), isa::isa_fingerprint(&*host));
 }
 

@@ -168,6 +168,28 @@ impl Op {
         )
     }
 
+    /// Dimensions carried by the op itself rather than by a shape (slice starts, pad amounts):
+    /// a symbol can appear only here, so whatever keys on a graph's symbols must read these.
+    pub fn dims(&self) -> Vec<&Dim> {
+        // Exhaustive on purpose: a new op carrying a `Dim` must decide here.
+        match self {
+            Op::Slice { starts } | Op::WriteSlice { starts } => starts.iter().collect(),
+            Op::Pad(p) => p.iter().flat_map(|(a, b)| [a, b]).collect(),
+            Op::Input { .. }
+            | Op::Const { .. }
+            | Op::Arange { .. }
+            | Op::Unary(_)
+            | Op::Binary(_)
+            | Op::Where
+            | Op::Reduce { .. }
+            | Op::Reshape
+            | Op::Permute(_)
+            | Op::Expand
+            | Op::Gather
+            | Op::MatMul => Vec::new(),
+        }
+    }
+
     /// The op's attributes as text (empty when the shape says everything).
     pub fn attrs(&self) -> String {
         match self {

@@ -78,7 +78,10 @@ pub fn structural_hash(g: &GraphData, outputs: &[NodeId]) -> String {
         if let (crate::op::Op::Input { name }, Some(_)) = (&g.node(n).op, &g.node(n).data) {
             let _ = write!(text, "data:{name};");
         }
-        for d in g.node(n).shape.dims() {
+        // Bounds decide the kernels' bounds proofs and run-time checks; slice starts can hold a
+        // symbol that no shape mentions, so the op's own dims count too.
+        let node = g.node(n);
+        for d in node.shape.dims().iter().chain(node.op.dims()) {
             if let Some(sym) = d.symbol() {
                 let _ = write!(text, "{sym};");
             }

@@ -28,9 +28,14 @@ pub struct MachineLimits {
 /// Best-of-`reps` copy bandwidth of a `bytes`-sized buffer split over `threads` threads.
 pub fn dram_copy_gbps(bytes: usize, threads: usize, reps: usize) -> f64 {
     let words = bytes / 4;
-    let src = AlignedBuf::zeroed(words);
+    let mut src = AlignedBuf::zeroed(words);
     let mut dst = AlignedBuf::zeroed(words);
-    // Touch everything once so page faults are not measured.
+    // An untouched mmap'd source maps every page to the kernel's one shared zero page, so its
+    // reads would come from cache, not DRAM: writing a non-constant pattern gives it real,
+    // distinct pages. The destination is faulted in too so page faults are not timed.
+    for (i, w) in src.words_mut().iter_mut().enumerate() {
+        *w = (i as u32).wrapping_mul(0x9E37_79B9);
+    }
     dst.words_mut().fill(1);
     let mut best = f64::MAX;
     for _ in 0..reps {

@@ -1,7 +1,9 @@
 //! Every kind of bad shape or input is an error naming what is at fault, never a panic.
 
+mod common;
+
 use cranegrad_graph::{Bindings, DType, Graph, HostData, Shape};
-use cranegrad_runtime::{Feeds, Session, SessionOptions};
+use cranegrad_runtime::Feeds;
 
 fn msg<T: std::fmt::Debug>(r: Result<T, impl std::fmt::Display>) -> String {
     match r {
@@ -78,7 +80,7 @@ fn bad_feeds_are_errors() {
     let g = Graph::new();
     let a = g.input("a", Shape::of(&[3]), DType::F32);
     let y = a.mul(&a).unwrap();
-    let mut s = Session::new(SessionOptions::default()).unwrap();
+    let mut s = common::session(true, 2);
     let e = msg(s.realize(&[&y], &Feeds::new(), &Bindings::new()));
     assert!(e.contains("input a has no data"), "{e}");
     let mut f = Feeds::new();

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{check_all, rand_vec};
+use common::{check_all, rand_vec, run_jit, worst};
 use cranegrad_graph::{Bindings, DType, Graph, Shape};
 use cranegrad_runtime::Feeds;
 
@@ -24,6 +24,66 @@ fn chain_with_broadcast_row() {
         .add(&b)
         .unwrap();
     check_all(&[&y], &Feeds::new(), &Bindings::new(), 1e-6, 1e-6);
+}
+
+#[test]
+fn threaded_elementwise_with_broadcasts() {
+    // Every output has more than 64K elements, above the runtime's 32K-element threshold for
+    // going parallel, so check_all's two-thread sessions split each kernel in two; the odd
+    // extents put the split (and the 1-D kernel's 16-aligned split) off any round boundary.
+    let g = Graph::new();
+    let (r, c) = (257, 263);
+    let x = g
+        .input_with_data("x", Shape::of(&[r, c]), rand_vec(r * c, 11, 3.0))
+        .unwrap();
+    let row = g
+        .input_with_data("row", Shape::of(&[c]), rand_vec(c, 12, 2.0))
+        .unwrap();
+    let col = g
+        .input_with_data("col", Shape::of(&[r, 1]), rand_vec(r, 13, 2.0))
+        .unwrap();
+    let y = x
+        .mul(&row)
+        .unwrap()
+        .add(&col)
+        .unwrap()
+        .mul_scalar(0.5)
+        .unwrap()
+        .exp()
+        .unwrap();
+    let mask = x.cmplt(&col).unwrap();
+    let w = mask.where_(&y, &x.sin().unwrap()).unwrap();
+    let n = 70_001;
+    let flat = g
+        .input_with_data("flat", Shape::of(&[n]), rand_vec(n, 14, 4.0))
+        .unwrap();
+    let f = flat
+        .square()
+        .unwrap()
+        .add_scalar(1.0)
+        .unwrap()
+        .sqrt()
+        .unwrap();
+    let cube = g
+        .input_with_data("cube", Shape::of(&[3, 150, 160]), rand_vec(72_000, 15, 1.0))
+        .unwrap();
+    let plane = g
+        .input_with_data("plane", Shape::of(&[3, 1, 160]), rand_vec(480, 16, 1.0))
+        .unwrap();
+    let mid = g
+        .input_with_data("mid", Shape::of(&[150, 1]), rand_vec(150, 17, 1.0))
+        .unwrap();
+    let z = cube.sub(&plane).unwrap().mul(&mid).unwrap().relu().unwrap();
+    for t in [&w, &f, &z] {
+        assert!(t.shape().static_numel().unwrap() >= 64 * 1024);
+    }
+    let out = check_all(&[&w, &f, &z], &Feeds::new(), &Bindings::new(), 1e-5, 1e-5);
+    // The last element of each output (the second thread's share) is a real value.
+    let last = out[2].to_f32()[72_000 - 1];
+    let want = ((rand_vec(72_000, 15, 1.0)[71_999] - rand_vec(480, 16, 1.0)[479])
+        * rand_vec(150, 17, 1.0)[149])
+        .max(0.0);
+    assert!((last - want).abs() <= 1e-6, "{last} vs {want}");
 }
 
 #[test]
@@ -111,7 +171,7 @@ fn gather_rows_is_an_embedding_lookup() {
     assert_eq!(r[0].shape, vec![2, 3, 6]);
     // An id outside the table is an error before any kernel runs, not a stray read.
     feeds.insert("ids".into(), vec![0i32, 11, 3, 3, 7, 1].into());
-    let mut s = cranegrad_runtime::Session::new(Default::default()).unwrap();
+    let mut s = common::session(true, 2);
     let err = s
         .realize(&[&e], &feeds, &Bindings::new())
         .unwrap_err()
@@ -133,10 +193,42 @@ fn reduce_max_propagates_nan_from_any_position() {
         let m = x.max(-1, false).unwrap();
         let s = x.softmax(-1).unwrap();
         let r = check_all(&[&m, &s], &Feeds::new(), &Bindings::new(), 1e-6, 1e-6);
-        let v = r[0].to_f32();
-        assert!(
-            v[1].is_nan() && !v[0].is_nan() && !v[2].is_nan(),
-            "pos {pos}: {v:?}"
-        );
+        let jit = run_jit(&[&m, &s], &Feeds::new(), &Bindings::new());
+        for (who, out) in [
+            ("interpreter", &r),
+            ("fused", &jit[0]),
+            ("unfused", &jit[1]),
+        ] {
+            let v = out[0].to_f32();
+            assert!(
+                v[1].is_nan() && !v[0].is_nan() && !v[2].is_nan(),
+                "{who}, pos {pos}: {v:?}"
+            );
+            // The whole NaN row of the softmax is NaN, the other rows are finite.
+            let sm = out[1].to_f32();
+            assert!(
+                sm[11..22].iter().all(|p| p.is_nan()),
+                "{who}, pos {pos}: {sm:?}"
+            );
+            assert!(
+                sm[..11].iter().chain(&sm[22..]).all(|p| p.is_finite()),
+                "{who}, pos {pos}: {sm:?}"
+            );
+        }
     }
+}
+
+#[test]
+fn worst_fails_nan_and_infinity_against_finite() {
+    let t = |a: f32, b: f32| worst(&[1.0, a], &[1.0, b], 1e-6, 1e-6);
+    assert_eq!(t(f32::NAN, f32::NAN), 0.0);
+    assert_eq!(t(f32::INFINITY, f32::INFINITY), 0.0);
+    assert_eq!(t(f32::NAN, 2.0), f32::INFINITY);
+    assert_eq!(t(2.0, f32::NAN), f32::INFINITY);
+    assert_eq!(t(f32::INFINITY, 2.0), f32::INFINITY);
+    assert_eq!(t(2.0, f32::NEG_INFINITY), f32::INFINITY);
+    assert_eq!(t(f32::INFINITY, f32::NEG_INFINITY), f32::INFINITY);
+    assert_eq!(t(f32::NAN, f32::INFINITY), f32::INFINITY);
+    // Finite values keep their graded error: 2e-6 off at |b| = 1 is one tolerance unit.
+    assert!((t(1.000_002, 1.0) - 1.0).abs() < 0.1);
 }

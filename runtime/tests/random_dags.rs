@@ -7,9 +7,9 @@
 
 mod common;
 
-use common::{rand_vec, worst};
+use common::{rand_vec, session, worst};
 use cranegrad_graph::{Bindings, Graph, Shape, Tensor};
-use cranegrad_runtime::{Feeds, Session, SessionOptions, interpret_tensors};
+use cranegrad_runtime::{Feeds, interpret_tensors};
 use proptest::prelude::*;
 
 #[derive(Clone, Debug)]
@@ -135,7 +135,7 @@ proptest! {
         let outs: Vec<&Tensor> = vec![&nodes[nodes.len() - 1], &nodes[nodes.len() / 2]];
         let reference = interpret_tensors(&outs, &Feeds::new(), &Bindings::new()).unwrap();
         for fuse in [true, false] {
-            let mut s = Session::new(SessionOptions { fuse, threads: 2 }).unwrap();
+            let mut s = session(fuse, 2);
             let got = s.realize(&outs, &Feeds::new(), &Bindings::new()).unwrap();
             for (a, b) in got.iter().zip(&reference) {
                 prop_assert_eq!(&a.shape, &b.shape);

@@ -5,14 +5,10 @@ mod common;
 
 use common::{rand_vec, worst};
 use cranegrad_graph::{Bindings, DType, Dim, Graph, HostData, Shape, Symbol, Tensor};
-use cranegrad_runtime::{Feeds, Session, SessionOptions, interpret_tensors};
+use cranegrad_runtime::{Feeds, Session, interpret_tensors};
 
 fn session() -> Session {
-    Session::new(SessionOptions {
-        fuse: true,
-        threads: 2,
-    })
-    .unwrap()
+    common::session(true, 2)
 }
 
 /// A KV-cache-shaped graph: attention-like scores over the first `pos + 1` rows of a cache.
@@ -141,4 +137,83 @@ fn identical_graph_compiles_nothing_and_new_shape_compiles() {
     assert_eq!(fresh.cache_stats().misses, 1);
     assert_eq!(fresh.cache_stats().hits, 1);
     assert_ne!(out[0].to_f32(), out[1].to_f32());
+}
+
+/// Row `pos` of a `[40, 8]` cache, doubled: `pos` appears only in the slice's start, never in
+/// a shape.
+fn row_at(pos: &Symbol) -> Tensor {
+    let g = Graph::new();
+    let cache = g
+        .input_with_data("cache", Shape::of(&[40, 8]), rand_vec(320, 21, 1.0))
+        .unwrap();
+    cache
+        .narrow(0, Dim::sym(pos), 1)
+        .unwrap()
+        .mul_scalar(2.0)
+        .unwrap()
+}
+
+#[test]
+fn symbol_bounds_in_slice_starts_are_part_of_the_plan_key() {
+    let narrow_pos = Symbol::new("pos", 1, 16).unwrap();
+    let wide_pos = Symbol::new("pos", 1, 32).unwrap();
+    let (narrow, wide) = (row_at(&narrow_pos), row_at(&wide_pos));
+    let mut s = session();
+    let b3 = Bindings::from([(narrow_pos.name.clone(), 3)]);
+    s.realize(&[&narrow], &Feeds::new(), &b3).unwrap();
+    // Same ops and shapes, other bounds: a plan built for 1..=16 must not serve 1..=32.
+    let b20 = Bindings::from([(wide_pos.name.clone(), 20)]);
+    let got = s.realize(&[&wide], &Feeds::new(), &b20).unwrap();
+    assert!(!s.last_report().plan_cached);
+    let want: Vec<f32> = rand_vec(320, 21, 1.0)[160..168]
+        .iter()
+        .map(|v| 2.0 * v)
+        .collect();
+    assert_eq!(got[0].to_f32(), want);
+    // The narrow graph still rejects 20 with its own bounds.
+    let err = s
+        .realize(&[&narrow], &Feeds::new(), &b20)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("pos = 20") && err.contains("1..=16"), "{err}");
+}
+
+#[test]
+fn a_new_symbol_value_reuses_the_compiled_kernels() {
+    // Plans are dropped between runs, so each run lowers again and looks every kernel up by
+    // key: a new value of `n` must hit, because values are passed at run time, not compiled in.
+    let n = Symbol::new("n", 1, 32).unwrap();
+    let g = Graph::new();
+    let x = g.input("x", Shape(vec![Dim::sym(&n), Dim::Const(3)]), DType::F32);
+    let y = x
+        .mul(&x)
+        .unwrap()
+        .add_scalar(1.0)
+        .unwrap()
+        .softmax(-1)
+        .unwrap();
+    let mut s = session();
+    let mut compiled = None;
+    for v in [3i64, 9, 32] {
+        s.clear_plans();
+        let b = Bindings::from([(n.name.clone(), v)]);
+        let mut f = Feeds::new();
+        f.insert("x".into(), HostData::from(rand_vec(3 * v as usize, 4, 1.0)));
+        let got = s.realize(&[&y], &f, &b).unwrap();
+        let want = interpret_tensors(&[&y], &f, &b).unwrap();
+        assert_eq!(got[0].shape, vec![v as usize, 3]);
+        assert!(
+            worst(&got[0].to_f32(), &want[0].to_f32(), 1e-6, 1e-6) <= 1.0,
+            "n={v}"
+        );
+        assert!(!s.last_report().plan_cached);
+        let misses = s.cache_stats().misses;
+        match compiled {
+            None => compiled = Some(misses),
+            Some(m) => {
+                assert_eq!(misses, m, "n={v} compiled a kernel again");
+                assert!(s.last_report().cache_hits > 0);
+            }
+        }
+    }
 }

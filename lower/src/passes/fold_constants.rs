@@ -12,7 +12,7 @@ fn round_to(dtype: DType, v: f64) -> f64 {
     }
 }
 
-fn fold_unary(op: UnaryOp, dtype: DType, x: f64) -> f64 {
+fn fold_unary(op: UnaryOp, from: DType, to: DType, x: f64) -> f64 {
     let xf = x as f32;
     let v = match op {
         UnaryOp::Neg => -x,
@@ -21,11 +21,18 @@ fn fold_unary(op: UnaryOp, dtype: DType, x: f64) -> f64 {
         UnaryOp::Sqrt => xf.sqrt() as f64,
         UnaryOp::Recip => (1.0 / xf) as f64,
         UnaryOp::Sin => xf.sin() as f64,
-        UnaryOp::Cast => x.trunc(),
+        UnaryOp::Cast => return fold_cast(from, to, x),
     };
-    match (op, dtype) {
-        (UnaryOp::Cast, DType::F32) => round_to(dtype, x),
-        _ => round_to(dtype, v),
+    round_to(to, v)
+}
+
+/// The kernels' cast (`fcvt_to_sint_sat`, `x != 0`): f32 -> i32 truncates, saturates and maps
+/// NaN to 0; anything -> bool tests `!= 0` on the unconverted value, so 0.5 is true.
+fn fold_cast(from: DType, to: DType, x: f64) -> f64 {
+    match (from, to) {
+        (DType::F32, DType::I32) if x.is_nan() => 0.0,
+        (DType::F32, DType::I32) => x.trunc().clamp(f64::from(i32::MIN), f64::from(i32::MAX)),
+        _ => round_to(to, x),
     }
 }
 
@@ -50,10 +57,12 @@ pub fn fold_constants(g: &mut GraphData, outputs: &mut [NodeId]) -> usize {
     let mut changed = 0;
     for n in g.topo_from(outputs) {
         let ins = g.inputs(n);
+        // A constant's value is stored unrounded (`0.1` on an f32 node) and only becomes what
+        // its dtype holds when computed, so fold with the rounded value the kernels would see.
         let consts: Vec<Option<f64>> = ins
             .iter()
             .map(|&i| match g.node(i).op {
-                Op::Const { value } => Some(value),
+                Op::Const { value } => Some(round_to(g.node(i).dtype, value)),
                 _ => None,
             })
             .collect();
@@ -62,7 +71,7 @@ pub fn fold_constants(g: &mut GraphData, outputs: &mut [NodeId]) -> usize {
         let c = |k: usize| consts[k].unwrap_or(0.0);
         let folded = if all_const {
             match &node.op {
-                Op::Unary(op) => Some(fold_unary(*op, node.dtype, c(0))),
+                Op::Unary(op) => Some(fold_unary(*op, g.node(ins[0]).dtype, node.dtype, c(0))),
                 Op::Binary(op) => Some(fold_binary(*op, node.dtype, c(0), c(1))),
                 Op::Where => Some(if c(0) != 0.0 { c(1) } else { c(2) }),
                 Op::Reshape | Op::Permute(_) | Op::Expand | Op::Slice { .. } => Some(c(0)),
