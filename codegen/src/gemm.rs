@@ -9,7 +9,7 @@ use cranelift_codegen::ir::{
 };
 use cranelift_frontend::{FunctionBuilder, Variable};
 
-use cranegrad_lower::kernel::{Expr, GEMM_MR, GEMM_NR, GemmShape};
+use cranegrad_lower::kernel::{Expr, GEMM_MR, GEMM_NR, GemmShape, Kernel};
 
 use crate::emit::{Emitter, Phase, Val, byte_addr, emit_loop};
 
@@ -55,13 +55,14 @@ impl Emitter<'_> {
             self.row_statistics(b, g, rr, vars, extents);
         }
         let row_blocks = g.rows.div_ceil(GEMM_MR) as i64;
-        let full_panels = (g.cols / GEMM_NR) as i64;
+        let pc = Kernel::panel_cols(g);
+        let full_panels = (g.cols / pc) as i64;
         let full_blocks = (g.rows / GEMM_MR) as i64;
         emit_loop(b, start, end, 1, |b, u| {
             let rb_n = b.ins().iconst(types::I64, row_blocks);
             let p = b.ins().udiv(u, rb_n);
             let rb = b.ins().urem(u, rb_n);
-            let n0 = b.ins().imul_imm_s(p, GEMM_NR as i64);
+            let n0 = b.ins().imul_imm_s(p, pc as i64);
             let r0 = b.ins().imul_imm_s(rb, GEMM_MR as i64);
             let panel_full = b.ins().icmp_imm_s(IntCC::SignedLessThan, p, full_panels);
             let (full, partial, done) = (b.create_block(), b.create_block(), b.create_block());
@@ -94,7 +95,7 @@ impl Emitter<'_> {
             b.switch_to_block(partial);
             b.seal_block(partial);
             if self.k.pack_b {
-                let valid = g.cols % GEMM_NR;
+                let valid = g.cols % pc;
                 let rows_end = b.ins().iconst(types::I64, g.rows as i64);
                 let r_end = b.ins().iadd_imm_s(r0, GEMM_MR as i64);
                 let r_end = b.ins().smin(r_end, rows_end);
@@ -187,7 +188,7 @@ impl Emitter<'_> {
         rows: &[Value],
         n0: Value,
     ) {
-        self.micro_kernel_cols(b, g, vars, extents, rows, n0, GEMM_NR);
+        self.micro_kernel_cols(b, g, vars, extents, rows, n0, Kernel::panel_cols(g));
     }
 
     /// The micro-kernel storing only the first `valid` of its 8 columns (the last panel of a
@@ -234,8 +235,9 @@ impl Emitter<'_> {
             a_ptrs.push(var);
         }
         let b_base = if self.k.pack_b {
-            // Panel n0/8 starts at element (n0/8) * K * 8 = n0 * K.
-            b.ins().imul_imm_s(n0, k_total)
+            // Panel n0/pc starts at element (n0/pc) * K * 8.
+            b.ins()
+                .imul_imm_s(n0, k_total * (GEMM_NR / Kernel::panel_cols(g)) as i64)
         } else {
             self.affine(b, &bi.1, vars)
         };
@@ -317,7 +319,7 @@ impl Emitter<'_> {
             advance(b, 1);
         });
         vars[g.k_loop] = None;
-        if valid < GEMM_NR {
+        if valid < Kernel::panel_cols(g) {
             self.epilogue_columns(b, g, vars, extents, rows, n0, valid, &accs, sets);
             return;
         }
@@ -325,20 +327,20 @@ impl Emitter<'_> {
         for (i, &r) in rows.iter().enumerate() {
             self.row_vars(b, g, vars, extents, r);
             let stat = self.row_stat(b, g, r);
+            let vector = |v| Val { v, vector: true };
+            if g.pair.is_some() {
+                // Lanes of both halves of the panel are the same 4 columns of each weight.
+                vars[g.n_loop] = Some(n0);
+                let acc = sum_sets(b, &accs, sets, i, 0);
+                let other = sum_sets(b, &accs, sets, i, 1);
+                self.epilogue_point(b, g, vars, [vector(acc), vector(other)], stat);
+                continue;
+            }
             for j in 0..2usize {
                 let n = b.ins().iadd_imm_s(n0, 4 * j as i64);
                 vars[g.n_loop] = Some(n);
                 let acc = sum_sets(b, &accs, sets, i, j);
-                self.epilogue_point(
-                    b,
-                    g,
-                    vars,
-                    Val {
-                        v: acc,
-                        vector: true,
-                    },
-                    stat,
-                );
+                self.epilogue_point(b, g, vars, [vector(acc), vector(acc)], stat);
             }
         }
     }
@@ -363,18 +365,17 @@ impl Emitter<'_> {
             for c in 0..valid {
                 let n = b.ins().iadd_imm_s(n0, c as i64);
                 vars[g.n_loop] = Some(n);
-                let acc = sum_sets(b, accs, sets, i, c / 4);
+                let scalar = |v| Val { v, vector: false };
+                let (j, other) = if g.pair.is_some() {
+                    (0, 1)
+                } else {
+                    (c / 4, c / 4)
+                };
+                let acc = sum_sets(b, accs, sets, i, j);
                 let lane = b.ins().extractlane(acc, (c % 4) as u8);
-                self.epilogue_point(
-                    b,
-                    g,
-                    vars,
-                    Val {
-                        v: lane,
-                        vector: false,
-                    },
-                    stat,
-                );
+                let acc2 = sum_sets(b, accs, sets, i, other);
+                let lane2 = b.ins().extractlane(acc2, (c % 4) as u8);
+                self.epilogue_point(b, g, vars, [scalar(lane), scalar(lane2)], stat);
             }
         }
     }
@@ -386,9 +387,10 @@ impl Emitter<'_> {
         b: &mut FunctionBuilder,
         g: &GemmShape,
         vars: &[Option<Value>],
-        acc: Val,
+        accs: [Val; 2],
         stat: Option<(usize, Val)>,
     ) {
+        let acc = accs[0];
         let (lane, vector) = if acc.vector {
             (Some(g.n_loop), true)
         } else {
@@ -396,6 +398,9 @@ impl Emitter<'_> {
         };
         let mut vals: Vec<Option<Val>> = vec![None; self.k.exprs.len()];
         vals[g.reduce] = Some(acc);
+        if let Some(p) = g.pair {
+            vals[p.reduce] = Some(accs[1]);
+        }
         if let Some((rr, v)) = stat {
             vals[rr] = Some(v);
         }

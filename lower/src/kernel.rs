@@ -247,6 +247,37 @@ pub struct GemmShape {
     /// A reduction over the rows of A only (a norm's sum of squares), computed once per row
     /// before the panels and read by the epilogue.
     pub row_reduce: Option<ExprId>,
+    /// A second contraction of the same A (SwiGLU's gate and up): both weights are packed
+    /// into one panel, 4 columns of each, and the epilogue sees both accumulators.
+    pub pair: Option<GemmPair>,
+}
+
+/// The second contraction of a paired GEMM: same A, its own B, summed in its own loop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GemmPair {
+    /// The B load.
+    pub b: ExprId,
+    /// The Reduce expression.
+    pub reduce: ExprId,
+    /// Its reduce loop.
+    pub k_loop: usize,
+    /// B is read as `[N, K]`.
+    pub b_transposed: bool,
+    /// The vector over K scaling B's rows, if any.
+    pub b_scale: Option<ExprId>,
+}
+
+/// One contraction of a kernel, as matched by `matmul_parts`.
+#[derive(Clone, Copy, Debug)]
+struct MatmulParts {
+    reduce: ExprId,
+    product: ExprId,
+    a: ExprId,
+    b: ExprId,
+    b_transposed: bool,
+    b_scale: Option<ExprId>,
+    scale_mul: Option<ExprId>,
+    k_loop: usize,
 }
 
 /// Most rows a GEMM with a row reduction handles (its per-row values live on the stack).
@@ -261,18 +292,38 @@ impl Kernel {
     /// True when B of the GEMM is a whole matrix the runtime can pack: row-major `[K, N]`
     /// (index `k*N + n`) or transposed `[N, K]` (index `n*K + k`).
     pub fn b_is_packable(&self, g: &GemmShape) -> bool {
-        if g.b_transposed {
-            return true;
+        let packable = |b: ExprId, transposed: bool, k_loop: usize| {
+            transposed
+                || match &self.exprs[b] {
+                    Expr::Load { index, .. } => {
+                        index.constant == 0
+                            && index.syms.is_empty()
+                            && index.terms.len() == 2
+                            && index.coeff(g.n_loop) == 1
+                            && index.coeff(k_loop) == g.cols as i64
+                    }
+                    _ => false,
+                }
+        };
+        packable(g.b, g.b_transposed, g.k_loop)
+            && g.pair
+                .is_none_or(|p| packable(p.b, p.b_transposed, p.k_loop))
+    }
+
+    /// Output columns per packed panel: 8, or 4 of each weight in a paired GEMM.
+    pub fn panel_cols(g: &GemmShape) -> usize {
+        if g.pair.is_some() {
+            GEMM_NR / 2
+        } else {
+            GEMM_NR
         }
-        match &self.exprs[g.b] {
-            Expr::Load { index, .. } => {
-                index.constant == 0
-                    && index.syms.is_empty()
-                    && index.terms.len() == 2
-                    && index.coeff(g.n_loop) == 1
-                    && index.coeff(g.k_loop) == g.cols as i64
-            }
-            _ => false,
+    }
+
+    /// The argument slot of an expression that is a load.
+    pub fn load_arg(&self, e: ExprId) -> Option<usize> {
+        match &self.exprs[e] {
+            Expr::Load { arg, .. } => Some(*arg),
+            _ => None,
         }
     }
 
@@ -288,7 +339,7 @@ impl Kernel {
     /// when the runtime packs it.
     pub fn gemm(&self) -> Option<GemmShape> {
         self.gemm_shape()
-            .filter(|g| (!g.b_transposed && g.b_scale.is_none()) || self.pack_b)
+            .filter(|g| (!g.b_transposed && g.b_scale.is_none() && g.pair.is_none()) || self.pack_b)
     }
 
     /// The argument slot of a scaled B's scale vector.
@@ -308,13 +359,15 @@ impl Kernel {
         dep
     }
 
-    /// The GEMM pattern of this kernel, if it has one (static extents only); B may be
-    /// transposed or scaled, and one more reduction may run over A's rows alone.
+    /// The GEMM pattern of this kernel, if it has one (static extents only): one contraction,
+    /// or two sharing A (a paired GEMM); B may be transposed or scaled; one more reduction may
+    /// run over A's rows alone.
     pub fn gemm_shape(&self) -> Option<GemmShape> {
         let outs = self.output_loops();
         if outs.is_empty() || self.loops.iter().any(|l| l.extent.as_const().is_none()) {
             return None;
         }
+        let n_loop = outs.len() - 1;
         let reduces: Vec<usize> = (0..self.exprs.len())
             .filter(|&i| matches!(self.exprs[i], Expr::Reduce { .. }))
             .collect();
@@ -323,16 +376,114 @@ impl Kernel {
             .iter()
             .filter(|l| l.kind == LoopKind::Reduce)
             .count();
-        if reduce_loops != reduces.len() {
+        if reduce_loops != reduces.len() || reduces.len() > 3 {
             return None;
         }
-        match reduces.as_slice() {
-            [r] => self.gemm_with(*r, None),
-            [r0, r1] => self
-                .gemm_with(*r0, Some(*r1))
-                .or_else(|| self.gemm_with(*r1, Some(*r0))),
-            _ => None,
+        let mms: Vec<MatmulParts> = reduces
+            .iter()
+            .filter_map(|&r| self.matmul_parts(r, n_loop))
+            .collect();
+        let (main, pair) = match mms.as_slice() {
+            [m] => (*m, None),
+            [m, p] if self.same_a(m, p) => (*m, Some(*p)),
+            _ => return None,
+        };
+        let others: Vec<usize> = reduces
+            .iter()
+            .copied()
+            .filter(|&r| r != main.reduce && Some(r) != pair.map(|p| p.reduce))
+            .collect();
+        let row_reduce = match others.as_slice() {
+            [] => None,
+            [r] => Some(*r),
+            _ => return None,
+        };
+        // Nothing but the contractions' loads may depend on their k loops, and only their
+        // products may use those loads.
+        for m in std::iter::once(&main).chain(pair.as_ref()) {
+            let loads = [Some(m.a), Some(m.b), m.b_scale];
+            for (i, e) in self.exprs.iter().enumerate() {
+                if !loads.contains(&Some(i)) && e.indexes_with(m.k_loop) {
+                    return None;
+                }
+                let uses = |x: ExprId| e.operands().contains(&x);
+                let inner = Some(i) == m.scale_mul;
+                if i != m.product
+                    && !inner
+                    && (uses(m.a) || uses(m.b) || m.scale_mul.is_some_and(uses))
+                {
+                    return None;
+                }
+                if inner && uses(m.a) {
+                    return None;
+                }
+            }
         }
+        if self.stores.iter().any(|s| s.index.coeff(n_loop) != 1) {
+            return None;
+        }
+        let rows: usize = outs[..n_loop]
+            .iter()
+            .map(|l| l.extent.as_const().unwrap_or(0))
+            .product();
+        // The row reduction: over its own loop, reading neither the columns nor any k.
+        if let Some(r) = row_reduce {
+            let Expr::Reduce { x, .. } = self.exprs[r] else {
+                return None;
+            };
+            let ks = std::iter::once(main.k_loop).chain(pair.map(|p| p.k_loop));
+            if rows > GEMM_MAX_STAT_ROWS
+                || self.depends_on(n_loop)[x]
+                || ks.into_iter().any(|k| self.depends_on(k)[x])
+            {
+                return None;
+            }
+        }
+        Some(GemmShape {
+            n_loop,
+            k_loop: main.k_loop,
+            a: main.a,
+            b: main.b,
+            product: main.product,
+            reduce: main.reduce,
+            rows,
+            cols: outs[n_loop].extent.as_const().unwrap_or(0),
+            b_transposed: main.b_transposed,
+            b_scale: main.b_scale,
+            row_reduce,
+            pair: pair.map(|p| GemmPair {
+                b: p.b,
+                reduce: p.reduce,
+                k_loop: p.k_loop,
+                b_transposed: p.b_transposed,
+                b_scale: p.b_scale,
+            }),
+        })
+    }
+
+    /// True when two contractions read the same A elements (equal indices up to their own
+    /// k loops) over equally long k loops.
+    fn same_a(&self, m: &MatmulParts, p: &MatmulParts) -> bool {
+        let (
+            Expr::Load {
+                arg: a1, index: i1, ..
+            },
+            Expr::Load {
+                arg: a2, index: i2, ..
+            },
+        ) = (&self.exprs[m.a], &self.exprs[p.a])
+        else {
+            return false;
+        };
+        let strip = |i: &Affine, k: usize| -> Vec<(usize, i64)> {
+            i.terms.iter().copied().filter(|&(v, _)| v != k).collect()
+        };
+        a1 == a2
+            && self.loops[m.k_loop].extent == self.loops[p.k_loop].extent
+            && i1.coeff(m.k_loop) == i2.coeff(p.k_loop)
+            && i1.constant == i2.constant
+            && i1.syms == i2.syms
+            && strip(i1, m.k_loop) == strip(i2, p.k_loop)
     }
 
     /// The B side of a product: a load of B, or `B * s[k]` (the load of B, the scale load,
@@ -373,10 +524,9 @@ impl Kernel {
         }
     }
 
-    /// The GEMM pattern with `reduce` as the contraction and `row` as a row reduction.
-    fn gemm_with(&self, reduce: ExprId, row: Option<ExprId>) -> Option<GemmShape> {
-        let outs = self.output_loops();
-        let n_loop = outs.len() - 1;
+    /// The contraction `reduce = sum(A * B)`, if it is one (A independent of the columns, B of
+    /// the rows).
+    fn matmul_parts(&self, reduce: ExprId, n_loop: usize) -> Option<MatmulParts> {
         let Expr::Reduce {
             op: ReduceOp::Sum,
             x: product,
@@ -424,59 +574,20 @@ impl Kernel {
         // The product may be written A * B or B * A.
         let try_order = |ae: ExprId, be: ExprId| {
             let ai = load(ae)?;
-            let (bl, scale, scale_mul) = self.b_side(be, k_loop)?;
-            let t = b_shape(&load(bl)?)?;
-            (ai.coeff(n_loop) == 0).then_some((ae, bl, t, scale, scale_mul))
+            let (b, b_scale, scale_mul) = self.b_side(be, k_loop)?;
+            let b_transposed = b_shape(&load(b)?)?;
+            (ai.coeff(n_loop) == 0).then_some(MatmulParts {
+                reduce,
+                product,
+                a: ae,
+                b,
+                b_transposed,
+                b_scale,
+                scale_mul,
+                k_loop,
+            })
         };
-        let (a, b, b_transposed, b_scale, scale_mul) =
-            try_order(p, q).or_else(|| try_order(q, p))?;
-        let loads = [Some(a), Some(b), b_scale];
-        // Nothing else may depend on k, and only the product may use the loads.
-        for (i, e) in self.exprs.iter().enumerate() {
-            if !loads.contains(&Some(i)) && e.indexes_with(k_loop) {
-                return None;
-            }
-            let uses = |x: ExprId| e.operands().contains(&x);
-            let inner = Some(i) == scale_mul;
-            if i != product && !inner && (uses(a) || uses(b) || scale_mul.is_some_and(uses)) {
-                return None;
-            }
-            if inner && uses(a) {
-                return None;
-            }
-        }
-        if self.stores.iter().any(|s| s.index.coeff(n_loop) != 1) {
-            return None;
-        }
-        let rows: usize = outs[..n_loop]
-            .iter()
-            .map(|l| l.extent.as_const().unwrap_or(0))
-            .product();
-        // The row reduction: over its own loop, reading neither the columns nor k.
-        if let Some(r) = row {
-            let Expr::Reduce { x, var, .. } = self.exprs[r] else {
-                return None;
-            };
-            if var == k_loop || rows > GEMM_MAX_STAT_ROWS {
-                return None;
-            }
-            if self.depends_on(n_loop)[x] || self.depends_on(k_loop)[x] {
-                return None;
-            }
-        }
-        Some(GemmShape {
-            n_loop,
-            k_loop,
-            a,
-            b,
-            product,
-            reduce,
-            rows,
-            cols: outs[n_loop].extent.as_const().unwrap_or(0),
-            b_transposed,
-            b_scale,
-            row_reduce: row,
-        })
+        try_order(p, q).or_else(|| try_order(q, p))
     }
 
     /// The parallel (non-reduce) loops.
@@ -504,7 +615,7 @@ impl Kernel {
             // Units of (column panel, row block), panel-major: each thread streams its own
             // panels of B once.
             return vec![Dim::Const(
-                g.rows.div_ceil(GEMM_MR) * g.cols.div_ceil(GEMM_NR),
+                g.rows.div_ceil(GEMM_MR) * g.cols.div_ceil(Kernel::panel_cols(&g)),
             )];
         }
         let outs = self.output_loops();

@@ -800,6 +800,10 @@ pub fn pattern(k: &Kernel) -> String {
         .count();
     if let Some(g) = k.gemm() {
         let mut p = if g.rows == 1 { "gemv" } else { "gemm" }.to_string();
+        if g.pair.is_some() {
+            p.insert_str(0, "paired ");
+            p.push_str(" of two weights sharing A");
+        }
         if g.row_reduce.is_some() {
             p.insert_str(0, "rmsnorm+");
         }
@@ -861,18 +865,23 @@ fn pack_weights(
     weight_bufs: &BTreeSet<BufId>,
     mut kernel: Kernel,
 ) -> Kernel {
+    let is_weight = |slot: Option<usize>| {
+        slot.and_then(|s| args.get(s))
+            .is_some_and(|(b, _)| weight_bufs.contains(b))
+    };
     if let Some(gm) = kernel.gemm_shape()
         && kernel.b_is_packable(&gm)
         && let Some(slot) = kernel.b_arg(&gm)
-        && let Some(&(buf, _)) = args.get(slot)
-        && weight_bufs.contains(&buf)
-        && kernel
-            .b_scale_arg(&gm)
-            .is_none_or(|s| args.get(s).is_some_and(|(b, _)| weight_bufs.contains(b)))
+        && is_weight(Some(slot))
+        && gm.b_scale.is_none_or(|e| is_weight(kernel.load_arg(e)))
+        && gm.pair.is_none_or(|p| {
+            is_weight(kernel.load_arg(p.b))
+                && p.b_scale.is_none_or(|e| is_weight(kernel.load_arg(e)))
+        })
     {
         let k = kernel.loops[gm.k_loop].extent.max_value();
         kernel.pack_b = true;
-        kernel.args[slot].len = gm.cols.div_ceil(GEMM_NR) * GEMM_NR * k;
+        kernel.args[slot].len = gm.cols.div_ceil(Kernel::panel_cols(&gm)) * GEMM_NR * k;
     }
     kernel
 }

@@ -11,15 +11,83 @@ use cranegrad_lower::kernel::GEMM_NR;
 
 use crate::buffer::AlignedBuf;
 
-/// Cache key: source address, K, N, transposed, address of the row scale (0 for none).
-type PackKey = (usize, usize, usize, bool, usize);
+/// Cache key: per source (address, transposed, address of its row scale or 0), then K, N.
+type PackKey = (Vec<(usize, bool, usize)>, usize, usize);
 
 /// Packed copies by source and layout.
 #[derive(Default)]
 pub struct PackCache {
-    map: HashMap<PackKey, (HostData, Option<HostData>, Arc<AlignedBuf>)>,
+    /// Each entry keeps its sources alive, so their addresses stay unique keys.
+    map: HashMap<PackKey, (Vec<HostData>, Arc<AlignedBuf>)>,
     /// Bytes held by packed copies.
     pub bytes: usize,
+}
+
+/// One weight to pack: `[k, n]` row-major, or `[n, k]` when `transposed`, its rows scaled by
+/// `scale` (a folded norm gain) when given.
+#[derive(Clone, Copy)]
+pub struct PackInput<'a> {
+    /// The weight.
+    pub data: &'a HostData,
+    /// Stored `[n, k]`.
+    pub transposed: bool,
+    /// At least `k` f32 values scaling row `kk` of the `[k, n]` view.
+    pub scale: Option<&'a HostData>,
+}
+
+/// Packs two weights of one shape for a paired GEMM: panel `p` holds columns `4p..4p+4` of
+/// `a` in its first four columns and the same columns of `b` in the last four, so one
+/// micro-kernel accumulates both products of the same A rows.
+pub fn pack_pair_panels(a: PackInput<'_>, b: PackInput<'_>, k: usize, n: usize) -> AlignedBuf {
+    const HALF: usize = GEMM_NR / 2;
+    let panels = n.div_ceil(HALF);
+    let mut out = AlignedBuf::zeroed(panels * k * GEMM_NR);
+    if k == 0 || panels == 0 {
+        return out;
+    }
+    let sources: Vec<(&[u32], bool, Option<Vec<f32>>)> = [a, b]
+        .iter()
+        .map(|s| {
+            let scale = s.scale.map(|v| {
+                v.as_words()[..k]
+                    .iter()
+                    .map(|&w| f32::from_bits(w))
+                    .collect()
+            });
+            (s.data.as_words(), s.transposed, scale)
+        })
+        .collect();
+    let sources = &sources;
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
+    let per = panels.div_ceil(threads.max(1)).max(1);
+    std::thread::scope(|sc| {
+        for (t, chunk) in out.words_mut().chunks_mut(per * k * GEMM_NR).enumerate() {
+            sc.spawn(move || {
+                for q in 0..chunk.len() / (k * GEMM_NR) {
+                    let p = t * per + q;
+                    let cols = (n - p * HALF).min(HALF);
+                    for (h, (src, transposed, scale)) in sources.iter().enumerate() {
+                        for c in 0..cols {
+                            let j = p * HALF + c;
+                            for kk in 0..k {
+                                let w = if *transposed {
+                                    src[j * k + kk]
+                                } else {
+                                    src[kk * n + j]
+                                };
+                                let w = match scale {
+                                    Some(s) => (f32::from_bits(w) * s[kk]).to_bits(),
+                                    None => w,
+                                };
+                                chunk[(q * k + kk) * GEMM_NR + h * HALF + c] = w;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    out
 }
 
 /// Packs `src` into panels: `src` is `[k, n]` row-major, or `[n, k]` (an `nn.Linear`
@@ -93,32 +161,32 @@ pub fn pack_panels(
 }
 
 impl PackCache {
-    /// The packed copy of `data` viewed as `[k, n]` (or `[n, k]` when `transposed`), its
-    /// rows scaled by `scale` (at least `k` values) if given, packing it on first use.
-    pub fn get(
-        &mut self,
-        data: &HostData,
-        k: usize,
-        n: usize,
-        transposed: bool,
-        scale: Option<&HostData>,
-    ) -> Arc<AlignedBuf> {
-        let scale_addr = scale.map_or(0, |s| s.as_words().as_ptr() as usize);
-        let key = (
-            data.as_words().as_ptr() as usize,
-            k,
-            n,
-            transposed,
-            scale_addr,
-        );
-        if let Some((_, _, buf)) = self.map.get(&key) {
+    /// The packed panels of one weight (8 columns each) or of a pair (4 + 4, see
+    /// [`pack_pair_panels`]), viewed as `[k, n]`, packing them on first use.
+    pub fn get(&mut self, sources: &[PackInput<'_>], k: usize, n: usize) -> Arc<AlignedBuf> {
+        let addr = |d: &HostData| d.as_words().as_ptr() as usize;
+        let ids = sources
+            .iter()
+            .map(|s| (addr(s.data), s.transposed, s.scale.map_or(0, addr)))
+            .collect();
+        let key = (ids, k, n);
+        if let Some((_, buf)) = self.map.get(&key) {
             return buf.clone();
         }
-        let words = scale.map(|s| s.as_words());
-        let buf = Arc::new(pack_panels(data.as_words(), k, n, transposed, words));
+        let buf = Arc::new(match sources {
+            [a, b] => pack_pair_panels(*a, *b, k, n),
+            _ => {
+                let s = sources[0];
+                let scale = s.scale.map(|v| v.as_words());
+                pack_panels(s.data.as_words(), k, n, s.transposed, scale)
+            }
+        });
         self.bytes += buf.len() * 4;
-        self.map
-            .insert(key, (data.clone(), scale.cloned(), buf.clone()));
+        let keep = sources
+            .iter()
+            .flat_map(|s| std::iter::once(s.data.clone()).chain(s.scale.cloned()))
+            .collect();
+        self.map.insert(key, (keep, buf.clone()));
         buf
     }
 
@@ -173,5 +241,23 @@ mod tests {
             .flat_map(|j| (0..k).map(move |i| ((i * n + j) as f32).to_bits()))
             .collect();
         assert_eq!(pack_panels(&t, k, n, true, Some(&scale)).words(), p.words());
+    }
+
+    #[test]
+    fn pair_panels_interleave_four_columns_of_each_weight() {
+        let (k, n) = (2, 6);
+        let a = HostData::F32((0..k * n).map(|i| i as f32).collect());
+        let b = HostData::F32((0..k * n).map(|i| 100.0 + i as f32).collect());
+        let input = |d| PackInput {
+            data: d,
+            transposed: false,
+            scale: None,
+        };
+        let p = pack_pair_panels(input(&a), input(&b), k, n);
+        let w: Vec<f32> = p.words().iter().map(|&x| f32::from_bits(x)).collect();
+        // Panel 0, k = 1: columns 0..4 of row 1 of a, then of b.
+        assert_eq!(&w[8..16], &[6.0, 7.0, 8.0, 9.0, 106.0, 107.0, 108.0, 109.0]);
+        // Panel 1, k = 0: columns 4, 5 of a, zeros, then of b.
+        assert_eq!(&w[16..24], &[4.0, 5.0, 0.0, 0.0, 104.0, 105.0, 0.0, 0.0]);
     }
 }

@@ -10,7 +10,7 @@ use cranegrad_lower::{BufKind, Lowered};
 
 use crate::buffer::AlignedBuf;
 use crate::error::RuntimeError;
-use crate::pack::PackCache;
+use crate::pack::{PackCache, PackInput};
 use crate::planner::{MemoryPlan, plan_memory};
 use crate::pool::ThreadPool;
 use crate::value::Value;
@@ -56,6 +56,8 @@ struct PackedB {
     transposed: bool,
     /// Argument slot of the vector scaling B's rows (a folded norm gain).
     scale: Option<usize>,
+    /// The second weight of a paired GEMM: (slot, transposed, scale slot).
+    pair: Option<(usize, bool, Option<usize>)>,
 }
 
 /// One kernel launch as measured by a profiled run.
@@ -90,6 +92,50 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The weights launch `li` reads from packed panels (one, or two for a paired GEMM) with
+    /// their K and N, each buffer resolved by `weight`; `None` when the launch packs nothing.
+    pub(crate) fn pack_inputs<'a>(
+        &self,
+        li: usize,
+        weight: impl Fn(usize) -> Option<&'a HostData>,
+    ) -> Result<Option<(Vec<PackInput<'a>>, usize, usize)>, RuntimeError> {
+        let Some(pb) = self.infos[li].packed_b else {
+            return Ok(None);
+        };
+        let l = &self.lowered.schedule.launches[li];
+        let get = |slot: usize| {
+            weight(l.args[slot]).ok_or_else(|| {
+                RuntimeError::Bounds(format!("{}: packed B is not an input", l.kernel.name))
+            })
+        };
+        let scale = |slot: Option<usize>| -> Result<Option<&'a HostData>, RuntimeError> {
+            let Some(s) = slot else { return Ok(None) };
+            let v = get(s)?;
+            if v.as_words().len() < pb.k {
+                return Err(RuntimeError::Bounds(format!(
+                    "{}: the scale of packed B has {} values, K is {}",
+                    l.kernel.name,
+                    v.as_words().len(),
+                    pb.k
+                )));
+            }
+            Ok(Some(v))
+        };
+        let mut sources = vec![PackInput {
+            data: get(pb.slot)?,
+            transposed: pb.transposed,
+            scale: scale(pb.scale)?,
+        }];
+        if let Some((slot, transposed, s)) = pb.pair {
+            sources.push(PackInput {
+                data: get(slot)?,
+                transposed,
+                scale: scale(s)?,
+            });
+        }
+        Ok(Some((sources, pb.k, pb.n)))
+    }
+
     /// Compiles every kernel of `lowered` (through the cache) and allocates its memory.
     pub fn new(lowered: Lowered, cache: &mut KernelCache) -> Result<Plan, RuntimeError> {
         let sched = &lowered.schedule;
@@ -115,6 +161,13 @@ impl Plan {
                     n: g.cols,
                     transposed: g.b_transposed,
                     scale: k.b_scale_arg(&g),
+                    pair: g.pair.map(|p| {
+                        (
+                            k.load_arg(p.b).unwrap_or(0),
+                            p.b_transposed,
+                            p.b_scale.and_then(|e| k.load_arg(e)),
+                        )
+                    }),
                 });
                 LaunchInfo {
                     parallel: k.parallel_dims(),
@@ -250,29 +303,11 @@ impl Plan {
         }
         // Packed weights for GEMM kernels that read B from panels.
         let mut packed: Vec<Option<Arc<AlignedBuf>>> = vec![None; sched.launches.len()];
-        for (li, (l, info)) in sched.launches.iter().zip(&self.infos).enumerate() {
-            let Some(pb) = info.packed_b else {
-                continue;
-            };
-            let not_input =
-                || RuntimeError::Bounds(format!("{}: packed B is not an input", l.kernel.name));
-            let data = bound.get(&l.args[pb.slot]).ok_or_else(not_input)?;
-            let scale = match pb.scale {
-                Some(s) => {
-                    let v = bound.get(&l.args[s]).ok_or_else(not_input)?;
-                    if v.as_words().len() < pb.k {
-                        return Err(RuntimeError::Bounds(format!(
-                            "{}: the scale of packed B has {} values, K is {}",
-                            l.kernel.name,
-                            v.as_words().len(),
-                            pb.k
-                        )));
-                    }
-                    Some(v)
-                }
-                None => None,
-            };
-            packed[li] = Some(packs.get(data, pb.k, pb.n, pb.transposed, scale));
+        for li in 0..sched.launches.len() {
+            let weight = |buf: usize| bound.get(&buf);
+            if let Some((sources, k, n)) = self.pack_inputs(li, weight)? {
+                packed[li] = Some(packs.get(&sources, k, n));
+            }
         }
         let mut args: Vec<*mut u8> = Vec::new();
         let mut syms: Vec<i64> = Vec::new();

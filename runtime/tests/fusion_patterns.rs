@@ -116,7 +116,7 @@ fn matmul_epilogues_are_one_kernel() {
         .add(&r)
         .unwrap();
     assert_eq!(kernels(&y), 1);
-    // SwiGLU: silu(x @ Wg) * (x @ Wu) — the gate matmul runs as the up matmul's epilogue input.
+    // SwiGLU: silu(x @ Wg) * (x @ Wu) — one paired GEMM computes both products.
     let wu = g
         .input_with_data("wu", Shape::of(&[33, 17]), rand_vec(561, 5, 1.0))
         .unwrap();
@@ -127,7 +127,7 @@ fn matmul_epilogues_are_one_kernel() {
         .unwrap()
         .mul(&x.matmul(&wu).unwrap())
         .unwrap();
-    assert!(kernels(&sw) <= 2);
+    assert_eq!(kernels(&sw), 1);
     check_all(&[&y, &sw], &Feeds::new(), &Bindings::new(), 1e-4, 1e-4);
 }
 
@@ -213,4 +213,45 @@ fn shared_norm_feeds_each_projection_its_own_fused_kernel() {
     assert_eq!(lowered.schedule.launches.len(), 3);
     let refs: Vec<&Tensor> = outs.iter().collect();
     check_all(&refs, &Feeds::new(), &Bindings::new(), 1e-4, 1e-4);
+}
+
+#[test]
+fn rmsnorm_swiglu_is_one_paired_gemm() {
+    // silu(rms_norm(x) @ Wg) * (rms_norm(x) @ Wu) with nn.Linear weights, odd sizes.
+    for &(rows, k, n) in &[
+        (1usize, 33usize, 17usize),
+        (3, 64, 100),
+        (17, 40, 8),
+        (100, 17, 33),
+    ] {
+        let g = Graph::new();
+        let x = g
+            .input_with_data("x", Shape::of(&[rows, k]), rand_vec(rows * k, 1, 2.0))
+            .unwrap();
+        let gain = g
+            .input_with_data("g", Shape::of(&[k]), rand_vec(k, 2, 1.0))
+            .unwrap();
+        let weight = |name: &str, seed| {
+            g.input_with_data(name, Shape::of(&[n, k]), rand_vec(n * k, seed, 1.0))
+                .unwrap()
+                .transpose(0, 1)
+                .unwrap()
+        };
+        let xn = x.rms_norm(&gain, 1e-6).unwrap();
+        let gate = xn.matmul(&weight("wg", 3)).unwrap();
+        let up = xn.matmul(&weight("wu", 4)).unwrap();
+        let y = gate.silu().unwrap().mul(&up).unwrap();
+        let lowered = g
+            .with(|gd| lower(gd, &[y.id()], LowerOptions::default()))
+            .unwrap();
+        let launches = &lowered.schedule.launches;
+        assert_eq!(
+            launches.len(),
+            1,
+            "norm + SwiGLU [{rows}, {k}] x [{k}, {n}]"
+        );
+        let gm = launches[0].kernel.gemm().expect("runs as a GEMM");
+        assert!(gm.pair.is_some() && gm.row_reduce.is_some());
+        check_all(&[&y], &Feeds::new(), &Bindings::new(), 1e-4, 1e-4);
+    }
 }

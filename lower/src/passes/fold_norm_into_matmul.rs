@@ -1,14 +1,12 @@
 //! Folding a norm into the matmul it feeds: `(x * r * g) @ W`, with `r` constant along each
 //! row of `x` (broadcast from `[.., M, 1]`, RMSNorm's `1/rms`) and `g` a weight vector along
 //! K (the norm's gain), becomes `r * (x @ (g[:, None] * W))`. The runtime folds `g` into the
-//! packed weight panels once, so the gain costs nothing per forward, and `r` is rebuilt for
-//! each matmul so fusion can compute it in that GEMM kernel's prologue: `rms_norm(x, g) @ W`
-//! runs as one kernel and the normalised rows are never written.
+//! packed weight panels once, so the gain costs nothing per forward, and fusion computes `r`
+//! in each GEMM kernel's prologue (`fuse_gemm_prologue`): `rms_norm(x, g) @ W` runs as one
+//! kernel and the normalised rows are never written.
 //!
 //! The identity holds for any such `r` and `g`; the pass only fires when `W` is a weight (an
 //! input carrying data) and `g` a weight vector, i.e. when packing can absorb the gain.
-
-use std::collections::HashMap;
 
 use cranegrad_graph::{BinaryOp, Dim, GraphData, Node, NodeId, Op, Shape};
 
@@ -71,31 +69,6 @@ fn factors(g: &GraphData, a: NodeId) -> Vec<NodeId> {
         }
     }
     out
-}
-
-/// A copy of the nodes computing `n` (sources and `keep` are shared, not copied), so the copy
-/// can be computed inside another kernel without being shared with the original's users.
-fn clone_cone(
-    g: &mut GraphData,
-    n: NodeId,
-    keep: NodeId,
-    memo: &mut HashMap<NodeId, NodeId>,
-) -> NodeId {
-    if n == keep || g.node(n).op.is_source() {
-        return n;
-    }
-    if let Some(&c) = memo.get(&n) {
-        return c;
-    }
-    let ins: Vec<NodeId> = g
-        .inputs(n)
-        .into_iter()
-        .map(|i| clone_cone(g, i, keep, memo))
-        .collect();
-    let node = g.node(n).clone();
-    let c = g.add(node, &ins);
-    memo.insert(n, c);
-    c
 }
 
 fn add(g: &mut GraphData, op: Op, like: &Node, shape: Shape, ins: &[NodeId]) -> NodeId {
@@ -163,8 +136,7 @@ pub fn fold_norm_into_matmul(g: &mut GraphData, outputs: &mut [NodeId]) -> usize
         let ge = add(g, Op::Expand, &w_node, w_shape.clone(), &[gk]);
         let scaled = add(g, Op::Binary(BinaryOp::Mul), &w_node, w_shape, &[w, ge]);
         let mm = add(g, Op::MatMul, &mm_node, mm_node.shape.clone(), &[x, scaled]);
-        let r = clone_cone(g, row, x, &mut HashMap::new());
-        let re = add(g, Op::Expand, &mm_node, mm_node.shape.clone(), &[r]);
+        let re = add(g, Op::Expand, &mm_node, mm_node.shape.clone(), &[row]);
         let out = add(
             g,
             Op::Binary(BinaryOp::Mul),

@@ -34,7 +34,8 @@ use std::collections::{BTreeSet, HashMap};
 use cranegrad_graph::{Dim, GraphData, NodeId, Op, Shape};
 
 use super::fuse_gemm_prologue::{
-    fuse_gemm_prologues, is_row_scale, is_scaled_weight, realize_row_scaled_matmuls,
+    fuse_gemm_prologues, is_gemm_row_statistic, is_row_scale, is_scaled_weight, pairable,
+    realize_row_scaled_matmuls,
 };
 
 /// The set of nodes that own a buffer (inputs always do and are not listed).
@@ -193,7 +194,7 @@ pub fn fuse_elementwise(g: &GraphData, outputs: &[NodeId], fuse: bool) -> Fusion
                 o.extend(co.iter().copied());
             }
         }
-        if o.len() > 1 && !f.is_free(g, n) {
+        if o.len() > 1 && !f.is_free(g, n) && !(fuse && is_gemm_row_statistic(g, n)) {
             f.realized.insert(n);
             o = BTreeSet::from([n]);
         }
@@ -261,7 +262,8 @@ fn epilogue_root(g: &GraphData, f: &Fusion, r: NodeId) -> Option<NodeId> {
 /// Rule 6: un-realizes reductions and matmuls that can run as the head of their consumer's
 /// kernel.
 fn fuse_epilogues(g: &GraphData, order: &[NodeId], outputs: &[NodeId], f: &mut Fusion) {
-    let mut kernels_with_reduce: BTreeSet<NodeId> = BTreeSet::new();
+    // Root -> the reductions already fused into its kernel: one, or two pairable matmuls.
+    let mut fused: HashMap<NodeId, Vec<NodeId>> = HashMap::new();
     for &n in order {
         if !matches!(g.node(n).op, Op::Reduce { .. } | Op::MatMul) || outputs.contains(&n) {
             continue;
@@ -269,7 +271,14 @@ fn fuse_epilogues(g: &GraphData, order: &[NodeId], outputs: &[NodeId], f: &mut F
         let Some(root) = epilogue_root(g, f, n) else {
             continue;
         };
-        if kernels_with_reduce.insert(root) {
+        let taken = fused.entry(root).or_default();
+        let ok = match taken.as_slice() {
+            [] => true,
+            [first] => pairable(g, *first, n),
+            _ => false,
+        };
+        if ok {
+            taken.push(n);
             f.realized.remove(&n);
         }
     }

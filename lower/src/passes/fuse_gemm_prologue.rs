@@ -1,16 +1,20 @@
 //! GEMM prologues: the per-row statistic of a norm folded into a matmul (see
-//! `fold_norm_into_matmul`) is computed inside the GEMM kernel, before its column panels, so
-//! `rms_norm(x, g) @ W` is one kernel. Three rules of `fuse_elementwise` live here:
+//! `fold_norm_into_matmul`) is computed inside each GEMM kernel that needs it, before its
+//! column panels, so `rms_norm(x, g) @ W` is one kernel. The rules of `fuse_elementwise`
+//! that live here:
 //!
 //! - a matmul's B operand that is a weight scaled along K by a weight vector stays inline:
 //!   the runtime folds the vector into the packed panels once;
 //! - the product `mm * r` of a matmul with a row broadcast (`r` from `[.., M, 1]`) is the
-//!   kernel root instead of the matmul, so the GEMM stores scaled rows;
-//! - a last-axis sum whose value reaches exactly one kernel, one that computes a single
-//!   matmul over the same rows and K, through row-shaped elementwise ops and one broadcast
-//!   along the columns, is computed in that kernel (its prologue).
+//!   kernel root instead of the matmul, so the GEMM stores scaled rows, unless the product
+//!   is the epilogue input of a later kernel;
+//! - two matmuls of the same A into one kernel (SwiGLU's `silu(x @ Wg) * (x @ Wu)`) run as
+//!   one paired GEMM whose panels interleave both weights;
+//! - a row statistic used only through row-scaled matmuls is not shared through a buffer:
+//!   every GEMM kernel computes it again (M x K work against the kernel's M x K x N), and
+//!   the last-axis sum under it runs in each kernel's prologue.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use cranegrad_graph::{BinaryOp, GraphData, NodeId, Op, ReduceOp};
 
@@ -111,26 +115,88 @@ fn elementwise_exit(g: &GraphData, n: NodeId, outputs: &[NodeId]) -> Option<Node
 
 /// Realizes each `mm * r` (see [`is_row_scaled_matmul`]) that cannot be the epilogue of a
 /// later kernel: its uses leave elementwise ops (a reshape into heads), or the kernel they
-/// reach already takes another row-scaled matmul (SwiGLU: the gate runs in the product's
-/// kernel, the up projection stores its rows).
+/// reach already takes a row-scaled matmul it cannot pair with.
 pub fn realize_row_scaled_matmuls(
     g: &GraphData,
     order: &[NodeId],
     outputs: &[NodeId],
     f: &mut Fusion,
 ) {
-    let mut claimed = BTreeSet::new();
+    let matmul_of = |n: NodeId| {
+        g.inputs(n)
+            .into_iter()
+            .find(|&i| matches!(g.node(i).op, Op::MatMul))
+    };
+    // Exit node -> the matmuls already running in its kernel.
+    let mut claimed: HashMap<NodeId, Vec<NodeId>> = HashMap::new();
     for &n in order {
         if !is_row_scaled_matmul(g, f, n, outputs) {
             continue;
         }
-        match elementwise_exit(g, n, outputs) {
-            Some(e) if e != n && claimed.insert(e) => {}
-            _ => {
-                f.realized.insert(n);
+        let Some(mm) = matmul_of(n) else { continue };
+        let fits = match elementwise_exit(g, n, outputs) {
+            Some(e) if e != n => {
+                let taken = claimed.entry(e).or_default();
+                let ok = match taken.as_slice() {
+                    [] => true,
+                    [first] => pairable(g, *first, mm),
+                    _ => false,
+                };
+                if ok {
+                    taken.push(mm);
+                }
+                ok
             }
+            _ => false,
+        };
+        if !fits {
+            f.realized.insert(n);
         }
     }
+}
+
+/// True for `mm * r` with `mm` a matmul and `r` a row broadcast.
+fn is_matmul_row_scale(g: &GraphData, n: NodeId) -> bool {
+    is_row_scale(g, n)
+        && g.inputs(n)
+            .iter()
+            .any(|&i| matches!(g.node(i).op, Op::MatMul))
+}
+
+/// True for a node of a row statistic (`[.., M, 1]` elementwise ops) whose every use ends,
+/// through a row broadcast, in a row-scaled matmul: each GEMM kernel recomputes it.
+pub fn is_gemm_row_statistic(g: &GraphData, n: NodeId) -> bool {
+    let node = g.node(n);
+    if !node.op.is_elementwise() || !node.shape.dims().last().is_some_and(|d| d.is_one()) {
+        return false;
+    }
+    let cs = g.consumers(n);
+    !cs.is_empty()
+        && cs.iter().all(|&c| {
+            let cn = g.node(c);
+            if cn.op.is_elementwise() && cn.shape == node.shape {
+                is_gemm_row_statistic(g, c)
+            } else if is_row_broadcast(g, c) {
+                g.consumers(c).iter().all(|&m| is_matmul_row_scale(g, m))
+            } else {
+                false
+            }
+        })
+}
+
+/// True when matmuls `a` and `b` can run as one paired GEMM: the same A node, the same
+/// output shape, and weights (or scaled weights) of one shape as B.
+pub fn pairable(g: &GraphData, a: NodeId, b: NodeId) -> bool {
+    let (ia, ib) = (g.inputs(a), g.inputs(b));
+    let weightish = |n: NodeId| is_weight_view(g, n) || is_scaled_weight(g, n);
+    matches!(g.node(a).op, Op::MatMul)
+        && matches!(g.node(b).op, Op::MatMul)
+        && a != b
+        && ia[0] == ib[0]
+        && g.node(a).shape == g.node(b).shape
+        && g.node(ia[1]).shape == g.node(ib[1]).shape
+        && weightish(ia[1])
+        && weightish(ib[1])
 }
 
 /// True for `mm * r` inside a cache-write chain (see [`is_row_scaled_matmul`]).
@@ -139,10 +205,10 @@ pub fn is_row_scale(g: &GraphData, n: NodeId) -> bool {
         && g.inputs(n).iter().any(|&i| is_row_broadcast(g, i))
 }
 
-/// The realized root a row statistic flows into, through unrealized elementwise ops, column
+/// The realized roots a row statistic flows into, through unrealized elementwise ops, column
 /// broadcasts and affine reshapes only.
-fn statistic_root(g: &GraphData, f: &Fusion, s: NodeId) -> Option<NodeId> {
-    let mut root = None;
+fn statistic_roots(g: &GraphData, f: &Fusion, s: NodeId) -> Option<BTreeSet<NodeId>> {
+    let mut roots = BTreeSet::new();
     let mut stack = g.consumers(s);
     let mut seen = BTreeSet::new();
     while let Some(c) = stack.pop() {
@@ -151,11 +217,10 @@ fn statistic_root(g: &GraphData, f: &Fusion, s: NodeId) -> Option<NodeId> {
         }
         let op = &g.node(c).op;
         if f.realized.contains(&c) {
-            let ok = op.is_elementwise() || matches!(op, Op::WriteSlice { .. });
-            if !ok || root.is_some_and(|r| r != c) {
+            if !(op.is_elementwise() || matches!(op, Op::WriteSlice { .. })) {
                 return None;
             }
-            root = Some(c);
+            roots.insert(c);
             continue;
         }
         if !(op.is_elementwise() || matches!(op, Op::Expand | Op::Reshape)) {
@@ -163,7 +228,7 @@ fn statistic_root(g: &GraphData, f: &Fusion, s: NodeId) -> Option<NodeId> {
         }
         stack.extend(g.consumers(c));
     }
-    root
+    (!roots.is_empty()).then_some(roots)
 }
 
 /// The matmuls and reductions a kernel rooted at `root` computes inline.
@@ -201,23 +266,26 @@ pub fn fuse_gemm_prologues(g: &GraphData, order: &[NodeId], outputs: &[NodeId], 
         if axis + 1 != rank || !f.realized.contains(&s) || outputs.contains(&s) {
             continue;
         }
-        let Some(root) = statistic_root(g, f, s) else {
+        let Some(roots) = statistic_roots(g, f, s) else {
             continue;
         };
-        let (mms, reds) = inline_roots(g, f, root);
-        let [mm] = mms.as_slice() else {
-            continue;
-        };
-        if !reds.is_empty() {
-            continue;
-        }
         let x = g.node(g.inputs(s)[0]).shape.dims().to_vec();
-        let a = g.node(g.inputs(*mm)[0]).shape.dims().to_vec();
-        let out = &g.node(*mm).shape;
-        let same_rows = x.len() == a.len() && x[..rank - 1] == a[..rank - 1];
-        let rows = out.max_numel() / out.dims().last().map_or(1, |d| d.max_value().max(1));
-        if same_rows && x[rank - 1] == a[rank - 1] && out.is_static() && rows <= GEMM_MAX_STAT_ROWS
-        {
+        let fits = |root: NodeId| {
+            let (mms, reds) = inline_roots(g, f, root);
+            (1..=2).contains(&mms.len())
+                && reds.is_empty()
+                && mms.iter().all(|&mm| {
+                    let a = g.node(g.inputs(mm)[0]).shape.dims();
+                    let out = &g.node(mm).shape;
+                    let rows = out.max_numel() / out.dims()[rank - 1].max_value().max(1);
+                    a.len() == rank
+                        && a[..rank - 1] == x[..rank - 1]
+                        && a[rank - 1] == x[rank - 1]
+                        && out.is_static()
+                        && rows <= GEMM_MAX_STAT_ROWS
+                })
+        };
+        if roots.iter().all(|&r| fits(r)) {
             f.realized.remove(&s);
         }
     }
