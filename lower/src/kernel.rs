@@ -14,8 +14,11 @@ pub type ExprId = usize;
 /// What a loop does with its iterations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum LoopKind {
-    /// Independent iterations; the outermost ones are split across threads.
+    /// Independent iterations split across threads (the ABI's `[start, end)` range).
     Parallel,
+    /// Independent iterations that each thread runs whole: output loops inside the split
+    /// range (the columns of a row kernel's row, vectorised 4 at a time).
+    Sequential,
     /// Accumulates the kernel's `Reduce` expressions; always innermost.
     Reduce,
 }
@@ -590,14 +593,24 @@ impl Kernel {
         try_order(p, q).or_else(|| try_order(q, p))
     }
 
-    /// The parallel (non-reduce) loops.
+    /// The output (non-reduce) loops, parallel and sequential.
     pub fn output_loops(&self) -> &[Loop] {
         let n = self
             .loops
             .iter()
-            .take_while(|l| l.kind == LoopKind::Parallel)
+            .take_while(|l| l.kind != LoopKind::Reduce)
             .count();
         &self.loops[..n]
+    }
+
+    /// Marks the output loops outside the thread split (see [`Kernel::parallel_dims`]) as
+    /// sequential, so the loop nest says which loops the threads divide.
+    pub fn with_sequential_loops(mut self) -> Kernel {
+        let n_out = self.output_loops().len();
+        if n_out >= 2 && self.gemm().is_none() {
+            self.loops[n_out - 1].kind = LoopKind::Sequential;
+        }
+        self
     }
 
     /// The reduce loop, if any.
@@ -660,6 +673,7 @@ impl Kernel {
         for (i, l) in self.loops.iter().enumerate() {
             let kind = match l.kind {
                 LoopKind::Parallel => "parallel",
+                LoopKind::Sequential => "sequential",
                 LoopKind::Reduce => "reduce",
             };
             let _ = writeln!(s, "  loop i{i} in 0..{} {kind}", l.extent);

@@ -700,7 +700,8 @@ impl<'a> KernelBuilder<'a> {
         let mut nodes: Vec<NodeId> = self.counted.iter().copied().collect();
         nodes.push(self.root);
         Ok(Launch {
-            kernel: pack_weights(&self.args, self.weight_bufs, simplify_loops(kernel)),
+            kernel: pack_weights(&self.args, self.weight_bufs, simplify_loops(kernel))
+                .with_sequential_loops(),
             args: self.args.iter().map(|(b, _)| *b).collect(),
             nodes,
         })
@@ -766,7 +767,8 @@ impl<'a> KernelBuilder<'a> {
             stores: vec![store],
             pack_b: false,
         };
-        let kernel = pack_weights(&self.args, self.weight_bufs, simplify_loops(kernel));
+        let kernel = pack_weights(&self.args, self.weight_bufs, simplify_loops(kernel))
+            .with_sequential_loops();
         let mut nodes: Vec<NodeId> = self
             .counted
             .iter()

@@ -108,3 +108,23 @@ outputs: %4
     assert_eq!(text, expected);
     assert_eq!(l.schedule.launches.len(), 1);
 }
+
+#[test]
+fn row_kernel_loops_are_parallel_rows_and_sequential_columns() {
+    // Softmax: threads split the rows; each thread runs a row's columns whole.
+    let g = Graph::new();
+    let x = g.input("x", Shape::of(&[3, 5]), DType::F32);
+    let s = x.softmax(-1).unwrap();
+    let l = g
+        .with(|d| lower(d, &[s.id()], LowerOptions::default()))
+        .unwrap();
+    let text = l.schedule.text();
+    for line in [
+        "  loop i0 in 0..3 parallel\n",
+        "  loop i1 in 0..5 sequential\n",
+        "  loop i2 in 0..5 reduce\n",
+        "  loop i3 in 0..5 reduce\n",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+}

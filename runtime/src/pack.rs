@@ -246,8 +246,8 @@ mod tests {
     #[test]
     fn pair_panels_interleave_four_columns_of_each_weight() {
         let (k, n) = (2, 6);
-        let a = HostData::F32((0..k * n).map(|i| i as f32).collect());
-        let b = HostData::F32((0..k * n).map(|i| 100.0 + i as f32).collect());
+        let a = HostData::F32(Arc::new((0..k * n).map(|i| i as f32).collect()));
+        let b = HostData::F32(Arc::new((0..k * n).map(|i| 100.0 + i as f32).collect()));
         let input = |d| PackInput {
             data: d,
             transposed: false,
