@@ -79,11 +79,14 @@ impl Tokenizer {
                 })
                 .collect()),
             Tokenizer::Hf(t) => {
+                let vocab = t.get_vocab_size(true);
                 let u: Vec<u32> = ids
                     .iter()
-                    .map(|&i| {
-                        u32::try_from(i)
-                            .map_err(|_| ModelError::Input(format!("token id {i} is negative")))
+                    .map(|&i| match u32::try_from(i) {
+                        Ok(u) if (u as usize) < vocab => Ok(u),
+                        _ => Err(ModelError::Input(format!(
+                            "token id {i} is outside the tokenizer's vocabulary of {vocab}"
+                        ))),
                     })
                     .collect::<Result<_, _>>()?;
                 t.decode(&u, false)
@@ -91,5 +94,48 @@ impl Tokenizer {
                     .map_err(|e| ModelError::Input(format!("tokenizer: {e}")))
             }
         }
+    }
+}
+
+/// Streaming detokenizer: the new text of each generated token, held back while it ends in
+/// an incomplete character (a multi-byte character split over tokens) and decoded in context,
+/// so decoders that treat a leading space or byte pieces specially print what a whole decode
+/// would.
+pub struct TextStream<'t> {
+    tok: &'t Tokenizer,
+    /// Recent ids, decoded together (a short window keeps each step cheap).
+    ids: Vec<i32>,
+    /// Bytes of `ids`' decode already printed.
+    printed: usize,
+}
+
+/// Ids kept as context once the window is trimmed.
+const STREAM_CONTEXT: usize = 8;
+
+impl<'t> TextStream<'t> {
+    /// A stream continuing after `context` (the prompt), which is not printed again.
+    pub fn new(tok: &'t Tokenizer, context: &[i32]) -> Result<TextStream<'t>, ModelError> {
+        let ids = context[context.len().saturating_sub(STREAM_CONTEXT)..].to_vec();
+        let printed = tok.decode_bytes(&ids)?.len();
+        Ok(TextStream { tok, ids, printed })
+    }
+
+    /// The printable bytes `id` adds (possibly none yet).
+    pub fn push(&mut self, id: i32) -> Result<Vec<u8>, ModelError> {
+        if let Tokenizer::Bytes { .. } = self.tok {
+            return self.tok.decode_bytes(&[id]);
+        }
+        self.ids.push(id);
+        let text = self.tok.decode_bytes(&self.ids)?;
+        if text.ends_with("\u{FFFD}".as_bytes()) || text.len() < self.printed {
+            return Ok(Vec::new());
+        }
+        let new = text[self.printed..].to_vec();
+        self.printed = text.len();
+        if self.ids.len() > 2 * STREAM_CONTEXT {
+            self.ids.drain(..self.ids.len() - STREAM_CONTEXT);
+            self.printed = self.tok.decode_bytes(&self.ids)?.len();
+        }
+        Ok(new)
     }
 }

@@ -12,7 +12,7 @@ use clap::Args;
 use cranegrad_models::Model;
 use cranegrad_models::generate::Generator;
 use cranegrad_models::sample::{Sampler, SamplingParams};
-use cranegrad_models::tokenizer::Tokenizer;
+use cranegrad_models::tokenizer::{TextStream, Tokenizer};
 use cranegrad_runtime::{Session, SessionOptions};
 
 /// Options of `cranegrad chat`.
@@ -103,13 +103,14 @@ pub fn chat(a: ChatArgs) -> anyhow::Result<ExitCode> {
         history.extend(&ids);
         let t0 = Instant::now();
         let mut n = 0usize;
+        let mut text = TextStream::new(&tok, &history)?;
         for _ in 0..a.max_new {
             let next = sampler.sample(&logits[..v], &history);
             if eos.contains(&(next as u32)) {
                 break;
             }
             history.push(next);
-            out.write_all(&tok.decode_bytes(&[next])?)?;
+            out.write_all(&text.push(next)?)?;
             out.flush()?;
             n += 1;
             logits = gen_.step(&mut session, &[next])?;

@@ -14,7 +14,7 @@ use cranegrad::stats::median;
 use cranegrad_models::Model;
 use cranegrad_models::generate::Generator;
 use cranegrad_models::sample::{Sampler, SamplingParams};
-use cranegrad_models::tokenizer::Tokenizer;
+use cranegrad_models::tokenizer::{TextStream, Tokenizer};
 use cranegrad_runtime::{Session, SessionOptions};
 
 use super::table::write_json;
@@ -134,6 +134,7 @@ pub fn generate(a: GenerateArgs) -> anyhow::Result<ExitCode> {
     let mut done = vec![false; b];
     let mut out = std::io::stdout().lock();
     let stream = b == 1;
+    let mut text = TextStream::new(&tok, &rows[0])?;
     if stream {
         out.write_all(&tok.decode_bytes(&rows[0])?)?;
         out.flush()?;
@@ -161,7 +162,7 @@ pub fn generate(a: GenerateArgs) -> anyhow::Result<ExitCode> {
             }
             seqs[r].push(next[r]);
             if stream {
-                out.write_all(&tok.decode_bytes(&[next[r]])?)?;
+                out.write_all(&text.push(next[r])?)?;
                 out.flush()?;
             }
         }
