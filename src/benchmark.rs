@@ -1,10 +1,11 @@
 //! Pieces of `cranegrad bench` that are worth testing on their own: work estimates of a
-//! schedule, output comparison, resident memory, the Chrome trace and the latency plot.
-
-use std::fmt::Write;
+//! schedule, output comparison, the per-kernel profile, resident memory, the Chrome trace and
+//! the latency plot.
 
 use cranegrad_lower::Schedule;
 use cranegrad_lower::kernel::Expr;
+
+use crate::stats::{median, quantile};
 
 /// Estimated floating-point operations and bytes moved by one run of a schedule with every
 /// symbol at its maximum. Per kernel: ops inside a reduce loop run once per (output, reduce
@@ -87,6 +88,12 @@ pub fn max_abs_diff(a: &[f32], b: &[f32], tol: f64) -> (f64, bool) {
     (d, d > tol)
 }
 
+/// Restarts the peak-RSS count from the current RSS (Linux `clear_refs` 5), so the machine
+/// probe's scratch buffers do not count as the model's memory; a no-op elsewhere.
+pub fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
 /// Peak resident set size of this process in bytes (`VmHWM`), if the OS reports it.
 pub fn peak_rss_bytes() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -108,61 +115,133 @@ pub fn chrome_trace(events: &[(String, String, f64, f64)]) -> String {
     serde_json::json!({ "traceEvents": list, "displayTimeUnit": "ms" }).to_string()
 }
 
-/// An SVG line plot of per-iteration latency: the cold first run against the steady state.
-pub fn latency_svg(title: &str, ms: &[f64]) -> String {
-    let (w, h, m) = (720.0, 360.0, 50.0);
-    let max = ms.iter().cloned().fold(0f64, f64::max).max(1e-9);
-    let n = ms.len().max(2) as f64 - 1.0;
-    let x = |i: usize| m + (w - 2.0 * m) * i as f64 / n;
-    let y = |v: f64| h - m - (h - 2.0 * m) * v / max;
-    let mut s = String::new();
-    let _ = write!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = write!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
-    let _ = write!(s, r#"<text x="{m}" y="24" font-size="14">{title}</text>"#);
-    let _ = write!(
-        s,
-        r#"<line x1="{m}" y1="{}" x2="{}" y2="{}" stroke="black"/><line x1="{m}" y1="{m}" x2="{m}" y2="{}" stroke="black"/>"#,
-        h - m,
-        w - m,
-        h - m,
-        h - m
-    );
-    let _ = write!(
-        s,
-        r#"<text x="4" y="{}">{max:.2} ms</text><text x="4" y="{}">0</text>"#,
-        m + 4.0,
-        h - m
-    );
-    let pts: Vec<String> = ms
-        .iter()
-        .enumerate()
-        .map(|(i, &v)| format!("{:.1},{:.1}", x(i), y(v)))
-        .collect();
-    let _ = write!(
-        s,
-        r#"<polyline fill="none" stroke="steelblue" stroke-width="2" points="{}"/>"#,
-        pts.join(" ")
-    );
-    if let Some(&c) = ms.first() {
-        let _ = write!(
-            s,
-            r#"<circle cx="{:.1}" cy="{:.1}" r="5" fill="crimson"/><text x="{:.1}" y="{:.1}" fill="crimson">cold {c:.2} ms</text>"#,
-            x(0),
-            y(c),
-            x(0) + 8.0,
-            y(c) + 4.0
-        );
+/// One row of the per-kernel profile: every launch of one compiled kernel in a forward.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KernelProfile {
+    /// Name of the first launch of the kernel.
+    pub name: String,
+    /// Its fused ops, joined by `+`.
+    pub ops: String,
+    /// Launches in the profiled run.
+    pub calls: usize,
+    /// Total time of those launches, microseconds.
+    pub micros: f64,
+    /// Estimated floating-point operations of those launches.
+    pub flops: f64,
+    /// Estimated bytes moved by those launches.
+    pub bytes: f64,
+}
+
+/// Aggregates profiled launches `(launch index into s, microseconds)` per compiled kernel and
+/// sorts them by total time, longest first. Launches with the same kernel body share one
+/// compiled function (the kernel cache keys on the body, not the name), so a transformer's
+/// per-layer kernels become one row with `calls` = layers.
+pub fn kernel_profile(s: &Schedule, timings: &[(usize, f64)]) -> Vec<KernelProfile> {
+    let mut rows: Vec<KernelProfile> = Vec::new();
+    let mut by_body: std::collections::HashMap<String, usize> = Default::default();
+    for &(li, us) in timings {
+        let l = &s.launches[li];
+        let one = Schedule {
+            launches: vec![l.clone()],
+            ..Default::default()
+        };
+        let (f, by) = work_estimate(&one);
+        let i = *by_body.entry(l.kernel.key_text()).or_insert_with(|| {
+            rows.push(KernelProfile {
+                name: l.kernel.name.clone(),
+                ops: l.kernel.ops.join("+"),
+                calls: 0,
+                micros: 0.0,
+                flops: 0.0,
+                bytes: 0.0,
+            });
+            rows.len() - 1
+        });
+        let r = &mut rows[i];
+        r.calls += 1;
+        r.micros += us;
+        r.flops += f;
+        r.bytes += by;
     }
-    let _ = write!(
-        s,
-        r#"<text x="{}" y="{}">iteration</text></svg>"#,
-        w / 2.0,
-        h - 12.0
-    );
-    s
+    rows.sort_by(|x, y| y.micros.total_cmp(&x.micros));
+    rows
+}
+
+/// `(min, median, max)` of `samples`, or `None` when there are none.
+pub fn spread(samples: &[f64]) -> Option<(f64, f64, f64)> {
+    (!samples.is_empty()).then(|| {
+        (
+            quantile(samples, 0.0),
+            median(samples),
+            quantile(samples, 1.0),
+        )
+    })
+}
+
+/// An SVG plot (plotters) of per-iteration latency: `ms[0]` is the cold first run, marked and
+/// labelled, against the steady state that follows it. The y axis is logarithmic because the
+/// cold run is often tens of times the warm one, which would flatten a linear axis.
+pub fn latency_svg(title: &str, ms: &[f64]) -> anyhow::Result<String> {
+    use plotters::prelude::*;
+    let ms: Vec<f64> = ms.iter().map(|&v| v.max(1e-6)).collect();
+    let (lo, hi) = ms
+        .iter()
+        .fold((f64::INFINITY, 0f64), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    if ms.is_empty() {
+        anyhow::bail!("no latencies to plot");
+    }
+    let last = (ms.len() - 1).max(1);
+    let steady = median(&ms[1.min(ms.len() - 1)..]);
+    // plotters labels a log axis at powers of ten and the steps between them, so the range is
+    // widened to whole decades: a narrower one could have no labelled tick at all.
+    let decade = |v: f64, round: fn(f64) -> f64| 10f64.powf(round(v.log10()));
+    let y0 = decade(lo, f64::floor);
+    let y1 = decade(hi, f64::ceil).max(y0 * 10.0);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (720, 360)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 16))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(64)
+            .build_cartesian_2d(0..last, (y0..y1).log_scale())?;
+        chart
+            .configure_mesh()
+            .x_desc("iteration (0 = cold first run)")
+            .y_desc("ms (log scale)")
+            .y_label_formatter(&|v| format!("{}", (v * 1e3).round() / 1e3))
+            .draw()?;
+        chart
+            .draw_series(LineSeries::new(
+                ms.iter().enumerate().skip(1).map(|(i, &v)| (i, v)),
+                &BLUE,
+            ))?
+            .label(format!("steady state (median {steady:.3} ms)"))
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLUE));
+        let cold = ms[0];
+        chart
+            .draw_series(std::iter::once(
+                EmptyElement::at((0, cold))
+                    + Circle::new((0, 0), 5, RED.filled())
+                    + Text::new(
+                        format!("cold {cold:.2} ms"),
+                        (10, -4),
+                        ("sans-serif", 12).into_font().color(&RED),
+                    ),
+            ))?
+            .label("cold first run")
+            .legend(|(x, y)| Circle::new((x + 8, y), 4, RED.filled()));
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
+        root.present()?;
+    }
+    Ok(svg)
 }
 
 #[cfg(test)]
@@ -183,12 +262,34 @@ mod tests {
 
     #[test]
     fn svg_and_trace_are_well_formed() {
-        let svg = latency_svg("t", &[10.0, 1.0, 1.1]);
+        let svg = latency_svg("t", &[10.0, 1.0, 1.1, 1.2]).unwrap();
+        let svg = svg.trim();
+        assert!(svg.starts_with("<svg"), "{svg}");
+        assert!(svg.ends_with("</svg>"), "{svg}");
+        // The cold run is labelled with its value, and drawn as the one red dot.
+        assert!(svg.contains("cold 10.00 ms"), "{svg}");
+        assert!(svg.contains("steady state (median 1.100 ms)"), "{svg}");
+        assert_eq!(
+            svg.matches("<circle").count(),
+            2,
+            "the cold dot and its legend: {svg}"
+        );
+        assert!(latency_svg("t", &[]).is_err());
+        // Every value on one power of ten still gets an axis (a decade, not an empty range).
+        let flat = latency_svg("t", &[10.0, 10.0]).unwrap();
+        assert!(flat.contains("cold 10.00 ms"), "{flat}");
         assert!(
-            svg.starts_with("<svg") && svg.ends_with("</svg>") && svg.contains("cold 10.00 ms")
+            flat.contains("\n100\n</text>"),
+            "the axis spans 10..100: {flat}"
         );
         let t: serde_json::Value =
             serde_json::from_str(&chrome_trace(&[("k0".into(), "mul".into(), 0.0, 5.0)])).unwrap();
         assert_eq!(t["traceEvents"][0]["dur"], 5.0);
+    }
+
+    #[test]
+    fn spread_is_min_median_max() {
+        assert_eq!(spread(&[300.0, 40.0, 120.0]), Some((40.0, 120.0, 300.0)));
+        assert_eq!(spread(&[]), None);
     }
 }

@@ -45,7 +45,9 @@ pub fn pack_pair_panels(a: PackInput<'_>, b: PackInput<'_>, k: usize, n: usize) 
     if k == 0 || panels == 0 {
         return out;
     }
-    let sources: Vec<(&[u32], bool, Option<Vec<f32>>)> = [a, b]
+    // (words, transposed, row scale) per weight.
+    type Source<'s> = (&'s [u32], bool, Option<Vec<f32>>);
+    let sources: Vec<Source<'_>> = [a, b]
         .iter()
         .map(|s| {
             let scale = s.scale.map(|v| {

@@ -303,10 +303,10 @@ impl Plan {
         }
         // Packed weights for GEMM kernels that read B from panels.
         let mut packed: Vec<Option<Arc<AlignedBuf>>> = vec![None; sched.launches.len()];
-        for li in 0..sched.launches.len() {
+        for (li, slot) in packed.iter_mut().enumerate() {
             let weight = |buf: usize| bound.get(&buf);
             if let Some((sources, k, n)) = self.pack_inputs(li, weight)? {
-                packed[li] = Some(packs.get(&sources, k, n));
+                *slot = Some(packs.get(&sources, k, n));
             }
         }
         let mut args: Vec<*mut u8> = Vec::new();

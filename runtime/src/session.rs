@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use cranegrad_codegen::{CacheStats, KernelCache};
 use cranegrad_graph::{Bindings, GraphData, HostData, NodeId, Op, Tensor, structural_hash};
-use cranegrad_lower::{LowerOptions, lower};
+use cranegrad_lower::{BufKind, LowerOptions, lower};
 
 use crate::buffer::AlignedBuf;
 use crate::error::RuntimeError;
@@ -57,6 +57,17 @@ pub struct RunReport {
     pub cache_misses: u64,
     /// Planned intermediate memory (arena) in bytes.
     pub arena_bytes: usize,
+}
+
+/// What [`Session::prepack`] found and packed.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PackStats {
+    /// GEMM weight matrices the plan reads from packed panels.
+    pub matrices: usize,
+    /// Of those, packed by this call (the rest were already in the pack cache).
+    pub packed: usize,
+    /// Bytes held by every packed copy of the session.
+    pub bytes: usize,
 }
 
 /// Runs graphs through the JIT.
@@ -179,6 +190,53 @@ impl Session {
         self.last.kernels = plan.kernel_count();
         self.last.arena_bytes = plan.memory.arena_bytes;
         Ok(key)
+    }
+
+    /// Packs every GEMM weight that the plan of `outputs` reads from panels (preparing the plan
+    /// if needed) without running a kernel, so the first realize only executes: lets a caller
+    /// count packing as part of loading. Inputs resolve as in a realize (feeds, then data
+    /// attached to the graph or the plan); one that cannot be resolved is left for the run to
+    /// report. The last report is left as it was.
+    pub fn prepack(
+        &mut self,
+        outputs: &[&Tensor],
+        feeds: &Feeds,
+    ) -> Result<PackStats, RuntimeError> {
+        let last = self.last.clone();
+        let key = self.prepare(outputs);
+        self.last = last;
+        let key = key?;
+        let attached = attached_inputs(outputs);
+        let plan = &self.plans[&key];
+        let sched = &plan.lowered.schedule;
+        let resolve = |buf: usize| match &sched.buffers[buf].kind {
+            BufKind::Input { name, .. } if self.states.contains_key(name) => None,
+            BufKind::Input { name, data } => feeds
+                .get(name)
+                .or_else(|| attached.get(name))
+                .or(data.as_ref()),
+            _ => None,
+        };
+        let before = self.packs.len();
+        let mut matrices = 0;
+        for li in 0..sched.launches.len() {
+            // An input that cannot be resolved yet is left for the run to report.
+            let Ok(Some((sources, k, n))) = plan.pack_inputs(li, resolve) else {
+                continue;
+            };
+            self.packs.get(&sources, k, n);
+            matrices += 1;
+        }
+        Ok(PackStats {
+            matrices,
+            packed: self.packs.len() - before,
+            bytes: self.packs.bytes,
+        })
+    }
+
+    /// Packed weight copies held by this session: `(matrices, bytes)`.
+    pub fn packed(&self) -> (usize, usize) {
+        (self.packs.len(), self.packs.bytes)
     }
 
     /// Captures `outputs` for replay (like tinygrad's TinyJit): lowers and compiles once and
