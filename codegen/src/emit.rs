@@ -72,7 +72,7 @@ pub fn choose_layout(k: &Kernel) -> Layout {
 /// values (1/sum, -max) the optimiser's elaboration otherwise recomputes inside the row loop
 /// (measured: softmax 8.9 ms with, 6.9 ms without, on 4096 x 1024).
 pub fn prefers_plain(k: &Kernel) -> bool {
-    k.gemm().is_none() && is_row_kernel(k, &phases(k))
+    k.attention.is_none() && k.gemm().is_none() && is_row_kernel(k, &phases(k))
 }
 
 /// The Cranelift signature of every kernel.
@@ -220,6 +220,12 @@ pub fn emit_kernel(
     let extents: Vec<Value> = k.loops.iter().map(|l| em.dim(&mut b, &l.extent)).collect();
     let n_out = k.output_loops().len();
     let mut vars: Vec<Option<Value>> = vec![None; k.loops.len()];
+    if let Some(a) = &k.attention {
+        em.attention(&mut b, a, &mut vars, &extents, start, end);
+        b.ins().return_(&[]);
+        b.finalize(frontend);
+        return;
+    }
     if let Some(g) = k.gemm() {
         em.gemm(&mut b, &g, &mut vars, &extents, start, end);
         b.ins().return_(&[]);
@@ -959,7 +965,7 @@ pub(crate) fn byte_addr(b: &mut FunctionBuilder, ptr: Value, index: Value) -> Va
     b.ins().iadd(ptr, off)
 }
 
-fn build_vector(b: &mut FunctionBuilder, ty: Type, lanes: &[Value]) -> Value {
+pub(crate) fn build_vector(b: &mut FunctionBuilder, ty: Type, lanes: &[Value]) -> Value {
     let mut v = b.ins().splat(ty, lanes[0]);
     for (l, &x) in lanes.iter().enumerate().skip(1) {
         v = b.ins().insertlane(v, x, l as u8);

@@ -1,5 +1,6 @@
 //! Kernel IR -> Cranelift IR -> machine code; math approximations; the kernel cache.
 
+pub mod attention;
 pub mod bounds;
 pub mod cache;
 pub mod emit;

@@ -186,6 +186,11 @@ impl Ty {
     }
 }
 
+/// `cond ? t : f` for a float compare result, scalar or per lane.
+pub(crate) fn select_float(b: &mut FunctionBuilder, cond: Value, t: Value, f: Value) -> Value {
+    Ty::of(b, t).select(b, cond, t, f)
+}
+
 /// `2^x`; see the module table for accuracy and special values.
 pub fn exp2(b: &mut FunctionBuilder, x: Value) -> Value {
     let ty = Ty::of(b, x);

@@ -220,6 +220,36 @@ pub struct Kernel {
     /// `[K, 8]` contiguous and zero-padded (`arg` length `panels * K * 8`), made once by the
     /// runtime.
     pub pack_b: bool,
+    /// A flash-attention kernel: the template computes the stored value (see
+    /// [`AttentionSpec`]).
+    pub attention: Option<AttentionSpec>,
+}
+
+/// A flash-attention kernel. Its loops are the output's (query rows, then the value column
+/// `d`, sequential), a key loop `j` and a dot-product loop `c`, both marked reduce; per query
+/// row the template runs over the keys once with an online softmax:
+/// `s = scale * sum_c q[c] k[j, c]`, `s = mask ? fill : s`, running max `m` and sum `l` of
+/// `exp2(exp_scale * (s - m))`, and `out[d] = sum_j p_j v[j, d] / l`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct AttentionSpec {
+    /// The query load (indexed by the row loops and `c`).
+    pub q: ExprId,
+    /// The key load (indexed by `j` and `c`).
+    pub k: ExprId,
+    /// The value load (indexed by `j` and `d`).
+    pub v: ExprId,
+    /// A bool expression of the rows and `j`: the key is hidden.
+    pub mask: Option<ExprId>,
+    /// `f64::to_bits` of the score a hidden key gets.
+    pub fill_bits: u64,
+    /// `f64::to_bits` of the factor on the raw scores.
+    pub scale_bits: u64,
+    /// `f64::to_bits` of the factor inside the exp2.
+    pub exp_scale_bits: u64,
+    /// The key loop.
+    pub key_loop: usize,
+    /// The dot-product loop.
+    pub dot_loop: usize,
 }
 
 /// A kernel whose reduction is `sum(A[.., m, k] * B[k, n])` with B independent of the output
@@ -366,6 +396,9 @@ impl Kernel {
     /// or two sharing A (a paired GEMM); B may be transposed or scaled; one more reduction may
     /// run over A's rows alone.
     pub fn gemm_shape(&self) -> Option<GemmShape> {
+        if self.attention.is_some() {
+            return None;
+        }
         let outs = self.output_loops();
         if outs.is_empty() || self.loops.iter().any(|l| l.extent.as_const().is_none()) {
             return None;
@@ -657,6 +690,23 @@ impl Kernel {
     }
 
     fn write_body(&self, s: &mut String) {
+        if let Some(a) = &self.attention {
+            let f = |bits: u64| format_value(f64::from_bits(bits));
+            let mask = a
+                .mask
+                .map_or("none".to_string(), |m| format!("e{m} ? {}", f(a.fill_bits)));
+            let _ = writeln!(
+                s,
+                "  attention: q e{} k e{} v e{} mask {mask} scale {} exp2 scale {} keys i{} dot i{}",
+                a.q,
+                a.k,
+                a.v,
+                f(a.scale_bits),
+                f(a.exp_scale_bits),
+                a.key_loop,
+                a.dot_loop
+            );
+        }
         if self.pack_b {
             s.push_str("  gemm b: packed panels [N/8, K, 8]\n");
         }

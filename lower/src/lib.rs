@@ -27,11 +27,17 @@ pub enum LowerError {
 pub struct LowerOptions {
     /// Fuse elementwise ops into their consumers; off gives one kernel per primitive op.
     pub fuse: bool,
+    /// With `fuse`: run attention as one flash-attention kernel (off: the scores, the softmax
+    /// and `@ v` are three kernels, for comparison).
+    pub attention: bool,
 }
 
 impl Default for LowerOptions {
     fn default() -> Self {
-        LowerOptions { fuse: true }
+        LowerOptions {
+            fuse: true,
+            attention: true,
+        }
     }
 }
 
@@ -106,13 +112,23 @@ pub fn lower(
         });
     }
     let t = Instant::now();
-    let fusion = fuse_elementwise::fuse_elementwise(&g, &outs, opts.fuse);
+    let mut fusion = fuse_elementwise::fuse_elementwise(&g, &outs, opts.fuse);
     stats.push(PassStat {
         name: "fuse_elementwise",
         changed: fusion.realized.len(),
         nodes: g.g.node_count(),
         micros: t.elapsed().as_secs_f64() * 1e6,
     });
+    if opts.fuse && opts.attention {
+        let t = Instant::now();
+        fuse_attention::fuse_attention(&g, &g.topo_from(&outs), &outs, &mut fusion);
+        stats.push(PassStat {
+            name: "fuse_attention",
+            changed: fusion.attention.len(),
+            nodes: g.g.node_count(),
+            micros: t.elapsed().as_secs_f64() * 1e6,
+        });
+    }
     let t = Instant::now();
     let schedule = schedule::build_schedule(&g, &outs, &fusion)?;
     stats.push(PassStat {

@@ -8,7 +8,10 @@ use cranegrad_graph::{DType, Dim, GraphData, HostData, NodeId, Op, ReduceOp, Sha
 
 use crate::LowerError;
 use crate::affine::{Affine, Cond, IndexMap};
-use crate::kernel::{Access, Arg, Expr, ExprId, GEMM_NR, Kernel, Loop, LoopKind, Store};
+use crate::kernel::{
+    Access, Arg, AttentionSpec, Expr, ExprId, GEMM_NR, Kernel, Loop, LoopKind, Store,
+};
+use crate::passes::fuse_attention::Attention;
 use crate::passes::fuse_elementwise::{Fusion, reshape_base, reshape_groups};
 use crate::passes::simplify_loops::simplify_loops;
 
@@ -246,7 +249,9 @@ pub fn build_schedule(
         };
         let idx = sched.launches.len();
         let builder = KernelBuilder::new(g, fusion, &buf_of, n, &weight_bufs);
-        let launch = if matches!(g.node(n).op, Op::WriteSlice { .. }) {
+        let launch = if let Some(att) = fusion.attention.get(&n) {
+            builder.build_attention(idx, out_buf, att)?
+        } else if matches!(g.node(n).op, Op::WriteSlice { .. }) {
             builder.build_write(idx, out_buf)?
         } else {
             builder.build(idx, out_buf)?
@@ -696,12 +701,125 @@ impl<'a> KernelBuilder<'a> {
                 value: v,
             }],
             pack_b: false,
+            attention: None,
         };
         let mut nodes: Vec<NodeId> = self.counted.iter().copied().collect();
         nodes.push(self.root);
         Ok(Launch {
             kernel: pack_weights(&self.args, self.weight_bufs, simplify_loops(kernel))
                 .with_sequential_loops(),
+            args: self.args.iter().map(|(b, _)| *b).collect(),
+            nodes,
+        })
+    }
+
+    /// A flash-attention kernel for root `self.root` (the `p @ v` matmul or the permute it
+    /// is stored through); see [`AttentionSpec`].
+    fn build_attention(
+        mut self,
+        idx: usize,
+        out_buf: BufId,
+        att: &Attention,
+    ) -> Result<Launch, LowerError> {
+        let root = self.g.node(self.root).clone();
+        let pv = self.g.node(att.pv).shape.clone();
+        let rank = pv.rank();
+        for d in pv.dims() {
+            self.note_dim(d);
+        }
+        let var = |i: usize| Affine::var(i);
+        // Loops: pv's output [.., S, Dv], then keys j (T) and the dot product c (D).
+        let t = self.g.node(att.v).shape.dims()[rank - 2].clone();
+        let dq = self.g.node(att.q).shape.dims()[rank - 1].clone();
+        self.note_dim(&t);
+        let (j, c) = (rank, rank + 1);
+        let mut loops: Vec<Loop> = pv
+            .dims()
+            .iter()
+            .map(|d| Loop {
+                extent: d.clone(),
+                kind: LoopKind::Parallel,
+            })
+            .collect();
+        for extent in [t, dq] {
+            loops.push(Loop {
+                extent,
+                kind: LoopKind::Reduce,
+            });
+        }
+        self.n_out_loops = rank + 2;
+        let map = |dims: Vec<Affine>| IndexMap {
+            dims,
+            conds: vec![],
+        };
+        let batch: Vec<Affine> = (0..rank - 2).map(var).collect();
+        let with = |tail: [Affine; 2]| {
+            let mut d = batch.clone();
+            d.extend(tail);
+            map(d)
+        };
+        let q = self.eval(att.q, &with([var(rank - 2), var(c)]))?;
+        let k = self.eval(att.kt, &with([var(c), var(j)]))?;
+        let v = self.eval(att.v, &with([var(j), var(rank - 1)]))?;
+        let mask = match att.mask {
+            Some((m, _)) => Some(self.eval(m, &with([var(rank - 2), var(j)]))?),
+            None => None,
+        };
+        for n in &att.interior {
+            self.note_op(*n);
+        }
+        self.note_op(att.pv);
+        // Where the output lands: pv's own layout, or the permuted layout of its root.
+        let index = if self.root == att.pv {
+            map((0..rank).map(var).collect()).offset(&pv.layout_strides())
+        } else {
+            let Op::Permute(perm) = &root.op else {
+                return Err(LowerError::Internal(
+                    "attention stored through something other than a permute".into(),
+                ));
+            };
+            let strides = root.shape.layout_strides();
+            let mut a = Affine::default();
+            for (k, &p) in perm.iter().enumerate() {
+                a = a.add(&var(p).scale(strides[k]));
+            }
+            a
+        };
+        let out = self.arg(out_buf, Access::Write, (&root.shape, root.dtype));
+        let kernel = Kernel {
+            name: format!("k{idx}_attention"),
+            ops: self.ops,
+            args: self.args.iter().map(|(_, a)| a.clone()).collect(),
+            symbols: self.symbols.into_values().collect(),
+            loops,
+            exprs: self.exprs,
+            stores: vec![Store {
+                arg: out,
+                index,
+                value: v,
+            }],
+            pack_b: false,
+            attention: Some(AttentionSpec {
+                q,
+                k,
+                v,
+                mask,
+                fill_bits: att.mask.map_or(0.0, |m| m.1).to_bits(),
+                scale_bits: att.scale.to_bits(),
+                exp_scale_bits: att.exp_scale.to_bits(),
+                key_loop: j,
+                dot_loop: c,
+            }),
+        }
+        .with_sequential_loops();
+        let mut nodes: Vec<NodeId> = self.counted.iter().copied().collect();
+        nodes.extend(self.movement.iter().copied().filter(|&n| n != self.root));
+        nodes.sort_unstable();
+        nodes.dedup();
+        nodes.retain(|&n| n != self.root);
+        nodes.push(self.root);
+        Ok(Launch {
+            kernel,
             args: self.args.iter().map(|(b, _)| *b).collect(),
             nodes,
         })
@@ -766,6 +884,7 @@ impl<'a> KernelBuilder<'a> {
             exprs: self.exprs,
             stores: vec![store],
             pack_b: false,
+            attention: None,
         };
         let kernel = pack_weights(&self.args, self.weight_bufs, simplify_loops(kernel))
             .with_sequential_loops();
@@ -800,6 +919,9 @@ pub fn pattern(k: &Kernel) -> String {
         .iter()
         .filter(|l| l.kind == LoopKind::Reduce)
         .count();
+    if k.attention.is_some() {
+        return "flash attention (one kernel: scores, mask, online softmax, @ v)".into();
+    }
     if let Some(g) = k.gemm() {
         let mut p = if g.rows == 1 { "gemv" } else { "gemm" }.to_string();
         if g.pair.is_some() {

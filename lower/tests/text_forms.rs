@@ -63,7 +63,16 @@ kernel k0_sum (mul add max sum)
     assert_eq!(l.schedule.text(), expected);
     // Unfused: one kernel per primitive op (mul, add, max, sum).
     let u = g
-        .with(|d| lower(d, &[s.id()], LowerOptions { fuse: false }))
+        .with(|d| {
+            lower(
+                d,
+                &[s.id()],
+                LowerOptions {
+                    fuse: false,
+                    ..Default::default()
+                },
+            )
+        })
         .unwrap();
     assert_eq!(u.schedule.launches.len(), 4);
     let names: Vec<String> = u

@@ -12,11 +12,20 @@ use cranegrad_models::loader::ModelConfig;
 fn prefill(spec: &str, fuse: bool) -> usize {
     let model = Model::load(spec, 0).unwrap();
     let (g, logits) = model.forward_graph(2, 5).unwrap();
-    g.with(|d| lower(d, &[logits.id()], LowerOptions { fuse }))
-        .unwrap()
-        .schedule
-        .launches
-        .len()
+    g.with(|d| {
+        lower(
+            d,
+            &[logits.id()],
+            LowerOptions {
+                fuse,
+                ..Default::default()
+            },
+        )
+    })
+    .unwrap()
+    .schedule
+    .launches
+    .len()
 }
 
 /// Kernels of one decode step of `spec` (batch 1, a 64-position cache).
@@ -50,11 +59,20 @@ fn decode(spec: &str, fuse: bool) -> usize {
         outs.push(k.id());
         outs.push(v.id());
     }
-    g.with(|d| lower(d, &outs, LowerOptions { fuse }))
-        .unwrap()
-        .schedule
-        .launches
-        .len()
+    g.with(|d| {
+        lower(
+            d,
+            &outs,
+            LowerOptions {
+                fuse,
+                ..Default::default()
+            },
+        )
+    })
+    .unwrap()
+    .schedule
+    .launches
+    .len()
 }
 
 fn per_layer(count: impl Fn(&str) -> usize) -> usize {
@@ -73,7 +91,7 @@ fn kernels_per_llama_layer() {
         "kernels per layer: prefill {fused} fused / {unfused} unfused, \
          decode {fused_decode} fused / {unfused_decode} unfused"
     );
-    assert!(fused <= 11, "prefill: {fused} kernels per layer");
+    assert!(fused <= 9, "prefill: {fused} kernels per layer");
     assert!(
         fused_decode <= 11,
         "decode: {fused_decode} kernels per layer"

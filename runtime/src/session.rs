@@ -79,6 +79,8 @@ pub struct Session {
     packs: PackCache,
     states: HashMap<String, AlignedBuf>,
     last: RunReport,
+    /// Attention runs as one flash-attention kernel (see [`Session::set_attention_fusion`]).
+    attention: bool,
 }
 
 /// Input data by name.
@@ -102,6 +104,7 @@ impl Session {
             packs: PackCache::default(),
             states: HashMap::new(),
             last: RunReport::default(),
+            attention: true,
         })
     }
 
@@ -153,7 +156,18 @@ impl Session {
     }
 
     fn key(&self, g: &GraphData, outs: &[NodeId]) -> String {
-        format!("{}:{}", structural_hash(g, outs), self.opts.fuse)
+        format!(
+            "{}:{}:{}",
+            structural_hash(g, outs),
+            self.opts.fuse,
+            self.attention
+        )
+    }
+
+    /// Runs attention as one flash-attention kernel (the default) or, when off, as three
+    /// kernels (scores, softmax, `@ v`): the unfused path kept for comparison.
+    pub fn set_attention_fusion(&mut self, on: bool) {
+        self.attention = on;
     }
 
     /// Lowers and compiles the plan for `outputs` if it is not cached; returns its key.
@@ -175,6 +189,7 @@ impl Session {
                     &ids,
                     LowerOptions {
                         fuse: self.opts.fuse,
+                        attention: self.attention,
                     },
                 )
             })?;

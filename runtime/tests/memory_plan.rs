@@ -16,7 +16,16 @@ fn schedule(outs: &[&Tensor]) -> Schedule {
     let ids: Vec<_> = outs.iter().map(|t| t.id()).collect();
     outs[0]
         .graph()
-        .with(|g| lower(g, &ids, LowerOptions { fuse: false }))
+        .with(|g| {
+            lower(
+                g,
+                &ids,
+                LowerOptions {
+                    fuse: false,
+                    ..Default::default()
+                },
+            )
+        })
         .expect("lower")
         .schedule
 }

@@ -73,6 +73,10 @@ pub struct BenchArgs {
     /// Write the figures as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Attention as three kernels (scores, softmax, `@ v`) instead of one flash-attention
+    /// kernel, for comparison.
+    #[arg(long)]
+    unfused_attention: bool,
     /// Also run the unfused JIT and the interpreter on the same inputs.
     #[arg(long)]
     compare: bool,
@@ -201,6 +205,7 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
         fuse: true,
         threads,
     })?;
+    session.set_attention_fusion(!a.unfused_attention);
     let session_ms = ms_since(t);
     let t = Instant::now();
     let (out, feeds) = forward(&model, b, s)?;
@@ -253,7 +258,16 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
     let ids = [out.id()];
     let kernels_unfused = out
         .graph()
-        .with(|g| lower(g, &ids, LowerOptions { fuse: false }))?
+        .with(|g| {
+            lower(
+                g,
+                &ids,
+                LowerOptions {
+                    fuse: false,
+                    ..Default::default()
+                },
+            )
+        })?
         .schedule
         .launches
         .len();

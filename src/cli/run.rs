@@ -54,6 +54,10 @@ pub struct RunArgs {
     /// One kernel per primitive op (for comparison).
     #[arg(long)]
     no_fuse: bool,
+    /// Attention as three kernels (scores, softmax, `@ v`) instead of one flash-attention
+    /// kernel, for comparison.
+    #[arg(long)]
+    unfused_attention: bool,
     /// Threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
@@ -104,15 +108,17 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     let out = &ex.output;
     let ids = [out.id()];
     let count = |fuse: bool| -> anyhow::Result<usize> {
-        let l = out
-            .graph()
-            .with(|g| lower(g, &ids, LowerOptions { fuse }))?;
+        let l = out.graph().with(|g| {
+            let attention = !a.unfused_attention;
+            lower(g, &ids, LowerOptions { fuse, attention })
+        })?;
         Ok(l.schedule.launches.len())
     };
     let kernels_unfused = count(false)?;
     let kernels_fused = count(true)?;
 
     let mut session = Session::new(opts)?;
+    session.set_attention_fusion(!a.unfused_attention);
     let (feeds, bindings) = (ex.feeds.clone(), Bindings::new());
     session.realize(&[out], &feeds, &bindings)?;
     let cold = session.last_report().clone();
@@ -172,7 +178,14 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     let p90 = quantile(&warm, 0.9);
     let mut t = Table::default();
     t.row("example", format!("{} — {}", ex.name, ex.about))
-        .row("fusion", if a.no_fuse { "off (--no-fuse)" } else { "on" })
+        .row(
+            "fusion",
+            match (a.no_fuse, a.unfused_attention) {
+                (true, _) => "off (--no-fuse)",
+                (false, true) => "on, attention unfused (--unfused-attention)",
+                (false, false) => "on",
+            },
+        )
         .row("threads", opts.threads.to_string())
         .row(
             "kernels",

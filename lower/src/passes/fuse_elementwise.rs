@@ -43,6 +43,8 @@ use super::fuse_gemm_prologue::{
 pub struct Fusion {
     /// Nodes computed by a kernel of their own.
     pub realized: BTreeSet<NodeId>,
+    /// Kernel roots that run as one flash-attention kernel, with their pattern.
+    pub attention: std::collections::BTreeMap<NodeId, super::fuse_attention::Attention>,
 }
 
 impl Fusion {

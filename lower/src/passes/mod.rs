@@ -5,6 +5,7 @@ pub mod cse;
 pub mod dead_nodes;
 pub mod fold_constants;
 pub mod fold_norm_into_matmul;
+pub mod fuse_attention;
 pub mod fuse_elementwise;
 pub mod fuse_gemm_prologue;
 pub mod fuse_rows;

@@ -1,0 +1,252 @@
+//! The flash-attention template (the kernel IR's `AttentionSpec`, matched by lower's
+//! `fuse_attention`): each query row makes one pass over the keys with an online softmax,
+//! keeping the running max, the running sum and the `[Dv]` output accumulator (in registers,
+//! rescaled when the max grows), so no score matrix is written and K and V are read once per
+//! row. Keys go 4 at a time (one vector exp for their weights, one rescale per block); dot
+//! products and the accumulator run 4 lanes wide along the head dimension.
+
+use cranelift_codegen::ir::{
+    InstBuilder, Value,
+    condcodes::{FloatCC, IntCC},
+    types,
+};
+use cranelift_frontend::{FunctionBuilder, Variable};
+
+use cranegrad_lower::kernel::AttentionSpec;
+
+use crate::emit::{Emitter, LANES, Val, build_vector, emit_loop};
+use crate::math;
+
+impl Emitter<'_> {
+    /// Emits the query rows `[start, end)` of an attention kernel.
+    pub(crate) fn attention(
+        &mut self,
+        b: &mut FunctionBuilder,
+        a: &AttentionSpec,
+        vars: &mut [Option<Value>],
+        extents: &[Value],
+        start: Value,
+        end: Value,
+    ) {
+        let dl = self.k.output_loops().len() - 1;
+        // The mask's expressions, operands first (the IR lists them in that order).
+        let mut cone = vec![false; self.k.exprs.len()];
+        if let Some(m) = a.mask {
+            cone[m] = true;
+            for e in (0..=m).rev() {
+                if cone[e] {
+                    for o in self.k.exprs[e].operands() {
+                        cone[o] = true;
+                    }
+                }
+            }
+        }
+        let cone: Vec<usize> = (0..cone.len()).filter(|&e| cone[e]).collect();
+        emit_loop(b, start, end, 1, |b, f| {
+            let mut rem = f;
+            for d in (0..dl).rev() {
+                if d == 0 {
+                    vars[0] = Some(rem);
+                } else {
+                    vars[d] = Some(b.ins().urem(rem, extents[d]));
+                    rem = b.ins().udiv(rem, extents[d]);
+                }
+            }
+            self.attention_row(b, a, vars, extents, &cone);
+        });
+    }
+
+    /// A load expression at the current loop values, 4 lanes along `lane` when `vector`.
+    fn load_at(
+        &mut self,
+        b: &mut FunctionBuilder,
+        e: usize,
+        vars: &[Option<Value>],
+        lane: usize,
+        vector: bool,
+    ) -> Value {
+        let none = vec![None; self.k.exprs.len()];
+        let v = self.expr(b, e, &none, vars, Some(lane).filter(|_| vector), vector);
+        if vector {
+            self.widen(b, v, cranegrad_graph::DType::F32).v
+        } else {
+            v.v
+        }
+    }
+
+    /// `scale * q . k_j`, or the fill score when the mask hides key `j` (scalar).
+    fn key_score(
+        &mut self,
+        b: &mut FunctionBuilder,
+        a: &AttentionSpec,
+        vars: &mut [Option<Value>],
+        cone: &[usize],
+    ) -> Value {
+        let lanes = LANES as usize;
+        let dq = self.k.loops[a.dot_loop].extent.as_const().unwrap_or(0);
+        let zero = b.ins().f32const(0.0);
+        let mut sv = b.ins().splat(types::F32X4, zero);
+        let mut s = zero;
+        for c in (0..dq).step_by(lanes) {
+            let vector = c + lanes <= dq;
+            for t in if vector { c..c + 1 } else { c..dq } {
+                vars[a.dot_loop] = Some(b.ins().iconst(types::I64, t as i64));
+                let qv = self.load_at(b, a.q, vars, a.dot_loop, vector);
+                let kv = self.load_at(b, a.k, vars, a.dot_loop, vector);
+                if vector {
+                    sv = b.ins().fma(qv, kv, sv);
+                } else {
+                    s = b.ins().fma(qv, kv, s);
+                }
+            }
+        }
+        vars[a.dot_loop] = None;
+        for lane in 0..lanes as u8 {
+            let x = b.ins().extractlane(sv, lane);
+            s = b.ins().fadd(s, x);
+        }
+        let sc = b.ins().f32const(f64::from_bits(a.scale_bits) as f32);
+        let s = b.ins().fmul(s, sc);
+        let Some(mask) = a.mask else {
+            return s;
+        };
+        let mut vals: Vec<Option<Val>> = vec![None; self.k.exprs.len()];
+        for &e in cone {
+            vals[e] = Some(self.expr(b, e, &vals, vars, None, false));
+        }
+        let hidden = vals[mask].expect("mask computed").v;
+        let hidden = b.ins().icmp_imm_s(IntCC::NotEqual, hidden, 0);
+        let fill = b.ins().f32const(f64::from_bits(a.fill_bits) as f32);
+        b.ins().select(hidden, fill, s)
+    }
+
+    /// One query row: the pass over the keys (4 at a time, then one by one), then the
+    /// normalised output.
+    fn attention_row(
+        &mut self,
+        b: &mut FunctionBuilder,
+        a: &AttentionSpec,
+        vars: &mut [Option<Value>],
+        extents: &[Value],
+        cone: &[usize],
+    ) {
+        let dl = self.k.output_loops().len() - 1;
+        let dv = self.k.loops[dl].extent.as_const().unwrap_or(0);
+        let lanes = LANES as usize;
+        let es = f64::from_bits(a.exp_scale_bits) as f32;
+        // The output accumulator: one variable per 4 columns (and per tail column).
+        let chunks: Vec<(usize, bool)> = (0..dv)
+            .step_by(lanes)
+            .flat_map(|d| {
+                if d + lanes <= dv {
+                    vec![(d, true)]
+                } else {
+                    (d..dv).map(|t| (t, false)).collect()
+                }
+            })
+            .collect();
+        let zero = b.ins().f32const(0.0);
+        let zero_v = b.ins().splat(types::F32X4, zero);
+        let acc: Vec<Variable> = chunks
+            .iter()
+            .map(|&(_, vector)| {
+                let v = b.declare_var(if vector { types::F32X4 } else { types::F32 });
+                b.def_var(v, if vector { zero_v } else { zero });
+                v
+            })
+            .collect();
+        let m = b.declare_var(types::F32);
+        let ninf = b.ins().f32const(f32::NEG_INFINITY);
+        b.def_var(m, ninf);
+        let l = b.declare_var(types::F32);
+        b.def_var(l, zero);
+        // exp2(es * (x - max)), exactly 1 when x is the max (also when both are -inf).
+        let weight = |b: &mut FunctionBuilder, x: Value, max: Value| {
+            let ty = b.func.dfg.value_type(x);
+            let esv = b.ins().f32const(es);
+            let z = b.ins().f32const(0.0);
+            let (esv, z) = if ty == types::F32X4 {
+                (b.ins().splat(ty, esv), b.ins().splat(ty, z))
+            } else {
+                (esv, z)
+            };
+            let d = b.ins().fsub(x, max);
+            let d = b.ins().fmul(d, esv);
+            let same = b.ins().fcmp(FloatCC::Equal, x, max);
+            let d = math::select_float(b, same, z, d);
+            math::exp2(b, d)
+        };
+        // Keys j..j+n: scores, the new max, then the rescaled sum and accumulator.
+        let block = |this: &mut Self,
+                     b: &mut FunctionBuilder,
+                     vars: &mut [Option<Value>],
+                     j: Value,
+                     n: usize| {
+            let scores: Vec<Value> = (0..n)
+                .map(|i| {
+                    vars[a.key_loop] = Some(b.ins().iadd_imm_s(j, i as i64));
+                    this.key_score(b, a, vars, cone)
+                })
+                .collect();
+            let m_old = b.use_var(m);
+            let mut m_new = m_old;
+            for &s in &scores {
+                m_new = b.ins().fmax(m_new, s);
+            }
+            let corr = weight(b, m_old, m_new);
+            let ps: Vec<Value> = if n == lanes {
+                let sv = build_vector(b, types::F32X4, &scores);
+                let mv = b.ins().splat(types::F32X4, m_new);
+                let pv = weight(b, sv, mv);
+                (0..n).map(|i| b.ins().extractlane(pv, i as u8)).collect()
+            } else {
+                scores.iter().map(|&s| weight(b, s, m_new)).collect()
+            };
+            let mut sum = ps[0];
+            for &p in &ps[1..] {
+                sum = b.ins().fadd(sum, p);
+            }
+            let lv = b.use_var(l);
+            let lv = b.ins().fma(lv, corr, sum);
+            b.def_var(l, lv);
+            b.def_var(m, m_new);
+            let corr_v = b.ins().splat(types::F32X4, corr);
+            let ps_v: Vec<Value> = ps.iter().map(|&p| b.ins().splat(types::F32X4, p)).collect();
+            for (ci, &(d, vector)) in chunks.iter().enumerate() {
+                vars[dl] = Some(b.ins().iconst(types::I64, d as i64));
+                let mut x = b.use_var(acc[ci]);
+                x = b.ins().fmul(x, if vector { corr_v } else { corr });
+                for i in 0..n {
+                    vars[a.key_loop] = Some(b.ins().iadd_imm_s(j, i as i64));
+                    let vv = this.load_at(b, a.v, vars, dl, vector);
+                    x = b.ins().fma(if vector { ps_v[i] } else { ps[i] }, vv, x);
+                }
+                b.def_var(acc[ci], x);
+            }
+            vars[dl] = None;
+            vars[a.key_loop] = None;
+        };
+        let z = b.ins().iconst(types::I64, 0);
+        let rest = emit_loop(b, z, extents[a.key_loop], LANES, |b, j| {
+            block(self, b, vars, j, lanes)
+        });
+        emit_loop(b, rest, extents[a.key_loop], 1, |b, j| {
+            block(self, b, vars, j, 1)
+        });
+        // out = acc / l, stored where the kernel's store says.
+        let one = b.ins().f32const(1.0);
+        let lv = b.use_var(l);
+        let inv = b.ins().fdiv(one, lv);
+        let inv_v = b.ins().splat(types::F32X4, inv);
+        let st = self.k.stores[0].clone();
+        for (ci, &(d, vector)) in chunks.iter().enumerate() {
+            vars[dl] = Some(b.ins().iconst(types::I64, d as i64));
+            let x = b.use_var(acc[ci]);
+            let o = b.ins().fmul(x, if vector { inv_v } else { inv });
+            let base = self.affine(b, &st.index, vars);
+            let coeff = if vector { st.index.coeff(dl) } else { 0 };
+            self.store(b, st.arg, base, coeff, Val { v: o, vector });
+        }
+        vars[dl] = None;
+    }
+}

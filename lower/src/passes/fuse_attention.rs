@@ -1,0 +1,230 @@
+//! Attention fusion: `softmax(mask(scale * q @ kᵀ)) @ v`, as the Tensor API composes it, runs
+//! as one flash-attention kernel: for each query row the scores are computed key by key with
+//! an online softmax (running max and sum, the output accumulator rescaled when the max
+//! grows), so the `[S, T]` score matrix is never written and K and V are read once per row.
+//!
+//! The pattern, from the `p @ v` matmul down: `p = e * expand(recip(sum(e)))`,
+//! `e = exp2(c * (x - expand(max(x))))`, `x = where(mask, fill, y)` or `y`,
+//! `y = scale * s` or `s`, `s = q @ kt`, with q, kt and v free views (buffers read through
+//! movement ops: GQA's shared K/V heads are broadcast views, never copies) and the reductions
+//! over the last axis. Every node strictly inside the pattern is computed by the kernel.
+
+use std::collections::BTreeSet;
+
+use cranegrad_graph::{BinaryOp, GraphData, NodeId, Op, ReduceOp, UnaryOp};
+
+use super::fuse_elementwise::Fusion;
+
+/// One matched attention.
+#[derive(Clone, Debug)]
+pub struct Attention {
+    /// The `p @ v` matmul.
+    pub pv: NodeId,
+    /// Queries `[.., S, D]` (the score matmul's A).
+    pub q: NodeId,
+    /// Keys transposed `[.., D, T]` (the score matmul's B).
+    pub kt: NodeId,
+    /// Values `[.., T, Dv]`.
+    pub v: NodeId,
+    /// A bool `[.., S, T]` marking hidden keys, and the score they get.
+    pub mask: Option<(NodeId, f64)>,
+    /// Factor on the raw scores.
+    pub scale: f64,
+    /// Factor inside the exp2 (log2 e for a natural-exp softmax).
+    pub exp_scale: f64,
+    /// Nodes computed inside the kernel (not realized).
+    pub interior: BTreeSet<NodeId>,
+}
+
+fn constant(g: &GraphData, n: NodeId) -> Option<f64> {
+    match g.node(n).op {
+        Op::Const { value } => Some(value),
+        _ => None,
+    }
+}
+
+/// `(other, constant)` when `n` is a product with a constant.
+fn times_constant(g: &GraphData, n: NodeId) -> Option<(NodeId, f64)> {
+    if !matches!(g.node(n).op, Op::Binary(BinaryOp::Mul)) {
+        return None;
+    }
+    let ins = g.inputs(n);
+    match (constant(g, ins[0]), constant(g, ins[1])) {
+        (_, Some(c)) => Some((ins[0], c)),
+        (Some(c), _) => Some((ins[1], c)),
+        _ => None,
+    }
+}
+
+/// `n`'s operand when `n` is an expand (a broadcast the Tensor API leaves out when a size-1
+/// axis is already the full size), else `n` itself.
+fn under_expand(g: &GraphData, n: NodeId) -> NodeId {
+    if matches!(g.node(n).op, Op::Expand) {
+        g.inputs(n)[0]
+    } else {
+        n
+    }
+}
+
+/// `(x, reduce, n)` when `n` is `reduce(x)` over the last axis, broadcast back or not.
+fn expanded_reduce(g: &GraphData, n: NodeId, op: ReduceOp) -> Option<(NodeId, NodeId, NodeId)> {
+    let r = under_expand(g, n);
+    match g.node(r).op {
+        Op::Reduce { op: o, axis } if o == op && axis + 1 == g.node(r).shape.rank() => {
+            Some((g.inputs(r)[0], r, n))
+        }
+        _ => None,
+    }
+}
+
+/// `(x, nodes)` when `n` is `-max(x)` over the last axis, broadcast back (negated before or
+/// after the broadcast) or not.
+fn neg_max(g: &GraphData, n: NodeId) -> Option<(NodeId, [NodeId; 3])> {
+    let inner = under_expand(g, n);
+    if let Op::Unary(UnaryOp::Neg) = g.node(inner).op {
+        let max = g.inputs(inner)[0];
+        if let Op::Reduce {
+            op: ReduceOp::Max,
+            axis,
+        } = g.node(max).op
+            && axis + 1 == g.node(max).shape.rank()
+        {
+            return Some((g.inputs(max)[0], [n, inner, max]));
+        }
+    }
+    if !matches!(g.node(n).op, Op::Unary(UnaryOp::Neg)) {
+        return None;
+    }
+    let (x, max, exp) = expanded_reduce(g, g.inputs(n)[0], ReduceOp::Max)?;
+    Some((x, [n, max, exp]))
+}
+
+/// Matches the attention pattern ending in matmul `pv`.
+pub fn match_attention(g: &GraphData, f: &Fusion, pv: NodeId) -> Option<Attention> {
+    if !matches!(g.node(pv).op, Op::MatMul) {
+        return None;
+    }
+    let mut interior = BTreeSet::new();
+    let [p, v] = g.inputs(pv)[..] else {
+        return None;
+    };
+    // p = e * expand(recip(sum(e)))
+    if !matches!(g.node(p).op, Op::Binary(BinaryOp::Mul)) {
+        return None;
+    }
+    let pin = g.inputs(p);
+    let (e, norm) = [(pin[0], pin[1]), (pin[1], pin[0])]
+        .into_iter()
+        .find(|&(_, x)| matches!(g.node(under_expand(g, x)).op, Op::Unary(UnaryOp::Recip)))?;
+    let recip = under_expand(g, norm);
+    let sum_exp = g.inputs(recip)[0];
+    let (summed, sum, _) = expanded_reduce(g, sum_exp, ReduceOp::Sum)?;
+    if summed != e {
+        return None;
+    }
+    interior.extend([p, norm, recip, sum]);
+    // e = exp2(c * (x - expand(max(x))))
+    if !matches!(g.node(e).op, Op::Unary(UnaryOp::Exp2)) {
+        return None;
+    }
+    let (diff, exp_scale) = times_constant(g, g.inputs(e)[0])?;
+    interior.extend([e, g.inputs(e)[0]]);
+    if !matches!(g.node(diff).op, Op::Binary(BinaryOp::Add)) {
+        return None;
+    }
+    let din = g.inputs(diff);
+    let (x, negated) = [(din[0], din[1]), (din[1], din[0])]
+        .into_iter()
+        .find_map(|(x, n)| {
+            neg_max(g, n)
+                .filter(|(m, _)| *m == x)
+                .map(|(_, ns)| (x, ns))
+        })?;
+    interior.insert(diff);
+    interior.extend(negated);
+    // x = where(mask, fill, y) | y; y = scale * s | s
+    let (y, mask) = match g.node(x).op {
+        Op::Where => {
+            let w = g.inputs(x);
+            let fill = constant(g, w[1])?;
+            interior.insert(x);
+            (w[2], Some((w[0], fill)))
+        }
+        _ => (x, None),
+    };
+    let (s, scale) = match times_constant(g, y) {
+        Some((s, c)) => {
+            interior.insert(y);
+            (s, c)
+        }
+        None => (y, 1.0),
+    };
+    if !matches!(g.node(s).op, Op::MatMul) {
+        return None;
+    }
+    interior.insert(s);
+    let [q, kt] = g.inputs(s)[..] else {
+        return None;
+    };
+    // Only views are read; the kernel computes everything else itself.
+    if ![q, kt, v].iter().all(|&n| f.is_free(g, n)) {
+        return None;
+    }
+    let (sd, vd) = (g.node(s).shape.dims(), g.node(v).shape.dims());
+    let static_inner = [sd.len(), vd.len()].iter().all(|&r| r >= 2)
+        && vd[vd.len() - 1].as_const().is_some()
+        && g.node(q)
+            .shape
+            .dims()
+            .last()
+            .and_then(|d| d.as_const())
+            .is_some();
+    if !static_inner {
+        return None;
+    }
+    // Nothing inside may be used outside it (the scores or weights as an output, say).
+    for &n in &interior {
+        if g.consumers(n)
+            .iter()
+            .any(|c| *c != pv && !interior.contains(c))
+        {
+            return None;
+        }
+    }
+    Some(Attention {
+        pv,
+        q,
+        kt,
+        v,
+        mask,
+        scale,
+        exp_scale,
+        interior,
+    })
+}
+
+/// Marks every matched attention for one kernel: its interior is un-realized, and the kernel
+/// that computes the `p @ v` matmul (the matmul itself, or the permute it is stored through)
+/// is recorded as an attention kernel.
+pub fn fuse_attention(g: &GraphData, order: &[NodeId], outputs: &[NodeId], f: &mut Fusion) {
+    for &pv in order {
+        let Some(att) = match_attention(g, f, pv) else {
+            continue;
+        };
+        if att.interior.iter().any(|n| outputs.contains(n)) {
+            continue;
+        }
+        let root = if f.realized.contains(&pv) {
+            pv
+        } else {
+            match g.consumers(pv).as_slice() {
+                [c] if f.realized.contains(c) && matches!(g.node(*c).op, Op::Permute(_)) => *c,
+                _ => continue,
+            }
+        };
+        for n in &att.interior {
+            f.realized.remove(n);
+        }
+        f.attention.insert(root, att);
+    }
+}
