@@ -10,8 +10,10 @@ use crate::stats::{median, quantile};
 /// Estimated floating-point operations and bytes moved by one run of a schedule with every
 /// symbol at its maximum. Per kernel: ops inside a reduce loop run once per (output, reduce
 /// index) — once per (row, reduce index) when the reduction is hoisted per row — and every
-/// other op once per output (a GEMM's multiply and add are 2 per (m, n, k)). Bytes are the
-/// sizes of every argument buffer (each read or written once).
+/// other op once per output (a GEMM's multiply and add are 2 per (m, n, k), a paired GEMM's
+/// twice, its norm statistic 2 per (m, k); an attention kernel's dot products, softmax and
+/// accumulator per (query row, key)). Bytes are the sizes of every argument buffer (each read
+/// or written once).
 pub fn work_estimate(s: &Schedule) -> (f64, f64) {
     let (mut flops, mut bytes) = (0f64, 0f64);
     for l in &s.launches {
@@ -49,17 +51,47 @@ pub fn work_estimate(s: &Schedule) -> (f64, f64) {
             under.push(v);
         }
         let row_len = outs.last().map_or(1.0, |lp| lp.extent.max_value() as f64);
+        let ext = |v: usize| k.loops[v].extent.max_value() as f64;
+        let arith = |e: &Expr| {
+            matches!(
+                e,
+                Expr::Unary { .. } | Expr::Binary { .. } | Expr::Reduce { .. } | Expr::Where { .. }
+            )
+        };
+        // Templates: count what the generated code does, not the IR's loop nest (a folded
+        // gain costs nothing per call; a norm's statistic is once per row, not per output).
+        if let Some(a) = &k.attention {
+            let (keys, dot) = (ext(a.key_loop), ext(a.dot_loop));
+            // Per query row and key: the dot product, the weight (about 8 ops) and the
+            // accumulator update.
+            flops += out / row_len * keys * (2.0 * dot + 8.0 + 2.0 * row_len);
+            bytes += k.args.iter().map(|a| a.len as f64 * 4.0).sum::<f64>();
+            continue;
+        }
+        if let Some(g) = k.gemm() {
+            let kk = ext(g.k_loop);
+            let products = if g.pair.is_some() { 2.0 } else { 1.0 };
+            flops += 2.0 * products * out * kk;
+            if g.row_reduce.is_some() {
+                flops += 2.0 * out / row_len * kk;
+            }
+            flops += k
+                .exprs
+                .iter()
+                .zip(&under)
+                .filter(|(e, u)| u.is_none() && arith(e))
+                .count() as f64
+                * out;
+            bytes += k.args.iter().map(|a| a.len as f64 * 4.0).sum::<f64>();
+            continue;
+        }
         let inner_scale = if per_row && !reds.is_empty() {
             out / row_len
         } else {
             out
         };
         for (e, u) in k.exprs.iter().zip(&under) {
-            let arith = matches!(
-                e,
-                Expr::Unary { .. } | Expr::Binary { .. } | Expr::Reduce { .. } | Expr::Where { .. }
-            );
-            if !arith {
+            if !arith(e) {
                 continue;
             }
             flops += match u {

@@ -193,6 +193,43 @@ fn dump_graph_shows_every_stage() {
 }
 
 #[test]
+fn dump_graph_of_a_model_names_every_fusion_pattern() {
+    for extra in [&[][..], &["--unfused-attention"][..]] {
+        let r = bin()
+            .args([
+                "run",
+                "llama",
+                "--model",
+                &td("llama-tiny"),
+                "--iters",
+                "1",
+                "--dump-graph",
+            ])
+            .args(extra)
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&r.stdout);
+        assert_eq!(
+            r.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+        let flash = out.matches("(flash attention").count();
+        // llama-tiny has 2 layers: one attention kernel each, unless attention is unfused.
+        assert_eq!(flash, if extra.is_empty() { 2 } else { 0 }, "{out}");
+        for s in [
+            "fold_norm_into_matmul",
+            "rmsnorm+gemm, packed weights with the norm gain folded in",
+            "rmsnorm+paired gemm of two weights sharing A",
+            "gemm, packed weights + epilogue",
+        ] {
+            assert!(out.contains(s), "missing {s:?} in\n{out}");
+        }
+    }
+}
+
+#[test]
 fn bad_input_is_exit_2_naming_the_fault() {
     let r = bin().args(["run", "nosuch"]).output().unwrap();
     assert_eq!(r.status.code(), Some(2));
