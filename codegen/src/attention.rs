@@ -29,19 +29,8 @@ impl Emitter<'_> {
         end: Value,
     ) {
         let dl = self.k.output_loops().len() - 1;
-        // The mask's expressions, operands first (the IR lists them in that order).
-        let mut cone = vec![false; self.k.exprs.len()];
-        if let Some(m) = a.mask {
-            cone[m] = true;
-            for e in (0..=m).rev() {
-                if cone[e] {
-                    for o in self.k.exprs[e].operands() {
-                        cone[o] = true;
-                    }
-                }
-            }
-        }
-        let cone: Vec<usize> = (0..cone.len()).filter(|&e| cone[e]).collect();
+        let cone = a.mask.map(|m| self.cone(m)).unwrap_or_default();
+        let q_cone = self.cone(a.q);
         emit_loop(b, start, end, 1, |b, f| {
             let mut rem = f;
             for d in (0..dl).rev() {
@@ -52,8 +41,59 @@ impl Emitter<'_> {
                     rem = b.ins().udiv(rem, extents[d]);
                 }
             }
-            self.attention_row(b, a, vars, extents, &cone);
+            self.attention_row(b, a, vars, extents, &cone, &q_cone);
         });
+    }
+
+    /// The expressions `e` is computed from, itself included, operands first (the IR lists
+    /// them in that order).
+    fn cone(&self, e: usize) -> Vec<usize> {
+        let mut mark = vec![false; self.k.exprs.len()];
+        mark[e] = true;
+        for i in (0..=e).rev() {
+            if mark[i] {
+                for o in self.k.exprs[i].operands() {
+                    mark[o] = true;
+                }
+            }
+        }
+        (0..mark.len()).filter(|&i| mark[i]).collect()
+    }
+
+    /// The queries of the current row, once: one value per 4 columns of the dot product (and
+    /// per tail column), each computed from its expressions (RoPE of a projection, say).
+    fn query_row(
+        &mut self,
+        b: &mut FunctionBuilder,
+        a: &AttentionSpec,
+        vars: &mut [Option<Value>],
+        q_cone: &[usize],
+    ) -> Vec<Variable> {
+        let lanes = LANES as usize;
+        let dq = self.k.loops[a.dot_loop].extent.as_const().unwrap_or(0);
+        let mut out = Vec::new();
+        for c in (0..dq).step_by(lanes) {
+            let vector = c + lanes <= dq;
+            for t in if vector { c..c + 1 } else { c..dq } {
+                vars[a.dot_loop] = Some(b.ins().iconst(types::I64, t as i64));
+                let lane = vector.then_some(a.dot_loop);
+                let mut vals: Vec<Option<Val>> = vec![None; self.k.exprs.len()];
+                for &e in q_cone {
+                    vals[e] = Some(self.expr(b, e, &vals, vars, lane, vector));
+                }
+                let q = vals[a.q].expect("queries computed");
+                let q = if vector {
+                    self.widen(b, q, cranegrad_graph::DType::F32).v
+                } else {
+                    q.v
+                };
+                let var = b.declare_var(if vector { types::F32X4 } else { types::F32 });
+                b.def_var(var, q);
+                out.push(var);
+            }
+        }
+        vars[a.dot_loop] = None;
+        out
     }
 
     /// A load expression at the current loop values, 4 lanes along `lane` when `vector`.
@@ -81,17 +121,20 @@ impl Emitter<'_> {
         a: &AttentionSpec,
         vars: &mut [Option<Value>],
         cone: &[usize],
+        qs: &[Variable],
     ) -> Value {
         let lanes = LANES as usize;
         let dq = self.k.loops[a.dot_loop].extent.as_const().unwrap_or(0);
         let zero = b.ins().f32const(0.0);
         let mut sv = b.ins().splat(types::F32X4, zero);
         let mut s = zero;
+        let mut qi = 0;
         for c in (0..dq).step_by(lanes) {
             let vector = c + lanes <= dq;
             for t in if vector { c..c + 1 } else { c..dq } {
                 vars[a.dot_loop] = Some(b.ins().iconst(types::I64, t as i64));
-                let qv = self.load_at(b, a.q, vars, a.dot_loop, vector);
+                let qv = b.use_var(qs[qi]);
+                qi += 1;
                 let kv = self.load_at(b, a.k, vars, a.dot_loop, vector);
                 if vector {
                     sv = b.ins().fma(qv, kv, sv);
@@ -129,7 +172,9 @@ impl Emitter<'_> {
         vars: &mut [Option<Value>],
         extents: &[Value],
         cone: &[usize],
+        q_cone: &[usize],
     ) {
+        let qs = self.query_row(b, a, vars, q_cone);
         let dl = self.k.output_loops().len() - 1;
         let dv = self.k.loops[dl].extent.as_const().unwrap_or(0);
         let lanes = LANES as usize;
@@ -185,7 +230,7 @@ impl Emitter<'_> {
             let scores: Vec<Value> = (0..n)
                 .map(|i| {
                     vars[a.key_loop] = Some(b.ins().iadd_imm_s(j, i as i64));
-                    this.key_score(b, a, vars, cone)
+                    this.key_score(b, a, vars, cone, &qs)
                 })
                 .collect();
             let m_old = b.use_var(m);

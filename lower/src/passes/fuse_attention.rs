@@ -5,9 +5,11 @@
 //!
 //! The pattern, from the `p @ v` matmul down: `p = e * expand(recip(sum(e)))`,
 //! `e = exp2(c * (x - expand(max(x))))`, `x = where(mask, fill, y)` or `y`,
-//! `y = scale * s` or `s`, `s = q @ kt`, with q, kt and v free views (buffers read through
-//! movement ops: GQA's shared K/V heads are broadcast views, never copies) and the reductions
-//! over the last axis. Every node strictly inside the pattern is computed by the kernel.
+//! `y = scale * s` or `s`, `s = q @ kt`, with kt and v free views (buffers read through
+//! movement ops: GQA's shared K/V heads are broadcast views, never copies), q a view or an
+//! elementwise function of views (RoPE of the query projection, computed once per query row)
+//! and the reductions over the last axis. Every node strictly inside the pattern is computed
+//! by the kernel.
 
 use std::collections::BTreeSet;
 
@@ -99,6 +101,33 @@ fn neg_max(g: &GraphData, n: NodeId) -> Option<(NodeId, [NodeId; 3])> {
     Some((x, [n, max, exp]))
 }
 
+/// The computed nodes of the queries (empty when they are a view): elementwise and movement
+/// ops over views, each used only by the queries or the score matmul `s`.
+fn query_cone(g: &GraphData, f: &Fusion, q: NodeId, s: NodeId) -> Option<BTreeSet<NodeId>> {
+    let mut cone = BTreeSet::new();
+    // The operand itself is realized for the score matmul (fusion rule 2) unless it is a view:
+    // the kernel computes it instead.
+    let computed = |n: NodeId| {
+        n == q && !matches!(g.node(n).op, Op::Input { .. }) && !f.is_free(g, g.inputs(n)[0])
+            || !f.is_free(g, n)
+    };
+    let mut stack = vec![q];
+    while let Some(n) = stack.pop() {
+        if g.node(n).op.is_source() || !computed(n) || !cone.insert(n) {
+            continue;
+        }
+        let op = &g.node(n).op;
+        if !(op.is_elementwise() || op.is_movement()) {
+            return None;
+        }
+        stack.extend(g.inputs(n));
+    }
+    let inside = |c: &NodeId| *c == s || cone.contains(c);
+    cone.iter()
+        .all(|&n| g.consumers(n).iter().all(inside))
+        .then_some(cone)
+}
+
 /// Matches the attention pattern ending in matmul `pv`.
 pub fn match_attention(g: &GraphData, f: &Fusion, pv: NodeId) -> Option<Attention> {
     if !matches!(g.node(pv).op, Op::MatMul) {
@@ -166,10 +195,13 @@ pub fn match_attention(g: &GraphData, f: &Fusion, pv: NodeId) -> Option<Attentio
     let [q, kt] = g.inputs(s)[..] else {
         return None;
     };
-    // Only views are read; the kernel computes everything else itself.
-    if ![q, kt, v].iter().all(|&n| f.is_free(g, n)) {
+    // K and V are read as views; the queries may be an elementwise function of views (RoPE of
+    // a projection), computed once per query row inside the kernel.
+    if ![kt, v].iter().all(|&n| f.is_free(g, n)) {
         return None;
     }
+    let q_cone = query_cone(g, f, q, s)?;
+    interior.extend(q_cone);
     let (sd, vd) = (g.node(s).shape.dims(), g.node(v).shape.dims());
     let static_inner = [sd.len(), vd.len()].iter().all(|&r| r >= 2)
         && vd[vd.len() - 1].as_const().is_some()
