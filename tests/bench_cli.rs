@@ -125,6 +125,7 @@ fn json_has_every_documented_key_and_the_cold_parts_are_measured_separately() {
         "forward_gbps",
         "peak_gflops",
         "dram_gbps",
+        "dram_read_gbps",
     ] {
         num(&v, k);
     }
