@@ -14,7 +14,7 @@ use cranelift_frontend::{FunctionBuilder, Variable};
 
 use cranegrad_lower::kernel::AttentionSpec;
 
-use crate::emit::{Emitter, LANES, Val, build_vector, emit_loop};
+use crate::emit::{Emitter, LANES, Val, build_vector, emit_loop, split_flat};
 use crate::math;
 
 impl Emitter<'_> {
@@ -32,15 +32,7 @@ impl Emitter<'_> {
         let cone = a.mask.map(|m| self.cone(m)).unwrap_or_default();
         let q_cone = self.cone(a.q);
         emit_loop(b, start, end, 1, |b, f| {
-            let mut rem = f;
-            for d in (0..dl).rev() {
-                if d == 0 {
-                    vars[0] = Some(rem);
-                } else {
-                    vars[d] = Some(b.ins().urem(rem, extents[d]));
-                    rem = b.ins().udiv(rem, extents[d]);
-                }
-            }
+            split_flat(b, f, extents, dl, vars);
             self.attention_row(b, a, vars, extents, &cone, &q_cone);
         });
     }

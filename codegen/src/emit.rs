@@ -249,15 +249,7 @@ pub fn emit_kernel(
         _ => {
             let outer = n_out - 1;
             emit_loop(&mut b, start, end, 1, |b, f| {
-                let mut rem = f;
-                for d in (0..outer).rev() {
-                    if d == 0 {
-                        vars[0] = Some(rem);
-                    } else {
-                        vars[d] = Some(b.ins().urem(rem, extents[d]));
-                        rem = b.ins().udiv(rem, extents[d]);
-                    }
-                }
+                split_flat(b, f, &extents, outer, &mut vars);
                 let z = b.ins().iconst(types::I64, 0);
                 em.inner_loops(b, &mut vars, &extents, z, extents[outer]);
             });
@@ -265,6 +257,26 @@ pub fn emit_kernel(
     }
     b.ins().return_(&[]);
     b.finalize(frontend);
+}
+
+/// Sets loop variables `0..n` from a flat row-major index over their extents: how the ABI's
+/// `[start, end)` range enumerates the outer loops.
+pub(crate) fn split_flat(
+    b: &mut FunctionBuilder,
+    flat: Value,
+    extents: &[Value],
+    n: usize,
+    vars: &mut [Option<Value>],
+) {
+    let mut rem = flat;
+    for d in (0..n).rev() {
+        if d == 0 {
+            vars[0] = Some(rem);
+        } else {
+            vars[d] = Some(b.ins().urem(rem, extents[d]));
+            rem = b.ins().udiv(rem, extents[d]);
+        }
+    }
 }
 
 /// `for (i = start; i + step <= end; i += step) body(i)`; returns the final `i`.

@@ -11,7 +11,7 @@ use cranelift_frontend::{FunctionBuilder, Variable};
 
 use cranegrad_lower::kernel::{Expr, GEMM_MR, GEMM_NR, GemmShape, Kernel};
 
-use crate::emit::{Emitter, Phase, Val, byte_addr, emit_loop};
+use crate::emit::{Emitter, Phase, Val, byte_addr, emit_loop, split_flat};
 
 fn vflags() -> MemFlagsData {
     MemFlagsData::new()
@@ -30,15 +30,7 @@ impl Emitter<'_> {
         extents: &[Value],
         row: Value,
     ) {
-        let mut rem = row;
-        for d in (0..g.n_loop).rev() {
-            if d == 0 {
-                vars[0] = Some(rem);
-            } else {
-                vars[d] = Some(b.ins().urem(rem, extents[d]));
-                rem = b.ins().udiv(rem, extents[d]);
-            }
-        }
+        split_flat(b, row, extents, g.n_loop, vars);
     }
 
     /// Emits the unit loop over `[start, end)`.

@@ -812,17 +812,13 @@ impl<'a> KernelBuilder<'a> {
             }),
         }
         .with_sequential_loops();
-        let mut nodes: Vec<NodeId> = self.counted.iter().copied().collect();
-        nodes.extend(self.movement.iter().copied().filter(|&n| n != self.root));
-        nodes.sort_unstable();
-        nodes.dedup();
-        nodes.retain(|&n| n != self.root);
-        nodes.push(self.root);
-        Ok(Launch {
+        Ok(launch(
             kernel,
-            args: self.args.iter().map(|(b, _)| *b).collect(),
-            nodes,
-        })
+            &self.args,
+            &self.counted,
+            &self.movement,
+            self.root,
+        ))
     }
 
     fn build(mut self, idx: usize, out_buf: BufId) -> Result<Launch, LowerError> {
@@ -888,21 +884,38 @@ impl<'a> KernelBuilder<'a> {
         };
         let kernel = pack_weights(&self.args, self.weight_bufs, simplify_loops(kernel))
             .with_sequential_loops();
-        let mut nodes: Vec<NodeId> = self
-            .counted
-            .iter()
-            .copied()
-            .filter(|&n| n != self.root)
-            .collect();
-        nodes.extend(self.movement.iter().copied().filter(|&n| n != self.root));
-        nodes.sort_unstable();
-        nodes.dedup();
-        nodes.push(self.root);
-        Ok(Launch {
+        Ok(launch(
             kernel,
-            args: self.args.iter().map(|(b, _)| *b).collect(),
-            nodes,
-        })
+            &self.args,
+            &self.counted,
+            &self.movement,
+            self.root,
+        ))
+    }
+}
+
+/// A launch of `kernel` over the builder's buffers; its nodes are the ops and views computed
+/// inside it, root last.
+fn launch(
+    kernel: Kernel,
+    args: &[(BufId, Arg)],
+    counted: &BTreeSet<NodeId>,
+    movement: &BTreeSet<NodeId>,
+    root: NodeId,
+) -> Launch {
+    let mut nodes: Vec<NodeId> = counted
+        .iter()
+        .chain(movement)
+        .copied()
+        .filter(|&n| n != root)
+        .collect();
+    nodes.sort_unstable();
+    nodes.dedup();
+    nodes.push(root);
+    Launch {
+        kernel,
+        args: args.iter().map(|(b, _)| *b).collect(),
+        nodes,
     }
 }
 
