@@ -197,7 +197,9 @@ impl Emitter<'_> {
         b.def_var(m, ninf);
         let l = b.declare_var(types::F32);
         b.def_var(l, zero);
-        // exp2(es * (x - max)), exactly 1 when x is the max (also when both are -inf).
+        // exp2(es * (x - max)); 1 when the max is still -inf (every key so far hidden by -inf:
+        // a later finite key rescales that to 0), where x - max would be NaN. A +inf score
+        // gives NaN, as in the reference.
         let weight = |b: &mut FunctionBuilder, x: Value, max: Value| {
             let ty = b.func.dfg.value_type(x);
             let esv = b.ins().f32const(es);
@@ -209,8 +211,14 @@ impl Emitter<'_> {
             };
             let d = b.ins().fsub(x, max);
             let d = b.ins().fmul(d, esv);
-            let same = b.ins().fcmp(FloatCC::Equal, x, max);
-            let d = math::select_float(b, same, z, d);
+            let ninf = b.ins().f32const(f32::NEG_INFINITY);
+            let ninf = if ty == types::F32X4 {
+                b.ins().splat(ty, ninf)
+            } else {
+                ninf
+            };
+            let unset = b.ins().fcmp(FloatCC::Equal, max, ninf);
+            let d = math::select_float(b, unset, z, d);
             math::exp2(b, d)
         };
         // Keys j..j+n: scores, the new max, then the rescaled sum and accumulator.
@@ -271,9 +279,12 @@ impl Emitter<'_> {
             block(self, b, vars, j, 1)
         });
         // out = acc / l, stored where the kernel's store says.
+        // No keys (a zero-length symbolic range) leave l = 0 and the row 0, as in the reference.
         let one = b.ins().f32const(1.0);
         let lv = b.use_var(l);
         let inv = b.ins().fdiv(one, lv);
+        let empty = b.ins().fcmp(FloatCC::Equal, lv, zero);
+        let inv = b.ins().select(empty, zero, inv);
         let inv_v = b.ins().splat(types::F32X4, inv);
         let st = self.k.stores[0].clone();
         for (ci, &(d, vector)) in chunks.iter().enumerate() {

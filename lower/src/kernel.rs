@@ -464,7 +464,12 @@ impl Kernel {
             .product();
         // The row reduction: over its own loop, reading neither the columns nor any k.
         if let Some(r) = row_reduce {
-            let Expr::Reduce { x, .. } = self.exprs[r] else {
+            let Expr::Reduce {
+                x,
+                dtype: DType::F32,
+                ..
+            } = self.exprs[r]
+            else {
                 return None;
             };
             let ks = std::iter::once(main.k_loop).chain(pair.map(|p| p.k_loop));

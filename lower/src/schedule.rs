@@ -1006,9 +1006,18 @@ fn pack_weights(
         slot.and_then(|s| args.get(s))
             .is_some_and(|(b, _)| weight_bufs.contains(b))
     };
+    // The runtime swaps the whole argument slot for the packed copy: nothing else in the
+    // kernel may read that slot (A = B in `E @ Eᵀ`, say).
+    let only_b = |gm: &crate::kernel::GemmShape, slot: usize| {
+        kernel.exprs.iter().enumerate().all(|(i, e)| {
+            i == gm.b
+                || !matches!(e, Expr::Load { arg, .. } | Expr::Gather { arg, .. } if *arg == slot)
+        })
+    };
     if let Some(gm) = kernel.gemm_shape()
         && kernel.b_is_packable(&gm)
         && let Some(slot) = kernel.b_arg(&gm)
+        && only_b(&gm, slot)
         && is_weight(Some(slot))
         && gm.b_scale.is_none_or(|e| is_weight(kernel.load_arg(e)))
         && gm.pair.is_none_or(|p| {

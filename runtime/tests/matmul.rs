@@ -58,3 +58,15 @@ fn batched_and_transposed_operands() {
     let z = a.matmul(&b3).unwrap().relu().unwrap();
     check_all(&[&y, &z], &Feeds::new(), &Bindings::new(), 1e-4, 1e-4);
 }
+
+#[test]
+fn a_weight_multiplied_by_its_own_transpose() {
+    // `E @ Eᵀ`: A and B read the same weight buffer, so B must not be swapped for packed
+    // panels (A would read the panels too).
+    let g = Graph::new();
+    let e = g
+        .input_with_data("e", Shape::of(&[12, 40]), rand_vec(480, 4, 1.0))
+        .unwrap();
+    let y = e.matmul(&e.transpose(0, 1).unwrap()).unwrap();
+    check_all(&[&y], &Feeds::new(), &Bindings::new(), 1e-4, 1e-4);
+}

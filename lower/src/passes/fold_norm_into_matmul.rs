@@ -10,14 +10,15 @@
 
 use cranegrad_graph::{BinaryOp, Dim, GraphData, Node, NodeId, Op, Shape};
 
-/// Follows movement ops down to an input that carries data (a weight).
-fn weight_base(g: &GraphData, n: NodeId) -> Option<NodeId> {
+/// Follows permutes, reshapes and broadcasts (the views packing can read: no offset, no
+/// padding) down to an input that carries data (a weight).
+pub fn weight_base(g: &GraphData, n: NodeId) -> Option<NodeId> {
     let mut cur = n;
     loop {
         let node = g.node(cur);
         match &node.op {
             Op::Input { .. } if node.data.is_some() && node.shape.is_static() => return Some(cur),
-            op if op.is_movement() => cur = g.inputs(cur)[0],
+            Op::Permute(_) | Op::Reshape | Op::Expand => cur = g.inputs(cur)[0],
             _ => return None,
         }
     }

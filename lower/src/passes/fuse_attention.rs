@@ -128,6 +128,23 @@ fn query_cone(g: &GraphData, f: &Fusion, q: NodeId, s: NodeId) -> Option<BTreeSe
         .then_some(cone)
 }
 
+/// True when `n` is computed by elementwise and movement ops over buffers and sources.
+fn computed_from_views(g: &GraphData, f: &Fusion, n: NodeId) -> bool {
+    let mut stack = vec![n];
+    let mut seen = BTreeSet::new();
+    while let Some(x) = stack.pop() {
+        if f.is_buffer(g, x) || g.node(x).op.is_source() || !seen.insert(x) {
+            continue;
+        }
+        let op = &g.node(x).op;
+        if !(op.is_elementwise() || op.is_movement()) {
+            return false;
+        }
+        stack.extend(g.inputs(x));
+    }
+    true
+}
+
 /// Matches the attention pattern ending in matmul `pv`.
 pub fn match_attention(g: &GraphData, f: &Fusion, pv: NodeId) -> Option<Attention> {
     if !matches!(g.node(pv).op, Op::MatMul) {
@@ -202,6 +219,13 @@ pub fn match_attention(g: &GraphData, f: &Fusion, pv: NodeId) -> Option<Attentio
     }
     let q_cone = query_cone(g, f, q, s)?;
     interior.extend(q_cone);
+    // The mask is evaluated per (row, key) from views and elementwise ops only: no reduction
+    // could run inside the key loop.
+    if let Some((m, _)) = mask
+        && !computed_from_views(g, f, m)
+    {
+        return None;
+    }
     let (sd, vd) = (g.node(s).shape.dims(), g.node(v).shape.dims());
     let static_inner = [sd.len(), vd.len()].iter().all(|&r| r >= 2)
         && vd[vd.len() - 1].as_const().is_some()

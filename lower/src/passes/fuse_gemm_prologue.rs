@@ -23,15 +23,7 @@ use crate::kernel::GEMM_MAX_STAT_ROWS;
 
 /// True for a view of an input carrying data.
 fn is_weight_view(g: &GraphData, n: NodeId) -> bool {
-    let mut cur = n;
-    loop {
-        let node = g.node(cur);
-        match &node.op {
-            Op::Input { .. } => return node.data.is_some(),
-            op if op.is_movement() => cur = g.inputs(cur)[0],
-            _ => return false,
-        }
-    }
+    super::fold_norm_into_matmul::weight_base(g, n).is_some()
 }
 
 /// True for `W * g`: two weight views multiplied, which packing folds into one panel copy.
@@ -271,6 +263,10 @@ pub fn fuse_gemm_prologues(g: &GraphData, order: &[NodeId], outputs: &[NodeId], 
         else {
             continue;
         };
+        // The prologue keeps f32 statistics.
+        if node.dtype != cranegrad_graph::DType::F32 {
+            continue;
+        }
         if axis + 1 != rank || !f.realized.contains(&s) || outputs.contains(&s) {
             continue;
         }
@@ -285,6 +281,9 @@ pub fn fuse_gemm_prologues(g: &GraphData, order: &[NodeId], outputs: &[NodeId], 
                 && mms.iter().all(|&mm| {
                     let a = g.node(g.inputs(mm)[0]).shape.dims();
                     let out = &g.node(mm).shape;
+                    if out.rank() != rank || a.len() != rank {
+                        return false;
+                    }
                     let rows = out.max_numel() / out.dims()[rank - 1].max_value().max(1);
                     a.len() == rank
                         && a[..rank - 1] == x[..rank - 1]

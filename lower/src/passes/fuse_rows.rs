@@ -37,7 +37,14 @@ fn row_group(
     let allowed = |n: NodeId| -> bool {
         let node = g.node(n);
         match &node.op {
-            op if op.is_elementwise() => node.shape == red_shape || node.shape == row_shape,
+            // A matmul scaled per row (a folded norm) is left to `fuse_gemm_prologue`.
+            op if op.is_elementwise() => {
+                (node.shape == red_shape || node.shape == row_shape)
+                    && !g
+                        .inputs(n)
+                        .iter()
+                        .any(|&i| matches!(g.node(i).op, Op::MatMul))
+            }
             Op::Expand => node.shape == row_shape && g.node(g.inputs(n)[0]).shape == red_shape,
             Op::Reduce { .. } => {
                 last_axis_reduce(g, n).is_some()
