@@ -103,6 +103,12 @@ pub fn lower(
         dead_nodes::eliminate_dead_nodes(g, &o)
     });
     if opts.fuse {
+        run("sink_slices", &mut g, &mut |g| {
+            sink_slices::sink_slices(g, &mut outs)
+        });
+        run("eliminate_common_subexpressions", &mut g, &mut |g| {
+            cse::eliminate_common_subexpressions(g, &mut outs)
+        });
         run("fold_norm_into_matmul", &mut g, &mut |g| {
             fold_norm_into_matmul::fold_norm_into_matmul(g, &mut outs)
         });

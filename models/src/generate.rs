@@ -127,11 +127,12 @@ impl<'m> Generator<'m> {
         self.pos += s;
         // Only each row's last position is needed for sampling.
         let vocab = self.model.vocab();
+        let per = logits.dims()[1].max_value();
         let all = vals[0]
             .as_f32()
             .ok_or_else(|| ModelError::Input("logits are not f32".into()))?;
         Ok((0..self.batch)
-            .flat_map(|b| all[(b * s + s - 1) * vocab..(b * s + s) * vocab].to_vec())
+            .flat_map(|b| all[(b * per + per - 1) * vocab..(b * per + per) * vocab].to_vec())
             .collect())
     }
 
@@ -185,6 +186,9 @@ impl<'m> Generator<'m> {
             pad: &pad_t,
         });
         let (logits, new_kv) = forward_kv(self.model, &g, &tokens, &Context::Prefill { padding })?;
+        // Sampling needs each row's last position only; the compiler's slice sinking then runs
+        // the final norm and the vocabulary projection over that one row.
+        let logits = logits.narrow(1, s - 1, 1)?;
         let zero = [Dim::Const(0), Dim::Const(0), Dim::Const(0), Dim::Const(0)];
         let writes = self
             .cache_inputs(&g)

@@ -266,3 +266,33 @@ fn rmsnorm_swiglu_is_one_paired_gemm_below_four_rows() {
         check_all(&[&y], &Feeds::new(), &Bindings::new(), 1e-4, 1e-4);
     }
 }
+
+#[test]
+fn a_slice_of_the_last_position_sinks_below_the_norm_and_matmul() {
+    // logits[:, -1:] of rms_norm(h) @ W: only one row per sequence is normalised and projected.
+    let (b, s, k, n) = (2, 7, 32, 50);
+    let g = Graph::new();
+    let h = g
+        .input_with_data("h", Shape::of(&[b, s, k]), rand_vec(b * s * k, 1, 2.0))
+        .unwrap();
+    let gain = g
+        .input_with_data("g", Shape::of(&[k]), rand_vec(k, 2, 1.0))
+        .unwrap();
+    let w = g
+        .input_with_data("w", Shape::of(&[n, k]), rand_vec(n * k, 3, 1.0))
+        .unwrap();
+    let logits = h
+        .rms_norm(&gain, 1e-5)
+        .unwrap()
+        .matmul(&w.transpose(0, 1).unwrap())
+        .unwrap();
+    let last = logits.narrow(1, s - 1, 1).unwrap();
+    let lowered = g
+        .with(|gd| lower(gd, &[last.id()], LowerOptions::default()))
+        .unwrap();
+    let launches = &lowered.schedule.launches;
+    assert_eq!(launches.len(), 1, "{}", lowered.schedule.text());
+    let gm = launches[0].kernel.gemm().expect("a GEMM");
+    assert_eq!(gm.rows, b, "one row per sequence");
+    check_all(&[&last], &Feeds::new(), &Bindings::new(), 1e-4, 1e-4);
+}

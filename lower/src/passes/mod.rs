@@ -10,3 +10,4 @@ pub mod fuse_elementwise;
 pub mod fuse_gemm_prologue;
 pub mod fuse_rows;
 pub mod simplify_loops;
+pub mod sink_slices;
