@@ -9,9 +9,11 @@ pub mod plan;
 pub mod planner;
 pub mod pool;
 pub mod probe;
+pub mod realize;
 pub mod session;
 pub mod value;
 
 pub use error::RuntimeError;
+pub use realize::Realize;
 pub use session::{Captured, Feeds, RunReport, Session, SessionOptions, interpret_tensors};
 pub use value::Value;
