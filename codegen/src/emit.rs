@@ -164,10 +164,7 @@ fn is_row_kernel(k: &Kernel, ph: &[Phase]) -> bool {
     }
     let lv = n_out - 1;
     // Whatever a reduction reads (transitively) must not depend on the innermost loop.
-    let mut dep = vec![false; k.exprs.len()];
-    for (i, e) in k.exprs.iter().enumerate() {
-        dep[i] = e.indexes_with(lv) || e.operands().iter().any(|&o| dep[o]);
-    }
+    let dep = k.depends_on(lv);
     let reduce_inputs_ok = k.exprs.iter().all(|e| match e {
         Expr::Reduce { x, .. } => !dep[*x],
         _ => true,
@@ -215,7 +212,7 @@ pub fn emit_kernel(
         row_stats: None,
     };
     if row && let Some(lv) = k.output_loops().len().checked_sub(1) {
-        em.rescale = crate::rescale::find_rescale(k, &em.depends_on(lv));
+        em.rescale = crate::rescale::find_rescale(k, &k.depends_on(lv));
     }
     let extents: Vec<Value> = k.loops.iter().map(|l| em.dim(&mut b, &l.extent)).collect();
     let n_out = k.output_loops().len();
@@ -395,7 +392,7 @@ impl Emitter<'_> {
             vars[lv] = None;
             self.reductions(b, &mut row_vals, vars, extents, None);
             // Everything else that does not vary along the row (1/sum, -max) once per row.
-            let dep = self.depends_on(lv);
+            let dep = self.k.depends_on(lv);
             for (e, &varies) in dep.iter().enumerate() {
                 if !varies && !matches!(self.phases[e], Phase::Inner(_)) {
                     self.ensure(b, e, &mut row_vals, vars, None, false);
@@ -415,15 +412,6 @@ impl Emitter<'_> {
             let mut vals = row_vals.clone();
             self.point_with(b, &mut vals, vars, extents, false);
         });
-    }
-
-    /// Per expression: whether its value depends on loop variable `v`.
-    fn depends_on(&self, v: usize) -> Vec<bool> {
-        let mut dep = vec![false; self.k.exprs.len()];
-        for (i, e) in self.k.exprs.iter().enumerate() {
-            dep[i] = e.indexes_with(v) || e.operands().iter().any(|&o| dep[o]);
-        }
-        dep
     }
 
     /// One output point (or four lanes of them): reductions, everything else, stores.

@@ -316,7 +316,6 @@ impl Emitter<'_> {
             return;
         }
         // Epilogue: every expression outside the k loop, at 4 lanes along the columns.
-        let mut points = Vec::new();
         for (i, &r) in rows.iter().enumerate() {
             self.row_vars(b, g, vars, extents, r);
             let stat = self.row_stat(b, g, r);
@@ -326,26 +325,16 @@ impl Emitter<'_> {
                 vars[g.n_loop] = Some(n0);
                 let acc = sum_sets(b, &accs, sets, i, 0);
                 let other = sum_sets(b, &accs, sets, i, 1);
-                let accs = [vector(acc), vector(other)];
-                points.push(Point {
-                    vars: vars.to_vec(),
-                    accs,
-                    stat,
-                });
+                self.epilogue_point(b, g, vars, [vector(acc), vector(other)], stat);
                 continue;
             }
             for j in 0..2usize {
                 let n = b.ins().iadd_imm_s(n0, 4 * j as i64);
                 vars[g.n_loop] = Some(n);
                 let acc = sum_sets(b, &accs, sets, i, j);
-                points.push(Point {
-                    vars: vars.to_vec(),
-                    accs: [vector(acc), vector(acc)],
-                    stat,
-                });
+                self.epilogue_point(b, g, vars, [vector(acc), vector(acc)], stat);
             }
         }
-        self.epilogue_points(b, g, &points);
     }
 
     /// Scalar epilogue for the first `valid` columns of a block.
@@ -378,71 +367,49 @@ impl Emitter<'_> {
                 let lane = b.ins().extractlane(acc, (c % 4) as u8);
                 let acc2 = sum_sets(b, accs, sets, i, other);
                 let lane2 = b.ins().extractlane(acc2, (c % 4) as u8);
-                let point = Point {
-                    vars: vars.to_vec(),
-                    accs: [scalar(lane), scalar(lane2)],
-                    stat,
-                };
-                self.epilogue_points(b, g, &[point]);
+                self.epilogue_point(b, g, vars, [scalar(lane), scalar(lane2)], stat);
             }
         }
     }
 
-    /// Everything outside the k loop at each of a block's output points (4 columns when the
-    /// accumulators are vectors), from the accumulated products, then the stores. Each
-    /// expression is emitted for every point before the next: the points' chains (an
-    /// activation's exp2 and divide) are independent, and interleaved they overlap instead
-    /// of running one latency-bound chain after another.
-    fn epilogue_points(&mut self, b: &mut FunctionBuilder, g: &GemmShape, points: &[Point]) {
-        let n = self.k.exprs.len();
-        let mut vals: Vec<Vec<Option<Val>>> = points
-            .iter()
-            .map(|p| {
-                let mut v = vec![None; n];
-                v[g.reduce] = Some(p.accs[0]);
-                if let Some(pair) = g.pair {
-                    v[pair.reduce] = Some(p.accs[1]);
-                }
-                if let Some((rr, x)) = p.stat {
-                    v[rr] = Some(x);
-                }
-                v
-            })
-            .collect();
-        for e in 0..n {
-            if matches!(self.phases[e], Phase::Inner(_)) {
+    /// Everything outside the k loop at one output point (4 columns when the accumulators
+    /// are vectors), from the accumulated products (main, pair) and the row statistic, then
+    /// the stores.
+    fn epilogue_point(
+        &mut self,
+        b: &mut FunctionBuilder,
+        g: &GemmShape,
+        vars: &[Option<Value>],
+        accs: [Val; 2],
+        stat: Option<(usize, Val)>,
+    ) {
+        let vector = accs[0].vector;
+        let lane = vector.then_some(g.n_loop);
+        let mut vals: Vec<Option<Val>> = vec![None; self.k.exprs.len()];
+        vals[g.reduce] = Some(accs[0]);
+        if let Some(pair) = g.pair {
+            vals[pair.reduce] = Some(accs[1]);
+        }
+        if let Some((rr, x)) = stat {
+            vals[rr] = Some(x);
+        }
+        for e in 0..self.k.exprs.len() {
+            if vals[e].is_some() || matches!(self.phases[e], Phase::Inner(_)) {
                 continue;
             }
-            for (p, v) in points.iter().zip(vals.iter_mut()) {
-                if v[e].is_some() {
-                    continue;
-                }
-                let vector = p.accs[0].vector;
-                let lane = vector.then_some(g.n_loop);
-                v[e] = Some(self.expr(b, e, v, &p.vars, lane, vector));
-            }
+            vals[e] = Some(self.expr(b, e, &vals, vars, lane, vector));
         }
-        for (p, v) in points.iter().zip(&vals) {
-            for st in &self.k.stores {
-                let x = v[st.value].expect("stored value computed");
-                let x = if p.accs[0].vector {
-                    self.widen(b, x, self.k.exprs[st.value].dtype())
-                } else {
-                    x
-                };
-                let base = self.affine(b, &st.index, &p.vars);
-                self.store(b, st.arg, base, 1, x);
-            }
+        for st in &self.k.stores {
+            let x = vals[st.value].expect("stored value computed");
+            let x = if vector {
+                self.widen(b, x, self.k.exprs[st.value].dtype())
+            } else {
+                x
+            };
+            let base = self.affine(b, &st.index, vars);
+            self.store(b, st.arg, base, 1, x);
         }
     }
-}
-
-/// One output point of a GEMM block's epilogue: the loop values, the accumulators (main,
-/// pair) and the row statistic.
-struct Point {
-    vars: Vec<Option<Value>>,
-    accs: [Val; 2],
-    stat: Option<(usize, Val)>,
 }
 
 /// Accumulator `j` of row `i`, summing the two sets of a one-row block.

@@ -8,7 +8,7 @@ pub mod schedule;
 
 use std::time::Instant;
 
-use cranegrad_graph::{GraphData, NodeId};
+use cranegrad_graph::{GraphData, NodeId, Tensor};
 use thiserror::Error;
 
 pub use kernel::Kernel;
@@ -65,6 +65,20 @@ pub struct Lowered {
     pub schedule: Schedule,
     /// Per-pass statistics, in order.
     pub passes: Vec<PassStat>,
+}
+
+/// Lowers tensors of one graph: [`lower`] on their graph and node ids.
+pub fn lower_tensors(outputs: &[&Tensor], opts: LowerOptions) -> Result<Lowered, LowerError> {
+    let first = outputs
+        .first()
+        .ok_or_else(|| LowerError::Internal("no tensor to lower".into()))?;
+    if outputs.iter().any(|t| !t.graph().same(first.graph())) {
+        return Err(LowerError::Internal(
+            "the tensors to lower belong to different graphs".into(),
+        ));
+    }
+    let ids: Vec<NodeId> = outputs.iter().map(|t| t.id()).collect();
+    first.graph().with(|g| lower(g, &ids, opts))
 }
 
 /// Runs the pass pipeline on a copy of `graph` and schedules the result.

@@ -688,29 +688,12 @@ impl<'a> KernelBuilder<'a> {
         };
         self.ops.push("write_slice".into());
         let out = self.arg(out_buf, Access::Write, (&root.shape, root.dtype));
-        let kernel = Kernel {
-            name: format!("k{idx}_write"),
-            ops: self.ops,
-            args: self.args.iter().map(|(_, a)| a.clone()).collect(),
-            symbols: self.symbols.into_values().collect(),
-            loops,
-            exprs: self.exprs,
-            stores: vec![Store {
-                arg: out,
-                index: at.offset(&root.shape.layout_strides()),
-                value: v,
-            }],
-            pack_b: false,
-            attention: None,
+        let store = Store {
+            arg: out,
+            index: at.offset(&root.shape.layout_strides()),
+            value: v,
         };
-        let mut nodes: Vec<NodeId> = self.counted.iter().copied().collect();
-        nodes.push(self.root);
-        Ok(Launch {
-            kernel: pack_weights(&self.args, self.weight_bufs, simplify_loops(kernel))
-                .with_sequential_loops(),
-            args: self.args.iter().map(|(b, _)| *b).collect(),
-            nodes,
-        })
+        Ok(self.finish(format!("k{idx}_write"), loops, store, None))
     }
 
     /// A flash-attention kernel for root `self.root` (the `p @ v` matmul or the permute it
@@ -786,39 +769,68 @@ impl<'a> KernelBuilder<'a> {
             a
         };
         let out = self.arg(out_buf, Access::Write, (&root.shape, root.dtype));
+        let spec = AttentionSpec {
+            q,
+            k,
+            v,
+            mask,
+            fill_bits: att.mask.map_or(0.0, |m| m.1).to_bits(),
+            scale_bits: att.scale.to_bits(),
+            exp_scale_bits: att.exp_scale.to_bits(),
+            key_loop: j,
+            dot_loop: c,
+        };
+        let store = Store {
+            arg: out,
+            index,
+            value: v,
+        };
+        Ok(self.finish(format!("k{idx}_attention"), loops, store, Some(spec)))
+    }
+
+    /// The launch of the kernel built so far: one store, loops simplified and weights packed
+    /// (a template's loops stay as built, its spec names them), sequential loops marked.
+    fn finish(
+        self,
+        name: String,
+        loops: Vec<Loop>,
+        store: Store,
+        attention: Option<AttentionSpec>,
+    ) -> Launch {
+        let template = attention.is_some();
         let kernel = Kernel {
-            name: format!("k{idx}_attention"),
+            name,
             ops: self.ops,
             args: self.args.iter().map(|(_, a)| a.clone()).collect(),
             symbols: self.symbols.into_values().collect(),
             loops,
             exprs: self.exprs,
-            stores: vec![Store {
-                arg: out,
-                index,
-                value: v,
-            }],
+            stores: vec![store],
             pack_b: false,
-            attention: Some(AttentionSpec {
-                q,
-                k,
-                v,
-                mask,
-                fill_bits: att.mask.map_or(0.0, |m| m.1).to_bits(),
-                scale_bits: att.scale.to_bits(),
-                exp_scale_bits: att.exp_scale.to_bits(),
-                key_loop: j,
-                dot_loop: c,
-            }),
+            attention,
+        };
+        let kernel = if template {
+            kernel
+        } else {
+            pack_weights(&self.args, self.weight_bufs, simplify_loops(kernel))
+        };
+        // The launch's nodes: the ops and views computed inside it, root last.
+        let root = self.root;
+        let mut nodes: Vec<NodeId> = self
+            .counted
+            .iter()
+            .chain(&self.movement)
+            .copied()
+            .filter(|&n| n != root)
+            .collect();
+        nodes.sort_unstable();
+        nodes.dedup();
+        nodes.push(root);
+        Launch {
+            kernel: kernel.with_sequential_loops(),
+            args: self.args.iter().map(|(b, _)| *b).collect(),
+            nodes,
         }
-        .with_sequential_loops();
-        Ok(launch(
-            kernel,
-            &self.args,
-            &self.counted,
-            &self.movement,
-            self.root,
-        ))
     }
 
     fn build(mut self, idx: usize, out_buf: BufId) -> Result<Launch, LowerError> {
@@ -871,51 +883,7 @@ impl<'a> KernelBuilder<'a> {
             index: ident.offset(&root.shape.layout_strides()),
             value,
         };
-        let kernel = Kernel {
-            name: format!("k{idx}_{kind}"),
-            ops: self.ops,
-            args: self.args.iter().map(|(_, a)| a.clone()).collect(),
-            symbols: self.symbols.into_values().collect(),
-            loops,
-            exprs: self.exprs,
-            stores: vec![store],
-            pack_b: false,
-            attention: None,
-        };
-        let kernel = pack_weights(&self.args, self.weight_bufs, simplify_loops(kernel))
-            .with_sequential_loops();
-        Ok(launch(
-            kernel,
-            &self.args,
-            &self.counted,
-            &self.movement,
-            self.root,
-        ))
-    }
-}
-
-/// A launch of `kernel` over the builder's buffers; its nodes are the ops and views computed
-/// inside it, root last.
-fn launch(
-    kernel: Kernel,
-    args: &[(BufId, Arg)],
-    counted: &BTreeSet<NodeId>,
-    movement: &BTreeSet<NodeId>,
-    root: NodeId,
-) -> Launch {
-    let mut nodes: Vec<NodeId> = counted
-        .iter()
-        .chain(movement)
-        .copied()
-        .filter(|&n| n != root)
-        .collect();
-    nodes.sort_unstable();
-    nodes.dedup();
-    nodes.push(root);
-    Launch {
-        kernel,
-        args: args.iter().map(|(b, _)| *b).collect(),
-        nodes,
+        Ok(self.finish(format!("k{idx}_{kind}"), loops, store, None))
     }
 }
 

@@ -171,3 +171,40 @@ pub fn forward(
 ) -> Result<Tensor, GraphError> {
     Ok(forward_kv(cfg, w, g, tokens, &Context::Prefill { padding: None })?.0)
 }
+
+/// One decode step on its own graph: `tokens` `[batch, 1]` at symbolic position `pos` over
+/// caches `cache.{l}.k`/`.v` of `ctx` positions; returns the graph and the outputs a step
+/// realizes (logits, then each layer's key and value cache writes).
+pub fn decode_step_graph(
+    cfg: &LlamaConfig,
+    w: &Weights,
+    batch: usize,
+    ctx: usize,
+) -> Result<(Graph, Vec<Tensor>), GraphError> {
+    use cranegrad_graph::{DType, Symbol};
+    let g = Graph::new();
+    let pos = Symbol::new("pos", 0, ctx as i64 - 1)?;
+    let tokens = g.input("tokens", Shape::of(&[batch, 1]), DType::I32);
+    let shape = Shape::of(&[batch, ctx, cfg.kv_heads, cfg.head_dim]);
+    let caches: Vec<_> = (0..cfg.layers)
+        .map(|l| {
+            (
+                g.input(&format!("cache.{l}.k"), shape.clone(), DType::F32),
+                g.input(&format!("cache.{l}.v"), shape.clone(), DType::F32),
+            )
+        })
+        .collect();
+    let p = Dim::sym(&pos);
+    let step = Context::Decode {
+        pos: &p,
+        caches: &caches,
+        padding: None,
+    };
+    let (logits, writes) = forward_kv(cfg, w, &g, &tokens, &step)?;
+    let mut outs = vec![logits];
+    for (k, v) in writes {
+        outs.push(k);
+        outs.push(v);
+    }
+    Ok((g, outs))
+}

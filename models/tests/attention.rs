@@ -3,7 +3,7 @@
 //! three-kernel unfused-attention path on odd sizes, GQA and large-magnitude scores.
 
 use cranegrad_graph::{Bindings, Dim, Graph, Shape, Symbol, Tensor};
-use cranegrad_lower::{LowerOptions, lower};
+use cranegrad_lower::{LowerOptions, lower_tensors};
 use cranegrad_models::attention::{causal_attention, causal_attention_padded, full_attention};
 use cranegrad_runtime::{Feeds, Session, SessionOptions, interpret_tensors};
 
@@ -31,7 +31,7 @@ fn kernels(t: &Tensor, attention: bool) -> (usize, usize) {
         attention,
         ..Default::default()
     };
-    let l = t.graph().with(|d| lower(d, &[t.id()], opts)).unwrap();
+    let l = lower_tensors(&[t], opts).unwrap();
     let ls = &l.schedule.launches;
     (
         ls.len(),

@@ -1,7 +1,7 @@
 //! Which matrix the LM head multiplies by: `lm_head.weight` when the config unties the
 //! embeddings, the token embedding when it ties them (even if a head is stored, as HF does).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use cranegrad_models::Model;
 use cranegrad_models::loader::{HostTensor, MAX_POSITIONS, ModelConfig, WeightStore, load_model};
@@ -10,30 +10,9 @@ use cranegrad_models::run::logits;
 use cranegrad_runtime::{Session, SessionOptions};
 use safetensors::{Dtype, tensor::TensorView};
 
-fn td(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("testdata")
-        .join(rel)
-}
+mod common;
 
-/// A fresh directory under the system temp dir, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("cranegrad-heads-{}-{tag}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use common::{Scratch, td};
 
 /// Writes `store` as `dir/model.safetensors` (F32) next to `config` as `dir/config.json`.
 fn write_model(dir: &Path, config: &serde_json::Value, store: &WeightStore) {

@@ -2,30 +2,26 @@
 //! of whole models (the difference between the 4-layer `medium` and 2-layer `small` presets,
 //! which share every layer's structure, over the two extra layers).
 
-use cranegrad_graph::{DType, Dim, Graph, Shape, Symbol};
-use cranegrad_lower::{LowerOptions, lower};
+use cranegrad_graph::Tensor;
+use cranegrad_lower::{LowerOptions, lower_tensors};
 use cranegrad_models::Model;
-use cranegrad_models::llama::{Context, forward_kv};
+use cranegrad_models::llama::decode_step_graph;
 use cranegrad_models::loader::ModelConfig;
+
+/// Kernels of a schedule of `outs`.
+fn kernels(outs: &[&Tensor], fuse: bool) -> usize {
+    let opts = LowerOptions {
+        fuse,
+        ..Default::default()
+    };
+    lower_tensors(outs, opts).unwrap().schedule.launches.len()
+}
 
 /// Kernels of one prefill forward of `spec` (batch 2, seq 5).
 fn prefill(spec: &str, fuse: bool) -> usize {
     let model = Model::load(spec, 0).unwrap();
-    let (g, logits) = model.forward_graph(2, 5).unwrap();
-    g.with(|d| {
-        lower(
-            d,
-            &[logits.id()],
-            LowerOptions {
-                fuse,
-                ..Default::default()
-            },
-        )
-    })
-    .unwrap()
-    .schedule
-    .launches
-    .len()
+    let (_g, logits) = model.forward_graph(2, 5).unwrap();
+    kernels(&[&logits], fuse)
 }
 
 /// Kernels of one decode step of `spec` (batch 1, a 64-position cache).
@@ -34,45 +30,8 @@ fn decode(spec: &str, fuse: bool) -> usize {
     let ModelConfig::Llama(c) = &model.config else {
         panic!("{spec} is a llama preset");
     };
-    let g = Graph::new();
-    let ctx = 64;
-    let pos = Symbol::new("pos", 0, ctx as i64 - 1).unwrap();
-    let tokens = g.input("tokens", Shape::of(&[1, 1]), DType::I32);
-    let shape = Shape::of(&[1, ctx, c.kv_heads, c.head_dim]);
-    let caches: Vec<_> = (0..c.layers)
-        .map(|l| {
-            (
-                g.input(&format!("cache.{l}.k"), shape.clone(), DType::F32),
-                g.input(&format!("cache.{l}.v"), shape.clone(), DType::F32),
-            )
-        })
-        .collect();
-    let p = Dim::sym(&pos);
-    let ctx = Context::Decode {
-        pos: &p,
-        caches: &caches,
-        padding: None,
-    };
-    let (logits, writes) = forward_kv(c, &model.weights, &g, &tokens, &ctx).unwrap();
-    let mut outs = vec![logits.id()];
-    for (k, v) in &writes {
-        outs.push(k.id());
-        outs.push(v.id());
-    }
-    g.with(|d| {
-        lower(
-            d,
-            &outs,
-            LowerOptions {
-                fuse,
-                ..Default::default()
-            },
-        )
-    })
-    .unwrap()
-    .schedule
-    .launches
-    .len()
+    let (_g, outs) = decode_step_graph(c, &model.weights, 1, 64).unwrap();
+    kernels(&outs.iter().collect::<Vec<_>>(), fuse)
 }
 
 fn per_layer(count: impl Fn(&str) -> usize) -> usize {

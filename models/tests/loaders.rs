@@ -1,8 +1,7 @@
 //! Loader tests on the fixtures in `models/testdata` (copies of shared/models, see its README)
 //! and on deliberately truncated or corrupted copies written to a temp dir.
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::Path;
 
 use cranegrad_models::loader::{
     GenerationConfig, GgufFile, HostTensor, IntTensor, LlamaConfig, LoadError, MAX_POSITIONS,
@@ -14,50 +13,9 @@ use safetensors::{Dtype, tensor::TensorView};
 
 // ---------------------------------------------------------------- helpers
 
-fn td(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("testdata")
-        .join(rel)
-}
+mod common;
 
-/// A fresh directory under the system temp dir, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Self {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!(
-            "cranegrad-loaders-{}-{tag}-{n}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
-        let p = self.path(name);
-        std::fs::write(&p, bytes).unwrap();
-        p
-    }
-
-    fn copy(&self, from: &Path, name: &str) -> PathBuf {
-        let p = self.path(name);
-        std::fs::copy(from, &p).unwrap();
-        p
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use common::{Scratch, td};
 
 fn llama(cfg: &ModelConfig) -> &LlamaConfig {
     match cfg {

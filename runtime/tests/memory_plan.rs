@@ -6,28 +6,18 @@ mod common;
 use common::{check_all, rand_vec};
 use cranegrad_graph::{Bindings, Graph, Shape, Tensor};
 use cranegrad_lower::kernel::Access;
-use cranegrad_lower::{BufKind, LowerOptions, Schedule, lower};
+use cranegrad_lower::{BufKind, LowerOptions, Schedule, lower_tensors};
 use cranegrad_runtime::Feeds;
 use cranegrad_runtime::buffer::{ALIGN, AlignedBuf};
 use cranegrad_runtime::planner::{MemoryPlan, plan_memory};
 
 /// The unfused schedule of `outs` (one kernel per op, so every op boundary is a temporary).
 fn schedule(outs: &[&Tensor]) -> Schedule {
-    let ids: Vec<_> = outs.iter().map(|t| t.id()).collect();
-    outs[0]
-        .graph()
-        .with(|g| {
-            lower(
-                g,
-                &ids,
-                LowerOptions {
-                    fuse: false,
-                    ..Default::default()
-                },
-            )
-        })
-        .expect("lower")
-        .schedule
+    let opts = LowerOptions {
+        fuse: false,
+        ..Default::default()
+    };
+    lower_tensors(outs, opts).expect("lower").schedule
 }
 
 /// A temporary as the test sees it: buffer id, launch that writes it, last launch that reads

@@ -18,7 +18,7 @@ use cranegrad::benchmark::{
 use cranegrad::stats::{median, quantile};
 use cranegrad::workload::{default_input, sample_tokens};
 use cranegrad_graph::{Bindings, HostData, Tensor};
-use cranegrad_lower::{LowerOptions, lower};
+use cranegrad_lower::{LowerOptions, lower_tensors};
 use cranegrad_models::Model;
 use cranegrad_models::generate::Generator;
 use cranegrad_models::loader::ModelConfig;
@@ -255,22 +255,11 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
     let compile_spread = spread(&compile_us);
     let (flops, bytes) = work_estimate(&plan.lowered.schedule);
     let arena_bytes = prep.arena_bytes;
-    let ids = [out.id()];
-    let kernels_unfused = out
-        .graph()
-        .with(|g| {
-            lower(
-                g,
-                &ids,
-                LowerOptions {
-                    fuse: false,
-                    ..Default::default()
-                },
-            )
-        })?
-        .schedule
-        .launches
-        .len();
+    let unfused = LowerOptions {
+        fuse: false,
+        ..Default::default()
+    };
+    let kernels_unfused = lower_tensors(&[&out], unfused)?.schedule.launches.len();
 
     // Steady state.
     let pb = bar((a.warmup + iters) as u64, "forward");

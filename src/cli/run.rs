@@ -12,7 +12,7 @@ use cranegrad::builtins::{EXAMPLES, build_example};
 use cranegrad::stats::{median, quantile};
 use cranegrad::workload::{Workload, model_workload};
 use cranegrad_graph::{Bindings, graph_text};
-use cranegrad_lower::{LowerOptions, lower};
+use cranegrad_lower::{LowerOptions, lower_tensors};
 use cranegrad_runtime::{Session, SessionOptions};
 
 use super::table::{Table, write_json};
@@ -108,10 +108,8 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     let out = &ex.output;
     let ids = [out.id()];
     let count = |fuse: bool| -> anyhow::Result<usize> {
-        let l = out.graph().with(|g| {
-            let attention = !a.unfused_attention;
-            lower(g, &ids, LowerOptions { fuse, attention })
-        })?;
+        let attention = !a.unfused_attention;
+        let l = lower_tensors(&[out], LowerOptions { fuse, attention })?;
         Ok(l.schedule.launches.len())
     };
     let kernels_unfused = count(false)?;

@@ -10,6 +10,8 @@
 
 use cranegrad_graph::{BinaryOp, Dim, GraphData, Node, NodeId, Op, Shape};
 
+use super::fuse_gemm_prologue::is_row_broadcast;
+
 /// Follows permutes, reshapes and broadcasts (the views packing can read: no offset, no
 /// padding) down to an input that carries data (a weight).
 pub fn weight_base(g: &GraphData, n: NodeId) -> Option<NodeId> {
@@ -40,19 +42,10 @@ fn gain_vector(g: &GraphData, n: NodeId, k: &Dim) -> Option<NodeId> {
     }
 }
 
-/// The `[.., M, 1]` value a factor broadcasts along K, if it is one.
+/// The `[.., M, 1]` value a factor broadcasts along K (a K of at least 2), if it is one.
 fn row_factor(g: &GraphData, n: NodeId, shape: &Shape) -> Option<NodeId> {
-    if !matches!(g.node(n).op, Op::Expand) {
-        return None;
-    }
-    let src = g.inputs(n)[0];
-    let s = g.node(src).shape.dims();
-    let d = shape.dims();
-    let ok = s.len() == d.len()
-        && s.last().is_some_and(Dim::is_one)
-        && !d.last().is_some_and(Dim::is_one)
-        && s[..s.len() - 1] == d[..d.len() - 1];
-    ok.then_some(src)
+    let wide = !shape.dims().last().is_some_and(Dim::is_one);
+    (wide && &g.node(n).shape == shape && is_row_broadcast(g, n)).then(|| g.inputs(n)[0])
 }
 
 /// The factors of a product of products, up to two levels deep.

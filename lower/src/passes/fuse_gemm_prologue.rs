@@ -33,7 +33,7 @@ pub fn is_scaled_weight(g: &GraphData, n: NodeId) -> bool {
 }
 
 /// True for an expand of a `[.., M, 1]` value along the last axis.
-fn is_row_broadcast(g: &GraphData, n: NodeId) -> bool {
+pub fn is_row_broadcast(g: &GraphData, n: NodeId) -> bool {
     if !matches!(g.node(n).op, Op::Expand) {
         return false;
     }
@@ -42,6 +42,11 @@ fn is_row_broadcast(g: &GraphData, n: NodeId) -> bool {
     s.len() == d.len()
         && s.last().is_some_and(|x| x.is_one())
         && s[..s.len() - 1] == d[..d.len() - 1]
+}
+
+/// Rows of a `[.., M, N]` value: everything but its last axis.
+fn rows(shape: &cranegrad_graph::Shape) -> usize {
+    shape.max_numel() / shape.dims().last().map_or(1, |d| d.max_value().max(1))
 }
 
 /// True when `n`'s value is only appended to a cache (through affine reshapes).
@@ -180,11 +185,9 @@ pub fn is_gemm_row_statistic(g: &GraphData, n: NodeId) -> bool {
 /// output shape, weights (or scaled weights) of one shape as B, and fewer rows than one
 /// register block (decode's matrix-vector products). Measured on 256 x 768 SwiGLU weights:
 /// paired 0.027 ms against 0.039 ms for two kernels at 1 row, but 0.085 against 0.071 at 4
-/// rows and 0.83 against 0.67 at 64 (its 4-column epilogue runs twice as often per panel).
+/// rows and 0.83 against 0.67 at 64 (where the paired epilogue loses is not pinned down).
 pub fn pairable(g: &GraphData, a: NodeId, b: NodeId) -> bool {
-    let shape = &g.node(a).shape;
-    let rows = shape.max_numel() / shape.dims().last().map_or(1, |d| d.max_value().max(1));
-    if rows >= crate::kernel::GEMM_MR {
+    if rows(&g.node(a).shape) >= crate::kernel::GEMM_MR {
         return false;
     }
     let (ia, ib) = (g.inputs(a), g.inputs(b));
@@ -284,12 +287,11 @@ pub fn fuse_gemm_prologues(g: &GraphData, order: &[NodeId], outputs: &[NodeId], 
                     if out.rank() != rank || a.len() != rank {
                         return false;
                     }
-                    let rows = out.max_numel() / out.dims()[rank - 1].max_value().max(1);
                     a.len() == rank
                         && a[..rank - 1] == x[..rank - 1]
                         && a[rank - 1] == x[rank - 1]
                         && out.is_static()
-                        && rows <= GEMM_MAX_STAT_ROWS
+                        && rows(out) <= GEMM_MAX_STAT_ROWS
                 })
         };
         if roots.iter().all(|&r| fits(r)) {
