@@ -17,89 +17,96 @@ use crate::stats::{median, quantile};
 pub fn work_estimate(s: &Schedule) -> (f64, f64) {
     let (mut flops, mut bytes) = (0f64, 0f64);
     for l in &s.launches {
-        let k = &l.kernel;
-        let outs = k.output_loops();
-        let out: f64 = outs.iter().map(|lp| lp.extent.max_value() as f64).product();
-        let reds: Vec<usize> = (outs.len()..k.loops.len()).collect();
-        let uses = |a: &cranegrad_lower::affine::Affine, v: usize| a.coeff(v) != 0;
-        // Reduce variable each expression runs under, if any.
-        let mut under: Vec<Option<usize>> = Vec::with_capacity(k.exprs.len());
-        let mut per_row = true;
-        for e in &k.exprs {
-            let own = match e {
-                Expr::Load { index, .. } | Expr::Gather { index, .. } | Expr::Index(index) => {
-                    reds.iter().copied().find(|&r| uses(index, r))
+        bytes += l
+            .kernel
+            .args
+            .iter()
+            .map(|a| a.len as f64 * 4.0)
+            .sum::<f64>();
+        for k in l.kernel.bodies() {
+            let outs = k.output_loops();
+            let out: f64 = outs.iter().map(|lp| lp.extent.max_value() as f64).product();
+            let reds: Vec<usize> = (outs.len()..k.loops.len()).collect();
+            let uses = |a: &cranegrad_lower::affine::Affine, v: usize| a.coeff(v) != 0;
+            // Reduce variable each expression runs under, if any.
+            let mut under: Vec<Option<usize>> = Vec::with_capacity(k.exprs.len());
+            let mut per_row = true;
+            for e in &k.exprs {
+                let own = match e {
+                    Expr::Load { index, .. } | Expr::Gather { index, .. } | Expr::Index(index) => {
+                        reds.iter().copied().find(|&r| uses(index, r))
+                    }
+                    _ => None,
+                };
+                if let (Some(_), Expr::Load { index, .. }) = (own, e)
+                    && let Some(lv) = outs.len().checked_sub(1)
+                    && uses(index, lv)
+                {
+                    per_row = false;
                 }
-                _ => None,
-            };
-            if let (Some(_), Expr::Load { index, .. }) = (own, e)
-                && let Some(lv) = outs.len().checked_sub(1)
-                && uses(index, lv)
-            {
-                per_row = false;
+                let v = match e {
+                    Expr::Reduce { var, .. } => Some(*var),
+                    // A reduced value is outside its loop: its users are not under it.
+                    _ => own.or_else(|| {
+                        e.operands()
+                            .iter()
+                            .filter(|&&o| !matches!(k.exprs[o], Expr::Reduce { .. }))
+                            .find_map(|&o| under[o])
+                    }),
+                };
+                under.push(v);
             }
-            let v = match e {
-                Expr::Reduce { var, .. } => Some(*var),
-                // A reduced value is outside its loop: its users are not under it.
-                _ => own.or_else(|| {
-                    e.operands()
-                        .iter()
-                        .filter(|&&o| !matches!(k.exprs[o], Expr::Reduce { .. }))
-                        .find_map(|&o| under[o])
-                }),
+            let row_len = outs.last().map_or(1.0, |lp| lp.extent.max_value() as f64);
+            let ext = |v: usize| k.loops[v].extent.max_value() as f64;
+            let arith = |e: &Expr| {
+                matches!(
+                    e,
+                    Expr::Unary { .. }
+                        | Expr::Binary { .. }
+                        | Expr::Reduce { .. }
+                        | Expr::Where { .. }
+                )
             };
-            under.push(v);
-        }
-        let row_len = outs.last().map_or(1.0, |lp| lp.extent.max_value() as f64);
-        let ext = |v: usize| k.loops[v].extent.max_value() as f64;
-        let arith = |e: &Expr| {
-            matches!(
-                e,
-                Expr::Unary { .. } | Expr::Binary { .. } | Expr::Reduce { .. } | Expr::Where { .. }
-            )
-        };
-        // Templates: count what the generated code does, not the IR's loop nest (a folded
-        // gain costs nothing per call; a norm's statistic is once per row, not per output).
-        if let Some(a) = &k.attention {
-            let (keys, dot) = (ext(a.key_loop), ext(a.dot_loop));
-            // Per query row and key: the dot product, the weight (about 8 ops) and the
-            // accumulator update.
-            flops += out / row_len * keys * (2.0 * dot + 8.0 + 2.0 * row_len);
-            bytes += k.args.iter().map(|a| a.len as f64 * 4.0).sum::<f64>();
-            continue;
-        }
-        if let Some(g) = k.gemm() {
-            let kk = ext(g.k_loop);
-            let products = if g.pair.is_some() { 2.0 } else { 1.0 };
-            flops += 2.0 * products * out * kk;
-            if g.row_reduce.is_some() {
-                flops += 2.0 * out / row_len * kk;
-            }
-            flops += k
-                .exprs
-                .iter()
-                .zip(&under)
-                .filter(|(e, u)| u.is_none() && arith(e))
-                .count() as f64
-                * out;
-            bytes += k.args.iter().map(|a| a.len as f64 * 4.0).sum::<f64>();
-            continue;
-        }
-        let inner_scale = if per_row && !reds.is_empty() {
-            out / row_len
-        } else {
-            out
-        };
-        for (e, u) in k.exprs.iter().zip(&under) {
-            if !arith(e) {
+            // Templates: count what the generated code does, not the IR's loop nest (a folded
+            // gain costs nothing per call; a norm's statistic is once per row, not per output).
+            if let Some(a) = &k.attention {
+                let (keys, dot) = (ext(a.key_loop), ext(a.dot_loop));
+                // Per query row and key: the dot product, the weight (about 8 ops) and the
+                // accumulator update.
+                flops += out / row_len * keys * (2.0 * dot + 8.0 + 2.0 * row_len);
                 continue;
             }
-            flops += match u {
-                Some(r) => inner_scale * k.loops[*r].extent.max_value() as f64,
-                None => out,
+            if let Some(g) = k.gemm() {
+                let kk = ext(g.k_loop);
+                let products = if g.pair.is_some() { 2.0 } else { 1.0 };
+                flops += 2.0 * products * out * kk;
+                if g.row_reduce.is_some() {
+                    flops += 2.0 * out / row_len * kk;
+                }
+                flops += k
+                    .exprs
+                    .iter()
+                    .zip(&under)
+                    .filter(|(e, u)| u.is_none() && arith(e))
+                    .count() as f64
+                    * out;
+                continue;
+            }
+            let inner_scale = if per_row && !reds.is_empty() {
+                out / row_len
+            } else {
+                out
             };
+            for (e, u) in k.exprs.iter().zip(&under) {
+                if !arith(e) {
+                    continue;
+                }
+                flops += match u {
+                    Some(r) => inner_scale * k.loops[*r].extent.max_value() as f64,
+                    None => out,
+                };
+            }
         }
-        bytes += k.args.iter().map(|a| a.len as f64 * 4.0).sum::<f64>();
     }
     (flops, bytes)
 }

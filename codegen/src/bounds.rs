@@ -34,6 +34,9 @@ fn range(k: &Kernel, a: &Affine) -> (i64, i64) {
 
 /// Fails when any unguarded access of `k` can leave its buffer.
 pub fn check_bounds(k: &Kernel) -> Result<(), CodegenError> {
+    if !k.parts.is_empty() {
+        return k.parts.iter().try_for_each(check_bounds);
+    }
     let bad_var = |a: &Affine| a.terms.iter().find(|t| t.0 >= k.loops.len()).map(|t| t.0);
     let indices = k.exprs.iter().filter_map(|e| match e {
         Expr::Load { index, .. } | Expr::Gather { index, .. } | Expr::Index(index) => Some(index),

@@ -197,13 +197,53 @@ pub fn emit_kernel(
     let symv: Vec<Value> = (0..k.symbols.len())
         .map(|i| b.ins().load(types::I64, ro, syms, (8 * i) as i32))
         .collect();
+    if k.parts.is_empty() {
+        emit_body(k, &mut b, &ptrs, &symv, start, end);
+    } else {
+        // Each part runs the slice of [start, end) that falls in its units.
+        let mut offset = 0i64;
+        for (part, units) in k.parts.iter().zip(k.part_units()) {
+            let units = units as i64;
+            let zero = b.ins().iconst(types::I64, 0);
+            let top = b.ins().iconst(types::I64, units);
+            let local = |b: &mut FunctionBuilder, x: Value| {
+                let x = b.ins().iadd_imm_s(x, -offset);
+                let x = b.ins().smax(x, zero);
+                b.ins().smin(x, top)
+            };
+            let (lo, hi) = (local(&mut b, start), local(&mut b, end));
+            let (run, next) = (b.create_block(), b.create_block());
+            let c = b.ins().icmp(IntCC::SignedLessThan, lo, hi);
+            b.ins().brif(c, run, &[], next, &[]);
+            b.switch_to_block(run);
+            b.seal_block(run);
+            emit_body(part, &mut b, &ptrs, &symv, lo, hi);
+            b.ins().jump(next, &[]);
+            b.switch_to_block(next);
+            b.seal_block(next);
+            offset += units;
+        }
+    }
+    b.ins().return_(&[]);
+    b.finalize(frontend);
+}
+
+/// Emits one kernel body (a whole kernel, or a part of a group) over units `[start, end)`.
+fn emit_body(
+    k: &Kernel,
+    b: &mut FunctionBuilder,
+    ptrs: &[Value],
+    symv: &[Value],
+    start: Value,
+    end: Value,
+) {
     let ph = phases(k);
     let along = (0..k.loops.len()).map(|j| along_ok(k, &ph, j)).collect();
     let row = is_row_kernel(k, &ph);
     let mut em = Emitter {
         k,
-        ptrs,
-        syms: symv,
+        ptrs: ptrs.to_vec(),
+        syms: symv.to_vec(),
         phases: ph,
         layout: choose_layout(k),
         along,
@@ -214,19 +254,15 @@ pub fn emit_kernel(
     if row && let Some(lv) = k.output_loops().len().checked_sub(1) {
         em.rescale = crate::rescale::find_rescale(k, &k.depends_on(lv));
     }
-    let extents: Vec<Value> = k.loops.iter().map(|l| em.dim(&mut b, &l.extent)).collect();
+    let extents: Vec<Value> = k.loops.iter().map(|l| em.dim(b, &l.extent)).collect();
     let n_out = k.output_loops().len();
     let mut vars: Vec<Option<Value>> = vec![None; k.loops.len()];
     if let Some(a) = &k.attention {
-        em.attention(&mut b, a, &mut vars, &extents, start, end);
-        b.ins().return_(&[]);
-        b.finalize(frontend);
+        em.attention(b, a, &mut vars, &extents, start, end);
         return;
     }
     if let Some(g) = k.gemm() {
-        em.gemm(&mut b, &g, &mut vars, &extents, start, end);
-        b.ins().return_(&[]);
-        b.finalize(frontend);
+        em.gemm(b, &g, &mut vars, &extents, start, end);
         return;
     }
     match n_out {
@@ -237,23 +273,21 @@ pub fn emit_kernel(
             b.ins().brif(c, body, &[], done, &[]);
             b.switch_to_block(body);
             b.seal_block(body);
-            em.point(&mut b, &mut vars, &extents, false);
+            em.point(b, &mut vars, &extents, false);
             b.ins().jump(done, &[]);
             b.switch_to_block(done);
             b.seal_block(done);
         }
-        1 => em.inner_loops(&mut b, &mut vars, &extents, start, end),
+        1 => em.inner_loops(b, &mut vars, &extents, start, end),
         _ => {
             let outer = n_out - 1;
-            emit_loop(&mut b, start, end, 1, |b, f| {
+            emit_loop(b, start, end, 1, |b, f| {
                 split_flat(b, f, &extents, outer, &mut vars);
                 let z = b.ins().iconst(types::I64, 0);
                 em.inner_loops(b, &mut vars, &extents, z, extents[outer]);
             });
         }
     }
-    b.ins().return_(&[]);
-    b.finalize(frontend);
 }
 
 /// Sets loop variables `0..n` from a flat row-major index over their extents: how the ABI's

@@ -223,6 +223,11 @@ pub struct Kernel {
     /// A flash-attention kernel: the template computes the stored value (see
     /// [`AttentionSpec`]).
     pub attention: Option<AttentionSpec>,
+    /// A horizontal fusion (see `fuse_sibling_gemms`): independent GEMMs reading the same A,
+    /// one function over one parallel range holding their work units back to back. Each part's
+    /// argument and symbol slots are this kernel's; a group has no loops or body of its own.
+    /// Empty for every other kernel.
+    pub parts: Vec<Kernel>,
 }
 
 /// A flash-attention kernel. Its loops are the output's (query rows, then the value column
@@ -659,9 +664,45 @@ impl Kernel {
             .find(|(_, l)| l.kind == LoopKind::Reduce)
     }
 
+    /// Renumbers argument slots (`map[old] = new`) for a kernel that becomes a part of a
+    /// group with these arguments and symbols.
+    pub fn rebind(&mut self, map: &[usize], args: &[Arg], symbols: &[Symbol]) {
+        for e in &mut self.exprs {
+            if let Expr::Load { arg, .. } | Expr::Gather { arg, .. } = e {
+                *arg = map[*arg];
+            }
+        }
+        for st in &mut self.stores {
+            st.arg = map[st.arg];
+        }
+        self.args = args.to_vec();
+        self.symbols = symbols.to_vec();
+    }
+
+    /// The kernels whose bodies this one runs: its parts for a group, else itself.
+    pub fn bodies(&self) -> &[Kernel] {
+        if self.parts.is_empty() {
+            std::slice::from_ref(self)
+        } else {
+            &self.parts
+        }
+    }
+
+    /// Work units of each part of a group, in range order (every part is a static GEMM).
+    pub fn part_units(&self) -> Vec<usize> {
+        self.parts
+            .iter()
+            .map(|p| p.parallel_dims().iter().map(Dim::max_value).product())
+            .collect()
+    }
+
     /// The range the ABI's `[start, end)` spans: the product of all output loops but the
-    /// innermost, or the innermost itself for a one-loop kernel (1 for a scalar kernel).
+    /// innermost, or the innermost itself for a one-loop kernel (1 for a scalar kernel); a
+    /// group's parts' units back to back.
     pub fn parallel_dims(&self) -> Vec<Dim> {
+        if !self.parts.is_empty() {
+            return vec![Dim::Const(self.part_units().iter().sum())];
+        }
         if let Some(g) = self.gemm() {
             // Units of (column panel, row block), panel-major: each thread streams its own
             // panels of B once.
@@ -725,6 +766,22 @@ impl Kernel {
         for (i, sym) in self.symbols.iter().enumerate() {
             let _ = writeln!(s, "  sym{i}: {sym}");
         }
+        for (p, part) in self.parts.iter().enumerate() {
+            let _ = writeln!(s, "  part {p}");
+            let mut body = String::new();
+            if part.pack_b {
+                body.push_str("  gemm b: packed panels [N/8, K, 8]\n");
+            }
+            part.write_nest(&mut body);
+            for line in body.lines() {
+                let _ = writeln!(s, "  {line}");
+            }
+        }
+        self.write_nest(s);
+    }
+
+    /// The loop nest, body and stores (a part of a group shares the group's slots).
+    fn write_nest(&self, s: &mut String) {
         for (i, l) in self.loops.iter().enumerate() {
             let kind = match l.kind {
                 LoopKind::Parallel => "parallel",

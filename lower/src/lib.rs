@@ -150,13 +150,23 @@ pub fn lower(
         });
     }
     let t = Instant::now();
-    let schedule = schedule::build_schedule(&g, &outs, &fusion)?;
+    let mut schedule = schedule::build_schedule(&g, &outs, &fusion)?;
     stats.push(PassStat {
         name: "build_schedule",
         changed: schedule.launches.len(),
         nodes: g.g.node_count(),
         micros: t.elapsed().as_secs_f64() * 1e6,
     });
+    if opts.fuse {
+        let t = Instant::now();
+        let merged = fuse_sibling_gemms::fuse_sibling_gemms(&mut schedule);
+        stats.push(PassStat {
+            name: "fuse_sibling_gemms",
+            changed: merged,
+            nodes: g.g.node_count(),
+            micros: t.elapsed().as_secs_f64() * 1e6,
+        });
+    }
     Ok(Lowered {
         graph: g,
         outputs: outs,

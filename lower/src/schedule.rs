@@ -808,6 +808,7 @@ impl<'a> KernelBuilder<'a> {
             stores: vec![store],
             pack_b: false,
             attention,
+            parts: Vec::new(),
         };
         let kernel = if template {
             kernel
@@ -900,6 +901,25 @@ pub fn pattern(k: &Kernel) -> String {
         .iter()
         .filter(|l| l.kind == LoopKind::Reduce)
         .count();
+    if !k.parts.is_empty() {
+        // Equal patterns once, with their count.
+        let mut each: Vec<(String, usize)> = Vec::new();
+        for p in k.parts.iter().map(pattern) {
+            match each.iter_mut().find(|(q, _)| *q == p) {
+                Some((_, n)) => *n += 1,
+                None => each.push((p, 1)),
+            }
+        }
+        let each: Vec<String> = each
+            .into_iter()
+            .map(|(p, n)| if n > 1 { format!("{n} x {p}") } else { p })
+            .collect();
+        return format!(
+            "{} sibling GEMMs of one A in one kernel: {}",
+            k.parts.len(),
+            each.join("; ")
+        );
+    }
     if k.attention.is_some() {
         return "flash attention (one kernel: scores, mask, online softmax, @ v)".into();
     }

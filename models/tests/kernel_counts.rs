@@ -50,9 +50,9 @@ fn kernels_per_llama_layer() {
         "kernels per layer: prefill {fused} fused / {unfused} unfused, \
          decode {fused_decode} fused / {unfused_decode} unfused"
     );
-    assert!(fused <= 9, "prefill: {fused} kernels per layer");
+    assert!(fused <= 7, "prefill: {fused} kernels per layer");
     assert!(
-        fused_decode <= 11,
+        fused_decode <= 6,
         "decode: {fused_decode} kernels per layer"
     );
     assert!(unfused >= 4 * fused);

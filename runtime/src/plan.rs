@@ -37,10 +37,11 @@ struct LaunchInfo {
     parallel: Vec<cranegrad_graph::Dim>,
     /// Chunk alignment of the range split.
     align: i64,
-    /// All loop extents (their product is the work estimate).
-    loops: Vec<cranegrad_graph::Dim>,
-    /// How a GEMM reads B from packed panels.
-    packed_b: Option<PackedB>,
+    /// Per body (one, or each part of a group), all loop extents: the work estimate is the
+    /// sum of their products.
+    work: Vec<Vec<cranegrad_graph::Dim>>,
+    /// How each GEMM body reads B from packed panels.
+    packed_b: Vec<PackedB>,
 }
 
 /// A GEMM's packed B operand.
@@ -59,6 +60,12 @@ struct PackedB {
     /// The second weight of a paired GEMM: (slot, transposed, scale slot).
     pair: Option<(usize, bool, Option<usize>)>,
 }
+
+/// Packed panels with the addresses of the weights they were made from.
+type PackedMemo = ([usize; 4], Arc<AlignedBuf>);
+
+/// The weights one packed B is made from, with its K and N.
+pub(crate) type PackSources<'a> = (Vec<PackInput<'a>>, usize, usize);
 
 /// One kernel launch as measured by a profiled run.
 #[derive(Clone, Copy, Debug)]
@@ -89,24 +96,35 @@ pub struct Plan {
     /// Launch timings of profiled runs (cleared by the caller).
     pub timings: Vec<KernelTiming>,
     epoch: std::time::Instant,
-    /// Per launch, the packed B of the last run and the addresses of the weights it was
-    /// packed from: a replay with the same weights (every decode step) reuses it without a
-    /// pack-cache lookup. The addresses stay unique: the session's pack cache, which never
-    /// drops an entry, keeps those weights alive.
-    packed_memo: Vec<Option<([usize; 4], Arc<AlignedBuf>)>>,
+    /// Per launch and packed B, the panels of the last run and the addresses of the weights
+    /// they were packed from: a replay with the same weights (every decode step) reuses them
+    /// without a pack-cache lookup. The addresses stay unique: the session's pack cache,
+    /// which never drops an entry, keeps those weights alive.
+    packed_memo: Vec<Vec<Option<PackedMemo>>>,
 }
 
 impl Plan {
-    /// The weights launch `li` reads from packed panels (one, or two for a paired GEMM) with
-    /// their K and N, each buffer resolved by `weight`; `None` when the launch packs nothing.
+    /// Per packed B of launch `li`, the weights it is packed from (one, or two for a paired
+    /// GEMM) with its K and N, each buffer resolved by `weight`.
     pub(crate) fn pack_inputs<'a>(
         &self,
         li: usize,
+        weight: impl Fn(usize) -> Option<&'a HostData> + Copy,
+    ) -> Result<Vec<PackSources<'a>>, RuntimeError> {
+        self.infos[li]
+            .packed_b
+            .iter()
+            .map(|&pb| self.pack_sources(li, pb, weight))
+            .collect()
+    }
+
+    /// The weights of one packed B of launch `li`.
+    fn pack_sources<'a>(
+        &self,
+        li: usize,
+        pb: PackedB,
         weight: impl Fn(usize) -> Option<&'a HostData>,
-    ) -> Result<Option<(Vec<PackInput<'a>>, usize, usize)>, RuntimeError> {
-        let Some(pb) = self.infos[li].packed_b else {
-            return Ok(None);
-        };
+    ) -> Result<PackSources<'a>, RuntimeError> {
         let l = &self.lowered.schedule.launches[li];
         let get = |slot: usize| {
             weight(l.args[slot]).ok_or_else(|| {
@@ -138,7 +156,7 @@ impl Plan {
                 scale: scale(s)?,
             });
         }
-        Ok(Some((sources, pb.k, pb.n)))
+        Ok((sources, pb.k, pb.n))
     }
 
     /// Compiles every kernel of `lowered` (through the cache) and allocates its memory.
@@ -155,29 +173,38 @@ impl Plan {
                 cache_hit: c.hit,
             });
         }
-        let infos = sched
+        let infos: Vec<LaunchInfo> = sched
             .launches
             .iter()
             .map(|l| {
                 let k = &l.kernel;
-                let packed_b = k.gemm().filter(|_| k.pack_b).map(|g| PackedB {
-                    slot: k.b_arg(&g).unwrap_or(0),
-                    k: k.loops[g.k_loop].extent.max_value(),
-                    n: g.cols,
-                    transposed: g.b_transposed,
-                    scale: k.b_scale_arg(&g),
-                    pair: g.pair.map(|p| {
-                        (
-                            k.load_arg(p.b).unwrap_or(0),
-                            p.b_transposed,
-                            p.b_scale.and_then(|e| k.load_arg(e)),
-                        )
-                    }),
-                });
+                let packed_b = k
+                    .bodies()
+                    .iter()
+                    .filter_map(|k| k.gemm().filter(|_| k.pack_b).map(|g| (k, g)))
+                    .map(|(k, g)| PackedB {
+                        slot: k.b_arg(&g).unwrap_or(0),
+                        k: k.loops[g.k_loop].extent.max_value(),
+                        n: g.cols,
+                        transposed: g.b_transposed,
+                        scale: k.b_scale_arg(&g),
+                        pair: g.pair.map(|p| {
+                            (
+                                k.load_arg(p.b).unwrap_or(0),
+                                p.b_transposed,
+                                p.b_scale.and_then(|e| k.load_arg(e)),
+                            )
+                        }),
+                    })
+                    .collect();
                 LaunchInfo {
                     parallel: k.parallel_dims(),
                     align: if k.parallel_over_inner() { 16 } else { 1 },
-                    loops: k.loops.iter().map(|lp| lp.extent.clone()).collect(),
+                    work: k
+                        .bodies()
+                        .iter()
+                        .map(|k| k.loops.iter().map(|lp| lp.extent.clone()).collect())
+                        .collect(),
                     packed_b,
                 }
             })
@@ -195,7 +222,7 @@ impl Plan {
                 outputs.insert(i, Arc::new(AlignedBuf::zeroed(b.len())));
             }
         }
-        let funcs_len = funcs.len();
+        let packed_memo = infos.iter().map(|i| vec![None; i.packed_b.len()]).collect();
         Ok(Plan {
             lowered,
             memory,
@@ -208,7 +235,7 @@ impl Plan {
             profile: false,
             timings: Vec::new(),
             epoch: std::time::Instant::now(),
-            packed_memo: vec![None; funcs_len],
+            packed_memo,
         })
     }
 
@@ -310,30 +337,28 @@ impl Plan {
         }
         // Packed weights for GEMM kernels that read B from panels.
         for li in 0..sched.launches.len() {
-            let Some(pb) = self.infos[li].packed_b else {
-                continue;
-            };
-            let args = &sched.launches[li].args;
-            let addr = |slot: Option<usize>| {
-                slot.and_then(|s| bound.get(&args[s]))
-                    .map_or(0, |d| d.as_words().as_ptr() as usize)
-            };
-            let pair = pb.pair.map(|p| (p.0, p.2));
-            let key = [
-                addr(Some(pb.slot)),
-                addr(pb.scale),
-                addr(pair.map(|p| p.0)),
-                addr(pair.and_then(|p| p.1)),
-            ];
-            if self.packed_memo[li]
-                .as_ref()
-                .is_some_and(|(k, _)| *k == key)
-            {
-                continue;
-            }
-            let weight = |buf: usize| bound.get(&buf);
-            if let Some((sources, k, n)) = self.pack_inputs(li, weight)? {
-                self.packed_memo[li] = Some((key, packs.get(&sources, k, n)));
+            for (pi, &pb) in self.infos[li].packed_b.iter().enumerate() {
+                let args = &sched.launches[li].args;
+                let addr = |slot: Option<usize>| {
+                    slot.and_then(|s| bound.get(&args[s]))
+                        .map_or(0, |d| d.as_words().as_ptr() as usize)
+                };
+                let pair = pb.pair.map(|p| (p.0, p.2));
+                let key = [
+                    addr(Some(pb.slot)),
+                    addr(pb.scale),
+                    addr(pair.map(|p| p.0)),
+                    addr(pair.and_then(|p| p.1)),
+                ];
+                if self.packed_memo[li][pi]
+                    .as_ref()
+                    .is_some_and(|(k, _)| *k == key)
+                {
+                    continue;
+                }
+                let weight = |buf: usize| bound.get(&buf);
+                let (sources, k, n) = self.pack_sources(li, pb, weight)?;
+                self.packed_memo[li][pi] = Some((key, packs.get(&sources, k, n)));
             }
         }
         let mut args: Vec<*mut u8> = Vec::new();
@@ -342,8 +367,10 @@ impl Plan {
             args.clear();
             args.extend(l.args.iter().map(|&b| ptrs[b]));
             let info = &self.infos[li];
-            if let (Some((_, p)), Some(pb)) = (&self.packed_memo[li], info.packed_b) {
-                args[pb.slot] = p.as_mut_ptr();
+            for (memo, pb) in self.packed_memo[li].iter().zip(&info.packed_b) {
+                if let Some((_, p)) = memo {
+                    args[pb.slot] = p.as_mut_ptr();
+                }
             }
             syms.clear();
             syms.extend(l.kernel.symbols.iter().map(|s| bindings[&s.name]));
@@ -352,11 +379,13 @@ impl Plan {
                 .iter()
                 .map(|d| d.eval(bindings))
                 .product::<Result<usize, _>>()?;
-            let work: usize = info
-                .loops
-                .iter()
-                .map(|d| d.eval(bindings))
-                .product::<Result<usize, _>>()?;
+            let mut work = 0usize;
+            for body in &info.work {
+                work += body
+                    .iter()
+                    .map(|d| d.eval(bindings))
+                    .product::<Result<usize, _>>()?;
+            }
             let align = info.align;
             let threads = if work < PARALLEL_MIN_WORK {
                 1

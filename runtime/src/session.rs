@@ -236,11 +236,13 @@ impl Session {
         let mut matrices = 0;
         for li in 0..sched.launches.len() {
             // An input that cannot be resolved yet is left for the run to report.
-            let Ok(Some((sources, k, n))) = plan.pack_inputs(li, resolve) else {
+            let Ok(all) = plan.pack_inputs(li, resolve) else {
                 continue;
             };
-            self.packs.get(&sources, k, n);
-            matrices += 1;
+            for (sources, k, n) in all {
+                self.packs.get(&sources, k, n);
+                matrices += 1;
+            }
         }
         Ok(PackStats {
             matrices,

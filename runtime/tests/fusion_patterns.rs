@@ -185,35 +185,49 @@ fn rmsnorm_matmul_of_tiny_and_huge_rows_stays_finite() {
 }
 
 #[test]
-fn shared_norm_feeds_each_projection_its_own_fused_kernel() {
-    // Three projections of one normalised input (q, k, v): three kernels, no norm kernel.
-    let g = Graph::new();
-    let x = g
-        .input_with_data("x", Shape::of(&[2, 5, 32]), rand_vec(320, 1, 2.0))
-        .unwrap();
-    let gain = g
-        .input_with_data("g", Shape::of(&[32]), rand_vec(32, 2, 1.0))
-        .unwrap();
-    let xn = x.rms_norm(&gain, 1e-5).unwrap();
-    let outs: Vec<Tensor> = (0..3)
-        .map(|i| {
-            let w = g
-                .input_with_data(
-                    &format!("w{i}"),
-                    Shape::of(&[16, 32]),
-                    rand_vec(512, 10 + i, 1.0),
-                )
-                .unwrap();
-            xn.matmul(&w.transpose(0, 1).unwrap()).unwrap()
-        })
-        .collect();
-    let ids: Vec<_> = outs.iter().map(|t| t.id()).collect();
-    let lowered = g
-        .with(|gd| lower(gd, &ids, LowerOptions::default()))
-        .unwrap();
-    assert_eq!(lowered.schedule.launches.len(), 3);
-    let refs: Vec<&Tensor> = outs.iter().collect();
-    check_all(&refs, &Feeds::new(), &Bindings::new(), 1e-4, 1e-4);
+fn shared_norm_feeds_sibling_projections_in_one_kernel() {
+    // Three projections of one normalised input (q, k, v, GQA-like widths, odd sizes): one
+    // kernel of three GEMM parts, each with the norm in its prologue; no norm kernel.
+    for &(rows, k, ns) in &[
+        (10usize, 32usize, [16usize, 8, 8]),
+        (1, 33, [17, 5, 5]),
+        (17, 40, [33, 100, 3]),
+    ] {
+        let g = Graph::new();
+        let x = g
+            .input_with_data("x", Shape::of(&[rows, k]), rand_vec(rows * k, 1, 2.0))
+            .unwrap();
+        let gain = g
+            .input_with_data("g", Shape::of(&[k]), rand_vec(k, 2, 1.0))
+            .unwrap();
+        let xn = x.rms_norm(&gain, 1e-5).unwrap();
+        let outs: Vec<Tensor> = (0..3)
+            .map(|i| {
+                let w = g
+                    .input_with_data(
+                        &format!("w{i}"),
+                        Shape::of(&[ns[i], k]),
+                        rand_vec(ns[i] * k, 10 + i as u64, 1.0),
+                    )
+                    .unwrap();
+                xn.matmul(&w.transpose(0, 1).unwrap()).unwrap()
+            })
+            .collect();
+        let ids: Vec<_> = outs.iter().map(|t| t.id()).collect();
+        let lowered = g
+            .with(|gd| lower(gd, &ids, LowerOptions::default()))
+            .unwrap();
+        let launches = &lowered.schedule.launches;
+        assert_eq!(launches.len(), 1, "{}", lowered.schedule.text());
+        let parts = &launches[0].kernel.parts;
+        assert_eq!(parts.len(), 3);
+        for p in parts {
+            let gm = p.gemm().expect("each part runs as a GEMM");
+            assert!(gm.row_reduce.is_some(), "the norm runs in every part");
+        }
+        let refs: Vec<&Tensor> = outs.iter().collect();
+        check_all(&refs, &Feeds::new(), &Bindings::new(), 1e-4, 1e-4);
+    }
 }
 
 #[test]
