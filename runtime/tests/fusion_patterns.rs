@@ -116,8 +116,8 @@ fn matmul_epilogues_are_one_kernel() {
         .add(&r)
         .unwrap();
     assert_eq!(kernels(&y), 1);
-    // SwiGLU: silu(x @ Wg) * (x @ Wu) over 5 rows — the gate stores its rows and the up
-    // projection's kernel applies silu(gate) * up in its store (pairing is for fewer rows).
+    // SwiGLU: silu(x @ Wg) * (x @ Wu) over 5 rows — one paired GEMM with silu(gate) * up in
+    // its store.
     let wu = g
         .input_with_data("wu", Shape::of(&[33, 17]), rand_vec(561, 5, 1.0))
         .unwrap();
@@ -128,7 +128,7 @@ fn matmul_epilogues_are_one_kernel() {
         .unwrap()
         .mul(&x.matmul(&wu).unwrap())
         .unwrap();
-    assert_eq!(kernels(&sw), 2);
+    assert_eq!(kernels(&sw), 1);
     check_all(&[&y, &sw], &Feeds::new(), &Bindings::new(), 1e-4, 1e-4);
 }
 
@@ -231,10 +231,10 @@ fn shared_norm_feeds_sibling_projections_in_one_kernel() {
 }
 
 #[test]
-fn rmsnorm_swiglu_is_one_paired_gemm_below_four_rows() {
+fn rmsnorm_swiglu_is_one_paired_gemm() {
     // silu(rms_norm(x) @ Wg) * (rms_norm(x) @ Wu) with nn.Linear weights, odd sizes: one
-    // paired GEMM for 1-3 rows (decode), the gate and the up projection with silu(gate) * up
-    // in its store from 4 rows on.
+    // paired GEMM with the norm in its prologue and silu(gate) * up in its store, at every
+    // row count (decode's one row to prefill's many).
     for &(rows, k, n) in &[
         (1usize, 33usize, 17usize),
         (3, 64, 100),
@@ -262,16 +262,14 @@ fn rmsnorm_swiglu_is_one_paired_gemm_below_four_rows() {
             .with(|gd| lower(gd, &[y.id()], LowerOptions::default()))
             .unwrap();
         let launches = &lowered.schedule.launches;
-        let paired = rows < 4;
-        let expect = if paired { 1 } else { 2 };
         assert_eq!(
             launches.len(),
-            expect,
+            1,
             "norm + SwiGLU [{rows}, {k}] x [{k}, {n}]"
         );
         for l in launches {
             let gm = l.kernel.gemm().expect("runs as a GEMM");
-            assert_eq!(gm.pair.is_some(), paired);
+            assert!(gm.pair.is_some(), "gate and up in one paired GEMM");
             assert!(
                 gm.row_reduce.is_some(),
                 "the norm runs in every GEMM's prologue"
