@@ -93,6 +93,7 @@ fn json_has_every_documented_key_and_the_cold_parts_are_measured_separately() {
         "pack_ms",
         "packed_weights",
         "packed_bytes",
+        "raw_freed_bytes",
         "cold_ms",
         "cold_session_ms",
         "cold_build_ms",
@@ -187,6 +188,9 @@ fn json_has_every_documented_key_and_the_cold_parts_are_measured_separately() {
 
     // Packing is part of load, measured on its own.
     assert!(num(&v, "packed_weights") >= 1.0 && num(&v, "packed_bytes") > 0.0);
+    // Without --compare the raw copies of packed weights are freed (and generation still
+    // ran on the packed panels).
+    assert!(num(&v, "raw_freed_bytes") > 0.0, "{v}");
     assert!(num(&v, "pack_ms") > 0.0);
     let load = num(&v, "load_file_ms") + num(&v, "pack_ms");
     assert!(

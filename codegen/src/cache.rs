@@ -167,19 +167,25 @@ impl KernelCache {
     }
 
     /// The machine code of a kernel as text (what `--dump-graph=asm` prints).
+    /// It is compiled as the kernel really is: a row kernel without the optimiser.
     pub fn disassemble(&mut self, k: &Kernel) -> Result<String, CodegenError> {
+        let module = if crate::emit::prefers_plain(k) {
+            &self.plain
+        } else {
+            &self.module
+        };
         let mut ctx = Context::new();
-        ctx.func.signature = kernel_signature(self.module.isa().default_call_conv());
+        ctx.func.signature = kernel_signature(module.isa().default_call_conv());
         emit_kernel(
             k,
             &mut ctx.func,
             &mut self.fctx,
-            self.module.isa().frontend_config(),
+            module.isa().frontend_config(),
         );
         ctx.set_disasm(true);
         let mut ctrl = cranelift_codegen::control::ControlPlane::default();
         let code = ctx
-            .compile(self.module.isa(), &mut ctrl)
+            .compile(module.isa(), &mut ctrl)
             .map_err(|e| CodegenError::Cranelift(format!("{}: {:?}", k.name, e.inner)))?;
         Ok(code.vcode.clone().unwrap_or_default())
     }

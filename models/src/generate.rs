@@ -123,6 +123,10 @@ impl<'m> Generator<'m> {
             outs.push(k);
             outs.push(v);
         }
+        if session.frees_raw_weights() {
+            // Packing first lets the session free each raw weight as soon as it is packed.
+            session.prepack(&outs, feeds)?;
+        }
         let vals = session.realize(&outs, feeds, bindings)?;
         self.pos += s;
         // Only each row's last position is needed for sampling.

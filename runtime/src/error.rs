@@ -40,6 +40,12 @@ pub enum RuntimeError {
     /// An index outside its tensor.
     #[error("bounds: {0}")]
     Bounds(String),
+    /// A weight whose raw data was returned to the OS once packed is needed raw again.
+    #[error(
+        "input {0}: its raw data was freed after packing, and this graph reads it raw (or \
+         packs it another way); realize it in a session that keeps raw weights"
+    )]
+    Released(String),
     /// Tensors from different graphs realized together.
     #[error("realize: outputs belong to different graphs")]
     MixedGraphs,

@@ -110,6 +110,9 @@ pub fn interpret(
                     .as_ref()
                     .or_else(|| feeds.get(name))
                     .ok_or_else(|| RuntimeError::MissingInput(name.clone()))?;
+                if crate::pack::is_released(d) {
+                    return Err(RuntimeError::Released(name.clone()));
+                }
                 if d.len() != numel {
                     return Err(RuntimeError::InputLength {
                         name: name.clone(),

@@ -3,8 +3,8 @@
 //! Packed copies are cached by the source data, which the cache keeps alive (so its address
 //! cannot be reused by other data while the entry exists).
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use cranegrad_graph::HostData;
 use cranegrad_lower::kernel::GEMM_NR;
@@ -14,6 +14,22 @@ use crate::buffer::AlignedBuf;
 /// Cache key: per source (address, transposed, address of its row scale or 0), then K, N.
 type PackKey = (Vec<(usize, bool, usize)>, usize, usize);
 
+/// Every weight whose raw pages were returned to the OS, by address, process-wide: any
+/// session or the interpreter that would read one raw refuses instead of reading zeros. The
+/// entry keeps the (now empty) allocation alive, so its address is never reused.
+static RELEASED: Mutex<BTreeMap<usize, HostData>> = Mutex::new(BTreeMap::new());
+
+/// True when `data`'s raw pages were returned to the OS (see [`PackCache::release`]).
+pub fn is_released(data: &HostData) -> bool {
+    let reg = RELEASED.lock().unwrap_or_else(|e| e.into_inner());
+    !reg.is_empty() && reg.contains_key(&addr(data))
+}
+
+/// The address a weight is known by.
+fn addr(d: &HostData) -> usize {
+    d.as_words().as_ptr() as usize
+}
+
 /// Packed copies by source and layout.
 #[derive(Default)]
 pub struct PackCache {
@@ -21,6 +37,8 @@ pub struct PackCache {
     map: HashMap<PackKey, (Vec<HostData>, Arc<AlignedBuf>)>,
     /// Bytes held by packed copies.
     pub bytes: usize,
+    /// Bytes of raw weight data this cache returned to the OS (see [`Self::release`]).
+    pub released_bytes: usize,
 }
 
 /// One weight to pack: `[k, n]` row-major, or `[n, k]` when `transposed`, its rows scaled by
@@ -165,15 +183,23 @@ pub fn pack_panels(
 impl PackCache {
     /// The packed panels of one weight (8 columns each) or of a pair (4 + 4, see
     /// [`pack_pair_panels`]), viewed as `[k, n]`, packing them on first use.
-    pub fn get(&mut self, sources: &[PackInput<'_>], k: usize, n: usize) -> Arc<AlignedBuf> {
-        let addr = |d: &HostData| d.as_words().as_ptr() as usize;
+    /// `None` when the panels are not cached and a source's raw data was released.
+    pub fn get(
+        &mut self,
+        sources: &[PackInput<'_>],
+        k: usize,
+        n: usize,
+    ) -> Option<Arc<AlignedBuf>> {
         let ids = sources
             .iter()
             .map(|s| (addr(s.data), s.transposed, s.scale.map_or(0, addr)))
             .collect();
         let key = (ids, k, n);
         if let Some((_, buf)) = self.map.get(&key) {
-            return buf.clone();
+            return Some(buf.clone());
+        }
+        if sources.iter().any(|s| is_released(s.data)) {
+            return None;
         }
         let buf = Arc::new(match sources {
             [a, b] => pack_pair_panels(*a, *b, k, n),
@@ -189,7 +215,17 @@ impl PackCache {
             .flat_map(|s| std::iter::once(s.data.clone()).chain(s.scale.cloned()))
             .collect();
         self.map.insert(key, (keep, buf.clone()));
-        buf
+        Some(buf)
+    }
+
+    /// Returns the raw pages of a weight that is cached packed to the OS: for a weight that
+    /// nothing reads unpacked, which halves the resident memory of a model's weights. A later
+    /// miss that needs it answers `None`, and a plan that reads it raw refuses to run.
+    pub fn release(&mut self, data: &HostData) {
+        let mut reg = RELEASED.lock().unwrap_or_else(|e| e.into_inner());
+        if reg.insert(addr(data), data.clone()).is_none() {
+            self.released_bytes += crate::buffer::release_pages(data.as_words());
+        }
     }
 
     /// Number of packed matrices.

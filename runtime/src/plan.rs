@@ -101,6 +101,9 @@ pub struct Plan {
     /// without a pack-cache lookup. The addresses stay unique: the session's pack cache,
     /// which never drops an entry, keeps those weights alive.
     packed_memo: Vec<Vec<Option<PackedMemo>>>,
+    /// Input buffers some launch reads unpacked (not as packed panels): their raw data must
+    /// stay.
+    raw_reads: std::collections::HashSet<usize>,
 }
 
 impl Plan {
@@ -223,6 +226,19 @@ impl Plan {
             }
         }
         let packed_memo = infos.iter().map(|i| vec![None; i.packed_b.len()]).collect();
+        let mut raw_reads = std::collections::HashSet::new();
+        for (l, info) in sched.launches.iter().zip(&infos) {
+            for (slot, &buf) in l.args.iter().enumerate() {
+                // A paired GEMM reads its second weight from the same panels.
+                let packed = info
+                    .packed_b
+                    .iter()
+                    .any(|pb| pb.slot == slot || pb.pair.is_some_and(|p| p.0 == slot));
+                if !packed && matches!(sched.buffers[buf].kind, BufKind::Input { .. }) {
+                    raw_reads.insert(buf);
+                }
+            }
+        }
         Ok(Plan {
             lowered,
             memory,
@@ -236,7 +252,22 @@ impl Plan {
             timings: Vec::new(),
             epoch: std::time::Instant::now(),
             packed_memo,
+            raw_reads,
         })
+    }
+
+    /// The input name bound to a launch's argument slot (for errors).
+    pub(crate) fn input_name(&self, li: usize, slot: usize) -> String {
+        let l = &self.lowered.schedule.launches[li];
+        match &self.lowered.schedule.buffers[l.args[slot]].kind {
+            BufKind::Input { name, .. } => name.clone(),
+            _ => format!("buf{}", l.args[slot]),
+        }
+    }
+
+    /// True when some launch reads input buffer `buf` unpacked.
+    pub(crate) fn reads_raw(&self, buf: usize) -> bool {
+        self.raw_reads.contains(&buf)
     }
 
     /// Number of kernels launched per run.
@@ -307,6 +338,9 @@ impl Plan {
                             got: d.len(),
                         });
                     }
+                    if self.raw_reads.contains(&i) && crate::pack::is_released(d) {
+                        return Err(RuntimeError::Released(name.clone()));
+                    }
                     bound.insert(i, d.clone());
                     match self.owned.get_mut(&i) {
                         Some(stage) => {
@@ -358,7 +392,10 @@ impl Plan {
                 }
                 let weight = |buf: usize| bound.get(&buf);
                 let (sources, k, n) = self.pack_sources(li, pb, weight)?;
-                self.packed_memo[li][pi] = Some((key, packs.get(&sources, k, n)));
+                let packed = packs
+                    .get(&sources, k, n)
+                    .ok_or_else(|| RuntimeError::Released(self.input_name(li, pb.slot)))?;
+                self.packed_memo[li][pi] = Some((key, packed));
             }
         }
         let mut args: Vec<*mut u8> = Vec::new();

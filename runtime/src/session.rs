@@ -68,6 +68,8 @@ pub struct PackStats {
     pub packed: usize,
     /// Bytes held by every packed copy of the session.
     pub bytes: usize,
+    /// Bytes of raw weight data returned to the OS once packed (the session's total).
+    pub freed_bytes: usize,
 }
 
 /// Runs graphs through the JIT.
@@ -81,6 +83,8 @@ pub struct Session {
     last: RunReport,
     /// Attention runs as one flash-attention kernel (see [`Session::set_attention_fusion`]).
     attention: bool,
+    /// [`Session::prepack`] frees raw weights (see [`Session::set_free_raw_weights`]).
+    free_raw: bool,
 }
 
 /// Input data by name.
@@ -105,6 +109,7 @@ impl Session {
             states: HashMap::new(),
             last: RunReport::default(),
             attention: true,
+            free_raw: false,
         })
     }
 
@@ -234,21 +239,56 @@ impl Session {
         };
         let before = self.packs.len();
         let mut matrices = 0;
+        // Weights some kernel reads unpacked keep their raw data.
+        let raw: std::collections::HashSet<usize> = (0..sched.buffers.len())
+            .filter(|&b| plan.reads_raw(b))
+            .filter_map(|b| resolve(b).map(|d| d.as_words().as_ptr() as usize))
+            .collect();
         for li in 0..sched.launches.len() {
             // An input that cannot be resolved yet is left for the run to report.
             let Ok(all) = plan.pack_inputs(li, resolve) else {
                 continue;
             };
             for (sources, k, n) in all {
-                self.packs.get(&sources, k, n);
+                if self.packs.get(&sources, k, n).is_none() {
+                    continue;
+                }
                 matrices += 1;
+                // Freed right after its panels exist, so raw and packed copies of all the
+                // weights are never resident together.
+                for s in sources.iter().filter(|_| self.free_raw) {
+                    if !raw.contains(&(s.data.as_words().as_ptr() as usize)) {
+                        self.packs.release(s.data);
+                    }
+                }
             }
         }
         Ok(PackStats {
             matrices,
             packed: self.packs.len() - before,
             bytes: self.packs.bytes,
+            freed_bytes: self.packs.released_bytes,
         })
+    }
+
+    /// From now on [`Session::prepack`] returns each weight's raw pages to the OS once its
+    /// panels exist, when no kernel of the plan reads it unpacked: resident weight memory
+    /// halves. The data then lives on only as packed panels: a later graph that reads such a
+    /// weight raw, or packs it differently, fails with [`RuntimeError::Released`] naming it.
+    /// The reference interpreter reads the graph's data directly and would see zeros: keep
+    /// raw weights in a process that compares against it.
+    pub fn set_free_raw_weights(&mut self, on: bool) {
+        self.free_raw = on;
+    }
+
+    /// Bytes of raw weight data this session returned to the OS once packed.
+    pub fn freed_raw_bytes(&self) -> usize {
+        self.packs.released_bytes
+    }
+
+    /// True when [`Session::prepack`] frees raw weights.
+    pub fn frees_raw_weights(&self) -> bool {
+        self.free_raw
     }
 
     /// Packed weight copies held by this session: `(matrices, bytes)`.

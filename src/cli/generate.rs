@@ -118,6 +118,8 @@ pub fn generate(a: GenerateArgs) -> anyhow::Result<ExitCode> {
         opts.threads = t.max(1);
     }
     let mut session = Session::new(opts)?;
+    // Weights live on as packed panels only: raw copies are freed once packed.
+    session.set_free_raw_weights(true);
     let params = SamplingParams {
         temperature: a.temperature,
         top_k: a.top_k,
