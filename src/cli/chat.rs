@@ -60,6 +60,8 @@ pub fn chat(a: ChatArgs) -> anyhow::Result<ExitCode> {
         opts.threads = t.max(1);
     }
     let mut session = Session::new(opts)?;
+    // Weights live on as packed panels only: raw copies are freed once packed.
+    session.set_free_raw_weights(true);
     let ctx = a.ctx.unwrap_or(2048).min(model.max_positions());
     let mut gen_ = Generator::new(&model, &mut session, 1, ctx)?;
     let mut sampler = Sampler::new(
