@@ -104,6 +104,20 @@ pub struct Plan {
     /// Input buffers some launch reads unpacked (not as packed panels): their raw data must
     /// stay.
     raw_reads: std::collections::HashSet<usize>,
+    /// Per-run working vectors, kept so a replay (a decode step) allocates none.
+    scratch: RunScratch,
+}
+
+/// The vectors one run fills: the data bound to each input buffer, every buffer's address,
+/// and one launch's arguments and symbols.
+#[derive(Default)]
+struct RunScratch {
+    bound: Vec<Option<HostData>>,
+    ptrs: Vec<*mut u8>,
+    args: Vec<*mut u8>,
+    syms: Vec<i64>,
+    /// The zero-length buffer a write into a state returns.
+    empty: Option<Arc<AlignedBuf>>,
 }
 
 impl Plan {
@@ -253,6 +267,7 @@ impl Plan {
             epoch: std::time::Instant::now(),
             packed_memo,
             raw_reads,
+            scratch: RunScratch::default(),
         })
     }
 
@@ -286,15 +301,38 @@ impl Plan {
         feeds: &[&HashMap<String, HostData>],
         bindings: &Bindings,
     ) -> Result<Vec<Value>, RuntimeError> {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let out = self.run_with(&mut scratch, pool, packs, states, feeds, bindings);
+        // The run keeps no feed alive (a caller may reuse its buffers).
+        scratch.bound.iter_mut().for_each(|b| *b = None);
+        self.scratch = scratch;
+        out
+    }
+
+    /// [`Plan::run`] with its working vectors.
+    fn run_with(
+        &mut self,
+        scratch: &mut RunScratch,
+        pool: &ThreadPool,
+        packs: &mut PackCache,
+        states: &HashMap<String, AlignedBuf>,
+        feeds: &[&HashMap<String, HostData>],
+        bindings: &Bindings,
+    ) -> Result<Vec<Value>, RuntimeError> {
         let sched = &self.lowered.schedule;
-        let mut bound: HashMap<usize, HostData> = HashMap::new();
+        let n_bufs = sched.buffers.len();
+        let bound = &mut scratch.bound;
+        bound.clear();
+        bound.resize(n_bufs, None);
         // A result still held by the caller keeps its buffer; this run writes a fresh one.
         for (&i, buf) in self.outputs.iter_mut() {
             if Arc::strong_count(buf) > 1 {
                 *buf = Arc::new(AlignedBuf::zeroed(sched.buffers[i].len()));
             }
         }
-        let mut ptrs: Vec<*mut u8> = vec![std::ptr::null_mut(); sched.buffers.len()];
+        let ptrs = &mut scratch.ptrs;
+        ptrs.clear();
+        ptrs.resize(n_bufs, std::ptr::null_mut());
         for (i, b) in sched.buffers.iter().enumerate() {
             ptrs[i] = match &b.kind {
                 BufKind::Temp => match self.memory.offsets[i] {
@@ -341,7 +379,7 @@ impl Plan {
                     if self.raw_reads.contains(&i) && crate::pack::is_released(d) {
                         return Err(RuntimeError::Released(name.clone()));
                     }
-                    bound.insert(i, d.clone());
+                    bound[i] = Some(d.clone());
                     match self.owned.get_mut(&i) {
                         Some(stage) => {
                             scatter_to_layout(&b.shape, &dims, d.as_words(), stage.words_mut());
@@ -355,7 +393,7 @@ impl Plan {
         // Ids read by a gather must name a row of its table.
         for &(b, rows) in &sched.index_checks {
             if let BufKind::Input { name, .. } = &sched.buffers[b].kind
-                && let Some(HostData::I32(ids)) = bound.get(&b)
+                && let Some(HostData::I32(ids)) = &bound[b]
                 && let Some(bad) = ids.iter().find(|&&i| i < 0 || i as usize >= rows)
             {
                 return Err(RuntimeError::Bounds(format!(
@@ -374,7 +412,7 @@ impl Plan {
             for (pi, &pb) in self.infos[li].packed_b.iter().enumerate() {
                 let args = &sched.launches[li].args;
                 let addr = |slot: Option<usize>| {
-                    slot.and_then(|s| bound.get(&args[s]))
+                    slot.and_then(|s| bound[args[s]].as_ref())
                         .map_or(0, |d| d.as_words().as_ptr() as usize)
                 };
                 let pair = pb.pair.map(|p| (p.0, p.2));
@@ -390,7 +428,7 @@ impl Plan {
                 {
                     continue;
                 }
-                let weight = |buf: usize| bound.get(&buf);
+                let weight = |buf: usize| bound[buf].as_ref();
                 let (sources, k, n) = self.pack_sources(li, pb, weight)?;
                 let packed = packs
                     .get(&sources, k, n)
@@ -398,8 +436,7 @@ impl Plan {
                 self.packed_memo[li][pi] = Some((key, packed));
             }
         }
-        let mut args: Vec<*mut u8> = Vec::new();
-        let mut syms: Vec<i64> = Vec::new();
+        let (args, syms) = (&mut scratch.args, &mut scratch.syms);
         for (li, (l, &f)) in sched.launches.iter().zip(&self.funcs).enumerate() {
             args.clear();
             args.extend(l.args.iter().map(|&b| ptrs[b]));
@@ -460,11 +497,10 @@ impl Plan {
                     && states.contains_key(name)
                 {
                     // A write into a state is an effect: its contents stay in the state.
-                    return Ok(Value::from_buffer(
-                        vec![0],
-                        b.dtype,
-                        Arc::new(AlignedBuf::zeroed(0)),
-                    ));
+                    let empty = scratch
+                        .empty
+                        .get_or_insert_with(|| Arc::new(AlignedBuf::zeroed(0)));
+                    return Ok(Value::from_buffer(vec![0], b.dtype, empty.clone()));
                 }
                 let dims = b.shape.eval(bindings)?;
                 if let (true, Some(buf)) = (b.shape.is_static(), self.outputs.get(&o)) {
