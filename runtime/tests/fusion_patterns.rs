@@ -308,3 +308,27 @@ fn a_slice_of_the_last_position_sinks_below_the_norm_and_matmul() {
     assert_eq!(gm.rows, b, "one row per sequence");
     check_all(&[&last], &Feeds::new(), &Bindings::new(), 1e-4, 1e-4);
 }
+
+#[test]
+fn reductions_over_any_axis_are_one_kernel_with_their_prologue() {
+    // sum(x * x) and max(exp(x)) over each axis of a [3, 17, 33] tensor, strided (axes 0, 1)
+    // and contiguous (axis 2), keeping the axis or not: one kernel each, the elementwise
+    // producer inside the reduce loop, the output written in its own layout (no copy).
+    let g = Graph::new();
+    let x = g
+        .input_with_data("x", Shape::of(&[3, 17, 33]), rand_vec(3 * 17 * 33, 7, 3.0))
+        .unwrap();
+    let mut outs = Vec::new();
+    for axis in 0..3 {
+        for keep in [false, true] {
+            let s = x.mul(&x).unwrap().sum(axis, keep).unwrap();
+            let m = x.exp().unwrap().max(axis, keep).unwrap();
+            assert_eq!(kernels(&s), 1, "sum over axis {axis}, keepdim {keep}");
+            assert_eq!(kernels(&m), 1, "max over axis {axis}, keepdim {keep}");
+            outs.push(s);
+            outs.push(m);
+        }
+    }
+    let refs: Vec<&Tensor> = outs.iter().collect();
+    check_all(&refs, &Feeds::new(), &Bindings::new(), 1e-4, 1e-4);
+}

@@ -20,7 +20,8 @@
 //!    kernel (bias, residual, activation applied before the store), as long as the kernel has
 //!    no other reduction. The reduction's own loop becomes the kernel's reduce loop. A value
 //!    read only through a realized permute is computed by the permute's kernel, which then
-//!    stores it in the permuted layout.
+//!    stores it in the permuted layout; a reduction read only through a realized affine
+//!    reshape (dropping its kept axis) likewise.
 //!
 //! 7. GEMM prologues (`fuse_gemm_prologue`): a matmul's B that is a weight scaled along K by
 //!    a weight vector stays inline (packing folds it); `mm * r` with `r` a row broadcast is
@@ -218,6 +219,16 @@ fn epilogue_root(g: &GraphData, f: &Fusion, r: NodeId) -> Option<NodeId> {
     if let [c] = g.consumers(r).as_slice()
         && matches!(g.node(*c).op, Op::Permute(_))
         && f.realized.contains(c)
+    {
+        return Some(*c);
+    }
+    // A reduction only read through a realized reshape that keeps its indices affine (an
+    // output `sum(x, axis)` without the kept axis) is stored straight in that layout.
+    if let [c] = g.consumers(r).as_slice()
+        && matches!(g.node(r).op, Op::Reduce { .. })
+        && matches!(g.node(*c).op, Op::Reshape)
+        && f.realized.contains(c)
+        && reshape_is_affine(shape, &g.node(*c).shape)
     {
         return Some(*c);
     }
