@@ -219,7 +219,12 @@ impl Emitter<'_> {
             };
             let unset = b.ins().fcmp(FloatCC::Equal, max, ninf);
             let d = math::select_float(b, unset, z, d);
-            math::exp2(b, d)
+            // With a positive factor the argument is never positive (x <= max).
+            if es > 0.0 {
+                math::exp2_nonpositive(b, d)
+            } else {
+                math::exp2(b, d)
+            }
         };
         // Keys j..j+n: scores, the new max, then the rescaled sum and accumulator.
         let block = |this: &mut Self,

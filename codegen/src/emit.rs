@@ -391,18 +391,33 @@ impl Emitter<'_> {
         a: &Affine,
         vars: &[Option<Value>],
     ) -> Value {
-        let mut acc = b.ins().iconst(types::I64, a.constant);
-        for &(v, c) in &a.terms {
-            let x = vars[v].expect("loop variable in scope");
-            let t = b.ins().imul_imm_s(x, c);
-            acc = b.ins().iadd(acc, t);
+        // Row kernels are compiled without the optimiser: emit no multiply by 1 or by a power
+        // of two and no add of 0 for it to remove.
+        let scaled = |b: &mut FunctionBuilder, x: Value, c: i64| match c {
+            1 => x,
+            c if c > 0 && (c as u64).is_power_of_two() => {
+                b.ins().ishl_imm_u(x, u64::from(c.trailing_zeros()))
+            }
+            c => b.ins().imul_imm_s(x, c),
+        };
+        let mut acc: Option<Value> = None;
+        let terms = a
+            .terms
+            .iter()
+            .map(|&(v, c)| (vars[v].expect("loop variable in scope"), c))
+            .chain(a.syms.iter().map(|(s, c)| (self.sym(s), *c)));
+        for (x, c) in terms.collect::<Vec<_>>() {
+            let t = scaled(b, x, c);
+            acc = Some(match acc {
+                Some(sum) => b.ins().iadd(sum, t),
+                None => t,
+            });
         }
-        for (s, c) in &a.syms {
-            let x = self.sym(s);
-            let t = b.ins().imul_imm_s(x, *c);
-            acc = b.ins().iadd(acc, t);
+        match acc {
+            Some(sum) if a.constant == 0 => sum,
+            Some(sum) => b.ins().iadd_imm_s(sum, a.constant),
+            None => b.ins().iconst(types::I64, a.constant),
         }
-        acc
     }
 
     fn lane_var(&self) -> Option<usize> {
@@ -760,6 +775,14 @@ impl Emitter<'_> {
                     }
                 }
             }
+            Expr::Unary {
+                op: UnaryOp::Exp2,
+                x,
+                dtype: DType::F32,
+            } if crate::rescale::is_nonpositive(self.k, *x) => Val {
+                v: math::exp2_nonpositive(b, get(*x).v),
+                vector: get(*x).vector,
+            },
             Expr::Unary { op, x, dtype: out } => {
                 let xv = get(*x);
                 let in_dtype = self.k.exprs[*x].dtype();

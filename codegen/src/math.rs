@@ -235,6 +235,35 @@ pub fn exp2(b: &mut FunctionBuilder, x: Value) -> Value {
     b.ins().fmul(y, s2)
 }
 
+/// `2^x` for `x <= 0` (or NaN): softmax weights `exp2(c * (x - max))`, whose argument the
+/// caller knows is not positive. It skips the upper clamp and scales by one power of two;
+/// results below 2^-126 (where `exp2` gives subnormals) are 0, an absolute error under
+/// 1.2e-38 next to the row's largest weight of 1. Otherwise equal to [`exp2`] bit for bit.
+pub fn exp2_nonpositive(b: &mut FunctionBuilder, x: Value) -> Value {
+    let ty = Ty::of(b, x);
+    let lo = ty.f(b, -126.0);
+    // False for NaN, which therefore passes through.
+    let tiny = b.ins().fcmp(FloatCC::LessThan, x, lo);
+    let x = ty.select(b, tiny, lo, x);
+    let magic = ty.f(b, ROUND_MAGIC);
+    let t = b.ins().fadd(x, magic);
+    let n_f = b.ins().fsub(t, magic);
+    let f = b.ins().fsub(x, n_f);
+    let one = ty.f(b, 1.0);
+    let p = ty.horner(b, f, &EXP2_POLY);
+    let p = b.ins().fma(p, f, one);
+    // n in [-126, 0]: 2^n is one normal float.
+    let t_bits = ty.to_int(b, t);
+    let magic_bits = ty.i(b, ROUND_MAGIC_BITS - 127);
+    let e = b.ins().isub(t_bits, magic_bits);
+    let mantissa_bits = b.ins().iconst(types::I32, 23);
+    let e = b.ins().ishl(e, mantissa_bits);
+    let scale = ty.to_float(b, e);
+    let y = b.ins().fmul(p, scale);
+    let zero = ty.f(b, 0.0);
+    ty.select(b, tiny, zero, y)
+}
+
 /// `log2(x)`; see the module table for accuracy and special values.
 pub fn log2(b: &mut FunctionBuilder, x: Value) -> Value {
     let ty = Ty::of(b, x);

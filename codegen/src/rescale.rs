@@ -100,6 +100,51 @@ fn same_value(k: &Kernel, x: ExprId, y: ExprId, j: usize, lv: usize) -> bool {
     }
 }
 
+/// True when `e` is `x - max(x)` (as `x + neg(max)`, the max over a reduce loop of the same
+/// value), scaled by positive constants: never positive, so its `exp2` (a softmax weight)
+/// can skip the upper range (see `math::exp2_nonpositive`).
+pub fn is_nonpositive(k: &Kernel, e: ExprId) -> bool {
+    let positive = |c: ExprId| k.exprs[c].const_value().is_some_and(|v| v > 0.0);
+    match k.exprs[e] {
+        Expr::Binary {
+            op: BinaryOp::Mul,
+            a,
+            b,
+            ..
+        } => (positive(b) && is_nonpositive(k, a)) || (positive(a) && is_nonpositive(k, b)),
+        Expr::Binary {
+            op: BinaryOp::Add,
+            a,
+            b,
+            ..
+        } => minus_own_max(k, a, b) || minus_own_max(k, b, a),
+        _ => false,
+    }
+}
+
+/// True when `neg` is `-max(y)` with `y`, over the max's reduce loop, the value of `x`.
+fn minus_own_max(k: &Kernel, x: ExprId, neg: ExprId) -> bool {
+    let Expr::Unary {
+        op: cranegrad_graph::UnaryOp::Neg,
+        x: m,
+        ..
+    } = k.exprs[neg]
+    else {
+        return false;
+    };
+    let Expr::Reduce {
+        op: ReduceOp::Max,
+        x: y,
+        var: j,
+        ..
+    } = k.exprs[m]
+    else {
+        return false;
+    };
+    // x is read at an output index or another reduce loop's index: try each variable.
+    (0..k.loops.len()).any(|v| v != j && same_value(k, y, x, j, v))
+}
+
 /// Finds a store-and-rescale in a row kernel whose rows are split across threads (several
 /// output loops), given which expressions depend on the innermost output loop.
 pub fn find_rescale(k: &Kernel, dep_lv: &[bool]) -> Option<Rescale> {

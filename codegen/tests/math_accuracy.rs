@@ -427,6 +427,38 @@ fn exp2_special_values() {
 }
 
 #[test]
+fn exp2_nonpositive_equals_exp2_down_to_its_floor() {
+    // Every f32 bit pattern of [-126, 0] (strided), plus the specials: bit-identical to exp2
+    // down to -126, 0 below it and for -inf, NaN through.
+    let fast = Op::new(math::exp2_nonpositive);
+    let full = Op::new(math::exp2);
+    let lo = (-126f32).to_bits();
+    let xs: Vec<f32> = (0x8000_0000u32..=lo)
+        .step_by(997)
+        .map(f32::from_bits)
+        .chain([
+            0.0,
+            -0.0,
+            -126.0,
+            -126.5,
+            -127.0,
+            -149.0,
+            -1e30,
+            f32::NEG_INFINITY,
+        ])
+        .collect();
+    let (y, want) = (fast.eval(&xs), full.eval(&xs));
+    for ((&x, &a), &b) in xs.iter().zip(&y).zip(&want) {
+        if x >= -126.0 {
+            assert_eq!(a.to_bits(), b.to_bits(), "x = {x:e}: {a:e} != exp2 {b:e}");
+        } else {
+            assert_eq!(a.to_bits(), 0, "x = {x:e}: {a:e}");
+        }
+    }
+    assert!(fast.eval(&[f32::NAN])[0].is_nan());
+}
+
+#[test]
 fn log2_sweep() {
     let worst = check_log2(bit_sweep(0, 97).chain(
         // Every input within 2^-9 of 1, where a relative error shows up as a large ulp error.
