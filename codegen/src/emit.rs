@@ -396,7 +396,7 @@ impl Emitter<'_> {
         let scaled = |b: &mut FunctionBuilder, x: Value, c: i64| match c {
             1 => x,
             c if c > 0 && (c as u64).is_power_of_two() => {
-                b.ins().ishl_imm_u(x, u64::from(c.trailing_zeros()))
+                b.ins().ishl_imm_s(x, i64::from(c.trailing_zeros()))
             }
             c => b.ins().imul_imm_s(x, c),
         };
