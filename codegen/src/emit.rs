@@ -260,6 +260,7 @@ fn emit_body(
         row,
         rescale: None,
         row_stats: None,
+        affine_memo: Default::default(),
     };
     if row && let Some(lv) = k.output_loops().len().checked_sub(1) {
         em.rescale = crate::rescale::find_rescale(k, &k.depends_on(lv));
@@ -364,7 +365,19 @@ pub(crate) struct Emitter<'k> {
     pub(crate) rescale: Option<crate::rescale::Rescale>,
     /// Per-row values of a GEMM's row reduction, computed before its panels.
     pub(crate) row_stats: Option<cranelift_codegen::ir::StackSlot>,
+    /// Index values computed so far, by block (see [`Emitter::affine`]).
+    pub(crate) affine_memo: std::cell::RefCell<AffineMemo>,
 }
+
+/// Computed index values by (block, index, loop variable values).
+pub(crate) type AffineMemo = std::collections::HashMap<
+    (
+        Option<cranelift_codegen::ir::Block>,
+        Affine,
+        Vec<Option<Value>>,
+    ),
+    Value,
+>;
 
 /// A computed expression: its value and whether it is a 4-lane vector.
 #[derive(Clone, Copy)]
@@ -396,6 +409,27 @@ impl Emitter<'_> {
 
     /// The affine value with every loop variable at its current (lane-0) value.
     pub(crate) fn affine(
+        &self,
+        b: &mut FunctionBuilder,
+        a: &Affine,
+        vars: &[Option<Value>],
+    ) -> Value {
+        // One address computation per index per block (a load and a store at the same index,
+        // say): the unoptimised row kernels have no value numbering to merge them.
+        let key = (
+            b.current_block(),
+            a.clone(),
+            a.terms.iter().map(|&(v, _)| vars[v]).collect::<Vec<_>>(),
+        );
+        if let Some(&v) = self.affine_memo.borrow().get(&key) {
+            return v;
+        }
+        let v = self.affine_uncached(b, a, vars);
+        self.affine_memo.borrow_mut().insert(key, v);
+        v
+    }
+
+    fn affine_uncached(
         &self,
         b: &mut FunctionBuilder,
         a: &Affine,
@@ -508,10 +542,10 @@ impl Emitter<'_> {
                 vector,
             });
         }
-        for e in 0..self.k.exprs.len() {
-            if !matches!(self.phases[e], Phase::Inner(_)) {
-                self.ensure(b, e, vals, vars, lane, vector);
-            }
+        // Only what the stores need: a row kernel compiled unoptimised would otherwise also
+        // load the inputs of a value it reads back (softmax's exp, stored and rescaled).
+        for st in &self.k.stores {
+            self.ensure(b, st.value, vals, vars, lane, vector);
         }
         for st in &self.k.stores {
             let v = vals[st.value].expect("stored value computed");
