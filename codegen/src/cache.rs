@@ -58,11 +58,13 @@ pub fn kernel_key(k: &Kernel, isa_fingerprint: &str) -> String {
 /// JIT module + map from key to compiled function. Function pointers stay valid for the life
 /// of the cache.
 pub struct KernelCache {
-    /// Kernels compiled with Cranelift's optimiser (LICM, GVN): most kernels.
+    /// Kernels compiled with Cranelift's optimiser (LICM, GVN): elementwise, attention and
+    /// matrix-vector kernels.
     module: JITModule,
     fingerprint: String,
     /// Kernels compiled as emitted (`opt_level = none`): row kernels, whose per-row values the
-    /// optimiser would otherwise re-place inside the row loop.
+    /// optimiser would otherwise re-place inside the row loop, and GEMMs of 4 rows or more
+    /// (see `emit::prefers_plain`).
     plain: JITModule,
     plain_fingerprint: String,
     map: HashMap<String, KernelFn>,
@@ -167,7 +169,7 @@ impl KernelCache {
     }
 
     /// The machine code of a kernel as text (what `--dump-graph=asm` prints).
-    /// It is compiled as the kernel really is: a row kernel without the optimiser.
+    /// It is compiled as the kernel really is (see `emit::prefers_plain`).
     pub fn disassemble(&mut self, k: &Kernel) -> Result<String, CodegenError> {
         let module = if crate::emit::prefers_plain(k) {
             &self.plain

@@ -563,7 +563,7 @@ impl Emitter<'_> {
     }
 
     /// Computes `e` (and, first, any operand not yet computed) outside every reduce loop.
-    fn ensure(
+    pub(crate) fn ensure(
         &mut self,
         b: &mut FunctionBuilder,
         e: usize,

@@ -11,7 +11,7 @@ use cranelift_frontend::{FunctionBuilder, Variable};
 
 use cranegrad_lower::kernel::{Expr, GEMM_MR, GEMM_NR, GemmShape, Kernel};
 
-use crate::emit::{Emitter, Phase, Val, byte_addr, emit_loop, split_flat};
+use crate::emit::{Emitter, Val, byte_addr, emit_loop, split_flat};
 
 fn vflags() -> MemFlagsData {
     MemFlagsData::new()
@@ -409,11 +409,9 @@ impl Emitter<'_> {
         if let Some((rr, x)) = stat {
             vals[rr] = Some(x);
         }
-        for e in 0..self.k.exprs.len() {
-            if vals[e].is_some() || matches!(self.phases[e], Phase::Inner(_)) {
-                continue;
-            }
-            vals[e] = Some(self.expr(b, e, &vals, vars, lane, vector));
+        // Only what the stores need (most GEMMs are compiled unoptimised).
+        for st in &self.k.stores {
+            self.ensure(b, st.value, &mut vals, vars, lane, vector);
         }
         for st in &self.k.stores {
             let x = vals[st.value].expect("stored value computed");

@@ -141,8 +141,10 @@ fn minus_own_max(k: &Kernel, x: ExprId, neg: ExprId) -> bool {
     else {
         return false;
     };
-    // x is read at an output index or another reduce loop's index: try each variable.
-    (0..k.loops.len()).any(|v| v != j && same_value(k, y, x, j, v))
+    // x is read at an output index or another reduce loop's index of the same extent (the
+    // max must cover every value x takes): try each variable.
+    (0..k.loops.len())
+        .any(|v| v != j && k.loops[v].extent == k.loops[j].extent && same_value(k, y, x, j, v))
 }
 
 /// Finds a store-and-rescale in a row kernel whose rows are split across threads (several

@@ -36,6 +36,11 @@ impl HostData {
         }
     }
 
+    /// The address of the data: what the runtime keys packed copies and freed weights by.
+    pub fn addr(&self) -> usize {
+        self.as_words().as_ptr() as usize
+    }
+
     /// The raw 4-byte words, which is how every buffer stores every dtype.
     pub fn as_words(&self) -> &[u32] {
         match self {

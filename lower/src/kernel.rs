@@ -199,7 +199,7 @@ pub struct Store {
 }
 
 /// A compiled unit: `extern "C" fn(bufs, syms, start, end)` computes iterations
-/// `[start, end)` of its parallel range (see [`Kernel::parallel_extent`]).
+/// `[start, end)` of its parallel range (see [`Kernel::parallel_dims`]).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Kernel {
     /// Display name (not part of the cache key).
@@ -677,6 +677,35 @@ impl Kernel {
         }
         self.args = args.to_vec();
         self.symbols = symbols.to_vec();
+    }
+
+    /// Argument slots the runtime swaps for packed panels: each packed GEMM body's B.
+    pub fn packed_slots(&self) -> std::collections::BTreeSet<usize> {
+        self.bodies()
+            .iter()
+            .filter(|p| p.pack_b)
+            .filter_map(|p| p.gemm().and_then(|g| p.b_arg(&g)))
+            .collect()
+    }
+
+    /// Argument slots some body reads unpacked: every loaded or gathered slot but a packed
+    /// GEMM body's weight loads (its B, and a paired GEMM's second B, come from the panels).
+    pub fn raw_read_slots(&self) -> std::collections::BTreeSet<usize> {
+        let mut raw = std::collections::BTreeSet::new();
+        for p in self.bodies() {
+            let from_panels: Vec<ExprId> = match p.gemm().filter(|_| p.pack_b) {
+                Some(g) => std::iter::once(g.b).chain(g.pair.map(|q| q.b)).collect(),
+                None => Vec::new(),
+            };
+            for (i, e) in p.exprs.iter().enumerate() {
+                if let Expr::Load { arg, .. } | Expr::Gather { arg, .. } = e
+                    && !from_panels.contains(&i)
+                {
+                    raw.insert(*arg);
+                }
+            }
+        }
+        raw
     }
 
     /// The kernels whose bodies this one runs: its parts for a group, else itself.

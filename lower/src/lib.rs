@@ -46,7 +46,7 @@ impl Default for LowerOptions {
 pub struct PassStat {
     /// Pass function name.
     pub name: &'static str,
-    /// Nodes rewritten or removed.
+    /// Nodes rewritten or removed (launches merged, for `fuse_sibling_gemms`).
     pub changed: usize,
     /// Nodes left afterwards.
     pub nodes: usize,

@@ -64,7 +64,8 @@ pub struct Launch {
     pub kernel: Kernel,
     /// `args[slot]` = program buffer.
     pub args: Vec<BufId>,
-    /// Graph nodes computed inside this kernel (its root last).
+    /// Graph nodes computed inside this kernel (its root last; a sibling group lists each
+    /// part's nodes in turn).
     pub nodes: Vec<NodeId>,
 }
 

@@ -13,7 +13,9 @@ use crate::loader::{ModelConfig, WeightStore};
 pub struct Weight {
     /// Shape as used in the graph.
     pub shape: Vec<usize>,
-    /// Values (shared, never copied per graph).
+    /// Values (shared, never copied per graph). A session that frees raw weights once packed
+    /// (`Session::set_free_raw_weights`) returns these pages to the OS: read them only
+    /// through the runtime, which refuses freed data.
     pub data: Arc<Vec<f32>>,
 }
 

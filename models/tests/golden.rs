@@ -141,9 +141,9 @@ fn kv_cached_greedy_matches_golden_and_compiles_once() {
         let want = golden.generated.as_ref().unwrap();
         let new = want.shape[1] - s;
         let mut sess = session(true);
-        // Two fixtures run on packed panels alone, their raw weights freed once packed (the
-        // tied embedding, read raw by the gather, stays).
-        let free_raw = dir == "llama-small" || dir == "gpt2-tiny";
+        // Three fixtures run on packed panels alone, their raw weights freed once packed (a
+        // tied embedding, read raw by the gather and packed as the head, stays).
+        let free_raw = matches!(dir, "llama-small" | "gpt2-tiny" | "llama3-tied");
         sess.set_free_raw_weights(free_raw);
         let mut gen_ = Generator::new(&model, &mut sess, b, model.max_positions()).unwrap();
         let v = model.vocab();

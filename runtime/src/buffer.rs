@@ -105,24 +105,32 @@ impl std::fmt::Debug for AlignedBuf {
 
 /// Returns the whole pages inside `words` to the OS and answers the bytes returned: later
 /// reads see zeros. For weight data that only lives on as packed panels (see
-/// `PackCache::release`); nothing may read it raw afterwards.
+/// `PackCache::release`).
+///
+/// # Safety
+/// Nothing may read `words` afterwards: the caller registers the data as released, and every
+/// reader in the runtime refuses released data.
 #[cfg(target_os = "linux")]
-pub fn release_pages(words: &[u32]) -> usize {
-    const PAGE: usize = 4096;
-    let start = (words.as_ptr() as usize).next_multiple_of(PAGE);
-    let end = (words.as_ptr() as usize + words.len() * 4) / PAGE * PAGE;
-    if end <= start {
+pub(crate) unsafe fn release_pages(words: &[u32]) -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+    let start = (words.as_ptr() as usize).next_multiple_of(page);
+    let end = (words.as_ptr() as usize + words.len() * 4) / page * page;
+    if words.is_empty() || end <= start {
         return 0;
     }
     // SAFETY: the range is whole pages inside a live allocation; MADV_DONTNEED keeps the
-    // mapping valid (reads give zeros), and the callers guarantee nothing reads it again.
+    // mapping valid (reads give zeros), and the caller guarantees nothing reads it again.
     let rc = unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
     if rc == 0 { end - start } else { 0 }
 }
 
 /// Returns nothing to the OS where `madvise` is not available.
+///
+/// # Safety
+/// None needed: nothing is changed.
 #[cfg(not(target_os = "linux"))]
-pub fn release_pages(_words: &[u32]) -> usize {
+pub(crate) unsafe fn release_pages(_words: &[u32]) -> usize {
     0
 }
 

@@ -27,7 +27,7 @@ pub fn is_released(data: &HostData) -> bool {
 
 /// The address a weight is known by.
 fn addr(d: &HostData) -> usize {
-    d.as_words().as_ptr() as usize
+    d.addr()
 }
 
 /// Packed copies by source and layout.
@@ -220,12 +220,21 @@ impl PackCache {
 
     /// Returns the raw pages of a weight that is cached packed to the OS: for a weight that
     /// nothing reads unpacked, which halves the resident memory of a model's weights. A later
-    /// miss that needs it answers `None`, and a plan that reads it raw refuses to run.
-    pub fn release(&mut self, data: &HostData) {
+    /// miss that needs it answers `None`, and a plan or the interpreter that reads it raw
+    /// refuses to run. Data under a page is left alone (and not registered).
+    pub(crate) fn release(&mut self, data: &HostData) {
         let mut reg = RELEASED.lock().unwrap_or_else(|e| e.into_inner());
-        if reg.insert(addr(data), data.clone()).is_none() {
-            self.released_bytes += crate::buffer::release_pages(data.as_words());
+        if data.is_empty() || reg.contains_key(&data.addr()) {
+            return;
         }
+        // Registered first, so no reader in the runtime can bind it from here on.
+        reg.insert(data.addr(), data.clone());
+        // SAFETY: registered above: every runtime reader of raw data refuses it now.
+        let freed = unsafe { crate::buffer::release_pages(data.as_words()) };
+        if freed == 0 {
+            reg.remove(&data.addr());
+        }
+        self.released_bytes += freed;
     }
 
     /// Number of packed matrices.

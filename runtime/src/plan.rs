@@ -241,14 +241,10 @@ impl Plan {
         }
         let packed_memo = infos.iter().map(|i| vec![None; i.packed_b.len()]).collect();
         let mut raw_reads = std::collections::HashSet::new();
-        for (l, info) in sched.launches.iter().zip(&infos) {
-            for (slot, &buf) in l.args.iter().enumerate() {
-                // A paired GEMM reads its second weight from the same panels.
-                let packed = info
-                    .packed_b
-                    .iter()
-                    .any(|pb| pb.slot == slot || pb.pair.is_some_and(|p| p.0 == slot));
-                if !packed && matches!(sched.buffers[buf].kind, BufKind::Input { .. }) {
+        for l in &sched.launches {
+            for slot in l.kernel.raw_read_slots() {
+                let buf = l.args[slot];
+                if matches!(sched.buffers[buf].kind, BufKind::Input { .. }) {
                     raw_reads.insert(buf);
                 }
             }

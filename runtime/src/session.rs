@@ -242,24 +242,30 @@ impl Session {
         // Weights some kernel reads unpacked keep their raw data.
         let raw: std::collections::HashSet<usize> = (0..sched.buffers.len())
             .filter(|&b| plan.reads_raw(b))
-            .filter_map(|b| resolve(b).map(|d| d.as_words().as_ptr() as usize))
+            .filter_map(|b| resolve(b).map(HostData::addr))
             .collect();
-        for li in 0..sched.launches.len() {
-            // An input that cannot be resolved yet is left for the run to report.
-            let Ok(all) = plan.pack_inputs(li, resolve) else {
-                continue;
-            };
-            for (sources, k, n) in all {
-                if self.packs.get(&sources, k, n).is_none() {
-                    continue;
-                }
-                matrices += 1;
-                // Freed right after its panels exist, so raw and packed copies of all the
-                // weights are never resident together.
-                for s in sources.iter().filter(|_| self.free_raw) {
-                    if !raw.contains(&(s.data.as_words().as_ptr() as usize)) {
-                        self.packs.release(s.data);
-                    }
+        // An input that cannot be resolved yet is left for the run to report.
+        let all: Vec<_> = (0..sched.launches.len())
+            .filter_map(|li| plan.pack_inputs(li, resolve).ok())
+            .flatten()
+            .collect();
+        // Packings left per weight: its raw data goes once the last of them exists, so raw
+        // and packed copies of all the weights are never resident together.
+        let mut left: HashMap<usize, usize> = HashMap::new();
+        for (sources, _, _) in &all {
+            for s in sources {
+                *left.entry(s.data.addr()).or_default() += 1;
+            }
+        }
+        for (sources, k, n) in &all {
+            // A source freed by an earlier plan: the run reports it by name.
+            let packed = self.packs.get(sources, *k, *n).is_some();
+            matrices += usize::from(packed);
+            for s in sources {
+                let n_left = left.get_mut(&s.data.addr()).expect("counted above");
+                *n_left -= 1;
+                if packed && self.free_raw && *n_left == 0 && !raw.contains(&s.data.addr()) {
+                    self.packs.release(s.data);
                 }
             }
         }
@@ -274,9 +280,11 @@ impl Session {
     /// From now on [`Session::prepack`] returns each weight's raw pages to the OS once its
     /// panels exist, when no kernel of the plan reads it unpacked: resident weight memory
     /// halves. The data then lives on only as packed panels: a later graph that reads such a
-    /// weight raw, or packs it differently, fails with [`RuntimeError::Released`] naming it.
-    /// The reference interpreter reads the graph's data directly and would see zeros: keep
-    /// raw weights in a process that compares against it.
+    /// weight raw, or packs it differently, fails with [`RuntimeError::Released`] naming it,
+    /// and so does the reference interpreter. Freeing is process-wide: every holder of the
+    /// same data (the model's weights, a clone) sees the pages gone, so no other session
+    /// may be running on those weights meanwhile, and code outside the runtime must not read
+    /// them raw.
     pub fn set_free_raw_weights(&mut self, on: bool) {
         self.free_raw = on;
     }

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::kernel::{Access, Kernel};
+use crate::kernel::Access;
 use crate::schedule::{BufId, Launch, Schedule};
 
 /// What sibling GEMMs share: the A buffer, the contraction length and the row count.
@@ -38,17 +38,12 @@ fn movable(s: &Schedule, i: usize, j: usize) -> bool {
     })
 }
 
-/// Argument slots of a kernel that the runtime swaps for packed panels.
-fn packed_slots(k: &Kernel) -> BTreeSet<usize> {
-    k.bodies()
-        .iter()
-        .filter(|p| p.pack_b)
-        .filter_map(|p| p.gemm().and_then(|g| p.b_arg(&g)))
-        .collect()
-}
-
 /// Appends `b`'s kernel to the group of `a` (making `a` a group first).
 fn merge(a: &mut Launch, b: Launch) {
+    debug_assert!(
+        b.kernel.parts.is_empty() && b.kernel.attention.is_none() && b.kernel.gemm().is_some(),
+        "a part is a plain GEMM kernel"
+    );
     if a.kernel.parts.is_empty() {
         let first = a.kernel.clone();
         a.kernel.name = format!("{}_siblings", first.name.split('_').next().unwrap_or("k"));
@@ -58,8 +53,8 @@ fn merge(a: &mut Launch, b: Launch) {
         a.kernel.pack_b = false;
         a.kernel.parts = vec![first];
     }
-    let taken = packed_slots(&a.kernel);
-    let b_packed = packed_slots(&b.kernel);
+    let taken = a.kernel.packed_slots();
+    let b_packed = b.kernel.packed_slots();
     let mut map = Vec::with_capacity(b.args.len());
     for (slot, (arg, &buf)) in b.kernel.args.iter().zip(&b.args).enumerate() {
         // Plain reads of one buffer share a slot; a packed slot is swapped per part.

@@ -1,5 +1,6 @@
-//! Graph rewrite passes, one per file, each a function from graph to graph with a name you can
-//! grep for.
+//! Rewrite passes, one per file, each with a name you can grep for: functions from graph to
+//! graph (or to the fusion decisions over it), and `fuse_sibling_gemms`, from schedule to
+//! schedule.
 
 pub mod cse;
 pub mod dead_nodes;
