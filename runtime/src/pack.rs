@@ -53,6 +53,9 @@ pub struct PackInput<'a> {
     pub scale: Option<&'a HostData>,
 }
 
+/// One column of a panel: its position, its source row of `[n, k]` and that weight's scale.
+type PanelColumn<'s> = (usize, &'s [u32], Option<&'s [f32]>);
+
 /// Packs two weights of one shape for a paired GEMM: panel `p` holds columns `4p..4p+4` of
 /// `a` in its first four columns and the same columns of `b` in the last four, so one
 /// micro-kernel accumulates both products of the same A rows.
@@ -86,6 +89,30 @@ pub fn pack_pair_panels(a: PackInput<'_>, b: PackInput<'_>, k: usize, n: usize) 
                 for q in 0..chunk.len() / (k * GEMM_NR) {
                     let p = t * per + q;
                     let cols = (n - p * HALF).min(HALF);
+                    if sources.iter().all(|s| s.1) {
+                        // Both `[n, k]`: the panel is written in order, its source rows
+                        // (4 of each weight) read as sequential streams.
+                        let panel = &mut chunk[q * k * GEMM_NR..(q + 1) * k * GEMM_NR];
+                        let rows: Vec<PanelColumn<'_>> = sources
+                            .iter()
+                            .enumerate()
+                            .flat_map(|(h, (src, _, scale))| {
+                                (0..cols).map(move |c| {
+                                    let j = p * HALF + c;
+                                    (h * HALF + c, &src[j * k..(j + 1) * k], scale.as_deref())
+                                })
+                            })
+                            .collect();
+                        for (kk, out) in panel.chunks_exact_mut(GEMM_NR).enumerate() {
+                            for &(col, row, scale) in &rows {
+                                out[col] = match scale {
+                                    Some(s) => (f32::from_bits(row[kk]) * s[kk]).to_bits(),
+                                    None => row[kk],
+                                };
+                            }
+                        }
+                        continue;
+                    }
                     for (h, (src, transposed, scale)) in sources.iter().enumerate() {
                         for c in 0..cols {
                             let j = p * HALF + c;
@@ -140,15 +167,18 @@ pub fn pack_panels(
                 let p0 = t * per;
                 let np = chunk.len() / (k * GEMM_NR);
                 if transposed {
-                    // Column c of panel p is source row p*8 + c: read it once, in order.
+                    // Column c of panel p is source row p*8 + c: the panel is written in
+                    // order, its 8 source rows read as 8 sequential streams.
                     for q in 0..np {
                         let p = p0 + q;
                         let cols = (n - p * GEMM_NR).min(GEMM_NR);
                         let panel = &mut chunk[q * k * GEMM_NR..(q + 1) * k * GEMM_NR];
-                        for c in 0..cols {
-                            let row = &src[(p * GEMM_NR + c) * k..(p * GEMM_NR + c + 1) * k];
-                            for (kk, &w) in row.iter().enumerate() {
-                                panel[kk * GEMM_NR + c] = at(w, kk);
+                        let rows: Vec<&[u32]> = (0..cols)
+                            .map(|c| &src[(p * GEMM_NR + c) * k..(p * GEMM_NR + c + 1) * k])
+                            .collect();
+                        for (kk, out) in panel.chunks_exact_mut(GEMM_NR).enumerate() {
+                            for (c, row) in rows.iter().enumerate() {
+                                out[c] = at(row[kk], kk);
                             }
                         }
                     }
