@@ -47,13 +47,44 @@ impl Emitter<'_> {
             self.row_statistics(b, g, rr, vars, extents);
         }
         let row_blocks = g.rows.div_ceil(GEMM_MR) as i64;
+        // The unit's (panel, row block), advanced per unit: no division per unit (a real
+        // `div` in the unoptimised code most GEMMs compile to).
+        let rb_n = b.ins().iconst(types::I64, row_blocks);
+        let (p_var, rb_var) = (b.declare_var(types::I64), b.declare_var(types::I64));
+        let p_start = b.ins().udiv(start, rb_n);
+        let rb_start = b.ins().urem(start, rb_n);
+        b.def_var(p_var, p_start);
+        b.def_var(rb_var, rb_start);
+        emit_loop(b, start, end, 1, |b, _| {
+            let p = b.use_var(p_var);
+            let rb = b.use_var(rb_var);
+            self.gemm_unit(b, g, vars, extents, p, rb);
+            let rb1 = b.ins().iadd_imm_s(rb, 1);
+            let wrap = b.ins().icmp_imm_s(IntCC::Equal, rb1, row_blocks);
+            let wrap = b.ins().uextend(types::I64, wrap);
+            let p1 = b.ins().iadd(p, wrap);
+            let zero = b.ins().iconst(types::I64, 0);
+            let rb1 = b.ins().select(wrap, zero, rb1);
+            b.def_var(p_var, p1);
+            b.def_var(rb_var, rb1);
+        });
+    }
+
+    /// One work unit: the 8-column panel `p` (4 + 4 paired) over row block `rb`.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_unit(
+        &mut self,
+        b: &mut FunctionBuilder,
+        g: &GemmShape,
+        vars: &mut [Option<Value>],
+        extents: &[Value],
+        p: Value,
+        rb: Value,
+    ) {
         let pc = Kernel::panel_cols(g);
         let full_panels = (g.cols / pc) as i64;
         let full_blocks = (g.rows / GEMM_MR) as i64;
-        emit_loop(b, start, end, 1, |b, u| {
-            let rb_n = b.ins().iconst(types::I64, row_blocks);
-            let p = b.ins().udiv(u, rb_n);
-            let rb = b.ins().urem(u, rb_n);
+        {
             let n0 = b.ins().imul_imm_s(p, pc as i64);
             let r0 = b.ins().imul_imm_s(rb, GEMM_MR as i64);
             let panel_full = b.ins().icmp_imm_s(IntCC::SignedLessThan, p, full_panels);
@@ -113,7 +144,7 @@ impl Emitter<'_> {
             b.ins().jump(done, &[]);
             b.switch_to_block(done);
             b.seal_block(done);
-        });
+        }
     }
 
     /// Computes the row reduction for every row into a stack array: once per call, so its
