@@ -2,21 +2,7 @@
 
 use cranegrad_graph::{Graph, GraphError, Shape, Tensor};
 
-/// Deterministic pseudo-random values in `[-scale, scale)` (a 64-bit LCG), so examples and
-/// benches need no RNG crate and give the same data everywhere.
-pub fn lcg_values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-        })
-        .collect()
-}
+pub use cranegrad_graph::lcg_values;
 
 /// A built-in example: its graph and output.
 pub struct Example {

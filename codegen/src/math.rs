@@ -191,6 +191,19 @@ pub(crate) fn select_float(b: &mut FunctionBuilder, cond: Value, t: Value, f: Va
     Ty::of(b, t).select(b, cond, t, f)
 }
 
+/// `x = n + f` for a clamped `x`: `t = x + MAGIC` (whose bits hold `n` above
+/// [`ROUND_MAGIC_BITS`]) and `p = 2^f` by the minimax polynomial, `|f| <= 0.5`.
+fn exp2_split(b: &mut FunctionBuilder, ty: Ty, x: Value) -> (Value, Value) {
+    let magic = ty.f(b, ROUND_MAGIC);
+    let t = b.ins().fadd(x, magic);
+    let n_f = b.ins().fsub(t, magic);
+    // Exact: |f| <= 0.5 and x has no bits below ulp(x) >= 2^-149.
+    let f = b.ins().fsub(x, n_f);
+    let one = ty.f(b, 1.0);
+    let p = ty.horner(b, f, &EXP2_POLY);
+    (t, b.ins().fma(p, f, one))
+}
+
 /// `2^x`; see the module table for accuracy and special values.
 pub fn exp2(b: &mut FunctionBuilder, x: Value) -> Value {
     let ty = Ty::of(b, x);
@@ -204,15 +217,7 @@ pub fn exp2(b: &mut FunctionBuilder, x: Value) -> Value {
     let lt = b.ins().fcmp(FloatCC::LessThan, x, lo);
     let x = ty.select(b, lt, lo, x);
 
-    let magic = ty.f(b, ROUND_MAGIC);
-    let t = b.ins().fadd(x, magic);
-    let n_f = b.ins().fsub(t, magic);
-    // Exact: |f| <= 0.5 and x has no bits below ulp(x) >= 2^-149.
-    let f = b.ins().fsub(x, n_f);
-
-    let one = ty.f(b, 1.0);
-    let p = ty.horner(b, f, &EXP2_POLY);
-    let p = b.ins().fma(p, f, one);
+    let (t, p) = exp2_split(b, ty, x);
 
     // 2^n as two factors 2^n1 * 2^n2: each stays a normal float for n in [-160, 160], the
     // first product is exact and the second rounds once, giving correctly scaled subnormals
@@ -245,13 +250,7 @@ pub fn exp2_nonpositive(b: &mut FunctionBuilder, x: Value) -> Value {
     // False for NaN, which therefore passes through.
     let tiny = b.ins().fcmp(FloatCC::LessThan, x, lo);
     let x = ty.select(b, tiny, lo, x);
-    let magic = ty.f(b, ROUND_MAGIC);
-    let t = b.ins().fadd(x, magic);
-    let n_f = b.ins().fsub(t, magic);
-    let f = b.ins().fsub(x, n_f);
-    let one = ty.f(b, 1.0);
-    let p = ty.horner(b, f, &EXP2_POLY);
-    let p = b.ins().fma(p, f, one);
+    let (t, p) = exp2_split(b, ty, x);
     // n in [-126, 0]: 2^n is one normal float.
     let t_bits = ty.to_int(b, t);
     let magic_bits = ty.i(b, ROUND_MAGIC_BITS - 127);

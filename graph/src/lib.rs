@@ -12,7 +12,7 @@ pub mod print;
 pub mod shape;
 pub mod tensor;
 
-pub use data::HostData;
+pub use data::{HostData, lcg_values};
 pub use dim::{Bindings, Dim, Symbol};
 pub use dtype::DType;
 pub use error::GraphError;

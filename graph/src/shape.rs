@@ -25,6 +25,11 @@ impl Shape {
         &self.0
     }
 
+    /// Every dimension at its symbol's maximum.
+    pub fn max_dims(&self) -> Vec<usize> {
+        self.0.iter().map(Dim::max_value).collect()
+    }
+
     /// Element count at every symbol's maximum: the size buffers are allocated with.
     pub fn max_numel(&self) -> usize {
         self.0.iter().map(Dim::max_value).product()

@@ -654,14 +654,7 @@ impl<'a> KernelBuilder<'a> {
         let value = self.g.inputs(self.root)[1];
         let vshape = self.g.node(value).shape.clone();
         self.n_out_loops = vshape.rank();
-        let mut loops: Vec<Loop> = vshape
-            .dims()
-            .iter()
-            .map(|d| Loop {
-                extent: d.clone(),
-                kind: LoopKind::Parallel,
-            })
-            .collect();
+        let mut loops = parallel_loops(vshape.dims());
         for d in vshape.dims() {
             self.note_dim(d);
         }
@@ -717,14 +710,7 @@ impl<'a> KernelBuilder<'a> {
         let dq = self.g.node(att.q).shape.dims()[rank - 1].clone();
         self.note_dim(&t);
         let (j, c) = (rank, rank + 1);
-        let mut loops: Vec<Loop> = pv
-            .dims()
-            .iter()
-            .map(|d| Loop {
-                extent: d.clone(),
-                kind: LoopKind::Parallel,
-            })
-            .collect();
+        let mut loops = parallel_loops(pv.dims());
         for extent in [t, dq] {
             loops.push(Loop {
                 extent,
@@ -837,15 +823,7 @@ impl<'a> KernelBuilder<'a> {
 
     fn build(mut self, idx: usize, out_buf: BufId) -> Result<Launch, LowerError> {
         let root = self.g.node(self.root).clone();
-        let mut loops: Vec<Loop> = root
-            .shape
-            .dims()
-            .iter()
-            .map(|d| Loop {
-                extent: d.clone(),
-                kind: LoopKind::Parallel,
-            })
-            .collect();
+        let mut loops = parallel_loops(root.shape.dims());
         for d in root.shape.dims() {
             self.note_dim(d);
         }
@@ -887,6 +865,16 @@ impl<'a> KernelBuilder<'a> {
         };
         Ok(self.finish(format!("k{idx}_{kind}"), loops, store, None))
     }
+}
+
+/// One parallel output loop per dimension, outermost first.
+fn parallel_loops(dims: &[Dim]) -> Vec<Loop> {
+    dims.iter()
+        .map(|d| Loop {
+            extent: d.clone(),
+            kind: LoopKind::Parallel,
+        })
+        .collect()
 }
 
 /// Which fusion pattern a kernel is, for `--dump-graph`: read off the kernel's shape and ops.

@@ -2,8 +2,6 @@
 //! step per token. The decode step is one graph with a symbolic position `pos`, built and
 //! compiled once; every later token only binds `pos` and the inputs, so nothing recompiles.
 
-use std::sync::Arc;
-
 use cranegrad_graph::{Bindings, DType, Dim, Graph, GraphError, HostData, Shape, Symbol, Tensor};
 use cranegrad_runtime::{Feeds, Session};
 
@@ -19,9 +17,6 @@ struct DecodeStep {
     writes: Vec<(Tensor, Tensor)>,
     pos: Symbol,
     captured: Option<cranegrad_runtime::Captured>,
-    /// The step's feeds and symbol values, updated in place each token.
-    feeds: Feeds,
-    bindings: Bindings,
 }
 
 /// A batch of sequences being generated. The KV caches are session states (`cache.L.k`,
@@ -253,8 +248,6 @@ impl<'m> Generator<'m> {
             writes,
             pos,
             captured: None,
-            feeds: Feeds::new(),
-            bindings: Bindings::new(),
         })
     }
 
@@ -279,27 +272,10 @@ impl<'m> Generator<'m> {
             self.decode = Some(self.build_decode()?);
         }
         let mut step = self.decode.take().expect("built above");
-        // The token buffer of the last step is reused once the plan has let go of it.
-        let reused = match step.feeds.get_mut("tokens") {
-            Some(HostData::I32(t)) => match Arc::get_mut(t) {
-                Some(v) if v.len() == tokens.len() => {
-                    v.copy_from_slice(tokens);
-                    true
-                }
-                _ => false,
-            },
-            _ => false,
-        };
-        if !reused {
-            step.feeds
-                .insert("tokens".into(), HostData::from(tokens.to_vec()));
-        }
-        self.feed_padding(&mut step.feeds, 1, self.pos);
-        step.bindings.insert(step.pos.name.clone(), self.pos as i64);
-        let (feeds, bindings) = (
-            std::mem::take(&mut step.feeds),
-            std::mem::take(&mut step.bindings),
-        );
+        let mut feeds = Feeds::new();
+        feeds.insert("tokens".into(), HostData::from(tokens.to_vec()));
+        self.feed_padding(&mut feeds, 1, self.pos);
+        let bindings = Bindings::from([(step.pos.name.clone(), self.pos as i64)]);
         // Captured once; every later token replays the plan (no graph walk, no hashing).
         let r = (|| {
             if step.captured.is_none() {
@@ -318,8 +294,6 @@ impl<'m> Generator<'m> {
                 .ok_or_else(|| ModelError::Input("logits are not f32".into()))?;
             Ok(all.to_vec())
         })();
-        step.feeds = feeds;
-        step.bindings = bindings;
         self.decode = Some(step);
         r
     }

@@ -7,22 +7,14 @@ use cranegrad_lower::{LowerOptions, lower_tensors};
 use cranegrad_models::attention::{causal_attention, causal_attention_padded, full_attention};
 use cranegrad_runtime::{Feeds, Session, SessionOptions, interpret_tensors};
 
-fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-        })
-        .collect()
-}
-
 fn input(g: &Graph, name: &str, dims: &[usize], seed: u64, scale: f32) -> Tensor {
     let n = dims.iter().product();
-    g.input_with_data(name, Shape::of(dims), values(n, seed, scale))
-        .unwrap()
+    g.input_with_data(
+        name,
+        Shape::of(dims),
+        cranegrad_graph::lcg_values(n, seed, scale),
+    )
+    .unwrap()
 }
 
 /// Kernels of `t`'s schedule and how many of them are attention kernels.

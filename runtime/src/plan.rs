@@ -103,7 +103,7 @@ pub struct Plan {
     packed_memo: Vec<Vec<Option<PackedMemo>>>,
     /// Input buffers some launch reads unpacked (not as packed panels): their raw data must
     /// stay.
-    raw_reads: std::collections::HashSet<usize>,
+    raw_reads: Vec<bool>,
     /// Per-run working vectors, kept so a replay (a decode step) allocates none.
     scratch: RunScratch,
 }
@@ -240,12 +240,12 @@ impl Plan {
             }
         }
         let packed_memo = infos.iter().map(|i| vec![None; i.packed_b.len()]).collect();
-        let mut raw_reads = std::collections::HashSet::new();
+        let mut raw_reads = vec![false; sched.buffers.len()];
         for l in &sched.launches {
             for slot in l.kernel.raw_read_slots() {
                 let buf = l.args[slot];
                 if matches!(sched.buffers[buf].kind, BufKind::Input { .. }) {
-                    raw_reads.insert(buf);
+                    raw_reads[buf] = true;
                 }
             }
         }
@@ -278,7 +278,7 @@ impl Plan {
 
     /// True when some launch reads input buffer `buf` unpacked.
     pub(crate) fn reads_raw(&self, buf: usize) -> bool {
-        self.raw_reads.contains(&buf)
+        self.raw_reads[buf]
     }
 
     /// Number of kernels launched per run.
@@ -372,7 +372,7 @@ impl Plan {
                             got: d.len(),
                         });
                     }
-                    if self.raw_reads.contains(&i) && crate::pack::is_released(d) {
+                    if self.raw_reads[i] && crate::pack::is_released(d) {
                         return Err(RuntimeError::Released(name.clone()));
                     }
                     bound[i] = Some(d.clone());

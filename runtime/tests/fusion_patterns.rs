@@ -17,6 +17,17 @@ fn kernels(t: &Tensor) -> usize {
         .len()
 }
 
+/// `x` `[rows, k]` (values up to 2) and a norm gain `[k]`, for the norm + matmul tests.
+fn rows_and_gain(g: &Graph, rows: usize, k: usize) -> (Tensor, Tensor) {
+    let x = g
+        .input_with_data("x", Shape::of(&[rows, k]), rand_vec(rows * k, 1, 2.0))
+        .unwrap();
+    let gain = g
+        .input_with_data("g", Shape::of(&[k]), rand_vec(k, 2, 1.0))
+        .unwrap();
+    (x, gain)
+}
+
 const SIZES: [usize; 6] = [1, 3, 17, 33, 100, 257];
 
 #[test]
@@ -194,12 +205,7 @@ fn shared_norm_feeds_sibling_projections_in_one_kernel() {
         (17, 40, [33, 100, 3]),
     ] {
         let g = Graph::new();
-        let x = g
-            .input_with_data("x", Shape::of(&[rows, k]), rand_vec(rows * k, 1, 2.0))
-            .unwrap();
-        let gain = g
-            .input_with_data("g", Shape::of(&[k]), rand_vec(k, 2, 1.0))
-            .unwrap();
+        let (x, gain) = rows_and_gain(&g, rows, k);
         let xn = x.rms_norm(&gain, 1e-5).unwrap();
         let outs: Vec<Tensor> = (0..3)
             .map(|i| {
@@ -242,12 +248,7 @@ fn rmsnorm_swiglu_is_one_paired_gemm() {
         (100, 17, 33),
     ] {
         let g = Graph::new();
-        let x = g
-            .input_with_data("x", Shape::of(&[rows, k]), rand_vec(rows * k, 1, 2.0))
-            .unwrap();
-        let gain = g
-            .input_with_data("g", Shape::of(&[k]), rand_vec(k, 2, 1.0))
-            .unwrap();
+        let (x, gain) = rows_and_gain(&g, rows, k);
         let weight = |name: &str, seed| {
             g.input_with_data(name, Shape::of(&[n, k]), rand_vec(n * k, seed, 1.0))
                 .unwrap()

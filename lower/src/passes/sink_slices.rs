@@ -15,7 +15,7 @@ use cranegrad_graph::{Dim, GraphData, Node, NodeId, Op, Shape};
 /// node itself when the window is everything).
 fn slice(g: &mut GraphData, n: NodeId, starts: &[usize], shape: &[usize]) -> NodeId {
     let node = g.node(n).clone();
-    let full: Vec<usize> = node.shape.dims().iter().map(|d| d.max_value()).collect();
+    let full = node.shape.max_dims();
     if starts.iter().all(|&s| s == 0) && shape == full.as_slice() {
         return n;
     }
@@ -50,19 +50,13 @@ fn sink(g: &mut GraphData, n: NodeId, starts: &[usize], shape: &[usize]) -> Opti
     if !node.shape.is_static() {
         return None;
     }
-    let full: Vec<usize> = node.shape.dims().iter().map(|d| d.max_value()).collect();
+    let full = node.shape.max_dims();
     let ins = g.inputs(n);
     let rank = full.len();
     let new_ins: Vec<NodeId> = match &node.op {
         op if op.is_elementwise() => ins.iter().map(|&i| slice(g, i, starts, shape)).collect(),
         Op::Expand => {
-            let src: Vec<usize> = g
-                .node(ins[0])
-                .shape
-                .dims()
-                .iter()
-                .map(|d| d.max_value())
-                .collect();
+            let src = g.node(ins[0]).shape.max_dims();
             let (s, e): (Vec<usize>, Vec<usize>) = (0..rank)
                 .map(|a| {
                     if src[a] == 1 && full[a] != 1 {
@@ -92,13 +86,7 @@ fn sink(g: &mut GraphData, n: NodeId, starts: &[usize], shape: &[usize]) -> Opti
             let mut a_e = shape.to_vec();
             a_s[rank - 1] = 0;
             a_e[rank - 1] = k;
-            let b_full: Vec<usize> = g
-                .node(ins[1])
-                .shape
-                .dims()
-                .iter()
-                .map(|d| d.max_value())
-                .collect();
+            let b_full = g.node(ins[1]).shape.max_dims();
             let mut b_s = starts.to_vec();
             let mut b_e = shape.to_vec();
             for a in [rank - 2, rank - 1] {
