@@ -19,7 +19,7 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 
 use cranegrad_graph::{BinaryOp, DType, Dim, ReduceOp, UnaryOp};
 use cranegrad_lower::affine::{Affine, Cond};
-use cranegrad_lower::kernel::{Expr, GEMM_MR, Kernel, LoopKind};
+use cranegrad_lower::kernel::{Expr, Kernel, LoopKind};
 
 use crate::math;
 
@@ -73,13 +73,10 @@ pub fn choose_layout(k: &Kernel) -> Layout {
 /// (measured: softmax 8.9 ms with, 6.9 ms without, on 4096 x 1024), and most GEMMs.
 pub fn prefers_plain(k: &Kernel) -> bool {
     // Its elaboration also hoists the loads of a GEMM's unrolled k loop to the top and
-    // spills; a GEMM of a register block of rows or more runs faster compiled as emitted
-    // (measured: [128, 2048] x [2048, 2048] 99 -> 108 GFLOP/s, norm + SwiGLU [128, 1024] x
-    // [1024, 2048] 92 -> 102), a matrix-vector product slower (31 -> 27), so it keeps it.
-    if k.bodies()
-        .iter()
-        .all(|p| p.gemm().is_some_and(|g| g.rows >= GEMM_MR))
-    {
+    // spills: every GEMM runs faster compiled as emitted (measured: [128, 2048] x [2048,
+    // 2048] 99 -> 108 GFLOP/s, norm + SwiGLU [128, 1024] x [1024, 2048] 92 -> 102, and with
+    // packed 4-k runs the matrix-vector product [1, 2048] x [2048, 2048] 0.21 -> 0.18 ms).
+    if k.bodies().iter().all(|p| p.gemm().is_some()) {
         return true;
     }
     k.attention.is_none() && k.gemm().is_none() && is_row_kernel(k, &phases(k))

@@ -1,15 +1,19 @@
 //! The GEMM path: a kernel whose reduction is `sum(A[m, k] * B[k, n])` (plus any epilogue)
-//! runs as register-blocked micro-kernels: 4 rows x 8 columns = eight 4-lane FMA accumulators
-//! per k step, A broadcast from memory, B read as two vectors. One work unit is one (8-column
-//! panel, 4-row block); units are ordered panel-major so each thread streams its own panels
-//! of B once. One-row blocks (decode) keep two accumulator sets to hide FMA latency.
+//! runs as register-blocked micro-kernels over blocks of 4 rows x 8 columns. One work unit
+//! is one (8-column panel, 4-row block); units are ordered panel-major so each thread
+//! streams its own panels of B once.
+//!
+//! With packed B (weights), the k loop multiplies 4-k runs of A rows by the 4-k runs the
+//! panel stores per column, lane-wise into eight accumulators, and sums lanes once at the
+//! end: no broadcast in the loop. With unpacked B (`[K, N]`, N contiguous), each k step
+//! broadcasts one A value per row against two column vectors of B.
 
 use cranelift_codegen::ir::{
     InstBuilder, MemFlagsData, StackSlotData, StackSlotKind, Value, condcodes::IntCC, types,
 };
 use cranelift_frontend::{FunctionBuilder, Variable};
 
-use cranegrad_lower::kernel::{Expr, GEMM_MR, GEMM_NR, GemmShape, Kernel};
+use cranegrad_lower::kernel::{Expr, GEMM_KG, GEMM_MR, GEMM_NR, GemmShape, Kernel, panel_words};
 
 use crate::emit::{Emitter, Val, byte_addr, emit_loop, split_flat};
 
@@ -258,107 +262,60 @@ impl Emitter<'_> {
             a_ptrs.push(var);
         }
         let b_base = if self.k.pack_b {
-            // Panel n0/pc starts at element (n0/pc) * K * 8.
-            b.ins()
-                .imul_imm_s(n0, k_total * (GEMM_NR / Kernel::panel_cols(g)) as i64)
+            // Panel n0/pc starts at element (n0/pc) * panel_words(K).
+            let per_col = panel_words(k_total as usize) / Kernel::panel_cols(g);
+            b.ins().imul_imm_s(n0, per_col as i64)
         } else {
             self.affine(b, &bi.1, vars)
         };
         let b_start = byte_addr(b, self.ptrs[bi.0], b_base);
-        let b_ptr = b.declare_var(types::I64);
-        b.def_var(b_ptr, b_start);
-        // Two accumulator sets for one-row blocks, so two FMA chains per column vector are in
-        // flight; one set for four rows (eight chains already).
-        let sets = if rows.len() == 1 { 2 } else { 1 };
-        let fz = b.ins().f32const(0.0);
-        let vz = b.ins().splat(types::F32X4, fz);
-        let accs: Vec<Vec<[Variable; 2]>> = (0..sets)
-            .map(|_| {
-                rows.iter()
-                    .map(|_| {
-                        [0, 1].map(|_| {
-                            let v = b.declare_var(types::F32X4);
-                            b.def_var(v, vz);
-                            v
-                        })
-                    })
-                    .collect()
-            })
-            .collect();
-        let ro = MemFlagsData::new().with_notrap().with_readonly();
         // Rows of one flat row loop are equally strided: one A pointer, per-row displacements.
         let uniform = rows.len() > 1 && g.n_loop == 1;
         let row_bytes = ai.1.coeff(0) * 4;
         let fits = |x: i64| i32::try_from(x).is_ok();
         let uniform =
-            uniform && fits(row_bytes * rows.len() as i64 + 2 * ak.abs()) && fits(2 * bk.abs());
+            uniform && fits(row_bytes * rows.len() as i64 + 8 * ak.abs()) && fits(2 * bk.abs());
+        let a_rows: Vec<(Variable, i64)> = (0..rows.len())
+            .map(|i| {
+                if uniform {
+                    (a_ptrs[0], i as i64 * row_bytes)
+                } else {
+                    (a_ptrs[i], 0)
+                }
+            })
+            .collect();
         let live_a: Vec<Variable> = if uniform {
             vec![a_ptrs[0]]
         } else {
             a_ptrs.clone()
         };
-        // One k step at displacement `koff` steps from the pointers.
-        let step = |b: &mut FunctionBuilder, set: usize, koff: i64| {
-            let bp = b.use_var(b_ptr);
-            let b0 = b.ins().load(types::F32X4, vflags(), bp, (koff * bk) as i32);
-            let b1 = b
-                .ins()
-                .load(types::F32X4, vflags(), bp, (koff * bk + 16) as i32);
-            for i in 0..rows.len() {
-                let (p, disp) = if uniform {
-                    (b.use_var(a_ptrs[0]), i as i64 * row_bytes + koff * ak)
-                } else {
-                    (b.use_var(a_ptrs[i]), koff * ak)
-                };
-                let a = b.ins().load(types::F32, ro, p, disp as i32);
-                let av = b.ins().splat(types::F32X4, a);
-                for (j, bv) in [b0, b1].into_iter().enumerate() {
-                    let acc = b.use_var(accs[set][i][j]);
-                    let nv = b.ins().fma(av, bv, acc);
-                    b.def_var(accs[set][i][j], nv);
-                }
-            }
+        let accs = if self.k.pack_b {
+            grouped_accumulate(b, &a_rows, &live_a, ak, b_start, k_total)
+        } else {
+            strided_accumulate(b, &a_rows, &live_a, ak, bk, b_start, k_total)
         };
-        let advance = |b: &mut FunctionBuilder, steps: i64| {
-            for &ap in &live_a {
-                let p = b.use_var(ap);
-                let np = b.ins().iadd_imm_s(p, steps * ak);
-                b.def_var(ap, np);
-            }
-            let bp = b.use_var(b_ptr);
-            let nb = b.ins().iadd_imm_s(bp, steps * bk);
-            b.def_var(b_ptr, nb);
-        };
-        let kend = b.ins().iconst(types::I64, k_total);
-        // k unrolled by two: half the loop overhead per FMA; one-row blocks alternate sets.
-        let second = if sets == 2 { 1 } else { 0 };
-        let rest = emit_loop(b, zero, kend, 2, |b, _| {
-            step(b, 0, 0);
-            step(b, second, 1);
-            advance(b, 2);
-        });
-        emit_loop(b, rest, kend, 1, |b, _| {
-            step(b, 0, 0);
-            advance(b, 1);
-        });
         vars[g.k_loop] = None;
-        // The accumulators leave registers here, so an epilogue that needs many (SiLU's exp)
-        // cannot make the register allocator keep them on the stack inside the k loop: it
-        // did, and the SwiGLU gate GEMM of `medium` ran at 59 GFLOP/s against 99 for the up
-        // projection beside it; now both run alike.
-        let spill = b.create_sized_stack_slot(StackSlotData::new(
-            StackSlotKind::ExplicitSlot,
-            (rows.len() * 2 * 16) as u32,
-            4,
-        ));
-        for i in 0..rows.len() {
-            for j in 0..2 {
-                let v = sum_sets(b, &accs, sets, i, j);
-                b.ins()
-                    .stack_store(types::I64, v, spill, ((i * 2 + j) * 16) as i32);
-            }
-        }
-        let accs = Accumulators(spill);
+        // The rows are consecutive: rebuilt from the first, so the others are not live
+        // across the k loops (holding them made the allocator spill the loops' pointers).
+        let rows: Vec<Value> = (0..rows.len() as i64)
+            .map(|i| b.ins().iadd_imm_s(rows[0], i))
+            .collect();
+        self.epilogues(b, g, vars, extents, &rows, n0, valid, accs);
+    }
+
+    /// The epilogue of a finished block: all 8 columns, or the first `valid` of them.
+    #[allow(clippy::too_many_arguments)]
+    fn epilogues(
+        &mut self,
+        b: &mut FunctionBuilder,
+        g: &GemmShape,
+        vars: &mut [Option<Value>],
+        extents: &[Value],
+        rows: &[Value],
+        n0: Value,
+        valid: usize,
+        accs: Accumulators,
+    ) {
         if valid < Kernel::panel_cols(g) {
             self.epilogue_columns(b, g, vars, extents, rows, n0, valid, accs);
             return;
@@ -457,11 +414,260 @@ impl Emitter<'_> {
     }
 }
 
+/// Loads of A: notrap, readonly (A is never written by its own kernel).
+fn a_flags() -> MemFlagsData {
+    MemFlagsData::new().with_notrap().with_readonly()
+}
+
+/// A stack slot for a block's finished accumulators: `[row][vector]` of 16 bytes. They leave
+/// registers before the epilogue, so an epilogue that needs many registers (SiLU's exp)
+/// cannot make the register allocator keep them on the stack inside the k loop: it did, and
+/// the SwiGLU gate GEMM of `medium` ran at 59 GFLOP/s against 99 for the up projection.
+fn accumulator_slot(b: &mut FunctionBuilder, rows: usize) -> Accumulators {
+    Accumulators(b.create_sized_stack_slot(StackSlotData::new(
+        StackSlotKind::ExplicitSlot,
+        (rows * 2 * 16) as u32,
+        4,
+    )))
+}
+
+/// Zeroed F32X4 variables.
+fn zeroed_vectors(b: &mut FunctionBuilder, n: usize) -> Vec<Variable> {
+    let fz = b.ins().f32const(0.0);
+    let vz = b.ins().splat(types::F32X4, fz);
+    (0..n)
+        .map(|_| {
+            let v = b.declare_var(types::F32X4);
+            b.def_var(v, vz);
+            v
+        })
+        .collect()
+}
+
+/// Advances the A pointers by `bytes`.
+fn advance_a(b: &mut FunctionBuilder, live_a: &[Variable], bytes: i64) {
+    for &ap in live_a {
+        let p = b.use_var(ap);
+        let np = b.ins().iadd_imm_s(p, bytes);
+        b.def_var(ap, np);
+    }
+}
+
+/// Row-major (unpacked) B, `[K, N]` with N contiguous: per k step, A broadcast and two
+/// column vectors of B. One-row blocks keep two accumulator sets, so two FMA chains per
+/// column vector are in flight; four rows have eight chains already.
+fn strided_accumulate(
+    b: &mut FunctionBuilder,
+    a_rows: &[(Variable, i64)],
+    live_a: &[Variable],
+    ak: i64,
+    bk: i64,
+    b_start: Value,
+    k_total: i64,
+) -> Accumulators {
+    let rows = a_rows.len();
+    let sets = if rows == 1 { 2 } else { 1 };
+    let accs: Vec<Vec<Variable>> = (0..sets).map(|_| zeroed_vectors(b, rows * 2)).collect();
+    let b_ptr = b.declare_var(types::I64);
+    b.def_var(b_ptr, b_start);
+    // One k step at displacement `koff` steps from the pointers.
+    let step = |b: &mut FunctionBuilder, set: usize, koff: i64| {
+        let bp = b.use_var(b_ptr);
+        let b0 = b.ins().load(types::F32X4, vflags(), bp, (koff * bk) as i32);
+        let b1 = b
+            .ins()
+            .load(types::F32X4, vflags(), bp, (koff * bk + 16) as i32);
+        for (i, &(ap, disp)) in a_rows.iter().enumerate() {
+            let p = b.use_var(ap);
+            let a = b
+                .ins()
+                .load(types::F32, a_flags(), p, (disp + koff * ak) as i32);
+            let av = b.ins().splat(types::F32X4, a);
+            for (j, bv) in [b0, b1].into_iter().enumerate() {
+                let acc = b.use_var(accs[set][i * 2 + j]);
+                let nv = b.ins().fma(av, bv, acc);
+                b.def_var(accs[set][i * 2 + j], nv);
+            }
+        }
+    };
+    let advance = |b: &mut FunctionBuilder, steps: i64| {
+        advance_a(b, live_a, steps * ak);
+        let bp = b.use_var(b_ptr);
+        let nb = b.ins().iadd_imm_s(bp, steps * bk);
+        b.def_var(b_ptr, nb);
+    };
+    let zero = b.ins().iconst(types::I64, 0);
+    let kend = b.ins().iconst(types::I64, k_total);
+    // k unrolled by two: half the loop overhead per FMA; one-row blocks alternate sets.
+    let second = if sets == 2 { 1 } else { 0 };
+    let rest = emit_loop(b, zero, kend, 2, |b, _| {
+        step(b, 0, 0);
+        step(b, second, 1);
+        advance(b, 2);
+    });
+    emit_loop(b, rest, kend, 1, |b, _| {
+        step(b, 0, 0);
+        advance(b, 1);
+    });
+    let slot = accumulator_slot(b, rows);
+    for (i, &acc) in accs[0].iter().enumerate() {
+        let mut v = b.use_var(acc);
+        if sets == 2 {
+            let other = b.use_var(accs[1][i]);
+            v = b.ins().fadd(v, other);
+        }
+        slot.put(b, i / 2, i % 2, v);
+    }
+    slot
+}
+
+/// Packed B (see `panel_offset`): per group of 4 k, a 4-k run of each A row times the 4-k
+/// run of each column, lane-wise, summed across lanes after the k loop. No broadcast and
+/// no shuffle in the loop. Cranelift's FMA overwrites a multiplicand, so the order of its
+/// operands decides the register copies: at 2 rows x 4 columns, 3 per 8 FMAs.
+/// One-row blocks take all 8 columns in one pass (8 chains); four-row blocks take four
+/// passes of 2 rows x 4 columns.
+fn grouped_accumulate(
+    b: &mut FunctionBuilder,
+    a_rows: &[(Variable, i64)],
+    live_a: &[Variable],
+    ak: i64,
+    b_start: Value,
+    k_total: i64,
+) -> Accumulators {
+    let slot = accumulator_slot(b, a_rows.len());
+    let a_start: Vec<Value> = live_a.iter().map(|&v| b.use_var(v)).collect();
+    let passes: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)> = if a_rows.len() == 1 {
+        vec![(0..1, 0..GEMM_NR)]
+    } else {
+        (0..a_rows.len().div_ceil(2))
+            .flat_map(|rp| {
+                let r = 2 * rp..(2 * rp + 2).min(a_rows.len());
+                [(r.clone(), 0..4), (r, 4..GEMM_NR)]
+            })
+            .collect()
+    };
+    for (rows, cols) in passes {
+        for (&v, &p) in live_a.iter().zip(&a_start) {
+            b.def_var(v, p);
+        }
+        grouped_pass(
+            b,
+            &a_rows[rows.clone()],
+            live_a,
+            ak,
+            b_start,
+            k_total,
+            rows.start,
+            cols,
+            slot,
+        );
+    }
+    slot
+}
+
+/// One pass of [`grouped_accumulate`]: A rows `a_rows` (the block's rows from `row0`) by
+/// the panel's columns `cols`, into `slot`.
+#[allow(clippy::too_many_arguments)]
+fn grouped_pass(
+    b: &mut FunctionBuilder,
+    a_rows: &[(Variable, i64)],
+    live_a: &[Variable],
+    ak: i64,
+    b_start: Value,
+    k_total: i64,
+    row0: usize,
+    cols: std::ops::Range<usize>,
+    slot: Accumulators,
+) {
+    let kg = GEMM_KG as i64;
+    let group_bytes = (GEMM_KG * GEMM_NR * 4) as i64;
+    let nc = cols.len();
+    let accs = zeroed_vectors(b, a_rows.len() * nc);
+    // The 4-k run of A row `r` at group `g` from the pointers: one vector load when A is
+    // contiguous along k, else `lanes` scalar loads (zeros past them: the last group).
+    let a_run = |b: &mut FunctionBuilder, r: usize, g: i64, lanes: usize| {
+        let (ap, disp) = a_rows[r];
+        let p = b.use_var(ap);
+        let disp = disp + g * kg * ak;
+        if ak == 4 && lanes == GEMM_KG {
+            return b.ins().load(types::F32X4, a_flags(), p, disp as i32);
+        }
+        let fz = b.ins().f32const(0.0);
+        let mut v = b.ins().splat(types::F32X4, fz);
+        for l in 0..lanes {
+            let x = b
+                .ins()
+                .load(types::F32, a_flags(), p, (disp + l as i64 * ak) as i32);
+            v = b.ins().insertlane(v, x, l as u8);
+        }
+        v
+    };
+    let one_row = a_rows.len() == 1;
+    let step = |b: &mut FunctionBuilder, bp: Value, g: i64, lanes: usize| {
+        let first = one_row.then(|| a_run(b, 0, g, lanes));
+        // Four B runs loaded before their FMAs: only the last can fold into its FMA as a
+        // memory operand, and an FMA folding one overwrites (a copy of) the A run.
+        for c0 in (0..nc).step_by(4) {
+            let bv: Vec<Value> = (c0..c0 + 4)
+                .map(|c| {
+                    let off = g * group_bytes + ((cols.start + c) * GEMM_KG * 4) as i64;
+                    b.ins().load(types::F32X4, vflags(), bp, off as i32)
+                })
+                .collect();
+            for r in 0..a_rows.len() {
+                let av = first.unwrap_or_else(|| a_run(b, r, g, lanes));
+                for (i, &bc) in bv.iter().enumerate() {
+                    let c = c0 + i;
+                    let acc = b.use_var(accs[r * nc + c]);
+                    // Row 0 of two overwrites (a copy of) its A run, the last row each B
+                    // run at its last use: no other copies.
+                    let nv = if r == 0 && !one_row {
+                        b.ins().fma(av, bc, acc)
+                    } else {
+                        b.ins().fma(bc, av, acc)
+                    };
+                    b.def_var(accs[r * nc + c], nv);
+                }
+            }
+        }
+    };
+    let groups = k_total / kg;
+    let bend = b.ins().iadd_imm_s(b_start, groups * group_bytes);
+    // Two groups per iteration; the B pointer is the loop variable.
+    let rest = emit_loop(b, b_start, bend, 2 * group_bytes, |b, bp| {
+        step(b, bp, 0, GEMM_KG);
+        step(b, bp, 1, GEMM_KG);
+        advance_a(b, live_a, 2 * kg * ak);
+    });
+    let rest = emit_loop(b, rest, bend, group_bytes, |b, bp| {
+        step(b, bp, 0, GEMM_KG);
+        advance_a(b, live_a, kg * ak);
+    });
+    let tail = (k_total % kg) as usize;
+    if tail > 0 {
+        step(b, rest, 0, tail);
+    }
+    for r in 0..a_rows.len() {
+        for (q, c0) in (0..nc).step_by(4).enumerate() {
+            let v: Vec<Value> = (c0..c0 + 4).map(|c| b.use_var(accs[r * nc + c])).collect();
+            let sum = hsum4(b, [v[0], v[1], v[2], v[3]]);
+            slot.put(b, row0 + r, cols.start / 4 + q, sum);
+        }
+    }
+}
+
 /// A micro-kernel's finished accumulators, in a stack slot: `[row][vector]` of 16 bytes.
 #[derive(Clone, Copy)]
 struct Accumulators(cranelift_codegen::ir::StackSlot);
 
 impl Accumulators {
+    /// Stores accumulator vector `j` of row `i`.
+    fn put(self, b: &mut FunctionBuilder, i: usize, j: usize, v: Value) {
+        b.ins()
+            .stack_store(types::I64, v, self.0, ((i * 2 + j) * 16) as i32);
+    }
+
     /// Accumulator vector `j` of row `i`.
     fn get(self, b: &mut FunctionBuilder, i: usize, j: usize) -> Value {
         b.ins()
@@ -469,23 +675,40 @@ impl Accumulators {
     }
 }
 
-/// Accumulator `j` of row `i`, summing the two sets of a one-row block.
-fn sum_sets(
-    b: &mut FunctionBuilder,
-    accs: &[Vec<[Variable; 2]>],
-    sets: usize,
-    i: usize,
-    j: usize,
-) -> Value {
-    let acc = b.use_var(accs[0][i][j]);
-    if sets == 2 {
-        let other = b.use_var(accs[1][i][j]);
-        b.ins().fadd(acc, other)
-    } else {
-        acc
-    }
-}
-
 fn g_k(em: &Emitter<'_>, g: &GemmShape) -> i64 {
     em.k.loops[g.k_loop].extent.as_const().unwrap_or(0) as i64
+}
+
+/// A two-input lane shuffle with a constant byte mask (bytes 16.. are `y`'s).
+fn shuffle_bytes(b: &mut FunctionBuilder, x: Value, y: Value, mask: u128) -> Value {
+    use cranelift_codegen::ir::{ConstantData, Immediate};
+    let le = MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little);
+    let xi = b.ins().bitcast(types::I8X16, le, x);
+    let yi = b.ins().bitcast(types::I8X16, le, y);
+    let imm: Immediate = b
+        .func
+        .dfg
+        .immediates
+        .push(ConstantData::from(mask.to_le_bytes().as_slice()));
+    let r = b.ins().shuffle(xi, yi, imm);
+    b.ins().bitcast(types::F32X4, le, r)
+}
+
+/// `[sum(v0), sum(v1), sum(v2), sum(v3)]`: a 4 x 4 transpose by interleaves (masks that
+/// lower to `punpck{l,h}{dq,qdq}`), then adds.
+fn hsum4(b: &mut FunctionBuilder, v: [Value; 4]) -> Value {
+    const LO32: u128 = 0x1716_1514_0706_0504_1312_1110_0302_0100;
+    const HI32: u128 = 0x1f1e_1d1c_0f0e_0d0c_1b1a_1918_0b0a_0908;
+    const LO64: u128 = 0x1716_1514_1312_1110_0706_0504_0302_0100;
+    const HI64: u128 = 0x1f1e_1d1c_1b1a_1918_0f0e_0d0c_0b0a_0908;
+    let pair = |b: &mut FunctionBuilder, x: Value, y: Value| {
+        let lo = shuffle_bytes(b, x, y, LO32);
+        let hi = shuffle_bytes(b, x, y, HI32);
+        b.ins().fadd(lo, hi)
+    };
+    let u0 = pair(b, v[0], v[1]);
+    let u1 = pair(b, v[2], v[3]);
+    let lo = shuffle_bytes(b, u0, u1, LO64);
+    let hi = shuffle_bytes(b, u0, u1, HI64);
+    b.ins().fadd(lo, hi)
 }

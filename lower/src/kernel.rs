@@ -325,6 +325,21 @@ pub const GEMM_MAX_STAT_ROWS: usize = 16384;
 pub const GEMM_MR: usize = 4;
 /// Columns per GEMM register block (two 4-lane vectors).
 pub const GEMM_NR: usize = 8;
+/// Consecutive k values a packed panel stores per column: one 4-lane vector, so the
+/// micro-kernel multiplies 4-k runs of an A row by 4-k runs of a column (no broadcasts).
+pub const GEMM_KG: usize = 4;
+
+/// Words of one packed panel of `GEMM_NR` columns for a reduction of length `k`: k padded
+/// with zeros to whole groups of `GEMM_KG`.
+pub fn panel_words(k: usize) -> usize {
+    k.div_ceil(GEMM_KG) * GEMM_KG * GEMM_NR
+}
+
+/// Position of (`kk`, `col`) within a packed panel: groups of `GEMM_KG` k values, each
+/// group column after column.
+pub fn panel_offset(kk: usize, col: usize) -> usize {
+    (kk / GEMM_KG) * GEMM_KG * GEMM_NR + col * GEMM_KG + kk % GEMM_KG
+}
 
 impl Kernel {
     /// True when B of the GEMM is a whole matrix the runtime can pack: row-major `[K, N]`

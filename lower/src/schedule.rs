@@ -9,7 +9,7 @@ use cranegrad_graph::{DType, Dim, GraphData, HostData, NodeId, Op, ReduceOp, Sha
 use crate::LowerError;
 use crate::affine::{Affine, Cond, IndexMap};
 use crate::kernel::{
-    Access, Arg, AttentionSpec, Expr, ExprId, GEMM_NR, Kernel, Loop, LoopKind, Store,
+    Access, Arg, AttentionSpec, Expr, ExprId, Kernel, Loop, LoopKind, Store, panel_words,
 };
 use crate::passes::fuse_attention::Attention;
 use crate::passes::fuse_elementwise::{Fusion, reshape_base, reshape_groups};
@@ -1004,7 +1004,7 @@ fn pack_weights(
     {
         let k = kernel.loops[gm.k_loop].extent.max_value();
         kernel.pack_b = true;
-        kernel.args[slot].len = gm.cols.div_ceil(Kernel::panel_cols(&gm)) * GEMM_NR * k;
+        kernel.args[slot].len = gm.cols.div_ceil(Kernel::panel_cols(&gm)) * panel_words(k);
     }
     kernel
 }

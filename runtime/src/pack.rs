@@ -1,5 +1,7 @@
-//! Weight packing for the GEMM micro-kernel: a row-major `[K, N]` matrix becomes 8-column
-//! panels, each `[K, 8]` contiguous and zero-padded, so the kernel streams B sequentially.
+//! Weight packing for the GEMM micro-kernel: a `[K, N]` matrix becomes 8-column panels,
+//! each contiguous and zero-padded, holding per group of 4 k values each column's 4-value
+//! run (see `panel_offset`), so the kernel streams B sequentially and multiplies 4-k runs
+//! of A rows by 4-k runs of columns.
 //! Packed copies are cached by the source data, which the cache keeps alive (so its address
 //! cannot be reused by other data while the entry exists).
 
@@ -7,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use cranegrad_graph::HostData;
-use cranegrad_lower::kernel::GEMM_NR;
+use cranegrad_lower::kernel::{GEMM_KG, GEMM_NR, panel_words};
 
 use crate::buffer::AlignedBuf;
 
@@ -53,88 +55,112 @@ pub struct PackInput<'a> {
     pub scale: Option<&'a HostData>,
 }
 
-/// One column of a panel: its position, its source row of `[n, k]` and that weight's scale.
-type PanelColumn<'s> = (usize, &'s [u32], Option<&'s [f32]>);
+/// One packed column's source: the weight's words, stored `[n, k]`, its source column, and
+/// the weight's row scale.
+#[derive(Clone, Copy)]
+struct ColumnSource<'s> {
+    words: &'s [u32],
+    transposed: bool,
+    n: usize,
+    col: usize,
+    scale: Option<&'s [f32]>,
+}
+
+impl ColumnSource<'_> {
+    /// Value `kk` of the column, scaled.
+    fn at(&self, k: usize, kk: usize) -> u32 {
+        let w = if self.transposed {
+            self.words[self.col * k + kk]
+        } else {
+            self.words[kk * self.n + self.col]
+        };
+        match self.scale {
+            Some(s) => (f32::from_bits(w) * s[kk]).to_bits(),
+            None => w,
+        }
+    }
+}
+
+/// Writes one panel in order: per group of `GEMM_KG` k values, each present column's run
+/// (`cols[i]` = (panel position, source)). An `[n, k]` source is read as sequential
+/// streams, one per column. Absent columns and k beyond `k` stay zero.
+fn fill_panel(panel: &mut [u32], k: usize, cols: &[(usize, ColumnSource<'_>)]) {
+    for (g, group) in panel.chunks_exact_mut(GEMM_KG * GEMM_NR).enumerate() {
+        let k0 = g * GEMM_KG;
+        let run = (k - k0).min(GEMM_KG);
+        for &(pos, src) in cols {
+            let out = &mut group[pos * GEMM_KG..pos * GEMM_KG + run];
+            if src.transposed && src.scale.is_none() {
+                let from = src.col * k + k0;
+                out.copy_from_slice(&src.words[from..from + run]);
+            } else {
+                for (j, o) in out.iter_mut().enumerate() {
+                    *o = src.at(k, k0 + j);
+                }
+            }
+        }
+    }
+}
+
+/// Fills `panels` panels of `k` in parallel, panel `p`'s columns given by `columns(p)`.
+fn pack_parallel<'s>(
+    panels: usize,
+    k: usize,
+    columns: impl Fn(usize) -> Vec<(usize, ColumnSource<'s>)> + Sync,
+) -> AlignedBuf {
+    let words = panel_words(k);
+    let mut out = AlignedBuf::zeroed(panels * words);
+    if k == 0 || panels == 0 {
+        return out;
+    }
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
+    let per = panels.div_ceil(threads.max(1)).max(1);
+    let columns = &columns;
+    std::thread::scope(|sc| {
+        for (t, chunk) in out.words_mut().chunks_mut(per * words).enumerate() {
+            sc.spawn(move || {
+                for (q, panel) in chunk.chunks_exact_mut(words).enumerate() {
+                    fill_panel(panel, k, &columns(t * per + q));
+                }
+            });
+        }
+    });
+    out
+}
+
+/// A weight's row scale as f32 values.
+fn scale_values(scale: Option<&[u32]>, k: usize) -> Option<Vec<f32>> {
+    scale.map(|s| s[..k].iter().map(|&w| f32::from_bits(w)).collect())
+}
 
 /// Packs two weights of one shape for a paired GEMM: panel `p` holds columns `4p..4p+4` of
 /// `a` in its first four columns and the same columns of `b` in the last four, so one
 /// micro-kernel accumulates both products of the same A rows.
 pub fn pack_pair_panels(a: PackInput<'_>, b: PackInput<'_>, k: usize, n: usize) -> AlignedBuf {
     const HALF: usize = GEMM_NR / 2;
-    let panels = n.div_ceil(HALF);
-    let mut out = AlignedBuf::zeroed(panels * k * GEMM_NR);
-    if k == 0 || panels == 0 {
-        return out;
-    }
-    // (words, transposed, row scale) per weight.
-    type Source<'s> = (&'s [u32], bool, Option<Vec<f32>>);
-    let sources: Vec<Source<'_>> = [a, b]
+    let scales: Vec<Option<Vec<f32>>> = [a, b]
         .iter()
-        .map(|s| {
-            let scale = s.scale.map(|v| {
-                v.as_words()[..k]
-                    .iter()
-                    .map(|&w| f32::from_bits(w))
-                    .collect()
-            });
-            (s.data.as_words(), s.transposed, scale)
-        })
+        .map(|s| scale_values(s.scale.map(|v| v.as_words()), k))
         .collect();
-    let sources = &sources;
-    let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
-    let per = panels.div_ceil(threads.max(1)).max(1);
-    std::thread::scope(|sc| {
-        for (t, chunk) in out.words_mut().chunks_mut(per * k * GEMM_NR).enumerate() {
-            sc.spawn(move || {
-                for q in 0..chunk.len() / (k * GEMM_NR) {
-                    let p = t * per + q;
-                    let cols = (n - p * HALF).min(HALF);
-                    if sources.iter().all(|s| s.1) {
-                        // Both `[n, k]`: the panel is written in order, its source rows
-                        // (4 of each weight) read as sequential streams.
-                        let panel = &mut chunk[q * k * GEMM_NR..(q + 1) * k * GEMM_NR];
-                        let rows: Vec<PanelColumn<'_>> = sources
-                            .iter()
-                            .enumerate()
-                            .flat_map(|(h, (src, _, scale))| {
-                                (0..cols).map(move |c| {
-                                    let j = p * HALF + c;
-                                    (h * HALF + c, &src[j * k..(j + 1) * k], scale.as_deref())
-                                })
-                            })
-                            .collect();
-                        for (kk, out) in panel.chunks_exact_mut(GEMM_NR).enumerate() {
-                            for &(col, row, scale) in &rows {
-                                out[col] = match scale {
-                                    Some(s) => (f32::from_bits(row[kk]) * s[kk]).to_bits(),
-                                    None => row[kk],
-                                };
-                            }
-                        }
-                        continue;
-                    }
-                    for (h, (src, transposed, scale)) in sources.iter().enumerate() {
-                        for c in 0..cols {
-                            let j = p * HALF + c;
-                            for kk in 0..k {
-                                let w = if *transposed {
-                                    src[j * k + kk]
-                                } else {
-                                    src[kk * n + j]
-                                };
-                                let w = match scale {
-                                    Some(s) => (f32::from_bits(w) * s[kk]).to_bits(),
-                                    None => w,
-                                };
-                                chunk[(q * k + kk) * GEMM_NR + h * HALF + c] = w;
-                            }
-                        }
-                    }
-                }
-            });
-        }
-    });
-    out
+    let sources = [a, b];
+    pack_parallel(n.div_ceil(HALF), k, |p| {
+        let cols = (n - p * HALF).min(HALF);
+        (0..2)
+            .flat_map(|h| {
+                let (s, scale) = (&sources[h], scales[h].as_deref());
+                (0..cols).map(move |c| {
+                    let src = ColumnSource {
+                        words: s.data.as_words(),
+                        transposed: s.transposed,
+                        n,
+                        col: p * HALF + c,
+                        scale,
+                    };
+                    (h * HALF + c, src)
+                })
+            })
+            .collect()
+    })
 }
 
 /// Packs `src` into panels: `src` is `[k, n]` row-major, or `[n, k]` (an `nn.Linear`
@@ -147,67 +173,23 @@ pub fn pack_panels(
     transposed: bool,
     scale: Option<&[u32]>,
 ) -> AlignedBuf {
-    let panels = n.div_ceil(GEMM_NR);
-    let mut out = AlignedBuf::zeroed(panels * k * GEMM_NR);
-    if k == 0 || panels == 0 {
-        return out;
-    }
-    let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
-    let per = panels.div_ceil(threads.max(1)).max(1);
-    let scale: Option<Vec<f32>> =
-        scale.map(|s| s[..k].iter().map(|&w| f32::from_bits(w)).collect());
+    let scale = scale_values(scale, k);
     let scale = scale.as_deref();
-    let at = move |w: u32, kk: usize| match scale {
-        Some(s) => (f32::from_bits(w) * s[kk]).to_bits(),
-        None => w,
-    };
-    std::thread::scope(|s| {
-        for (t, chunk) in out.words_mut().chunks_mut(per * k * GEMM_NR).enumerate() {
-            s.spawn(move || {
-                let p0 = t * per;
-                let np = chunk.len() / (k * GEMM_NR);
-                if transposed {
-                    // Column c of panel p is source row p*8 + c: the panel is written in
-                    // order, its 8 source rows read as 8 sequential streams.
-                    for q in 0..np {
-                        let p = p0 + q;
-                        let cols = (n - p * GEMM_NR).min(GEMM_NR);
-                        let panel = &mut chunk[q * k * GEMM_NR..(q + 1) * k * GEMM_NR];
-                        let rows: Vec<&[u32]> = (0..cols)
-                            .map(|c| &src[(p * GEMM_NR + c) * k..(p * GEMM_NR + c + 1) * k])
-                            .collect();
-                        for (kk, out) in panel.chunks_exact_mut(GEMM_NR).enumerate() {
-                            for (c, row) in rows.iter().enumerate() {
-                                out[c] = at(row[kk], kk);
-                            }
-                        }
-                    }
-                } else {
-                    // Rows of `src` in order, one 32-byte run into each panel per row.
-                    for kk in 0..k {
-                        for q in 0..np {
-                            let p = p0 + q;
-                            let cols = (n - p * GEMM_NR).min(GEMM_NR);
-                            let s = kk * n + p * GEMM_NR;
-                            let d = (q * k + kk) * GEMM_NR;
-                            if scale.is_some() {
-                                for c in 0..cols {
-                                    chunk[d + c] = at(src[s + c], kk);
-                                }
-                            } else if cols == GEMM_NR {
-                                let from: &[u32; GEMM_NR] =
-                                    src[s..s + GEMM_NR].try_into().expect("8 words");
-                                chunk[d..d + GEMM_NR].copy_from_slice(from);
-                            } else {
-                                chunk[d..d + cols].copy_from_slice(&src[s..s + cols]);
-                            }
-                        }
-                    }
-                }
-            });
-        }
-    });
-    out
+    pack_parallel(n.div_ceil(GEMM_NR), k, |p| {
+        let cols = (n - p * GEMM_NR).min(GEMM_NR);
+        (0..cols)
+            .map(|c| {
+                let src = ColumnSource {
+                    words: src,
+                    transposed,
+                    n,
+                    col: p * GEMM_NR + c,
+                    scale,
+                };
+                (c, src)
+            })
+            .collect()
+    })
 }
 
 impl PackCache {
@@ -281,23 +263,34 @@ impl PackCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cranegrad_lower::kernel::panel_offset;
+
+    /// The packed word at (panel, kk, column).
+    fn at(p: &AlignedBuf, k: usize, panel: usize, kk: usize, col: usize) -> u32 {
+        p.words()[panel * panel_words(k) + panel_offset(kk, col)]
+    }
 
     #[test]
-    fn panels_hold_columns_in_order_with_zero_padding() {
-        let (k, n) = (3, 10);
+    fn panels_hold_four_k_runs_per_column_with_zero_padding() {
+        let (k, n) = (6, 10);
         let src: Vec<u32> = (0..(k * n) as u32).collect();
         let p = pack_panels(&src, k, n, false, None);
-        let w = p.words();
-        // Panel 0, k = 1: columns 0..8 of row 1.
-        assert_eq!(&w[8..16], &[10, 11, 12, 13, 14, 15, 16, 17]);
-        // Panel 1, k = 2: columns 8, 9 of row 2, then zeros.
-        let d = (k + 2) * 8;
-        assert_eq!(&w[d..d + 8], &[28, 29, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(p.words().len(), 2 * 8 * 8);
+        // Panel 0, group 0: column 0's k = 0..4, then column 1's.
+        assert_eq!(&p.words()[..8], &[0, 10, 20, 30, 1, 11, 21, 31]);
+        for kk in 0..k {
+            for j in 0..n {
+                assert_eq!(at(&p, k, j / 8, kk, j % 8), (kk * n + j) as u32);
+            }
+        }
+        // k padded to 8, columns padded to 16: zeros.
+        assert_eq!(at(&p, k, 0, 7, 3), 0);
+        assert_eq!(at(&p, k, 1, 2, 5), 0);
         // The same matrix stored transposed ([n, k]) packs to the same panels.
         let t: Vec<u32> = (0..n)
             .flat_map(|j| (0..k).map(move |i| (i * n + j) as u32))
             .collect();
-        assert_eq!(pack_panels(&t, k, n, true, None).words(), w);
+        assert_eq!(pack_panels(&t, k, n, true, None).words(), p.words());
     }
 
     #[test]
@@ -306,14 +299,12 @@ mod tests {
         let src: Vec<u32> = (0..k * n).map(|i| (i as f32).to_bits()).collect();
         let scale: Vec<u32> = [2.0f32, -1.0, 0.5].iter().map(|v| v.to_bits()).collect();
         let p = pack_panels(&src, k, n, false, Some(&scale));
-        let w: Vec<f32> = p.words().iter().map(|&b| f32::from_bits(b)).collect();
-        // Panel 0, k = 1: row 1 (9..17) times -1.
-        assert_eq!(
-            &w[8..16],
-            &[-9.0, -10.0, -11.0, -12.0, -13.0, -14.0, -15.0, -16.0]
-        );
-        // Panel 1, k = 2: column 8 of row 2 (26) times 0.5, then zero padding.
-        assert_eq!(&w[(k + 2) * 8..(k + 2) * 8 + 2], &[13.0, 0.0]);
+        let f = |panel, kk, col| f32::from_bits(at(&p, k, panel, kk, col));
+        // Row 1 (9..18) times -1; column 8 of row 2 (26) times 0.5.
+        assert_eq!(f(0, 1, 0), -9.0);
+        assert_eq!(f(0, 1, 7), -16.0);
+        assert_eq!(f(1, 2, 0), 13.0);
+        assert_eq!(f(1, 2, 1), 0.0);
         let t: Vec<u32> = (0..n)
             .flat_map(|j| (0..k).map(move |i| ((i * n + j) as f32).to_bits()))
             .collect();
@@ -331,10 +322,12 @@ mod tests {
             scale: None,
         };
         let p = pack_pair_panels(input(&a), input(&b), k, n);
-        let w: Vec<f32> = p.words().iter().map(|&x| f32::from_bits(x)).collect();
+        let f = |panel, kk, col| f32::from_bits(at(&p, k, panel, kk, col));
         // Panel 0, k = 1: columns 0..4 of row 1 of a, then of b.
-        assert_eq!(&w[8..16], &[6.0, 7.0, 8.0, 9.0, 106.0, 107.0, 108.0, 109.0]);
+        let row: Vec<f32> = (0..8).map(|c| f(0, 1, c)).collect();
+        assert_eq!(row, [6.0, 7.0, 8.0, 9.0, 106.0, 107.0, 108.0, 109.0]);
         // Panel 1, k = 0: columns 4, 5 of a, zeros, then of b.
-        assert_eq!(&w[16..24], &[4.0, 5.0, 0.0, 0.0, 104.0, 105.0, 0.0, 0.0]);
+        let row: Vec<f32> = (0..8).map(|c| f(1, 0, c)).collect();
+        assert_eq!(row, [4.0, 5.0, 0.0, 0.0, 104.0, 105.0, 0.0, 0.0]);
     }
 }

@@ -70,3 +70,39 @@ fn a_weight_multiplied_by_its_own_transpose() {
     let y = e.matmul(&e.transpose(0, 1).unwrap()).unwrap();
     check_all(&[&y], &Feeds::new(), &Bindings::new(), 1e-4, 1e-4);
 }
+
+#[test]
+fn packed_weights_with_every_k_tail_and_strided_a() {
+    // Packed panels hold 4-k runs: K of every remainder mod 4, a weight stored `[n, k]`
+    // (read transposed) or `[k, n]`, and A contiguous along k or read through a transpose
+    // (its 4-k runs gathered lane by lane).
+    let mut seed = 40;
+    for &k in &[2usize, 3, 5, 6, 7, 12, 259] {
+        for &(m, n) in &[(1usize, 9usize), (4, 8), (9, 20)] {
+            for (stored_nk, strided_a) in [(false, false), (true, false), (true, true)] {
+                seed += 1;
+                let g = Graph::new();
+                let a = if strided_a {
+                    g.input_with_data("at", Shape::of(&[k, m]), rand_vec(m * k, seed, 1.0))
+                        .unwrap()
+                        .transpose(0, 1)
+                        .unwrap()
+                } else {
+                    g.input_with_data("a", Shape::of(&[m, k]), rand_vec(m * k, seed, 1.0))
+                        .unwrap()
+                };
+                let w = if stored_nk {
+                    g.input_with_data("w", Shape::of(&[n, k]), rand_vec(k * n, seed + 3, 1.0))
+                        .unwrap()
+                        .transpose(0, 1)
+                        .unwrap()
+                } else {
+                    g.input_with_data("w", Shape::of(&[k, n]), rand_vec(k * n, seed + 3, 1.0))
+                        .unwrap()
+                };
+                let y = a.matmul(&w).unwrap().silu().unwrap();
+                check_all(&[&y], &Feeds::new(), &Bindings::new(), 1e-4, 1e-4);
+            }
+        }
+    }
+}
