@@ -58,13 +58,13 @@ pub fn kernel_key(k: &Kernel, isa_fingerprint: &str) -> String {
 /// JIT module + map from key to compiled function. Function pointers stay valid for the life
 /// of the cache.
 pub struct KernelCache {
-    /// Kernels compiled with Cranelift's optimiser (LICM, GVN): elementwise, attention and
-    /// matrix-vector kernels.
+    /// Kernels compiled with Cranelift's optimiser (LICM, GVN): elementwise and attention
+    /// kernels, and GEMV of an unpacked B.
     module: JITModule,
     fingerprint: String,
     /// Kernels compiled as emitted (`opt_level = none`): row kernels, whose per-row values the
-    /// optimiser would otherwise re-place inside the row loop, and GEMMs of 4 rows or more
-    /// (see `emit::prefers_plain`).
+    /// optimiser would otherwise re-place inside the row loop, and GEMMs (see
+    /// `emit::prefers_plain`).
     plain: JITModule,
     plain_fingerprint: String,
     map: HashMap<String, KernelFn>,

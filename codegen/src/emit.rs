@@ -19,7 +19,7 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 
 use cranegrad_graph::{BinaryOp, DType, Dim, ReduceOp, UnaryOp};
 use cranegrad_lower::affine::{Affine, Cond};
-use cranegrad_lower::kernel::{Expr, Kernel, LoopKind};
+use cranegrad_lower::kernel::{Expr, GEMM_MR, Kernel, LoopKind};
 
 use crate::math;
 
@@ -70,13 +70,17 @@ pub fn choose_layout(k: &Kernel) -> Layout {
 
 /// True for kernels compiled without Cranelift's optimiser: row kernels, whose per-row
 /// values (1/sum, -max) the optimiser's elaboration otherwise recomputes inside the row loop
-/// (measured: softmax 8.9 ms with, 6.9 ms without, on 4096 x 1024), and most GEMMs.
+/// (measured: softmax 8.9 ms with, 6.9 ms without, on 4096 x 1024), and GEMMs.
 pub fn prefers_plain(k: &Kernel) -> bool {
     // Its elaboration also hoists the loads of a GEMM's unrolled k loop to the top and
-    // spills: every GEMM runs faster compiled as emitted (measured: [128, 2048] x [2048,
-    // 2048] 99 -> 108 GFLOP/s, norm + SwiGLU [128, 1024] x [1024, 2048] 92 -> 102, and with
-    // packed 4-k runs the matrix-vector product [1, 2048] x [2048, 2048] 0.21 -> 0.18 ms).
-    if k.bodies().iter().all(|p| p.gemm().is_some()) {
+    // spills: GEMMs run faster compiled as emitted (measured: [128, 2048] x [2048, 2048] 99
+    // -> 108 GFLOP/s, norm + SwiGLU [128, 1024] x [1024, 2048] 92 -> 102, and with packed
+    // 4-k runs the matrix-vector product [1, 2048] x [2048, 2048] 0.21 -> 0.18 ms). The
+    // broadcast kernel of an unpacked B keeps it for one-row blocks (31 vs 27 GFLOP/s).
+    if k.bodies()
+        .iter()
+        .all(|p| p.gemm().is_some_and(|g| p.pack_b || g.rows >= GEMM_MR))
+    {
         return true;
     }
     k.attention.is_none() && k.gemm().is_none() && is_row_kernel(k, &phases(k))

@@ -9,7 +9,7 @@
 //! broadcasts one A value per row against two column vectors of B.
 
 use cranelift_codegen::ir::{
-    InstBuilder, MemFlagsData, StackSlotData, StackSlotKind, Value, condcodes::IntCC, types,
+    InstBuilder, MemFlagsData, StackSlotData, StackSlotKind, Type, Value, condcodes::IntCC, types,
 };
 use cranelift_frontend::{FunctionBuilder, Variable};
 
@@ -244,10 +244,12 @@ impl Emitter<'_> {
         };
         let zero = b.ins().iconst(types::I64, 0);
         let k_total = g_k(self, g);
-        let (ak, bk) = if self.k.pack_b {
-            (ai.1.coeff(g.k_loop) * 4, (GEMM_NR * 4) as i64)
+        // Bytes per k step of A, and of B when it is read unpacked.
+        let ak = ai.1.coeff(g.k_loop) * 4;
+        let bk = if self.k.pack_b {
+            0
         } else {
-            (ai.1.coeff(g.k_loop) * 4, bi.1.coeff(g.k_loop) * 4)
+            bi.1.coeff(g.k_loop) * 4
         };
         // Per-row A pointers at k = 0, and the B pointer of the panel.
         vars[g.k_loop] = Some(zero);
@@ -414,6 +416,18 @@ impl Emitter<'_> {
     }
 }
 
+/// A load at `p + off`: the displacement folded when it fits 32 bits, else added first (a
+/// stride along k can exceed 2^31 bytes over a few steps).
+fn load_at(b: &mut FunctionBuilder, ty: Type, flags: MemFlagsData, p: Value, off: i64) -> Value {
+    match i32::try_from(off) {
+        Ok(d) => b.ins().load(ty, flags, p, d),
+        Err(_) => {
+            let a = b.ins().iadd_imm_s(p, off);
+            b.ins().load(ty, flags, a, 0)
+        }
+    }
+}
+
 /// Loads of A: notrap, readonly (A is never written by its own kernel).
 fn a_flags() -> MemFlagsData {
     MemFlagsData::new().with_notrap().with_readonly()
@@ -473,15 +487,11 @@ fn strided_accumulate(
     // One k step at displacement `koff` steps from the pointers.
     let step = |b: &mut FunctionBuilder, set: usize, koff: i64| {
         let bp = b.use_var(b_ptr);
-        let b0 = b.ins().load(types::F32X4, vflags(), bp, (koff * bk) as i32);
-        let b1 = b
-            .ins()
-            .load(types::F32X4, vflags(), bp, (koff * bk + 16) as i32);
+        let b0 = load_at(b, types::F32X4, vflags(), bp, koff * bk);
+        let b1 = load_at(b, types::F32X4, vflags(), bp, koff * bk + 16);
         for (i, &(ap, disp)) in a_rows.iter().enumerate() {
             let p = b.use_var(ap);
-            let a = b
-                .ins()
-                .load(types::F32, a_flags(), p, (disp + koff * ak) as i32);
+            let a = load_at(b, types::F32, a_flags(), p, disp + koff * ak);
             let av = b.ins().splat(types::F32X4, a);
             for (j, bv) in [b0, b1].into_iter().enumerate() {
                 let acc = b.use_var(accs[set][i * 2 + j]);
@@ -548,13 +558,22 @@ fn grouped_accumulate(
             .collect()
     };
     for (rows, cols) in passes {
+        // Only the pass's own pointers restart and advance (one, or one per row).
+        let mut live: Vec<Variable> = Vec::new();
+        for &(v, _) in &a_rows[rows.clone()] {
+            if !live.contains(&v) {
+                live.push(v);
+            }
+        }
         for (&v, &p) in live_a.iter().zip(&a_start) {
-            b.def_var(v, p);
+            if live.contains(&v) {
+                b.def_var(v, p);
+            }
         }
         grouped_pass(
             b,
             &a_rows[rows.clone()],
-            live_a,
+            &live,
             ak,
             b_start,
             k_total,
@@ -591,14 +610,12 @@ fn grouped_pass(
         let p = b.use_var(ap);
         let disp = disp + g * kg * ak;
         if ak == 4 && lanes == GEMM_KG {
-            return b.ins().load(types::F32X4, a_flags(), p, disp as i32);
+            return load_at(b, types::F32X4, a_flags(), p, disp);
         }
         let fz = b.ins().f32const(0.0);
         let mut v = b.ins().splat(types::F32X4, fz);
         for l in 0..lanes {
-            let x = b
-                .ins()
-                .load(types::F32, a_flags(), p, (disp + l as i64 * ak) as i32);
+            let x = load_at(b, types::F32, a_flags(), p, disp + l as i64 * ak);
             v = b.ins().insertlane(v, x, l as u8);
         }
         v

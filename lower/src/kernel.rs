@@ -217,7 +217,8 @@ pub struct Kernel {
     /// Results written back.
     pub stores: Vec<Store>,
     /// The GEMM's B operand is a weight read from a packed copy: 8-column panels, each
-    /// `[K, 8]` contiguous and zero-padded (`arg` length `panels * K * 8`), made once by the
+    /// contiguous and zero-padded, holding per group of 4 k values each column's 4-value run
+    /// (`arg` length `panels * panel_words(K)`, see [`panel_offset`]), made once by the
     /// runtime.
     pub pack_b: bool,
     /// A flash-attention kernel: the template computes the stored value (see
@@ -798,7 +799,7 @@ impl Kernel {
             );
         }
         if self.pack_b {
-            s.push_str("  gemm b: packed panels [N/8, K, 8]\n");
+            s.push_str("  gemm b: packed panels [N/8, K/4, 8, 4]\n");
         }
         for (i, a) in self.args.iter().enumerate() {
             let acc = match a.access {
@@ -814,7 +815,7 @@ impl Kernel {
             let _ = writeln!(s, "  part {p}");
             let mut body = String::new();
             if part.pack_b {
-                body.push_str("  gemm b: packed panels [N/8, K, 8]\n");
+                body.push_str("  gemm b: packed panels [N/8, K/4, 8, 4]\n");
             }
             part.write_nest(&mut body);
             for line in body.lines() {

@@ -55,8 +55,8 @@ pub struct PackInput<'a> {
     pub scale: Option<&'a HostData>,
 }
 
-/// One packed column's source: the weight's words, stored `[n, k]`, its source column, and
-/// the weight's row scale.
+/// One packed column's source: the weight's words (stored `[n, k]` when `transposed`, else
+/// `[k, n]`), its source column, and the weight's row scale.
 #[derive(Clone, Copy)]
 struct ColumnSource<'s> {
     words: &'s [u32],
