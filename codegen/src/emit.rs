@@ -654,13 +654,29 @@ impl Emitter<'_> {
                 let nv = combine(b, op, dtype, a, xv.v);
                 b.def_var(target, nv);
             };
+            // Along the loop, two vectors per iteration into two accumulators: a max's
+            // accumulator chain (compare, max, or) was the whole cost of softmax's first pass.
+            let second = b.declare_var(if vec_acc {
+                vector_ty(dtype)
+            } else {
+                scalar_ty(dtype)
+            });
+            b.def_var(second, init);
             if along {
-                let rest = emit_loop(b, zero, extents[var], LANES, |b, i| {
+                let rest = emit_loop(b, zero, extents[var], 2 * LANES, |b, i| {
+                    body(self, b, vars, i, true, Some(var), acc);
+                    let i2 = b.ins().iadd_imm_s(i, LANES);
+                    body(self, b, vars, i2, true, Some(var), second)
+                });
+                let rest = emit_loop(b, rest, extents[var], LANES, |b, i| {
                     body(self, b, vars, i, true, Some(var), acc)
                 });
                 emit_loop(b, rest, extents[var], 1, |b, i| {
                     body(self, b, vars, i, false, None, tail)
                 });
+                let (x1, x2) = (b.use_var(acc), b.use_var(second));
+                let both = combine(b, op, dtype, x1, x2);
+                b.def_var(acc, both);
             } else {
                 emit_loop(b, zero, extents[var], 1, |b, i| {
                     body(self, b, vars, i, across, lane, acc)

@@ -242,25 +242,24 @@ pub fn exp2(b: &mut FunctionBuilder, x: Value) -> Value {
 
 /// `2^x` for `x <= 0` (or NaN): softmax weights `exp2(c * (x - max))`, whose argument the
 /// caller knows is not positive. It skips the upper clamp and scales by one power of two;
-/// results below 2^-126 (where `exp2` gives subnormals) are 0, an absolute error under
+/// results below 2^-126.5 (where `n = round(x)` is -127) are 0, an absolute error under
 /// 1.2e-38 next to the row's largest weight of 1. Otherwise equal to [`exp2`] bit for bit.
 pub fn exp2_nonpositive(b: &mut FunctionBuilder, x: Value) -> Value {
     let ty = Ty::of(b, x);
-    let lo = ty.f(b, -126.0);
-    // False for NaN, which therefore passes through.
+    // One maxps: `x < lo ? lo : x` keeps a NaN. Clamped at -127, n = -127 makes the scale's
+    // exponent field 0, so the scale is +0 and the result 0 with no compare and select.
+    let lo = ty.f(b, -127.0);
     let tiny = b.ins().fcmp(FloatCC::LessThan, x, lo);
     let x = ty.select(b, tiny, lo, x);
     let (t, p) = exp2_split(b, ty, x);
-    // n in [-126, 0]: 2^n is one normal float.
+    // n in [-127, 0]: 2^n is one normal float, or +0 for -127.
     let t_bits = ty.to_int(b, t);
     let magic_bits = ty.i(b, ROUND_MAGIC_BITS - 127);
     let e = b.ins().isub(t_bits, magic_bits);
     let mantissa_bits = b.ins().iconst(types::I32, 23);
     let e = b.ins().ishl(e, mantissa_bits);
     let scale = ty.to_float(b, e);
-    let y = b.ins().fmul(p, scale);
-    let zero = ty.f(b, 0.0);
-    ty.select(b, tiny, zero, y)
+    b.ins().fmul(p, scale)
 }
 
 /// `log2(x)`; see the module table for accuracy and special values.

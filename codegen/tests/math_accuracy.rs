@@ -429,7 +429,7 @@ fn exp2_special_values() {
 #[test]
 fn exp2_nonpositive_equals_exp2_down_to_its_floor() {
     // Every f32 bit pattern of [-126, 0] (strided), plus the specials: bit-identical to exp2
-    // down to -126, 0 below it and for -inf, NaN through.
+    // down to -126.5 (subnormal results included), 0 below it and for -inf, NaN through.
     let fast = Op::new(math::exp2_nonpositive);
     let full = Op::new(math::exp2);
     let lo = (-126f32).to_bits();
@@ -440,7 +440,9 @@ fn exp2_nonpositive_equals_exp2_down_to_its_floor() {
             0.0,
             -0.0,
             -126.0,
+            -126.25,
             -126.5,
+            -126.500_01,
             -127.0,
             -149.0,
             -1e30,
@@ -449,7 +451,7 @@ fn exp2_nonpositive_equals_exp2_down_to_its_floor() {
         .collect();
     let (y, want) = (fast.eval(&xs), full.eval(&xs));
     for ((&x, &a), &b) in xs.iter().zip(&y).zip(&want) {
-        if x >= -126.0 {
+        if x >= -126.5 {
             assert_eq!(a.to_bits(), b.to_bits(), "x = {x:e}: {a:e} != exp2 {b:e}");
         } else {
             assert_eq!(a.to_bits(), 0, "x = {x:e}: {a:e}");
