@@ -262,6 +262,7 @@ fn emit_body(
         rescale: None,
         row_stats: None,
         affine_memo: Default::default(),
+        splats: Default::default(),
     };
     if row && let Some(lv) = k.output_loops().len().checked_sub(1) {
         em.rescale = crate::rescale::find_rescale(k, &k.depends_on(lv));
@@ -368,6 +369,10 @@ pub(crate) struct Emitter<'k> {
     pub(crate) row_stats: Option<cranelift_codegen::ir::StackSlot>,
     /// Index values computed so far, by block (see [`Emitter::affine`]).
     pub(crate) affine_memo: std::cell::RefCell<AffineMemo>,
+    /// Vector splats of scalar values computed before the loop being emitted (a row's -max
+    /// or 1/sum), so the loop body does not broadcast them again every iteration (see
+    /// [`Emitter::presplat`]).
+    pub(crate) splats: std::cell::RefCell<std::collections::HashMap<Value, Value>>,
 }
 
 /// Computed index values by (block, index, loop variable values).
@@ -495,11 +500,13 @@ impl Emitter<'_> {
         }
         let mut i = start;
         if vector {
+            let added = self.presplat(b, &row_vals, 0..self.k.exprs.len());
             i = emit_loop(b, start, end, LANES, |b, i| {
                 vars[lv] = Some(i);
                 let mut vals = row_vals.clone();
                 self.point_with(b, &mut vals, vars, extents, true);
             });
+            self.forget_splats(added);
         }
         emit_loop(b, i, end, 1, |b, i| {
             vars[lv] = Some(i);
@@ -663,6 +670,13 @@ impl Emitter<'_> {
             });
             b.def_var(second, init);
             if along {
+                let outside: Vec<usize> = inner
+                    .iter()
+                    .flat_map(|&i| self.k.exprs[i].operands())
+                    .chain([x])
+                    .filter(|&o| self.phases[o] != Phase::Inner(var))
+                    .collect();
+                let added = self.presplat(b, vals, outside.into_iter());
                 let rest = emit_loop(b, zero, extents[var], 2 * LANES, |b, i| {
                     body(self, b, vars, i, true, Some(var), acc);
                     let i2 = b.ins().iadd_imm_s(i, LANES);
@@ -671,6 +685,7 @@ impl Emitter<'_> {
                 let rest = emit_loop(b, rest, extents[var], LANES, |b, i| {
                     body(self, b, vars, i, true, Some(var), acc)
                 });
+                self.forget_splats(added);
                 emit_loop(b, rest, extents[var], 1, |b, i| {
                     body(self, b, vars, i, false, None, tail)
                 });
@@ -719,12 +734,47 @@ impl Emitter<'_> {
 
     pub(crate) fn widen(&self, b: &mut FunctionBuilder, v: Val, dtype: DType) -> Val {
         if v.vector {
-            v
-        } else {
-            Val {
-                v: b.ins().splat(vector_ty(dtype), v.v),
-                vector: true,
+            return v;
+        }
+        if let Some(&s) = self.splats.borrow().get(&v.v) {
+            return Val { v: s, vector: true };
+        }
+        Val {
+            v: b.ins().splat(vector_ty(dtype), v.v),
+            vector: true,
+        }
+    }
+
+    /// Splats the scalar values among `exprs` here, before a vector loop that uses them, for
+    /// [`Emitter::widen`] inside it; returns the values to forget (with
+    /// [`Emitter::forget_splats`]) once the loop is emitted, where the splats may not
+    /// dominate. Unused splats cost nothing: Cranelift does not lower dead pure values.
+    fn presplat(
+        &self,
+        b: &mut FunctionBuilder,
+        vals: &[Option<Val>],
+        exprs: impl Iterator<Item = usize>,
+    ) -> Vec<Value> {
+        let mut added = Vec::new();
+        for e in exprs {
+            let Some(v) = vals[e].filter(|v| !v.vector) else {
+                continue;
+            };
+            if self.splats.borrow().contains_key(&v.v) {
+                continue;
             }
+            let s = b.ins().splat(vector_ty(self.k.exprs[e].dtype()), v.v);
+            self.splats.borrow_mut().insert(v.v, s);
+            added.push(v.v);
+        }
+        added
+    }
+
+    /// Drops splats made by [`Emitter::presplat`].
+    fn forget_splats(&self, added: Vec<Value>) {
+        let mut m = self.splats.borrow_mut();
+        for v in added {
+            m.remove(&v);
         }
     }
 
