@@ -263,6 +263,7 @@ fn emit_body(
         row_stats: None,
         affine_memo: Default::default(),
         splats: Default::default(),
+        single_use: single_uses(k),
     };
     if row && let Some(lv) = k.output_loops().len().checked_sub(1) {
         em.rescale = crate::rescale::find_rescale(k, &k.depends_on(lv));
@@ -373,6 +374,23 @@ pub(crate) struct Emitter<'k> {
     /// or 1/sum), so the loop body does not broadcast them again every iteration (see
     /// [`Emitter::presplat`]).
     pub(crate) splats: std::cell::RefCell<std::collections::HashMap<Value, Value>>,
+    /// Per expression: read by exactly one other expression and no store (see
+    /// [`Emitter::contracted`]).
+    pub(crate) single_use: Vec<bool>,
+}
+
+/// Per expression: whether exactly one expression and no store reads it.
+fn single_uses(k: &Kernel) -> Vec<bool> {
+    let mut uses = vec![0usize; k.exprs.len()];
+    for e in &k.exprs {
+        for o in e.operands() {
+            uses[o] += 1;
+        }
+    }
+    for st in &k.stores {
+        uses[st.value] += 2;
+    }
+    uses.iter().map(|&u| u == 1).collect()
 }
 
 /// Computed index values by (block, index, loop variable values).
@@ -770,6 +788,46 @@ impl Emitter<'_> {
         added
     }
 
+    /// `p * q + c` as one FMA when the product `m = p * q` (operand `a` or `b` of the add)
+    /// has no other reader: one FP operation fewer (the row kernels run bound by those), and
+    /// the product is not rounded before the add. `m` itself is then dead and not lowered.
+    fn contracted(
+        &self,
+        b: &mut FunctionBuilder,
+        a: usize,
+        c: usize,
+        vals: &[Option<Val>],
+    ) -> Option<Val> {
+        let product = |m: usize| match self.k.exprs[m] {
+            Expr::Binary {
+                op: BinaryOp::Mul,
+                a: p,
+                b: q,
+                dtype: DType::F32,
+            } if self.single_use[m] => Some((p, q)),
+            _ => None,
+        };
+        let ((p, q), other) = match (product(a), product(c)) {
+            (Some(pq), _) => (pq, c),
+            (None, Some(pq)) => (pq, a),
+            _ => return None,
+        };
+        let (pv, qv, ov) = (vals[p]?, vals[q]?, vals[other]?);
+        let vector = pv.vector || qv.vector || ov.vector;
+        let w = |b: &mut FunctionBuilder, v: Val| {
+            if vector {
+                self.widen(b, v, DType::F32).v
+            } else {
+                v.v
+            }
+        };
+        let (pv, qv, ov) = (w(b, pv), w(b, qv), w(b, ov));
+        Some(Val {
+            v: b.ins().fma(pv, qv, ov),
+            vector,
+        })
+    }
+
     /// Drops splats made by [`Emitter::presplat`].
     fn forget_splats(&self, added: Vec<Value>) {
         let mut m = self.splats.borrow_mut();
@@ -899,6 +957,12 @@ impl Emitter<'_> {
                 let in_dtype = self.k.exprs[*x].dtype();
                 unary(b, *op, in_dtype, *out, xv)
             }
+            Expr::Binary {
+                op: BinaryOp::Add,
+                a,
+                b: bb,
+                dtype: DType::F32,
+            } if let Some(v) = self.contracted(b, *a, *bb, vals) => v,
             Expr::Binary { op, a, b: bb, .. } => {
                 let (mut av, mut bv) = (get(*a), get(*bb));
                 let in_dtype = self.k.exprs[*a].dtype();
