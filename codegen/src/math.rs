@@ -191,10 +191,12 @@ pub(crate) fn select_float(b: &mut FunctionBuilder, cond: Value, t: Value, f: Va
     Ty::of(b, t).select(b, cond, t, f)
 }
 
-/// `x = n + f` for a clamped `x`: `t = x + MAGIC` (whose bits hold `n` above
-/// [`ROUND_MAGIC_BITS`]) and `p = 2^f` by the minimax polynomial, `|f| <= 0.5`.
-fn exp2_split(b: &mut FunctionBuilder, ty: Ty, x: Value) -> (Value, Value) {
-    let magic = ty.f(b, ROUND_MAGIC);
+/// `x = n + f` for a clamped `x`: `t = x + magic` (whose low bits hold `n` plus the
+/// offset of `magic` from [`ROUND_MAGIC`]) and `p = 2^f` by the minimax polynomial,
+/// `|f| <= 0.5`. `magic` is [`ROUND_MAGIC`] plus a small integer: any such value rounds the
+/// same way.
+fn exp2_split(b: &mut FunctionBuilder, ty: Ty, x: Value, magic: f32) -> (Value, Value) {
+    let magic = ty.f(b, magic);
     let t = b.ins().fadd(x, magic);
     let n_f = b.ins().fsub(t, magic);
     // Exact: |f| <= 0.5 and x has no bits below ulp(x) >= 2^-149.
@@ -217,7 +219,7 @@ pub fn exp2(b: &mut FunctionBuilder, x: Value) -> Value {
     let lt = b.ins().fcmp(FloatCC::LessThan, x, lo);
     let x = ty.select(b, lt, lo, x);
 
-    let (t, p) = exp2_split(b, ty, x);
+    let (t, p) = exp2_split(b, ty, x, ROUND_MAGIC);
 
     // 2^n as two factors 2^n1 * 2^n2: each stays a normal float for n in [-160, 160], the
     // first product is exact and the second rounds once, giving correctly scaled subnormals
@@ -242,8 +244,9 @@ pub fn exp2(b: &mut FunctionBuilder, x: Value) -> Value {
 
 /// `2^x` for `x <= 0` (or NaN): softmax weights `exp2(c * (x - max))`, whose argument the
 /// caller knows is not positive. It skips the upper clamp and scales by one power of two;
-/// results below 2^-126.5 (where `n = round(x)` is -127) are 0, an absolute error under
-/// 1.2e-38 next to the row's largest weight of 1. Otherwise equal to [`exp2`] bit for bit.
+/// results from 2^-126.5 down (where `n = round(x)` is -127) are 0, an absolute error under
+/// 1.2e-38 next to the row's largest weight of 1. Otherwise equal to [`exp2`] bit for bit,
+/// except at half-integers, where `n` breaks the tie the other way (within 1 ulp).
 pub fn exp2_nonpositive(b: &mut FunctionBuilder, x: Value) -> Value {
     let ty = Ty::of(b, x);
     // One maxps: `x < lo ? lo : x` keeps a NaN. Clamped at -127, n = -127 makes the scale's
@@ -251,13 +254,14 @@ pub fn exp2_nonpositive(b: &mut FunctionBuilder, x: Value) -> Value {
     let lo = ty.f(b, -127.0);
     let tiny = b.ins().fcmp(FloatCC::LessThan, x, lo);
     let x = ty.select(b, tiny, lo, x);
-    let (t, p) = exp2_split(b, ty, x);
+    // With the rounding constant offset by the exponent bias, t's bits are
+    // ROUND_MAGIC_BITS + 127 + n; ROUND_MAGIC_BITS has 9 zero low bits, so shifting them into
+    // the exponent field leaves exactly (n + 127) << 23 = 2^n, one shift for the scale.
+    let (t, p) = exp2_split(b, ty, x, ROUND_MAGIC + 127.0);
     // n in [-127, 0]: 2^n is one normal float, or +0 for -127.
     let t_bits = ty.to_int(b, t);
-    let magic_bits = ty.i(b, ROUND_MAGIC_BITS - 127);
-    let e = b.ins().isub(t_bits, magic_bits);
     let mantissa_bits = b.ins().iconst(types::I32, 23);
-    let e = b.ins().ishl(e, mantissa_bits);
+    let e = b.ins().ishl(t_bits, mantissa_bits);
     let scale = ty.to_float(b, e);
     b.ins().fmul(p, scale)
 }

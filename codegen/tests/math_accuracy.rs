@@ -428,21 +428,24 @@ fn exp2_special_values() {
 
 #[test]
 fn exp2_nonpositive_equals_exp2_down_to_its_floor() {
-    // Every f32 bit pattern of [-126, 0] (strided), plus the specials: bit-identical to exp2
-    // down to -126.5 (subnormal results included), 0 below it and for -inf, NaN through.
+    // Every f32 bit pattern of [-126, 0] (strided), every half-integer of it, plus the
+    // specials: bit-identical to exp2 above -126.5 (subnormal results included) except at
+    // half-integers, where n = round(x) breaks the tie the other way (within 1 ulp of the
+    // exact value there); 0 from -126.5 down and for -inf, NaN through.
     let fast = Op::new(math::exp2_nonpositive);
     let full = Op::new(math::exp2);
     let lo = (-126f32).to_bits();
     let xs: Vec<f32> = (0x8000_0000u32..=lo)
         .step_by(997)
         .map(f32::from_bits)
+        .chain((0..=252).map(|h| -(h as f32) / 2.0 - 0.5))
         .chain([
             0.0,
             -0.0,
             -126.0,
             -126.25,
+            -126.499_99,
             -126.5,
-            -126.500_01,
             -127.0,
             -149.0,
             -1e30,
@@ -451,7 +454,11 @@ fn exp2_nonpositive_equals_exp2_down_to_its_floor() {
         .collect();
     let (y, want) = (fast.eval(&xs), full.eval(&xs));
     for ((&x, &a), &b) in xs.iter().zip(&y).zip(&want) {
-        if x >= -126.5 {
+        let tie = (x * 2.0).fract() == 0.0 && x.fract() != 0.0;
+        if x > -126.5 && tie {
+            let err = ulp_error(a, f64::from(x).exp2());
+            assert!(err <= 1.0, "x = {x:e}: {a:e} is {err} ulp from 2^x");
+        } else if x > -126.5 {
             assert_eq!(a.to_bits(), b.to_bits(), "x = {x:e}: {a:e} != exp2 {b:e}");
         } else {
             assert_eq!(a.to_bits(), 0, "x = {x:e}: {a:e}");
