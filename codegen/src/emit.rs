@@ -6,7 +6,8 @@
 //!   with stride 1 along it become vector loads, stride 0 a splat, anything else a 4-lane
 //!   gather. Each lane keeps its own accumulator, so reductions sum in the reference order.
 //! - *along the reduction*: lanes are four consecutive reduce iterations (row sums, norms,
-//!   softmax statistics), with a horizontal combine and a scalar tail.
+//!   softmax statistics), two vectors per iteration into two accumulators, then a
+//!   horizontal combine and a scalar tail.
 //!
 //! Every load and store is in bounds by construction (indices are affine with ranges checked
 //! by [`crate::bounds::check_bounds`]); padded loads clamp their index to 0 when invalid.
@@ -814,6 +815,12 @@ impl Emitter<'_> {
         };
         let (pv, qv, ov) = (vals[p]?, vals[q]?, vals[other]?);
         let vector = pv.vector || qv.vector || ov.vector;
+        // A product computed before a vector loop (a row value, already splatted) stays
+        // there: contracting it would compute it again, and splat its operands, per point.
+        let product = if a == other { c } else { a };
+        if vector && vals[product].is_some_and(|m| !m.vector) {
+            return None;
+        }
         let w = |b: &mut FunctionBuilder, v: Val| {
             if vector {
                 self.widen(b, v, DType::F32).v

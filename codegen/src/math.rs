@@ -193,8 +193,9 @@ pub(crate) fn select_float(b: &mut FunctionBuilder, cond: Value, t: Value, f: Va
 
 /// `x = n + f` for a clamped `x`: `t = x + magic` (whose low bits hold `n` plus the
 /// offset of `magic` from [`ROUND_MAGIC`]) and `p = 2^f` by the minimax polynomial,
-/// `|f| <= 0.5`. `magic` is [`ROUND_MAGIC`] plus a small integer: any such value rounds the
-/// same way.
+/// `|f| <= 0.5`. `magic` is [`ROUND_MAGIC`] plus a small integer: any such value rounds to
+/// the nearest integer, a tie going to the `n` that makes `t` even (so an odd offset sends
+/// ties the other way).
 fn exp2_split(b: &mut FunctionBuilder, ty: Ty, x: Value, magic: f32) -> (Value, Value) {
     let magic = ty.f(b, magic);
     let t = b.ins().fadd(x, magic);
@@ -243,7 +244,8 @@ pub fn exp2(b: &mut FunctionBuilder, x: Value) -> Value {
 }
 
 /// `2^x` for `x <= 0` (or NaN): softmax weights `exp2(c * (x - max))`, whose argument the
-/// caller knows is not positive. It skips the upper clamp and scales by one power of two;
+/// caller knows is not positive (up to an ulp above 0 where the emitter contracts it into an
+/// FMA; correct for any `x < 127.5`). It skips the upper clamp and scales by one power of two;
 /// results from 2^-126.5 down (where `n = round(x)` is -127) are 0, an absolute error under
 /// 1.2e-38 next to the row's largest weight of 1. Otherwise equal to [`exp2`] bit for bit,
 /// except at half-integers, where `n` breaks the tie the other way (within 1 ulp).

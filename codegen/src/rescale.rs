@@ -101,8 +101,9 @@ fn same_value(k: &Kernel, x: ExprId, y: ExprId, j: usize, lv: usize) -> bool {
 }
 
 /// True when `e` is `x - max(x)` (as `x + neg(max)`, the max over a reduce loop of the same
-/// value), scaled by positive constants: never positive, so its `exp2` (a softmax weight)
-/// can skip the upper range (see `math::exp2_nonpositive`).
+/// value), scaled by positive constants: never positive (at most an ulp above 0 once the
+/// emitter contracts `x * s - max` into an FMA), so its `exp2` (a softmax weight) can skip
+/// the upper range (see `math::exp2_nonpositive`).
 pub fn is_nonpositive(k: &Kernel, e: ExprId) -> bool {
     let positive = |c: ExprId| k.exprs[c].const_value().is_some_and(|v| v > 0.0);
     match k.exprs[e] {
@@ -132,6 +133,34 @@ fn minus_own_max(k: &Kernel, x: ExprId, neg: ExprId) -> bool {
     else {
         return false;
     };
+    own_max(k, x, m)
+}
+
+/// `e` as `(a, c)` when it is `a * c` with `c` a positive constant (either order).
+fn times_positive(k: &Kernel, e: ExprId) -> Option<(ExprId, f64)> {
+    let Expr::Binary {
+        op: BinaryOp::Mul,
+        a,
+        b,
+        ..
+    } = k.exprs[e]
+    else {
+        return None;
+    };
+    let positive = |c: ExprId| k.exprs[c].const_value().filter(|&v| v > 0.0);
+    match (positive(a), positive(b)) {
+        (None, Some(c)) => Some((a, c)),
+        (Some(c), None) => Some((b, c)),
+        _ => None,
+    }
+}
+
+/// True when `m` is the max of every value `x` takes: `max(y)` with `y` the value of `x`
+/// over the max's loop, or `max(y) * c` with `x = x0 * c` (`hoist_scale_out_of_max`).
+fn own_max(k: &Kernel, x: ExprId, m: ExprId) -> bool {
+    if let (Some((mm, c)), Some((x0, cx))) = (times_positive(k, m), times_positive(k, x)) {
+        return c == cx && own_max(k, x0, mm);
+    }
     let Expr::Reduce {
         op: ReduceOp::Max,
         x: y,

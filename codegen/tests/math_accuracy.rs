@@ -428,7 +428,7 @@ fn exp2_special_values() {
 
 #[test]
 fn exp2_nonpositive_equals_exp2_down_to_its_floor() {
-    // Every f32 bit pattern of [-126, 0] (strided), every half-integer of it, plus the
+    // Every f32 bit pattern of [-126, 0] (strided), every multiple of 0.5 in it, plus the
     // specials: bit-identical to exp2 above -126.5 (subnormal results included) except at
     // half-integers, where n = round(x) breaks the tie the other way (within 1 ulp of the
     // exact value there); 0 from -126.5 down and for -inf, NaN through.

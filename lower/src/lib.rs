@@ -117,6 +117,9 @@ pub fn lower(
         dead_nodes::eliminate_dead_nodes(g, &o)
     });
     if opts.fuse {
+        run("hoist_scale_out_of_max", &mut g, &mut |g| {
+            hoist_scale_out_of_max::hoist_scale_out_of_max(g, &mut outs)
+        });
         run("sink_slices", &mut g, &mut |g| {
             sink_slices::sink_slices(g, &mut outs)
         });

@@ -333,3 +333,38 @@ fn reductions_over_any_axis_are_one_kernel_with_their_prologue() {
     let refs: Vec<&Tensor> = outs.iter().collect();
     check_all(&refs, &Feeds::new(), &Bindings::new(), 1e-4, 1e-4);
 }
+
+/// The printed kernels of `t`'s schedule.
+fn kernel_text(t: &Tensor) -> String {
+    t.graph()
+        .with(|g| lower(g, &[t.id()], LowerOptions::default()))
+        .unwrap()
+        .schedule
+        .launches
+        .iter()
+        .map(|l| l.kernel.to_string())
+        .collect()
+}
+
+#[test]
+fn a_positive_scale_moves_out_of_the_max() {
+    // `max(x * s)` is `max(x) * s` for s > 0: the scaled softmax's max reads the load
+    // itself; a negative scale (max would become min) keeps the product inside.
+    for (s, hoisted) in [(0.125, true), (3.0, true), (-0.5, false)] {
+        let g = Graph::new();
+        let x = rand_vec(33 * 257, 7, 80.0);
+        let x = g.input_with_data("x", Shape::of(&[33, 257]), x).unwrap();
+        let y = x.mul_scalar(s).unwrap().softmax(-1).unwrap();
+        let m = x.mul_scalar(s).unwrap().max(-1, true).unwrap();
+        let text = kernel_text(&y);
+        let max_reads_load = text.lines().any(|l| {
+            l.contains("reduce.max") && {
+                let operand = l.split_whitespace().nth(3).unwrap_or("");
+                text.lines()
+                    .any(|d| d.trim_start().starts_with(&format!("{operand} = load")))
+            }
+        });
+        assert_eq!(max_reads_load, hoisted, "scale {s}:\n{text}");
+        check_all(&[&y, &m], &Feeds::new(), &Bindings::new(), 1e-4, 1e-4);
+    }
+}

@@ -11,5 +11,6 @@ pub mod fuse_elementwise;
 pub mod fuse_gemm_prologue;
 pub mod fuse_rows;
 pub mod fuse_sibling_gemms;
+pub mod hoist_scale_out_of_max;
 pub mod simplify_loops;
 pub mod sink_slices;
