@@ -815,10 +815,14 @@ impl Emitter<'_> {
         };
         let (pv, qv, ov) = (vals[p]?, vals[q]?, vals[other]?);
         let vector = pv.vector || qv.vector || ov.vector;
-        // A product computed before a vector loop (a row value, already splatted) stays
-        // there: contracting it would compute it again, and splat its operands, per point.
+        // Both per point, or neither. A product computed before a vector loop (a row value,
+        // already splatted) stays there: contracting it would compute it again per point.
+        // And a row value added to a per-point product is left alone: in `x * s - max(x * s)`
+        // the max is of the rounded products, so the exact product minus it is the rounding
+        // error at the row's largest element, not 0; past |x * s| of 2^30 that error alone
+        // takes exp's argument below -88 and every weight of the row to 0.
         let product = if a == other { c } else { a };
-        if vector && vals[product].is_some_and(|m| !m.vector) {
+        if vector && (vals[product].is_some_and(|m| !m.vector) || !ov.vector) {
             return None;
         }
         let w = |b: &mut FunctionBuilder, v: Val| {

@@ -244,8 +244,8 @@ pub fn exp2(b: &mut FunctionBuilder, x: Value) -> Value {
 }
 
 /// `2^x` for `x <= 0` (or NaN): softmax weights `exp2(c * (x - max))`, whose argument the
-/// caller knows is not positive (up to an ulp above 0 where the emitter contracts it into an
-/// FMA; correct for any `x < 127.5`). It skips the upper clamp and scales by one power of two;
+/// caller knows is not positive (correct for any `x < 127.5` all the same). It skips the upper
+/// clamp and scales by one power of two;
 /// results from 2^-126.5 down (where `n = round(x)` is -127) are 0, an absolute error under
 /// 1.2e-38 next to the row's largest weight of 1. Otherwise equal to [`exp2`] bit for bit,
 /// except at half-integers, where `n` breaks the tie the other way (within 1 ulp).

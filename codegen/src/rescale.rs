@@ -101,9 +101,9 @@ fn same_value(k: &Kernel, x: ExprId, y: ExprId, j: usize, lv: usize) -> bool {
 }
 
 /// True when `e` is `x - max(x)` (as `x + neg(max)`, the max over a reduce loop of the same
-/// value), scaled by positive constants: never positive (at most an ulp above 0 once the
-/// emitter contracts `x * s - max` into an FMA), so its `exp2` (a softmax weight) can skip
-/// the upper range (see `math::exp2_nonpositive`).
+/// value), scaled by positive constants: never positive (the emitter does not contract
+/// `x * s - max` into an FMA, see `Emitter::contracted`), so its `exp2` (a softmax weight)
+/// can skip the upper range (see `math::exp2_nonpositive`).
 pub fn is_nonpositive(k: &Kernel, e: ExprId) -> bool {
     let positive = |c: ExprId| k.exprs[c].const_value().is_some_and(|v| v > 0.0);
     match k.exprs[e] {

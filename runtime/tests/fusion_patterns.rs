@@ -368,3 +368,26 @@ fn a_positive_scale_moves_out_of_the_max() {
         check_all(&[&y, &m], &Feeds::new(), &Bindings::new(), 1e-4, 1e-4);
     }
 }
+
+#[test]
+fn softmax_of_huge_magnitudes_keeps_its_max_weight() {
+    // x * s - max(x * s) for |x * s| past 2^30: contracted into an FMA, the row's largest
+    // argument would be the product's rounding error, not 0, and could take every weight of
+    // the row to 0 (a NaN row). The weights must come out as the reference's, including rows
+    // masked to a huge finite value.
+    let g = Graph::new();
+    let mut x = rand_vec(4 * 40, 11, 1.0);
+    for (i, v) in x.iter_mut().enumerate() {
+        *v = match i / 40 {
+            0 => *v * 3e9 + 1e10,
+            1 => *v * 1e30,
+            2 => f32::MIN / 2.0 + *v,
+            _ => *v * 80.0,
+        };
+    }
+    let x = g.input_with_data("x", Shape::of(&[4, 40]), x).unwrap();
+    for s in [0.125, 1.0, 3.0] {
+        let y = x.mul_scalar(s).unwrap().softmax(-1).unwrap();
+        check_all(&[&y], &Feeds::new(), &Bindings::new(), 1e-4, 1e-4);
+    }
+}
