@@ -265,6 +265,7 @@ fn emit_body(
         affine_memo: Default::default(),
         splats: Default::default(),
         single_use: single_uses(k),
+        from_reduce: from_reductions(k),
     };
     if row && let Some(lv) = k.output_loops().len().checked_sub(1) {
         em.rescale = crate::rescale::find_rescale(k, &k.depends_on(lv));
@@ -378,6 +379,17 @@ pub(crate) struct Emitter<'k> {
     /// Per expression: read by exactly one other expression and no store (see
     /// [`Emitter::contracted`]).
     pub(crate) single_use: Vec<bool>,
+    /// Per expression: it is a reduction or computed from one (see [`Emitter::contracted`]).
+    pub(crate) from_reduce: Vec<bool>,
+}
+
+/// Per expression: whether it is a reduction or reads one, directly or not.
+fn from_reductions(k: &Kernel) -> Vec<bool> {
+    let mut from = vec![false; k.exprs.len()];
+    for (i, e) in k.exprs.iter().enumerate() {
+        from[i] = matches!(e, Expr::Reduce { .. }) || e.operands().iter().any(|&o| from[o]);
+    }
+    from
 }
 
 /// Per expression: whether exactly one expression and no store reads it.
@@ -680,15 +692,11 @@ impl Emitter<'_> {
                 let nv = combine(b, op, dtype, a, xv.v);
                 b.def_var(target, nv);
             };
-            // Along the loop, two vectors per iteration into two accumulators: a max's
-            // accumulator chain (compare, max, or) was the whole cost of softmax's first pass.
-            let second = b.declare_var(if vec_acc {
-                vector_ty(dtype)
-            } else {
-                scalar_ty(dtype)
-            });
-            b.def_var(second, init);
             if along {
+                // Two vectors per iteration into two accumulators: a max's accumulator chain
+                // (compare, max, or) was the whole cost of softmax's first pass.
+                let second = b.declare_var(vector_ty(dtype));
+                b.def_var(second, init);
                 let outside: Vec<usize> = inner
                     .iter()
                     .flat_map(|&i| self.k.exprs[i].operands())
@@ -815,14 +823,18 @@ impl Emitter<'_> {
         };
         let (pv, qv, ov) = (vals[p]?, vals[q]?, vals[other]?);
         let vector = pv.vector || qv.vector || ov.vector;
-        // Both per point, or neither. A product computed before a vector loop (a row value,
-        // already splatted) stays there: contracting it would compute it again per point.
-        // And a row value added to a per-point product is left alone: in `x * s - max(x * s)`
-        // the max is of the rounded products, so the exact product minus it is the rounding
-        // error at the row's largest element, not 0; past |x * s| of 2^30 that error alone
-        // takes exp's argument below -88 and every weight of the row to 0.
+        // An addend derived from a reduction is left alone, in vector bodies and scalar tails
+        // alike: in `x * s - max(x * s)` the max is of the rounded products, so the exact
+        // product minus it is the rounding error at the row's largest element, not 0; past
+        // |x * s| of 2^30 that error alone takes exp's argument below -88 and every weight of
+        // the row to 0.
+        if self.from_reduce[other] {
+            return None;
+        }
+        // A product computed before a vector loop (a row value, already splatted) stays there:
+        // contracting it would compute it again per point.
         let product = if a == other { c } else { a };
-        if vector && (vals[product].is_some_and(|m| !m.vector) || !ov.vector) {
+        if vector && vals[product].is_some_and(|m| !m.vector) {
             return None;
         }
         let w = |b: &mut FunctionBuilder, v: Val| {

@@ -15,7 +15,7 @@ use cranelift_frontend::{FunctionBuilder, Variable};
 
 use cranegrad_lower::kernel::{Expr, GEMM_KG, GEMM_MR, GEMM_NR, GemmShape, Kernel, panel_words};
 
-use crate::emit::{Emitter, Val, byte_addr, emit_loop, split_flat};
+use crate::emit::{Emitter, Val, build_vector, byte_addr, emit_loop, split_flat};
 
 fn vflags() -> MemFlagsData {
     MemFlagsData::new()
@@ -246,11 +246,7 @@ impl Emitter<'_> {
         let k_total = g_k(self, g);
         // Bytes per k step of A, and of B when it is read unpacked.
         let ak = ai.1.coeff(g.k_loop) * 4;
-        let bk = if self.k.pack_b {
-            0
-        } else {
-            bi.1.coeff(g.k_loop) * 4
-        };
+        let bk = bi.1.coeff(g.k_loop) * 4;
         // Per-row A pointers at k = 0, and the B pointer of the panel.
         vars[g.k_loop] = Some(zero);
         vars[g.n_loop] = Some(n0);
@@ -275,8 +271,7 @@ impl Emitter<'_> {
         let uniform = rows.len() > 1 && g.n_loop == 1;
         let row_bytes = ai.1.coeff(0) * 4;
         let fits = |x: i64| i32::try_from(x).is_ok();
-        let uniform =
-            uniform && fits(row_bytes * rows.len() as i64 + 8 * ak.abs()) && fits(2 * bk.abs());
+        let uniform = uniform && fits(row_bytes * rows.len() as i64 + 8 * ak.abs());
         let a_rows: Vec<(Variable, i64)> = (0..rows.len())
             .map(|i| {
                 if uniform {
@@ -612,13 +607,15 @@ fn grouped_pass(
         if ak == 4 && lanes == GEMM_KG {
             return load_at(b, types::F32X4, a_flags(), p, disp);
         }
-        let fz = b.ins().f32const(0.0);
-        let mut v = b.ins().splat(types::F32X4, fz);
-        for l in 0..lanes {
-            let x = load_at(b, types::F32, a_flags(), p, disp + l as i64 * ak);
-            v = b.ins().insertlane(v, x, l as u8);
+        let mut xs: Vec<Value> = (0..lanes)
+            .map(|l| load_at(b, types::F32, a_flags(), p, disp + l as i64 * ak))
+            .collect();
+        if lanes < GEMM_KG {
+            // The last group: zeros past k (B is zero there too, but A's memory ends).
+            let fz = b.ins().f32const(0.0);
+            xs.resize(GEMM_KG, fz);
         }
-        v
+        build_vector(b, types::F32X4, &xs)
     };
     let one_row = a_rows.len() == 1;
     let step = |b: &mut FunctionBuilder, bp: Value, g: i64, lanes: usize| {

@@ -105,14 +105,10 @@ fn same_value(k: &Kernel, x: ExprId, y: ExprId, j: usize, lv: usize) -> bool {
 /// `x * s - max` into an FMA, see `Emitter::contracted`), so its `exp2` (a softmax weight)
 /// can skip the upper range (see `math::exp2_nonpositive`).
 pub fn is_nonpositive(k: &Kernel, e: ExprId) -> bool {
-    let positive = |c: ExprId| k.exprs[c].const_value().is_some_and(|v| v > 0.0);
+    if let Some((a, _)) = times_positive(k, e) {
+        return is_nonpositive(k, a);
+    }
     match k.exprs[e] {
-        Expr::Binary {
-            op: BinaryOp::Mul,
-            a,
-            b,
-            ..
-        } => (positive(b) && is_nonpositive(k, a)) || (positive(a) && is_nonpositive(k, b)),
         Expr::Binary {
             op: BinaryOp::Add,
             a,

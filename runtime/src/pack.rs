@@ -24,12 +24,7 @@ static RELEASED: Mutex<BTreeMap<usize, HostData>> = Mutex::new(BTreeMap::new());
 /// True when `data`'s raw pages were returned to the OS (see [`PackCache::release`]).
 pub fn is_released(data: &HostData) -> bool {
     let reg = RELEASED.lock().unwrap_or_else(|e| e.into_inner());
-    !reg.is_empty() && reg.contains_key(&addr(data))
-}
-
-/// The address a weight is known by.
-fn addr(d: &HostData) -> usize {
-    d.addr()
+    !reg.is_empty() && reg.contains_key(&data.addr())
 }
 
 /// Packed copies by source and layout.
@@ -204,7 +199,13 @@ impl PackCache {
     ) -> Option<Arc<AlignedBuf>> {
         let ids = sources
             .iter()
-            .map(|s| (addr(s.data), s.transposed, s.scale.map_or(0, addr)))
+            .map(|s| {
+                (
+                    s.data.addr(),
+                    s.transposed,
+                    s.scale.map_or(0, HostData::addr),
+                )
+            })
             .collect();
         let key = (ids, k, n);
         if let Some((_, buf)) = self.map.get(&key) {

@@ -409,7 +409,7 @@ impl Plan {
                 let args = &sched.launches[li].args;
                 let addr = |slot: Option<usize>| {
                     slot.and_then(|s| bound[args[s]].as_ref())
-                        .map_or(0, |d| d.as_words().as_ptr() as usize)
+                        .map_or(0, HostData::addr)
                 };
                 let pair = pb.pair.map(|p| (p.0, p.2));
                 let key = [

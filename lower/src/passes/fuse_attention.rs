@@ -45,8 +45,9 @@ fn constant(g: &GraphData, n: NodeId) -> Option<f64> {
     }
 }
 
-/// `(other, constant)` when `n` is a product with a constant.
-fn times_constant(g: &GraphData, n: NodeId) -> Option<(NodeId, f64)> {
+/// `(other, constant)` when `n` is a product with a constant (broadcast constants are
+/// `Const` nodes of the full shape once `fold_constants` has run).
+pub(crate) fn times_constant(g: &GraphData, n: NodeId) -> Option<(NodeId, f64)> {
     if !matches!(g.node(n).op, Op::Binary(BinaryOp::Mul)) {
         return None;
     }

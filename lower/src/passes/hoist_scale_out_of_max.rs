@@ -6,16 +6,7 @@
 
 use cranegrad_graph::{BinaryOp, DType, GraphData, Node, NodeId, Op, ReduceOp};
 
-/// The value of a constant seen through the views that broadcast it (reshape, expand).
-fn constant_through_views(g: &GraphData, mut n: NodeId) -> Option<f64> {
-    loop {
-        match g.node(n).op {
-            Op::Const { value } => return Some(value),
-            Op::Reshape | Op::Expand => n = g.inputs(n)[0],
-            _ => return None,
-        }
-    }
-}
+use super::fuse_attention::times_constant;
 
 /// Rewrites every `max(x * c)` with a positive finite `c`; returns how many.
 pub fn hoist_scale_out_of_max(g: &mut GraphData, outputs: &mut [NodeId]) -> usize {
@@ -32,18 +23,8 @@ pub fn hoist_scale_out_of_max(g: &mut GraphData, outputs: &mut [NodeId]) -> usiz
         if node.dtype != DType::F32 {
             continue;
         }
-        let m = g.inputs(n)[0];
-        if g.node(m).op != Op::Binary(BinaryOp::Mul) {
+        let Some((x, c)) = times_constant(g, g.inputs(n)[0]) else {
             continue;
-        }
-        let ins = g.inputs(m);
-        let (x, c) = match (
-            constant_through_views(g, ins[0]),
-            constant_through_views(g, ins[1]),
-        ) {
-            (None, Some(c)) => (ins[0], c),
-            (Some(c), None) => (ins[1], c),
-            _ => continue,
         };
         // The kernels multiply by the constant rounded to f32.
         let c = c as f32;
