@@ -1,5 +1,6 @@
-//! Fusion benches: softmax and RMSNorm (one kernel each) and RMSNorm followed by a matmul,
-//! fused vs `--no-fuse`, side by side in one run. `cargo bench --bench fusion`.
+//! Fusion benches: softmax over the last axis and over a strided one (columns), RMSNorm
+//! (one kernel each) and RMSNorm followed by a matmul, fused vs `--no-fuse`, side by side in
+//! one run. `cargo bench --bench fusion`.
 
 use std::time::Instant;
 
@@ -10,16 +11,17 @@ use cranegrad::graph::{Bindings, Graph, Shape, Tensor};
 use cranegrad::runtime::{Feeds, Session, SessionOptions};
 use cranegrad::stats::median;
 
-fn softmax() -> Tensor {
+/// A scaled softmax of `[rows, cols]` over `axis`.
+fn softmax(rows: usize, cols: usize, axis: isize) -> Tensor {
     let g = Graph::new();
     let x = g
         .input_with_data(
             "x",
-            Shape::of(&[4096, 1024]),
-            lcg_values(4096 * 1024, 1, 8.0),
+            Shape::of(&[rows, cols]),
+            lcg_values(rows * cols, 1, 8.0),
         )
         .unwrap();
-    x.mul_scalar(0.125).unwrap().softmax(-1).unwrap()
+    x.mul_scalar(0.125).unwrap().softmax(axis).unwrap()
 }
 
 fn rmsnorm() -> Tensor {
@@ -81,8 +83,9 @@ fn summary() {
         "\n  {:<32} {:>8} {:>11} {:>8} {:>11} {:>8}",
         "graph", "kernels", "fused ms", "kernels", "unfused ms", "speedup"
     );
-    let cases: [(&str, Tensor); 4] = [
-        ("softmax 4096x1024", softmax()),
+    let cases: [(&str, Tensor); 5] = [
+        ("softmax 4096x1024", softmax(4096, 1024, -1)),
+        ("softmax over axis 0, 1024x4096", softmax(1024, 4096, 0)),
         ("rmsnorm 4096x1024", rmsnorm()),
         ("rmsnorm+matmul 128x2048x2048", rmsnorm_matmul(true)),
         ("matmul alone 128x2048x2048", rmsnorm_matmul(false)),
@@ -103,7 +106,8 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("fusion");
     g.sample_size(10);
     for (name, t) in [
-        ("softmax", softmax()),
+        ("softmax", softmax(4096, 1024, -1)),
+        ("softmax_axis0", softmax(1024, 4096, 0)),
         ("rmsnorm", rmsnorm()),
         ("rmsnorm_matmul", rmsnorm_matmul(true)),
         ("matmul_alone", rmsnorm_matmul(false)),

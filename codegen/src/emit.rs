@@ -96,14 +96,14 @@ pub fn kernel_signature(call_conv: cranelift_codegen::isa::CallConv) -> Signatur
     sig
 }
 
-fn scalar_ty(d: DType) -> Type {
+pub(crate) fn scalar_ty(d: DType) -> Type {
     match d {
         DType::F32 => types::F32,
         DType::I32 | DType::Bool => types::I32,
     }
 }
 
-fn vector_ty(d: DType) -> Type {
+pub(crate) fn vector_ty(d: DType) -> Type {
     match d {
         DType::F32 => types::F32X4,
         DType::I32 | DType::Bool => types::I32X4,
@@ -266,9 +266,11 @@ fn emit_body(
         splats: Default::default(),
         single_use: single_uses(k),
         from_reduce: from_reductions(k),
+        lane_loop: None,
     };
     if row && let Some(lv) = k.output_loops().len().checked_sub(1) {
-        em.rescale = crate::rescale::find_rescale(k, &k.depends_on(lv));
+        let column = crate::columns::column_lane(k).is_some();
+        em.rescale = crate::rescale::find_rescale(k, &k.depends_on(lv), column);
     }
     let extents: Vec<Value> = k.loops.iter().map(|l| em.dim(b, &l.extent)).collect();
     let n_out = k.output_loops().len();
@@ -295,6 +297,10 @@ fn emit_body(
             b.seal_block(done);
         }
         1 => em.inner_loops(b, &mut vars, &extents, start, end),
+        _ if let Some(lane) = crate::columns::column_lane(k).filter(|_| em.row) => {
+            em.lane_loop = Some(lane);
+            em.columns(b, &mut vars, &extents, start, end, lane);
+        }
         _ => {
             let outer = n_out - 1;
             emit_loop(b, start, end, 1, |b, f| {
@@ -381,6 +387,9 @@ pub(crate) struct Emitter<'k> {
     pub(crate) single_use: Vec<bool>,
     /// Per expression: it is a reduction or computed from one (see [`Emitter::contracted`]).
     pub(crate) from_reduce: Vec<bool>,
+    /// The loop whose neighbouring points are a vector's lanes, when it is not the innermost
+    /// output loop (a column kernel's columns, see [`crate::columns`]).
+    pub(crate) lane_loop: Option<usize>,
 }
 
 /// Per expression: whether it is a reduction or reads one, directly or not.
@@ -502,7 +511,8 @@ impl Emitter<'_> {
     }
 
     fn lane_var(&self) -> Option<usize> {
-        self.k.output_loops().len().checked_sub(1)
+        self.lane_loop
+            .or_else(|| self.k.output_loops().len().checked_sub(1))
     }
 
     /// Innermost output loop (vectorised or not) with the reductions of each point, or, for a
@@ -558,7 +568,7 @@ impl Emitter<'_> {
         self.point_with(b, &mut vals, vars, extents, vector);
     }
 
-    fn point_with(
+    pub(crate) fn point_with(
         &mut self,
         b: &mut FunctionBuilder,
         vals: &mut [Option<Val>],
@@ -745,7 +755,13 @@ impl Emitter<'_> {
         }
     }
 
-    fn identity(&self, b: &mut FunctionBuilder, op: ReduceOp, dtype: DType, vector: bool) -> Value {
+    pub(crate) fn identity(
+        &self,
+        b: &mut FunctionBuilder,
+        op: ReduceOp,
+        dtype: DType,
+        vector: bool,
+    ) -> Value {
         let s = match (op, dtype) {
             (ReduceOp::Sum, DType::F32) => b.ins().f32const(0.0),
             (ReduceOp::Max, DType::F32) => b.ins().f32const(f32::NEG_INFINITY),
@@ -1247,7 +1263,13 @@ fn nan_propagating_max(b: &mut FunctionBuilder, acc: Value, x: Value) -> Value {
     }
 }
 
-fn combine(b: &mut FunctionBuilder, op: ReduceOp, dtype: DType, acc: Value, x: Value) -> Value {
+pub(crate) fn combine(
+    b: &mut FunctionBuilder,
+    op: ReduceOp,
+    dtype: DType,
+    acc: Value,
+    x: Value,
+) -> Value {
     match (op, dtype) {
         (ReduceOp::Sum, DType::F32) => b.ins().fadd(acc, x),
         (ReduceOp::Max, DType::F32) => nan_propagating_max(b, acc, x),

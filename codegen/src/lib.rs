@@ -3,6 +3,7 @@
 pub mod attention;
 pub mod bounds;
 pub mod cache;
+mod columns;
 pub mod emit;
 pub mod gemm;
 pub mod isa;

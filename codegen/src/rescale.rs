@@ -173,15 +173,16 @@ fn own_max(k: &Kernel, x: ExprId, m: ExprId) -> bool {
 }
 
 /// Finds a store-and-rescale in a row kernel whose rows are split across threads (several
-/// output loops), given which expressions depend on the innermost output loop.
-pub fn find_rescale(k: &Kernel, dep_lv: &[bool]) -> Option<Rescale> {
+/// output loops), given which expressions depend on the innermost output loop. A `column`
+/// kernel's vectors span its columns, so its rows may be strided.
+pub fn find_rescale(k: &Kernel, dep_lv: &[bool], column: bool) -> Option<Rescale> {
     let n_out = k.output_loops().len();
     if n_out < 2 || k.stores.len() != 1 {
         return None;
     }
     let lv = n_out - 1;
     let st = &k.stores[0];
-    if st.index.coeff(lv) != 1 {
+    if st.index.coeff(lv) != 1 && !column {
         return None;
     }
     let Expr::Binary {

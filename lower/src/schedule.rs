@@ -13,6 +13,7 @@ use crate::kernel::{
 };
 use crate::passes::fuse_attention::Attention;
 use crate::passes::fuse_elementwise::{Fusion, reshape_base, reshape_groups};
+use crate::passes::reduced_axis_innermost::reduced_axis_innermost;
 use crate::passes::simplify_loops::simplify_loops;
 
 /// Index of a buffer in `Schedule::buffers`.
@@ -297,6 +298,11 @@ struct KernelBuilder<'a> {
     n_out_loops: usize,
     /// Extents of the kernel's reduce loops, one per inlined reduction, in order.
     reduce_loops: Vec<Dim>,
+    /// The axis of each inlined `Reduce` op (a row group's reductions share one).
+    reduced_axes: Vec<usize>,
+    /// An output loop to move innermost before the kernel is simplified (see
+    /// [`reduced_axis_innermost`]).
+    innermost: Option<usize>,
     /// Buffers of inputs that carry data (weights), which may be packed.
     weight_bufs: &'a BTreeSet<BufId>,
 }
@@ -325,6 +331,8 @@ impl<'a> KernelBuilder<'a> {
             movement: BTreeSet::new(),
             n_out_loops: g.node(root).shape.rank(),
             reduce_loops: Vec::new(),
+            reduced_axes: Vec::new(),
+            innermost: None,
         }
     }
 
@@ -606,6 +614,7 @@ impl<'a> KernelBuilder<'a> {
             Op::Reduce { op, axis } => {
                 let input = self.g.node(ins[0]).shape.clone();
                 self.reduce_loops.push(input.dims()[axis].clone());
+                self.reduced_axes.push(axis);
                 self.note_dim(&input.dims()[axis]);
                 let mut m = map.clone();
                 m.dims[axis] = Affine::var(red);
@@ -785,6 +794,10 @@ impl<'a> KernelBuilder<'a> {
         attention: Option<AttentionSpec>,
     ) -> Launch {
         let template = attention.is_some();
+        let n_out = loops
+            .iter()
+            .take_while(|l| l.kind != LoopKind::Reduce)
+            .count();
         let kernel = Kernel {
             name,
             ops: self.ops,
@@ -796,6 +809,10 @@ impl<'a> KernelBuilder<'a> {
             pack_b: false,
             attention,
             parts: Vec::new(),
+        };
+        let kernel = match self.innermost {
+            Some(axis) => reduced_axis_innermost(kernel, axis, n_out),
+            None => kernel,
         };
         let kernel = if template {
             kernel
@@ -840,6 +857,15 @@ impl<'a> KernelBuilder<'a> {
             });
         }
         let has_matmul = self.ops.iter().any(|o| o == "matmul");
+        // A row group over a strided axis: its rows become the innermost loop.
+        if root.op.is_elementwise()
+            && !has_matmul
+            && let Some(&axis) = self.reduced_axes.first()
+            && self.reduced_axes.iter().all(|&a| a == axis)
+            && root.shape.dims()[axis] != Dim::Const(1)
+        {
+            self.innermost = Some(axis);
+        }
         let kind = match &root.op {
             Op::Reduce {
                 op: ReduceOp::Sum, ..

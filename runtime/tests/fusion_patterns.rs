@@ -326,6 +326,66 @@ fn reductions_over_any_axis_are_one_kernel_with_their_prologue() {
 }
 
 #[test]
+fn strided_axis_softmax_and_standardisation_are_one_kernel() {
+    // A reduction over a strided axis whose result is broadcast back: softmax over axis 0
+    // (columns of 16 x 4 and 4 lanes, a scalar remainder: 257 = 4 * 64 + 1), over the middle
+    // axis of a 3-d tensor (units must not run past a row block's columns: 70 = 64 + 4 + 2),
+    // and over axis 0 with the last two axes merged; values near +-80, so exp overflows
+    // without the max.
+    let cases: Vec<(Vec<usize>, isize)> = [1usize, 3, 17, 100]
+        .iter()
+        .flat_map(|&r| {
+            [1usize, 3, 17, 33, 100, 257]
+                .iter()
+                .map(move |&c| (vec![r, c], 0))
+        })
+        .chain([
+            (vec![2, 17, 70], 1),
+            (vec![5, 3, 33], 0),
+            (vec![3, 9, 5], 1),
+        ])
+        .collect();
+    for (dims, axis) in cases {
+        let g = Graph::new();
+        let n: usize = dims.iter().product();
+        let x = g
+            .input_with_data("x", Shape::of(&dims), rand_vec(n, n as u64 + 5, 80.0))
+            .unwrap();
+        let s = x.mul_scalar(0.5).unwrap().softmax(axis).unwrap();
+        assert_eq!(kernels(&s), 1, "softmax over axis {axis} of {dims:?}");
+        let mean = x.mean(axis, true).unwrap();
+        let var = x.var(axis, true).unwrap();
+        let z = x
+            .sub(&mean)
+            .unwrap()
+            .mul(&var.add_scalar(1e-5).unwrap().rsqrt().unwrap())
+            .unwrap();
+        assert_eq!(
+            kernels(&z),
+            1,
+            "standardisation over axis {axis} of {dims:?}"
+        );
+        let out = check_all(&[&s, &z], &Feeds::new(), &Bindings::new(), 1e-5, 1e-4);
+        // Every column of the softmax sums to 1.
+        let v = out[0].to_f32();
+        let (outer, len) = (
+            dims[..axis as usize].iter().product::<usize>(),
+            dims[axis as usize],
+        );
+        let inner = n / outer / len;
+        for o in 0..outer {
+            for i in 0..inner {
+                let total: f32 = (0..len).map(|r| v[(o * len + r) * inner + i]).sum();
+                assert!(
+                    (total - 1.0).abs() < 1e-4,
+                    "{dims:?}: column sums to {total}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn a_positive_scale_moves_out_of_the_max() {
     // `max(x * s)` is `max(x) * s` for s > 0: the scaled softmax's max reads the load
     // itself; a negative scale (max would become min) keeps the product inside.

@@ -1,12 +1,16 @@
-//! Row fusion: a reduction over the last axis whose result is broadcast back over that same
-//! row (softmax's max and sum, RMSNorm's and LayerNorm's statistics) runs inside the kernel
-//! that produces the row's outputs. The kernel computes the row's reductions one after
-//! another, then the row, so `x / sum(exp(x - max(x)))` is one kernel reading `x` three times
-//! from cache instead of four kernels writing intermediates to memory.
+//! Row fusion: a reduction whose result is broadcast back over the row it reduced (softmax's
+//! max and sum, RMSNorm's and LayerNorm's statistics) runs inside the kernel that produces
+//! the row's outputs. The kernel computes the row's reductions one after another, then the
+//! row, so `x / sum(exp(x - max(x)))` is one kernel reading `x` three times from cache instead
+//! of four kernels writing intermediates to memory.
+//!
+//! A "row" is the reduced axis, last or not: over a strided axis (a column softmax) the
+//! kernel builder makes the reduced axis the innermost output loop (see
+//! `reduced_axis_innermost`) and codegen takes four neighbouring columns per vector.
 //!
 //! Starting from such a reduction R, every node reachable through its uses must be one of:
 //! an elementwise op at R's shape or at the row shape, the expand of an R-shaped value to the
-//! row shape, or another last-axis reduction of a row-shaped value. Those uses must end in
+//! row shape, or another reduction over R's axis of a row-shaped value. Those uses must end in
 //! exactly one elementwise, row-shaped node T that is not consumed inside the set; then T is
 //! realized and R and every node strictly inside the set are computed within T's kernel.
 
@@ -16,9 +20,9 @@ use cranegrad_graph::{GraphData, NodeId, Op, Shape};
 
 use super::fuse_elementwise::Fusion;
 
-fn last_axis_reduce(g: &GraphData, n: NodeId) -> Option<usize> {
+fn reduce_axis(g: &GraphData, n: NodeId) -> Option<usize> {
     match g.node(n).op {
-        Op::Reduce { axis, .. } if axis + 1 == g.node(n).shape.rank() => Some(axis),
+        Op::Reduce { axis, .. } => Some(axis),
         _ => None,
     }
 }
@@ -30,7 +34,7 @@ fn row_group(
     r: NodeId,
     outputs: &[NodeId],
 ) -> Option<(BTreeSet<NodeId>, NodeId)> {
-    last_axis_reduce(g, r)?;
+    let axis = reduce_axis(g, r)?;
     let red_shape = g.node(r).shape.clone();
     let input = g.inputs(r)[0];
     let row_shape: Shape = g.node(input).shape.clone();
@@ -47,7 +51,7 @@ fn row_group(
             }
             Op::Expand => node.shape == row_shape && g.node(g.inputs(n)[0]).shape == red_shape,
             Op::Reduce { .. } => {
-                last_axis_reduce(g, n).is_some()
+                reduce_axis(g, n) == Some(axis)
                     && node.shape == red_shape
                     && g.node(g.inputs(n)[0]).shape == row_shape
             }
@@ -88,7 +92,7 @@ fn row_group(
 pub fn fuse_rows(g: &GraphData, order: &[NodeId], outputs: &[NodeId], f: &mut Fusion) {
     let mut claimed: BTreeSet<NodeId> = BTreeSet::new();
     for &n in order {
-        if claimed.contains(&n) || !f.realized.contains(&n) || last_axis_reduce(g, n).is_none() {
+        if claimed.contains(&n) || !f.realized.contains(&n) || reduce_axis(g, n).is_none() {
             continue;
         }
         let Some((members, t)) = row_group(g, f, n, outputs) else {

@@ -6,7 +6,8 @@ use crate::affine::{Affine, Cond};
 use crate::kernel::{Expr, Kernel, LoopKind};
 use cranegrad_graph::Dim;
 
-fn for_each_affine(k: &mut Kernel, mut f: impl FnMut(&mut Affine)) {
+/// Calls `f` on every index of the kernel: loads, gathers, index values, bounds, stores.
+pub(crate) fn for_each_affine(k: &mut Kernel, mut f: impl FnMut(&mut Affine)) {
     let conds = |cs: &mut Vec<Cond>, f: &mut dyn FnMut(&mut Affine)| {
         for c in cs.iter_mut() {
             f(&mut c.expr);

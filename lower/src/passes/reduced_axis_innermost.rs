@@ -1,0 +1,24 @@
+//! Loop reordering on a built kernel: a row kernel whose reductions run over a strided axis
+//! (a column softmax, a norm over axis 0) gets that axis as its innermost output loop. Its
+//! reductions then no longer depend on the innermost loop, which is what makes codegen run
+//! them once per row (per column here) before the row's outputs, as for a last-axis softmax.
+
+use super::simplify_loops::for_each_affine;
+use crate::kernel::Kernel;
+
+/// Moves output loop `axis` of `k` (which has `n_out` output loops, reduce loops after them)
+/// to be the innermost output loop; the loops inside it move out by one.
+pub fn reduced_axis_innermost(mut k: Kernel, axis: usize, n_out: usize) -> Kernel {
+    if axis + 1 >= n_out {
+        return k;
+    }
+    let moved = k.loops.remove(axis);
+    k.loops.insert(n_out - 1, moved);
+    let rename = |w: usize| match w {
+        w if w == axis => n_out - 1,
+        w if w > axis && w < n_out => w - 1,
+        w => w,
+    };
+    for_each_affine(&mut k, |a| *a = a.rename(|w| Some(rename(w))));
+    k
+}
