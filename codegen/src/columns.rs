@@ -10,9 +10,7 @@ use cranelift_frontend::FunctionBuilder;
 
 use cranegrad_lower::kernel::{Expr, Kernel};
 
-use crate::emit::{
-    Emitter, LANES, Phase, Val, combine, emit_loop, scalar_ty, split_flat, vector_ty,
-};
+use crate::emit::{Emitter, LANES, Phase, Val, emit_loop, scalar_ty, split_flat, vector_ty};
 
 /// The lane loop of a column kernel: the parallel loop just outside the innermost output
 /// loop, when the stores walk it contiguously and the innermost loop strided.
@@ -166,7 +164,7 @@ impl Emitter<'_> {
                         self.store(b, r.arg, base, i64::from(vector), xv);
                     }
                     let a = b.use_var(accs[u]);
-                    let nv = combine(b, op, dtype, a, xv.v);
+                    let nv = self.accumulate(b, e, (op, dtype), a, xv.v);
                     b.def_var(accs[u], nv);
                 }
             });

@@ -267,10 +267,16 @@ fn emit_body(
         single_use: single_uses(k),
         from_reduce: from_reductions(k),
         lane_loop: None,
+        nan_blind: vec![false; k.exprs.len()],
     };
     if row && let Some(lv) = k.output_loops().len().checked_sub(1) {
         let column = crate::columns::column_lane(k).is_some();
         em.rescale = crate::rescale::find_rescale(k, &k.depends_on(lv), column);
+        if let Some(r) = &em.rescale {
+            for m in crate::rescale::nan_blind_maxes(k, r) {
+                em.nan_blind[m] = true;
+            }
+        }
     }
     let extents: Vec<Value> = k.loops.iter().map(|l| em.dim(b, &l.extent)).collect();
     let n_out = k.output_loops().len();
@@ -390,6 +396,9 @@ pub(crate) struct Emitter<'k> {
     /// The loop whose neighbouring points are a vector's lanes, when it is not the innermost
     /// output loop (a column kernel's columns, see [`crate::columns`]).
     pub(crate) lane_loop: Option<usize>,
+    /// Per expression: a max reduction whose NaN propagation no output needs (see
+    /// [`crate::rescale::nan_blind_maxes`]).
+    pub(crate) nan_blind: Vec<bool>,
 }
 
 /// Per expression: whether it is a reduction or reads one, directly or not.
@@ -699,7 +708,7 @@ impl Emitter<'_> {
                     this.store(b, r.arg, base, coeff, xv);
                 }
                 let a = b.use_var(target);
-                let nv = combine(b, op, dtype, a, xv.v);
+                let nv = this.accumulate(b, e, (op, dtype), a, xv.v);
                 b.def_var(target, nv);
             };
             if along {
@@ -752,6 +761,28 @@ impl Emitter<'_> {
                     vector: across,
                 }
             });
+        }
+    }
+
+    /// One step of reduction `e`: [`combine`], or one plain max where NaNs need not
+    /// propagate (see [`Emitter::nan_blind`]); the accumulator never becomes NaN then.
+    pub(crate) fn accumulate(
+        &self,
+        b: &mut FunctionBuilder,
+        e: usize,
+        (op, dtype): (ReduceOp, DType),
+        acc: Value,
+        x: Value,
+    ) -> Value {
+        if !self.nan_blind[e] {
+            return combine(b, op, dtype, acc, x);
+        }
+        let lt = b.ins().fcmp(FloatCC::LessThan, acc, x);
+        if b.func.dfg.value_type(acc).is_vector() {
+            let m = b.ins().bitcast(types::F32X4, vflags(), lt);
+            b.ins().bitselect(m, x, acc)
+        } else {
+            b.ins().select(lt, x, acc)
         }
     }
 

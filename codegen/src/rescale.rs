@@ -18,6 +18,8 @@ pub struct Rescale {
     pub arg: usize,
     /// Output index in terms of the reduce variable (for the stores in the sum's loop).
     pub index_in_loop: Affine,
+    /// The row factor `s` the output multiplies `E` by.
+    pub scale: ExprId,
 }
 
 /// `a` with loop variable `from` renamed to `to`.
@@ -194,7 +196,7 @@ pub fn find_rescale(k: &Kernel, dep_lv: &[bool], column: bool) -> Option<Rescale
     else {
         return None;
     };
-    let (factor, _scale) = match (dep_lv[a], dep_lv[b]) {
+    let (factor, scale) = match (dep_lv[a], dep_lv[b]) {
         (true, false) => (a, b),
         (false, true) => (b, a),
         _ => return None,
@@ -211,8 +213,93 @@ pub fn find_rescale(k: &Kernel, dep_lv: &[bool], column: bool) -> Option<Rescale
                 factor,
                 arg: st.arg,
                 index_in_loop: rename(&st.index, lv, *var),
+                scale,
             })
         }
         _ => None,
     })
+}
+
+/// The max reductions of a softmax-shaped store-and-rescale whose NaN propagation no output
+/// needs, so the reduce loop may use one plain `maxps` per vector. That holds when the max
+/// `m` is read only by `exp2` arguments `(x - m) * c` of `E` and of the summed value, the
+/// output is `E / sum(E)`, and every op between is NaN-preserving: a NaN among a row's `x`
+/// is then a NaN `E` at its position, a NaN sum and a NaN at every output, whatever `m` is.
+pub fn nan_blind_maxes(k: &Kernel, r: &Rescale) -> Vec<ExprId> {
+    let out = k.stores[0].value;
+    let Expr::Reduce { x: summed, .. } = k.exprs[r.reduce] else {
+        return vec![];
+    };
+    let is_recip_of_sum = matches!(
+        k.exprs[r.scale],
+        Expr::Unary { op: cranegrad_graph::UnaryOp::Recip, x, .. } if x == r.reduce
+    );
+    if !is_recip_of_sum {
+        return vec![];
+    }
+    // Each exp2's path back to its max: the exp2, its positive scalings, the add, the neg.
+    let mut path: Vec<ExprId> = Vec::new();
+    let mut maxes: Vec<ExprId> = Vec::new();
+    for e in [r.factor, summed] {
+        let Expr::Unary {
+            op: cranegrad_graph::UnaryOp::Exp2,
+            x: mut arg,
+            ..
+        } = k.exprs[e]
+        else {
+            return vec![];
+        };
+        path.push(e);
+        while let Some((a, _)) = times_positive(k, arg) {
+            path.push(arg);
+            arg = a;
+        }
+        let Expr::Binary {
+            op: BinaryOp::Add,
+            a,
+            b,
+            ..
+        } = k.exprs[arg]
+        else {
+            return vec![];
+        };
+        let neg = if minus_own_max(k, a, b) {
+            b
+        } else if minus_own_max(k, b, a) {
+            a
+        } else {
+            return vec![];
+        };
+        let Expr::Unary { x: mut m, .. } = k.exprs[neg] else {
+            return vec![];
+        };
+        path.extend([arg, neg]);
+        // A hoisted scale: `max(x0) * c` (see `own_max`).
+        if let Some((inner, _)) = times_positive(k, m) {
+            path.push(m);
+            m = inner;
+        }
+        if !matches!(
+            k.exprs[m],
+            Expr::Reduce {
+                op: ReduceOp::Max,
+                ..
+            }
+        ) {
+            return vec![];
+        }
+        maxes.push(m);
+    }
+    if maxes[0] != maxes[1] {
+        return vec![];
+    }
+    // Nothing outside the paths reads the max or a value on them (but the sum and the output).
+    let allowed = |user: ExprId| path.contains(&user) || user == r.reduce || user == out;
+    let watched = |o: ExprId| o == maxes[0] || path.contains(&o);
+    let escapes = k
+        .exprs
+        .iter()
+        .enumerate()
+        .any(|(u, e)| e.operands().into_iter().any(watched) && !allowed(u));
+    if escapes { vec![] } else { vec![maxes[0]] }
 }

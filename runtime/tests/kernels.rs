@@ -192,8 +192,10 @@ fn reduce_max_propagates_nan_from_any_position() {
         let x = g.input_with_data("x", Shape::of(&[3, 11]), data).unwrap();
         let m = x.max(-1, false).unwrap();
         let s = x.softmax(-1).unwrap();
-        let r = check_all(&[&m, &s], &Feeds::new(), &Bindings::new(), 1e-6, 1e-6);
-        let jit = run_jit(&[&m, &s], &Feeds::new(), &Bindings::new());
+        // Over the columns too (a column kernel's max, whose NaN only the sum carries).
+        let c = x.softmax(0).unwrap();
+        let r = check_all(&[&m, &s, &c], &Feeds::new(), &Bindings::new(), 1e-6, 1e-6);
+        let jit = run_jit(&[&m, &s, &c], &Feeds::new(), &Bindings::new());
         for (who, out) in [
             ("interpreter", &r),
             ("fused", &jit[0]),
@@ -214,6 +216,10 @@ fn reduce_max_propagates_nan_from_any_position() {
                 sm[..11].iter().chain(&sm[22..]).all(|p| p.is_finite()),
                 "{who}, pos {pos}: {sm:?}"
             );
+            let cols = out[2].to_f32();
+            for (i, p) in cols.iter().enumerate() {
+                assert_eq!(p.is_nan(), i % 11 == pos, "{who}, pos {pos}: {cols:?}");
+            }
         }
     }
 }
