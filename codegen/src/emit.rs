@@ -549,9 +549,13 @@ impl Emitter<'_> {
             }
         }
         let mut i = start;
+        // Reductions across outputs (a column sum) run row-major over the whole vectors.
+        if vector && !self.row && self.k.reduce_loop().is_some() {
+            i = self.strided_reduce(b, vars, extents, lv, start, end);
+        }
         if vector {
             let added = self.presplat(b, &row_vals, 0..self.k.exprs.len());
-            i = emit_loop(b, start, end, LANES, |b, i| {
+            i = emit_loop(b, i, end, LANES, |b, i| {
                 vars[lv] = Some(i);
                 let mut vals = row_vals.clone();
                 self.point_with(b, &mut vals, vars, extents, true);

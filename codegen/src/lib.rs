@@ -10,6 +10,7 @@ pub mod isa;
 pub mod math;
 pub mod probe;
 pub mod rescale;
+mod strided_reduce;
 
 use thiserror::Error;
 

@@ -298,8 +298,9 @@ struct KernelBuilder<'a> {
     n_out_loops: usize,
     /// Extents of the kernel's reduce loops, one per inlined reduction, in order.
     reduce_loops: Vec<Dim>,
-    /// The axis of each inlined `Reduce` op (a row group's reductions share one).
-    reduced_axes: Vec<usize>,
+    /// The axis and input rank of each inlined `Reduce` op (a row group's reductions share
+    /// one axis).
+    reduced_axes: Vec<(usize, usize)>,
     /// An output loop to move innermost before the kernel is simplified (see
     /// [`reduced_axis_innermost`]).
     innermost: Option<usize>,
@@ -614,7 +615,7 @@ impl<'a> KernelBuilder<'a> {
             Op::Reduce { op, axis } => {
                 let input = self.g.node(ins[0]).shape.clone();
                 self.reduce_loops.push(input.dims()[axis].clone());
-                self.reduced_axes.push(axis);
+                self.reduced_axes.push((axis, input.rank()));
                 self.note_dim(&input.dims()[axis]);
                 let mut m = map.clone();
                 m.dims[axis] = Affine::var(red);
@@ -860,8 +861,9 @@ impl<'a> KernelBuilder<'a> {
         // A row group over a strided axis: its rows become the innermost loop.
         if root.op.is_elementwise()
             && !has_matmul
-            && let Some(&axis) = self.reduced_axes.first()
-            && self.reduced_axes.iter().all(|&a| a == axis)
+            && let Some(&(axis, input_rank)) = self.reduced_axes.first()
+            && self.reduced_axes.iter().all(|&a| a == (axis, input_rank))
+            && input_rank == rank
             && root.shape.dims()[axis] != Dim::Const(1)
         {
             self.innermost = Some(axis);

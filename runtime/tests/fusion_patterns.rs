@@ -315,10 +315,14 @@ fn reductions_over_any_axis_are_one_kernel_with_their_prologue() {
         for keep in [false, true] {
             let s = x.mul(&x).unwrap().sum(axis, keep).unwrap();
             let m = x.exp().unwrap().max(axis, keep).unwrap();
+            // An epilogue after the dropped axis too.
+            let r = s.sqrt().unwrap().mul_scalar(0.5).unwrap();
             assert_eq!(kernels(&s), 1, "sum over axis {axis}, keepdim {keep}");
             assert_eq!(kernels(&m), 1, "max over axis {axis}, keepdim {keep}");
+            assert_eq!(kernels(&r), 1, "sqrt(sum) over axis {axis}, keepdim {keep}");
             outs.push(s);
             outs.push(m);
+            outs.push(r);
         }
     }
     let refs: Vec<&Tensor> = outs.iter().collect();
@@ -380,6 +384,40 @@ fn strided_axis_softmax_and_standardisation_are_one_kernel() {
                     (total - 1.0).abs() < 1e-4,
                     "{dims:?}: column sums to {total}"
                 );
+            }
+        }
+    }
+}
+
+#[test]
+fn column_reductions_with_prologue_and_epilogue_run_row_major() {
+    // Reductions across outputs over a strided axis run row-major over each thread's whole
+    // vectors of outputs, then the 4-wide and scalar rest: `sqrt(sum(x * x))` and `max(x)`
+    // over axis 0 of widths 2, 3, 17, 1030 (257 vectors and 2 more outputs per call, odd
+    // per-thread splits) and over the middle axis of a 3-d tensor; a NaN in one column's max.
+    for (dims, axis) in [
+        (vec![257usize, 2], 0isize),
+        (vec![100, 3], 0),
+        (vec![33, 17], 0),
+        (vec![257, 1030], 0),
+        (vec![5, 33, 70], 1),
+    ] {
+        let g = Graph::new();
+        let n: usize = dims.iter().product();
+        let mut data = rand_vec(n, n as u64 + 11, 4.0);
+        let last = *dims.last().unwrap();
+        if last > 2 {
+            data[3 * last + 2] = f32::NAN;
+        }
+        let x = g.input_with_data("x", Shape::of(&dims), data).unwrap();
+        let norm = x.mul(&x).unwrap().sum(axis, false).unwrap().sqrt().unwrap();
+        let max = x.max(axis, true).unwrap();
+        assert_eq!(kernels(&norm), 1, "norm over axis {axis} of {dims:?}");
+        let out = check_all(&[&norm, &max], &Feeds::new(), &Bindings::new(), 1e-5, 1e-5);
+        if last > 2 && axis == 0 {
+            let m = out[1].to_f32();
+            for (c, v) in m.iter().enumerate() {
+                assert_eq!(v.is_nan(), c == 2, "{dims:?}: column {c} max {v}");
             }
         }
     }

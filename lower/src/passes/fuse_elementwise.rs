@@ -21,7 +21,9 @@
 //!    no other reduction. The reduction's own loop becomes the kernel's reduce loop. A value
 //!    read only through a realized permute is computed by the permute's kernel, which then
 //!    stores it in the permuted layout; a reduction read only through a realized affine
-//!    reshape (dropping its kept axis) likewise.
+//!    reshape (dropping its kept axis) likewise. Unrealized reshapes that only drop or add
+//!    size-1 axes may sit between the reduction and its epilogue (`sqrt(sum(x, axis))`
+//!    without the kept axis).
 //!
 //! 7. GEMM prologues (`fuse_gemm_prologue`): a matmul's B that is a weight scaled along K by
 //!    a weight vector stays inline (packing folds it); `mm * r` with `r` a row broadcast is
@@ -249,15 +251,29 @@ fn epilogue_root(g: &GraphData, f: &Fusion, r: NodeId) -> Option<NodeId> {
             _ => break,
         }
     }
+    // Each use with the shape its value has there: an unrealized reshape that only drops or
+    // adds size-1 axes (`sum(x, axis)` without the kept axis, then `sqrt`) renames indices.
     let mut root = None;
-    let mut stack = g.consumers(r);
+    let mut stack: Vec<(NodeId, Shape)> = g
+        .consumers(r)
+        .into_iter()
+        .map(|c| (c, shape.clone()))
+        .collect();
     let mut seen = BTreeSet::new();
-    while let Some(c) = stack.pop() {
+    while let Some((c, at)) = stack.pop() {
         if !seen.insert(c) {
             continue;
         }
         let node = g.node(c);
-        if !node.op.is_elementwise() || &node.shape != shape {
+        let uses = |c: NodeId| g.consumers(c).into_iter().map(|d| (d, node.shape.clone()));
+        if matches!(node.op, Op::Reshape)
+            && !f.realized.contains(&c)
+            && only_unit_axes_differ(&at, &node.shape)
+        {
+            stack.extend(uses(c));
+            continue;
+        }
+        if !node.op.is_elementwise() || node.shape != at {
             return None;
         }
         if f.realized.contains(&c) {
@@ -266,10 +282,23 @@ fn epilogue_root(g: &GraphData, f: &Fusion, r: NodeId) -> Option<NodeId> {
             }
             root = Some(c);
         } else {
-            stack.extend(g.consumers(c));
+            stack.extend(uses(c));
         }
     }
     root
+}
+
+/// True when `to` is `from` with size-1 axes dropped or added: the same index values, on
+/// other axes.
+fn only_unit_axes_differ(from: &Shape, to: &Shape) -> bool {
+    let sized = |s: &Shape| {
+        s.dims()
+            .iter()
+            .filter(|d| !d.is_one())
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    sized(from) == sized(to)
 }
 
 /// Rule 6: un-realizes reductions and matmuls that can run as the head of their consumer's
