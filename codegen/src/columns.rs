@@ -2,8 +2,9 @@
 //! axis 0, after `reduced_axis_innermost` made that axis the innermost output loop). Lanes
 //! are four neighbouring columns, the parallel loop just outside the rows: every access of
 //! a row's element is then a contiguous 4-wide load or store, where lanes along the rows
-//! would gather and scatter at the row stride. Each unit of four columns runs its
-//! reductions down the rows with one accumulator lane per column, then writes its rows.
+//! would gather and scatter at the row stride. Each unit (64 columns as 16 vectors side by
+//! side, 4 columns, or 1) runs its reductions down the rows with one accumulator lane per
+//! column, then writes its rows.
 
 use cranelift_codegen::ir::{InstBuilder, Value, condcodes::IntCC, types};
 use cranelift_frontend::FunctionBuilder;
@@ -66,9 +67,8 @@ impl Emitter<'_> {
         let kinds = [(GROUPS, true), (1, true), (1, false)];
         for (n, &(groups, vector)) in kinds.iter().enumerate() {
             let width = if vector { groups * LANES } else { 1 };
-            let run = b.create_block();
             if n + 1 < kinds.len() {
-                let next = b.create_block();
+                let (run, next) = (b.create_block(), b.create_block());
                 let fits = b
                     .ins()
                     .icmp_imm_s(IntCC::SignedGreaterThanOrEqual, left, width);

@@ -2,9 +2,10 @@
 //! `fn(bufs: *const *mut u8, syms: *const i64, start: i64, end: i64)`.
 //!
 //! Vectorisation (4 x f32, the widest Cranelift emits on x86-64) picks one of two layouts:
-//! - *across outputs*: lanes are four neighbouring points of the innermost output loop; loads
-//!   with stride 1 along it become vector loads, stride 0 a splat, anything else a 4-lane
-//!   gather. Each lane keeps its own accumulator, so reductions sum in the reference order.
+//! - *across outputs*: lanes are four neighbouring points of the innermost output loop (of
+//!   the loop just outside it in a column kernel, see [`crate::columns`]); loads with stride
+//!   1 along it become vector loads, stride 0 a splat, anything else a 4-lane gather. Each
+//!   lane keeps its own accumulator, so reductions sum in the reference order.
 //! - *along the reduction*: lanes are four consecutive reduce iterations (row sums, norms,
 //!   softmax statistics), two vectors per iteration into two accumulators, then a
 //!   horizontal combine and a scalar tail.
@@ -30,7 +31,8 @@ pub const LANES: i64 = 4;
 /// Which layout the body is emitted in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Layout {
-    /// Lanes across the innermost output loop (or scalar when `vector` is false).
+    /// Lanes across the innermost output loop, or the loop just outside it in a column
+    /// kernel (scalar when `vector` is false).
     AcrossOutputs {
         /// Emit a 4-lane main loop (plus scalar tail).
         vector: bool,
@@ -110,7 +112,8 @@ pub(crate) fn vector_ty(d: DType) -> Type {
     }
 }
 
-fn vflags() -> MemFlagsData {
+/// Little-endian vector memory flags (Cranelift requires an endianness for vector loads).
+pub(crate) fn vflags() -> MemFlagsData {
     MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little)
 }
 
@@ -524,8 +527,9 @@ impl Emitter<'_> {
             .or_else(|| self.k.output_loops().len().checked_sub(1))
     }
 
-    /// Innermost output loop (vectorised or not) with the reductions of each point, or, for a
-    /// row kernel, the row's reductions first and then the row.
+    /// Innermost output loop (vectorised or not) with the reductions of each point (across
+    /// outputs: row-major over the whole vectors first, see [`crate::strided_reduce`]), or,
+    /// for a row kernel, the row's reductions first and then the row.
     fn inner_loops(
         &mut self,
         b: &mut FunctionBuilder,

@@ -72,11 +72,15 @@ pub fn host_isa(opt_level: OptLevel) -> Result<OwnedTargetIsa, IsaError> {
     let verifier = if verifier_enabled() { "true" } else { "false" };
     // The JIT places code at arbitrary addresses: no PIC needed, and libcalls may be out of
     // the short relocation range, so they must not be treated as colocated.
-    let settings: [(&'static str, &'static str); 4] = [
+    // Frames past a page (a GEMM's row statistics, a column reduction's accumulators) are
+    // probed page by page, so a deep stack meets its guard page instead of skipping it.
+    let settings: [(&'static str, &'static str); 6] = [
         ("opt_level", opt_level.as_setting()),
         ("enable_verifier", verifier),
         ("is_pic", "false"),
         ("use_colocated_libcalls", "false"),
+        ("enable_probestack", "true"),
+        ("probestack_strategy", "inline"),
     ];
     for (name, value) in settings {
         flags.set(name, value).map_err(|source| IsaError::Setting {

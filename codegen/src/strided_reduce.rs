@@ -22,9 +22,7 @@ use crate::emit::{Emitter, LANES, Phase, Val, emit_loop, vector_ty};
 const CHUNK_VECTORS: i64 = 1024;
 
 fn slot_flags() -> MemFlagsData {
-    MemFlagsData::new()
-        .with_notrap()
-        .with_endianness(cranelift_codegen::ir::Endianness::Little)
+    crate::emit::vflags().with_notrap()
 }
 
 impl Emitter<'_> {
@@ -66,8 +64,10 @@ impl Emitter<'_> {
         b.block_params(exit)[0]
     }
 
-    /// The `count` vectors of outputs from `vars[lane]` of innermost output loop `lane`: each
-    /// reduction row-major into its slot, then every output's epilogue and stores.
+    /// The `vectors` vectors of outputs from `vars[lane]` of innermost output loop `lane`:
+    /// per reduction, the values its loop reads from outside it (earlier reductions, what is
+    /// computed from them, per-output loads) once per vector into slots, then the reduction
+    /// row-major into its own slot; last, every output's epilogue and stores.
     fn strided_reduce_chunk(
         &mut self,
         b: &mut FunctionBuilder,
@@ -78,20 +78,21 @@ impl Emitter<'_> {
     ) {
         let c0 = vars[lane].expect("lane loop set");
         let n = self.k.exprs.len();
-        let reduces: Vec<usize> = (0..n)
-            .filter(|&e| matches!(self.k.exprs[e], Expr::Reduce { .. }))
-            .collect();
-        let slots: Vec<StackSlot> = reduces
-            .iter()
-            .map(|_| {
-                b.create_sized_stack_slot(StackSlotData::new(
-                    StackSlotKind::ExplicitSlot,
-                    (CHUNK_VECTORS * 16) as u32,
-                    4,
-                ))
-            })
-            .collect();
-        // The vector `v` of the chunk: its first output's index, and its place in a slot.
+        // Static lane extents need smaller slots than the cap.
+        let slot_vectors = self.k.loops[lane]
+            .extent
+            .as_const()
+            .map_or(CHUNK_VECTORS, |e| {
+                (e as i64 / LANES).clamp(1, CHUNK_VECTORS)
+            });
+        let new_slot = |b: &mut FunctionBuilder| {
+            b.create_sized_stack_slot(StackSlotData::new(
+                StackSlotKind::ExplicitSlot,
+                (slot_vectors * 16) as u32,
+                4,
+            ))
+        };
+        // Vector `v`'s place in a slot, and its first output's index.
         let at = |b: &mut FunctionBuilder, v: Value, slot: StackSlot| {
             let base = b.ins().stack_addr(types::I64, slot, 0);
             let off = b.ins().ishl_imm_s(v, 4);
@@ -101,64 +102,97 @@ impl Emitter<'_> {
             let off = b.ins().imul_imm_s(v, LANES);
             b.ins().iadd(c0, off)
         };
-        // The reductions done so far, loaded for vector `v`.
-        let done = |this: &Self, b: &mut FunctionBuilder, v: Value, upto: usize| {
+        // Every value kept in a slot (reductions and the values their loops read), loaded for
+        // vector `v`.
+        let mut slots: Vec<(usize, StackSlot)> = Vec::new();
+        let load = |this: &Self,
+                    b: &mut FunctionBuilder,
+                    v: Value,
+                    slots: &[(usize, StackSlot)],
+                    only: Option<&[usize]>| {
             let mut vals: Vec<Option<Val>> = vec![None; n];
-            for (i, &r) in reduces[..upto].iter().enumerate() {
-                let Expr::Reduce { dtype, .. } = this.k.exprs[r] else {
+            for &(e, slot) in slots {
+                if only.is_some_and(|o| !o.contains(&e)) {
                     continue;
-                };
-                let p = at(b, v, slots[i]);
-                vals[r] = Some(Val {
-                    v: b.ins().load(vector_ty(dtype), slot_flags(), p, 0),
+                }
+                let p = at(b, v, slot);
+                let ty = vector_ty(this.k.exprs[e].dtype());
+                vals[e] = Some(Val {
+                    v: b.ins().load(ty, slot_flags(), p, 0),
                     vector: true,
                 });
             }
             vals
         };
         let zero = b.ins().iconst(types::I64, 0);
-        for (ri, &e) in reduces.iter().enumerate() {
+        for e in 0..n {
             let Expr::Reduce { op, x, dtype, var } = self.k.exprs[e] else {
                 continue;
             };
-            let init = self.identity(b, op, dtype, true);
-            emit_loop(b, zero, vectors, 1, |b, v| {
-                let p = at(b, v, slots[ri]);
-                b.ins().store(slot_flags(), init, p, 0);
-            });
             let inner: Vec<usize> = (0..e)
                 .filter(|&i| self.phases[i] == Phase::Inner(var))
                 .collect();
-            let outside: Vec<usize> = inner
+            // What the loop reads from outside it; constants are splatted in place.
+            let (consts, mut outside): (Vec<usize>, Vec<usize>) = inner
                 .iter()
                 .flat_map(|&i| self.k.exprs[i].operands())
                 .chain([x])
                 .filter(|&o| self.phases[o] != Phase::Inner(var))
+                .partition(|&o| matches!(self.k.exprs[o], Expr::Const { .. }));
+            outside.sort_unstable();
+            outside.dedup();
+            let fresh: Vec<usize> = outside
+                .iter()
+                .copied()
+                .filter(|&o| slots.iter().all(|&(s, _)| s != o))
                 .collect();
+            if !fresh.is_empty() {
+                let kept: Vec<(usize, StackSlot)> =
+                    fresh.iter().map(|&o| (o, new_slot(b))).collect();
+                emit_loop(b, zero, vectors, 1, |b, v| {
+                    vars[lane] = Some(column(b, v));
+                    let mut local = load(self, b, v, &slots, None);
+                    for &(o, slot) in &kept {
+                        self.ensure(b, o, &mut local, vars, Some(lane), true);
+                        let val = local[o].expect("computed");
+                        let val = self.widen(b, val, self.k.exprs[o].dtype());
+                        let p = at(b, v, slot);
+                        b.ins().store(slot_flags(), val.v, p, 0);
+                    }
+                });
+                slots.extend(kept);
+            }
+            let acc_slot = new_slot(b);
+            let init = self.identity(b, op, dtype, true);
+            emit_loop(b, zero, vectors, 1, |b, v| {
+                let p = at(b, v, acc_slot);
+                b.ins().store(slot_flags(), init, p, 0);
+            });
             emit_loop(b, zero, extents[var], 1, |b, r| {
                 vars[var] = Some(r);
                 emit_loop(b, zero, vectors, 1, |b, v| {
                     vars[lane] = Some(column(b, v));
-                    let mut local = done(self, b, v, ri);
-                    for &o in &outside {
-                        self.ensure(b, o, &mut local, vars, Some(lane), true);
+                    let mut local = load(self, b, v, &slots, Some(&outside));
+                    for &c in &consts {
+                        self.ensure(b, c, &mut local, vars, Some(lane), true);
                     }
                     for &i in &inner {
                         local[i] = Some(self.expr(b, i, &local, vars, Some(lane), true));
                     }
                     let xv = local[x].expect("reduced value");
                     let xv = self.widen(b, xv, dtype);
-                    let p = at(b, v, slots[ri]);
+                    let p = at(b, v, acc_slot);
                     let acc = b.ins().load(vector_ty(dtype), slot_flags(), p, 0);
                     let nv = self.accumulate(b, e, (op, dtype), acc, xv.v);
                     b.ins().store(slot_flags(), nv, p, 0);
                 });
             });
             vars[var] = None;
+            slots.push((e, acc_slot));
         }
         emit_loop(b, zero, vectors, 1, |b, v| {
             vars[lane] = Some(column(b, v));
-            let mut local = done(self, b, v, reduces.len());
+            let mut local = load(self, b, v, &slots, None);
             self.point_with(b, &mut local, vars, extents, true);
         });
         vars[lane] = Some(c0);

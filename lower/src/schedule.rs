@@ -298,9 +298,9 @@ struct KernelBuilder<'a> {
     n_out_loops: usize,
     /// Extents of the kernel's reduce loops, one per inlined reduction, in order.
     reduce_loops: Vec<Dim>,
-    /// The axis and input rank of each inlined `Reduce` op (a row group's reductions share
-    /// one axis).
-    reduced_axes: Vec<(usize, usize)>,
+    /// The axis and input shape of each inlined `Reduce` op (a row group's reductions share
+    /// one axis, over the group's row shape).
+    reduced_axes: Vec<(usize, Shape)>,
     /// An output loop to move innermost before the kernel is simplified (see
     /// [`reduced_axis_innermost`]).
     innermost: Option<usize>,
@@ -615,7 +615,7 @@ impl<'a> KernelBuilder<'a> {
             Op::Reduce { op, axis } => {
                 let input = self.g.node(ins[0]).shape.clone();
                 self.reduce_loops.push(input.dims()[axis].clone());
-                self.reduced_axes.push((axis, input.rank()));
+                self.reduced_axes.push((axis, input.clone()));
                 self.note_dim(&input.dims()[axis]);
                 let mut m = map.clone();
                 m.dims[axis] = Affine::var(red);
@@ -858,15 +858,19 @@ impl<'a> KernelBuilder<'a> {
             });
         }
         let has_matmul = self.ops.iter().any(|o| o == "matmul");
-        // A row group over a strided axis: its rows become the innermost loop.
+        // A row group over a strided axis (its reductions share the axis and read rows of
+        // the root's own shape): its rows become the innermost loop.
         if root.op.is_elementwise()
             && !has_matmul
-            && let Some(&(axis, input_rank)) = self.reduced_axes.first()
-            && self.reduced_axes.iter().all(|&a| a == (axis, input_rank))
-            && input_rank == rank
-            && root.shape.dims()[axis] != Dim::Const(1)
+            && let Some((axis, row_shape)) = self.reduced_axes.first()
+            && self
+                .reduced_axes
+                .iter()
+                .all(|(a, s)| a == axis && s == row_shape)
+            && *row_shape == root.shape
+            && root.shape.dims()[*axis] != Dim::Const(1)
         {
-            self.innermost = Some(axis);
+            self.innermost = Some(*axis);
         }
         let kind = match &root.op {
             Op::Reduce {

@@ -225,6 +225,25 @@ fn reduce_max_propagates_nan_from_any_position() {
 }
 
 #[test]
+fn a_nan_inside_a_wide_column_unit_spoils_only_its_column() {
+    // A column softmax over [5, 70]: columns 0..64 run as one 16-vector unit, 64..68 as one
+    // vector, 68..70 alone; a NaN at column 10 (inside the wide unit, where the max is a
+    // plain maxps) and one at column 69 (a scalar unit).
+    let (r, c) = (5usize, 70usize);
+    let mut data = rand_vec(r * c, 31, 6.0);
+    data[2 * c + 10] = f32::NAN;
+    data[4 * c + 69] = f32::NAN;
+    let g = Graph::new();
+    let x = g.input_with_data("x", Shape::of(&[r, c]), data).unwrap();
+    let s = x.softmax(0).unwrap();
+    let out = check_all(&[&s], &Feeds::new(), &Bindings::new(), 1e-6, 1e-6);
+    for (i, p) in out[0].to_f32().iter().enumerate() {
+        let col = i % c;
+        assert_eq!(p.is_nan(), col == 10 || col == 69, "column {col}: {p}");
+    }
+}
+
+#[test]
 fn worst_fails_nan_and_infinity_against_finite() {
     let t = |a: f32, b: f32| worst(&[1.0, a], &[1.0, b], 1e-6, 1e-6);
     assert_eq!(t(f32::NAN, f32::NAN), 0.0);

@@ -48,6 +48,9 @@ pub struct Fusion {
     pub realized: BTreeSet<NodeId>,
     /// Kernel roots that run as one flash-attention kernel, with their pattern.
     pub attention: std::collections::BTreeMap<NodeId, super::fuse_attention::Attention>,
+    /// Exits of row groups (`fuse_rows`): kernels that already compute their row's
+    /// reductions, so they take no epilogue reduction.
+    pub row_exits: BTreeSet<NodeId>,
 }
 
 impl Fusion {
@@ -291,14 +294,7 @@ fn epilogue_root(g: &GraphData, f: &Fusion, r: NodeId) -> Option<NodeId> {
 /// True when `to` is `from` with size-1 axes dropped or added: the same index values, on
 /// other axes.
 fn only_unit_axes_differ(from: &Shape, to: &Shape) -> bool {
-    let sized = |s: &Shape| {
-        s.dims()
-            .iter()
-            .filter(|d| !d.is_one())
-            .cloned()
-            .collect::<Vec<_>>()
-    };
-    sized(from) == sized(to)
+    reshape_groups(from, to).is_some_and(|gs| gs.iter().all(|(i, o)| i.len() == 1 && o.len() == 1))
 }
 
 /// Rule 6: un-realizes reductions and matmuls that can run as the head of their consumer's
@@ -306,11 +302,18 @@ fn only_unit_axes_differ(from: &Shape, to: &Shape) -> bool {
 fn fuse_epilogues(g: &GraphData, order: &[NodeId], outputs: &[NodeId], f: &mut Fusion) {
     // Root -> the reductions already fused into its kernel: one, or two pairable matmuls.
     let mut fused: HashMap<NodeId, Vec<NodeId>> = HashMap::new();
-    for &n in order {
-        if !matches!(g.node(n).op, Op::Reduce { .. } | Op::MatMul) || outputs.contains(&n) {
+    // Matmuls first: a root takes one reduction, and a GEMM gains the most from its epilogue.
+    let matmuls = order
+        .iter()
+        .filter(|&&n| matches!(g.node(n).op, Op::MatMul));
+    let reductions = order
+        .iter()
+        .filter(|&&n| matches!(g.node(n).op, Op::Reduce { .. }));
+    for &n in matmuls.chain(reductions) {
+        if outputs.contains(&n) {
             continue;
         }
-        let Some(root) = epilogue_root(g, f, n) else {
+        let Some(root) = epilogue_root(g, f, n).filter(|r| !f.row_exits.contains(r)) else {
             continue;
         };
         let taken = fused.entry(root).or_default();

@@ -100,6 +100,7 @@ pub fn fuse_rows(g: &GraphData, order: &[NodeId], outputs: &[NodeId], f: &mut Fu
         };
         // The group's exit is the kernel root: the row's outputs are written once.
         f.realized.insert(t);
+        f.row_exits.insert(t);
         for m in members {
             if m != t {
                 f.realized.remove(&m);
