@@ -119,18 +119,10 @@ impl Emitter<'_> {
         let n = self.k.exprs.len();
         let mut vals: Vec<Vec<Option<Val>>> = vec![vec![None; n]; groups];
         for e in 0..n {
-            let Expr::Reduce { op, x, dtype, var } = self.k.exprs[e] else {
+            let Expr::Reduce { op, dtype, var, .. } = self.k.exprs[e] else {
                 continue;
             };
-            let inner: Vec<usize> = (0..e)
-                .filter(|&i| self.phases[i] == Phase::Inner(var))
-                .collect();
-            let outside: Vec<usize> = inner
-                .iter()
-                .flat_map(|&i| self.k.exprs[i].operands())
-                .chain([x])
-                .filter(|&o| self.phases[o] != Phase::Inner(var))
-                .collect();
+            let (inner, outside) = self.loop_split(e);
             let mut accs = Vec::with_capacity(groups);
             for (u, &c) in cols.iter().enumerate() {
                 vars[lane] = Some(c);
@@ -151,20 +143,9 @@ impl Emitter<'_> {
                 vars[var] = Some(i);
                 for (u, &c) in cols.iter().enumerate() {
                     vars[lane] = Some(c);
-                    let mut local = vals[u].clone();
-                    for &k in &inner {
-                        local[k] = Some(self.expr(b, k, &local, vars, lanes, vector));
-                    }
-                    let mut xv = local[x].expect("reduced value");
-                    if vector {
-                        xv = self.widen(b, xv, dtype);
-                    }
-                    if let Some(r) = self.rescale.as_ref().filter(|r| r.reduce == e) {
-                        let base = self.affine(b, &r.index_in_loop, vars);
-                        self.store(b, r.arg, base, i64::from(vector), xv);
-                    }
                     let a = b.use_var(accs[u]);
-                    let nv = self.accumulate(b, e, (op, dtype), a, xv.v);
+                    let nv =
+                        self.reduce_step(b, e, &inner, vals[u].clone(), vars, (lanes, vector), a);
                     b.def_var(accs[u], nv);
                 }
             });

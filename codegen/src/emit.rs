@@ -647,6 +647,57 @@ impl Emitter<'_> {
         vals[e] = Some(self.expr(b, e, vals, vars, lane, vector));
     }
 
+    /// Reduction `e`'s loop body (`inner`, the expressions that depend on its variable) and
+    /// the values that body reads from outside the loop (computed before it).
+    pub(crate) fn loop_split(&self, e: usize) -> (Vec<usize>, Vec<usize>) {
+        let Expr::Reduce { x, var, .. } = self.k.exprs[e] else {
+            return (vec![], vec![]);
+        };
+        let inner: Vec<usize> = (0..e)
+            .filter(|&i| self.phases[i] == Phase::Inner(var))
+            .collect();
+        let mut outside: Vec<usize> = inner
+            .iter()
+            .flat_map(|&i| self.k.exprs[i].operands())
+            .chain([x])
+            .filter(|&o| self.phases[o] != Phase::Inner(var))
+            .collect();
+        outside.sort_unstable();
+        outside.dedup();
+        (inner, outside)
+    }
+
+    /// One step of reduction `e` at the current loop variables: its body from `local` (which
+    /// holds the values from outside the loop), the store of a store-and-rescale, and the
+    /// accumulator's next value from `acc`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn reduce_step(
+        &mut self,
+        b: &mut FunctionBuilder,
+        e: usize,
+        inner: &[usize],
+        mut local: Vec<Option<Val>>,
+        vars: &[Option<Value>],
+        (lane, vector): (Option<usize>, bool),
+        acc: Value,
+    ) -> Value {
+        let Expr::Reduce { op, x, dtype, .. } = self.k.exprs[e] else {
+            return acc;
+        };
+        for &k in inner {
+            local[k] = Some(self.expr(b, k, &local, vars, lane, vector));
+        }
+        let mut xv = local[x].expect("reduced value");
+        if vector {
+            xv = self.widen(b, xv, dtype);
+        }
+        if let Some(r) = self.rescale.as_ref().filter(|r| r.reduce == e) {
+            let base = self.affine(b, &r.index_in_loop, vars);
+            self.store(b, r.arg, base, i64::from(vector), xv);
+        }
+        self.accumulate(b, e, (op, dtype), acc, xv.v)
+    }
+
     /// Runs every Reduce expression that is not computed yet, in order, each over its own
     /// loop. `lane` is set when four output points are computed at once (one accumulator lane
     /// each); otherwise a reduce loop with unit-stride loads runs four iterations per vector.
@@ -659,26 +710,16 @@ impl Emitter<'_> {
         lane: Option<usize>,
     ) {
         for e in 0..self.k.exprs.len() {
-            let Expr::Reduce { op, x, dtype, var } = self.k.exprs[e] else {
+            let Expr::Reduce { op, dtype, var, .. } = self.k.exprs[e] else {
                 continue;
             };
             if vals[e].is_some() {
                 continue;
             }
             let across = lane.is_some();
-            let inner: Vec<usize> = (0..e)
-                .filter(|&i| self.phases[i] == Phase::Inner(var))
-                .collect();
-            // Operands from outside the loop are computed before it.
-            for &i in &inner {
-                for o in self.k.exprs[i].operands() {
-                    if self.phases[o] != Phase::Inner(var) {
-                        self.ensure(b, o, vals, vars, lane, across);
-                    }
-                }
-            }
-            if self.phases[x] != Phase::Inner(var) {
-                self.ensure(b, x, vals, vars, lane, across);
+            let (inner, outside) = self.loop_split(e);
+            for &o in &outside {
+                self.ensure(b, o, vals, vars, lane, across);
             }
             let along = !across && self.along[var];
             let vec_acc = across || along;
@@ -702,21 +743,8 @@ impl Emitter<'_> {
                         lane: Option<usize>,
                         target: Variable| {
                 vars[var] = Some(i);
-                let mut local = snapshot.clone();
-                for &k in &inner {
-                    local[k] = Some(this.expr(b, k, &local, vars, lane, vector));
-                }
-                let mut xv = local[x].expect("reduced value");
-                if vector {
-                    xv = this.widen(b, xv, dtype);
-                }
-                if let Some(r) = this.rescale.as_ref().filter(|r| r.reduce == e) {
-                    let base = this.affine(b, &r.index_in_loop, vars);
-                    let coeff = if vector { 1 } else { 0 };
-                    this.store(b, r.arg, base, coeff, xv);
-                }
                 let a = b.use_var(target);
-                let nv = this.accumulate(b, e, (op, dtype), a, xv.v);
+                let nv = this.reduce_step(b, e, &inner, snapshot.clone(), vars, (lane, vector), a);
                 b.def_var(target, nv);
             };
             if along {
@@ -724,13 +752,7 @@ impl Emitter<'_> {
                 // (compare, max, or) was the whole cost of softmax's first pass.
                 let second = b.declare_var(vector_ty(dtype));
                 b.def_var(second, init);
-                let outside: Vec<usize> = inner
-                    .iter()
-                    .flat_map(|&i| self.k.exprs[i].operands())
-                    .chain([x])
-                    .filter(|&o| self.phases[o] != Phase::Inner(var))
-                    .collect();
-                let added = self.presplat(b, vals, outside.into_iter());
+                let added = self.presplat(b, vals, outside.iter().copied());
                 let rest = emit_loop(b, zero, extents[var], 2 * LANES, |b, i| {
                     body(self, b, vars, i, true, Some(var), acc);
                     let i2 = b.ins().iadd_imm_s(i, LANES);

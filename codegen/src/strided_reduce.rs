@@ -16,7 +16,7 @@ use cranelift_frontend::FunctionBuilder;
 
 use cranegrad_lower::kernel::Expr;
 
-use crate::emit::{Emitter, LANES, Phase, Val, emit_loop, vector_ty};
+use crate::emit::{Emitter, LANES, Val, emit_loop, vector_ty};
 
 /// Most vectors of outputs per chunk (16 KB of accumulators per reduction).
 const CHUNK_VECTORS: i64 = 1024;
@@ -126,21 +126,14 @@ impl Emitter<'_> {
         };
         let zero = b.ins().iconst(types::I64, 0);
         for e in 0..n {
-            let Expr::Reduce { op, x, dtype, var } = self.k.exprs[e] else {
+            let Expr::Reduce { op, dtype, var, .. } = self.k.exprs[e] else {
                 continue;
             };
-            let inner: Vec<usize> = (0..e)
-                .filter(|&i| self.phases[i] == Phase::Inner(var))
-                .collect();
-            // What the loop reads from outside it; constants are splatted in place.
-            let (consts, mut outside): (Vec<usize>, Vec<usize>) = inner
-                .iter()
-                .flat_map(|&i| self.k.exprs[i].operands())
-                .chain([x])
-                .filter(|&o| self.phases[o] != Phase::Inner(var))
+            let (inner, all_outside) = self.loop_split(e);
+            // Constants are splatted in place; the rest is kept in slots.
+            let (consts, outside): (Vec<usize>, Vec<usize>) = all_outside
+                .into_iter()
                 .partition(|&o| matches!(self.k.exprs[o], Expr::Const { .. }));
-            outside.sort_unstable();
-            outside.dedup();
             let fresh: Vec<usize> = outside
                 .iter()
                 .copied()
@@ -176,14 +169,9 @@ impl Emitter<'_> {
                     for &c in &consts {
                         self.ensure(b, c, &mut local, vars, Some(lane), true);
                     }
-                    for &i in &inner {
-                        local[i] = Some(self.expr(b, i, &local, vars, Some(lane), true));
-                    }
-                    let xv = local[x].expect("reduced value");
-                    let xv = self.widen(b, xv, dtype);
                     let p = at(b, v, acc_slot);
                     let acc = b.ins().load(vector_ty(dtype), slot_flags(), p, 0);
-                    let nv = self.accumulate(b, e, (op, dtype), acc, xv.v);
+                    let nv = self.reduce_step(b, e, &inner, local, vars, (Some(lane), true), acc);
                     b.ins().store(slot_flags(), nv, p, 0);
                 });
             });
