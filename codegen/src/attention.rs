@@ -210,7 +210,6 @@ impl Emitter<'_> {
                 (esv, z)
             };
             let d = b.ins().fsub(x, max);
-            let d = b.ins().fmul(d, esv);
             let ninf = b.ins().f32const(f32::NEG_INFINITY);
             let ninf = if ty == types::F32X4 {
                 b.ins().splat(ty, ninf)
@@ -219,10 +218,12 @@ impl Emitter<'_> {
             };
             let unset = b.ins().fcmp(FloatCC::Equal, max, ninf);
             let d = math::select_float(b, unset, z, d);
-            // With a positive factor the argument is never positive (x <= max).
-            if es > 0.0 {
-                math::exp2_nonpositive(b, d)
+            // With a positive factor the argument is never positive (x <= max); the exp then
+            // takes the product itself, rounding it once.
+            if es > 0.0 && es.is_finite() {
+                math::exp2_scaled_nonpositive(b, d, es)
             } else {
+                let d = b.ins().fmul(d, esv);
                 math::exp2(b, d)
             }
         };

@@ -928,6 +928,31 @@ impl Emitter<'_> {
         })
     }
 
+    /// `e` as `(y, k)` when it is `y * k` with `k` a positive constant (as f32) whose `y` is
+    /// computed (not the constant side of a product of two constants).
+    fn scaled_by_positive(&self, e: usize) -> Option<(usize, f32)> {
+        let Expr::Binary {
+            op: BinaryOp::Mul,
+            a,
+            b,
+            dtype: DType::F32,
+        } = self.k.exprs[e]
+        else {
+            return None;
+        };
+        let positive = |c: usize| {
+            self.k.exprs[c]
+                .const_value()
+                .map(|v| v as f32)
+                .filter(|&v| v > 0.0 && v.is_finite())
+        };
+        match (positive(a), positive(b)) {
+            (None, Some(k)) => Some((a, k)),
+            (Some(k), None) => Some((b, k)),
+            _ => None,
+        }
+    }
+
     /// Drops splats made by [`Emitter::presplat`].
     fn forget_splats(&self, added: Vec<Value>) {
         let mut m = self.splats.borrow_mut();
@@ -1042,6 +1067,20 @@ impl Emitter<'_> {
                         v: build_vector(b, types::I32X4, &lanes),
                         vector: true,
                     }
+                }
+            }
+            // A softmax weight `exp2(y * k)`: the product is left to the exp (one rounding).
+            Expr::Unary {
+                op: UnaryOp::Exp2,
+                x,
+                dtype: DType::F32,
+            } if crate::rescale::is_nonpositive(self.k, *x)
+                && let Some((y, k)) = self.scaled_by_positive(*x) =>
+            {
+                let yv = get(y);
+                Val {
+                    v: math::exp2_scaled_nonpositive(b, yv.v, k),
+                    vector: yv.vector,
                 }
             }
             Expr::Unary {

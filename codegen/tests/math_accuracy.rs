@@ -426,6 +426,61 @@ fn exp2_special_values() {
     assert_eq!(y[10], 1024.0);
 }
 
+/// `2^(y * k)` for the three `k` the tests use: a plain softmax's log2 e, a scaled one's
+/// (1/8, as attention with 64-wide heads) and a large one.
+const SCALES: [f32; 3] = [
+    std::f32::consts::LOG2_E,
+    std::f32::consts::LOG2_E / 8.0,
+    3.0 * std::f32::consts::LOG2_E,
+];
+
+fn exp2_scaled_0(b: &mut FunctionBuilder, y: Value) -> Value {
+    math::exp2_scaled_nonpositive(b, y, SCALES[0])
+}
+
+fn exp2_scaled_1(b: &mut FunctionBuilder, y: Value) -> Value {
+    math::exp2_scaled_nonpositive(b, y, SCALES[1])
+}
+
+fn exp2_scaled_2(b: &mut FunctionBuilder, y: Value) -> Value {
+    math::exp2_scaled_nonpositive(b, y, SCALES[2])
+}
+
+#[test]
+fn exp2_scaled_nonpositive_is_within_an_ulp_of_the_exact_product() {
+    // Every f32 bit pattern of y in [-126 / k, 0] (strided) plus the edges and specials,
+    // against f64 2^(y k) with the product exact: within 1 ulp while the result is normal,
+    // within 2^-126 absolutely below (0 from 2^-126.5 down), 0 for -inf, NaN through.
+    let ops: [Emitter; 3] = [exp2_scaled_0, exp2_scaled_1, exp2_scaled_2];
+    for (op, k) in ops.into_iter().zip(SCALES) {
+        let op = Op::new(op);
+        let lo = (-126.0 / k).to_bits();
+        let xs: Vec<f32> = (0x8000_0000u32..=lo)
+            .step_by(499)
+            .map(f32::from_bits)
+            .chain([0.0, -0.0, -127.0 / k, -130.0 / k, -1e30, f32::NEG_INFINITY])
+            .collect();
+        let y = op.eval(&xs);
+        let mut worst = Worst::default();
+        for (&x, &got) in xs.iter().zip(&y) {
+            let want = (f64::from(x) * f64::from(k)).exp2();
+            if want >= f64::from(f32::MIN_POSITIVE) {
+                worst.add(ulp_error(got, want), x, got, want);
+            } else {
+                let err = (f64::from(got) - want).abs();
+                assert!(
+                    err <= 2f64.powi(-126),
+                    "k = {k}, y = {x:e}: {got:e} vs {want:e}"
+                );
+            }
+        }
+        assert!(worst.err <= 1.0, "k = {k}: {worst:?}");
+        assert_eq!(op.eval(&[f32::NEG_INFINITY])[0].to_bits(), 0);
+        assert_eq!(op.eval(&[0.0])[0], 1.0);
+        assert!(op.eval(&[f32::NAN])[0].is_nan());
+    }
+}
+
 #[test]
 fn exp2_nonpositive_equals_exp2_down_to_its_floor() {
     // Every f32 bit pattern of [-126, 0] (strided), every multiple of 0.5 in it, plus the
