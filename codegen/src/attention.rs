@@ -220,7 +220,7 @@ impl Emitter<'_> {
             let d = math::select_float(b, unset, z, d);
             // With a positive factor the argument is never positive (x <= max); the exp then
             // takes the product itself, rounding it once.
-            if es > 0.0 && es.is_finite() {
+            if math::scaled_exp2_takes(es) {
                 math::exp2_scaled_nonpositive(b, d, es)
             } else {
                 let d = b.ins().fmul(d, esv);

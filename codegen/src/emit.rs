@@ -648,7 +648,8 @@ impl Emitter<'_> {
     }
 
     /// Reduction `e`'s loop body (`inner`, the expressions that depend on its variable) and
-    /// the values that body reads from outside the loop (computed before it).
+    /// the values that body (or the accumulate, for `x`) reads from outside the loop, which
+    /// the callers compute before it.
     pub(crate) fn loop_split(&self, e: usize) -> (Vec<usize>, Vec<usize>) {
         let Expr::Reduce { x, var, .. } = self.k.exprs[e] else {
             return (vec![], vec![]);
@@ -944,7 +945,7 @@ impl Emitter<'_> {
             self.k.exprs[c]
                 .const_value()
                 .map(|v| v as f32)
-                .filter(|&v| v > 0.0 && v.is_finite())
+                .filter(|&v| math::scaled_exp2_takes(v))
         };
         match (positive(a), positive(b)) {
             (None, Some(k)) => Some((a, k)),

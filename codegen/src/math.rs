@@ -11,7 +11,7 @@
 //!
 //! | op | method | measured max error | asserted bound |
 //! |---|---|---|---|
-//! | `exp2_scaled_nonpositive` (`2^(y k)`, softmax) | `n = round(y k)` and `f = y k - n` by two FMAs, then as `exp2` with one scale | 0.87 ulp over a strided sweep of `y k` in [-126, 0] for three `k` (rounding `y k` to f32 first, as `exp2_nonpositive` of a product, alone costs up to 44 ulp at `y k` near -80); abs error under 2^-126 below | 1 ulp |
+//! | `exp2_scaled_nonpositive` (`2^(y k)`, softmax) | `n = round(y k)` and `f = y k - n` by two FMAs, then the polynomial of `exp2` and one scale, as `exp2_nonpositive` | 0.87 ulp over a strided sweep of `y k` in [-126, 0] for three `k` (rounding `y k` to f32 first, as `exp2_nonpositive` of a product, alone costs up to 44 ulp at `y k` near -80); abs error under 2^-126 below | 1 ulp |
 //! | `exp2` | `n = round(x)` by the 1.5*2^23 trick, degree-6 minimax for `2^f` on [-0.5, 0.5], times `2^(n>>1) * 2^(n - (n>>1))` | 0.82 ulp normal, 0.89 ulp subnormal results (exhaustive) | 1 ulp |
 //! | `log2` | subnormals scaled by 2^23; `x = 2^e * m`, `m` in [sqrt(1/2), sqrt(2)), `r = m - 1` (exact); `e + (r*hi + r*lo + r^2*Q(r))`, degree-8 `Q`, `1/ln 2 = hi + lo` | 0.97 ulp (exhaustive, all x > 0); near 1 this is a relative error | 1 ulp |
 //! | `sin`, `abs(x) <= 1e5` | Cody-Waite by pi/2 (3-part constant, exact first step by fma), degree-9 odd / degree-8 even minimax on [-1.05, 1.05] | abs 7.2e-8; 1.49 ulp where `abs(sin x) >= 2^-10` (exhaustive) | abs 7.5e-8, 1.5 ulp |
@@ -269,10 +269,16 @@ pub fn exp2_nonpositive(b: &mut FunctionBuilder, x: Value) -> Value {
     b.ins().fmul(p, scale)
 }
 
-/// `2^(y * k)` for a constant `k > 0` and `y * k <= 0` (or NaN): a softmax weight
+/// True when [`exp2_scaled_nonpositive`] takes `k`: positive, finite, and large enough
+/// (at least 127 / f32::MAX) that its clamp `-127 / k` is finite, so `-inf` is clamped.
+pub fn scaled_exp2_takes(k: f32) -> bool {
+    k > 0.0 && k.is_finite() && ((-127.0 / f64::from(k)) as f32).is_finite()
+}
+
+/// `2^(y * k)` for a constant `k` ([`scaled_exp2_takes`]) and `y * k <= 0` (or NaN): a softmax weight
 /// `exp2((x - max) * log2 e)` with the product left to this function. `n = round(y * k)`
 /// comes from one FMA with the rounding constant and `f = y * k - n` from another, so the
-/// exact product is rounded once, in `f` (|error| <= 2^-25), where rounding `y * k` first
+/// exact product is rounded once, in `f` (|error| <= 2^-26), where rounding `y * k` first
 /// costs up to half an ulp of the product (2^-18 at -80: up to 44 ulp of the result); and it is
 /// one FP operation fewer than the multiply, [`exp2_nonpositive`]'s clamp, rounding and
 /// split. `y` is clamped at `-127 / k`: results from 2^-126.5 down are 0, as there.

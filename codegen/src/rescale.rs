@@ -105,7 +105,7 @@ fn same_value(k: &Kernel, x: ExprId, y: ExprId, j: usize, lv: usize) -> bool {
 /// True when `e` is `x - max(x)` (as `x + neg(max)`, the max over a reduce loop of the same
 /// value), scaled by positive constants: never positive (the emitter does not contract
 /// `x * s - max` into an FMA, see `Emitter::contracted`), so its `exp2` (a softmax weight)
-/// can skip the upper range (see `math::exp2_nonpositive`).
+/// can skip the upper range (see `math::exp2_nonpositive` and `math::exp2_scaled_nonpositive`).
 pub fn is_nonpositive(k: &Kernel, e: ExprId) -> bool {
     if let Some((a, _)) = times_positive(k, e) {
         return is_nonpositive(k, a);

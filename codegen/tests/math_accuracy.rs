@@ -479,6 +479,12 @@ fn exp2_scaled_nonpositive_is_within_an_ulp_of_the_exact_product() {
         assert_eq!(op.eval(&[0.0])[0], 1.0);
         assert!(op.eval(&[f32::NAN])[0].is_nan());
     }
+    // A factor so small that -127 / k is -inf would let -inf through the clamp (a NaN
+    // weight): such k are not taken.
+    assert!(SCALES.iter().all(|&k| math::scaled_exp2_takes(k)));
+    for k in [2e-37, 0.0, -1.0, f32::INFINITY, f32::NAN] {
+        assert!(!math::scaled_exp2_takes(k), "k = {k}");
+    }
 }
 
 #[test]
