@@ -14,8 +14,9 @@ use cranelift_frontend::{FunctionBuilder, Variable};
 
 use cranegrad_lower::kernel::AttentionSpec;
 
-use crate::emit::{Emitter, LANES, Val, build_vector, emit_loop, split_flat};
+use crate::emit::{Emitter, LANES, Val, emit_loop, split_flat};
 use crate::math;
+use crate::memory::build_vector;
 
 impl Emitter<'_> {
     /// Emits the query rows `[start, end)` of an attention kernel.

@@ -12,18 +12,24 @@
 //!
 //! Every load and store is in bounds by construction (indices are affine with ranges checked
 //! by [`crate::bounds::check_bounds`]); padded loads clamp their index to 0 when invalid.
+//!
+//! This file holds the layout choice, the loop nest and the expression walk; the reduction
+//! loops are in `reduce.rs`, loads and stores in `memory.rs`, the elementwise ops in
+//! `scalar_ops.rs`, and the templates in `columns.rs`, `strided_reduce.rs`, `gemm.rs` and
+//! `attention.rs`.
 
 use cranelift_codegen::ir::{
-    AbiParam, Function, InstBuilder, MemFlagsData, Signature, Type, Value, condcodes::FloatCC,
-    condcodes::IntCC, types,
+    AbiParam, Function, InstBuilder, MemFlagsData, Signature, Type, Value, condcodes::IntCC, types,
 };
-use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 
-use cranegrad_graph::{BinaryOp, DType, Dim, ReduceOp, UnaryOp};
-use cranegrad_lower::affine::{Affine, Cond};
+use cranegrad_graph::{BinaryOp, DType, Dim, UnaryOp};
+use cranegrad_lower::affine::Affine;
 use cranegrad_lower::kernel::{Expr, GEMM_MR, Kernel, LoopKind};
 
 use crate::math;
+use crate::memory::{build_vector, byte_addr, conds_vary};
+use crate::scalar_ops::{binary, unary};
 
 /// Lane count of the vector layouts.
 pub const LANES: i64 = 4;
@@ -453,7 +459,7 @@ impl Emitter<'_> {
         self.syms[slot]
     }
 
-    fn dim(&self, b: &mut FunctionBuilder, d: &Dim) -> Value {
+    pub(crate) fn dim(&self, b: &mut FunctionBuilder, d: &Dim) -> Value {
         match d {
             Dim::Const(n) => b.ins().iconst(types::I64, *n as i64),
             Dim::Sym { sym, offset } => {
@@ -647,196 +653,6 @@ impl Emitter<'_> {
         vals[e] = Some(self.expr(b, e, vals, vars, lane, vector));
     }
 
-    /// Reduction `e`'s loop body (`inner`, the expressions that depend on its variable) and
-    /// the values that body (or the accumulate, for `x`) reads from outside the loop, which
-    /// the callers compute before it.
-    pub(crate) fn loop_split(&self, e: usize) -> (Vec<usize>, Vec<usize>) {
-        let Expr::Reduce { x, var, .. } = self.k.exprs[e] else {
-            return (vec![], vec![]);
-        };
-        let inner: Vec<usize> = (0..e)
-            .filter(|&i| self.phases[i] == Phase::Inner(var))
-            .collect();
-        let mut outside: Vec<usize> = inner
-            .iter()
-            .flat_map(|&i| self.k.exprs[i].operands())
-            .chain([x])
-            .filter(|&o| self.phases[o] != Phase::Inner(var))
-            .collect();
-        outside.sort_unstable();
-        outside.dedup();
-        (inner, outside)
-    }
-
-    /// One step of reduction `e` at the current loop variables: its body from `local` (which
-    /// holds the values from outside the loop), the store of a store-and-rescale, and the
-    /// accumulator's next value from `acc`.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn reduce_step(
-        &mut self,
-        b: &mut FunctionBuilder,
-        e: usize,
-        inner: &[usize],
-        mut local: Vec<Option<Val>>,
-        vars: &[Option<Value>],
-        (lane, vector): (Option<usize>, bool),
-        acc: Value,
-    ) -> Value {
-        let Expr::Reduce { op, x, dtype, .. } = self.k.exprs[e] else {
-            return acc;
-        };
-        for &k in inner {
-            local[k] = Some(self.expr(b, k, &local, vars, lane, vector));
-        }
-        let mut xv = local[x].expect("reduced value");
-        if vector {
-            xv = self.widen(b, xv, dtype);
-        }
-        if let Some(r) = self.rescale.as_ref().filter(|r| r.reduce == e) {
-            let base = self.affine(b, &r.index_in_loop, vars);
-            self.store(b, r.arg, base, i64::from(vector), xv);
-        }
-        self.accumulate(b, e, (op, dtype), acc, xv.v)
-    }
-
-    /// Runs every Reduce expression that is not computed yet, in order, each over its own
-    /// loop. `lane` is set when four output points are computed at once (one accumulator lane
-    /// each); otherwise a reduce loop with unit-stride loads runs four iterations per vector.
-    pub(crate) fn reductions(
-        &mut self,
-        b: &mut FunctionBuilder,
-        vals: &mut [Option<Val>],
-        vars: &mut [Option<Value>],
-        extents: &[Value],
-        lane: Option<usize>,
-    ) {
-        for e in 0..self.k.exprs.len() {
-            let Expr::Reduce { op, dtype, var, .. } = self.k.exprs[e] else {
-                continue;
-            };
-            if vals[e].is_some() {
-                continue;
-            }
-            let across = lane.is_some();
-            let (inner, outside) = self.loop_split(e);
-            for &o in &outside {
-                self.ensure(b, o, vals, vars, lane, across);
-            }
-            let along = !across && self.along[var];
-            let vec_acc = across || along;
-            let init = self.identity(b, op, dtype, vec_acc);
-            let acc = b.declare_var(if vec_acc {
-                vector_ty(dtype)
-            } else {
-                scalar_ty(dtype)
-            });
-            b.def_var(acc, init);
-            let tail = b.declare_var(scalar_ty(dtype));
-            let tinit = self.identity(b, op, dtype, false);
-            b.def_var(tail, tinit);
-            let zero = b.ins().iconst(types::I64, 0);
-            let snapshot: Vec<Option<Val>> = vals.to_vec();
-            let body = |this: &mut Self,
-                        b: &mut FunctionBuilder,
-                        vars: &mut [Option<Value>],
-                        i: Value,
-                        vector: bool,
-                        lane: Option<usize>,
-                        target: Variable| {
-                vars[var] = Some(i);
-                let a = b.use_var(target);
-                let nv = this.reduce_step(b, e, &inner, snapshot.clone(), vars, (lane, vector), a);
-                b.def_var(target, nv);
-            };
-            if along {
-                // Two vectors per iteration into two accumulators: a max's accumulator chain
-                // (compare, max, or) was the whole cost of softmax's first pass.
-                let second = b.declare_var(vector_ty(dtype));
-                b.def_var(second, init);
-                let added = self.presplat(b, vals, outside.iter().copied());
-                let rest = emit_loop(b, zero, extents[var], 2 * LANES, |b, i| {
-                    body(self, b, vars, i, true, Some(var), acc);
-                    let i2 = b.ins().iadd_imm_s(i, LANES);
-                    body(self, b, vars, i2, true, Some(var), second)
-                });
-                let rest = emit_loop(b, rest, extents[var], LANES, |b, i| {
-                    body(self, b, vars, i, true, Some(var), acc)
-                });
-                self.forget_splats(added);
-                emit_loop(b, rest, extents[var], 1, |b, i| {
-                    body(self, b, vars, i, false, None, tail)
-                });
-                let (x1, x2) = (b.use_var(acc), b.use_var(second));
-                let both = combine(b, op, dtype, x1, x2);
-                b.def_var(acc, both);
-            } else {
-                emit_loop(b, zero, extents[var], 1, |b, i| {
-                    body(self, b, vars, i, across, lane, acc)
-                });
-            }
-            vars[var] = None;
-            let a = b.use_var(acc);
-            vals[e] = Some(if along {
-                let mut t = b.use_var(tail);
-                for l in 0..LANES as u8 {
-                    let x = b.ins().extractlane(a, l);
-                    t = combine(b, op, dtype, t, x);
-                }
-                Val {
-                    v: t,
-                    vector: false,
-                }
-            } else {
-                Val {
-                    v: a,
-                    vector: across,
-                }
-            });
-        }
-    }
-
-    /// One step of reduction `e`: [`combine`], or one plain max where NaNs need not
-    /// propagate (see [`Emitter::nan_blind`]); the accumulator never becomes NaN then.
-    pub(crate) fn accumulate(
-        &self,
-        b: &mut FunctionBuilder,
-        e: usize,
-        (op, dtype): (ReduceOp, DType),
-        acc: Value,
-        x: Value,
-    ) -> Value {
-        if !self.nan_blind[e] {
-            return combine(b, op, dtype, acc, x);
-        }
-        let lt = b.ins().fcmp(FloatCC::LessThan, acc, x);
-        if b.func.dfg.value_type(acc).is_vector() {
-            let m = b.ins().bitcast(types::F32X4, vflags(), lt);
-            b.ins().bitselect(m, x, acc)
-        } else {
-            b.ins().select(lt, x, acc)
-        }
-    }
-
-    pub(crate) fn identity(
-        &self,
-        b: &mut FunctionBuilder,
-        op: ReduceOp,
-        dtype: DType,
-        vector: bool,
-    ) -> Value {
-        let s = match (op, dtype) {
-            (ReduceOp::Sum, DType::F32) => b.ins().f32const(0.0),
-            (ReduceOp::Max, DType::F32) => b.ins().f32const(f32::NEG_INFINITY),
-            (ReduceOp::Sum, _) => b.ins().iconst(types::I32, 0),
-            (ReduceOp::Max, _) => b.ins().iconst(types::I32, i64::from(i32::MIN)),
-        };
-        if vector {
-            b.ins().splat(vector_ty(dtype), s)
-        } else {
-            s
-        }
-    }
-
     pub(crate) fn widen(&self, b: &mut FunctionBuilder, v: Val, dtype: DType) -> Val {
         if v.vector {
             return v;
@@ -854,7 +670,7 @@ impl Emitter<'_> {
     /// [`Emitter::widen`] inside it; returns the values to forget (with
     /// [`Emitter::forget_splats`]) once the loop is emitted, where the splats may not
     /// dominate. Unused splats cost nothing: Cranelift does not lower dead pure values.
-    fn presplat(
+    pub(crate) fn presplat(
         &self,
         b: &mut FunctionBuilder,
         vals: &[Option<Val>],
@@ -955,41 +771,10 @@ impl Emitter<'_> {
     }
 
     /// Drops splats made by [`Emitter::presplat`].
-    fn forget_splats(&self, added: Vec<Value>) {
+    pub(crate) fn forget_splats(&self, added: Vec<Value>) {
         let mut m = self.splats.borrow_mut();
         for v in added {
             m.remove(&v);
-        }
-    }
-
-    pub(crate) fn store(
-        &self,
-        b: &mut FunctionBuilder,
-        arg: usize,
-        base: Value,
-        coeff: i64,
-        v: Val,
-    ) {
-        let fl = MemFlagsData::new().with_notrap();
-        let ptr = self.ptrs[arg];
-        if !v.vector {
-            let addr = byte_addr(b, ptr, base);
-            b.ins().store(fl, v.v, addr, 0);
-        } else if coeff == 1 {
-            let addr = byte_addr(b, ptr, base);
-            b.ins().store(
-                fl.with_endianness(cranelift_codegen::ir::Endianness::Little),
-                v.v,
-                addr,
-                0,
-            );
-        } else {
-            for l in 0..LANES {
-                let x = b.ins().extractlane(v.v, l as u8);
-                let idx = b.ins().iadd_imm_s(base, l * coeff);
-                let addr = byte_addr(b, ptr, idx);
-                b.ins().store(fl, x, addr, 0);
-            }
         }
     }
 
@@ -1163,335 +948,4 @@ impl Emitter<'_> {
             Expr::Reduce { .. } => unreachable!("reductions are produced by the reduce loop"),
         }
     }
-
-    fn conds_ok(
-        &self,
-        b: &mut FunctionBuilder,
-        conds: &[Cond],
-        vars: &[Option<Value>],
-        lane: Option<usize>,
-        l: i64,
-    ) -> Value {
-        let mut ok = b.ins().iconst(types::I8, 1);
-        for c in conds {
-            let base = self.affine(b, &c.expr, vars);
-            let step = lane.map_or(0, |v| c.expr.coeff(v));
-            let x = b.ins().iadd_imm_s(base, l * step);
-            let len = self.dim(b, &c.len);
-            let inb = b.ins().icmp(IntCC::UnsignedLessThan, x, len);
-            ok = b.ins().band(ok, inb);
-        }
-        ok
-    }
-
-    /// A row lookup: the row id is clamped into the table, then the row is read like a load.
-    #[allow(clippy::too_many_arguments)]
-    fn gather(
-        &self,
-        b: &mut FunctionBuilder,
-        arg: usize,
-        row: Val,
-        rows: usize,
-        row_stride: i64,
-        index: &Affine,
-        dtype: DType,
-        vars: &[Option<Value>],
-        lane: Option<usize>,
-        vector: bool,
-    ) -> Val {
-        let ptr = self.ptrs[arg];
-        let ro = MemFlagsData::new().with_notrap().with_readonly();
-        let base = self.affine(b, index, vars);
-        let c = lane.map_or(0, |l| index.coeff(l));
-        let row_offset = |b: &mut FunctionBuilder, r32: Value| -> Value {
-            let r = b.ins().sextend(types::I64, r32);
-            let zero = b.ins().iconst(types::I64, 0);
-            let top = b.ins().iconst(types::I64, rows.max(1) as i64 - 1);
-            let r = b.ins().smax(r, zero);
-            let r = b.ins().smin(r, top);
-            b.ins().imul_imm_s(r, row_stride)
-        };
-        let sty = scalar_ty(dtype);
-        if !row.vector {
-            let off = row_offset(b, row.v);
-            let at = b.ins().iadd(base, off);
-            if vector && c == 1 {
-                let addr = byte_addr(b, ptr, at);
-                let fl = ro.with_endianness(cranelift_codegen::ir::Endianness::Little);
-                return Val {
-                    v: b.ins().load(vector_ty(dtype), fl, addr, 0),
-                    vector: true,
-                };
-            }
-            if !vector || c == 0 {
-                let addr = byte_addr(b, ptr, at);
-                return Val {
-                    v: b.ins().load(sty, ro, addr, 0),
-                    vector: false,
-                };
-            }
-        }
-        let lanes: Vec<Value> = (0..LANES)
-            .map(|l| {
-                let r32 = if row.vector {
-                    b.ins().extractlane(row.v, l as u8)
-                } else {
-                    row.v
-                };
-                let off = row_offset(b, r32);
-                let idx = b.ins().iadd_imm_s(base, l * c);
-                let at = b.ins().iadd(idx, off);
-                let addr = byte_addr(b, ptr, at);
-                b.ins().load(sty, ro, addr, 0)
-            })
-            .collect();
-        Val {
-            v: build_vector(b, vector_ty(dtype), &lanes),
-            vector: true,
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn load(
-        &self,
-        b: &mut FunctionBuilder,
-        arg: usize,
-        index: &Affine,
-        conds: &[Cond],
-        dtype: DType,
-        vars: &[Option<Value>],
-        lane: Option<usize>,
-        vector: bool,
-    ) -> Val {
-        let ptr = self.ptrs[arg];
-        let ro = MemFlagsData::new()
-            .with_notrap()
-            .with_readonly()
-            .with_can_move();
-        let base = self.affine(b, index, vars);
-        let c = lane.map_or(0, |l| index.coeff(l));
-        let varies = c != 0 || conds_vary(conds, lane);
-        let sty = scalar_ty(dtype);
-        if conds.is_empty() {
-            if !vector || c == 0 {
-                let addr = byte_addr(b, ptr, base);
-                return Val {
-                    v: b.ins().load(sty, ro, addr, 0),
-                    vector: false,
-                };
-            }
-            if c == 1 {
-                let addr = byte_addr(b, ptr, base);
-                let fl = ro.with_endianness(cranelift_codegen::ir::Endianness::Little);
-                return Val {
-                    v: b.ins().load(vector_ty(dtype), fl, addr, 0),
-                    vector: true,
-                };
-            }
-        }
-        let n = if vector && varies { LANES } else { 1 };
-        let lanes: Vec<Value> = (0..n)
-            .map(|l| {
-                let idx = b.ins().iadd_imm_s(base, l * c);
-                if conds.is_empty() {
-                    let addr = byte_addr(b, ptr, idx);
-                    return b.ins().load(sty, ro, addr, 0);
-                }
-                let ok = self.conds_ok(b, conds, vars, lane, l);
-                let zero = b.ins().iconst(types::I64, 0);
-                let safe = b.ins().select(ok, idx, zero);
-                let addr = byte_addr(b, ptr, safe);
-                let v = b.ins().load(
-                    sty,
-                    MemFlagsData::new().with_notrap().with_readonly(),
-                    addr,
-                    0,
-                );
-                let z = match dtype {
-                    DType::F32 => b.ins().f32const(0.0),
-                    _ => b.ins().iconst(types::I32, 0),
-                };
-                b.ins().select(ok, v, z)
-            })
-            .collect();
-        if n == 1 {
-            Val {
-                v: lanes[0],
-                vector: false,
-            }
-        } else {
-            Val {
-                v: build_vector(b, vector_ty(dtype), &lanes),
-                vector: true,
-            }
-        }
-    }
-}
-
-fn conds_vary(conds: &[Cond], lane: Option<usize>) -> bool {
-    lane.is_some_and(|l| conds.iter().any(|c| c.expr.coeff(l) != 0))
-}
-
-pub(crate) fn byte_addr(b: &mut FunctionBuilder, ptr: Value, index: Value) -> Value {
-    let off = b.ins().ishl_imm_s(index, 2);
-    b.ins().iadd(ptr, off)
-}
-
-pub(crate) fn build_vector(b: &mut FunctionBuilder, ty: Type, lanes: &[Value]) -> Value {
-    let mut v = b.ins().splat(ty, lanes[0]);
-    for (l, &x) in lanes.iter().enumerate().skip(1) {
-        v = b.ins().insertlane(v, x, l as u8);
-    }
-    v
-}
-
-/// `max(acc, x)` that is NaN when either is: one maxps (`acc < x ? x : acc`, which keeps a
-/// NaN accumulator) plus an unordered compare that turns a NaN `x` into an all-ones (NaN)
-/// result — 3 instructions instead of Cranelift's 9-instruction `fmax` sequence.
-fn nan_propagating_max(b: &mut FunctionBuilder, acc: Value, x: Value) -> Value {
-    let vector = b.func.dfg.value_type(acc).is_vector();
-    let lt = b.ins().fcmp(FloatCC::LessThan, acc, x);
-    let nan = b.ins().fcmp(FloatCC::Unordered, x, x);
-    if vector {
-        let m = b.ins().bitcast(types::F32X4, vflags(), lt);
-        let t = b.ins().bitselect(m, x, acc);
-        let t = b.ins().bitcast(types::I32X4, vflags(), t);
-        let t = b.ins().bor(t, nan);
-        b.ins().bitcast(types::F32X4, vflags(), t)
-    } else {
-        let t = b.ins().select(lt, x, acc);
-        b.ins().select(nan, x, t)
-    }
-}
-
-pub(crate) fn combine(
-    b: &mut FunctionBuilder,
-    op: ReduceOp,
-    dtype: DType,
-    acc: Value,
-    x: Value,
-) -> Value {
-    match (op, dtype) {
-        (ReduceOp::Sum, DType::F32) => b.ins().fadd(acc, x),
-        (ReduceOp::Max, DType::F32) => nan_propagating_max(b, acc, x),
-        (ReduceOp::Sum, _) => b.ins().iadd(acc, x),
-        (ReduceOp::Max, _) => b.ins().smax(acc, x),
-    }
-}
-
-fn unary(b: &mut FunctionBuilder, op: UnaryOp, input: DType, out: DType, x: Val) -> Val {
-    let v = x.v;
-    let vector = x.vector;
-    let r = match op {
-        UnaryOp::Neg if input == DType::F32 => b.ins().fneg(v),
-        UnaryOp::Neg => b.ins().ineg(v),
-        UnaryOp::Exp2 => math::exp2(b, v),
-        UnaryOp::Log2 => math::log2(b, v),
-        UnaryOp::Sin => math::sin(b, v),
-        UnaryOp::Sqrt => b.ins().sqrt(v),
-        UnaryOp::Recip => {
-            let one = b.ins().f32const(1.0);
-            let one = if vector {
-                b.ins().splat(types::F32X4, one)
-            } else {
-                one
-            };
-            b.ins().fdiv(one, v)
-        }
-        UnaryOp::Cast => return cast(b, input, out, x),
-    };
-    Val { v: r, vector }
-}
-
-fn cast(b: &mut FunctionBuilder, from: DType, to: DType, x: Val) -> Val {
-    let (v, vector) = (x.v, x.vector);
-    let ity = if vector { types::I32X4 } else { types::I32 };
-    let r = match (from, to) {
-        (a, c) if a == c => v,
-        (DType::F32, DType::I32) => b.ins().fcvt_to_sint_sat(ity, v),
-        (DType::I32 | DType::Bool, DType::F32) => {
-            let fty = if vector { types::F32X4 } else { types::F32 };
-            b.ins().fcvt_from_sint(fty, v)
-        }
-        (DType::Bool, DType::I32) => v,
-        (DType::F32, DType::Bool) => {
-            let z = b.ins().f32const(0.0);
-            if vector {
-                let z = b.ins().splat(types::F32X4, z);
-                let m = b.ins().fcmp(FloatCC::NotEqual, v, z);
-                let m = b.ins().bitcast(types::I32X4, vflags(), m);
-                let one = b.ins().iconst(types::I32, 1);
-                let one = b.ins().splat(types::I32X4, one);
-                b.ins().band(m, one)
-            } else {
-                let m = b.ins().fcmp(FloatCC::NotEqual, v, z);
-                b.ins().uextend(types::I32, m)
-            }
-        }
-        (DType::I32, DType::Bool) => {
-            let z = b.ins().iconst(types::I32, 0);
-            if vector {
-                let z = b.ins().splat(types::I32X4, z);
-                let m = b.ins().icmp(IntCC::NotEqual, v, z);
-                let one = b.ins().iconst(types::I32, 1);
-                let one = b.ins().splat(types::I32X4, one);
-                b.ins().band(m, one)
-            } else {
-                let m = b.ins().icmp(IntCC::NotEqual, v, z);
-                b.ins().uextend(types::I32, m)
-            }
-        }
-        _ => v,
-    };
-    Val { v: r, vector }
-}
-
-fn binary(b: &mut FunctionBuilder, op: BinaryOp, input: DType, x: Val, y: Val) -> Val {
-    let vector = x.vector;
-    let (a, c) = (x.v, y.v);
-    let float = input == DType::F32;
-    let r = match op {
-        BinaryOp::Add if float => b.ins().fadd(a, c),
-        BinaryOp::Add => b.ins().iadd(a, c),
-        BinaryOp::Mul if float => b.ins().fmul(a, c),
-        BinaryOp::Mul => b.ins().imul(a, c),
-        // `a < b ? b : a`: one maxps/maxss, and a NaN in `a` (the data in relu) propagates.
-        BinaryOp::Max if float => {
-            let lt = b.ins().fcmp(FloatCC::LessThan, a, c);
-            if vector {
-                let m = b.ins().bitcast(types::F32X4, vflags(), lt);
-                b.ins().bitselect(m, c, a)
-            } else {
-                b.ins().select(lt, c, a)
-            }
-        }
-        BinaryOp::Max => {
-            let gt = b.ins().icmp(IntCC::SignedGreaterThan, a, c);
-            if vector {
-                b.ins().bitselect(gt, a, c)
-            } else {
-                b.ins().select(gt, a, c)
-            }
-        }
-        BinaryOp::CmpLt => {
-            let m = if float {
-                b.ins().fcmp(FloatCC::LessThan, a, c)
-            } else {
-                b.ins().icmp(IntCC::SignedLessThan, a, c)
-            };
-            if vector {
-                let m = if float {
-                    b.ins().bitcast(types::I32X4, vflags(), m)
-                } else {
-                    m
-                };
-                let one = b.ins().iconst(types::I32, 1);
-                let one = b.ins().splat(types::I32X4, one);
-                b.ins().band(m, one)
-            } else {
-                b.ins().uextend(types::I32, m)
-            }
-        }
-    };
-    Val { v: r, vector }
 }

@@ -15,7 +15,8 @@ use cranelift_frontend::{FunctionBuilder, Variable};
 
 use cranegrad_lower::kernel::{Expr, GEMM_KG, GEMM_MR, GEMM_NR, GemmShape, Kernel, panel_words};
 
-use crate::emit::{Emitter, Val, build_vector, byte_addr, emit_loop, split_flat};
+use crate::emit::{Emitter, Val, emit_loop, split_flat};
+use crate::memory::{build_vector, byte_addr};
 
 fn vflags() -> MemFlagsData {
     MemFlagsData::new()

@@ -8,8 +8,11 @@ pub mod emit;
 pub mod gemm;
 pub mod isa;
 pub mod math;
+mod memory;
 pub mod probe;
+mod reduce;
 pub mod rescale;
+mod scalar_ops;
 mod strided_reduce;
 
 use thiserror::Error;

@@ -1,0 +1,233 @@
+//! Loads, gathers and stores of the generic kernel body, scalar or 4 lanes wide. Every
+//! address is an affine index the bounds proof (`crate::bounds`) covers; a padded lane reads
+//! index 0 and is replaced by 0.
+
+use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Type, Value, condcodes::IntCC, types};
+use cranelift_frontend::FunctionBuilder;
+
+use cranegrad_graph::DType;
+use cranegrad_lower::affine::{Affine, Cond};
+
+use crate::emit::{Emitter, LANES, Val, scalar_ty, vector_ty};
+
+impl Emitter<'_> {
+    /// Stores `v` at element `base` of argument `arg`: one vector store when the lanes are
+    /// contiguous (`coeff` 1), else one scalar store per lane at stride `coeff`.
+    pub(crate) fn store(
+        &self,
+        b: &mut FunctionBuilder,
+        arg: usize,
+        base: Value,
+        coeff: i64,
+        v: Val,
+    ) {
+        let fl = MemFlagsData::new().with_notrap();
+        let ptr = self.ptrs[arg];
+        if !v.vector {
+            let addr = byte_addr(b, ptr, base);
+            b.ins().store(fl, v.v, addr, 0);
+        } else if coeff == 1 {
+            let addr = byte_addr(b, ptr, base);
+            b.ins().store(
+                fl.with_endianness(cranelift_codegen::ir::Endianness::Little),
+                v.v,
+                addr,
+                0,
+            );
+        } else {
+            for l in 0..LANES {
+                let x = b.ins().extractlane(v.v, l as u8);
+                let idx = b.ins().iadd_imm_s(base, l * coeff);
+                let addr = byte_addr(b, ptr, idx);
+                b.ins().store(fl, x, addr, 0);
+            }
+        }
+    }
+
+    /// True when every padding condition holds for lane `l` (the lane loop stepped `l` times).
+    pub(crate) fn conds_ok(
+        &self,
+        b: &mut FunctionBuilder,
+        conds: &[Cond],
+        vars: &[Option<Value>],
+        lane: Option<usize>,
+        l: i64,
+    ) -> Value {
+        let mut ok = b.ins().iconst(types::I8, 1);
+        for c in conds {
+            let base = self.affine(b, &c.expr, vars);
+            let step = lane.map_or(0, |v| c.expr.coeff(v));
+            let x = b.ins().iadd_imm_s(base, l * step);
+            let len = self.dim(b, &c.len);
+            let inb = b.ins().icmp(IntCC::UnsignedLessThan, x, len);
+            ok = b.ins().band(ok, inb);
+        }
+        ok
+    }
+
+    /// A row lookup: the row id is clamped into the table, then the row is read like a load.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn gather(
+        &self,
+        b: &mut FunctionBuilder,
+        arg: usize,
+        row: Val,
+        rows: usize,
+        row_stride: i64,
+        index: &Affine,
+        dtype: DType,
+        vars: &[Option<Value>],
+        lane: Option<usize>,
+        vector: bool,
+    ) -> Val {
+        let ptr = self.ptrs[arg];
+        let ro = MemFlagsData::new().with_notrap().with_readonly();
+        let base = self.affine(b, index, vars);
+        let c = lane.map_or(0, |l| index.coeff(l));
+        let row_offset = |b: &mut FunctionBuilder, r32: Value| -> Value {
+            let r = b.ins().sextend(types::I64, r32);
+            let zero = b.ins().iconst(types::I64, 0);
+            let top = b.ins().iconst(types::I64, rows.max(1) as i64 - 1);
+            let r = b.ins().smax(r, zero);
+            let r = b.ins().smin(r, top);
+            b.ins().imul_imm_s(r, row_stride)
+        };
+        let sty = scalar_ty(dtype);
+        if !row.vector {
+            let off = row_offset(b, row.v);
+            let at = b.ins().iadd(base, off);
+            if vector && c == 1 {
+                let addr = byte_addr(b, ptr, at);
+                let fl = ro.with_endianness(cranelift_codegen::ir::Endianness::Little);
+                return Val {
+                    v: b.ins().load(vector_ty(dtype), fl, addr, 0),
+                    vector: true,
+                };
+            }
+            if !vector || c == 0 {
+                let addr = byte_addr(b, ptr, at);
+                return Val {
+                    v: b.ins().load(sty, ro, addr, 0),
+                    vector: false,
+                };
+            }
+        }
+        let lanes: Vec<Value> = (0..LANES)
+            .map(|l| {
+                let r32 = if row.vector {
+                    b.ins().extractlane(row.v, l as u8)
+                } else {
+                    row.v
+                };
+                let off = row_offset(b, r32);
+                let idx = b.ins().iadd_imm_s(base, l * c);
+                let at = b.ins().iadd(idx, off);
+                let addr = byte_addr(b, ptr, at);
+                b.ins().load(sty, ro, addr, 0)
+            })
+            .collect();
+        Val {
+            v: build_vector(b, vector_ty(dtype), &lanes),
+            vector: true,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    /// A load of `arg` at `index`: one vector load at stride 1 along the lanes, a scalar one
+    /// (splat later if needed) at stride 0, else a gather of the lanes; padded lanes read
+    /// index 0 and become 0.
+    pub(crate) fn load(
+        &self,
+        b: &mut FunctionBuilder,
+        arg: usize,
+        index: &Affine,
+        conds: &[Cond],
+        dtype: DType,
+        vars: &[Option<Value>],
+        lane: Option<usize>,
+        vector: bool,
+    ) -> Val {
+        let ptr = self.ptrs[arg];
+        let ro = MemFlagsData::new()
+            .with_notrap()
+            .with_readonly()
+            .with_can_move();
+        let base = self.affine(b, index, vars);
+        let c = lane.map_or(0, |l| index.coeff(l));
+        let varies = c != 0 || conds_vary(conds, lane);
+        let sty = scalar_ty(dtype);
+        if conds.is_empty() {
+            if !vector || c == 0 {
+                let addr = byte_addr(b, ptr, base);
+                return Val {
+                    v: b.ins().load(sty, ro, addr, 0),
+                    vector: false,
+                };
+            }
+            if c == 1 {
+                let addr = byte_addr(b, ptr, base);
+                let fl = ro.with_endianness(cranelift_codegen::ir::Endianness::Little);
+                return Val {
+                    v: b.ins().load(vector_ty(dtype), fl, addr, 0),
+                    vector: true,
+                };
+            }
+        }
+        let n = if vector && varies { LANES } else { 1 };
+        let lanes: Vec<Value> = (0..n)
+            .map(|l| {
+                let idx = b.ins().iadd_imm_s(base, l * c);
+                if conds.is_empty() {
+                    let addr = byte_addr(b, ptr, idx);
+                    return b.ins().load(sty, ro, addr, 0);
+                }
+                let ok = self.conds_ok(b, conds, vars, lane, l);
+                let zero = b.ins().iconst(types::I64, 0);
+                let safe = b.ins().select(ok, idx, zero);
+                let addr = byte_addr(b, ptr, safe);
+                let v = b.ins().load(
+                    sty,
+                    MemFlagsData::new().with_notrap().with_readonly(),
+                    addr,
+                    0,
+                );
+                let z = match dtype {
+                    DType::F32 => b.ins().f32const(0.0),
+                    _ => b.ins().iconst(types::I32, 0),
+                };
+                b.ins().select(ok, v, z)
+            })
+            .collect();
+        if n == 1 {
+            Val {
+                v: lanes[0],
+                vector: false,
+            }
+        } else {
+            Val {
+                v: build_vector(b, vector_ty(dtype), &lanes),
+                vector: true,
+            }
+        }
+    }
+}
+
+/// True when a padding condition differs between the lanes.
+pub(crate) fn conds_vary(conds: &[Cond], lane: Option<usize>) -> bool {
+    lane.is_some_and(|l| conds.iter().any(|c| c.expr.coeff(l) != 0))
+}
+
+/// The address of f32/i32 element `index` of the buffer at `ptr`.
+pub(crate) fn byte_addr(b: &mut FunctionBuilder, ptr: Value, index: Value) -> Value {
+    let off = b.ins().ishl_imm_s(index, 2);
+    b.ins().iadd(ptr, off)
+}
+
+/// A vector from its lanes.
+pub(crate) fn build_vector(b: &mut FunctionBuilder, ty: Type, lanes: &[Value]) -> Value {
+    let mut v = b.ins().splat(ty, lanes[0]);
+    for (l, &x) in lanes.iter().enumerate().skip(1) {
+        v = b.ins().insertlane(v, x, l as u8);
+    }
+    v
+}

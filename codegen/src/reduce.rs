@@ -1,0 +1,239 @@
+//! Reduction loops of the generic kernel body: per reduction, its loop body and the values
+//! it reads from outside the loop, one step of it, and the loops themselves (across outputs,
+//! or along the reduction with two accumulators and a scalar tail).
+
+use cranelift_codegen::ir::{InstBuilder, Value, condcodes::FloatCC, types};
+use cranelift_frontend::{FunctionBuilder, Variable};
+
+use cranegrad_graph::{DType, ReduceOp};
+use cranegrad_lower::kernel::Expr;
+
+use crate::emit::{Emitter, LANES, Phase, Val, emit_loop, scalar_ty, vector_ty, vflags};
+
+impl Emitter<'_> {
+    /// Reduction `e`'s loop body (`inner`, the expressions that depend on its variable) and
+    /// the values that body (or the accumulate, for `x`) reads from outside the loop, which
+    /// the callers compute before it.
+    pub(crate) fn loop_split(&self, e: usize) -> (Vec<usize>, Vec<usize>) {
+        let Expr::Reduce { x, var, .. } = self.k.exprs[e] else {
+            return (vec![], vec![]);
+        };
+        let inner: Vec<usize> = (0..e)
+            .filter(|&i| self.phases[i] == Phase::Inner(var))
+            .collect();
+        let mut outside: Vec<usize> = inner
+            .iter()
+            .flat_map(|&i| self.k.exprs[i].operands())
+            .chain([x])
+            .filter(|&o| self.phases[o] != Phase::Inner(var))
+            .collect();
+        outside.sort_unstable();
+        outside.dedup();
+        (inner, outside)
+    }
+
+    /// One step of reduction `e` at the current loop variables: its body from `local` (which
+    /// holds the values from outside the loop), the store of a store-and-rescale, and the
+    /// accumulator's next value from `acc`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn reduce_step(
+        &mut self,
+        b: &mut FunctionBuilder,
+        e: usize,
+        inner: &[usize],
+        mut local: Vec<Option<Val>>,
+        vars: &[Option<Value>],
+        (lane, vector): (Option<usize>, bool),
+        acc: Value,
+    ) -> Value {
+        let Expr::Reduce { op, x, dtype, .. } = self.k.exprs[e] else {
+            return acc;
+        };
+        for &k in inner {
+            local[k] = Some(self.expr(b, k, &local, vars, lane, vector));
+        }
+        let mut xv = local[x].expect("reduced value");
+        if vector {
+            xv = self.widen(b, xv, dtype);
+        }
+        if let Some(r) = self.rescale.as_ref().filter(|r| r.reduce == e) {
+            let base = self.affine(b, &r.index_in_loop, vars);
+            self.store(b, r.arg, base, i64::from(vector), xv);
+        }
+        self.accumulate(b, e, (op, dtype), acc, xv.v)
+    }
+
+    /// Runs every Reduce expression that is not computed yet, in order, each over its own
+    /// loop. `lane` is set when four output points are computed at once (one accumulator lane
+    /// each); otherwise a reduce loop with unit-stride loads runs four iterations per vector.
+    pub(crate) fn reductions(
+        &mut self,
+        b: &mut FunctionBuilder,
+        vals: &mut [Option<Val>],
+        vars: &mut [Option<Value>],
+        extents: &[Value],
+        lane: Option<usize>,
+    ) {
+        for e in 0..self.k.exprs.len() {
+            let Expr::Reduce { op, dtype, var, .. } = self.k.exprs[e] else {
+                continue;
+            };
+            if vals[e].is_some() {
+                continue;
+            }
+            let across = lane.is_some();
+            let (inner, outside) = self.loop_split(e);
+            for &o in &outside {
+                self.ensure(b, o, vals, vars, lane, across);
+            }
+            let along = !across && self.along[var];
+            let vec_acc = across || along;
+            let init = self.identity(b, op, dtype, vec_acc);
+            let acc = b.declare_var(if vec_acc {
+                vector_ty(dtype)
+            } else {
+                scalar_ty(dtype)
+            });
+            b.def_var(acc, init);
+            let tail = b.declare_var(scalar_ty(dtype));
+            let tinit = self.identity(b, op, dtype, false);
+            b.def_var(tail, tinit);
+            let zero = b.ins().iconst(types::I64, 0);
+            let snapshot: Vec<Option<Val>> = vals.to_vec();
+            let body = |this: &mut Self,
+                        b: &mut FunctionBuilder,
+                        vars: &mut [Option<Value>],
+                        i: Value,
+                        vector: bool,
+                        lane: Option<usize>,
+                        target: Variable| {
+                vars[var] = Some(i);
+                let a = b.use_var(target);
+                let nv = this.reduce_step(b, e, &inner, snapshot.clone(), vars, (lane, vector), a);
+                b.def_var(target, nv);
+            };
+            if along {
+                // Two vectors per iteration into two accumulators: a max's accumulator chain
+                // (compare, max, or) was the whole cost of softmax's first pass.
+                let second = b.declare_var(vector_ty(dtype));
+                b.def_var(second, init);
+                let added = self.presplat(b, vals, outside.iter().copied());
+                let rest = emit_loop(b, zero, extents[var], 2 * LANES, |b, i| {
+                    body(self, b, vars, i, true, Some(var), acc);
+                    let i2 = b.ins().iadd_imm_s(i, LANES);
+                    body(self, b, vars, i2, true, Some(var), second)
+                });
+                let rest = emit_loop(b, rest, extents[var], LANES, |b, i| {
+                    body(self, b, vars, i, true, Some(var), acc)
+                });
+                self.forget_splats(added);
+                emit_loop(b, rest, extents[var], 1, |b, i| {
+                    body(self, b, vars, i, false, None, tail)
+                });
+                let (x1, x2) = (b.use_var(acc), b.use_var(second));
+                let both = combine(b, op, dtype, x1, x2);
+                b.def_var(acc, both);
+            } else {
+                emit_loop(b, zero, extents[var], 1, |b, i| {
+                    body(self, b, vars, i, across, lane, acc)
+                });
+            }
+            vars[var] = None;
+            let a = b.use_var(acc);
+            vals[e] = Some(if along {
+                let mut t = b.use_var(tail);
+                for l in 0..LANES as u8 {
+                    let x = b.ins().extractlane(a, l);
+                    t = combine(b, op, dtype, t, x);
+                }
+                Val {
+                    v: t,
+                    vector: false,
+                }
+            } else {
+                Val {
+                    v: a,
+                    vector: across,
+                }
+            });
+        }
+    }
+
+    /// One step of reduction `e`: [`combine`], or one plain max where NaNs need not
+    /// propagate (see [`Emitter::nan_blind`]); the accumulator never becomes NaN then.
+    pub(crate) fn accumulate(
+        &self,
+        b: &mut FunctionBuilder,
+        e: usize,
+        (op, dtype): (ReduceOp, DType),
+        acc: Value,
+        x: Value,
+    ) -> Value {
+        if !self.nan_blind[e] {
+            return combine(b, op, dtype, acc, x);
+        }
+        let lt = b.ins().fcmp(FloatCC::LessThan, acc, x);
+        if b.func.dfg.value_type(acc).is_vector() {
+            let m = b.ins().bitcast(types::F32X4, vflags(), lt);
+            b.ins().bitselect(m, x, acc)
+        } else {
+            b.ins().select(lt, x, acc)
+        }
+    }
+
+    /// The identity of a reduction: 0 for sums, -inf (or i32::MIN) for maxes.
+    pub(crate) fn identity(
+        &self,
+        b: &mut FunctionBuilder,
+        op: ReduceOp,
+        dtype: DType,
+        vector: bool,
+    ) -> Value {
+        let s = match (op, dtype) {
+            (ReduceOp::Sum, DType::F32) => b.ins().f32const(0.0),
+            (ReduceOp::Max, DType::F32) => b.ins().f32const(f32::NEG_INFINITY),
+            (ReduceOp::Sum, _) => b.ins().iconst(types::I32, 0),
+            (ReduceOp::Max, _) => b.ins().iconst(types::I32, i64::from(i32::MIN)),
+        };
+        if vector {
+            b.ins().splat(vector_ty(dtype), s)
+        } else {
+            s
+        }
+    }
+}
+
+/// `max(acc, x)` that is NaN when either is: one maxps (`acc < x ? x : acc`, which keeps a
+/// NaN accumulator) plus an unordered compare that turns a NaN `x` into an all-ones (NaN)
+/// result — 3 instructions instead of Cranelift's 9-instruction `fmax` sequence.
+fn nan_propagating_max(b: &mut FunctionBuilder, acc: Value, x: Value) -> Value {
+    let vector = b.func.dfg.value_type(acc).is_vector();
+    let lt = b.ins().fcmp(FloatCC::LessThan, acc, x);
+    let nan = b.ins().fcmp(FloatCC::Unordered, x, x);
+    if vector {
+        let m = b.ins().bitcast(types::F32X4, vflags(), lt);
+        let t = b.ins().bitselect(m, x, acc);
+        let t = b.ins().bitcast(types::I32X4, vflags(), t);
+        let t = b.ins().bor(t, nan);
+        b.ins().bitcast(types::F32X4, vflags(), t)
+    } else {
+        let t = b.ins().select(lt, x, acc);
+        b.ins().select(nan, x, t)
+    }
+}
+
+/// One accumulation step of a reduction: add, or a NaN-propagating max.
+pub(crate) fn combine(
+    b: &mut FunctionBuilder,
+    op: ReduceOp,
+    dtype: DType,
+    acc: Value,
+    x: Value,
+) -> Value {
+    match (op, dtype) {
+        (ReduceOp::Sum, DType::F32) => b.ins().fadd(acc, x),
+        (ReduceOp::Max, DType::F32) => nan_propagating_max(b, acc, x),
+        (ReduceOp::Sum, _) => b.ins().iadd(acc, x),
+        (ReduceOp::Max, _) => b.ins().smax(acc, x),
+    }
+}
