@@ -30,6 +30,7 @@ use cranegrad_lower::kernel::{Expr, GEMM_MR, Kernel, LoopKind};
 use crate::math;
 use crate::memory::{build_vector, byte_addr, conds_vary};
 use crate::scalar_ops::{binary, unary};
+use cranegrad_lower::passes::hoist_scale_out_of_max::is_power_of_two;
 
 /// Lane count of the vector layouts.
 pub const LANES: i64 = 4;
@@ -763,11 +764,33 @@ impl Emitter<'_> {
                 .map(|v| v as f32)
                 .filter(|&v| math::scaled_exp2_takes(v))
         };
-        match (positive(a), positive(b)) {
-            (None, Some(k)) => Some((a, k)),
-            (Some(k), None) => Some((b, k)),
-            _ => None,
+        let (mut y, mut k) = match (positive(a), positive(b)) {
+            (None, Some(k)) => (a, k),
+            (Some(k), None) => (b, k),
+            _ => return None,
+        };
+        // A power-of-two factor inside (a softmax scale, see `hoist_scale_out_of_max`)
+        // joins `k` exactly.
+        while let Expr::Binary {
+            op: BinaryOp::Mul,
+            a,
+            b,
+            dtype: DType::F32,
+        } = self.k.exprs[y]
+        {
+            let pow2 = |c: usize| {
+                self.k.exprs[c]
+                    .const_value()
+                    .map(|v| v as f32)
+                    .filter(|&v| is_power_of_two(v) && math::scaled_exp2_takes(v * k))
+            };
+            match (pow2(a), pow2(b)) {
+                (None, Some(c)) => (y, k) = (a, k * c),
+                (Some(c), None) => (y, k) = (b, k * c),
+                _ => break,
+            }
         }
+        Some((y, k))
     }
 
     /// Drops splats made by [`Emitter::presplat`].

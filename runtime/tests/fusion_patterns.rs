@@ -459,8 +459,15 @@ fn a_row_group_takes_no_epilogue_reduction() {
 #[test]
 fn a_positive_scale_moves_out_of_the_max() {
     // `max(x * s)` is `max(x) * s` for s > 0: the scaled softmax's max reads the load
-    // itself; a negative scale (max would become min) keeps the product inside.
-    for (s, hoisted) in [(0.125, true), (3.0, true), (-0.5, false)] {
+    // itself; a negative scale (max would become min) keeps the product inside. For a power
+    // of two the exponent `x * s - max(x) * s` also becomes `(x - max(x)) * s`: no element
+    // of x is multiplied by s.
+    for (s, hoisted, factored) in [
+        (0.125, true, true),
+        (3.0, true, false),
+        (-0.5, false, false),
+        (0.25, true, true),
+    ] {
         let g = Graph::new();
         let x = rand_vec(33 * 257, 7, 80.0);
         let x = g.input_with_data("x", Shape::of(&[33, 257]), x).unwrap();
@@ -475,6 +482,18 @@ fn a_positive_scale_moves_out_of_the_max() {
             })
         });
         assert_eq!(max_reads_load, hoisted, "scale {s}:\n{}", l.schedule.text());
+        let load_times_s = l.schedule.launches.iter().any(|launch| {
+            let exprs = &launch.kernel.exprs;
+            exprs.iter().any(|e| match e {
+                Expr::Binary { a, b, .. } => {
+                    let (a, b) = (&exprs[*a], &exprs[*b]);
+                    matches!(a, Expr::Load { .. }) && b.const_value() == Some(s)
+                        || matches!(b, Expr::Load { .. }) && a.const_value() == Some(s)
+                }
+                _ => false,
+            })
+        });
+        assert_eq!(!load_times_s, factored, "scale {s}:\n{}", l.schedule.text());
         check_all(&[&y, &m], &Feeds::new(), &Bindings::new(), 1e-4, 1e-4);
     }
 }
