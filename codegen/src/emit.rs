@@ -194,6 +194,17 @@ fn is_row_kernel(k: &Kernel, ph: &[Phase]) -> bool {
     reduce_inputs_ok && dep.iter().any(|&d| d)
 }
 
+/// True when a two-loop row kernel's rows (static extents) hold over 4 MB: more than the two
+/// cores' L2s, so each row's first pass reads L3. Measured on a softmax touching the next
+/// row: 4096 x 1024 (16 MB) 7-10% faster on 1 and 2 threads; 512 x 1024 (2 MB) no faster.
+fn rows_past_l2(k: &Kernel) -> bool {
+    let outs = k.output_loops();
+    match (outs[0].extent.as_const(), outs[1].extent.as_const()) {
+        (Some(r), Some(c)) => r * c * 4 > 4 << 20,
+        _ => false,
+    }
+}
+
 /// Emits the whole kernel into `func`.
 pub fn emit_kernel(
     k: &Kernel,
@@ -278,6 +289,7 @@ fn emit_body(
         from_reduce: from_reductions(k),
         lane_loop: None,
         nan_blind: vec![false; k.exprs.len()],
+        touch_next_row: false,
     };
     if row && let Some(lv) = k.output_loops().len().checked_sub(1) {
         let column = crate::columns::column_lane(k).is_some();
@@ -286,6 +298,7 @@ fn emit_body(
             for m in crate::rescale::nan_blind_maxes(k, r) {
                 em.nan_blind[m] = true;
             }
+            em.touch_next_row = k.output_loops().len() == 2 && !column && rows_past_l2(k);
         }
     }
     let extents: Vec<Value> = k.loops.iter().map(|l| em.dim(b, &l.extent)).collect();
@@ -409,6 +422,9 @@ pub(crate) struct Emitter<'k> {
     /// Per expression: a max reduction whose NaN propagation no output needs (see
     /// [`crate::rescale::nan_blind_maxes`]).
     pub(crate) nan_blind: Vec<bool>,
+    /// A softmax over rows past the L2s: the store-and-rescale pass touches the next row
+    /// (see `Emitter::touch_next_row`).
+    pub(crate) touch_next_row: bool,
 }
 
 /// Per expression: whether it is a reduction or reads one, directly or not.

@@ -32,6 +32,36 @@ impl Emitter<'_> {
         (inner, outside)
     }
 
+    /// Loads, and drops, the next row's vector of every contiguous row load in `inner` (row
+    /// `next`, clamped to the last row, so the address is one the kernel may read): the
+    /// store-and-rescale pass is bound by its FP operations, so these loads ride along for
+    /// free and the next row's max pass reads L1 instead of L3. The loads may trap, so
+    /// Cranelift keeps them though their values are unused.
+    fn touch_next_row(
+        &mut self,
+        b: &mut FunctionBuilder,
+        inner: &[usize],
+        vars: &[Option<Value>],
+        var: usize,
+        next: Value,
+    ) {
+        let mut at = vars.to_vec();
+        at[0] = Some(next);
+        for &k in inner {
+            if let Expr::Load {
+                arg, index, conds, ..
+            } = &self.k.exprs[k]
+                && conds.is_empty()
+                && index.coeff(0) != 0
+                && index.coeff(var) == 1
+            {
+                let base = self.affine(b, index, &at);
+                let addr = crate::memory::byte_addr(b, self.ptrs[*arg], base);
+                b.ins().load(types::F32X4, vflags(), addr, 0);
+            }
+        }
+    }
+
     /// One step of reduction `e` at the current loop variables: its body from `local` (which
     /// holds the values from outside the loop), the store of a store-and-rescale, and the
     /// accumulator's next value from `acc`.
@@ -100,6 +130,18 @@ impl Emitter<'_> {
             b.def_var(tail, tinit);
             let zero = b.ins().iconst(types::I64, 0);
             let snapshot: Vec<Option<Val>> = vals.to_vec();
+            // The next row, clamped to the last, once per row (see `touch_next_row`).
+            let touching =
+                self.touch_next_row && self.rescale.as_ref().is_some_and(|r| r.reduce == e);
+            let next_row = match vars[0] {
+                Some(row) if touching => {
+                    let rows = self.dim(b, &self.k.loops[0].extent);
+                    let last = b.ins().iadd_imm_s(rows, -1);
+                    let next = b.ins().iadd_imm_s(row, 1);
+                    Some(b.ins().smin(next, last))
+                }
+                _ => None,
+            };
             let body = |this: &mut Self,
                         b: &mut FunctionBuilder,
                         vars: &mut [Option<Value>],
@@ -108,6 +150,9 @@ impl Emitter<'_> {
                         lane: Option<usize>,
                         target: Variable| {
                 vars[var] = Some(i);
+                if let Some(next) = next_row.filter(|_| vector) {
+                    this.touch_next_row(b, &inner, vars, var, next);
+                }
                 let a = b.use_var(target);
                 let nv = this.reduce_step(b, e, &inner, snapshot.clone(), vars, (lane, vector), a);
                 b.def_var(target, nv);

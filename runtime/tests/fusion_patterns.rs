@@ -457,6 +457,25 @@ fn a_row_group_takes_no_epilogue_reduction() {
 }
 
 #[test]
+fn a_softmax_past_the_l2s_is_exact_to_its_last_row() {
+    // Rows holding more than 4 MB: the exp pass also loads the next row ahead (clamped to
+    // the last row, an odd count split over two threads). The weights must match the
+    // interpreter's to the last row.
+    let (r, c) = (1031, 1024);
+    let g = Graph::new();
+    let x = g
+        .input_with_data("x", Shape::of(&[r, c]), rand_vec(r * c, 41, 30.0))
+        .unwrap();
+    let s = x.mul_scalar(0.125).unwrap().softmax(-1).unwrap();
+    assert_eq!(kernels(&s), 1);
+    let out = check_all(&[&s], &Feeds::new(), &Bindings::new(), 1e-6, 1e-5);
+    for row in out[0].to_f32().chunks(c) {
+        let total: f32 = row.iter().sum();
+        assert!((total - 1.0).abs() < 1e-4, "row sums to {total}");
+    }
+}
+
+#[test]
 fn a_positive_scale_moves_out_of_the_max() {
     // `max(x * s)` is `max(x) * s` for s > 0: the scaled softmax's max reads the load
     // itself; a negative scale (max would become min) keeps the product inside. For a power
