@@ -2,7 +2,7 @@
 //! it reads from outside the loop, one step of it, and the loops themselves (across outputs,
 //! or along the reduction with two accumulators and a scalar tail).
 
-use cranelift_codegen::ir::{InstBuilder, Value, condcodes::FloatCC, types};
+use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, condcodes::FloatCC, types};
 use cranelift_frontend::{FunctionBuilder, Variable};
 
 use cranegrad_graph::{DType, ReduceOp};
@@ -57,7 +57,10 @@ impl Emitter<'_> {
             {
                 let base = self.affine(b, index, &at);
                 let addr = crate::memory::byte_addr(b, self.ptrs[*arg], base);
-                b.ins().load(types::F32X4, vflags(), addr, 0);
+                // No `notrap`: a load that may trap is kept though its value is unused.
+                let may_trap =
+                    MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little);
+                b.ins().load(types::F32X4, may_trap, addr, 0);
             }
         }
     }

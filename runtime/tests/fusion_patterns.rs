@@ -518,6 +518,34 @@ fn a_positive_scale_moves_out_of_the_max() {
 }
 
 #[test]
+fn shifted_logits_as_an_output_are_factored_too() {
+    // `x * 0.5 - max(x * 0.5)` requested as an output beside its softmax: the output is the
+    // factored node, so no kernel multiplies a load by 0.5, and both match the interpreter.
+    let g = Graph::new();
+    let x = g
+        .input_with_data("x", Shape::of(&[9, 70]), rand_vec(9 * 70, 51, 40.0))
+        .unwrap();
+    let y = x.mul_scalar(0.5).unwrap();
+    let d = y.sub(&y.max(-1, true).unwrap()).unwrap();
+    let e = d.exp().unwrap();
+    let s = e.div(&e.sum(-1, true).unwrap()).unwrap();
+    let l = lowered(&[&d, &s]);
+    let load_times_half = l.schedule.launches.iter().any(|launch| {
+        let exprs = &launch.kernel.exprs;
+        exprs.iter().any(|ex| match ex {
+            Expr::Binary { a, b, .. } => {
+                matches!(exprs[*a], Expr::Load { .. }) && exprs[*b].const_value() == Some(0.5)
+                    || matches!(exprs[*b], Expr::Load { .. })
+                        && exprs[*a].const_value() == Some(0.5)
+            }
+            _ => false,
+        })
+    });
+    assert!(!load_times_half, "{}", l.schedule.text());
+    check_all(&[&d, &s], &Feeds::new(), &Bindings::new(), 1e-5, 1e-5);
+}
+
+#[test]
 fn softmax_of_huge_magnitudes_keeps_its_max_weight() {
     // x * s - max(x * s) for |x * s| past 2^30: contracted into an FMA, the row's largest
     // argument would be the product's rounding error, not 0, and could take every weight of

@@ -64,7 +64,7 @@ pub fn hoist_scale_out_of_max(g: &mut GraphData, outputs: &mut [NodeId]) -> usiz
             *o = scaled;
         }
         if is_power_of_two(c) {
-            factor_out_of_difference(g, g.inputs(n)[0], (x, max, scaled), c);
+            changed += factor_out_of_difference(g, outputs, g.inputs(n)[0], (x, max, scaled), c);
         }
         changed += 1;
     }
@@ -78,13 +78,16 @@ pub fn is_power_of_two(c: f32) -> bool {
 }
 
 /// Rewrites each `y + expand(-scaled)` with `y = x * c` and `scaled = max(x) * c` as
-/// `(x + expand(-max(x))) * c` (see the module doc; the caller checks `c` is a power of two).
+/// `(x + expand(-max(x))) * c` (see the module doc; the caller checks `c` is a power of two);
+/// returns how many.
 fn factor_out_of_difference(
     g: &mut GraphData,
+    outputs: &mut [NodeId],
     y: NodeId,
     (x, max, scaled): (NodeId, NodeId, NodeId),
     c: f32,
-) {
+) -> usize {
+    let mut changed = 0;
     for neg in g.consumers(scaled) {
         if g.node(neg).op != Op::Unary(UnaryOp::Neg) {
             continue;
@@ -121,7 +124,12 @@ fn factor_out_of_difference(
                 );
                 let product = g.add(like(g, add, Op::Binary(BinaryOp::Mul)), &[diff, factor]);
                 g.replace_uses(add, product);
+                for o in outputs.iter_mut().filter(|o| **o == add) {
+                    *o = product;
+                }
+                changed += 1;
             }
         }
     }
+    changed
 }
