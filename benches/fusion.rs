@@ -62,20 +62,20 @@ fn rmsnorm_matmul(with_norm: bool) -> Tensor {
     a.matmul(&w).unwrap()
 }
 
-fn warm_ms(fuse: bool, t: &Tensor, reps: usize) -> (f64, usize) {
+/// Warm session for `t`, fused or not, with its kernel count.
+fn warm_session(fuse: bool, t: &Tensor) -> (Session, usize) {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut s = Session::new(SessionOptions { fuse, threads }).unwrap();
-    let (f, b) = (Feeds::new(), Bindings::new());
-    s.realize(&[t], &f, &b).unwrap();
+    s.realize(&[t], &Feeds::new(), &Bindings::new()).unwrap();
     let kernels = s.last_report().kernels;
-    let v: Vec<f64> = (0..reps)
-        .map(|_| {
-            let t0 = Instant::now();
-            s.realize(&[t], &f, &b).unwrap();
-            t0.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    (median(&v), kernels)
+    (s, kernels)
+}
+
+/// Milliseconds of one warm realize.
+fn time_ms(s: &mut Session, t: &Tensor) -> f64 {
+    let t0 = Instant::now();
+    s.realize(&[t], &Feeds::new(), &Bindings::new()).unwrap();
+    t0.elapsed().as_secs_f64() * 1e3
 }
 
 fn summary() {
@@ -91,13 +91,25 @@ fn summary() {
         ("matmul alone 128x2048x2048", rmsnorm_matmul(false)),
     ];
     for (name, t) in &cases {
-        let (f, kf) = warm_ms(true, t, 20);
-        let (u, ku) = warm_ms(false, t, 10);
+        // Blocks of fused and unfused runs alternate, so both see the same minutes of a
+        // shared machine; each block starts with an untimed run, so its data is as warm as
+        // in a steady state of its own.
+        let (mut fused, kf) = warm_session(true, t);
+        let (mut unfused, ku) = warm_session(false, t);
+        let (mut f, mut u) = (Vec::new(), Vec::new());
+        for _ in 0..3 {
+            for (s, v) in [(&mut fused, &mut f), (&mut unfused, &mut u)] {
+                time_ms(s, t);
+                v.extend((0..5).map(|_| time_ms(s, t)));
+            }
+        }
+        let (f, u) = (median(&f), median(&u));
         eprintln!(
             "  {name:<32} {kf:>8} {f:>11.3} {ku:>8} {u:>11.3} {:>7.1}x",
             u / f
         );
     }
+    eprintln!("  (medians of 15 fused and 15 unfused runs, in alternating blocks of 5)");
     eprintln!();
 }
 
