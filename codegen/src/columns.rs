@@ -11,7 +11,9 @@ use cranelift_frontend::FunctionBuilder;
 
 use cranegrad_lower::kernel::{Expr, Kernel};
 
-use crate::emit::{Emitter, LANES, Phase, Val, emit_loop, scalar_ty, split_flat, vector_ty};
+use crate::emit::{
+    Emitter, LANES, Phase, Val, emit_loop, emit_while, scalar_ty, split_flat, vector_ty,
+};
 
 /// The lane loop of a column kernel: the parallel loop just outside the innermost output
 /// loop, when the stores walk it contiguously and the innermost loop strided.
@@ -47,48 +49,43 @@ impl Emitter<'_> {
         lane: usize,
     ) {
         let rows = lane + 1;
-        let header = b.create_block();
-        let pick = b.create_block();
-        let exit = b.create_block();
-        b.append_block_param(header, types::I64);
-        b.ins().jump(header, &[start.into()]);
-        b.switch_to_block(header);
-        let f = b.block_params(header)[0];
-        let more = b.ins().icmp(IntCC::SignedLessThan, f, end);
-        b.ins().brif(more, pick, &[], exit, &[]);
-        b.switch_to_block(pick);
-        b.seal_block(pick);
-        split_flat(b, f, extents, rows, vars);
-        let col = vars[lane].expect("lane loop set");
-        let units_left = b.ins().isub(end, f);
-        let cols_left = b.ins().isub(extents[lane], col);
-        let left = b.ins().smin(units_left, cols_left);
-        // (groups, vector) per unit width, widest first; the last one always runs.
-        let kinds = [(GROUPS, true), (1, true), (1, false)];
-        for (n, &(groups, vector)) in kinds.iter().enumerate() {
-            let width = if vector { groups * LANES } else { 1 };
-            if n + 1 < kinds.len() {
-                let (run, next) = (b.create_block(), b.create_block());
-                let fits = b
-                    .ins()
-                    .icmp_imm_s(IntCC::SignedGreaterThanOrEqual, left, width);
-                b.ins().brif(fits, run, &[], next, &[]);
-                b.switch_to_block(run);
-                b.seal_block(run);
-                self.column_unit(b, vars, extents, lane, groups as usize, vector);
-                let after = b.ins().iadd_imm_s(f, width);
-                b.ins().jump(header, &[after.into()]);
-                b.switch_to_block(next);
-                b.seal_block(next);
-            } else {
-                self.column_unit(b, vars, extents, lane, 1, vector);
-                let after = b.ins().iadd_imm_s(f, width);
-                b.ins().jump(header, &[after.into()]);
+        let more = |b: &mut FunctionBuilder, f: Value| b.ins().icmp(IntCC::SignedLessThan, f, end);
+        emit_while(b, start, more, |b, f| {
+            split_flat(b, f, extents, rows, vars);
+            let col = vars[lane].expect("lane loop set");
+            let units_left = b.ins().isub(end, f);
+            let cols_left = b.ins().isub(extents[lane], col);
+            let left = b.ins().smin(units_left, cols_left);
+            // Each kind of unit joins here with the next unit index.
+            let join = b.create_block();
+            b.append_block_param(join, types::I64);
+            // (groups, vector) per unit width, widest first; the last one always runs.
+            let kinds = [(GROUPS, true), (1, true), (1, false)];
+            for (n, &(groups, vector)) in kinds.iter().enumerate() {
+                let width = if vector { groups * LANES } else { 1 };
+                if n + 1 < kinds.len() {
+                    let (run, next) = (b.create_block(), b.create_block());
+                    let fits = b
+                        .ins()
+                        .icmp_imm_s(IntCC::SignedGreaterThanOrEqual, left, width);
+                    b.ins().brif(fits, run, &[], next, &[]);
+                    b.switch_to_block(run);
+                    b.seal_block(run);
+                    self.column_unit(b, vars, extents, lane, groups as usize, vector);
+                    let after = b.ins().iadd_imm_s(f, width);
+                    b.ins().jump(join, &[after.into()]);
+                    b.switch_to_block(next);
+                    b.seal_block(next);
+                } else {
+                    self.column_unit(b, vars, extents, lane, 1, vector);
+                    let after = b.ins().iadd_imm_s(f, width);
+                    b.ins().jump(join, &[after.into()]);
+                }
             }
-        }
-        b.seal_block(header);
-        b.switch_to_block(exit);
-        b.seal_block(exit);
+            b.switch_to_block(join);
+            b.seal_block(join);
+            b.block_params(join)[0]
+        });
     }
 
     /// One unit of `groups` column groups (of four columns when `vector`, else one column):

@@ -369,6 +369,28 @@ pub(crate) fn emit_loop(
     step: i64,
     mut body: impl FnMut(&mut FunctionBuilder, Value),
 ) -> Value {
+    emit_while(
+        b,
+        start,
+        |b, i| {
+            let next = b.ins().iadd_imm_s(i, step);
+            b.ins().icmp(IntCC::SignedLessThanOrEqual, next, end)
+        },
+        |b, i| {
+            body(b, i);
+            b.ins().iadd_imm_s(i, step)
+        },
+    )
+}
+
+/// `for (i = start; cond(i); i = body(i))`, the test at the top; returns the final `i`.
+/// `body` may branch inside, but returns the next `i` in the block it ends in.
+pub(crate) fn emit_while(
+    b: &mut FunctionBuilder,
+    start: Value,
+    cond: impl FnOnce(&mut FunctionBuilder, Value) -> Value,
+    body: impl FnOnce(&mut FunctionBuilder, Value) -> Value,
+) -> Value {
     let header = b.create_block();
     let body_blk = b.create_block();
     let exit = b.create_block();
@@ -377,13 +399,11 @@ pub(crate) fn emit_loop(
     b.ins().jump(header, &[start.into()]);
     b.switch_to_block(header);
     let i = b.block_params(header)[0];
-    let next = b.ins().iadd_imm_s(i, step);
-    let ok = b.ins().icmp(IntCC::SignedLessThanOrEqual, next, end);
+    let ok = cond(b, i);
     b.ins().brif(ok, body_blk, &[], exit, &[i.into()]);
     b.switch_to_block(body_blk);
     b.seal_block(body_blk);
-    body(b, i);
-    let next = b.ins().iadd_imm_s(i, step);
+    let next = body(b, i);
     b.ins().jump(header, &[next.into()]);
     b.seal_block(header);
     b.switch_to_block(exit);

@@ -16,7 +16,7 @@ use cranelift_frontend::FunctionBuilder;
 
 use cranegrad_lower::kernel::Expr;
 
-use crate::emit::{Emitter, LANES, Val, emit_loop, vector_ty};
+use crate::emit::{Emitter, LANES, Val, emit_loop, emit_while, vector_ty};
 
 /// Most vectors of outputs per chunk (16 KB of accumulators per reduction).
 const CHUNK_VECTORS: i64 = 1024;
@@ -37,31 +37,27 @@ impl Emitter<'_> {
         start: Value,
         end: Value,
     ) -> Value {
-        let header = b.create_block();
-        let body = b.create_block();
-        let exit = b.create_block();
-        b.append_block_param(header, types::I64);
-        b.append_block_param(exit, types::I64);
-        b.ins().jump(header, &[start.into()]);
-        b.switch_to_block(header);
-        let i = b.block_params(header)[0];
-        let left = b.ins().isub(end, i);
-        let whole = b.ins().sshr_imm_s(left, 2);
-        let any = b.ins().icmp_imm_s(IntCC::SignedGreaterThan, whole, 0);
-        b.ins().brif(any, body, &[], exit, &[i.into()]);
-        b.switch_to_block(body);
-        b.seal_block(body);
-        let cap = b.ins().iconst(types::I64, CHUNK_VECTORS);
-        let count = b.ins().smin(whole, cap);
-        vars[lane] = Some(i);
-        self.strided_reduce_chunk(b, vars, extents, lane, count);
-        let width = b.ins().ishl_imm_s(count, 2);
-        let next = b.ins().iadd(i, width);
-        b.ins().jump(header, &[next.into()]);
-        b.seal_block(header);
-        b.switch_to_block(exit);
-        b.seal_block(exit);
-        b.block_params(exit)[0]
+        let whole = |b: &mut FunctionBuilder, i: Value| {
+            let left = b.ins().isub(end, i);
+            b.ins().sshr_imm_s(left, 2)
+        };
+        emit_while(
+            b,
+            start,
+            |b, i| {
+                let w = whole(b, i);
+                b.ins().icmp_imm_s(IntCC::SignedGreaterThan, w, 0)
+            },
+            |b, i| {
+                let w = whole(b, i);
+                let cap = b.ins().iconst(types::I64, CHUNK_VECTORS);
+                let count = b.ins().smin(w, cap);
+                vars[lane] = Some(i);
+                self.strided_reduce_chunk(b, vars, extents, lane, count);
+                let width = b.ins().ishl_imm_s(count, 2);
+                b.ins().iadd(i, width)
+            },
+        )
     }
 
     /// The `vectors` vectors of outputs from `vars[lane]` of innermost output loop `lane`:
