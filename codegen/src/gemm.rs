@@ -301,7 +301,8 @@ impl Emitter<'_> {
         self.epilogues(b, g, vars, extents, &rows, n0, valid, accs);
     }
 
-    /// The epilogue of a finished block: all 8 columns, or the first `valid` of them.
+    /// The epilogue of a finished block: all 8 columns as vectors of 4, or the first `valid`
+    /// of them one lane at a time (the last panel of a packed B).
     #[allow(clippy::too_many_arguments)]
     fn epilogues(
         &mut self,
@@ -314,62 +315,47 @@ impl Emitter<'_> {
         valid: usize,
         accs: Accumulators,
     ) {
-        if valid < Kernel::panel_cols(g) {
-            self.epilogue_columns(b, g, vars, extents, rows, n0, valid, accs);
-            return;
-        }
-        // Epilogue: every expression outside the k loop, at 4 lanes along the columns.
+        // Per output point: its column offset, the accumulator vectors of the main and the
+        // paired product (the lanes of both halves of a paired panel are the same 4 columns
+        // of each weight), and the lane, for a scalar point.
+        let points: Vec<(usize, usize, usize, Option<u8>)> = if valid < Kernel::panel_cols(g) {
+            (0..valid)
+                .map(|c| {
+                    let (j, other) = if g.pair.is_some() {
+                        (0, 1)
+                    } else {
+                        (c / 4, c / 4)
+                    };
+                    (c, j, other, Some((c % 4) as u8))
+                })
+                .collect()
+        } else if g.pair.is_some() {
+            vec![(0, 0, 1, None)]
+        } else {
+            vec![(0, 0, 0, None), (4, 1, 1, None)]
+        };
         for (i, &r) in rows.iter().enumerate() {
             self.row_vars(b, g, vars, extents, r);
             let stat = self.row_stat(b, g, r);
-            let vector = |v| Val { v, vector: true };
-            if g.pair.is_some() {
-                // Lanes of both halves of the panel are the same 4 columns of each weight.
-                vars[g.n_loop] = Some(n0);
-                let acc = accs.get(b, i, 0);
-                let other = accs.get(b, i, 1);
-                self.epilogue_point(b, g, vars, [vector(acc), vector(other)], stat);
-                continue;
-            }
-            for j in 0..2usize {
-                let n = b.ins().iadd_imm_s(n0, 4 * j as i64);
-                vars[g.n_loop] = Some(n);
-                let acc = accs.get(b, i, j);
-                self.epilogue_point(b, g, vars, [vector(acc), vector(acc)], stat);
-            }
-        }
-    }
-
-    /// Scalar epilogue for the first `valid` columns of a block.
-    #[allow(clippy::too_many_arguments)]
-    fn epilogue_columns(
-        &mut self,
-        b: &mut FunctionBuilder,
-        g: &GemmShape,
-        vars: &mut [Option<Value>],
-        extents: &[Value],
-        rows: &[Value],
-        n0: Value,
-        valid: usize,
-        accs: Accumulators,
-    ) {
-        for (i, &r) in rows.iter().enumerate() {
-            self.row_vars(b, g, vars, extents, r);
-            let stat = self.row_stat(b, g, r);
-            for c in 0..valid {
-                let n = b.ins().iadd_imm_s(n0, c as i64);
-                vars[g.n_loop] = Some(n);
-                let scalar = |v| Val { v, vector: false };
-                let (j, other) = if g.pair.is_some() {
-                    (0, 1)
+            for &(offset, j, other, lane) in &points {
+                vars[g.n_loop] = Some(if g.pair.is_some() && lane.is_none() {
+                    n0
                 } else {
-                    (c / 4, c / 4)
+                    b.ins().iadd_imm_s(n0, offset as i64)
+                });
+                let point = |b: &mut FunctionBuilder, j: usize| {
+                    let v = accs.get(b, i, j);
+                    match lane {
+                        Some(l) => Val {
+                            v: b.ins().extractlane(v, l),
+                            vector: false,
+                        },
+                        None => Val { v, vector: true },
+                    }
                 };
-                let acc = accs.get(b, i, j);
-                let lane = b.ins().extractlane(acc, (c % 4) as u8);
-                let acc2 = accs.get(b, i, other);
-                let lane2 = b.ins().extractlane(acc2, (c % 4) as u8);
-                self.epilogue_point(b, g, vars, [scalar(lane), scalar(lane2)], stat);
+                let main = point(b, j);
+                let paired = if other == j { main } else { point(b, other) };
+                self.epilogue_point(b, g, vars, [main, paired], stat);
             }
         }
     }
