@@ -141,7 +141,18 @@ fn matmul_epilogues_are_one_kernel() {
         .mul(&x.matmul(&wu).unwrap())
         .unwrap();
     assert_eq!(kernels(&sw), 1);
-    check_all(&[&y, &sw], &Feeds::new(), &Bindings::new(), 1e-4, 1e-4);
+    // Through a reshape that only adds a size-1 axis: the bias still runs in the GEMM's store.
+    let u = x
+        .matmul(&w)
+        .unwrap()
+        .reshape(Shape::of(&[5, 1, 17]))
+        .unwrap()
+        .add(&b)
+        .unwrap();
+    assert_eq!(kernels(&u), 1);
+    let gemm = lowered(&[&u]).schedule.launches[0].kernel.gemm().is_some();
+    assert!(gemm, "the reshaped epilogue keeps the GEMM template");
+    check_all(&[&y, &sw, &u], &Feeds::new(), &Bindings::new(), 1e-4, 1e-4);
 }
 
 /// `rms_norm(x, g) @ W` with `W` stored `[N, K]` (an `nn.Linear` weight, read transposed).
