@@ -63,7 +63,8 @@ impl Emitter<'_> {
             let kinds = [(GROUPS, true), (1, true), (1, false)];
             for (n, &(groups, vector)) in kinds.iter().enumerate() {
                 let width = if vector { groups * LANES } else { 1 };
-                if n + 1 < kinds.len() {
+                let last = n + 1 == kinds.len();
+                let next = (!last).then(|| {
                     let (run, next) = (b.create_block(), b.create_block());
                     let fits = b
                         .ins()
@@ -71,15 +72,14 @@ impl Emitter<'_> {
                     b.ins().brif(fits, run, &[], next, &[]);
                     b.switch_to_block(run);
                     b.seal_block(run);
-                    self.column_unit(b, vars, extents, lane, groups as usize, vector);
-                    let after = b.ins().iadd_imm_s(f, width);
-                    b.ins().jump(join, &[after.into()]);
+                    next
+                });
+                self.column_unit(b, vars, extents, lane, groups as usize, vector);
+                let after = b.ins().iadd_imm_s(f, width);
+                b.ins().jump(join, &[after.into()]);
+                if let Some(next) = next {
                     b.switch_to_block(next);
                     b.seal_block(next);
-                } else {
-                    self.column_unit(b, vars, extents, lane, 1, vector);
-                    let after = b.ins().iadd_imm_s(f, width);
-                    b.ins().jump(join, &[after.into()]);
                 }
             }
             b.switch_to_block(join);
@@ -154,10 +154,10 @@ impl Emitter<'_> {
                 });
             }
         }
-        let dep = self.k.depends_on(rows);
+        // `row_deps` is over the innermost output loop: the rows.
         for (u, &c) in cols.iter().enumerate() {
             vars[lane] = Some(c);
-            for (e, &varies) in dep.iter().enumerate() {
+            for (e, &varies) in self.row_deps.clone().iter().enumerate() {
                 if !varies && !matches!(self.phases[e], Phase::Inner(_)) {
                     self.ensure(b, e, &mut vals[u], vars, lanes, vector);
                 }

@@ -28,7 +28,7 @@ use cranegrad_lower::affine::Affine;
 use cranegrad_lower::kernel::{Expr, GEMM_MR, Kernel, LoopKind};
 
 use crate::math;
-use crate::memory::{build_vector, byte_addr, conds_vary};
+use crate::memory::{build_vector, byte_addr, conds_vary, from_lanes};
 use crate::scalar_ops::{binary, unary};
 use cranegrad_lower::passes::hoist_scale_out_of_max::is_power_of_two;
 
@@ -93,7 +93,7 @@ pub fn prefers_plain(k: &Kernel) -> bool {
     {
         return true;
     }
-    k.attention.is_none() && k.gemm().is_none() && is_row_kernel(k, &phases(k))
+    k.attention.is_none() && k.gemm().is_none() && is_row_kernel(k, &phases(k), &row_deps(k))
 }
 
 /// The Cranelift signature of every kernel.
@@ -179,14 +179,14 @@ fn along_ok(k: &Kernel, ph: &[Phase], j: usize) -> bool {
 /// A row kernel: every reduction is independent of the innermost output loop, so the
 /// reductions run once per row and the row's outputs are then computed from them (softmax,
 /// norms in one kernel).
-fn is_row_kernel(k: &Kernel, ph: &[Phase]) -> bool {
+/// `row_deps` is [`Kernel::depends_on`] of the innermost output loop.
+fn is_row_kernel(k: &Kernel, ph: &[Phase], row_deps: &[bool]) -> bool {
     let n_out = k.output_loops().len();
     if n_out == 0 || !ph.iter().any(|p| matches!(p, Phase::Inner(_))) {
         return false;
     }
-    let lv = n_out - 1;
     // Whatever a reduction reads (transitively) must not depend on the innermost loop.
-    let dep = k.depends_on(lv);
+    let dep = row_deps;
     let reduce_inputs_ok = k.exprs.iter().all(|e| match e {
         Expr::Reduce { x, .. } => !dep[*x],
         _ => true,
@@ -198,10 +198,20 @@ fn is_row_kernel(k: &Kernel, ph: &[Phase]) -> bool {
 /// than the two cores' L2s, so each row's first pass reads L3. Measured on a softmax touching the next
 /// row: 4096 x 1024 (16 MB) 7-10% faster on 1 and 2 threads; 512 x 1024 (2 MB) no faster.
 fn rows_past_l2(k: &Kernel) -> bool {
-    let outs = k.output_loops();
-    match (outs[0].extent.as_const(), outs[1].extent.as_const()) {
-        (Some(r), Some(c)) => r * c * 4 > 4 << 20,
+    match k.output_loops() {
+        [rows, cols] => match (rows.extent.as_const(), cols.extent.as_const()) {
+            (Some(r), Some(c)) => r * c * 4 > 4 << 20,
+            _ => false,
+        },
         _ => false,
+    }
+}
+
+/// Which expressions depend on the innermost output loop (none without output loops).
+fn row_deps(k: &Kernel) -> Vec<bool> {
+    match k.output_loops().len().checked_sub(1) {
+        Some(lv) => k.depends_on(lv),
+        None => vec![false; k.exprs.len()],
     }
 }
 
@@ -272,7 +282,22 @@ fn emit_body(
 ) {
     let ph = phases(k);
     let along = (0..k.loops.len()).map(|j| along_ok(k, &ph, j)).collect();
-    let row = is_row_kernel(k, &ph);
+    let deps = row_deps(k);
+    let row = is_row_kernel(k, &ph, &deps);
+    let column = crate::columns::column_lane(k).filter(|_| row);
+    // Which softmax weights' exp2 may skip the upper range (see `rescale::is_nonpositive`).
+    let nonpositive_exp2 = k
+        .exprs
+        .iter()
+        .map(|e| match e {
+            Expr::Unary {
+                op: UnaryOp::Exp2,
+                x,
+                dtype: DType::F32,
+            } => crate::rescale::is_nonpositive(k, *x),
+            _ => false,
+        })
+        .collect();
     let mut em = Emitter {
         k,
         ptrs: ptrs.to_vec(),
@@ -287,18 +312,17 @@ fn emit_body(
         splats: Default::default(),
         single_use: single_uses(k),
         from_reduce: from_reductions(k),
-        lane_loop: None,
-        nan_blind: vec![false; k.exprs.len()],
-        touch_next_row: false,
+        lane_loop: column,
+        nan_blind: None,
+        touches_next_row: false,
+        nonpositive_exp2,
+        row_deps: deps,
     };
-    if row && let Some(lv) = k.output_loops().len().checked_sub(1) {
-        let column = crate::columns::column_lane(k).is_some();
-        em.rescale = crate::rescale::find_rescale(k, &k.depends_on(lv), column);
+    if row {
+        em.rescale = crate::rescale::find_rescale(k, &em.row_deps, column.is_some());
         if let Some(r) = &em.rescale {
-            for m in crate::rescale::nan_blind_maxes(k, r) {
-                em.nan_blind[m] = true;
-            }
-            em.touch_next_row = k.output_loops().len() == 2 && !column && rows_past_l2(k);
+            em.nan_blind = crate::rescale::nan_blind_max(k, r);
+            em.touches_next_row = column.is_none() && rows_past_l2(k);
         }
     }
     let extents: Vec<Value> = k.loops.iter().map(|l| em.dim(b, &l.extent)).collect();
@@ -326,10 +350,7 @@ fn emit_body(
             b.seal_block(done);
         }
         1 => em.inner_loops(b, &mut vars, &extents, start, end),
-        _ if let Some(lane) = crate::columns::column_lane(k).filter(|_| em.row) => {
-            em.lane_loop = Some(lane);
-            em.columns(b, &mut vars, &extents, start, end, lane);
-        }
+        _ if let Some(lane) = column => em.columns(b, &mut vars, &extents, start, end, lane),
         _ => {
             let outer = n_out - 1;
             emit_loop(b, start, end, 1, |b, f| {
@@ -439,12 +460,17 @@ pub(crate) struct Emitter<'k> {
     /// The loop whose neighbouring points are a vector's lanes, when it is not the innermost
     /// output loop (a column kernel's columns, see [`crate::columns`]).
     pub(crate) lane_loop: Option<usize>,
-    /// Per expression: a max reduction whose NaN propagation no output needs (see
-    /// [`crate::rescale::nan_blind_maxes`]).
-    pub(crate) nan_blind: Vec<bool>,
+    /// The max reduction whose NaN propagation no output needs (see
+    /// [`crate::rescale::nan_blind_max`]).
+    pub(crate) nan_blind: Option<usize>,
     /// A softmax over rows past the L2s: the store-and-rescale pass touches the next row
     /// (see `Emitter::touch_next_row`).
-    pub(crate) touch_next_row: bool,
+    pub(crate) touches_next_row: bool,
+    /// Per expression: an `exp2` whose argument is never positive (a softmax weight).
+    pub(crate) nonpositive_exp2: Vec<bool>,
+    /// Per expression: whether it depends on the innermost output loop (a row kernel's
+    /// row, or a column kernel's rows).
+    pub(crate) row_deps: Vec<bool>,
 }
 
 /// Per expression: whether it is a reduction or reads one, directly or not.
@@ -588,9 +614,8 @@ impl Emitter<'_> {
             vars[lv] = None;
             self.reductions(b, &mut row_vals, vars, extents, None);
             // Everything else that does not vary along the row (1/sum, -max) once per row.
-            let dep = self.k.depends_on(lv);
-            for (e, &varies) in dep.iter().enumerate() {
-                if !varies && !matches!(self.phases[e], Phase::Inner(_)) {
+            for e in 0..self.k.exprs.len() {
+                if !self.row_deps[e] && !matches!(self.phases[e], Phase::Inner(_)) {
                     self.ensure(b, e, &mut row_vals, vars, None, false);
                 }
             }
@@ -643,11 +668,8 @@ impl Emitter<'_> {
             let base = self.affine(b, &st.index, vars);
             let addr = byte_addr(b, self.ptrs[r.arg], base);
             let ty = if vector { types::F32X4 } else { types::F32 };
-            let fl = MemFlagsData::new()
-                .with_notrap()
-                .with_endianness(cranelift_codegen::ir::Endianness::Little);
             vals[r.factor] = Some(Val {
-                v: b.ins().load(ty, fl, addr, 0),
+                v: b.ins().load(ty, vflags().with_notrap(), addr, 0),
                 vector,
             });
         }
@@ -785,46 +807,19 @@ impl Emitter<'_> {
     /// `e` as `(y, k)` when it is `y * k` with `k` a positive constant (as f32) whose `y` is
     /// computed (not the constant side of a product of two constants).
     fn scaled_by_positive(&self, e: usize) -> Option<(usize, f32)> {
-        let Expr::Binary {
-            op: BinaryOp::Mul,
-            a,
-            b,
-            dtype: DType::F32,
-        } = self.k.exprs[e]
-        else {
+        use crate::rescale::times_positive;
+        let (mut y, k) = times_positive(self.k, e)?;
+        let mut k = k as f32;
+        if !math::scaled_exp2_takes(k) {
             return None;
-        };
-        let positive = |c: usize| {
-            self.k.exprs[c]
-                .const_value()
-                .map(|v| v as f32)
-                .filter(|&v| math::scaled_exp2_takes(v))
-        };
-        let (mut y, mut k) = match (positive(a), positive(b)) {
-            (None, Some(k)) => (a, k),
-            (Some(k), None) => (b, k),
-            _ => return None,
-        };
+        }
         // A power-of-two factor inside (a softmax scale, see `hoist_scale_out_of_max`)
         // joins `k` exactly.
-        while let Expr::Binary {
-            op: BinaryOp::Mul,
-            a,
-            b,
-            dtype: DType::F32,
-        } = self.k.exprs[y]
+        while let Some((inner, c)) = times_positive(self.k, y)
+            && is_power_of_two(c as f32)
+            && math::scaled_exp2_takes(c as f32 * k)
         {
-            let pow2 = |c: usize| {
-                self.k.exprs[c]
-                    .const_value()
-                    .map(|v| v as f32)
-                    .filter(|&v| is_power_of_two(v) && math::scaled_exp2_takes(v * k))
-            };
-            match (pow2(a), pow2(b)) {
-                (None, Some(c)) => (y, k) = (a, k * c),
-                (Some(c), None) => (y, k) = (b, k * c),
-                _ => break,
-            }
+            (y, k) = (inner, c as f32 * k);
         }
         Some((y, k))
     }
@@ -902,24 +897,14 @@ impl Emitter<'_> {
                         b.ins().uextend(types::I32, ok)
                     })
                     .collect();
-                if lanes_n == 1 {
-                    Val {
-                        v: lanes[0],
-                        vector: false,
-                    }
-                } else {
-                    Val {
-                        v: build_vector(b, types::I32X4, &lanes),
-                        vector: true,
-                    }
-                }
+                from_lanes(b, types::I32X4, &lanes)
             }
             // A softmax weight `exp2(y * k)`: the product is left to the exp (one rounding).
             Expr::Unary {
                 op: UnaryOp::Exp2,
                 x,
                 dtype: DType::F32,
-            } if crate::rescale::is_nonpositive(self.k, *x)
+            } if self.nonpositive_exp2[e]
                 && let Some((y, k)) = self.scaled_by_positive(*x) =>
             {
                 let yv = get(y);
@@ -932,7 +917,7 @@ impl Emitter<'_> {
                 op: UnaryOp::Exp2,
                 x,
                 dtype: DType::F32,
-            } if crate::rescale::is_nonpositive(self.k, *x) => Val {
+            } if self.nonpositive_exp2[e] => Val {
                 v: math::exp2_nonpositive(b, get(*x).v),
                 vector: get(*x).vector,
             },

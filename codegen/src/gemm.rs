@@ -18,11 +18,9 @@ use cranegrad_lower::kernel::{Expr, GEMM_KG, GEMM_MR, GEMM_NR, GemmShape, Kernel
 use crate::emit::{Emitter, Val, emit_loop, split_flat};
 use crate::memory::{build_vector, byte_addr};
 
-fn vflags() -> MemFlagsData {
-    MemFlagsData::new()
-        .with_notrap()
-        .with_readonly()
-        .with_endianness(cranelift_codegen::ir::Endianness::Little)
+/// Vector loads of B: notrap, readonly (B is a weight or an input, never written here).
+fn b_flags() -> MemFlagsData {
+    crate::emit::vflags().with_notrap().with_readonly()
 }
 
 impl Emitter<'_> {
@@ -338,7 +336,7 @@ impl Emitter<'_> {
             self.row_vars(b, g, vars, extents, r);
             let stat = self.row_stat(b, g, r);
             for &(offset, j, other, lane) in &points {
-                vars[g.n_loop] = Some(if g.pair.is_some() && lane.is_none() {
+                vars[g.n_loop] = Some(if offset == 0 {
                     n0
                 } else {
                     b.ins().iadd_imm_s(n0, offset as i64)
@@ -469,8 +467,8 @@ fn strided_accumulate(
     // One k step at displacement `koff` steps from the pointers.
     let step = |b: &mut FunctionBuilder, set: usize, koff: i64| {
         let bp = b.use_var(b_ptr);
-        let b0 = load_at(b, types::F32X4, vflags(), bp, koff * bk);
-        let b1 = load_at(b, types::F32X4, vflags(), bp, koff * bk + 16);
+        let b0 = load_at(b, types::F32X4, b_flags(), bp, koff * bk);
+        let b1 = load_at(b, types::F32X4, b_flags(), bp, koff * bk + 16);
         for (i, &(ap, disp)) in a_rows.iter().enumerate() {
             let p = b.use_var(ap);
             let a = load_at(b, types::F32, a_flags(), p, disp + koff * ak);
@@ -613,7 +611,7 @@ fn grouped_pass(
             let bv: Vec<Value> = (c0..c0 + 4)
                 .map(|c| {
                     let off = g * group_bytes + ((cols.start + c) * GEMM_KG * 4) as i64;
-                    b.ins().load(types::F32X4, vflags(), bp, off as i32)
+                    b.ins().load(types::F32X4, b_flags(), bp, off as i32)
                 })
                 .collect();
             for r in 0..a_rows.len() {

@@ -2,7 +2,9 @@
 //! address is an affine index the bounds proof (`crate::bounds`) covers; a padded lane reads
 //! index 0 and is replaced by 0.
 
-use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Type, Value, condcodes::IntCC, types};
+use cranelift_codegen::ir::{
+    Endianness, InstBuilder, MemFlagsData, Type, Value, condcodes::IntCC, types,
+};
 use cranelift_frontend::FunctionBuilder;
 
 use cranegrad_graph::DType;
@@ -28,12 +30,8 @@ impl Emitter<'_> {
             b.ins().store(fl, v.v, addr, 0);
         } else if coeff == 1 {
             let addr = byte_addr(b, ptr, base);
-            b.ins().store(
-                fl.with_endianness(cranelift_codegen::ir::Endianness::Little),
-                v.v,
-                addr,
-                0,
-            );
+            b.ins()
+                .store(fl.with_endianness(Endianness::Little), v.v, addr, 0);
         } else {
             for l in 0..LANES {
                 let x = b.ins().extractlane(v.v, l as u8);
@@ -98,7 +96,7 @@ impl Emitter<'_> {
             let at = b.ins().iadd(base, off);
             if vector && c == 1 {
                 let addr = byte_addr(b, ptr, at);
-                let fl = ro.with_endianness(cranelift_codegen::ir::Endianness::Little);
+                let fl = ro.with_endianness(Endianness::Little);
                 return Val {
                     v: b.ins().load(vector_ty(dtype), fl, addr, 0),
                     vector: true,
@@ -132,10 +130,10 @@ impl Emitter<'_> {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     /// A load of `arg` at `index`: one vector load at stride 1 along the lanes, a scalar one
     /// (splat later if needed) at stride 0, else a gather of the lanes; padded lanes read
     /// index 0 and become 0.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn load(
         &self,
         b: &mut FunctionBuilder,
@@ -166,7 +164,7 @@ impl Emitter<'_> {
             }
             if c == 1 {
                 let addr = byte_addr(b, ptr, base);
-                let fl = ro.with_endianness(cranelift_codegen::ir::Endianness::Little);
+                let fl = ro.with_endianness(Endianness::Little);
                 return Val {
                     v: b.ins().load(vector_ty(dtype), fl, addr, 0),
                     vector: true,
@@ -198,17 +196,7 @@ impl Emitter<'_> {
                 b.ins().select(ok, v, z)
             })
             .collect();
-        if n == 1 {
-            Val {
-                v: lanes[0],
-                vector: false,
-            }
-        } else {
-            Val {
-                v: build_vector(b, vector_ty(dtype), &lanes),
-                vector: true,
-            }
-        }
+        from_lanes(b, vector_ty(dtype), &lanes)
     }
 }
 
@@ -230,4 +218,18 @@ pub(crate) fn build_vector(b: &mut FunctionBuilder, ty: Type, lanes: &[Value]) -
         v = b.ins().insertlane(v, x, l as u8);
     }
     v
+}
+
+/// One lane as a scalar value, more as a vector of type `ty`.
+pub(crate) fn from_lanes(b: &mut FunctionBuilder, ty: Type, lanes: &[Value]) -> Val {
+    match lanes {
+        [one] => Val {
+            v: *one,
+            vector: false,
+        },
+        _ => Val {
+            v: build_vector(b, ty, lanes),
+            vector: true,
+        },
+    }
 }

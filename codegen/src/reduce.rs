@@ -9,6 +9,7 @@ use cranegrad_graph::{DType, ReduceOp};
 use cranegrad_lower::kernel::Expr;
 
 use crate::emit::{Emitter, LANES, Phase, Val, emit_loop, scalar_ty, vector_ty, vflags};
+use crate::scalar_ops::float_max;
 
 impl Emitter<'_> {
     /// Reduction `e`'s loop body (`inner`, the expressions that depend on its variable) and
@@ -32,36 +33,56 @@ impl Emitter<'_> {
         (inner, outside)
     }
 
-    /// Loads, and drops, the next row's vector of every contiguous row load in `inner` (row
-    /// `next`, clamped to the last row, so the address is one the kernel may read): the
-    /// store-and-rescale pass is bound by its FP operations, so these loads ride along for
-    /// free and the next row's max pass reads L1 instead of L3. The loads may trap, so
-    /// Cranelift keeps them though their values are unused.
+    /// The contiguous row loads of `inner` (along reduce loop `var`) with the byte distance
+    /// from the current row to the next (clamped to the last row, so the address is one the
+    /// kernel may read), computed once per row for [`Emitter::touch_next_row`].
+    fn next_row_loads(
+        &self,
+        b: &mut FunctionBuilder,
+        inner: &[usize],
+        var: usize,
+        row: Value,
+        rows: Value,
+    ) -> Vec<(usize, Value)> {
+        let last = b.ins().iadd_imm_s(rows, -1);
+        let next = b.ins().iadd_imm_s(row, 1);
+        let next = b.ins().smin(next, last);
+        let step = b.ins().isub(next, row);
+        inner
+            .iter()
+            .filter_map(|&k| match &self.k.exprs[k] {
+                Expr::Load { index, conds, .. }
+                    if conds.is_empty() && index.coeff(0) != 0 && index.coeff(var) == 1 =>
+                {
+                    Some((k, b.ins().imul_imm_s(step, index.coeff(0) * 4)))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Loads, and drops, the next row's vector of each of `loads` (see
+    /// [`Emitter::next_row_loads`]): the store-and-rescale pass is bound by its FP operations,
+    /// so these loads ride along for free and the next row's max pass reads L1 instead of L3.
+    /// The loads may trap, so Cranelift keeps them though their values are unused.
     fn touch_next_row(
         &mut self,
         b: &mut FunctionBuilder,
-        inner: &[usize],
+        loads: &[(usize, Value)],
         vars: &[Option<Value>],
-        var: usize,
-        next: Value,
     ) {
-        let mut at = vars.to_vec();
-        at[0] = Some(next);
-        for &k in inner {
-            if let Expr::Load {
-                arg, index, conds, ..
-            } = &self.k.exprs[k]
-                && conds.is_empty()
-                && index.coeff(0) != 0
-                && index.coeff(var) == 1
-            {
-                let base = self.affine(b, index, &at);
-                let addr = crate::memory::byte_addr(b, self.ptrs[*arg], base);
-                // No `notrap`: a load that may trap is kept though its value is unused.
-                let may_trap =
-                    MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little);
-                b.ins().load(types::F32X4, may_trap, addr, 0);
-            }
+        for &(k, step) in loads {
+            let Expr::Load { arg, index, .. } = &self.k.exprs[k] else {
+                continue;
+            };
+            // The same index as the load itself (shared by the index memo), one row on.
+            let base = self.affine(b, index, vars);
+            let here = crate::memory::byte_addr(b, self.ptrs[*arg], base);
+            let there = b.ins().iadd(here, step);
+            // No `notrap`: a load that may trap is kept though its value is unused.
+            let may_trap =
+                MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little);
+            b.ins().load(types::F32X4, may_trap, there, 0);
         }
     }
 
@@ -133,17 +154,12 @@ impl Emitter<'_> {
             b.def_var(tail, tinit);
             let zero = b.ins().iconst(types::I64, 0);
             let snapshot: Vec<Option<Val>> = vals.to_vec();
-            // The next row, clamped to the last, once per row (see `touch_next_row`).
+            // The next row's loads, once per row (see `touch_next_row`).
             let touching =
-                self.touch_next_row && self.rescale.as_ref().is_some_and(|r| r.reduce == e);
+                self.touches_next_row && self.rescale.as_ref().is_some_and(|r| r.reduce == e);
             let next_row = match vars[0] {
-                Some(row) if touching => {
-                    let rows = self.dim(b, &self.k.loops[0].extent);
-                    let last = b.ins().iadd_imm_s(rows, -1);
-                    let next = b.ins().iadd_imm_s(row, 1);
-                    Some(b.ins().smin(next, last))
-                }
-                _ => None,
+                Some(row) if touching => self.next_row_loads(b, &inner, var, row, extents[0]),
+                _ => Vec::new(),
             };
             let body = |this: &mut Self,
                         b: &mut FunctionBuilder,
@@ -153,8 +169,8 @@ impl Emitter<'_> {
                         lane: Option<usize>,
                         target: Variable| {
                 vars[var] = Some(i);
-                if let Some(next) = next_row.filter(|_| vector) {
-                    this.touch_next_row(b, &inner, vars, var, next);
+                if vector {
+                    this.touch_next_row(b, &next_row, vars);
                 }
                 let a = b.use_var(target);
                 let nv = this.reduce_step(b, e, &inner, snapshot.clone(), vars, (lane, vector), a);
@@ -217,15 +233,10 @@ impl Emitter<'_> {
         acc: Value,
         x: Value,
     ) -> Value {
-        if !self.nan_blind[e] {
-            return combine(b, op, dtype, acc, x);
-        }
-        let lt = b.ins().fcmp(FloatCC::LessThan, acc, x);
-        if b.func.dfg.value_type(acc).is_vector() {
-            let m = b.ins().bitcast(types::F32X4, vflags(), lt);
-            b.ins().bitselect(m, x, acc)
+        if self.nan_blind == Some(e) {
+            float_max(b, acc, x)
         } else {
-            b.ins().select(lt, x, acc)
+            combine(b, op, dtype, acc, x)
         }
     }
 
@@ -255,18 +266,14 @@ impl Emitter<'_> {
 /// NaN accumulator) plus an unordered compare that turns a NaN `x` into an all-ones (NaN)
 /// result — 3 instructions instead of Cranelift's 9-instruction `fmax` sequence.
 fn nan_propagating_max(b: &mut FunctionBuilder, acc: Value, x: Value) -> Value {
-    let vector = b.func.dfg.value_type(acc).is_vector();
-    let lt = b.ins().fcmp(FloatCC::LessThan, acc, x);
+    let kept = float_max(b, acc, x);
     let nan = b.ins().fcmp(FloatCC::Unordered, x, x);
-    if vector {
-        let m = b.ins().bitcast(types::F32X4, vflags(), lt);
-        let t = b.ins().bitselect(m, x, acc);
-        let t = b.ins().bitcast(types::I32X4, vflags(), t);
+    if b.func.dfg.value_type(acc).is_vector() {
+        let t = b.ins().bitcast(types::I32X4, vflags(), kept);
         let t = b.ins().bor(t, nan);
         b.ins().bitcast(types::F32X4, vflags(), t)
     } else {
-        let t = b.ins().select(lt, x, acc);
-        b.ins().select(nan, x, t)
+        b.ins().select(nan, x, kept)
     }
 }
 

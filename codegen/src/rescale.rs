@@ -135,7 +135,7 @@ fn minus_own_max(k: &Kernel, x: ExprId, neg: ExprId) -> bool {
 }
 
 /// `e` as `(a, c)` when it is `a * c` with `c` a positive constant (either order).
-fn times_positive(k: &Kernel, e: ExprId) -> Option<(ExprId, f64)> {
+pub(crate) fn times_positive(k: &Kernel, e: ExprId) -> Option<(ExprId, f64)> {
     let Expr::Binary {
         op: BinaryOp::Mul,
         a,
@@ -220,22 +220,22 @@ pub fn find_rescale(k: &Kernel, dep_lv: &[bool], column: bool) -> Option<Rescale
     })
 }
 
-/// The max reductions of a softmax-shaped store-and-rescale whose NaN propagation no output
+/// The max reduction of a softmax-shaped store-and-rescale whose NaN propagation no output
 /// needs, so the reduce loop may use one plain `maxps` per vector. That holds when the max
 /// `m` is read only by `exp2` arguments `(x - m) * c` of `E` and of the summed value, the
 /// output is `E / sum(E)`, and every op between is NaN-preserving: a NaN among a row's `x`
 /// is then a NaN `E` at its position, a NaN sum and a NaN at every output, whatever `m` is.
-pub fn nan_blind_maxes(k: &Kernel, r: &Rescale) -> Vec<ExprId> {
+pub fn nan_blind_max(k: &Kernel, r: &Rescale) -> Option<ExprId> {
     let out = k.stores[0].value;
     let Expr::Reduce { x: summed, .. } = k.exprs[r.reduce] else {
-        return vec![];
+        return None;
     };
     let is_recip_of_sum = matches!(
         k.exprs[r.scale],
         Expr::Unary { op: cranegrad_graph::UnaryOp::Recip, x, .. } if x == r.reduce
     );
     if !is_recip_of_sum {
-        return vec![];
+        return None;
     }
     // Each exp2's path back to its max: the exp2, its positive scalings, the add, the neg.
     let mut path: Vec<ExprId> = Vec::new();
@@ -247,7 +247,7 @@ pub fn nan_blind_maxes(k: &Kernel, r: &Rescale) -> Vec<ExprId> {
             ..
         } = k.exprs[e]
         else {
-            return vec![];
+            return None;
         };
         path.push(e);
         while let Some((a, _)) = times_positive(k, arg) {
@@ -261,17 +261,17 @@ pub fn nan_blind_maxes(k: &Kernel, r: &Rescale) -> Vec<ExprId> {
             ..
         } = k.exprs[arg]
         else {
-            return vec![];
+            return None;
         };
         let neg = if minus_own_max(k, a, b) {
             b
         } else if minus_own_max(k, b, a) {
             a
         } else {
-            return vec![];
+            return None;
         };
         let Expr::Unary { x: mut m, .. } = k.exprs[neg] else {
-            return vec![];
+            return None;
         };
         path.extend([arg, neg]);
         // A hoisted scale: `max(x0) * c` (see `own_max`).
@@ -286,12 +286,12 @@ pub fn nan_blind_maxes(k: &Kernel, r: &Rescale) -> Vec<ExprId> {
                 ..
             }
         ) {
-            return vec![];
+            return None;
         }
         maxes.push(m);
     }
     if maxes[0] != maxes[1] {
-        return vec![];
+        return None;
     }
     // Nothing outside the paths reads the max or a value on them (but the sum and the output).
     let allowed = |user: ExprId| path.contains(&user) || user == r.reduce || user == out;
@@ -301,5 +301,5 @@ pub fn nan_blind_maxes(k: &Kernel, r: &Rescale) -> Vec<ExprId> {
         .iter()
         .enumerate()
         .any(|(u, e)| e.operands().into_iter().any(watched) && !allowed(u));
-    if escapes { vec![] } else { vec![maxes[0]] }
+    (!escapes).then_some(maxes[0])
 }

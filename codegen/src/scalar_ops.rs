@@ -1,7 +1,7 @@
 //! The elementwise ops of the kernel IR on Cranelift values, scalar or 4 lanes wide; the
 //! transcendental ones call `crate::math`.
 
-use cranelift_codegen::ir::{InstBuilder, condcodes::FloatCC, condcodes::IntCC, types};
+use cranelift_codegen::ir::{InstBuilder, Value, condcodes::FloatCC, condcodes::IntCC, types};
 use cranelift_frontend::FunctionBuilder;
 
 use cranegrad_graph::{BinaryOp, DType, UnaryOp};
@@ -88,16 +88,8 @@ pub(crate) fn binary(b: &mut FunctionBuilder, op: BinaryOp, input: DType, x: Val
         BinaryOp::Add => b.ins().iadd(a, c),
         BinaryOp::Mul if float => b.ins().fmul(a, c),
         BinaryOp::Mul => b.ins().imul(a, c),
-        // `a < b ? b : a`: one maxps/maxss, and a NaN in `a` (the data in relu) propagates.
-        BinaryOp::Max if float => {
-            let lt = b.ins().fcmp(FloatCC::LessThan, a, c);
-            if vector {
-                let m = b.ins().bitcast(types::F32X4, vflags(), lt);
-                b.ins().bitselect(m, c, a)
-            } else {
-                b.ins().select(lt, c, a)
-            }
-        }
+        // A NaN in `a` (the data in relu) propagates.
+        BinaryOp::Max if float => float_max(b, a, c),
         BinaryOp::Max => {
             let gt = b.ins().icmp(IntCC::SignedGreaterThan, a, c);
             if vector {
@@ -127,4 +119,16 @@ pub(crate) fn binary(b: &mut FunctionBuilder, op: BinaryOp, input: DType, x: Val
         }
     };
     Val { v: r, vector }
+}
+
+/// `a < b ? b : a` on f32 values or vectors: one maxps/maxss. A NaN `a` is kept; a NaN `b`
+/// is not.
+pub(crate) fn float_max(b: &mut FunctionBuilder, a: Value, c: Value) -> Value {
+    let lt = b.ins().fcmp(FloatCC::LessThan, a, c);
+    if b.func.dfg.value_type(a).is_vector() {
+        let m = b.ins().bitcast(types::F32X4, vflags(), lt);
+        b.ins().bitselect(m, c, a)
+    } else {
+        b.ins().select(lt, c, a)
+    }
 }

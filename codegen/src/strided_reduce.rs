@@ -9,8 +9,7 @@
 //! values in reduce order: results are unchanged.
 
 use cranelift_codegen::ir::{
-    InstBuilder, MemFlagsData, StackSlot, StackSlotData, StackSlotKind, Value, condcodes::IntCC,
-    types,
+    InstBuilder, MemFlagsData, StackSlotData, StackSlotKind, Value, condcodes::IntCC, types,
 };
 use cranelift_frontend::FunctionBuilder;
 
@@ -81,16 +80,17 @@ impl Emitter<'_> {
             .map_or(CHUNK_VECTORS, |e| {
                 (e as i64 / LANES).clamp(1, CHUNK_VECTORS)
             });
+        // A new slot's address, taken once, before the loops that use it.
         let new_slot = |b: &mut FunctionBuilder| {
-            b.create_sized_stack_slot(StackSlotData::new(
+            let slot = b.create_sized_stack_slot(StackSlotData::new(
                 StackSlotKind::ExplicitSlot,
                 (slot_vectors * 16) as u32,
                 4,
-            ))
+            ));
+            b.ins().stack_addr(types::I64, slot, 0)
         };
-        // Vector `v`'s place in a slot, and its first output's index.
-        let at = |b: &mut FunctionBuilder, v: Value, slot: StackSlot| {
-            let base = b.ins().stack_addr(types::I64, slot, 0);
+        // Vector `v`'s place in the slot at `base`, and its first output's index.
+        let at = |b: &mut FunctionBuilder, v: Value, base: Value| {
             let off = b.ins().ishl_imm_s(v, 4);
             b.ins().iadd(base, off)
         };
@@ -100,11 +100,11 @@ impl Emitter<'_> {
         };
         // Every value kept in a slot (reductions and the values their loops read), loaded for
         // vector `v`.
-        let mut slots: Vec<(usize, StackSlot)> = Vec::new();
+        let mut slots: Vec<(usize, Value)> = Vec::new();
         let load = |this: &Self,
                     b: &mut FunctionBuilder,
                     v: Value,
-                    slots: &[(usize, StackSlot)],
+                    slots: &[(usize, Value)],
                     only: Option<&[usize]>| {
             let mut vals: Vec<Option<Val>> = vec![None; n];
             for &(e, slot) in slots {
@@ -136,8 +136,7 @@ impl Emitter<'_> {
                 .filter(|&o| slots.iter().all(|&(s, _)| s != o))
                 .collect();
             if !fresh.is_empty() {
-                let kept: Vec<(usize, StackSlot)> =
-                    fresh.iter().map(|&o| (o, new_slot(b))).collect();
+                let kept: Vec<(usize, Value)> = fresh.iter().map(|&o| (o, new_slot(b))).collect();
                 emit_loop(b, zero, vectors, 1, |b, v| {
                     vars[lane] = Some(column(b, v));
                     let mut local = load(self, b, v, &slots, None);
@@ -153,6 +152,12 @@ impl Emitter<'_> {
             }
             let acc_slot = new_slot(b);
             let init = self.identity(b, op, dtype, true);
+            // Constants once, splatted before the loops.
+            let mut fixed: Vec<Option<Val>> = vec![None; n];
+            for &c in &consts {
+                self.ensure(b, c, &mut fixed, vars, Some(lane), true);
+            }
+            let splats = self.presplat(b, &fixed, consts.iter().copied());
             emit_loop(b, zero, vectors, 1, |b, v| {
                 let p = at(b, v, acc_slot);
                 b.ins().store(slot_flags(), init, p, 0);
@@ -163,7 +168,7 @@ impl Emitter<'_> {
                     vars[lane] = Some(column(b, v));
                     let mut local = load(self, b, v, &slots, Some(&outside));
                     for &c in &consts {
-                        self.ensure(b, c, &mut local, vars, Some(lane), true);
+                        local[c] = fixed[c];
                     }
                     let p = at(b, v, acc_slot);
                     let acc = b.ins().load(vector_ty(dtype), slot_flags(), p, 0);
@@ -171,6 +176,7 @@ impl Emitter<'_> {
                     b.ins().store(slot_flags(), nv, p, 0);
                 });
             });
+            self.forget_splats(splats);
             vars[var] = None;
             slots.push((e, acc_slot));
         }

@@ -298,9 +298,6 @@ struct KernelBuilder<'a> {
     n_out_loops: usize,
     /// Extents of the kernel's reduce loops, one per inlined reduction, in order.
     reduce_loops: Vec<Dim>,
-    /// The axis and input shape of each inlined `Reduce` op (a row group's reductions share
-    /// one axis, over the group's row shape).
-    reduced_axes: Vec<(usize, Shape)>,
     /// An output loop to move innermost before the kernel is simplified (see
     /// [`reduced_axis_innermost`]).
     innermost: Option<usize>,
@@ -332,7 +329,6 @@ impl<'a> KernelBuilder<'a> {
             movement: BTreeSet::new(),
             n_out_loops: g.node(root).shape.rank(),
             reduce_loops: Vec::new(),
-            reduced_axes: Vec::new(),
             innermost: None,
         }
     }
@@ -615,7 +611,6 @@ impl<'a> KernelBuilder<'a> {
             Op::Reduce { op, axis } => {
                 let input = self.g.node(ins[0]).shape.clone();
                 self.reduce_loops.push(input.dims()[axis].clone());
-                self.reduced_axes.push((axis, input.clone()));
                 self.note_dim(&input.dims()[axis]);
                 let mut m = map.clone();
                 m.dims[axis] = Affine::var(red);
@@ -795,10 +790,6 @@ impl<'a> KernelBuilder<'a> {
         attention: Option<AttentionSpec>,
     ) -> Launch {
         let template = attention.is_some();
-        let n_out = loops
-            .iter()
-            .take_while(|l| l.kind != LoopKind::Reduce)
-            .count();
         let kernel = Kernel {
             name,
             ops: self.ops,
@@ -812,7 +803,7 @@ impl<'a> KernelBuilder<'a> {
             parts: Vec::new(),
         };
         let kernel = match self.innermost {
-            Some(axis) => reduced_axis_innermost(kernel, axis, n_out),
+            Some(axis) => reduced_axis_innermost(kernel, axis, self.n_out_loops),
             None => kernel,
         };
         let kernel = if template {
@@ -858,19 +849,12 @@ impl<'a> KernelBuilder<'a> {
             });
         }
         let has_matmul = self.ops.iter().any(|o| o == "matmul");
-        // A row group over a strided axis (its reductions share the axis and read rows of
-        // the root's own shape): its rows become the innermost loop.
-        if root.op.is_elementwise()
-            && !has_matmul
-            && let Some((axis, row_shape)) = self.reduced_axes.first()
-            && self
-                .reduced_axes
-                .iter()
-                .all(|(a, s)| a == axis && s == row_shape)
-            && *row_shape == root.shape
-            && root.shape.dims()[*axis] != Dim::Const(1)
+        // A row group over a strided axis (the root is its row-shaped exit): its rows become
+        // the innermost loop.
+        if let Some(&Some(axis)) = self.fusion.row_exits.get(&self.root)
+            && !root.shape.dims()[axis].is_one()
         {
-            self.innermost = Some(*axis);
+            self.innermost = Some(axis);
         }
         let kind = match &root.op {
             Op::Reduce {

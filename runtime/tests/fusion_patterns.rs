@@ -177,6 +177,32 @@ fn norm_matmul(g: &Graph, rows: usize, k: usize, n: usize, scale: f32) -> Tensor
 }
 
 #[test]
+fn a_matmul_takes_its_epilogue_before_a_reduction_does() {
+    // `x @ W + sum(y, -1)` (without the kept axis): both could run in the add's kernel, which
+    // takes one; the matmul's, as a GEMM epilogue, is the one worth having. The sum comes
+    // first in topological order.
+    let g = Graph::new();
+    let y = g
+        .input_with_data("y", Shape::of(&[5, 17, 3]), rand_vec(5 * 17 * 3, 61, 1.0))
+        .unwrap();
+    let s = y.sum(-1, false).unwrap();
+    let x = g
+        .input_with_data("x", Shape::of(&[5, 33]), rand_vec(5 * 33, 62, 1.0))
+        .unwrap();
+    let w = g
+        .input_with_data("w", Shape::of(&[33, 17]), rand_vec(33 * 17, 63, 1.0))
+        .unwrap();
+    let out = s.add(&x.matmul(&w).unwrap()).unwrap();
+    let l = lowered(&[&out]);
+    // The GEMM kernel stores the sum: the add is its epilogue.
+    let gemm_adds = l.schedule.launches.iter().any(|launch| {
+        launch.kernel.gemm().is_some() && launch.kernel.ops.iter().any(|o| o == "add")
+    });
+    assert!(gemm_adds, "{}", l.schedule.text());
+    check_all(&[&out], &Feeds::new(), &Bindings::new(), 1e-4, 1e-4);
+}
+
+#[test]
 fn rmsnorm_matmul_is_one_kernel() {
     for &rows in &SIZES {
         for &(k, n) in &[(33usize, 17usize), (64, 8), (17, 100)] {
@@ -368,6 +394,18 @@ fn strided_axis_softmax_and_standardisation_are_one_kernel() {
             .unwrap();
         let s = x.mul_scalar(0.5).unwrap().softmax(axis).unwrap();
         assert_eq!(kernels(&s), 1, "softmax over axis {axis} of {dims:?}");
+        // The reduced axis is the kernel's innermost output loop (`reduced_axis_innermost`),
+        // unless simplify_loops dropped it or merged it away.
+        let k = &lowered(&[&s]).schedule.launches[0].kernel;
+        let outs = k.output_loops();
+        if axis as usize + 1 < dims.len() && dims[axis as usize] > 1 && dims[dims.len() - 1] > 1 {
+            let inner = outs.last().map(|l| l.extent.clone());
+            assert_eq!(
+                inner,
+                Some(cranegrad_graph::Dim::Const(dims[axis as usize])),
+                "{dims:?}:\n{k}"
+            );
+        }
         let mean = x.mean(axis, true).unwrap();
         let var = x.var(axis, true).unwrap();
         let z = x
@@ -512,19 +550,11 @@ fn a_positive_scale_moves_out_of_the_max() {
             })
         });
         assert_eq!(max_reads_load, hoisted, "scale {s}:\n{}", l.schedule.text());
-        let load_times_s = l.schedule.launches.iter().any(|launch| {
-            let exprs = &launch.kernel.exprs;
-            exprs.iter().any(|e| match e {
-                Expr::Binary { a, b, .. } => {
-                    let (a, b) = (&exprs[*a], &exprs[*b]);
-                    matches!(a, Expr::Load { .. }) && b.const_value() == Some(s)
-                        || matches!(b, Expr::Load { .. }) && a.const_value() == Some(s)
-                }
-                _ => false,
-            })
-        });
+        let load_times_s = multiplies_a_load_by(&l, s);
         assert_eq!(!load_times_s, factored, "scale {s}:\n{}", l.schedule.text());
         check_all(&[&y, &m], &Feeds::new(), &Bindings::new(), 1e-4, 1e-4);
+        // The hoist is exact: the max comes out bit for bit as the interpreter's `max(x * s)`.
+        check_all(&[&m], &Feeds::new(), &Bindings::new(), 0.0, 0.0);
     }
 }
 
@@ -541,19 +571,27 @@ fn shifted_logits_as_an_output_are_factored_too() {
     let e = d.exp().unwrap();
     let s = e.div(&e.sum(-1, true).unwrap()).unwrap();
     let l = lowered(&[&d, &s]);
-    let load_times_half = l.schedule.launches.iter().any(|launch| {
+    let load_times_half = multiplies_a_load_by(&l, 0.5);
+    assert!(!load_times_half, "{}", l.schedule.text());
+    check_all(&[&d, &s], &Feeds::new(), &Bindings::new(), 1e-5, 1e-5);
+    // The factoring is exact for a power of two: `(x - max) * 0.5` is the interpreter's
+    // `x * 0.5 - max(x * 0.5)` bit for bit.
+    check_all(&[&d], &Feeds::new(), &Bindings::new(), 0.0, 0.0);
+}
+
+/// True when a kernel of `l` multiplies a load by the constant `c`.
+fn multiplies_a_load_by(l: &Lowered, c: f64) -> bool {
+    l.schedule.launches.iter().any(|launch| {
         let exprs = &launch.kernel.exprs;
-        exprs.iter().any(|ex| match ex {
+        exprs.iter().any(|e| match e {
             Expr::Binary { a, b, .. } => {
-                matches!(exprs[*a], Expr::Load { .. }) && exprs[*b].const_value() == Some(0.5)
-                    || matches!(exprs[*b], Expr::Load { .. })
-                        && exprs[*a].const_value() == Some(0.5)
+                let (a, b) = (&exprs[*a], &exprs[*b]);
+                matches!(a, Expr::Load { .. }) && b.const_value() == Some(c)
+                    || matches!(b, Expr::Load { .. }) && a.const_value() == Some(c)
             }
             _ => false,
         })
-    });
-    assert!(!load_times_half, "{}", l.schedule.text());
-    check_all(&[&d, &s], &Feeds::new(), &Bindings::new(), 1e-5, 1e-5);
+    })
 }
 
 #[test]

@@ -48,9 +48,10 @@ pub struct Fusion {
     pub realized: BTreeSet<NodeId>,
     /// Kernel roots that run as one flash-attention kernel, with their pattern.
     pub attention: std::collections::BTreeMap<NodeId, super::fuse_attention::Attention>,
-    /// Exits of row groups (`fuse_rows`): kernels that already compute their row's
-    /// reductions, so they take no epilogue reduction.
-    pub row_exits: BTreeSet<NodeId>,
+    /// Exits of row groups (`fuse_rows`), with the axis their rows run along (`None` when
+    /// groups over different axes end in one node): kernels that already compute their
+    /// row's reductions, so they take no epilogue reduction.
+    pub row_exits: std::collections::BTreeMap<NodeId, Option<usize>>,
 }
 
 impl Fusion {
@@ -313,7 +314,7 @@ fn fuse_epilogues(g: &GraphData, order: &[NodeId], outputs: &[NodeId], f: &mut F
         if outputs.contains(&n) {
             continue;
         }
-        let Some(root) = epilogue_root(g, f, n).filter(|r| !f.row_exits.contains(r)) else {
+        let Some(root) = epilogue_root(g, f, n).filter(|r| !f.row_exits.contains_key(r)) else {
             continue;
         };
         let taken = fused.entry(root).or_default();

@@ -33,7 +33,7 @@ fn row_group(
     _f: &Fusion,
     r: NodeId,
     outputs: &[NodeId],
-) -> Option<(BTreeSet<NodeId>, NodeId)> {
+) -> Option<(BTreeSet<NodeId>, NodeId, usize)> {
     let axis = reduce_axis(g, r)?;
     let red_shape = g.node(r).shape.clone();
     let input = g.inputs(r)[0];
@@ -85,7 +85,7 @@ fn row_group(
         return None;
     }
     // Every member must feed T (no member escapes to a consumer outside the group).
-    Some((members, t))
+    Some((members, t, axis))
 }
 
 /// Un-realizes the reductions (and the intermediates between them) of every row group.
@@ -95,12 +95,19 @@ pub fn fuse_rows(g: &GraphData, order: &[NodeId], outputs: &[NodeId], f: &mut Fu
         if claimed.contains(&n) || !f.realized.contains(&n) || reduce_axis(g, n).is_none() {
             continue;
         }
-        let Some((members, t)) = row_group(g, f, n, outputs) else {
+        let Some((members, t, axis)) = row_group(g, f, n, outputs) else {
             continue;
         };
         // The group's exit is the kernel root: the row's outputs are written once.
         f.realized.insert(t);
-        f.row_exits.insert(t);
+        f.row_exits
+            .entry(t)
+            .and_modify(|a| {
+                if *a != Some(axis) {
+                    *a = None;
+                }
+            })
+            .or_insert(Some(axis));
         for m in members {
             if m != t {
                 f.realized.remove(&m);

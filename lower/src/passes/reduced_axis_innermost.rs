@@ -1,9 +1,9 @@
 //! Loop reordering on a built kernel: a row group's kernel (see `fuse_rows`) whose
 //! reductions run over a strided axis (a column softmax, a norm over axis 0) gets that axis
-//! as its innermost output loop; the kernel builder checks that the reductions read rows of
-//! the kernel's own shape. Its
-//! reductions then no longer depend on the innermost loop, which is what makes codegen run
-//! them once per row (per column here) before the row's outputs, as for a last-axis softmax.
+//! as its innermost output loop (the kernel builder checks that the reductions read rows of
+//! the kernel's own shape). Its reductions then no longer depend on the innermost loop,
+//! which is what makes codegen run them once per row (per column here) before the row's
+//! outputs, as for a last-axis softmax.
 
 use super::simplify_loops::for_each_affine;
 use crate::kernel::Kernel;
