@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use cranegrad_graph::HostData;
-use cranegrad_lower::kernel::{GEMM_KG, GEMM_NR, panel_words};
+use cranegrad_lower::kernel::{GEMM_KG, GEMM_NR, panel_offset, panel_words};
 
 use crate::buffer::AlignedBuf;
 
@@ -80,11 +80,11 @@ impl ColumnSource<'_> {
 /// (`cols[i]` = (panel position, source)). An `[n, k]` source is read as sequential
 /// streams, one per column. Absent columns and k beyond `k` stay zero.
 fn fill_panel(panel: &mut [u32], k: usize, cols: &[(usize, ColumnSource<'_>)]) {
-    for (g, group) in panel.chunks_exact_mut(GEMM_KG * GEMM_NR).enumerate() {
-        let k0 = g * GEMM_KG;
+    for k0 in (0..k).step_by(GEMM_KG) {
         let run = (k - k0).min(GEMM_KG);
         for &(pos, src) in cols {
-            let out = &mut group[pos * GEMM_KG..pos * GEMM_KG + run];
+            let at = panel_offset(k0, pos);
+            let out = &mut panel[at..at + run];
             if src.transposed && src.scale.is_none() {
                 let from = src.col * k + k0;
                 out.copy_from_slice(&src.words[from..from + run]);
