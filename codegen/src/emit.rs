@@ -240,8 +240,9 @@ pub fn emit_kernel(
     let symv: Vec<Value> = (0..k.symbols.len())
         .map(|i| b.ins().load(types::I64, ro, syms, (8 * i) as i32))
         .collect();
+    let mut jams = Vec::new();
     if k.parts.is_empty() {
-        emit_body(k, &mut b, &ptrs, &symv, start, end);
+        jams.extend(emit_body(k, &mut b, &ptrs, &symv, start, end));
     } else {
         // Each part runs the slice of [start, end) that falls in its units.
         let mut offset = 0i64;
@@ -260,7 +261,7 @@ pub fn emit_kernel(
             b.ins().brif(c, run, &[], next, &[]);
             b.switch_to_block(run);
             b.seal_block(run);
-            emit_body(part, &mut b, &ptrs, &symv, lo, hi);
+            jams.extend(emit_body(part, &mut b, &ptrs, &symv, lo, hi));
             b.ins().jump(next, &[]);
             b.switch_to_block(next);
             b.seal_block(next);
@@ -269,6 +270,10 @@ pub fn emit_kernel(
     }
     b.ins().return_(&[]);
     b.finalize(frontend);
+    let slots = ptrs.iter().enumerate().map(|(a, &p)| (p, a)).collect();
+    for j in &jams {
+        crate::interleave::interleave(func, &slots, j);
+    }
 }
 
 /// Emits one kernel body (a whole kernel, or a part of a group) over units `[start, end)`.
@@ -279,7 +284,7 @@ fn emit_body(
     symv: &[Value],
     start: Value,
     end: Value,
-) {
+) -> Vec<crate::interleave::Jam> {
     let ph = phases(k);
     let along = (0..k.loops.len()).map(|j| along_ok(k, &ph, j)).collect();
     let deps = row_deps(k);
@@ -317,6 +322,7 @@ fn emit_body(
         touches_next_row: false,
         nonpositive_exp2,
         row_deps: deps,
+        jams: Vec::new(),
     };
     if row {
         em.rescale = crate::rescale::find_rescale(k, &em.row_deps, column.is_some());
@@ -330,11 +336,11 @@ fn emit_body(
     let mut vars: Vec<Option<Value>> = vec![None; k.loops.len()];
     if let Some(a) = &k.attention {
         em.attention(b, a, &mut vars, &extents, start, end);
-        return;
+        return em.jams;
     }
     if let Some(g) = k.gemm() {
         em.gemm(b, &g, &mut vars, &extents, start, end);
-        return;
+        return em.jams;
     }
     match n_out {
         0 => {
@@ -360,6 +366,7 @@ fn emit_body(
             });
         }
     }
+    em.jams
 }
 
 /// Sets loop variables `0..n` from a flat row-major index over their extents: how the ABI's
@@ -468,6 +475,8 @@ pub(crate) struct Emitter<'k> {
     pub(crate) touches_next_row: bool,
     /// Per expression: an `exp2` whose argument is never positive (a softmax weight).
     pub(crate) nonpositive_exp2: Vec<bool>,
+    /// Jammed loop bodies to interleave after the function is built.
+    pub(crate) jams: Vec<crate::interleave::Jam>,
     /// Per expression: whether it depends on the innermost output loop (a row kernel's
     /// row, or a column kernel's rows).
     pub(crate) row_deps: Vec<bool>,

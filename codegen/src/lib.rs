@@ -6,6 +6,7 @@ pub mod cache;
 mod columns;
 pub mod emit;
 pub mod gemm;
+mod interleave;
 pub mod isa;
 pub mod math;
 mod memory;

@@ -182,11 +182,21 @@ impl Emitter<'_> {
                 let second = b.declare_var(vector_ty(dtype));
                 b.def_var(second, init);
                 let added = self.presplat(b, vals, outside.iter().copied());
+                // The two vectors' chains are independent: interleaved once built.
+                let mut jam = None;
                 let rest = emit_loop(b, zero, extents[var], 2 * LANES, |b, i| {
-                    body(self, b, vars, i, true, Some(var), acc);
                     let i2 = b.ins().iadd_imm_s(i, LANES);
-                    body(self, b, vars, i2, true, Some(var), second)
+                    let block = b.current_block().expect("in the loop body");
+                    let mut cuts = vec![b.func.layout.last_inst(block)];
+                    body(self, b, vars, i, true, Some(var), acc);
+                    cuts.push(b.func.layout.last_inst(block));
+                    body(self, b, vars, i2, true, Some(var), second);
+                    cuts.push(b.func.layout.last_inst(block));
+                    if b.current_block() == Some(block) {
+                        jam = Some(crate::interleave::Jam { block, cuts });
+                    }
                 });
+                self.jams.extend(jam);
                 let rest = emit_loop(b, rest, extents[var], LANES, |b, i| {
                     body(self, b, vars, i, true, Some(var), acc)
                 });

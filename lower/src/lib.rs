@@ -170,6 +170,7 @@ pub fn lower(
             micros: t.elapsed().as_secs_f64() * 1e6,
         });
     }
+    schedule.check_distinct_args()?;
     Ok(Lowered {
         graph: g,
         outputs: outs,

@@ -70,6 +70,24 @@ pub struct Launch {
     pub nodes: Vec<NodeId>,
 }
 
+impl Schedule {
+    /// Every launch binds distinct buffers to its argument slots. Code generation relies on
+    /// it: it reorders loads past stores of other slots. A buffer
+    /// a kernel both reads and writes (a softmax's stored `exp`) is one slot, read back.
+    pub fn check_distinct_args(&self) -> Result<(), LowerError> {
+        for l in &self.launches {
+            let mut seen = BTreeSet::new();
+            if let Some(b) = l.args.iter().find(|&&b| !seen.insert(b)) {
+                return Err(LowerError::Internal(format!(
+                    "kernel {} binds buffer {b} to two argument slots",
+                    l.kernel.name
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The lowered program: kernels in execution order over a set of buffers.
 #[derive(Clone, Debug, Default)]
 pub struct Schedule {

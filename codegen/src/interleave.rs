@@ -1,0 +1,228 @@
+//! Interleaves the independent vector groups of an unrolled loop body instruction by
+//! instruction, once the function is built.
+//!
+//! Row kernels are compiled without Cranelift's optimiser, which emits instructions in the
+//! order written, and the emitter writes a two-vector body as one vector's whole chain
+//! (softmax: an `exp2` of ~20 dependent operations) after the other's. Zen 4 then holds
+//! too few independent operations in its scheduler to keep both FMA pipes busy. Taking one
+//! instruction from each group in turn puts the two chains side by side.
+
+use std::collections::HashMap;
+
+use cranelift_codegen::ir::{Block, Function, Inst, InstructionData, Opcode, Value, ValueDef};
+
+/// A block whose instructions after `cuts[0]` up to and including `cuts[n]` form `n`
+/// independent groups (`None` = the block's start); the instructions before and after stay
+/// where they are.
+pub(crate) struct Jam {
+    /// The unrolled loop body.
+    pub(crate) block: Block,
+    /// The last instruction before each group, then the last of the final group.
+    pub(crate) cuts: Vec<Option<Inst>>,
+}
+
+/// What a memory instruction touches, for ordering: the kernel argument its address is
+/// computed from (distinct arguments are distinct buffers, see `Schedule`), or anything.
+#[derive(Clone, Copy, PartialEq)]
+enum Touches {
+    Nothing,
+    Arg(usize),
+    Anything,
+}
+
+/// Traces `addr` through integer adds back to one of the kernel's buffer pointers.
+fn root_arg(func: &Function, ptrs: &HashMap<Value, usize>, addr: Value, depth: u32) -> Touches {
+    if let Some(&a) = ptrs.get(&addr) {
+        return Touches::Arg(a);
+    }
+    let ValueDef::Result(i, _) = func.dfg.value_def(addr) else {
+        return Touches::Anything;
+    };
+    let found = match func.dfg.insts[i] {
+        InstructionData::Binary {
+            opcode: Opcode::Iadd,
+            args,
+        } if depth > 0 => args
+            .iter()
+            .map(|&v| root_arg(func, ptrs, v, depth - 1))
+            .filter(|t| *t != Touches::Anything)
+            .collect::<Vec<_>>(),
+        _ => return Touches::Anything,
+    };
+    match found[..] {
+        [t @ Touches::Arg(_)] => t,
+        _ => Touches::Anything,
+    }
+}
+
+/// The memory `inst` reads or writes, and whether it writes.
+fn access(func: &Function, ptrs: &HashMap<Value, usize>, inst: Inst) -> (Touches, bool) {
+    let data = &func.dfg.insts[inst];
+    match *data {
+        InstructionData::Load { arg, .. } => (root_arg(func, ptrs, arg, 8), false),
+        InstructionData::Store { args, .. } => (root_arg(func, ptrs, args[1], 8), true),
+        _ if data.opcode().can_load() || data.opcode().can_store() => (Touches::Anything, true),
+        _ if data.opcode().is_call() || data.opcode().other_side_effects() => {
+            (Touches::Anything, true)
+        }
+        _ => (Touches::Nothing, false),
+    }
+}
+
+/// Must `b` (later in the block) stay after `a`? Two accesses conflict when either writes
+/// and they may touch the same buffer.
+fn conflicts(a: (Touches, bool), b: (Touches, bool)) -> bool {
+    let overlap = match (a.0, b.0) {
+        (Touches::Nothing, _) | (_, Touches::Nothing) => false,
+        (Touches::Arg(x), Touches::Arg(y)) => x == y,
+        _ => true,
+    };
+    overlap && (a.1 || b.1)
+}
+
+/// Reorders `jam`'s groups round-robin, one instruction from each group in turn, keeping
+/// every operand before its use and every conflicting pair of memory accesses in order.
+/// `ptrs` maps each buffer pointer value to its argument slot.
+pub(crate) fn interleave(func: &mut Function, ptrs: &HashMap<Value, usize>, jam: &Jam) {
+    let all: Vec<Inst> = func.layout.block_insts(jam.block).collect();
+    let after = |c: Option<Inst>| match c {
+        None => Some(0),
+        Some(i) => all.iter().position(|&x| x == i).map(|p| p + 1),
+    };
+    let Some(cuts) = jam
+        .cuts
+        .iter()
+        .map(|&c| after(c))
+        .collect::<Option<Vec<usize>>>()
+    else {
+        return;
+    };
+    if cuts.len() < 3 || cuts.windows(2).any(|w| w[0] > w[1]) {
+        return;
+    }
+    let (lo, hi) = (cuts[0], cuts[cuts.len() - 1]);
+    let span = &all[lo..hi];
+    let index: HashMap<Inst, usize> = span.iter().enumerate().map(|(k, &i)| (i, k)).collect();
+    let accesses: Vec<(Touches, bool)> = span.iter().map(|&i| access(func, ptrs, i)).collect();
+    // Per instruction (by position in `span`): the earlier ones it must follow.
+    let preds: Vec<Vec<usize>> = span
+        .iter()
+        .enumerate()
+        .map(|(k, &i)| {
+            let mut p: Vec<usize> = func
+                .dfg
+                .inst_values(i)
+                .filter_map(|v| match func.dfg.value_def(v) {
+                    ValueDef::Result(d, _) => index.get(&d).copied(),
+                    _ => None,
+                })
+                .collect();
+            p.extend((0..k).filter(|&j| conflicts(accesses[j], accesses[k])));
+            p
+        })
+        .collect();
+    let groups: Vec<std::ops::Range<usize>> =
+        cuts.windows(2).map(|w| w[0] - lo..w[1] - lo).collect();
+    let mut done = vec![false; span.len()];
+    let mut heads: Vec<usize> = groups.iter().map(|g| g.start).collect();
+    let mut order = Vec::with_capacity(span.len());
+    let take = |k: usize, done: &mut Vec<bool>, order: &mut Vec<usize>| {
+        done[k] = true;
+        order.push(k);
+    };
+    while order.len() < span.len() {
+        let mut progressed = false;
+        for (g, range) in groups.iter().enumerate() {
+            while heads[g] < range.end && done[heads[g]] {
+                heads[g] += 1;
+            }
+            let k = heads[g];
+            if k < range.end && preds[k].iter().all(|&p| done[p]) {
+                take(k, &mut done, &mut order);
+                progressed = true;
+            }
+        }
+        if !progressed {
+            // The earliest instruction not placed has all its predecessors placed.
+            let k = (0..span.len()).find(|&k| !done[k]).expect("one is left");
+            take(k, &mut done, &mut order);
+        }
+    }
+    let anchor = all.get(hi).copied();
+    for &k in &order {
+        func.layout.remove_inst(span[k]);
+    }
+    for &k in &order {
+        match anchor {
+            Some(a) => func.layout.insert_inst(span[k], a),
+            None => func.layout.append_inst(span[k], jam.block),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cranelift_codegen::ir::{
+        AbiParam, InstBuilder, MemFlagsData, Signature, UserFuncName, types,
+    };
+    use cranelift_codegen::isa::CallConv;
+    use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+
+    /// Two groups `x = load a[k]; y = load out[k]; store out[k] = x + y` at k = 0 and 4:
+    /// the second group's load of `a` may rise above the first's store, its load of `out`
+    /// may not.
+    #[test]
+    fn groups_interleave_but_a_load_stays_after_a_store_to_its_buffer() {
+        let mut sig = Signature::new(CallConv::SystemV);
+        sig.params
+            .extend([AbiParam::new(types::I64), AbiParam::new(types::I64)]);
+        let mut func = Function::with_name_signature(UserFuncName::default(), sig);
+        let mut fctx = FunctionBuilderContext::new();
+        let mut b = FunctionBuilder::new(&mut func, &mut fctx);
+        let block = b.create_block();
+        b.append_block_params_for_function_params(block);
+        b.switch_to_block(block);
+        b.seal_block(block);
+        let (a, out) = (b.block_params(block)[0], b.block_params(block)[1]);
+        let fl = MemFlagsData::trusted();
+        let mut cuts = vec![b.func.layout.last_inst(block)];
+        let mut marks = Vec::new();
+        for k in [0i64, 4] {
+            let off = b.ins().iconst(types::I64, 4 * k);
+            let pa = b.ins().iadd(a, off);
+            let po = b.ins().iadd(out, off);
+            let x = b.ins().load(types::F32, fl, pa, 0);
+            let y = b.ins().load(types::F32, fl, po, 0);
+            let s = b.ins().fadd(x, y);
+            let st = b.ins().store(fl, s, po, 0);
+            marks.push((
+                b.func.dfg.value_def(x).unwrap_inst(),
+                b.func.dfg.value_def(y).unwrap_inst(),
+                st,
+            ));
+            cuts.push(b.func.layout.last_inst(block));
+        }
+        b.ins().return_(&[]);
+        let isa = crate::isa::host_isa(crate::isa::OptLevel::None).expect("host ISA");
+        b.finalize(isa.frontend_config());
+        let ptrs = HashMap::from([(a, 0), (out, 1)]);
+        interleave(&mut func, &ptrs, &Jam { block, cuts });
+        let at = |i: Inst| func.layout.block_insts(block).position(|x| x == i).unwrap();
+        let ((x0, _, st0), (x1, y1, _)) = (marks[0], marks[1]);
+        assert!(
+            at(x1) < at(st0),
+            "the load of another buffer moves up:\n{func}"
+        );
+        assert!(
+            at(x0) < at(x1) && at(x1) < at(marks[0].1),
+            "one from each group in turn:\n{func}"
+        );
+        assert!(
+            at(y1) > at(st0),
+            "the load of the stored buffer stays after the store:\n{func}"
+        );
+        let last = func.layout.last_inst(block).unwrap();
+        assert_eq!(func.dfg.insts[last].opcode(), Opcode::Return);
+    }
+}
