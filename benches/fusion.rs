@@ -8,18 +8,16 @@ use criterion::{Criterion, criterion_group, criterion_main};
 
 use cranegrad::builtins::lcg_values;
 use cranegrad::graph::{Bindings, Graph, Shape, Tensor};
+use cranegrad::runtime::probe::dram_copy_gbps;
 use cranegrad::runtime::{Feeds, Session, SessionOptions};
 use cranegrad::stats::median;
 
-/// A scaled softmax of `[rows, cols]` over `axis`.
-fn softmax(rows: usize, cols: usize, axis: isize) -> Tensor {
+/// A scaled softmax of `dims` over `axis`.
+fn softmax(dims: &[usize], axis: isize) -> Tensor {
     let g = Graph::new();
+    let n = dims.iter().product();
     let x = g
-        .input_with_data(
-            "x",
-            Shape::of(&[rows, cols]),
-            lcg_values(rows * cols, 1, 8.0),
-        )
+        .input_with_data("x", Shape::of(dims), lcg_values(n, 1, 8.0))
         .unwrap();
     x.mul_scalar(0.125).unwrap().softmax(axis).unwrap()
 }
@@ -78,38 +76,69 @@ fn time_ms(s: &mut Session, t: &Tensor) -> f64 {
     t0.elapsed().as_secs_f64() * 1e3
 }
 
+/// Milliseconds to copy `bytes` (read them and write as many) on `threads` threads, best
+/// of 3: the memory floor of a kernel that reads its input once and writes its output once.
+fn copy_floor_ms(bytes: usize, threads: usize) -> f64 {
+    2.0 * bytes as f64 / (dram_copy_gbps(bytes, threads, 3) * 1e9) * 1e3
+}
+
 fn summary() {
     eprintln!(
-        "\n  {:<32} {:>8} {:>11} {:>8} {:>11} {:>8}",
-        "graph", "kernels", "fused ms", "kernels", "unfused ms", "speedup"
+        "\n  {:<34} {:>7} {:>9} {:>7} {:>10} {:>8} {:>8} {:>9}",
+        "graph", "kernels", "fused ms", "kernels", "unfused ms", "speedup", "copy ms", "fused/copy"
     );
-    let cases: [(&str, Tensor); 5] = [
-        ("softmax 4096x1024", softmax(4096, 1024, -1)),
-        ("softmax over axis 0, 1024x4096", softmax(1024, 4096, 0)),
-        ("rmsnorm 4096x1024", rmsnorm()),
-        ("rmsnorm+matmul 128x2048x2048", rmsnorm_matmul(true)),
-        ("matmul alone 128x2048x2048", rmsnorm_matmul(false)),
+    // The copy floor applies to graphs that stream one input to one output of its size.
+    let cases: [(&str, Tensor, Option<usize>); 6] = [
+        (
+            "softmax 4096x1024",
+            softmax(&[4096, 1024], -1),
+            Some(4096 * 1024 * 4),
+        ),
+        (
+            "softmax 12x1024x1024 (GPT-2 scores)",
+            softmax(&[12, 1024, 1024], -1),
+            Some(12 * 1024 * 1024 * 4),
+        ),
+        (
+            "softmax over axis 0, 1024x4096",
+            softmax(&[1024, 4096], 0),
+            Some(1024 * 4096 * 4),
+        ),
+        ("rmsnorm 4096x1024", rmsnorm(), Some(4096 * 1024 * 4)),
+        ("rmsnorm+matmul 128x2048x2048", rmsnorm_matmul(true), None),
+        ("matmul alone 128x2048x2048", rmsnorm_matmul(false), None),
     ];
-    for (name, t) in &cases {
-        // Blocks of fused and unfused runs alternate, so both see the same minutes of a
-        // shared machine; each block starts with an untimed run, so its data is as warm as
-        // in a steady state of its own.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for (name, t, streamed) in &cases {
+        // Blocks of fused and unfused runs (and copies) alternate, so all see the same
+        // minutes of a shared machine; each block starts with an untimed run, so its data is
+        // as warm as in a steady state of its own.
         let (mut fused, kf) = warm_session(true, t);
         let (mut unfused, ku) = warm_session(false, t);
-        let (mut f, mut u) = (Vec::new(), Vec::new());
+        let (mut f, mut u, mut c) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..3 {
             for (s, v) in [(&mut fused, &mut f), (&mut unfused, &mut u)] {
                 time_ms(s, t);
                 v.extend((0..5).map(|_| time_ms(s, t)));
             }
+            c.extend(streamed.map(|bytes| copy_floor_ms(bytes, threads)));
         }
         let (f, u) = (median(&f), median(&u));
+        let floor = if c.is_empty() {
+            format!("{:>8} {:>9}", "-", "-")
+        } else {
+            let c = median(&c);
+            format!("{c:>8.3} {:>8.2}x", f / c)
+        };
         eprintln!(
-            "  {name:<32} {kf:>8} {f:>11.3} {ku:>8} {u:>11.3} {:>7.1}x",
+            "  {name:<34} {kf:>7} {f:>9.3} {ku:>7} {u:>10.3} {:>7.1}x {floor}",
             u / f
         );
     }
-    eprintln!("  (medians of 15 fused and 15 unfused runs, in alternating blocks of 5)");
+    eprintln!("  (medians of 15 fused and 15 unfused runs, in alternating blocks of 5;");
+    eprintln!(
+        "   copy = the same bytes read and written by a plain copy on {threads} threads, beside them)"
+    );
     eprintln!();
 }
 
@@ -118,8 +147,8 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("fusion");
     g.sample_size(10);
     for (name, t) in [
-        ("softmax", softmax(4096, 1024, -1)),
-        ("softmax_axis0", softmax(1024, 4096, 0)),
+        ("softmax", softmax(&[4096, 1024], -1)),
+        ("softmax_axis0", softmax(&[1024, 4096], 0)),
         ("rmsnorm", rmsnorm()),
         ("rmsnorm_matmul", rmsnorm_matmul(true)),
         ("matmul_alone", rmsnorm_matmul(false)),

@@ -323,6 +323,7 @@ fn emit_body(
         nonpositive_exp2,
         row_deps: deps,
         jams: Vec::new(),
+        carry: None,
     };
     if row {
         em.rescale = crate::rescale::find_rescale(k, &em.row_deps, column.is_some());
@@ -357,6 +358,10 @@ fn emit_body(
         }
         1 => em.inner_loops(b, &mut vars, &extents, start, end),
         _ if let Some(lane) = column => em.columns(b, &mut vars, &extents, start, end, lane),
+        _ if let Some((first, with)) = em.carried_reduction() => {
+            em.touches_next_row = false;
+            em.carried_rows(b, (first, with), &mut vars, &extents, start, end);
+        }
         _ => {
             let outer = n_out - 1;
             emit_loop(b, start, end, 1, |b, f| {
@@ -477,6 +482,8 @@ pub(crate) struct Emitter<'k> {
     pub(crate) nonpositive_exp2: Vec<bool>,
     /// Jammed loop bodies to interleave after the function is built.
     pub(crate) jams: Vec<crate::interleave::Jam>,
+    /// The first reduction carried from the row before (see [`crate::reduce::Carry`]).
+    pub(crate) carry: Option<crate::reduce::Carry>,
     /// Per expression: whether it depends on the innermost output loop (a row kernel's
     /// row, or a column kernel's rows).
     pub(crate) row_deps: Vec<bool>,
@@ -621,6 +628,12 @@ impl Emitter<'_> {
         let mut row_vals: Vec<Option<Val>> = vec![None; self.k.exprs.len()];
         if self.row {
             vars[lv] = None;
+            if let Some(c) = &self.carry {
+                row_vals[c.e] = Some(Val {
+                    v: b.use_var(c.var),
+                    vector: false,
+                });
+            }
             self.reductions(b, &mut row_vals, vars, extents, None);
             // Everything else that does not vary along the row (1/sum, -max) once per row.
             for e in 0..self.k.exprs.len() {
@@ -648,6 +661,80 @@ impl Emitter<'_> {
             let mut vals = row_vals.clone();
             self.point_with(b, &mut vals, vars, extents, false);
         });
+    }
+
+    /// The first and the store-and-rescale reductions of a row kernel when the first can be
+    /// carried (see [`crate::reduce::Carry`]): both along the row over loops of one extent,
+    /// and the first reading nothing from outside its loop that varies with the row.
+    fn carried_reduction(&self) -> Option<(usize, usize)> {
+        let with = self.rescale.as_ref()?.reduce;
+        if !self.row || self.lane_loop.is_some() {
+            return None;
+        }
+        let first = self
+            .k
+            .exprs
+            .iter()
+            .position(|e| matches!(e, Expr::Reduce { .. }))?;
+        let var_of = |e: usize| match self.k.exprs[e] {
+            Expr::Reduce { var, .. } => var,
+            _ => unreachable!("a reduction"),
+        };
+        let (v1, v2) = (var_of(first), var_of(with));
+        let n_out = self.k.output_loops().len();
+        let varies: Vec<Vec<bool>> = (0..n_out).map(|l| self.k.depends_on(l)).collect();
+        let (_, outside) = self.loop_split(first);
+        let fixed = outside.iter().all(|&o| varies.iter().all(|d| !d[o]));
+        (first != with
+            && self.along[v1]
+            && self.along[v2]
+            && self.k.loops[v1].extent == self.k.loops[v2].extent
+            && fixed)
+            .then_some((first, with))
+    }
+
+    /// The rows `[start, end)` of a row kernel whose first reduction is carried: the first
+    /// row's in a pass of its own, every other row's in the row before.
+    fn carried_rows(
+        &mut self,
+        b: &mut FunctionBuilder,
+        (first, with): (usize, usize),
+        vars: &mut [Option<Value>],
+        extents: &[Value],
+        start: Value,
+        end: Value,
+    ) {
+        let outer = self.k.output_loops().len() - 1;
+        let (run, done) = (b.create_block(), b.create_block());
+        let any = b.ins().icmp(IntCC::SignedLessThan, start, end);
+        b.ins().brif(any, run, &[], done, &[]);
+        b.switch_to_block(run);
+        b.seal_block(run);
+        split_flat(b, start, extents, outer, vars);
+        let mut vals: Vec<Option<Val>> = vec![None; self.k.exprs.len()];
+        self.reduction(b, first, &mut vals, vars, extents, None);
+        let var = b.declare_var(scalar_ty(self.k.exprs[first].dtype()));
+        b.def_var(var, vals[first].expect("reduced").v);
+        let last = b.ins().iadd_imm_s(end, -1);
+        emit_loop(b, start, end, 1, |b, f| {
+            split_flat(b, f, extents, outer, vars);
+            let next = b.ins().iadd_imm_s(f, 1);
+            let next = b.ins().smin(next, last);
+            let mut next_vars = vars.to_vec();
+            split_flat(b, next, extents, outer, &mut next_vars);
+            self.carry = Some(crate::reduce::Carry {
+                e: first,
+                with,
+                var,
+                next_vars,
+            });
+            let z = b.ins().iconst(types::I64, 0);
+            self.inner_loops(b, vars, extents, z, extents[outer]);
+        });
+        self.carry = None;
+        b.ins().jump(done, &[]);
+        b.switch_to_block(done);
+        b.seal_block(done);
     }
 
     /// One output point (or four lanes of them): reductions, everything else, stores.

@@ -11,6 +11,36 @@ use cranegrad_lower::kernel::Expr;
 use crate::emit::{Emitter, LANES, Phase, Val, emit_loop, scalar_ty, vector_ty, vflags};
 use crate::scalar_ops::float_max;
 
+/// Vectors per iteration of an along-reduction loop.
+const JAMMED: i64 = 2;
+
+/// One reduction in an along loop: its body, the values from outside it, its loop
+/// variables (another row's, for a carried reduction) and accumulators.
+struct AlongPass {
+    e: usize,
+    var: usize,
+    inner: Vec<usize>,
+    snapshot: Vec<Option<Val>>,
+    vars: Vec<Option<Value>>,
+    accs: [Variable; 2],
+    tail: Variable,
+    next_row: Vec<(usize, Value)>,
+}
+
+/// A row kernel's first reduction (softmax's max) computed for the next row inside this
+/// row's store-and-rescale loop, whose loads of the next row ride along in its FP-bound
+/// passes: the next row then needs no pass of its own for it.
+pub(crate) struct Carry {
+    /// The carried reduction.
+    pub(crate) e: usize,
+    /// The reduction whose loop computes it.
+    pub(crate) with: usize,
+    /// Its value for the current row.
+    pub(crate) var: Variable,
+    /// The next row's loop variables.
+    pub(crate) next_vars: Vec<Option<Value>>,
+}
+
 impl Emitter<'_> {
     /// Reduction `e`'s loop body (`inner`, the expressions that depend on its variable) and
     /// the values that body (or the accumulate, for `x`) reads from outside the loop, which
@@ -129,93 +159,201 @@ impl Emitter<'_> {
         lane: Option<usize>,
     ) {
         for e in 0..self.k.exprs.len() {
-            let Expr::Reduce { op, dtype, var, .. } = self.k.exprs[e] else {
-                continue;
-            };
-            if vals[e].is_some() {
-                continue;
+            if matches!(self.k.exprs[e], Expr::Reduce { .. }) && vals[e].is_none() {
+                self.reduction(b, e, vals, vars, extents, lane);
             }
-            let across = lane.is_some();
-            let (inner, outside) = self.loop_split(e);
-            for &o in &outside {
-                self.ensure(b, o, vals, vars, lane, across);
-            }
-            let along = !across && self.along[var];
-            let vec_acc = across || along;
-            let init = self.identity(b, op, dtype, vec_acc);
-            let acc = b.declare_var(if vec_acc {
-                vector_ty(dtype)
-            } else {
-                scalar_ty(dtype)
-            });
-            b.def_var(acc, init);
-            let tail = b.declare_var(scalar_ty(dtype));
-            let tinit = self.identity(b, op, dtype, false);
-            b.def_var(tail, tinit);
-            let zero = b.ins().iconst(types::I64, 0);
-            let snapshot: Vec<Option<Val>> = vals.to_vec();
-            // The next row's loads, once per row (see `touch_next_row`).
-            let touching =
-                self.touches_next_row && self.rescale.as_ref().is_some_and(|r| r.reduce == e);
-            let next_row = match vars[0] {
-                Some(row) if touching => self.next_row_loads(b, &inner, var, row, extents[0]),
-                _ => Vec::new(),
+        }
+    }
+
+    /// Reduction `e` over its own loop, into `vals[e]`; with the next row's carried
+    /// reduction (see [`Carry`]) in the same loop when `e` is the one carrying it.
+    pub(crate) fn reduction(
+        &mut self,
+        b: &mut FunctionBuilder,
+        e: usize,
+        vals: &mut [Option<Val>],
+        vars: &mut [Option<Value>],
+        extents: &[Value],
+        lane: Option<usize>,
+    ) {
+        let Expr::Reduce { op, dtype, var, .. } = self.k.exprs[e] else {
+            return;
+        };
+        let across = lane.is_some();
+        let (inner, outside) = self.loop_split(e);
+        for &o in &outside {
+            self.ensure(b, o, vals, vars, lane, across);
+        }
+        if !across && self.along[var] {
+            let carried = match &self.carry {
+                Some(c) if c.with == e => self.carry.take(),
+                _ => None,
             };
-            let body = |this: &mut Self,
-                        b: &mut FunctionBuilder,
-                        vars: &mut [Option<Value>],
-                        i: Value,
-                        vector: bool,
-                        lane: Option<usize>,
-                        target: Variable| {
-                vars[var] = Some(i);
-                if vector {
-                    this.touch_next_row(b, &next_row, vars);
+            let mut outside = outside;
+            let mut companion = None;
+            if let Some(c) = &carried {
+                // What it reads from outside its loop does not vary with the row.
+                let (inner, more) = self.loop_split(c.e);
+                for &o in &more {
+                    self.ensure(b, o, vals, vars, lane, across);
                 }
-                let a = b.use_var(target);
-                let nv = this.reduce_step(b, e, &inner, snapshot.clone(), vars, (lane, vector), a);
-                b.def_var(target, nv);
-            };
-            if along {
-                // Two vectors per iteration into two accumulators: a max's accumulator chain
-                // (compare, max, or) was the whole cost of softmax's first pass.
-                let second = b.declare_var(vector_ty(dtype));
-                b.def_var(second, init);
-                let added = self.presplat(b, vals, outside.iter().copied());
-                // The two vectors' chains are independent: interleaved once built.
-                let mut jam = None;
-                let rest = emit_loop(b, zero, extents[var], 2 * LANES, |b, i| {
-                    let i2 = b.ins().iadd_imm_s(i, LANES);
-                    let block = b.current_block().expect("in the loop body");
-                    let mut cuts = vec![b.func.layout.last_inst(block)];
-                    body(self, b, vars, i, true, Some(var), acc);
-                    cuts.push(b.func.layout.last_inst(block));
-                    body(self, b, vars, i2, true, Some(var), second);
-                    cuts.push(b.func.layout.last_inst(block));
-                    if b.current_block() == Some(block) {
-                        jam = Some(crate::interleave::Jam { block, cuts });
-                    }
-                });
-                self.jams.extend(jam);
-                let rest = emit_loop(b, rest, extents[var], LANES, |b, i| {
-                    body(self, b, vars, i, true, Some(var), acc)
-                });
-                self.forget_splats(added);
-                emit_loop(b, rest, extents[var], 1, |b, i| {
-                    body(self, b, vars, i, false, None, tail)
-                });
-                let (x1, x2) = (b.use_var(acc), b.use_var(second));
-                let both = combine(b, op, dtype, x1, x2);
-                b.def_var(acc, both);
-            } else {
-                emit_loop(b, zero, extents[var], 1, |b, i| {
-                    body(self, b, vars, i, across, lane, acc)
-                });
+                outside.extend(more);
+                companion = Some((c.e, inner, c.next_vars.clone()));
             }
-            vars[var] = None;
+            let mut passes = vec![self.along_pass(b, e, inner, vals, vars, extents)];
+            if let Some((c, inner, next_vars)) = companion {
+                passes.push(self.along_pass(b, c, inner, vals, &next_vars, extents));
+            }
+            let added = self.presplat(b, vals, outside.iter().copied());
+            let results = self.along_loops(b, &mut passes, extents[var]);
+            self.forget_splats(added);
+            vals[e] = Some(results[0]);
+            if let Some(c) = &carried {
+                b.def_var(c.var, results[1].v);
+            }
+            if carried.is_some() {
+                self.carry = carried;
+            }
+            return;
+        }
+        let init = self.identity(b, op, dtype, across);
+        let acc = b.declare_var(if across {
+            vector_ty(dtype)
+        } else {
+            scalar_ty(dtype)
+        });
+        b.def_var(acc, init);
+        let zero = b.ins().iconst(types::I64, 0);
+        let snapshot: Vec<Option<Val>> = vals.to_vec();
+        emit_loop(b, zero, extents[var], 1, |b, i| {
+            vars[var] = Some(i);
             let a = b.use_var(acc);
-            vals[e] = Some(if along {
-                let mut t = b.use_var(tail);
+            let nv = self.reduce_step(b, e, &inner, snapshot.clone(), vars, (lane, across), a);
+            b.def_var(acc, nv);
+        });
+        vars[var] = None;
+        vals[e] = Some(Val {
+            v: b.use_var(acc),
+            vector: across,
+        });
+    }
+
+    /// Reduction `e` at loop variables `vars`, ready for [`Emitter::along_loops`].
+    fn along_pass(
+        &self,
+        b: &mut FunctionBuilder,
+        e: usize,
+        inner: Vec<usize>,
+        vals: &[Option<Val>],
+        vars: &[Option<Value>],
+        extents: &[Value],
+    ) -> AlongPass {
+        let Expr::Reduce { op, dtype, var, .. } = self.k.exprs[e] else {
+            unreachable!("a reduction")
+        };
+        let init = self.identity(b, op, dtype, true);
+        let accs = [0, 1].map(|_| {
+            let v = b.declare_var(vector_ty(dtype));
+            b.def_var(v, init);
+            v
+        });
+        let tail = b.declare_var(scalar_ty(dtype));
+        let tinit = self.identity(b, op, dtype, false);
+        b.def_var(tail, tinit);
+        // The next row's loads, once per row (see `touch_next_row`).
+        let touching =
+            self.touches_next_row && self.rescale.as_ref().is_some_and(|r| r.reduce == e);
+        let next_row = match vars[0] {
+            Some(row) if touching => self.next_row_loads(b, &inner, var, row, extents[0]),
+            _ => Vec::new(),
+        };
+        AlongPass {
+            e,
+            var,
+            inner,
+            snapshot: vals.to_vec(),
+            vars: vars.to_vec(),
+            accs,
+            tail,
+            next_row,
+        }
+    }
+
+    /// The loops of along reductions sharing one extent: two vectors per iteration into
+    /// two accumulators each, then one vector, then scalars; returns each one's value.
+    /// Two vectors per iteration because a max's accumulator chain (compare, max, or) was the
+    /// whole cost of softmax's first pass; four interleaved exp2 chains spill registers
+    /// (0.158 -> 0.179 ms on a 256x1024 softmax).
+    fn along_loops(
+        &mut self,
+        b: &mut FunctionBuilder,
+        passes: &mut [AlongPass],
+        extent: Value,
+    ) -> Vec<Val> {
+        let step = |this: &mut Self,
+                    b: &mut FunctionBuilder,
+                    p: &mut AlongPass,
+                    i: Value,
+                    (target, vector): (Variable, bool)| {
+            p.vars[p.var] = Some(i);
+            if vector {
+                this.touch_next_row(b, &p.next_row, &p.vars);
+            }
+            let lane = vector.then_some(p.var);
+            let a = b.use_var(target);
+            let nv = this.reduce_step(
+                b,
+                p.e,
+                &p.inner,
+                p.snapshot.clone(),
+                &p.vars,
+                (lane, vector),
+                a,
+            );
+            b.def_var(target, nv);
+        };
+        let zero = b.ins().iconst(types::I64, 0);
+        // The vectors' chains are independent: interleaved once built.
+        let mut jam = None;
+        let rest = emit_loop(b, zero, extent, JAMMED * LANES, |b, i| {
+            let starts: Vec<Value> = (0..JAMMED)
+                .map(|j| b.ins().iadd_imm_s(i, j * LANES))
+                .collect();
+            let block = b.current_block().expect("in the loop body");
+            let mut cuts = vec![b.func.layout.last_inst(block)];
+            for (j, &start) in starts.iter().enumerate() {
+                for p in passes.iter_mut() {
+                    let target = p.accs[j % 2];
+                    step(self, b, p, start, (target, true));
+                }
+                cuts.push(b.func.layout.last_inst(block));
+            }
+            if b.current_block() == Some(block) {
+                jam = Some(crate::interleave::Jam { block, cuts });
+            }
+        });
+        self.jams.extend(jam);
+        let rest = emit_loop(b, rest, extent, LANES, |b, i| {
+            for p in passes.iter_mut() {
+                let target = p.accs[0];
+                step(self, b, p, i, (target, true));
+            }
+        });
+        emit_loop(b, rest, extent, 1, |b, i| {
+            for p in passes.iter_mut() {
+                let target = p.tail;
+                step(self, b, p, i, (target, false));
+            }
+        });
+        passes
+            .iter()
+            .map(|p| {
+                let Expr::Reduce { op, dtype, .. } = self.k.exprs[p.e] else {
+                    unreachable!("a reduction")
+                };
+                let (x1, x2) = (b.use_var(p.accs[0]), b.use_var(p.accs[1]));
+                let a = combine(b, op, dtype, x1, x2);
+                let mut t = b.use_var(p.tail);
                 for l in 0..LANES as u8 {
                     let x = b.ins().extractlane(a, l);
                     t = combine(b, op, dtype, t, x);
@@ -224,13 +362,8 @@ impl Emitter<'_> {
                     v: t,
                     vector: false,
                 }
-            } else {
-                Val {
-                    v: a,
-                    vector: across,
-                }
-            });
-        }
+            })
+            .collect()
     }
 
     /// One step of reduction `e`: [`combine`], or one plain max where NaNs need not

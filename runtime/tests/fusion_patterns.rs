@@ -524,6 +524,69 @@ fn a_softmax_past_the_l2s_is_exact_to_its_last_row() {
     }
 }
 
+/// `[lead, rows, cols]` whose rows alternate between values near +400 and near -400, each
+/// with one spike 1200 higher at a column that moves from row to row.
+fn alternating_rows(g: &Graph, lead: usize, rows: usize, cols: usize) -> Tensor {
+    let noise = rand_vec(lead * rows * cols, (lead * 7 + rows * 3 + cols) as u64, 2.0);
+    let x: Vec<f32> = noise
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let (row, col) = (i / cols, i % cols);
+            let base = if row % 2 == 0 { 400.0 } else { -400.0 };
+            let spike = if col == (row * 7) % cols { 1200.0 } else { 0.0 };
+            v + base + spike
+        })
+        .collect();
+    g.input_with_data("x", Shape::of(&[lead, rows, cols]), x)
+        .unwrap()
+}
+
+#[test]
+fn a_carried_max_belongs_to_its_own_row() {
+    // Each row's max is computed inside the row before's exp pass (the first row of each
+    // thread's range in a pass of its own). Rows alternate between +400 and -400 (+-50
+    // scaled), so a max taken from another row overflows or zeroes the row's weights, and
+    // one that misses the row's spike overflows at the spike. Odd row counts
+    // split over two threads, columns through every loop tail, rows crossing the leading
+    // axis, and a causal mask whose condition is recomputed for the next row.
+    for (lead, rows, cols) in [
+        (1, 1, 1),
+        (1, 2, 3),
+        (1, 3, 17),
+        (1, 101, 9),
+        (3, 5, 33),
+        (1, 17, 257),
+        (2, 9, 100),
+    ] {
+        let g = Graph::new();
+        let x = alternating_rows(&g, lead, rows, cols);
+        let s = x.mul_scalar(0.125).unwrap().softmax(-1).unwrap();
+        assert_eq!(kernels(&s), 1, "softmax {lead}x{rows}x{cols}");
+        let out = check_all(&[&s], &Feeds::new(), &Bindings::new(), 1e-6, 1e-5);
+        for row in out[0].to_f32().chunks(cols) {
+            let total: f32 = row.iter().sum();
+            assert!(
+                (total - 1.0).abs() < 1e-4,
+                "{lead}x{rows}x{cols}: a row sums to {total}"
+            );
+        }
+        let qi = g
+            .arange(Shape::of(&[rows, 1]), 0, cranegrad_graph::DType::I32)
+            .unwrap();
+        let kj = g
+            .arange(Shape::of(&[1, cols]), 1, cranegrad_graph::DType::I32)
+            .unwrap();
+        let hidden = qi.cmplt(&kj).unwrap();
+        let masked = hidden
+            .where_(&x.scalar(f32::MIN as f64), &x.mul_scalar(0.125).unwrap())
+            .unwrap();
+        let p = masked.softmax(-1).unwrap();
+        assert_eq!(kernels(&p), 1, "causal softmax {lead}x{rows}x{cols}");
+        check_all(&[&p], &Feeds::new(), &Bindings::new(), 1e-6, 1e-5);
+    }
+}
+
 #[test]
 fn a_positive_scale_moves_out_of_the_max() {
     // `max(x * s)` is `max(x) * s` for s > 0: the scaled softmax's max reads the load
