@@ -8,11 +8,11 @@ use std::time::Instant;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
+use cranegrad::benchmark::warm_median_ms;
 use cranegrad::builtins::chain;
 use cranegrad::graph::Bindings;
 use cranegrad::runtime::probe::probe_machine;
 use cranegrad::runtime::{Feeds, Session, SessionOptions, interpret_tensors};
-use cranegrad::stats::median;
 
 const ROWS: usize = 4096;
 const COLS: usize = 4096;
@@ -23,26 +23,14 @@ fn session(fuse: bool, threads: usize) -> Session {
     Session::new(SessionOptions { fuse, threads }).expect("session")
 }
 
-fn warm_median_ms(s: &mut Session, out: &cranegrad::graph::Tensor, n: usize) -> f64 {
-    let (f, b) = (Feeds::new(), Bindings::new());
-    s.realize(&[out], &f, &b).expect("cold run");
-    let v: Vec<f64> = (0..n)
-        .map(|_| {
-            let t = Instant::now();
-            s.realize(&[out], &f, &b).expect("warm run");
-            t.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    median(&v)
-}
-
 fn summary() {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let limits = probe_machine(threads).expect("probe");
     let ex = chain(ROWS, COLS).expect("graph");
-    let fused = warm_median_ms(&mut session(true, threads), &ex.output, 10);
-    let fused_1t = warm_median_ms(&mut session(true, 1), &ex.output, 10);
-    let unfused = warm_median_ms(&mut session(false, threads), &ex.output, 5);
+    let fused = warm_median_ms(&mut session(true, threads), &ex.output, 10).expect("fused runs");
+    let fused_1t = warm_median_ms(&mut session(true, 1), &ex.output, 10).expect("1-thread runs");
+    let unfused =
+        warm_median_ms(&mut session(false, threads), &ex.output, 5).expect("unfused runs");
     let t = Instant::now();
     interpret_tensors(&[&ex.output], &Feeds::new(), &Bindings::new()).expect("interpreter");
     let interp = t.elapsed().as_secs_f64() * 1e3;

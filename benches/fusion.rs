@@ -2,10 +2,9 @@
 //! (one kernel each) and RMSNorm followed by a matmul, fused vs `--no-fuse`, side by side in
 //! one run. `cargo bench --bench fusion`.
 
-use std::time::Instant;
-
 use criterion::{Criterion, criterion_group, criterion_main};
 
+use cranegrad::benchmark::warm_runs_ms;
 use cranegrad::builtins::lcg_values;
 use cranegrad::graph::{Bindings, Graph, Shape, Tensor};
 use cranegrad::runtime::probe::dram_copy_gbps;
@@ -69,13 +68,6 @@ fn warm_session(fuse: bool, t: &Tensor) -> (Session, usize) {
     (s, kernels)
 }
 
-/// Milliseconds of one warm realize.
-fn time_ms(s: &mut Session, t: &Tensor) -> f64 {
-    let t0 = Instant::now();
-    s.realize(&[t], &Feeds::new(), &Bindings::new()).unwrap();
-    t0.elapsed().as_secs_f64() * 1e3
-}
-
 /// Milliseconds to copy `bytes` (read them and write as many) on `threads` threads, best
 /// of 3: the memory floor of a kernel that reads its input once and writes its output once.
 fn copy_floor_ms(bytes: usize, threads: usize) -> f64 {
@@ -118,8 +110,7 @@ fn summary() {
         let (mut f, mut u, mut c) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..3 {
             for (s, v) in [(&mut fused, &mut f), (&mut unfused, &mut u)] {
-                time_ms(s, t);
-                v.extend((0..5).map(|_| time_ms(s, t)));
+                v.extend(warm_runs_ms(s, t, 5).expect("warm runs"));
             }
             c.extend(streamed.map(|bytes| copy_floor_ms(bytes, threads)));
         }

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 
+use cranegrad::benchmark::warm_median_ms;
 use cranegrad::builtins::lcg_values;
 use cranegrad::codegen::KernelCache;
 use cranegrad::codegen::probe::FmaProbeFn;
@@ -33,19 +34,6 @@ fn matmul(m: usize, k: usize, n: usize) -> Tensor {
         .input_with_data("w", Shape::of(&[k, n]), lcg_values(k * n, 2, 0.05))
         .unwrap();
     a.matmul(&w).unwrap()
-}
-
-fn time_ms(s: &mut Session, out: &Tensor, reps: usize) -> f64 {
-    let (f, b) = (Feeds::new(), Bindings::new());
-    s.realize(&[out], &f, &b).unwrap();
-    let v: Vec<f64> = (0..reps)
-        .map(|_| {
-            let t = Instant::now();
-            s.realize(&[out], &f, &b).unwrap();
-            t.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    median(&v)
 }
 
 /// Median ms of `matrixmultiply::sgemm` on the same shape, row-major.
@@ -138,7 +126,9 @@ fn summary() {
                 threads: t,
             })
             .unwrap();
-            let (ms, peak, read) = beside(fma, t, || time_ms(&mut s, &out, reps));
+            let (ms, peak, read) = beside(fma, t, || {
+                warm_median_ms(&mut s, &out, reps).expect("warm runs")
+            });
             let gflops = 2.0 * (m * k * n) as f64 / ms / 1e6;
             let gbps = (k * n * 4) as f64 / ms / 1e6;
             // The reference runs on one thread: only the one-thread rows get a ratio.

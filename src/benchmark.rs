@@ -1,9 +1,13 @@
 //! Pieces of `cranegrad bench` that are worth testing on their own: work estimates of a
 //! schedule, output comparison, the per-kernel profile, resident memory, the Chrome trace and
-//! the latency plot.
+//! the latency plot, and the warm timing loop the criterion benches share.
 
+use std::time::Instant;
+
+use cranegrad_graph::{Bindings, Tensor};
 use cranegrad_lower::Schedule;
 use cranegrad_lower::kernel::Expr;
+use cranegrad_runtime::{Feeds, Session};
 
 use crate::stats::{median, quantile};
 
@@ -281,6 +285,25 @@ pub fn latency_svg(title: &str, ms: &[f64]) -> anyhow::Result<String> {
         root.present()?;
     }
     Ok(svg)
+}
+
+/// Milliseconds of each of `n` warm realizes of `out` (no feeds), after one untimed run, so
+/// its kernels are compiled and its data is as warm as in a steady state of its own.
+pub fn warm_runs_ms(s: &mut Session, out: &Tensor, n: usize) -> anyhow::Result<Vec<f64>> {
+    let (f, b) = (Feeds::new(), Bindings::new());
+    s.realize(&[out], &f, &b)?;
+    (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            s.realize(&[out], &f, &b)?;
+            Ok(t.elapsed().as_secs_f64() * 1e3)
+        })
+        .collect()
+}
+
+/// The median of [`warm_runs_ms`].
+pub fn warm_median_ms(s: &mut Session, out: &Tensor, n: usize) -> anyhow::Result<f64> {
+    Ok(median(&warm_runs_ms(s, out, n)?))
 }
 
 #[cfg(test)]

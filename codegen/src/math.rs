@@ -203,9 +203,7 @@ fn exp2_split(b: &mut FunctionBuilder, ty: Ty, x: Value, magic: f32) -> (Value, 
     let n_f = b.ins().fsub(t, magic);
     // Exact: |f| <= 0.5 and x has no bits below ulp(x) >= 2^-149.
     let f = b.ins().fsub(x, n_f);
-    let one = ty.f(b, 1.0);
-    let p = ty.horner(b, f, &EXP2_POLY);
-    (t, b.ins().fma(p, f, one))
+    (t, exp2_poly(b, ty, f))
 }
 
 /// `2^x`; see the module table for accuracy and special values.
@@ -261,12 +259,24 @@ pub fn exp2_nonpositive(b: &mut FunctionBuilder, x: Value) -> Value {
     // ROUND_MAGIC_BITS + 127 + n; ROUND_MAGIC_BITS has 9 zero low bits, so shifting them into
     // the exponent field leaves exactly (n + 127) << 23 = 2^n, one shift for the scale.
     let (t, p) = exp2_split(b, ty, x, ROUND_MAGIC + 127.0);
-    // n in [-127, 0]: 2^n is one normal float, or +0 for -127.
+    times_biased_scale(b, ty, t, p)
+}
+
+/// `p * 2^n` where `t`'s bits are `ROUND_MAGIC_BITS + 127 + n` (`t = v + ROUND_MAGIC + 127`
+/// for `n = round(v)`), `n` in [-127, 0]: 2^n is one normal float, or +0 for -127.
+fn times_biased_scale(b: &mut FunctionBuilder, ty: Ty, t: Value, p: Value) -> Value {
     let t_bits = ty.to_int(b, t);
     let mantissa_bits = b.ins().iconst(types::I32, 23);
     let e = b.ins().ishl(t_bits, mantissa_bits);
     let scale = ty.to_float(b, e);
     b.ins().fmul(p, scale)
+}
+
+/// `2^f` for `|f| <= 0.5` by the minimax polynomial: `1 + f * P(f)`.
+fn exp2_poly(b: &mut FunctionBuilder, ty: Ty, f: Value) -> Value {
+    let one = ty.f(b, 1.0);
+    let p = ty.horner(b, f, &EXP2_POLY);
+    b.ins().fma(p, f, one)
 }
 
 /// True when [`exp2_scaled_nonpositive`] takes `k`: positive, finite, and large enough
@@ -294,14 +304,8 @@ pub fn exp2_scaled_nonpositive(b: &mut FunctionBuilder, y: Value, k: f32) -> Val
     let t = b.ins().fma(y, kv, magic);
     let minus_n = b.ins().fsub(magic, t);
     let f = b.ins().fma(y, kv, minus_n);
-    let one = ty.f(b, 1.0);
-    let p = ty.horner(b, f, &EXP2_POLY);
-    let p = b.ins().fma(p, f, one);
-    let t_bits = ty.to_int(b, t);
-    let mantissa_bits = b.ins().iconst(types::I32, 23);
-    let e = b.ins().ishl(t_bits, mantissa_bits);
-    let scale = ty.to_float(b, e);
-    b.ins().fmul(p, scale)
+    let p = exp2_poly(b, ty, f);
+    times_biased_scale(b, ty, t, p)
 }
 
 /// `log2(x)`; see the module table for accuracy and special values.
