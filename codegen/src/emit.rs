@@ -324,6 +324,8 @@ fn emit_body(
         row_deps: deps,
         jams: Vec::new(),
         carry: None,
+        row_ptrs: Default::default(),
+        along_at: None,
     };
     if row {
         em.rescale = crate::rescale::find_rescale(k, &em.row_deps, column.is_some());
@@ -444,6 +446,9 @@ pub(crate) fn emit_while(
     b.block_params(exit)[0]
 }
 
+/// Vectors per iteration of a row kernel's output loop.
+const ROW_OUTPUT_JAM: i64 = 4;
+
 pub(crate) struct Emitter<'k> {
     pub(crate) k: &'k Kernel,
     pub(crate) ptrs: Vec<Value>,
@@ -484,6 +489,12 @@ pub(crate) struct Emitter<'k> {
     pub(crate) jams: Vec<crate::interleave::Jam>,
     /// The first reduction carried from the row before (see [`crate::reduce::Carry`]).
     pub(crate) carry: Option<crate::reduce::Carry>,
+    /// Row pointers of the unit-stride accesses of the along loop being emitted (see
+    /// [`Emitter::unit_stride_addr`]), by argument, index and the other loop variables.
+    pub(crate) row_ptrs: std::cell::RefCell<AffineMemo>,
+    /// The along loop being emitted: its variable, the iteration's first index and the
+    /// elements from there to the current vector's.
+    pub(crate) along_at: Option<(usize, Value, i64)>,
     /// Per expression: whether it depends on the innermost output loop (a row kernel's
     /// row, or a column kernel's rows).
     pub(crate) row_deps: Vec<bool>,
@@ -647,9 +658,39 @@ impl Emitter<'_> {
         if vector && !self.row && self.k.reduce_loop().is_some() {
             i = self.strided_reduce(b, vars, extents, lv, start, end);
         }
+        // A row's outputs address memory from row pointers (see `prepare_row_ptr`).
+        let row = self.row;
+        if row {
+            self.prepare_output_row_ptrs(b, lv, vars);
+        }
         if vector {
             let added = self.presplat(b, &row_vals, 0..self.k.exprs.len());
+            if row {
+                // A row's outputs are light (softmax's rescale is a load, a multiply and a
+                // store): four vectors per iteration, interleaved once built, spend fewer
+                // branches on each.
+                let mut jam = None;
+                i = emit_loop(b, i, end, ROW_OUTPUT_JAM * LANES, |b, i| {
+                    let block = b.current_block().expect("in the loop body");
+                    let starts: Vec<Value> = (0..ROW_OUTPUT_JAM)
+                        .map(|j| b.ins().iadd_imm_s(i, j * LANES))
+                        .collect();
+                    let mut cuts = vec![b.func.layout.last_inst(block)];
+                    for (j, &at) in starts.iter().enumerate() {
+                        self.along_at = Some((lv, i, j as i64 * LANES));
+                        vars[lv] = Some(at);
+                        let mut vals = row_vals.clone();
+                        self.point_with(b, &mut vals, vars, extents, true);
+                        cuts.push(b.func.layout.last_inst(block));
+                    }
+                    if b.current_block() == Some(block) {
+                        jam = Some(crate::interleave::Jam { block, cuts });
+                    }
+                });
+                self.jams.extend(jam);
+            }
             i = emit_loop(b, i, end, LANES, |b, i| {
+                self.along_at = row.then_some((lv, i, 0));
                 vars[lv] = Some(i);
                 let mut vals = row_vals.clone();
                 self.point_with(b, &mut vals, vars, extents, true);
@@ -657,10 +698,13 @@ impl Emitter<'_> {
             self.forget_splats(added);
         }
         emit_loop(b, i, end, 1, |b, i| {
+            self.along_at = row.then_some((lv, i, 0));
             vars[lv] = Some(i);
             let mut vals = row_vals.clone();
             self.point_with(b, &mut vals, vars, extents, false);
         });
+        self.along_at = None;
+        self.row_ptrs.borrow_mut().clear();
     }
 
     /// The first and the store-and-rescale reductions of a row kernel when the first can be
@@ -737,6 +781,29 @@ impl Emitter<'_> {
         b.seal_block(done);
     }
 
+    /// Row pointers, before a row kernel's output loop `lv`, for its contiguous loads and
+    /// stores along the row and the store-and-rescale's read-back.
+    fn prepare_output_row_ptrs(&self, b: &mut FunctionBuilder, lv: usize, vars: &[Option<Value>]) {
+        let mut at: Vec<(usize, Affine)> = self
+            .k
+            .exprs
+            .iter()
+            .filter_map(|x| match x {
+                Expr::Load {
+                    arg, index, conds, ..
+                } if conds.is_empty() => Some((*arg, index.clone())),
+                _ => None,
+            })
+            .collect();
+        at.extend(self.k.stores.iter().map(|st| (st.arg, st.index.clone())));
+        if let Some(r) = &self.rescale {
+            at.push((r.arg, self.k.stores[0].index.clone()));
+        }
+        for (arg, index) in at {
+            self.prepare_row_ptr(b, arg, &index, lv, vars);
+        }
+    }
+
     /// One output point (or four lanes of them): reductions, everything else, stores.
     pub(crate) fn point(
         &mut self,
@@ -761,11 +828,16 @@ impl Emitter<'_> {
         self.reductions(b, vals, vars, extents, lane);
         if let Some(r) = &self.rescale {
             let st = &self.k.stores[0];
-            let base = self.affine(b, &st.index, vars);
-            let addr = byte_addr(b, self.ptrs[r.arg], base);
+            let (addr, off) = match self.unit_stride_addr(b, r.arg, &st.index, vars) {
+                Some(at) => at,
+                None => {
+                    let base = self.affine(b, &st.index, vars);
+                    (byte_addr(b, self.ptrs[r.arg], base), 0)
+                }
+            };
             let ty = if vector { types::F32X4 } else { types::F32 };
             vals[r.factor] = Some(Val {
-                v: b.ins().load(ty, vflags().with_notrap(), addr, 0),
+                v: b.ins().load(ty, vflags().with_notrap(), addr, off),
                 vector,
             });
         }
@@ -776,16 +848,17 @@ impl Emitter<'_> {
         }
         for st in &self.k.stores {
             let v = vals[st.value].expect("stored value computed");
-            let base = self.affine(b, &st.index, vars);
             let dtype = self.k.exprs[st.value].dtype();
             let v = if vector { self.widen(b, v, dtype) } else { v };
-            self.store(
-                b,
-                st.arg,
-                base,
-                st.index.coeff(lane.unwrap_or(usize::MAX)),
-                v,
-            );
+            let coeff = st.index.coeff(lane.unwrap_or(usize::MAX));
+            if (!vector || coeff == 1)
+                && let Some((addr, off)) = self.unit_stride_addr(b, st.arg, &st.index, vars)
+            {
+                b.ins().store(vflags().with_notrap(), v.v, addr, off);
+                continue;
+            }
+            let base = self.affine(b, &st.index, vars);
+            self.store(b, st.arg, base, coeff, v);
         }
     }
 

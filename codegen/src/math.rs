@@ -35,7 +35,9 @@
 //! is finite and in [-1, 1] for every finite input instead of noise or an unbounded polynomial value.
 
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
-use cranelift_codegen::ir::{ConstantData, InstBuilder, MemFlagsData, Type, Value, types};
+use cranelift_codegen::ir::{
+    ConstantData, InstBuilder, InstructionData, MemFlagsData, Opcode, Type, Value, types,
+};
 use cranelift_frontend::FunctionBuilder;
 
 /// 1.5 * 2^23: adding it rounds to an integer held in the low mantissa bits (for |v| < 2^22).
@@ -125,9 +127,7 @@ impl Ty {
     /// Vector constants come from the constant pool: one load instead of a scalar constant plus a splat.
     fn f(self, b: &mut FunctionBuilder, v: f32) -> Value {
         if self.vector {
-            let bytes: Vec<u8> = (0..4).flat_map(|_| v.to_le_bytes()).collect();
-            let c = b.func.dfg.constants.insert(ConstantData::from(bytes));
-            b.ins().vconst(types::F32X4, c)
+            vector_const(b, types::F32X4, v.to_le_bytes())
         } else {
             b.ins().f32const(v)
         }
@@ -136,9 +136,7 @@ impl Ty {
     /// Integer constant of the lane-matching integer type.
     fn i(self, b: &mut FunctionBuilder, v: i32) -> Value {
         if self.vector {
-            let bytes: Vec<u8> = (0..4).flat_map(|_| v.to_le_bytes()).collect();
-            let c = b.func.dfg.constants.insert(ConstantData::from(bytes));
-            b.ins().vconst(types::I32X4, c)
+            vector_const(b, types::I32X4, v.to_le_bytes())
         } else {
             b.ins().iconst(types::I32, i64::from(v))
         }
@@ -185,6 +183,26 @@ impl Ty {
         }
         acc
     }
+}
+
+/// A vector of four `lane`s: the current block's load of it if there is one, so that the
+/// unrolled vectors of a loop body (compiled without the optimiser, which would merge them)
+/// share one load per constant.
+fn vector_const(b: &mut FunctionBuilder, ty: Type, lane: [u8; 4]) -> Value {
+    let bytes: Vec<u8> = (0..4).flat_map(|_| lane).collect();
+    let c = b.func.dfg.constants.insert(ConstantData::from(bytes));
+    if let Some(block) = b.current_block() {
+        let found = b.func.layout.block_insts(block).find(|&i| {
+            matches!(b.func.dfg.insts[i], InstructionData::UnaryConst {
+                opcode: Opcode::Vconst,
+                constant_handle,
+            } if constant_handle == c && b.func.dfg.ctrl_typevar(i) == ty)
+        });
+        if let Some(i) = found {
+            return b.func.dfg.first_result(i);
+        }
+    }
+    b.ins().vconst(ty, c)
 }
 
 /// `cond ? t : f` for a float compare result, scalar or per lane.

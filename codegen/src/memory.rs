@@ -13,6 +13,78 @@ use cranegrad_lower::affine::{Affine, Cond};
 use crate::emit::{Emitter, LANES, Val, scalar_ty, vector_ty};
 
 impl Emitter<'_> {
+    /// The key of a row pointer: `arg`, `index`, and the values of its loop variables but
+    /// `var`'s.
+    fn row_key(
+        arg: usize,
+        index: &Affine,
+        var: usize,
+        vars: &[Option<Value>],
+    ) -> (
+        Option<cranelift_codegen::ir::Block>,
+        Affine,
+        Vec<Option<Value>>,
+    ) {
+        let others = index
+            .terms
+            .iter()
+            .filter(|&&(v, _)| v != var)
+            .map(|&(v, _)| vars[v])
+            .collect();
+        // The block slot of the key holds the argument (row pointers serve a whole loop).
+        let tag = cranelift_codegen::ir::Block::from_u32(arg as u32);
+        (Some(tag), index.clone(), others)
+    }
+
+    /// Computes, before along loop `var`, the address of element `var = 0` of the unit-stride
+    /// access `arg[index]` at loop variables `vars`: inside the loop each vector's address is
+    /// then that pointer plus the loop index, one addressing mode instead of the row's index
+    /// computed again per vector (the row kernels are compiled unoptimised).
+    pub(crate) fn prepare_row_ptr(
+        &self,
+        b: &mut FunctionBuilder,
+        arg: usize,
+        index: &Affine,
+        var: usize,
+        vars: &[Option<Value>],
+    ) {
+        if index.coeff(var) != 1 {
+            return;
+        }
+        let key = Self::row_key(arg, index, var, vars);
+        if self.row_ptrs.borrow().contains_key(&key) {
+            return;
+        }
+        let mut rest = index.clone();
+        rest.terms.retain(|&(v, _)| v != var);
+        let mut at = vars.to_vec();
+        at[var] = None;
+        let base = self.affine(b, &rest, &at);
+        let ptr = byte_addr(b, self.ptrs[arg], base);
+        self.row_ptrs.borrow_mut().insert(key, ptr);
+    }
+
+    /// The address of `arg[index]` in the along loop being emitted, as a row pointer (see
+    /// [`Emitter::prepare_row_ptr`]) plus the iteration's index, and the byte offset of the
+    /// current vector, when the access has one.
+    pub(crate) fn unit_stride_addr(
+        &self,
+        b: &mut FunctionBuilder,
+        arg: usize,
+        index: &Affine,
+        vars: &[Option<Value>],
+    ) -> Option<(Value, i32)> {
+        let (var, i, elems) = self.along_at?;
+        if index.coeff(var) != 1 {
+            return None;
+        }
+        let ptr = *self
+            .row_ptrs
+            .borrow()
+            .get(&Self::row_key(arg, index, var, vars))?;
+        Some((byte_addr(b, ptr, i), i32::try_from(elems * 4).ok()?))
+    }
+
     /// Stores `v` at element `base` of argument `arg`: one vector store when the lanes are
     /// contiguous (`coeff` 1), else one scalar store per lane at stride `coeff`.
     pub(crate) fn store(
@@ -150,10 +222,23 @@ impl Emitter<'_> {
             .with_notrap()
             .with_readonly()
             .with_can_move();
+        let sty = scalar_ty(dtype);
+        if conds.is_empty()
+            && let Some((addr, off)) = self.unit_stride_addr(b, arg, index, vars)
+        {
+            let (ty, fl) = if vector {
+                (vector_ty(dtype), ro.with_endianness(Endianness::Little))
+            } else {
+                (sty, ro)
+            };
+            return Val {
+                v: b.ins().load(ty, fl, addr, off),
+                vector,
+            };
+        }
         let base = self.affine(b, index, vars);
         let c = lane.map_or(0, |l| index.coeff(l));
         let varies = c != 0 || conds_vary(conds, lane);
-        let sty = scalar_ty(dtype);
         if conds.is_empty() {
             if !vector || c == 0 {
                 let addr = byte_addr(b, ptr, base);

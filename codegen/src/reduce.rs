@@ -2,7 +2,9 @@
 //! it reads from outside the loop, one step of it, and the loops themselves (across outputs,
 //! or along the reduction with two accumulators and a scalar tail).
 
-use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, condcodes::FloatCC, types};
+use cranelift_codegen::ir::{
+    Endianness, InstBuilder, MemFlagsData, Value, condcodes::FloatCC, types,
+};
 use cranelift_frontend::{FunctionBuilder, Variable};
 
 use cranegrad_graph::{DType, ReduceOp};
@@ -141,8 +143,18 @@ impl Emitter<'_> {
             xv = self.widen(b, xv, dtype);
         }
         if let Some(r) = self.rescale.as_ref().filter(|r| r.reduce == e) {
-            let base = self.affine(b, &r.index_in_loop, vars);
-            self.store(b, r.arg, base, i64::from(vector), xv);
+            if let Some((addr, off)) = self.unit_stride_addr(b, r.arg, &r.index_in_loop, vars) {
+                let fl = MemFlagsData::new().with_notrap();
+                let fl = if vector {
+                    fl.with_endianness(Endianness::Little)
+                } else {
+                    fl
+                };
+                b.ins().store(fl, xv.v, addr, off);
+            } else {
+                let base = self.affine(b, &r.index_in_loop, vars);
+                self.store(b, r.arg, base, i64::from(vector), xv);
+            }
         }
         self.accumulate(b, e, (op, dtype), acc, xv.v)
     }
@@ -312,6 +324,19 @@ impl Emitter<'_> {
             );
             b.def_var(target, nv);
         };
+        for p in passes.iter() {
+            let rescaled = self.rescale.as_ref().filter(|r| r.reduce == p.e);
+            let stored = rescaled.map(|r| (r.arg, r.index_in_loop.clone()));
+            let loads = p.inner.iter().filter_map(|&k| match &self.k.exprs[k] {
+                Expr::Load {
+                    arg, index, conds, ..
+                } if conds.is_empty() => Some((*arg, index.clone())),
+                _ => None,
+            });
+            for (arg, index) in loads.chain(stored).collect::<Vec<_>>() {
+                self.prepare_row_ptr(b, arg, &index, p.var, &p.vars);
+            }
+        }
         let zero = b.ins().iconst(types::I64, 0);
         // The vectors' chains are independent: interleaved once built.
         let mut jam = None;
@@ -323,6 +348,7 @@ impl Emitter<'_> {
             let mut cuts = vec![b.func.layout.last_inst(block)];
             for (j, &start) in starts.iter().enumerate() {
                 for p in passes.iter_mut() {
+                    self.along_at = Some((p.var, i, j as i64 * LANES));
                     let target = p.accs[j % 2];
                     step(self, b, p, start, (target, true));
                 }
@@ -335,16 +361,20 @@ impl Emitter<'_> {
         self.jams.extend(jam);
         let rest = emit_loop(b, rest, extent, LANES, |b, i| {
             for p in passes.iter_mut() {
+                self.along_at = Some((p.var, i, 0));
                 let target = p.accs[0];
                 step(self, b, p, i, (target, true));
             }
         });
         emit_loop(b, rest, extent, 1, |b, i| {
             for p in passes.iter_mut() {
+                self.along_at = Some((p.var, i, 0));
                 let target = p.tail;
                 step(self, b, p, i, (target, false));
             }
         });
+        self.along_at = None;
+        self.row_ptrs.borrow_mut().clear();
         passes
             .iter()
             .map(|p| {
