@@ -325,7 +325,7 @@ fn emit_body(
         jams: Vec::new(),
         carry: None,
         row_ptrs: Default::default(),
-        along_at: None,
+        cursor: None,
     };
     if row {
         em.rescale = crate::rescale::find_rescale(k, &em.row_deps, column.is_some());
@@ -361,7 +361,6 @@ fn emit_body(
         1 => em.inner_loops(b, &mut vars, &extents, start, end),
         _ if let Some(lane) = column => em.columns(b, &mut vars, &extents, start, end, lane),
         _ if let Some((first, with)) = em.carried_reduction() => {
-            em.touches_next_row = false;
             em.carried_rows(b, (first, with), &mut vars, &extents, start, end);
         }
         _ => {
@@ -418,6 +417,31 @@ pub(crate) fn emit_loop(
     )
 }
 
+/// [`emit_loop`] over `n` vectors per iteration, `group(b, i, j)` emitting vector `j` from
+/// the iteration's first index `i`; returns the final `i` and, when the body stayed in one
+/// block, its groups for [`crate::interleave`].
+pub(crate) fn emit_jammed_loop(
+    b: &mut FunctionBuilder,
+    start: Value,
+    end: Value,
+    n: i64,
+    mut group: impl FnMut(&mut FunctionBuilder, Value, i64),
+) -> (Value, Option<crate::interleave::Jam>) {
+    let mut jam = None;
+    let rest = emit_loop(b, start, end, n * LANES, |b, i| {
+        let block = b.current_block().expect("in the loop body");
+        let mut cuts = vec![b.func.layout.last_inst(block)];
+        for j in 0..n {
+            group(b, i, j);
+            cuts.push(b.func.layout.last_inst(block));
+        }
+        if b.current_block() == Some(block) {
+            jam = Some(crate::interleave::Jam { block, cuts });
+        }
+    });
+    (rest, jam)
+}
+
 /// `for (i = start; cond(i); i = body(i))`, the test at the top; returns the final `i`.
 /// `body` may branch inside, but returns the next `i` in the block it ends in.
 pub(crate) fn emit_while(
@@ -446,8 +470,27 @@ pub(crate) fn emit_while(
     b.block_params(exit)[0]
 }
 
-/// Vectors per iteration of a row kernel's output loop.
-const ROW_OUTPUT_JAM: i64 = 4;
+/// Vectors per iteration of an along-reduction loop. Two, into two accumulators: a max's
+/// accumulator chain (compare, max, or) was the whole cost of softmax's first pass; four
+/// interleaved exp2 chains spill registers (0.158 -> 0.179 ms on a 256x1024 softmax).
+pub(crate) const ALONG_VECTORS: i64 = 2;
+
+/// Vectors per iteration of a row kernel's output loop: its outputs are light (softmax's
+/// rescale is a load, a multiply and a store), so four per iteration spend fewer branches on
+/// each.
+const ROW_OUTPUT_VECTORS: i64 = 4;
+
+/// A loop whose contiguous accesses are addressed from row pointers: its variable, the
+/// current iteration's first index, and the elements from there to the current vector.
+#[derive(Clone, Copy)]
+pub(crate) struct RowCursor {
+    /// The loop.
+    pub(crate) var: usize,
+    /// The iteration's first index.
+    pub(crate) first: Value,
+    /// Elements from `first` to the vector being emitted.
+    pub(crate) elems: i64,
+}
 
 pub(crate) struct Emitter<'k> {
     pub(crate) k: &'k Kernel,
@@ -489,12 +532,13 @@ pub(crate) struct Emitter<'k> {
     pub(crate) jams: Vec<crate::interleave::Jam>,
     /// The first reduction carried from the row before (see [`crate::reduce::Carry`]).
     pub(crate) carry: Option<crate::reduce::Carry>,
-    /// Row pointers of the unit-stride accesses of the along loop being emitted (see
-    /// [`Emitter::unit_stride_addr`]), by argument, index and the other loop variables.
-    pub(crate) row_ptrs: std::cell::RefCell<AffineMemo>,
-    /// The along loop being emitted: its variable, the iteration's first index and the
-    /// elements from there to the current vector's.
-    pub(crate) along_at: Option<(usize, Value, i64)>,
+    /// Row pointers of the unit-stride accesses of the loop being emitted (see
+    /// [`Emitter::unit_stride_addr`]).
+    pub(crate) row_ptrs:
+        std::cell::RefCell<std::collections::HashMap<crate::memory::RowKey, Value>>,
+    /// Where the loop whose accesses use row pointers is (an along reduction's, or a row
+    /// kernel's output loop).
+    pub(crate) cursor: Option<RowCursor>,
     /// Per expression: whether it depends on the innermost output loop (a row kernel's
     /// row, or a column kernel's rows).
     pub(crate) row_deps: Vec<bool>,
@@ -663,34 +707,27 @@ impl Emitter<'_> {
         if row {
             self.prepare_output_row_ptrs(b, lv, vars);
         }
+        let at = |first, elems| {
+            row.then_some(RowCursor {
+                var: lv,
+                first,
+                elems,
+            })
+        };
         if vector {
             let added = self.presplat(b, &row_vals, 0..self.k.exprs.len());
             if row {
-                // A row's outputs are light (softmax's rescale is a load, a multiply and a
-                // store): four vectors per iteration, interleaved once built, spend fewer
-                // branches on each.
-                let mut jam = None;
-                i = emit_loop(b, i, end, ROW_OUTPUT_JAM * LANES, |b, i| {
-                    let block = b.current_block().expect("in the loop body");
-                    let starts: Vec<Value> = (0..ROW_OUTPUT_JAM)
-                        .map(|j| b.ins().iadd_imm_s(i, j * LANES))
-                        .collect();
-                    let mut cuts = vec![b.func.layout.last_inst(block)];
-                    for (j, &at) in starts.iter().enumerate() {
-                        self.along_at = Some((lv, i, j as i64 * LANES));
-                        vars[lv] = Some(at);
-                        let mut vals = row_vals.clone();
-                        self.point_with(b, &mut vals, vars, extents, true);
-                        cuts.push(b.func.layout.last_inst(block));
-                    }
-                    if b.current_block() == Some(block) {
-                        jam = Some(crate::interleave::Jam { block, cuts });
-                    }
+                let (rest, jam) = emit_jammed_loop(b, i, end, ROW_OUTPUT_VECTORS, |b, i, j| {
+                    self.cursor = at(i, j * LANES);
+                    vars[lv] = Some(b.ins().iadd_imm_s(i, j * LANES));
+                    let mut vals = row_vals.clone();
+                    self.point_with(b, &mut vals, vars, extents, true);
                 });
                 self.jams.extend(jam);
+                i = rest;
             }
             i = emit_loop(b, i, end, LANES, |b, i| {
-                self.along_at = row.then_some((lv, i, 0));
+                self.cursor = at(i, 0);
                 vars[lv] = Some(i);
                 let mut vals = row_vals.clone();
                 self.point_with(b, &mut vals, vars, extents, true);
@@ -698,12 +735,12 @@ impl Emitter<'_> {
             self.forget_splats(added);
         }
         emit_loop(b, i, end, 1, |b, i| {
-            self.along_at = row.then_some((lv, i, 0));
+            self.cursor = at(i, 0);
             vars[lv] = Some(i);
             let mut vals = row_vals.clone();
             self.point_with(b, &mut vals, vars, extents, false);
         });
-        self.along_at = None;
+        self.cursor = None;
         self.row_ptrs.borrow_mut().clear();
     }
 
@@ -748,6 +785,8 @@ impl Emitter<'_> {
         start: Value,
         end: Value,
     ) {
+        // The carried reduction's loads are the next row's: no touch besides them.
+        self.touches_next_row = false;
         let outer = self.k.output_loops().len() - 1;
         let (run, done) = (b.create_block(), b.create_block());
         let any = b.ins().icmp(IntCC::SignedLessThan, start, end);
@@ -782,7 +821,7 @@ impl Emitter<'_> {
     }
 
     /// Row pointers, before a row kernel's output loop `lv`, for its contiguous loads and
-    /// stores along the row and the store-and-rescale's read-back.
+    /// stores along the row (the store-and-rescale's read-back is its store's).
     fn prepare_output_row_ptrs(&self, b: &mut FunctionBuilder, lv: usize, vars: &[Option<Value>]) {
         let mut at: Vec<(usize, Affine)> = self
             .k
@@ -796,9 +835,6 @@ impl Emitter<'_> {
             })
             .collect();
         at.extend(self.k.stores.iter().map(|st| (st.arg, st.index.clone())));
-        if let Some(r) = &self.rescale {
-            at.push((r.arg, self.k.stores[0].index.clone()));
-        }
         for (arg, index) in at {
             self.prepare_row_ptr(b, arg, &index, lv, vars);
         }
@@ -828,13 +864,14 @@ impl Emitter<'_> {
         self.reductions(b, vals, vars, extents, lane);
         if let Some(r) = &self.rescale {
             let st = &self.k.stores[0];
-            let (addr, off) = match self.unit_stride_addr(b, r.arg, &st.index, vars) {
-                Some(at) => at,
-                None => {
-                    let base = self.affine(b, &st.index, vars);
-                    (byte_addr(b, self.ptrs[r.arg], base), 0)
-                }
-            };
+            let (addr, off) =
+                match self.unit_stride_addr(b, (r.arg, &st.index), vars, (lane, vector)) {
+                    Some(at) => at,
+                    None => {
+                        let base = self.affine(b, &st.index, vars);
+                        (byte_addr(b, self.ptrs[r.arg], base), 0)
+                    }
+                };
             let ty = if vector { types::F32X4 } else { types::F32 };
             vals[r.factor] = Some(Val {
                 v: b.ins().load(ty, vflags().with_notrap(), addr, off),
@@ -850,14 +887,12 @@ impl Emitter<'_> {
             let v = vals[st.value].expect("stored value computed");
             let dtype = self.k.exprs[st.value].dtype();
             let v = if vector { self.widen(b, v, dtype) } else { v };
-            let coeff = st.index.coeff(lane.unwrap_or(usize::MAX));
-            if (!vector || coeff == 1)
-                && let Some((addr, off)) = self.unit_stride_addr(b, st.arg, &st.index, vars)
-            {
-                b.ins().store(vflags().with_notrap(), v.v, addr, off);
+            if let Some(at) = self.unit_stride_addr(b, (st.arg, &st.index), vars, (lane, vector)) {
+                self.store_at(b, at, v);
                 continue;
             }
             let base = self.affine(b, &st.index, vars);
+            let coeff = st.index.coeff(lane.unwrap_or(usize::MAX));
             self.store(b, st.arg, base, coeff, v);
         }
     }

@@ -1,19 +1,20 @@
-//! Interleaves the independent vector groups of an unrolled loop body instruction by
-//! instruction, once the function is built.
+//! Interleaves the vector groups of an unrolled loop body instruction by instruction, once
+//! the function is built.
 //!
 //! Row kernels are compiled without Cranelift's optimiser, which emits instructions in the
-//! order written, and the emitter writes a two-vector body as one vector's whole chain
+//! order written, and the emitter writes an unrolled body as one vector's whole chain
 //! (softmax: an `exp2` of ~20 dependent operations) after the other's. Zen 4 then holds
 //! too few independent operations in its scheduler to keep both FMA pipes busy. Taking one
-//! instruction from each group in turn puts the two chains side by side.
+//! instruction from each group in turn puts the chains side by side. Groups may share values
+//! (a constant, an index) and memory; both orders are kept.
 
 use std::collections::HashMap;
 
 use cranelift_codegen::ir::{Block, Function, Inst, InstructionData, Opcode, Value, ValueDef};
 
 /// A block whose instructions after `cuts[0]` up to and including `cuts[n]` form `n`
-/// independent groups (`None` = the block's start); the instructions before and after stay
-/// where they are.
+/// groups, one per vector of an unrolled body (`None` = the block's start); the
+/// instructions before and after stay where they are.
 pub(crate) struct Jam {
     /// The unrolled loop body.
     pub(crate) block: Block,
@@ -30,7 +31,8 @@ enum Touches {
     Anything,
 }
 
-/// Traces `addr` through integer adds back to one of the kernel's buffer pointers.
+/// Traces `addr` through integer adds back to one of the kernel's buffer pointers: an add
+/// of a pointer and an offset that reaches no pointer.
 fn root_arg(func: &Function, ptrs: &HashMap<Value, usize>, addr: Value, depth: u32) -> Touches {
     if let Some(&a) = ptrs.get(&addr) {
         return Touches::Arg(a);
@@ -42,16 +44,46 @@ fn root_arg(func: &Function, ptrs: &HashMap<Value, usize>, addr: Value, depth: u
         InstructionData::Binary {
             opcode: Opcode::Iadd,
             args,
-        } if depth > 0 => args
-            .iter()
-            .map(|&v| root_arg(func, ptrs, v, depth - 1))
-            .filter(|t| *t != Touches::Anything)
-            .collect::<Vec<_>>(),
+        } if depth > 0 => {
+            let roots = args.map(|v| root_arg(func, ptrs, v, depth - 1));
+            match roots {
+                [t @ Touches::Arg(_), Touches::Anything]
+                | [Touches::Anything, t @ Touches::Arg(_)]
+                    if args.iter().any(|&v| !reaches_pointer(func, ptrs, v, depth)) =>
+                {
+                    vec![t]
+                }
+                _ => return Touches::Anything,
+            }
+        }
         _ => return Touches::Anything,
     };
     match found[..] {
         [t @ Touches::Arg(_)] => t,
         _ => Touches::Anything,
+    }
+}
+
+/// Whether `v` may be computed from a buffer pointer (or from something not traced, past
+/// `depth`): only constants and block parameters (loop indices) are known not to be.
+fn reaches_pointer(func: &Function, ptrs: &HashMap<Value, usize>, v: Value, depth: u32) -> bool {
+    if ptrs.contains_key(&v) {
+        return true;
+    }
+    match func.dfg.value_def(v) {
+        ValueDef::Param(..) => false,
+        ValueDef::Result(i, _) => match func.dfg.insts[i] {
+            InstructionData::UnaryImm { .. } => false,
+            _ if depth == 0 => true,
+            _ => {
+                let args = func.dfg.inst_args(i);
+                args.is_empty()
+                    || args
+                        .iter()
+                        .any(|&a| reaches_pointer(func, ptrs, a, depth - 1))
+            }
+        },
+        _ => true,
     }
 }
 
@@ -62,7 +94,11 @@ fn access(func: &Function, ptrs: &HashMap<Value, usize>, inst: Inst) -> (Touches
         InstructionData::Load { arg, .. } => (root_arg(func, ptrs, arg, 8), false),
         InstructionData::Store { args, .. } => (root_arg(func, ptrs, args[1], 8), true),
         _ if data.opcode().can_load() || data.opcode().can_store() => (Touches::Anything, true),
-        _ if data.opcode().is_call() || data.opcode().other_side_effects() => {
+        // A trap (a division by zero, say) stays in order with every access.
+        _ if data.opcode().is_call()
+            || data.opcode().other_side_effects()
+            || data.opcode().can_trap() =>
+        {
             (Touches::Anything, true)
         }
         _ => (Touches::Nothing, false),
@@ -224,5 +260,45 @@ mod tests {
         );
         let last = func.layout.last_inst(block).unwrap();
         assert_eq!(func.dfg.insts[last].opcode(), Opcode::Return);
+    }
+
+    /// A load whose offset is computed from another buffer's pointer may touch that buffer:
+    /// it stays after a store to it.
+    #[test]
+    fn an_offset_from_another_pointer_keeps_the_load_in_order() {
+        let mut sig = Signature::new(CallConv::SystemV);
+        sig.params
+            .extend([AbiParam::new(types::I64), AbiParam::new(types::I64)]);
+        let mut func = Function::with_name_signature(UserFuncName::default(), sig);
+        let mut fctx = FunctionBuilderContext::new();
+        let mut b = FunctionBuilder::new(&mut func, &mut fctx);
+        let block = b.create_block();
+        b.append_block_params_for_function_params(block);
+        b.switch_to_block(block);
+        b.seal_block(block);
+        let (a, out) = (b.block_params(block)[0], b.block_params(block)[1]);
+        let fl = MemFlagsData::trusted();
+        let mut cuts = vec![b.func.layout.last_inst(block)];
+        // A chain long enough that the store would come after the other group's load.
+        let mut v = b.ins().f32const(1.0);
+        for _ in 0..6 {
+            v = b.ins().fadd(v, v);
+        }
+        let st = b.ins().store(fl, v, out, 0);
+        cuts.push(b.func.layout.last_inst(block));
+        // a + (out - a) is out.
+        let off = b.ins().isub(out, a);
+        let addr = b.ins().iadd(a, off);
+        let x = b.ins().load(types::F32, fl, addr, 0);
+        b.ins().store(fl, x, a, 0);
+        cuts.push(b.func.layout.last_inst(block));
+        b.ins().return_(&[]);
+        let isa = crate::isa::host_isa(crate::isa::OptLevel::None).expect("host ISA");
+        b.finalize(isa.frontend_config());
+        let ptrs = HashMap::from([(a, 0), (out, 1)]);
+        interleave(&mut func, &ptrs, &Jam { block, cuts });
+        let at = |i: Inst| func.layout.block_insts(block).position(|x| x == i).unwrap();
+        let load = func.dfg.value_def(x).unwrap_inst();
+        assert!(at(load) > at(st), "the load stays after the store:\n{func}");
     }
 }

@@ -185,24 +185,30 @@ impl Ty {
     }
 }
 
-/// A vector of four `lane`s: the current block's load of it if there is one, so that the
-/// unrolled vectors of a loop body (compiled without the optimiser, which would merge them)
-/// share one load per constant.
+/// How far back in the current block [`vector_const`] looks for the same constant: past a
+/// few vectors' exp2s, a register held that long would rather be a load again.
+const CONST_REUSE_WINDOW: usize = 256;
+
+/// A vector of four `lane`s: the current block's recent load of it if there is one, so that
+/// the unrolled vectors of a loop body (compiled without the optimiser, which would merge
+/// them) share one load per constant.
 fn vector_const(b: &mut FunctionBuilder, ty: Type, lane: [u8; 4]) -> Value {
     let bytes: Vec<u8> = (0..4).flat_map(|_| lane).collect();
     let c = b.func.dfg.constants.insert(ConstantData::from(bytes));
-    if let Some(block) = b.current_block() {
-        let found = b.func.layout.block_insts(block).find(|&i| {
+    let layout = &b.func.layout;
+    let recent = b.current_block().and_then(|block| layout.last_inst(block));
+    let found = std::iter::successors(recent, |&i| layout.prev_inst(i))
+        .take(CONST_REUSE_WINDOW)
+        .find(|&i| {
             matches!(b.func.dfg.insts[i], InstructionData::UnaryConst {
                 opcode: Opcode::Vconst,
                 constant_handle,
             } if constant_handle == c && b.func.dfg.ctrl_typevar(i) == ty)
         });
-        if let Some(i) = found {
-            return b.func.dfg.first_result(i);
-        }
+    match found {
+        Some(i) => b.func.dfg.first_result(i),
+        None => b.ins().vconst(ty, c),
     }
-    b.ins().vconst(ty, c)
 }
 
 /// `cond ? t : f` for a float compare result, scalar or per lane.

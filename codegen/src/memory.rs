@@ -10,35 +10,12 @@ use cranelift_frontend::FunctionBuilder;
 use cranegrad_graph::DType;
 use cranegrad_lower::affine::{Affine, Cond};
 
-use crate::emit::{Emitter, LANES, Val, scalar_ty, vector_ty};
+use crate::emit::{Emitter, LANES, RowCursor, Val, scalar_ty, vector_ty};
 
 impl Emitter<'_> {
-    /// The key of a row pointer: `arg`, `index`, and the values of its loop variables but
-    /// `var`'s.
-    fn row_key(
-        arg: usize,
-        index: &Affine,
-        var: usize,
-        vars: &[Option<Value>],
-    ) -> (
-        Option<cranelift_codegen::ir::Block>,
-        Affine,
-        Vec<Option<Value>>,
-    ) {
-        let others = index
-            .terms
-            .iter()
-            .filter(|&&(v, _)| v != var)
-            .map(|&(v, _)| vars[v])
-            .collect();
-        // The block slot of the key holds the argument (row pointers serve a whole loop).
-        let tag = cranelift_codegen::ir::Block::from_u32(arg as u32);
-        (Some(tag), index.clone(), others)
-    }
-
-    /// Computes, before along loop `var`, the address of element `var = 0` of the unit-stride
-    /// access `arg[index]` at loop variables `vars`: inside the loop each vector's address is
-    /// then that pointer plus the loop index, one addressing mode instead of the row's index
+    /// Computes, before loop `var`, the address of element `var = 0` of the unit-stride access
+    /// `arg[index]` at loop variables `vars`: inside the loop each vector's address is then
+    /// that pointer plus the loop index, one addressing mode instead of the row's index
     /// computed again per vector (the row kernels are compiled unoptimised).
     pub(crate) fn prepare_row_ptr(
         &self,
@@ -51,38 +28,48 @@ impl Emitter<'_> {
         if index.coeff(var) != 1 {
             return;
         }
-        let key = Self::row_key(arg, index, var, vars);
+        let key = row_key(arg, index, var, vars);
         if self.row_ptrs.borrow().contains_key(&key) {
             return;
         }
         let mut rest = index.clone();
         rest.terms.retain(|&(v, _)| v != var);
-        let mut at = vars.to_vec();
-        at[var] = None;
-        let base = self.affine(b, &rest, &at);
+        let base = self.affine(b, &rest, vars);
         let ptr = byte_addr(b, self.ptrs[arg], base);
         self.row_ptrs.borrow_mut().insert(key, ptr);
     }
 
-    /// The address of `arg[index]` in the along loop being emitted, as a row pointer (see
-    /// [`Emitter::prepare_row_ptr`]) plus the iteration's index, and the byte offset of the
-    /// current vector, when the access has one.
+    /// The address of `arg[index]` in the loop the [`RowCursor`] is on, as a row pointer (see
+    /// [`Emitter::prepare_row_ptr`]) plus the iteration's first index, and the byte offset of
+    /// the current vector, when the access has one; a vector access only when its lanes run
+    /// along the cursor's loop.
     pub(crate) fn unit_stride_addr(
         &self,
         b: &mut FunctionBuilder,
-        arg: usize,
-        index: &Affine,
+        (arg, index): (usize, &Affine),
         vars: &[Option<Value>],
+        (lane, vector): (Option<usize>, bool),
     ) -> Option<(Value, i32)> {
-        let (var, i, elems) = self.along_at?;
-        if index.coeff(var) != 1 {
+        let RowCursor { var, first, elems } = self.cursor?;
+        if index.coeff(var) != 1 || (vector && lane != Some(var)) {
             return None;
         }
         let ptr = *self
             .row_ptrs
             .borrow()
-            .get(&Self::row_key(arg, index, var, vars))?;
-        Some((byte_addr(b, ptr, i), i32::try_from(elems * 4).ok()?))
+            .get(&row_key(arg, index, var, vars))?;
+        Some((byte_addr(b, ptr, first), i32::try_from(elems * 4).ok()?))
+    }
+
+    /// Stores `v` at byte `off` past `addr` (little-endian lanes for a vector).
+    pub(crate) fn store_at(&self, b: &mut FunctionBuilder, (addr, off): (Value, i32), v: Val) {
+        let fl = MemFlagsData::new().with_notrap();
+        let fl = if v.vector {
+            fl.with_endianness(Endianness::Little)
+        } else {
+            fl
+        };
+        b.ins().store(fl, v.v, addr, off);
     }
 
     /// Stores `v` at element `base` of argument `arg`: one vector store when the lanes are
@@ -224,7 +211,7 @@ impl Emitter<'_> {
             .with_can_move();
         let sty = scalar_ty(dtype);
         if conds.is_empty()
-            && let Some((addr, off)) = self.unit_stride_addr(b, arg, index, vars)
+            && let Some((addr, off)) = self.unit_stride_addr(b, (arg, index), vars, (lane, vector))
         {
             let (ty, fl) = if vector {
                 (vector_ty(dtype), ro.with_endianness(Endianness::Little))
@@ -317,4 +304,18 @@ pub(crate) fn from_lanes(b: &mut FunctionBuilder, ty: Type, lanes: &[Value]) -> 
             vector: true,
         },
     }
+}
+
+/// A row pointer's key: `arg`, the loop `var` it serves, `index`, and the values of the
+/// index's other loop variables.
+pub(crate) type RowKey = (usize, usize, Affine, Vec<Option<Value>>);
+
+fn row_key(arg: usize, index: &Affine, var: usize, vars: &[Option<Value>]) -> RowKey {
+    let others = index
+        .terms
+        .iter()
+        .filter(|&&(v, _)| v != var)
+        .map(|&(v, _)| vars[v])
+        .collect();
+    (arg, var, index.clone(), others)
 }

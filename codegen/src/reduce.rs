@@ -2,19 +2,17 @@
 //! it reads from outside the loop, one step of it, and the loops themselves (across outputs,
 //! or along the reduction with two accumulators and a scalar tail).
 
-use cranelift_codegen::ir::{
-    Endianness, InstBuilder, MemFlagsData, Value, condcodes::FloatCC, types,
-};
+use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, condcodes::FloatCC, types};
 use cranelift_frontend::{FunctionBuilder, Variable};
 
 use cranegrad_graph::{DType, ReduceOp};
 use cranegrad_lower::kernel::Expr;
 
-use crate::emit::{Emitter, LANES, Phase, Val, emit_loop, scalar_ty, vector_ty, vflags};
+use crate::emit::{
+    ALONG_VECTORS, Emitter, LANES, Phase, RowCursor, Val, emit_jammed_loop, emit_loop, scalar_ty,
+    vector_ty, vflags,
+};
 use crate::scalar_ops::float_max;
-
-/// Vectors per iteration of an along-reduction loop.
-const JAMMED: i64 = 2;
 
 /// One reduction in an along loop: its body, the values from outside it, its loop
 /// variables (another row's, for a carried reduction) and accumulators.
@@ -143,14 +141,9 @@ impl Emitter<'_> {
             xv = self.widen(b, xv, dtype);
         }
         if let Some(r) = self.rescale.as_ref().filter(|r| r.reduce == e) {
-            if let Some((addr, off)) = self.unit_stride_addr(b, r.arg, &r.index_in_loop, vars) {
-                let fl = MemFlagsData::new().with_notrap();
-                let fl = if vector {
-                    fl.with_endianness(Endianness::Little)
-                } else {
-                    fl
-                };
-                b.ins().store(fl, xv.v, addr, off);
+            let at = (r.arg, &r.index_in_loop);
+            if let Some(at) = self.unit_stride_addr(b, at, vars, (lane, vector)) {
+                self.store_at(b, at, xv);
             } else {
                 let base = self.affine(b, &r.index_in_loop, vars);
                 self.store(b, r.arg, base, i64::from(vector), xv);
@@ -197,34 +190,26 @@ impl Emitter<'_> {
             self.ensure(b, o, vals, vars, lane, across);
         }
         if !across && self.along[var] {
-            let carried = match &self.carry {
-                Some(c) if c.with == e => self.carry.take(),
-                _ => None,
-            };
+            let carried = (self.carry.as_ref())
+                .filter(|c| c.with == e)
+                .map(|c| (c.e, c.var, c.next_vars.clone()));
             let mut outside = outside;
-            let mut companion = None;
-            if let Some(c) = &carried {
+            let mut passes = vec![self.along_pass(b, e, inner, vals, vars, extents)];
+            if let Some((c, _, next_vars)) = &carried {
                 // What it reads from outside its loop does not vary with the row.
-                let (inner, more) = self.loop_split(c.e);
+                let (inner, more) = self.loop_split(*c);
                 for &o in &more {
                     self.ensure(b, o, vals, vars, lane, across);
                 }
                 outside.extend(more);
-                companion = Some((c.e, inner, c.next_vars.clone()));
-            }
-            let mut passes = vec![self.along_pass(b, e, inner, vals, vars, extents)];
-            if let Some((c, inner, next_vars)) = companion {
-                passes.push(self.along_pass(b, c, inner, vals, &next_vars, extents));
+                passes.push(self.along_pass(b, *c, inner, vals, next_vars, extents));
             }
             let added = self.presplat(b, vals, outside.iter().copied());
             let results = self.along_loops(b, &mut passes, extents[var]);
             self.forget_splats(added);
             vals[e] = Some(results[0]);
-            if let Some(c) = &carried {
-                b.def_var(c.var, results[1].v);
-            }
-            if carried.is_some() {
-                self.carry = carried;
+            if let Some((_, var, _)) = carried {
+                b.def_var(var, results[1].v);
             }
             return;
         }
@@ -291,11 +276,9 @@ impl Emitter<'_> {
         }
     }
 
-    /// The loops of along reductions sharing one extent: two vectors per iteration into
-    /// two accumulators each, then one vector, then scalars; returns each one's value.
-    /// Two vectors per iteration because a max's accumulator chain (compare, max, or) was the
-    /// whole cost of softmax's first pass; four interleaved exp2 chains spill registers
-    /// (0.158 -> 0.179 ms on a 256x1024 softmax).
+    /// The loops of along reductions sharing one extent: [`ALONG_VECTORS`] vectors per
+    /// iteration into two accumulators each, then one vector, then scalars; returns each
+    /// one's value.
     fn along_loops(
         &mut self,
         b: &mut FunctionBuilder,
@@ -324,6 +307,8 @@ impl Emitter<'_> {
             );
             b.def_var(target, nv);
         };
+        // Its own row pointers and cursor: whatever loop it sits in gets its own back.
+        let outer = (self.cursor.take(), self.row_ptrs.take());
         for p in passes.iter() {
             let rescaled = self.rescale.as_ref().filter(|r| r.reduce == p.e);
             let stored = rescaled.map(|r| (r.arg, r.index_in_loop.clone()));
@@ -338,43 +323,42 @@ impl Emitter<'_> {
             }
         }
         let zero = b.ins().iconst(types::I64, 0);
-        // The vectors' chains are independent: interleaved once built.
-        let mut jam = None;
-        let rest = emit_loop(b, zero, extent, JAMMED * LANES, |b, i| {
-            let starts: Vec<Value> = (0..JAMMED)
-                .map(|j| b.ins().iadd_imm_s(i, j * LANES))
-                .collect();
-            let block = b.current_block().expect("in the loop body");
-            let mut cuts = vec![b.func.layout.last_inst(block)];
-            for (j, &start) in starts.iter().enumerate() {
-                for p in passes.iter_mut() {
-                    self.along_at = Some((p.var, i, j as i64 * LANES));
-                    let target = p.accs[j % 2];
-                    step(self, b, p, start, (target, true));
-                }
-                cuts.push(b.func.layout.last_inst(block));
-            }
-            if b.current_block() == Some(block) {
-                jam = Some(crate::interleave::Jam { block, cuts });
+        let (rest, jam) = emit_jammed_loop(b, zero, extent, ALONG_VECTORS, |b, i, j| {
+            let start = b.ins().iadd_imm_s(i, j * LANES);
+            for p in passes.iter_mut() {
+                self.cursor = Some(RowCursor {
+                    var: p.var,
+                    first: i,
+                    elems: j * LANES,
+                });
+                let target = p.accs[j as usize % 2];
+                step(self, b, p, start, (target, true));
             }
         });
         self.jams.extend(jam);
         let rest = emit_loop(b, rest, extent, LANES, |b, i| {
             for p in passes.iter_mut() {
-                self.along_at = Some((p.var, i, 0));
+                self.cursor = Some(RowCursor {
+                    var: p.var,
+                    first: i,
+                    elems: 0,
+                });
                 let target = p.accs[0];
                 step(self, b, p, i, (target, true));
             }
         });
         emit_loop(b, rest, extent, 1, |b, i| {
             for p in passes.iter_mut() {
-                self.along_at = Some((p.var, i, 0));
+                self.cursor = Some(RowCursor {
+                    var: p.var,
+                    first: i,
+                    elems: 0,
+                });
                 let target = p.tail;
                 step(self, b, p, i, (target, false));
             }
         });
-        self.along_at = None;
-        self.row_ptrs.borrow_mut().clear();
+        (self.cursor, *self.row_ptrs.borrow_mut()) = outer;
         passes
             .iter()
             .map(|p| {

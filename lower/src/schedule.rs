@@ -71,17 +71,21 @@ pub struct Launch {
 }
 
 impl Schedule {
-    /// Every launch binds distinct buffers to its argument slots. Code generation relies on
-    /// it: it reorders loads past stores of other slots. A buffer
-    /// a kernel both reads and writes (a softmax's stored `exp`) is one slot, read back.
+    /// No launch binds a buffer it writes to a second argument slot. Code generation relies
+    /// on it: it moves loads past stores of other slots. (A kernel that reads back what it
+    /// stored, softmax's `exp`, reads it through the store's own slot.)
     pub fn check_distinct_args(&self) -> Result<(), LowerError> {
         for l in &self.launches {
-            let mut seen = BTreeSet::new();
-            if let Some(b) = l.args.iter().find(|&&b| !seen.insert(b)) {
-                return Err(LowerError::Internal(format!(
-                    "kernel {} binds buffer {b} to two argument slots",
-                    l.kernel.name
-                )));
+            let written = (l.kernel.args.iter().zip(&l.args))
+                .filter(|(a, _)| a.access == Access::Write)
+                .map(|(_, &b)| b);
+            for w in written {
+                if l.args.iter().filter(|&&b| b == w).count() > 1 {
+                    return Err(LowerError::Internal(format!(
+                        "kernel {} binds buffer {w}, which it writes, to two argument slots",
+                        l.kernel.name
+                    )));
+                }
             }
         }
         Ok(())
