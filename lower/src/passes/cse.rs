@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use super::replace_node;
 use cranegrad_graph::{GraphData, NodeId};
 
 /// Merges structurally identical nodes (inputs with equal names are one input); returns how
@@ -21,10 +22,7 @@ pub fn eliminate_common_subexpressions(g: &mut GraphData, outputs: &mut [NodeId]
         );
         match seen.get(&key) {
             Some(&keep) => {
-                g.replace_uses(n, keep);
-                for o in outputs.iter_mut().filter(|o| **o == n) {
-                    *o = keep;
-                }
+                replace_node(g, outputs, n, keep);
                 g.g.remove_node(n);
                 removed += 1;
             }

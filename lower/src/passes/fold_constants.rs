@@ -1,6 +1,7 @@
 //! Constant folding: ops whose operands are all constants become constants (computed in the
 //! node's own precision), and `x + 0`, `x * 1`, `--x` disappear.
 
+use super::replace_node;
 use cranegrad_graph::{BinaryOp, DType, Dim, GraphData, NodeId, Op, ReduceOp, UnaryOp};
 
 /// Rounds a value to what the dtype can hold, so folded constants equal computed ones.
@@ -116,10 +117,7 @@ pub fn fold_constants(g: &mut GraphData, outputs: &mut [NodeId]) -> usize {
             _ => None,
         };
         if let Some(k) = keep {
-            g.replace_uses(n, k);
-            for o in outputs.iter_mut().filter(|o| **o == n) {
-                *o = k;
-            }
+            replace_node(g, outputs, n, k);
             changed += 1;
         }
     }

@@ -11,6 +11,7 @@
 use cranegrad_graph::{BinaryOp, Dim, GraphData, Node, NodeId, Op, Shape};
 
 use super::fuse_gemm_prologue::is_row_broadcast;
+use super::{add_computed, replace_node};
 
 /// Follows permutes, reshapes and broadcasts (the views packing can read: no offset, no
 /// padding) down to an input that carries data (a weight).
@@ -66,15 +67,7 @@ fn factors(g: &GraphData, a: NodeId) -> Vec<NodeId> {
 }
 
 fn add(g: &mut GraphData, op: Op, like: &Node, shape: Shape, ins: &[NodeId]) -> NodeId {
-    g.add(
-        Node {
-            op,
-            shape,
-            dtype: like.dtype,
-            data: None,
-        },
-        ins,
-    )
+    add_computed(g, op, (shape, like.dtype), ins)
 }
 
 /// Rewrites every `(x * r * g) @ W` as `r * (x @ (g * W))` (see the module doc); returns how
@@ -138,10 +131,7 @@ pub fn fold_norm_into_matmul(g: &mut GraphData, outputs: &mut [NodeId]) -> usize
             mm_node.shape.clone(),
             &[mm, re],
         );
-        g.replace_uses(m, out);
-        for o in outputs.iter_mut().filter(|o| **o == m) {
-            *o = out;
-        }
+        replace_node(g, outputs, m, out);
         changed += 1;
     }
     changed

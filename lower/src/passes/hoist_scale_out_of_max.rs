@@ -10,9 +10,10 @@
 //! `x - max` does), and the exp then folds `c` into its own factor (`log2 e`), so the exp
 //! pass multiplies no element by `c` either.
 
-use cranegrad_graph::{BinaryOp, DType, GraphData, Node, NodeId, Op, ReduceOp, UnaryOp};
+use cranegrad_graph::{BinaryOp, DType, GraphData, NodeId, Op, ReduceOp, UnaryOp};
 
 use super::fuse_attention::times_constant;
+use super::{add_computed, replace_node};
 
 /// Rewrites every `max(x * c)` with a positive finite `c`; returns how many.
 pub fn hoist_scale_out_of_max(g: &mut GraphData, outputs: &mut [NodeId]) -> usize {
@@ -39,30 +40,16 @@ pub fn hoist_scale_out_of_max(g: &mut GraphData, outputs: &mut [NodeId]) -> usiz
         if !(c > 0.0 && c.is_finite()) || g.node(x).op == Op::MatMul {
             continue;
         }
-        let at_row = |op| Node {
-            op,
-            shape: node.shape.clone(),
-            dtype: node.dtype,
-            data: None,
+        let row = (node.shape.clone(), node.dtype);
+        let max_op = Op::Reduce {
+            op: ReduceOp::Max,
+            axis,
         };
-        let max = g.add(
-            at_row(Op::Reduce {
-                op: ReduceOp::Max,
-                axis,
-            }),
-            &[x],
-        );
-        let scale = g.add(
-            at_row(Op::Const {
-                value: f64::from(c),
-            }),
-            &[],
-        );
-        let scaled = g.add(at_row(Op::Binary(BinaryOp::Mul)), &[max, scale]);
-        g.replace_uses(n, scaled);
-        for o in outputs.iter_mut().filter(|o| **o == n) {
-            *o = scaled;
-        }
+        let max = add_computed(g, max_op, row.clone(), &[x]);
+        let value = f64::from(c);
+        let scale = add_computed(g, Op::Const { value }, row.clone(), &[]);
+        let scaled = add_computed(g, Op::Binary(BinaryOp::Mul), row, &[max, scale]);
+        replace_node(g, outputs, n, scaled);
         if is_power_of_two(c) {
             changed += factor_out_of_difference(g, outputs, g.inputs(n)[0], (x, max, scaled), c);
         }
@@ -87,49 +74,30 @@ fn factor_out_of_difference(
     (x, max, scaled): (NodeId, NodeId, NodeId),
     c: f32,
 ) -> usize {
-    let mut changed = 0;
-    for neg in g.consumers(scaled) {
-        if g.node(neg).op != Op::Unary(UnaryOp::Neg) {
-            continue;
-        }
-        for expand in g.consumers(neg) {
-            if g.node(expand).op != Op::Expand {
-                continue;
-            }
-            for add in g.consumers(expand) {
-                let ins = g.inputs(add);
-                if g.node(add).op != Op::Binary(BinaryOp::Add)
-                    || !(ins == [y, expand] || ins == [expand, y])
-                {
-                    continue;
-                }
-                let like = |g: &GraphData, n: NodeId, op: Op| Node {
-                    op,
-                    shape: g.node(n).shape.clone(),
-                    dtype: g.node(n).dtype,
-                    data: None,
-                };
-                let neg_max = g.add(like(g, neg, Op::Unary(UnaryOp::Neg)), &[max]);
-                let spread = g.add(like(g, expand, Op::Expand), &[neg_max]);
-                let diff = g.add(like(g, add, Op::Binary(BinaryOp::Add)), &[x, spread]);
-                let factor = g.add(
-                    like(
-                        g,
-                        add,
-                        Op::Const {
-                            value: f64::from(c),
-                        },
-                    ),
-                    &[],
-                );
-                let product = g.add(like(g, add, Op::Binary(BinaryOp::Mul)), &[diff, factor]);
-                g.replace_uses(add, product);
-                for o in outputs.iter_mut().filter(|o| **o == add) {
-                    *o = product;
-                }
-                changed += 1;
-            }
-        }
+    // The adds `y + expand(neg(scaled))` (either way round), with their broadcast and negation.
+    let found: Vec<(NodeId, NodeId, NodeId)> = g
+        .consumers(y)
+        .into_iter()
+        .filter(|&add| g.node(add).op == Op::Binary(BinaryOp::Add))
+        .filter_map(|add| {
+            let ins = g.inputs(add);
+            let expand = if ins[0] == y { ins[1] } else { ins[0] };
+            let neg = *g.inputs(expand).first()?;
+            let shape_ok = g.node(expand).op == Op::Expand
+                && g.node(neg).op == Op::Unary(UnaryOp::Neg)
+                && g.inputs(neg) == [scaled];
+            shape_ok.then_some((neg, expand, add))
+        })
+        .collect();
+    let of = |g: &GraphData, n: NodeId| (g.node(n).shape.clone(), g.node(n).dtype);
+    for &(neg, expand, add) in &found {
+        let neg_max = add_computed(g, Op::Unary(UnaryOp::Neg), of(g, neg), &[max]);
+        let spread = add_computed(g, Op::Expand, of(g, expand), &[neg_max]);
+        let diff = add_computed(g, Op::Binary(BinaryOp::Add), of(g, add), &[x, spread]);
+        let value = f64::from(c);
+        let factor = add_computed(g, Op::Const { value }, of(g, add), &[]);
+        let product = add_computed(g, Op::Binary(BinaryOp::Mul), of(g, add), &[diff, factor]);
+        replace_node(g, outputs, add, product);
     }
-    changed
+    found.len()
 }

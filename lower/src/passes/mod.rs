@@ -15,3 +15,32 @@ pub mod hoist_scale_out_of_max;
 pub mod reduced_axis_innermost;
 pub mod simplify_loops;
 pub mod sink_slices;
+
+use cranegrad_graph::{DType, GraphData, Node, NodeId, Op, Shape};
+
+/// Points every use of `old`, and every requested output that is `old`, at `new`: what a
+/// rewrite does once it has built the replacement.
+pub(crate) fn replace_node(g: &mut GraphData, outputs: &mut [NodeId], old: NodeId, new: NodeId) {
+    g.replace_uses(old, new);
+    for o in outputs.iter_mut().filter(|o| **o == old) {
+        *o = new;
+    }
+}
+
+/// Adds a computed node (no host data) of `shape` and `dtype` over `ins`.
+pub(crate) fn add_computed(
+    g: &mut GraphData,
+    op: Op,
+    (shape, dtype): (Shape, DType),
+    ins: &[NodeId],
+) -> NodeId {
+    g.add(
+        Node {
+            op,
+            shape,
+            dtype,
+            data: None,
+        },
+        ins,
+    )
+}

@@ -9,7 +9,8 @@
 //! (when the columns are kept whole: the rows of A and the batch of both operands are sliced),
 //! and a slice of a constant is a smaller constant. Only static windows are moved.
 
-use cranegrad_graph::{Dim, GraphData, Node, NodeId, Op, Shape};
+use super::{add_computed, replace_node};
+use cranegrad_graph::{Dim, GraphData, NodeId, Op, Shape};
 
 /// The window `starts`/`shape` applied to a node of `full` shape, as a new slice node (or the
 /// node itself when the window is everything).
@@ -19,28 +20,12 @@ fn slice(g: &mut GraphData, n: NodeId, starts: &[usize], shape: &[usize]) -> Nod
     if starts.iter().all(|&s| s == 0) && shape == full.as_slice() {
         return n;
     }
+    let out = (Shape::of(shape), node.dtype);
     if let Op::Const { value } = node.op {
-        return g.add(
-            Node {
-                op: Op::Const { value },
-                shape: Shape::of(shape),
-                dtype: node.dtype,
-                data: None,
-            },
-            &[],
-        );
+        return add_computed(g, Op::Const { value }, out, &[]);
     }
-    g.add(
-        Node {
-            op: Op::Slice {
-                starts: starts.iter().map(|&s| Dim::Const(s)).collect(),
-            },
-            shape: Shape::of(shape),
-            dtype: node.dtype,
-            data: None,
-        },
-        &[n],
-    )
+    let starts = starts.iter().map(|&s| Dim::Const(s)).collect();
+    add_computed(g, Op::Slice { starts }, out, &[n])
 }
 
 /// The node computing window (`starts`, `shape`) of `n`, built from sliced operands, if the
@@ -97,13 +82,10 @@ fn sink(g: &mut GraphData, n: NodeId, starts: &[usize], shape: &[usize]) -> Opti
         }
         _ => return None,
     };
-    Some(g.add(
-        Node {
-            op: node.op.clone(),
-            shape: Shape::of(shape),
-            dtype: node.dtype,
-            data: None,
-        },
+    Some(add_computed(
+        g,
+        node.op.clone(),
+        (Shape::of(shape), node.dtype),
         &new_ins,
     ))
 }
@@ -148,10 +130,7 @@ pub fn sink_slices(g: &mut GraphData, outputs: &mut [NodeId]) -> usize {
         let Some(new) = sink(g, input, &starts, &shape) else {
             continue;
         };
-        g.replace_uses(s, new);
-        for o in outputs.iter_mut().filter(|o| **o == s) {
-            *o = new;
-        }
+        replace_node(g, outputs, s, new);
         // The full-size computation is dead now: removing it leaves its operands with only
         // the new slices as users, so those can move further down.
         remove_unused(g, s, outputs);
