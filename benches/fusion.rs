@@ -130,7 +130,26 @@ fn summary() {
     eprintln!(
         "   copy = the same bytes read and written by a plain copy on {threads} threads, beside them)"
     );
+    norm_cost();
     eprintln!();
+}
+
+/// The fused RMSNorm+matmul against the matmul alone, in alternating blocks of 5 (the rows
+/// above time them minutes apart).
+fn norm_cost() {
+    let (with, alone) = (rmsnorm_matmul(true), rmsnorm_matmul(false));
+    let (mut sw, _) = warm_session(true, &with);
+    let (mut sa, _) = warm_session(true, &alone);
+    let (mut w, mut a) = (Vec::new(), Vec::new());
+    for _ in 0..4 {
+        w.extend(warm_runs_ms(&mut sw, &with, 5).expect("warm runs"));
+        a.extend(warm_runs_ms(&mut sa, &alone, 5).expect("warm runs"));
+    }
+    let (w, a) = (median(&w), median(&a));
+    eprintln!(
+        "  rmsnorm+matmul {w:.3} ms vs the matmul alone {a:.3} ms beside it: {:+.1}%",
+        (w / a - 1.0) * 100.0
+    );
 }
 
 fn bench(c: &mut Criterion) {
