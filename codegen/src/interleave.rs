@@ -205,11 +205,12 @@ mod tests {
     use cranelift_codegen::isa::CallConv;
     use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 
-    /// Two groups `x = load a[k]; y = load out[k]; store out[k] = x + y` at k = 0 and 4:
-    /// the second group's load of `a` may rise above the first's store, its load of `out`
-    /// may not.
-    #[test]
-    fn groups_interleave_but_a_load_stays_after_a_store_to_its_buffer() {
+    /// A one-block function of two buffer pointers `a` (slot 0) and `out` (slot 1) whose
+    /// groups `body` emits (pushing a cut after each), interleaved; with its block and what
+    /// `body` returned (the instructions a test looks for).
+    fn interleaved<R>(
+        body: impl FnOnce(&mut FunctionBuilder, Value, Value, &mut Vec<Option<Inst>>) -> R,
+    ) -> (Function, Block, R) {
         let mut sig = Signature::new(CallConv::SystemV);
         sig.params
             .extend([AbiParam::new(types::I64), AbiParam::new(types::I64)]);
@@ -221,37 +222,50 @@ mod tests {
         b.switch_to_block(block);
         b.seal_block(block);
         let (a, out) = (b.block_params(block)[0], b.block_params(block)[1]);
-        let fl = MemFlagsData::trusted();
         let mut cuts = vec![b.func.layout.last_inst(block)];
-        let mut marks = Vec::new();
-        for k in [0i64, 4] {
-            let off = b.ins().iconst(types::I64, 4 * k);
-            let pa = b.ins().iadd(a, off);
-            let po = b.ins().iadd(out, off);
-            let x = b.ins().load(types::F32, fl, pa, 0);
-            let y = b.ins().load(types::F32, fl, po, 0);
-            let s = b.ins().fadd(x, y);
-            let st = b.ins().store(fl, s, po, 0);
-            marks.push((
-                b.func.dfg.value_def(x).unwrap_inst(),
-                b.func.dfg.value_def(y).unwrap_inst(),
-                st,
-            ));
-            cuts.push(b.func.layout.last_inst(block));
-        }
+        let found = body(&mut b, a, out, &mut cuts);
         b.ins().return_(&[]);
         let isa = crate::isa::host_isa(crate::isa::OptLevel::None).expect("host ISA");
         b.finalize(isa.frontend_config());
         let ptrs = HashMap::from([(a, 0), (out, 1)]);
         interleave(&mut func, &ptrs, &Jam { block, cuts });
-        let at = |i: Inst| func.layout.block_insts(block).position(|x| x == i).unwrap();
-        let ((x0, _, st0), (x1, y1, _)) = (marks[0], marks[1]);
+        (func, block, found)
+    }
+
+    fn position(func: &Function, block: Block, i: Inst) -> usize {
+        func.layout.block_insts(block).position(|x| x == i).unwrap()
+    }
+
+    /// Two groups `x = load a[k]; y = load out[k]; store out[k] = x + y` at k = 0 and 4:
+    /// the second group's load of `a` may rise above the first's store, its load of `out`
+    /// may not.
+    #[test]
+    fn groups_interleave_but_a_load_stays_after_a_store_to_its_buffer() {
+        let (func, block, marks) = interleaved(|b, a, out, cuts| {
+            let fl = MemFlagsData::trusted();
+            let mut marks = Vec::new();
+            for k in [0i64, 4] {
+                let off = b.ins().iconst(types::I64, 4 * k);
+                let pa = b.ins().iadd(a, off);
+                let po = b.ins().iadd(out, off);
+                let x = b.ins().load(types::F32, fl, pa, 0);
+                let y = b.ins().load(types::F32, fl, po, 0);
+                let s = b.ins().fadd(x, y);
+                let st = b.ins().store(fl, s, po, 0);
+                let def = |v: Value| b.func.dfg.value_def(v).unwrap_inst();
+                marks.push((def(x), def(y), st));
+                cuts.push(b.func.layout.last_inst(b.current_block().unwrap()));
+            }
+            marks
+        });
+        let at = |i: Inst| position(&func, block, i);
+        let ((x0, y0, st0), (x1, y1, _)) = (marks[0], marks[1]);
         assert!(
             at(x1) < at(st0),
             "the load of another buffer moves up:\n{func}"
         );
         assert!(
-            at(x0) < at(x1) && at(x1) < at(marks[0].1),
+            at(x0) < at(x1) && at(x1) < at(y0),
             "one from each group in turn:\n{func}"
         );
         assert!(
@@ -266,39 +280,27 @@ mod tests {
     /// it stays after a store to it.
     #[test]
     fn an_offset_from_another_pointer_keeps_the_load_in_order() {
-        let mut sig = Signature::new(CallConv::SystemV);
-        sig.params
-            .extend([AbiParam::new(types::I64), AbiParam::new(types::I64)]);
-        let mut func = Function::with_name_signature(UserFuncName::default(), sig);
-        let mut fctx = FunctionBuilderContext::new();
-        let mut b = FunctionBuilder::new(&mut func, &mut fctx);
-        let block = b.create_block();
-        b.append_block_params_for_function_params(block);
-        b.switch_to_block(block);
-        b.seal_block(block);
-        let (a, out) = (b.block_params(block)[0], b.block_params(block)[1]);
-        let fl = MemFlagsData::trusted();
-        let mut cuts = vec![b.func.layout.last_inst(block)];
-        // A chain long enough that the store would come after the other group's load.
-        let mut v = b.ins().f32const(1.0);
-        for _ in 0..6 {
-            v = b.ins().fadd(v, v);
-        }
-        let st = b.ins().store(fl, v, out, 0);
-        cuts.push(b.func.layout.last_inst(block));
-        // a + (out - a) is out.
-        let off = b.ins().isub(out, a);
-        let addr = b.ins().iadd(a, off);
-        let x = b.ins().load(types::F32, fl, addr, 0);
-        b.ins().store(fl, x, a, 0);
-        cuts.push(b.func.layout.last_inst(block));
-        b.ins().return_(&[]);
-        let isa = crate::isa::host_isa(crate::isa::OptLevel::None).expect("host ISA");
-        b.finalize(isa.frontend_config());
-        let ptrs = HashMap::from([(a, 0), (out, 1)]);
-        interleave(&mut func, &ptrs, &Jam { block, cuts });
-        let at = |i: Inst| func.layout.block_insts(block).position(|x| x == i).unwrap();
-        let load = func.dfg.value_def(x).unwrap_inst();
-        assert!(at(load) > at(st), "the load stays after the store:\n{func}");
+        let (func, block, (st, load)) = interleaved(|b, a, out, cuts| {
+            let fl = MemFlagsData::trusted();
+            let here = |b: &FunctionBuilder| b.func.layout.last_inst(b.current_block().unwrap());
+            // A chain long enough that the store would come after the other group's load.
+            let mut v = b.ins().f32const(1.0);
+            for _ in 0..6 {
+                v = b.ins().fadd(v, v);
+            }
+            let st = b.ins().store(fl, v, out, 0);
+            cuts.push(here(b));
+            // a + (out - a) is out.
+            let off = b.ins().isub(out, a);
+            let addr = b.ins().iadd(a, off);
+            let x = b.ins().load(types::F32, fl, addr, 0);
+            b.ins().store(fl, x, a, 0);
+            cuts.push(here(b));
+            (st, b.func.dfg.value_def(x).unwrap_inst())
+        });
+        assert!(
+            position(&func, block, load) > position(&func, block, st),
+            "the load stays after the store:\n{func}"
+        );
     }
 }
