@@ -10,6 +10,11 @@
 //!   softmax statistics), two vectors per iteration into two accumulators, then a
 //!   horizontal combine and a scalar tail.
 //!
+//! Row kernels are compiled unoptimised, so the emitter does by hand what the optimiser
+//! would: unrolled bodies are interleaved once built (`interleave.rs`), a row's contiguous
+//! accesses are addressed from row pointers computed before each loop (`RowCursor`), and a
+//! softmax's max for the next row is computed in this row's exp pass (`reduce::Carry`).
+//!
 //! Every load and store is in bounds by construction (indices are affine with ranges checked
 //! by [`crate::bounds::check_bounds`]); padded loads clamp their index to 0 when invalid.
 //!

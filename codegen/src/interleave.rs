@@ -232,6 +232,7 @@ mod tests {
         (func, block, found)
     }
 
+    /// Where `i` is in `block`.
     fn position(func: &Function, block: Block, i: Inst) -> usize {
         func.layout.block_insts(block).position(|x| x == i).unwrap()
     }
