@@ -3,7 +3,7 @@
 //!
 //! Vectorisation (4 x f32, the widest Cranelift emits on x86-64) picks one of two layouts:
 //! - *across outputs*: lanes are four neighbouring points of the innermost output loop (of
-//!   the loop just outside it in a column kernel, see [`crate::columns`]); loads with stride
+//!   the loop just outside it in a column kernel, see `columns.rs`); loads with stride
 //!   1 along it become vector loads, stride 0 a splat, anything else a 4-lane gather. Each
 //!   lane keeps its own accumulator, so reductions sum in the reference order.
 //! - *along the reduction*: lanes are four consecutive reduce iterations (row sums, norms,

@@ -21,7 +21,7 @@ type PackKey = (Vec<(usize, bool, usize)>, usize, usize);
 /// entry keeps the (now empty) allocation alive, so its address is never reused.
 static RELEASED: Mutex<BTreeMap<usize, HostData>> = Mutex::new(BTreeMap::new());
 
-/// True when `data`'s raw pages were returned to the OS (see [`PackCache::release`]).
+/// True when `data`'s raw pages were returned to the OS (see `PackCache::release`).
 pub fn is_released(data: &HostData) -> bool {
     let reg = RELEASED.lock().unwrap_or_else(|e| e.into_inner());
     !reg.is_empty() && reg.contains_key(&data.addr())
@@ -34,7 +34,7 @@ pub struct PackCache {
     map: HashMap<PackKey, (Vec<HostData>, Arc<AlignedBuf>)>,
     /// Bytes held by packed copies.
     pub bytes: usize,
-    /// Bytes of raw weight data this cache returned to the OS (see [`Self::release`]).
+    /// Bytes of raw weight data this cache returned to the OS (see `release`).
     pub released_bytes: usize,
 }
 
