@@ -873,7 +873,7 @@ impl<'a> KernelBuilder<'a> {
         let has_matmul = self.ops.iter().any(|o| o == "matmul");
         // A row group over a strided axis (the root is its row-shaped exit): its rows become
         // the innermost loop.
-        if let Some(&Some(axis)) = self.fusion.row_exits.get(&self.root)
+        if let Some(&axis) = self.fusion.row_exits.get(&self.root)
             && !root.shape.dims()[axis].is_one()
         {
             self.innermost = Some(axis);

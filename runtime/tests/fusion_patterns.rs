@@ -506,6 +506,50 @@ fn a_row_group_takes_no_epilogue_reduction() {
 }
 
 #[test]
+fn row_groups_over_two_axes_do_not_share_a_kernel() {
+    // `x / sum(x, 0) / sum(x, 1)` (a Sinkhorn step) ends two row groups, over different axes,
+    // in one node. In one kernel one axis is the innermost loop and the other group's
+    // reduction would run again for every output along it. So every reduction that reads
+    // the innermost output loop must read every output loop (one per output), and the
+    // values match the interpreter.
+    let g = Graph::new();
+    let x = g
+        .input_with_data("x", Shape::of(&[33, 17]), rand_vec(33 * 17, 11, 1.0))
+        .unwrap()
+        .exp()
+        .unwrap();
+    let sinkhorn = x
+        .div(&x.sum(0, true).unwrap())
+        .unwrap()
+        .div(&x.sum(1, true).unwrap())
+        .unwrap();
+    let centred = x
+        .sub(&x.max(0, true).unwrap())
+        .unwrap()
+        .sub(&x.max(1, true).unwrap())
+        .unwrap();
+    for t in [&sinkhorn, &centred] {
+        let l = lowered(&[t]);
+        for launch in &l.schedule.launches {
+            let k = &launch.kernel;
+            let outs = k.output_loops().len();
+            let deps: Vec<Vec<bool>> = (0..outs).map(|o| k.depends_on(o)).collect();
+            for e in &k.exprs {
+                if let Expr::Reduce { x, .. } = e {
+                    let reads = |o: usize| deps[o][*x];
+                    assert!(
+                        outs == 0 || !reads(outs - 1) || (0..outs).all(reads),
+                        "a reduction runs again along the innermost loop:\n{}",
+                        l.schedule.text()
+                    );
+                }
+            }
+        }
+        check_all(&[t], &Feeds::new(), &Bindings::new(), 1e-6, 1e-5);
+    }
+}
+
+#[test]
 fn a_softmax_past_the_l2s_is_exact_to_its_last_row() {
     // Rows holding more than 4 MB: the exp pass also loads the next row ahead (clamped to
     // the last row, an odd count split over two threads). The weights must match the

@@ -48,10 +48,9 @@ pub struct Fusion {
     pub realized: BTreeSet<NodeId>,
     /// Kernel roots that run as one flash-attention kernel, with their pattern.
     pub attention: std::collections::BTreeMap<NodeId, super::fuse_attention::Attention>,
-    /// Exits of row groups (`fuse_rows`), with the axis their rows run along (`None` when
-    /// groups over different axes end in one node): kernels that already compute their
-    /// row's reductions, so they take no epilogue reduction.
-    pub row_exits: std::collections::BTreeMap<NodeId, Option<usize>>,
+    /// Exits of row groups (`fuse_rows`), with the axis their rows run along: kernels that
+    /// already compute their row's reductions, so they take no epilogue reduction.
+    pub row_exits: std::collections::BTreeMap<NodeId, usize>,
 }
 
 impl Fusion {

@@ -98,16 +98,15 @@ pub fn fuse_rows(g: &GraphData, order: &[NodeId], outputs: &[NodeId], f: &mut Fu
         let Some((members, t, axis)) = row_group(g, f, n, outputs) else {
             continue;
         };
+        // Groups over two axes ending in one node (`x / sum(x, 0) / sum(x, 1)`) cannot share
+        // its kernel: one axis is the innermost loop, and the other group's reduction would
+        // run again for every output along it. The later group stays realized.
+        if f.row_exits.get(&t).is_some_and(|&a| a != axis) {
+            continue;
+        }
         // The group's exit is the kernel root: the row's outputs are written once.
         f.realized.insert(t);
-        f.row_exits
-            .entry(t)
-            .and_modify(|a| {
-                if *a != Some(axis) {
-                    *a = None;
-                }
-            })
-            .or_insert(Some(axis));
+        f.row_exits.insert(t, axis);
         for m in members {
             if m != t {
                 f.realized.remove(&m);
