@@ -36,8 +36,9 @@ fn softmax_is_one_kernel() {
     for &r in &SIZES {
         for &c in &[1usize, 5, 33, 257] {
             let g = Graph::new();
-            // Values near +-80: exp would overflow without the max subtraction.
-            let x = rand_vec(r * c, (r * 31 + c) as u64, 80.0);
+            // Values up to +-400 (+-200 once scaled): exp would overflow without the max
+            // subtraction (past 88.7).
+            let x = rand_vec(r * c, (r * 31 + c) as u64, 400.0);
             let x = g.input_with_data("x", Shape::of(&[r, c]), x).unwrap();
             let s = x.mul_scalar(0.5).unwrap().softmax(-1).unwrap();
             assert_eq!(kernels(&s), 1, "softmax [{r}, {c}]");
@@ -371,8 +372,8 @@ fn strided_axis_softmax_and_standardisation_are_one_kernel() {
     // A reduction over a strided axis whose result is broadcast back: softmax over axis 0
     // (columns of 16 x 4 and 4 lanes, a scalar remainder: 257 = 4 * 64 + 1), over the middle
     // axis of a 3-d tensor (units must not run past a row block's columns: 70 = 64 + 4 + 2),
-    // and over axis 0 with the last two axes merged; values near +-80, so exp overflows
-    // without the max.
+    // and over axis 0 with the last two axes merged; values up to +-400 (+-200 once scaled),
+    // so exp overflows without the max.
     let cases: Vec<(Vec<usize>, isize)> = [1usize, 3, 17, 100]
         .iter()
         .flat_map(|&r| {
@@ -390,7 +391,7 @@ fn strided_axis_softmax_and_standardisation_are_one_kernel() {
         let g = Graph::new();
         let n: usize = dims.iter().product();
         let x = g
-            .input_with_data("x", Shape::of(&dims), rand_vec(n, n as u64 + 5, 80.0))
+            .input_with_data("x", Shape::of(&dims), rand_vec(n, n as u64 + 5, 400.0))
             .unwrap();
         let s = x.mul_scalar(0.5).unwrap().softmax(axis).unwrap();
         assert_eq!(kernels(&s), 1, "softmax over axis {axis} of {dims:?}");
@@ -551,9 +552,9 @@ fn row_groups_over_two_axes_do_not_share_a_kernel() {
 
 #[test]
 fn a_softmax_past_the_l2s_is_exact_to_its_last_row() {
-    // Rows holding more than 4 MB: the exp pass also loads the next row ahead (clamped to
-    // the last row, an odd count split over two threads). The weights must match the
-    // interpreter's to the last row.
+    // Rows holding more than 4 MB, an odd count split over two threads: the scaled softmax
+    // carries each row's max into the row before's exp pass (clamped to the thread's last
+    // row). The weights must match the interpreter's to the last row.
     let (r, c) = (1031, 1024);
     let g = Graph::new();
     let x = g
