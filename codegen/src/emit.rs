@@ -199,19 +199,6 @@ fn is_row_kernel(k: &Kernel, ph: &[Phase], row_deps: &[bool]) -> bool {
     reduce_inputs_ok && dep.iter().any(|&d| d)
 }
 
-/// True when a two-loop row kernel's rows (static extents) hold over 4 MB together: more
-/// than the two cores' L2s, so each row's first pass reads L3. Measured on a softmax touching the next
-/// row: 4096 x 1024 (16 MB) 7-10% faster on 1 and 2 threads; 512 x 1024 (2 MB) no faster.
-fn rows_past_l2(k: &Kernel) -> bool {
-    match k.output_loops() {
-        [rows, cols] => match (rows.extent.as_const(), cols.extent.as_const()) {
-            (Some(r), Some(c)) => r * c * 4 > 4 << 20,
-            _ => false,
-        },
-        _ => false,
-    }
-}
-
 /// Which expressions depend on the innermost output loop (none without output loops).
 fn row_deps(k: &Kernel) -> Vec<bool> {
     match k.output_loops().len().checked_sub(1) {
@@ -324,7 +311,6 @@ fn emit_body(
         from_reduce: from_reductions(k),
         lane_loop: column,
         nan_blind: None,
-        touches_next_row: false,
         nonpositive_exp2,
         row_deps: deps,
         jams: Vec::new(),
@@ -336,7 +322,6 @@ fn emit_body(
         em.rescale = crate::rescale::find_rescale(k, &em.row_deps, column.is_some());
         if let Some(r) = &em.rescale {
             em.nan_blind = crate::rescale::nan_blind_max(k, r);
-            em.touches_next_row = column.is_none() && rows_past_l2(k);
         }
     }
     let extents: Vec<Value> = k.loops.iter().map(|l| em.dim(b, &l.extent)).collect();
@@ -477,7 +462,8 @@ pub(crate) fn emit_while(
 
 /// Vectors per iteration of an along-reduction loop. Two, into two accumulators: a max's
 /// accumulator chain (compare, max, or) was the whole cost of softmax's first pass; four
-/// interleaved exp2 chains spill registers (0.158 -> 0.179 ms on a 256x1024 softmax).
+/// interleaved exp2 chains spill registers (a 256x1024 softmax on 1 thread: 0.178-0.181 ms,
+/// against 0.167-0.172 for the binary before interleaving, run alternately).
 pub(crate) const ALONG_VECTORS: i64 = 2;
 
 /// Vectors per iteration of a row kernel's output loop: its outputs are light (softmax's
@@ -528,9 +514,6 @@ pub(crate) struct Emitter<'k> {
     /// The max reduction whose NaN propagation no output needs (see
     /// [`crate::rescale::nan_blind_max`]).
     pub(crate) nan_blind: Option<usize>,
-    /// A softmax over rows past the L2s: the store-and-rescale pass touches the next row
-    /// (see `Emitter::touch_next_row`).
-    pub(crate) touches_next_row: bool,
     /// Per expression: an `exp2` whose argument is never positive (a softmax weight).
     pub(crate) nonpositive_exp2: Vec<bool>,
     /// Jammed loop bodies to interleave after the function is built.
@@ -750,13 +733,11 @@ impl Emitter<'_> {
     }
 
     /// The first and the store-and-rescale reductions of a row kernel when the first can be
-    /// carried (see [`crate::reduce::Carry`]): both along the row over loops of one extent,
-    /// and the first reading nothing from outside its loop that varies with the row.
+    /// carried (see [`crate::reduce::Carry`]): both along the row over loops of one extent.
+    /// What the first reads from outside its loop is computed for the next row.
     fn carried_reduction(&self) -> Option<(usize, usize)> {
+        // A store-and-rescale implies a row kernel; column kernels took their own arm.
         let with = self.rescale.as_ref()?.reduce;
-        if !self.row || self.lane_loop.is_some() {
-            return None;
-        }
         let first = self
             .k
             .exprs
@@ -767,15 +748,10 @@ impl Emitter<'_> {
             _ => unreachable!("a reduction"),
         };
         let (v1, v2) = (var_of(first), var_of(with));
-        let n_out = self.k.output_loops().len();
-        let varies: Vec<Vec<bool>> = (0..n_out).map(|l| self.k.depends_on(l)).collect();
-        let (_, outside) = self.loop_split(first);
-        let fixed = outside.iter().all(|&o| varies.iter().all(|d| !d[o]));
         (first != with
             && self.along[v1]
             && self.along[v2]
-            && self.k.loops[v1].extent == self.k.loops[v2].extent
-            && fixed)
+            && self.k.loops[v1].extent == self.k.loops[v2].extent)
             .then_some((first, with))
     }
 
@@ -790,8 +766,6 @@ impl Emitter<'_> {
         start: Value,
         end: Value,
     ) {
-        // The carried reduction's loads are the next row's: no touch besides them.
-        self.touches_next_row = false;
         let outer = self.k.output_loops().len() - 1;
         let (run, done) = (b.create_block(), b.create_block());
         let any = b.ins().icmp(IntCC::SignedLessThan, start, end);

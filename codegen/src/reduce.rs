@@ -2,7 +2,7 @@
 //! it reads from outside the loop, one step of it, and the loops themselves (across outputs,
 //! or along the reduction with two accumulators and a scalar tail).
 
-use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, condcodes::FloatCC, types};
+use cranelift_codegen::ir::{InstBuilder, Value, condcodes::FloatCC, types};
 use cranelift_frontend::{FunctionBuilder, Variable};
 
 use cranegrad_graph::{DType, ReduceOp};
@@ -24,7 +24,6 @@ struct AlongPass {
     vars: Vec<Option<Value>>,
     accs: [Variable; 2],
     tail: Variable,
-    next_row: Vec<(usize, Value)>,
 }
 
 /// A row kernel's first reduction (softmax's max) computed for the next row inside this
@@ -61,59 +60,6 @@ impl Emitter<'_> {
         outside.sort_unstable();
         outside.dedup();
         (inner, outside)
-    }
-
-    /// The contiguous row loads of `inner` (along reduce loop `var`) with the byte distance
-    /// from the current row to the next (clamped to the last row, so the address is one the
-    /// kernel may read), computed once per row for [`Emitter::touch_next_row`].
-    fn next_row_loads(
-        &self,
-        b: &mut FunctionBuilder,
-        inner: &[usize],
-        var: usize,
-        row: Value,
-        rows: Value,
-    ) -> Vec<(usize, Value)> {
-        let last = b.ins().iadd_imm_s(rows, -1);
-        let next = b.ins().iadd_imm_s(row, 1);
-        let next = b.ins().smin(next, last);
-        let step = b.ins().isub(next, row);
-        inner
-            .iter()
-            .filter_map(|&k| match &self.k.exprs[k] {
-                Expr::Load { index, conds, .. }
-                    if conds.is_empty() && index.coeff(0) != 0 && index.coeff(var) == 1 =>
-                {
-                    Some((k, b.ins().imul_imm_s(step, index.coeff(0) * 4)))
-                }
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// Loads, and drops, the next row's vector of each of `loads` (see
-    /// [`Emitter::next_row_loads`]): the store-and-rescale pass is bound by its FP operations,
-    /// so these loads ride along for free and the next row's max pass reads L1 instead of L3.
-    /// The loads may trap, so Cranelift keeps them though their values are unused.
-    fn touch_next_row(
-        &mut self,
-        b: &mut FunctionBuilder,
-        loads: &[(usize, Value)],
-        vars: &[Option<Value>],
-    ) {
-        for &(k, step) in loads {
-            let Expr::Load { arg, index, .. } = &self.k.exprs[k] else {
-                continue;
-            };
-            // The same index as the load itself (shared by the index memo), one row on.
-            let base = self.affine(b, index, vars);
-            let here = crate::memory::byte_addr(b, self.ptrs[*arg], base);
-            let there = b.ins().iadd(here, step);
-            // No `notrap`: a load that may trap is kept though its value is unused.
-            let may_trap =
-                MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little);
-            b.ins().load(types::F32X4, may_trap, there, 0);
-        }
     }
 
     /// One step of reduction `e` at the current loop variables: its body from `local` (which
@@ -193,18 +139,19 @@ impl Emitter<'_> {
             let carried = (self.carry.as_ref())
                 .filter(|c| c.with == e)
                 .map(|c| (c.e, c.var, c.next_vars.clone()));
-            let mut outside = outside;
-            let mut passes = vec![self.along_pass(b, e, inner, vals, vars, extents)];
+            let mut passes = vec![self.along_pass(b, e, inner, vals, vars)];
+            let mut added = Vec::new();
             if let Some((c, _, next_vars)) = &carried {
-                // What it reads from outside its loop does not vary with the row.
+                // What it reads from outside its loop, at the next row (a per-row bias).
                 let (inner, more) = self.loop_split(*c);
+                let mut next_vals = vec![None; vals.len()];
                 for &o in &more {
-                    self.ensure(b, o, vals, vars, lane, across);
+                    self.ensure(b, o, &mut next_vals, next_vars, lane, across);
                 }
-                outside.extend(more);
-                passes.push(self.along_pass(b, *c, inner, vals, next_vars, extents));
+                added = self.presplat(b, &next_vals, more.into_iter());
+                passes.push(self.along_pass(b, *c, inner, &next_vals, next_vars));
             }
-            let added = self.presplat(b, vals, outside.iter().copied());
+            added.extend(self.presplat(b, vals, outside.iter().copied()));
             let results = self.along_loops(b, &mut passes, extents[var]);
             self.forget_splats(added);
             vals[e] = Some(results[0]);
@@ -243,7 +190,6 @@ impl Emitter<'_> {
         inner: Vec<usize>,
         vals: &[Option<Val>],
         vars: &[Option<Value>],
-        extents: &[Value],
     ) -> AlongPass {
         let Expr::Reduce { op, dtype, var, .. } = self.k.exprs[e] else {
             unreachable!("a reduction")
@@ -257,13 +203,6 @@ impl Emitter<'_> {
         let tail = b.declare_var(scalar_ty(dtype));
         let tinit = self.identity(b, op, dtype, false);
         b.def_var(tail, tinit);
-        // The next row's loads, once per row (see `touch_next_row`).
-        let touching =
-            self.touches_next_row && self.rescale.as_ref().is_some_and(|r| r.reduce == e);
-        let next_row = match vars[0] {
-            Some(row) if touching => self.next_row_loads(b, &inner, var, row, extents[0]),
-            _ => Vec::new(),
-        };
         AlongPass {
             e,
             var,
@@ -272,7 +211,6 @@ impl Emitter<'_> {
             vars: vars.to_vec(),
             accs,
             tail,
-            next_row,
         }
     }
 
@@ -291,9 +229,6 @@ impl Emitter<'_> {
                     i: Value,
                     (target, vector): (Variable, bool)| {
             p.vars[p.var] = Some(i);
-            if vector {
-                this.touch_next_row(b, &p.next_row, &p.vars);
-            }
             let lane = vector.then_some(p.var);
             let a = b.use_var(target);
             let nv = this.reduce_step(

@@ -561,8 +561,7 @@ fn a_softmax_past_the_l2s_is_exact_to_its_last_row() {
         .input_with_data("x", Shape::of(&[r, c]), rand_vec(r * c, 41, 30.0))
         .unwrap();
     let s = x.mul_scalar(0.125).unwrap().softmax(-1).unwrap();
-    // A per-row bias inside the max: the max is not carried to the next row, and the exp
-    // pass touches the next row instead.
+    // A per-row bias inside the max: the carried max reads the next row's bias.
     let bias = g
         .input_with_data("b", Shape::of(&[r, 1]), rand_vec(r, 43, 50.0))
         .unwrap();
