@@ -203,20 +203,17 @@ impl Emitter<'_> {
         // gives NaN, as in the reference.
         let weight = |b: &mut FunctionBuilder, x: Value, max: Value| {
             let ty = b.func.dfg.value_type(x);
-            let esv = b.ins().f32const(es);
-            let z = b.ins().f32const(0.0);
-            let (esv, z) = if ty == types::F32X4 {
-                (b.ins().splat(ty, esv), b.ins().splat(ty, z))
-            } else {
-                (esv, z)
+            let splat = |b: &mut FunctionBuilder, v: f32| {
+                let s = b.ins().f32const(v);
+                if ty == types::F32X4 {
+                    b.ins().splat(ty, s)
+                } else {
+                    s
+                }
             };
+            let z = splat(b, 0.0);
             let d = b.ins().fsub(x, max);
-            let ninf = b.ins().f32const(f32::NEG_INFINITY);
-            let ninf = if ty == types::F32X4 {
-                b.ins().splat(ty, ninf)
-            } else {
-                ninf
-            };
+            let ninf = splat(b, f32::NEG_INFINITY);
             let unset = b.ins().fcmp(FloatCC::Equal, max, ninf);
             let d = math::select_float(b, unset, z, d);
             // With a positive factor the argument is never positive (x <= max); the exp then
@@ -224,6 +221,7 @@ impl Emitter<'_> {
             if math::scaled_exp2_takes(es) {
                 math::exp2_scaled_nonpositive(b, d, es)
             } else {
+                let esv = splat(b, es);
                 let d = b.ins().fmul(d, esv);
                 math::exp2(b, d)
             }

@@ -460,15 +460,15 @@ pub(crate) fn emit_while(
     b.block_params(exit)[0]
 }
 
-/// Vectors per iteration of an along-reduction loop. Two, into two accumulators: a max's
-/// accumulator chain (compare, max, or) was the whole cost of softmax's first pass; four
-/// interleaved exp2 chains spill registers (a 256x1024 softmax on 1 thread: 0.178-0.181 ms,
-/// against 0.167-0.172 for the binary before interleaving, run alternately).
+/// Vectors per iteration of an along-reduction loop, each into an accumulator of its own:
+/// two, because four interleaved exp2 chains spill registers (a 256x1024 softmax on 1
+/// thread: 0.178-0.181 ms, against 0.167-0.172 for the binary before interleaving, run
+/// alternately; measured before row pointers and shared constants).
 pub(crate) const ALONG_VECTORS: i64 = 2;
 
 /// Vectors per iteration of a row kernel's output loop: its outputs are light (softmax's
 /// rescale is a load, a multiply and a store), so four per iteration spend fewer branches on
-/// each.
+/// each. Not measured apart from the row pointers and shared constants that came with it.
 const ROW_OUTPUT_VECTORS: i64 = 4;
 
 /// A loop whose contiguous accesses are addressed from row pointers: its variable, the

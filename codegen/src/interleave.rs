@@ -23,7 +23,8 @@ pub(crate) struct Jam {
 }
 
 /// What a memory instruction touches, for ordering: the kernel argument its address is
-/// computed from (distinct arguments are distinct buffers, see `Schedule`), or anything.
+/// computed from (a written slot shares its buffer with no other slot:
+/// `Schedule::check_distinct_args`), or anything.
 #[derive(Clone, Copy, PartialEq)]
 enum Touches {
     Nothing,
@@ -40,26 +41,22 @@ fn root_arg(func: &Function, ptrs: &HashMap<Value, usize>, addr: Value, depth: u
     let ValueDef::Result(i, _) = func.dfg.value_def(addr) else {
         return Touches::Anything;
     };
-    let found = match func.dfg.insts[i] {
-        InstructionData::Binary {
-            opcode: Opcode::Iadd,
-            args,
-        } if depth > 0 => {
-            let roots = args.map(|v| root_arg(func, ptrs, v, depth - 1));
-            match roots {
-                [t @ Touches::Arg(_), Touches::Anything]
-                | [Touches::Anything, t @ Touches::Arg(_)]
-                    if args.iter().any(|&v| !reaches_pointer(func, ptrs, v, depth)) =>
-                {
-                    vec![t]
-                }
-                _ => return Touches::Anything,
-            }
-        }
-        _ => return Touches::Anything,
+    let InstructionData::Binary {
+        opcode: Opcode::Iadd,
+        args: [x, y],
+    } = func.dfg.insts[i]
+    else {
+        return Touches::Anything;
     };
-    match found[..] {
-        [t @ Touches::Arg(_)] => t,
+    if depth == 0 {
+        return Touches::Anything;
+    }
+    match (
+        root_arg(func, ptrs, x, depth - 1),
+        root_arg(func, ptrs, y, depth - 1),
+    ) {
+        (t @ Touches::Arg(_), _) if !reaches_pointer(func, ptrs, y, depth) => t,
+        (_, t @ Touches::Arg(_)) if !reaches_pointer(func, ptrs, x, depth) => t,
         _ => Touches::Anything,
     }
 }

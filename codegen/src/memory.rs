@@ -10,7 +10,7 @@ use cranelift_frontend::FunctionBuilder;
 use cranegrad_graph::DType;
 use cranegrad_lower::affine::{Affine, Cond};
 
-use crate::emit::{Emitter, LANES, RowCursor, Val, scalar_ty, vector_ty};
+use crate::emit::{Emitter, LANES, RowCursor, Val, scalar_ty, vector_ty, vflags};
 
 impl Emitter<'_> {
     /// Computes, before loop `var`, the address of element `var = 0` of the unit-stride access
@@ -63,13 +63,12 @@ impl Emitter<'_> {
 
     /// Stores `v` at byte `off` past `addr` (little-endian lanes for a vector).
     pub(crate) fn store_at(&self, b: &mut FunctionBuilder, (addr, off): (Value, i32), v: Val) {
-        let fl = MemFlagsData::new().with_notrap();
         let fl = if v.vector {
-            fl.with_endianness(Endianness::Little)
+            vflags()
         } else {
-            fl
+            MemFlagsData::new()
         };
-        b.ins().store(fl, v.v, addr, off);
+        b.ins().store(fl.with_notrap(), v.v, addr, off);
     }
 
     /// Stores `v` at element `base` of argument `arg`: one vector store when the lanes are
@@ -82,16 +81,12 @@ impl Emitter<'_> {
         coeff: i64,
         v: Val,
     ) {
-        let fl = MemFlagsData::new().with_notrap();
         let ptr = self.ptrs[arg];
-        if !v.vector {
+        if !v.vector || coeff == 1 {
             let addr = byte_addr(b, ptr, base);
-            b.ins().store(fl, v.v, addr, 0);
-        } else if coeff == 1 {
-            let addr = byte_addr(b, ptr, base);
-            b.ins()
-                .store(fl.with_endianness(Endianness::Little), v.v, addr, 0);
+            self.store_at(b, (addr, 0), v);
         } else {
+            let fl = MemFlagsData::new().with_notrap();
             for l in 0..LANES {
                 let x = b.ins().extractlane(v.v, l as u8);
                 let idx = b.ins().iadd_imm_s(base, l * coeff);

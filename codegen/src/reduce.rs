@@ -22,7 +22,7 @@ struct AlongPass {
     inner: Vec<usize>,
     snapshot: Vec<Option<Val>>,
     vars: Vec<Option<Value>>,
-    accs: [Variable; 2],
+    accs: [Variable; ALONG_VECTORS as usize],
     tail: Variable,
 }
 
@@ -92,7 +92,8 @@ impl Emitter<'_> {
                 self.store_at(b, at, xv);
             } else {
                 let base = self.affine(b, &r.index_in_loop, vars);
-                self.store(b, r.arg, base, i64::from(vector), xv);
+                let coeff = lane.map_or(0, |l| r.index_in_loop.coeff(l));
+                self.store(b, r.arg, base, coeff, xv);
             }
         }
         self.accumulate(b, e, (op, dtype), acc, xv.v)
@@ -195,7 +196,7 @@ impl Emitter<'_> {
             unreachable!("a reduction")
         };
         let init = self.identity(b, op, dtype, true);
-        let accs = [0, 1].map(|_| {
+        let accs = std::array::from_fn(|_| {
             let v = b.declare_var(vector_ty(dtype));
             b.def_var(v, init);
             v
@@ -215,8 +216,8 @@ impl Emitter<'_> {
     }
 
     /// The loops of along reductions sharing one extent: [`ALONG_VECTORS`] vectors per
-    /// iteration into two accumulators each, then one vector, then scalars; returns each
-    /// one's value.
+    /// iteration, one accumulator each, then one vector, then scalars; returns each one's
+    /// value.
     fn along_loops(
         &mut self,
         b: &mut FunctionBuilder,
@@ -266,7 +267,7 @@ impl Emitter<'_> {
                     first: i,
                     elems: j * LANES,
                 });
-                let target = p.accs[j as usize % 2];
+                let target = p.accs[j as usize];
                 step(self, b, p, start, (target, true));
             }
         });
@@ -300,8 +301,10 @@ impl Emitter<'_> {
                 let Expr::Reduce { op, dtype, .. } = self.k.exprs[p.e] else {
                     unreachable!("a reduction")
                 };
-                let (x1, x2) = (b.use_var(p.accs[0]), b.use_var(p.accs[1]));
-                let a = combine(b, op, dtype, x1, x2);
+                let accs: Vec<Value> = p.accs.iter().map(|&v| b.use_var(v)).collect();
+                let a = (accs.into_iter())
+                    .reduce(|x, y| combine(b, op, dtype, x, y))
+                    .expect("one accumulator at least");
                 let mut t = b.use_var(p.tail);
                 for l in 0..LANES as u8 {
                     let x = b.ins().extractlane(a, l);

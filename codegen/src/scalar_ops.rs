@@ -39,39 +39,31 @@ fn cast(b: &mut FunctionBuilder, from: DType, to: DType, x: Val) -> Val {
     let (v, vector) = (x.v, x.vector);
     let ity = if vector { types::I32X4 } else { types::I32 };
     let r = match (from, to) {
-        (a, c) if a == c => v,
         (DType::F32, DType::I32) => b.ins().fcvt_to_sint_sat(ity, v),
         (DType::I32 | DType::Bool, DType::F32) => {
             let fty = if vector { types::F32X4 } else { types::F32 };
             b.ins().fcvt_from_sint(fty, v)
         }
         (DType::Bool, DType::I32) => v,
-        (DType::F32, DType::Bool) => {
-            let z = b.ins().f32const(0.0);
-            if vector {
-                let z = b.ins().splat(types::F32X4, z);
-                let m = b.ins().fcmp(FloatCC::NotEqual, v, z);
-                let m = b.ins().bitcast(types::I32X4, vflags(), m);
-                let one = b.ins().iconst(types::I32, 1);
-                let one = b.ins().splat(types::I32X4, one);
-                b.ins().band(m, one)
+        (DType::F32 | DType::I32, DType::Bool) => {
+            let m = if from == DType::F32 {
+                let z = b.ins().f32const(0.0);
+                let z = if vector {
+                    b.ins().splat(types::F32X4, z)
+                } else {
+                    z
+                };
+                b.ins().fcmp(FloatCC::NotEqual, v, z)
             } else {
-                let m = b.ins().fcmp(FloatCC::NotEqual, v, z);
-                b.ins().uextend(types::I32, m)
-            }
-        }
-        (DType::I32, DType::Bool) => {
-            let z = b.ins().iconst(types::I32, 0);
-            if vector {
-                let z = b.ins().splat(types::I32X4, z);
-                let m = b.ins().icmp(IntCC::NotEqual, v, z);
-                let one = b.ins().iconst(types::I32, 1);
-                let one = b.ins().splat(types::I32X4, one);
-                b.ins().band(m, one)
-            } else {
-                let m = b.ins().icmp(IntCC::NotEqual, v, z);
-                b.ins().uextend(types::I32, m)
-            }
+                let z = b.ins().iconst(types::I32, 0);
+                let z = if vector {
+                    b.ins().splat(types::I32X4, z)
+                } else {
+                    z
+                };
+                b.ins().icmp(IntCC::NotEqual, v, z)
+            };
+            bool_from_mask(b, m, vector)
         }
         _ => v,
     };
@@ -104,18 +96,7 @@ pub(crate) fn binary(b: &mut FunctionBuilder, op: BinaryOp, input: DType, x: Val
             } else {
                 b.ins().icmp(IntCC::SignedLessThan, a, c)
             };
-            if vector {
-                let m = if float {
-                    b.ins().bitcast(types::I32X4, vflags(), m)
-                } else {
-                    m
-                };
-                let one = b.ins().iconst(types::I32, 1);
-                let one = b.ins().splat(types::I32X4, one);
-                b.ins().band(m, one)
-            } else {
-                b.ins().uextend(types::I32, m)
-            }
+            bool_from_mask(b, m, vector)
         }
     };
     Val { v: r, vector }
@@ -125,10 +106,22 @@ pub(crate) fn binary(b: &mut FunctionBuilder, op: BinaryOp, input: DType, x: Val
 /// is not.
 pub(crate) fn float_max(b: &mut FunctionBuilder, a: Value, c: Value) -> Value {
     let lt = b.ins().fcmp(FloatCC::LessThan, a, c);
-    if b.func.dfg.value_type(a).is_vector() {
-        let m = b.ins().bitcast(types::F32X4, vflags(), lt);
-        b.ins().bitselect(m, c, a)
+    math::select_float(b, lt, c, a)
+}
+
+/// A compare's result as 0 or 1 (i32, per lane): a vector mask (all ones; a float one
+/// reinterpreted) masked to its low bit, a scalar flag widened.
+fn bool_from_mask(b: &mut FunctionBuilder, m: Value, vector: bool) -> Value {
+    if vector {
+        let m = if b.func.dfg.value_type(m) == types::F32X4 {
+            b.ins().bitcast(types::I32X4, vflags(), m)
+        } else {
+            m
+        };
+        let one = b.ins().iconst(types::I32, 1);
+        let one = b.ins().splat(types::I32X4, one);
+        b.ins().band(m, one)
     } else {
-        b.ins().select(lt, c, a)
+        b.ins().uextend(types::I32, m)
     }
 }
