@@ -68,6 +68,28 @@ fn warm_session(fuse: bool, t: &Tensor) -> (Session, usize) {
     (s, kernels)
 }
 
+/// Blocks of warm runs per block.
+const RUNS: usize = 5;
+
+/// The median of `blocks` blocks of [`RUNS`] warm runs of each `(session, graph)`, the
+/// sessions' blocks alternating (so all see the same minutes of a shared machine; each block
+/// starts with an untimed run, so its data is as warm as in a steady state of its own), with
+/// `between` run after each round.
+fn alternating_medians(
+    runs: &mut [(&mut Session, &Tensor)],
+    blocks: usize,
+    mut between: impl FnMut(),
+) -> Vec<f64> {
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); runs.len()];
+    for _ in 0..blocks {
+        for ((s, t), v) in runs.iter_mut().zip(&mut times) {
+            v.extend(warm_runs_ms(s, t, RUNS).expect("warm runs"));
+        }
+        between();
+    }
+    times.iter().map(|v| median(v)).collect()
+}
+
 /// Milliseconds to copy `bytes` (read them and write as many) on `threads` threads, best
 /// of 3: the memory floor of a kernel that reads its input once and writes its output once.
 fn copy_floor_ms(bytes: usize, threads: usize) -> f64 {
@@ -76,11 +98,11 @@ fn copy_floor_ms(bytes: usize, threads: usize) -> f64 {
 
 fn summary() {
     eprintln!(
-        "\n  {:<34} {:>7} {:>9} {:>7} {:>10} {:>8} {:>8} {:>9}",
+        "\n  {:<34} {:>7} {:>9} {:>7} {:>10} {:>8} {:>8} {:>10}",
         "graph", "kernels", "fused ms", "kernels", "unfused ms", "speedup", "copy ms", "fused/copy"
     );
     // The copy floor applies to graphs that stream one input to one output of its size.
-    let cases: [(&str, Tensor, Option<usize>); 6] = [
+    let cases: [(&str, Tensor, Option<usize>); 5] = [
         (
             "softmax 4096x1024",
             softmax(&[4096, 1024], -1),
@@ -98,35 +120,31 @@ fn summary() {
         ),
         ("rmsnorm 4096x1024", rmsnorm(), Some(4096 * 1024 * 4)),
         ("rmsnorm+matmul 128x2048x2048", rmsnorm_matmul(true), None),
-        ("matmul alone 128x2048x2048", rmsnorm_matmul(false), None),
     ];
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     for (name, t, streamed) in &cases {
-        // Blocks of fused and unfused runs (and copies) alternate, so all see the same
-        // minutes of a shared machine; each block starts with an untimed run, so its data is
-        // as warm as in a steady state of its own.
         let (mut fused, kf) = warm_session(true, t);
         let (mut unfused, ku) = warm_session(false, t);
-        let (mut f, mut u, mut c) = (Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..3 {
-            for (s, v) in [(&mut fused, &mut f), (&mut unfused, &mut u)] {
-                v.extend(warm_runs_ms(s, t, 5).expect("warm runs"));
-            }
-            c.extend(streamed.map(|bytes| copy_floor_ms(bytes, threads)));
-        }
-        let (f, u) = (median(&f), median(&u));
+        let mut c = Vec::new();
+        let medians = alternating_medians(&mut [(&mut fused, t), (&mut unfused, t)], 3, || {
+            c.extend(streamed.map(|bytes| copy_floor_ms(bytes, threads)))
+        });
+        let (f, u) = (medians[0], medians[1]);
         let floor = if c.is_empty() {
-            format!("{:>8} {:>9}", "-", "-")
+            format!("{:>8} {:>10}", "-", "-")
         } else {
             let c = median(&c);
-            format!("{c:>8.3} {:>8.2}x", f / c)
+            format!("{c:>8.3} {:>9.2}x", f / c)
         };
         eprintln!(
             "  {name:<34} {kf:>7} {f:>9.3} {ku:>7} {u:>10.3} {:>7.1}x {floor}",
             u / f
         );
     }
-    eprintln!("  (medians of 15 fused and 15 unfused runs, in alternating blocks of 5;");
+    eprintln!(
+        "  (medians of {n} fused and {n} unfused runs, in alternating blocks of {RUNS};",
+        n = 3 * RUNS
+    );
     eprintln!(
         "   copy = the same bytes read and written by a plain copy on {threads} threads, beside them)"
     );
@@ -134,18 +152,13 @@ fn summary() {
     eprintln!();
 }
 
-/// The fused RMSNorm+matmul against the matmul alone, in alternating blocks of 5 (the rows
-/// above time them minutes apart).
+/// The fused RMSNorm+matmul against the matmul alone, in alternating blocks.
 fn norm_cost() {
     let (with, alone) = (rmsnorm_matmul(true), rmsnorm_matmul(false));
     let (mut sw, _) = warm_session(true, &with);
     let (mut sa, _) = warm_session(true, &alone);
-    let (mut w, mut a) = (Vec::new(), Vec::new());
-    for _ in 0..4 {
-        w.extend(warm_runs_ms(&mut sw, &with, 5).expect("warm runs"));
-        a.extend(warm_runs_ms(&mut sa, &alone, 5).expect("warm runs"));
-    }
-    let (w, a) = (median(&w), median(&a));
+    let m = alternating_medians(&mut [(&mut sw, &with), (&mut sa, &alone)], 4, || {});
+    let (w, a) = (m[0], m[1]);
     eprintln!(
         "  rmsnorm+matmul {w:.3} ms vs the matmul alone {a:.3} ms beside it: {:+.1}%",
         (w / a - 1.0) * 100.0
