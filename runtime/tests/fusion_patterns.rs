@@ -31,6 +31,14 @@ fn rows_and_gain(g: &Graph, rows: usize, k: usize) -> (Tensor, Tensor) {
 
 const SIZES: [usize; 6] = [1, 3, 17, 33, 100, 257];
 
+/// Asserts every row of `cols` weights in `v` sums to 1 (a softmax's).
+fn rows_sum_to_one(v: &[f32], cols: usize, what: &str) {
+    for row in v.chunks(cols) {
+        let total: f32 = row.iter().sum();
+        assert!((total - 1.0).abs() < 1e-4, "{what}: a row sums to {total}");
+    }
+}
+
 #[test]
 fn softmax_is_one_kernel() {
     for &r in &SIZES {
@@ -43,11 +51,7 @@ fn softmax_is_one_kernel() {
             let s = x.mul_scalar(0.5).unwrap().softmax(-1).unwrap();
             assert_eq!(kernels(&s), 1, "softmax [{r}, {c}]");
             let out = check_all(&[&s], &Feeds::new(), &Bindings::new(), 1e-6, 1e-5);
-            let v = out[0].to_f32();
-            for row in v.chunks(c) {
-                let total: f32 = row.iter().sum();
-                assert!((total - 1.0).abs() < 1e-4, "row sums to {total}");
-            }
+            rows_sum_to_one(&out[0].to_f32(), c, &format!("softmax [{r}, {c}]"));
         }
     }
 }
@@ -569,10 +573,7 @@ fn a_softmax_past_the_l2s_is_exact_to_its_last_row() {
     for t in [&s, &biased] {
         assert_eq!(kernels(t), 1);
         let out = check_all(&[t], &Feeds::new(), &Bindings::new(), 1e-6, 1e-5);
-        for row in out[0].to_f32().chunks(c) {
-            let total: f32 = row.iter().sum();
-            assert!((total - 1.0).abs() < 1e-4, "row sums to {total}");
-        }
+        rows_sum_to_one(&out[0].to_f32(), c, "softmax past the L2s");
     }
 }
 
@@ -616,13 +617,7 @@ fn a_carried_max_belongs_to_its_own_row() {
         let s = x.mul_scalar(0.125).unwrap().softmax(-1).unwrap();
         assert_eq!(kernels(&s), 1, "softmax {lead}x{rows}x{cols}");
         let out = check_all(&[&s], &Feeds::new(), &Bindings::new(), 1e-6, 1e-5);
-        for row in out[0].to_f32().chunks(cols) {
-            let total: f32 = row.iter().sum();
-            assert!(
-                (total - 1.0).abs() < 1e-4,
-                "{lead}x{rows}x{cols}: a row sums to {total}"
-            );
-        }
+        rows_sum_to_one(&out[0].to_f32(), cols, &format!("{lead}x{rows}x{cols}"));
         let qi = g
             .arange(Shape::of(&[rows, 1]), 0, cranegrad_graph::DType::I32)
             .unwrap();

@@ -8,7 +8,7 @@
 //! The identity holds for any such `r` and `g`; the pass only fires when `W` is a weight (an
 //! input carrying data) and `g` a weight vector, i.e. when packing can absorb the gain.
 
-use cranegrad_graph::{BinaryOp, Dim, GraphData, Node, NodeId, Op, Shape};
+use cranegrad_graph::{BinaryOp, Dim, GraphData, NodeId, Op, Shape};
 
 use super::fuse_gemm_prologue::is_row_broadcast;
 use super::{add_computed, replace_node};
@@ -66,10 +66,6 @@ fn factors(g: &GraphData, a: NodeId) -> Vec<NodeId> {
     out
 }
 
-fn add(g: &mut GraphData, op: Op, like: &Node, shape: Shape, ins: &[NodeId]) -> NodeId {
-    add_computed(g, op, (shape, like.dtype), ins)
-}
-
 /// Rewrites every `(x * r * g) @ W` as `r * (x @ (g * W))` (see the module doc); returns how
 /// many matmuls were rewritten. `outputs` is updated in place.
 pub fn fold_norm_into_matmul(g: &mut GraphData, outputs: &mut [NodeId]) -> usize {
@@ -119,18 +115,14 @@ pub fn fold_norm_into_matmul(g: &mut GraphData, outputs: &mut [NodeId]) -> usize
         // g[:, None] broadcast over W's [.., K, N].
         let mut col = vec![Dim::Const(1); w_shape.rank()];
         col[w_shape.rank() - 2] = k.clone();
-        let gk = add(g, Op::Reshape, &w_node, Shape(col), &[gain]);
-        let ge = add(g, Op::Expand, &w_node, w_shape.clone(), &[gk]);
-        let scaled = add(g, Op::Binary(BinaryOp::Mul), &w_node, w_shape, &[w, ge]);
-        let mm = add(g, Op::MatMul, &mm_node, mm_node.shape.clone(), &[x, scaled]);
-        let re = add(g, Op::Expand, &mm_node, mm_node.shape.clone(), &[row]);
-        let out = add(
-            g,
-            Op::Binary(BinaryOp::Mul),
-            &mm_node,
-            mm_node.shape.clone(),
-            &[mm, re],
-        );
+        let (wd, md) = (w_node.dtype, mm_node.dtype);
+        let gk = add_computed(g, Op::Reshape, (Shape(col), wd), &[gain]);
+        let ge = add_computed(g, Op::Expand, (w_shape.clone(), wd), &[gk]);
+        let scaled = add_computed(g, Op::Binary(BinaryOp::Mul), (w_shape, wd), &[w, ge]);
+        let at_mm = || (mm_node.shape.clone(), md);
+        let mm = add_computed(g, Op::MatMul, at_mm(), &[x, scaled]);
+        let re = add_computed(g, Op::Expand, at_mm(), &[row]);
+        let out = add_computed(g, Op::Binary(BinaryOp::Mul), at_mm(), &[mm, re]);
         replace_node(g, outputs, m, out);
         changed += 1;
     }

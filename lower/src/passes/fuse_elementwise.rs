@@ -23,7 +23,8 @@
 //!    stores it in the permuted layout; a reduction read only through a realized affine
 //!    reshape (dropping its kept axis) likewise. Unrealized reshapes that only drop or add
 //!    size-1 axes may sit between the reduction and its epilogue (`sqrt(sum(x, axis))`
-//!    without the kept axis).
+//!    without the kept axis). A row group's exit (it computes its rows' reductions already)
+//!    takes no epilogue reduction, and matmul epilogues are placed before reduction ones.
 //!
 //! 7. GEMM prologues (`fuse_gemm_prologue`): a matmul's B that is a weight scaled along K by
 //!    a weight vector stays inline (packing folds it); `mm * r` with `r` a row broadcast is

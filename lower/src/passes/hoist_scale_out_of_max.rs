@@ -30,7 +30,8 @@ pub fn hoist_scale_out_of_max(g: &mut GraphData, outputs: &mut [NodeId]) -> usiz
         if node.dtype != DType::F32 {
             continue;
         }
-        let Some((x, c)) = times_constant(g, g.inputs(n)[0]) else {
+        let y = g.inputs(n)[0];
+        let Some((x, c)) = times_constant(g, y) else {
             continue;
         };
         // The kernels multiply by the constant rounded to f32.
@@ -51,7 +52,7 @@ pub fn hoist_scale_out_of_max(g: &mut GraphData, outputs: &mut [NodeId]) -> usiz
         let scaled = add_computed(g, Op::Binary(BinaryOp::Mul), row, &[max, scale]);
         replace_node(g, outputs, n, scaled);
         if is_power_of_two(c) {
-            changed += factor_out_of_difference(g, outputs, g.inputs(n)[0], (x, max, scaled), c);
+            changed += factor_out_of_difference(g, outputs, y, (x, max, scaled), c);
         }
         changed += 1;
     }
@@ -83,10 +84,10 @@ fn factor_out_of_difference(
             let ins = g.inputs(add);
             let expand = if ins[0] == y { ins[1] } else { ins[0] };
             let neg = *g.inputs(expand).first()?;
-            let shape_ok = g.node(expand).op == Op::Expand
+            let matches = g.node(expand).op == Op::Expand
                 && g.node(neg).op == Op::Unary(UnaryOp::Neg)
                 && g.inputs(neg) == [scaled];
-            shape_ok.then_some((neg, expand, add))
+            matches.then_some((neg, expand, add))
         })
         .collect();
     let of = |g: &GraphData, n: NodeId| (g.node(n).shape.clone(), g.node(n).dtype);

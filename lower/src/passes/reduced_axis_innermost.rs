@@ -1,7 +1,7 @@
 //! Loop reordering on a built kernel: a row group's kernel (see `fuse_rows`) whose
 //! reductions run over a strided axis (a column softmax, a norm over axis 0) gets that axis
-//! as its innermost output loop (the kernel builder checks that the reductions read rows of
-//! the kernel's own shape). Its reductions then no longer depend on the innermost loop,
+//! as its innermost output loop (`fuse_rows` only groups reductions of rows of the group's
+//! own shape, each exit over one axis). Its reductions then no longer depend on the innermost loop,
 //! which is what makes codegen run them once per row (per column here) before the row's
 //! outputs, as for a last-axis softmax.
 
