@@ -73,7 +73,7 @@ pub fn work_estimate(s: &Schedule) -> (f64, f64) {
             };
             // Templates: count what the generated code does, not the IR's loop nest (a folded
             // gain costs nothing per call; a norm's statistic is once per row, not per output).
-            if let Some(a) = &k.attention {
+            if let Some(a) = k.attention() {
                 let (keys, dot) = (ext(a.key_loop), ext(a.dot_loop));
                 // Per query row and key: the dot product, the weight (about 8 ops) and the
                 // accumulator update.

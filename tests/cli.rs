@@ -178,7 +178,7 @@ fn dump_graph_shows_every_stage() {
         "== fused schedule (1 kernels)",
         "loop i0",
         "== compilation",
-        "k0_elementwise",
+        "k0_e_4096_4096",
         "== totals",
         "8 unfused -> 1 fused",
     ] {

@@ -4,7 +4,7 @@
 
 use cranegrad_graph::Dim;
 use cranegrad_lower::affine::Affine;
-use cranegrad_lower::kernel::{Expr, Kernel};
+use cranegrad_lower::kernel::{Expr, Kernel, KernelBody};
 
 use crate::CodegenError;
 
@@ -34,8 +34,8 @@ fn range(k: &Kernel, a: &Affine) -> (i64, i64) {
 
 /// Fails when any unguarded access of `k` can leave its buffer.
 pub fn check_bounds(k: &Kernel) -> Result<(), CodegenError> {
-    if !k.parts.is_empty() {
-        return k.parts.iter().try_for_each(check_bounds);
+    if let KernelBody::Siblings(parts) = &k.body {
+        return parts.iter().try_for_each(check_bounds);
     }
     let bad_var = |a: &Affine| a.terms.iter().find(|t| t.0 >= k.loops.len()).map(|t| t.0);
     let indices = k.exprs.iter().filter_map(|e| match e {

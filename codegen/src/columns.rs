@@ -9,7 +9,7 @@
 use cranelift_codegen::ir::{InstBuilder, Value, condcodes::IntCC, types};
 use cranelift_frontend::FunctionBuilder;
 
-use cranegrad_lower::kernel::{Expr, Kernel};
+use cranegrad_lower::kernel::{Expr, Kernel, KernelBody};
 
 use crate::emit::{
     Emitter, LANES, Phase, Val, emit_loop, emit_while, scalar_ty, split_flat, vector_ty,
@@ -19,7 +19,7 @@ use crate::emit::{
 /// loop, when the stores walk it contiguously and the innermost loop strided.
 pub(crate) fn column_lane(k: &Kernel) -> Option<usize> {
     let n_out = k.output_loops().len();
-    if n_out < 2 || k.gemm().is_some() || k.attention.is_some() {
+    if n_out < 2 || !matches!(k.body, KernelBody::Loops) {
         return None;
     }
     let (j, rows) = (n_out - 2, n_out - 1);

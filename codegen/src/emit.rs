@@ -30,7 +30,7 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 
 use cranegrad_graph::{BinaryOp, DType, Dim, UnaryOp};
 use cranegrad_lower::affine::Affine;
-use cranegrad_lower::kernel::{Expr, GEMM_MR, Kernel, LoopKind};
+use cranegrad_lower::kernel::{Expr, GEMM_MR, Kernel, KernelBody, LoopKind};
 
 use crate::math;
 use crate::memory::{build_vector, byte_addr, conds_vary, from_lanes};
@@ -92,13 +92,14 @@ pub fn prefers_plain(k: &Kernel) -> bool {
     // -> 108 GFLOP/s, norm + SwiGLU [128, 1024] x [1024, 2048] 92 -> 102, and with packed
     // 4-k runs the matrix-vector product [1, 2048] x [2048, 2048] 0.21 -> 0.18 ms). The
     // broadcast kernel of an unpacked B keeps it for one-row blocks (31 vs 27 GFLOP/s).
-    if k.bodies()
-        .iter()
-        .all(|p| p.gemm().is_some_and(|g| p.pack_b || g.rows >= GEMM_MR))
-    {
-        return true;
+    match &k.body {
+        KernelBody::Siblings(parts) => parts
+            .iter()
+            .all(|p| p.gemm().is_some_and(|g| g.packed || g.rows >= GEMM_MR)),
+        KernelBody::Gemm(g) => g.packed || g.rows >= GEMM_MR,
+        KernelBody::Attention(_) => false,
+        KernelBody::Loops => is_row_kernel(k, &phases(k), &row_deps(k)),
     }
-    k.attention.is_none() && k.gemm().is_none() && is_row_kernel(k, &phases(k), &row_deps(k))
 }
 
 /// The Cranelift signature of every kernel.
@@ -233,12 +234,10 @@ pub fn emit_kernel(
         .map(|i| b.ins().load(types::I64, ro, syms, (8 * i) as i32))
         .collect();
     let mut jams = Vec::new();
-    if k.parts.is_empty() {
-        jams.extend(emit_body(k, &mut b, &ptrs, &symv, start, end));
-    } else {
+    if let KernelBody::Siblings(parts) = &k.body {
         // Each part runs the slice of [start, end) that falls in its units.
         let mut offset = 0i64;
-        for (part, units) in k.parts.iter().zip(k.part_units()) {
+        for (part, units) in parts.iter().zip(k.part_units()) {
             let units = units as i64;
             let zero = b.ins().iconst(types::I64, 0);
             let top = b.ins().iconst(types::I64, units);
@@ -259,6 +258,8 @@ pub fn emit_kernel(
             b.seal_block(next);
             offset += units;
         }
+    } else {
+        jams.extend(emit_body(k, &mut b, &ptrs, &symv, start, end));
     }
     b.ins().return_(&[]);
     b.finalize(frontend);
@@ -327,13 +328,17 @@ fn emit_body(
     let extents: Vec<Value> = k.loops.iter().map(|l| em.dim(b, &l.extent)).collect();
     let n_out = k.output_loops().len();
     let mut vars: Vec<Option<Value>> = vec![None; k.loops.len()];
-    if let Some(a) = &k.attention {
-        em.attention(b, a, &mut vars, &extents, start, end);
-        return em.jams;
-    }
-    if let Some(g) = k.gemm() {
-        em.gemm(b, &g, &mut vars, &extents, start, end);
-        return em.jams;
+    match &k.body {
+        KernelBody::Attention(a) => {
+            em.attention(b, a, &mut vars, &extents, start, end);
+            return em.jams;
+        }
+        KernelBody::Gemm(g) => {
+            em.gemm(b, g, &mut vars, &extents, start, end);
+            return em.jams;
+        }
+        KernelBody::Siblings(_) => unreachable!("a group's parts are emitted one by one"),
+        KernelBody::Loops => {}
     }
     match n_out {
         0 => {

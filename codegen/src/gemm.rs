@@ -13,7 +13,7 @@ use cranelift_codegen::ir::{
 };
 use cranelift_frontend::{FunctionBuilder, Variable};
 
-use cranegrad_lower::kernel::{Expr, GEMM_KG, GEMM_MR, GEMM_NR, GemmShape, Kernel, panel_words};
+use cranegrad_lower::kernel::{Expr, GEMM_KG, GEMM_MR, GEMM_NR, GemmSpec, Kernel, panel_words};
 
 use crate::emit::{Emitter, Val, emit_loop, split_flat};
 use crate::memory::{build_vector, byte_addr};
@@ -28,7 +28,7 @@ impl Emitter<'_> {
     fn row_vars(
         &self,
         b: &mut FunctionBuilder,
-        g: &GemmShape,
+        g: &GemmSpec,
         vars: &mut [Option<Value>],
         extents: &[Value],
         row: Value,
@@ -40,7 +40,7 @@ impl Emitter<'_> {
     pub(crate) fn gemm(
         &mut self,
         b: &mut FunctionBuilder,
-        g: &GemmShape,
+        g: &GemmSpec,
         vars: &mut [Option<Value>],
         extents: &[Value],
         start: Value,
@@ -78,7 +78,7 @@ impl Emitter<'_> {
     fn gemm_unit(
         &mut self,
         b: &mut FunctionBuilder,
-        g: &GemmShape,
+        g: &GemmSpec,
         vars: &mut [Option<Value>],
         extents: &[Value],
         p: Value,
@@ -120,7 +120,7 @@ impl Emitter<'_> {
             // the real columns are stored; otherwise the generic scalar path, column by column.
             b.switch_to_block(partial);
             b.seal_block(partial);
-            if self.k.pack_b {
+            if g.packed {
                 let valid = g.cols % pc;
                 let rows_end = b.ins().iconst(types::I64, g.rows as i64);
                 let r_end = b.ins().iadd_imm_s(r0, GEMM_MR as i64);
@@ -155,7 +155,7 @@ impl Emitter<'_> {
     fn row_statistics(
         &mut self,
         b: &mut FunctionBuilder,
-        g: &GemmShape,
+        g: &GemmSpec,
         rr: usize,
         vars: &mut [Option<Value>],
         extents: &[Value],
@@ -195,7 +195,7 @@ impl Emitter<'_> {
     }
 
     /// The row reduction's value for flat row `row`, if the kernel has one.
-    fn row_stat(&self, b: &mut FunctionBuilder, g: &GemmShape, row: Value) -> Option<(usize, Val)> {
+    fn row_stat(&self, b: &mut FunctionBuilder, g: &GemmSpec, row: Value) -> Option<(usize, Val)> {
         let (rr, slot) = (g.row_reduce?, self.row_stats?);
         let off = b.ins().imul_imm_s(row, 4);
         let base = b.ins().stack_addr(types::I64, slot, 0);
@@ -208,7 +208,7 @@ impl Emitter<'_> {
     fn micro_kernel(
         &mut self,
         b: &mut FunctionBuilder,
-        g: &GemmShape,
+        g: &GemmSpec,
         vars: &mut [Option<Value>],
         extents: &[Value],
         rows: &[Value],
@@ -223,7 +223,7 @@ impl Emitter<'_> {
     fn micro_kernel_cols(
         &mut self,
         b: &mut FunctionBuilder,
-        g: &GemmShape,
+        g: &GemmSpec,
         vars: &mut [Option<Value>],
         extents: &[Value],
         rows: &[Value],
@@ -258,7 +258,7 @@ impl Emitter<'_> {
             b.def_var(var, p);
             a_ptrs.push(var);
         }
-        let b_base = if self.k.pack_b {
+        let b_base = if g.packed {
             // Panel n0/pc starts at element (n0/pc) * panel_words(K).
             let per_col = panel_words(k_total as usize) / Kernel::panel_cols(g);
             b.ins().imul_imm_s(n0, per_col as i64)
@@ -285,7 +285,7 @@ impl Emitter<'_> {
         } else {
             a_ptrs.clone()
         };
-        let accs = if self.k.pack_b {
+        let accs = if g.packed {
             grouped_accumulate(b, &a_rows, &live_a, ak, b_start, k_total)
         } else {
             strided_accumulate(b, &a_rows, &live_a, ak, bk, b_start, k_total)
@@ -305,7 +305,7 @@ impl Emitter<'_> {
     fn epilogues(
         &mut self,
         b: &mut FunctionBuilder,
-        g: &GemmShape,
+        g: &GemmSpec,
         vars: &mut [Option<Value>],
         extents: &[Value],
         rows: &[Value],
@@ -364,7 +364,7 @@ impl Emitter<'_> {
     fn epilogue_point(
         &mut self,
         b: &mut FunctionBuilder,
-        g: &GemmShape,
+        g: &GemmSpec,
         vars: &[Option<Value>],
         accs: [Val; 2],
         stat: Option<(usize, Val)>,
@@ -674,7 +674,7 @@ impl Accumulators {
     }
 }
 
-fn g_k(em: &Emitter<'_>, g: &GemmShape) -> i64 {
+fn g_k(em: &Emitter<'_>, g: &GemmSpec) -> i64 {
     em.k.loops[g.k_loop].extent.as_const().unwrap_or(0) as i64
 }
 

@@ -216,19 +216,26 @@ pub struct Kernel {
     pub exprs: Vec<Expr>,
     /// Results written back.
     pub stores: Vec<Store>,
-    /// The GEMM's B operand is a weight read from a packed copy: 8-column panels, each
-    /// contiguous and zero-padded, holding per group of 4 k values each column's 4-value run
-    /// (`arg` length `panels * panel_words(K)`, see [`panel_offset`]), made once by the
-    /// runtime.
-    pub pack_b: bool,
-    /// A flash-attention kernel: the template computes the stored value (see
-    /// [`AttentionSpec`]).
-    pub attention: Option<AttentionSpec>,
+    /// What the kernel is: which template codegen emits it with, and that template's spec.
+    pub body: KernelBody,
+}
+
+/// What a kernel computes, decided once in lower and dispatched once in codegen. Every variant
+/// but `Siblings` reads its loops, expressions and stores; a template's spec names the
+/// expressions and loops it gives a role.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum KernelBody {
+    /// A loop nest emitted by the generic emitter (elementwise, reductions, row kernels).
+    Loops,
+    /// A register-blocked GEMM (see `select_gemm`).
+    Gemm(GemmSpec),
+    /// A flash-attention kernel (see `fuse_attention`).
+    Attention(AttentionSpec),
     /// A horizontal fusion (see `fuse_sibling_gemms`): independent GEMMs reading the same A,
-    /// one function over one parallel range holding their work units back to back. Each part's
-    /// argument and symbol slots are this kernel's; a group has no loops or body of its own.
-    /// Empty for every other kernel.
-    pub parts: Vec<Kernel>,
+    /// one function over one parallel range holding their work units back to back. Each
+    /// part's argument and symbol slots are this kernel's; a group has no loops or body of
+    /// its own.
+    Siblings(Vec<Kernel>),
 }
 
 /// A flash-attention kernel. Its loops are the output's (query rows, then the value column
@@ -260,8 +267,8 @@ pub struct AttentionSpec {
 
 /// A kernel whose reduction is `sum(A[.., m, k] * B[k, n])` with B independent of the output
 /// rows: codegen gives it a register-blocked GEMM instead of the generic loop.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct GemmShape {
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct GemmSpec {
     /// Index of the column loop (innermost output loop).
     pub n_loop: usize,
     /// Index of the reduce loop.
@@ -289,10 +296,15 @@ pub struct GemmShape {
     /// A second contraction of the same A (SwiGLU's gate and up): both weights are packed
     /// into one panel, 4 columns of each, and the epilogue sees both accumulators.
     pub pair: Option<GemmPair>,
+    /// B (and a pair's B) is a weight read from a packed copy: 8-column panels, each
+    /// contiguous and zero-padded, holding per group of 4 k values each column's 4-value run
+    /// (the slot's length is `panels * panel_words(K)`, see [`panel_offset`]), made once by
+    /// the runtime.
+    pub packed: bool,
 }
 
 /// The second contraction of a paired GEMM: same A, its own B, summed in its own loop.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct GemmPair {
     /// The B load.
     pub b: ExprId,
@@ -306,20 +318,6 @@ pub struct GemmPair {
     pub b_scale: Option<ExprId>,
 }
 
-/// One contraction of a kernel, as matched by `matmul_parts`.
-#[derive(Clone, Copy, Debug)]
-struct MatmulParts {
-    reduce: ExprId,
-    product: ExprId,
-    a: ExprId,
-    b: ExprId,
-    b_transposed: bool,
-    b_scale: Option<ExprId>,
-    scale_mul: Option<ExprId>,
-    k_loop: usize,
-}
-
-/// Most rows a GEMM with a row reduction handles (its per-row values live on the stack).
 pub const GEMM_MAX_STAT_ROWS: usize = 16384;
 
 /// Rows per GEMM register block.
@@ -343,29 +341,8 @@ pub fn panel_offset(kk: usize, col: usize) -> usize {
 }
 
 impl Kernel {
-    /// True when B of the GEMM is a whole matrix the runtime can pack: row-major `[K, N]`
-    /// (index `k*N + n`) or transposed `[N, K]` (index `n*K + k`).
-    pub fn b_is_packable(&self, g: &GemmShape) -> bool {
-        let packable = |b: ExprId, transposed: bool, k_loop: usize| {
-            transposed
-                || match &self.exprs[b] {
-                    Expr::Load { index, .. } => {
-                        index.constant == 0
-                            && index.syms.is_empty()
-                            && index.terms.len() == 2
-                            && index.coeff(g.n_loop) == 1
-                            && index.coeff(k_loop) == g.cols as i64
-                    }
-                    _ => false,
-                }
-        };
-        packable(g.b, g.b_transposed, g.k_loop)
-            && g.pair
-                .is_none_or(|p| packable(p.b, p.b_transposed, p.k_loop))
-    }
-
     /// Output columns per packed panel: 8, or 4 of each weight in a paired GEMM.
-    pub fn panel_cols(g: &GemmShape) -> usize {
+    pub fn panel_cols(g: &GemmSpec) -> usize {
         if g.pair.is_some() {
             GEMM_NR / 2
         } else {
@@ -382,22 +359,39 @@ impl Kernel {
     }
 
     /// The argument slot of the GEMM's B operand.
-    pub fn b_arg(&self, g: &GemmShape) -> Option<usize> {
+    pub fn b_arg(&self, g: &GemmSpec) -> Option<usize> {
         match &self.exprs[g.b] {
             Expr::Load { arg, .. } => Some(*arg),
             _ => None,
         }
     }
 
-    /// The GEMM path codegen takes: the GEMM pattern, with a transposed or scaled B only
-    /// when the runtime packs it.
-    pub fn gemm(&self) -> Option<GemmShape> {
-        self.gemm_shape()
-            .filter(|g| (!g.b_transposed && g.b_scale.is_none() && g.pair.is_none()) || self.pack_b)
+    /// The GEMM spec of a GEMM kernel.
+    pub fn gemm(&self) -> Option<GemmSpec> {
+        match &self.body {
+            KernelBody::Gemm(g) => Some(*g),
+            _ => None,
+        }
+    }
+
+    /// The spec of a flash-attention kernel.
+    pub fn attention(&self) -> Option<&AttentionSpec> {
+        match &self.body {
+            KernelBody::Attention(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// The parts of a sibling group (empty for every other kernel).
+    pub fn parts(&self) -> &[Kernel] {
+        match &self.body {
+            KernelBody::Siblings(parts) => parts,
+            _ => &[],
+        }
     }
 
     /// The argument slot of a scaled B's scale vector.
-    pub fn b_scale_arg(&self, g: &GemmShape) -> Option<usize> {
+    pub fn b_scale_arg(&self, g: &GemmSpec) -> Option<usize> {
         match &self.exprs[g.b_scale?] {
             Expr::Load { arg, .. } => Some(*arg),
             _ => None,
@@ -411,245 +405,6 @@ impl Kernel {
             dep[i] = e.indexes_with(v) || e.operands().iter().any(|&o| dep[o]);
         }
         dep
-    }
-
-    /// The GEMM pattern of this kernel, if it has one (static extents only): one contraction,
-    /// or two sharing A (a paired GEMM); B may be transposed or scaled; one more reduction may
-    /// run over A's rows alone.
-    pub fn gemm_shape(&self) -> Option<GemmShape> {
-        if self.attention.is_some() {
-            return None;
-        }
-        let outs = self.output_loops();
-        if outs.is_empty() || self.loops.iter().any(|l| l.extent.as_const().is_none()) {
-            return None;
-        }
-        let n_loop = outs.len() - 1;
-        let reduces: Vec<usize> = (0..self.exprs.len())
-            .filter(|&i| matches!(self.exprs[i], Expr::Reduce { .. }))
-            .collect();
-        let reduce_loops = self
-            .loops
-            .iter()
-            .filter(|l| l.kind == LoopKind::Reduce)
-            .count();
-        if reduce_loops != reduces.len() || reduces.len() > 3 {
-            return None;
-        }
-        let mms: Vec<MatmulParts> = reduces
-            .iter()
-            .filter_map(|&r| self.matmul_parts(r, n_loop))
-            .collect();
-        let (main, pair) = match mms.as_slice() {
-            [m] => (*m, None),
-            [m, p] if self.same_a(m, p) => (*m, Some(*p)),
-            _ => return None,
-        };
-        let others: Vec<usize> = reduces
-            .iter()
-            .copied()
-            .filter(|&r| r != main.reduce && Some(r) != pair.map(|p| p.reduce))
-            .collect();
-        let row_reduce = match others.as_slice() {
-            [] => None,
-            [r] => Some(*r),
-            _ => return None,
-        };
-        // Nothing but the contractions' loads may depend on their k loops, and only their
-        // products may use those loads.
-        for m in std::iter::once(&main).chain(pair.as_ref()) {
-            let loads = [Some(m.a), Some(m.b), m.b_scale];
-            for (i, e) in self.exprs.iter().enumerate() {
-                if !loads.contains(&Some(i)) && e.indexes_with(m.k_loop) {
-                    return None;
-                }
-                let uses = |x: ExprId| e.operands().contains(&x);
-                let inner = Some(i) == m.scale_mul;
-                if i != m.product
-                    && !inner
-                    && (uses(m.a) || uses(m.b) || m.scale_mul.is_some_and(uses))
-                {
-                    return None;
-                }
-                if inner && uses(m.a) {
-                    return None;
-                }
-            }
-        }
-        if self.stores.iter().any(|s| s.index.coeff(n_loop) != 1) {
-            return None;
-        }
-        let rows: usize = outs[..n_loop]
-            .iter()
-            .map(|l| l.extent.as_const().unwrap_or(0))
-            .product();
-        // The row reduction: over its own loop, reading neither the columns nor any k.
-        if let Some(r) = row_reduce {
-            let Expr::Reduce {
-                x,
-                dtype: DType::F32,
-                ..
-            } = self.exprs[r]
-            else {
-                return None;
-            };
-            let ks = std::iter::once(main.k_loop).chain(pair.map(|p| p.k_loop));
-            if rows > GEMM_MAX_STAT_ROWS
-                || self.depends_on(n_loop)[x]
-                || ks.into_iter().any(|k| self.depends_on(k)[x])
-            {
-                return None;
-            }
-        }
-        Some(GemmShape {
-            n_loop,
-            k_loop: main.k_loop,
-            a: main.a,
-            b: main.b,
-            product: main.product,
-            reduce: main.reduce,
-            rows,
-            cols: outs[n_loop].extent.as_const().unwrap_or(0),
-            b_transposed: main.b_transposed,
-            b_scale: main.b_scale,
-            row_reduce,
-            pair: pair.map(|p| GemmPair {
-                b: p.b,
-                reduce: p.reduce,
-                k_loop: p.k_loop,
-                b_transposed: p.b_transposed,
-                b_scale: p.b_scale,
-            }),
-        })
-    }
-
-    /// True when two contractions read the same A elements (equal indices up to their own
-    /// k loops) over equally long k loops.
-    fn same_a(&self, m: &MatmulParts, p: &MatmulParts) -> bool {
-        let (
-            Expr::Load {
-                arg: a1, index: i1, ..
-            },
-            Expr::Load {
-                arg: a2, index: i2, ..
-            },
-        ) = (&self.exprs[m.a], &self.exprs[p.a])
-        else {
-            return false;
-        };
-        let strip = |i: &Affine, k: usize| -> Vec<(usize, i64)> {
-            i.terms.iter().copied().filter(|&(v, _)| v != k).collect()
-        };
-        a1 == a2
-            && self.loops[m.k_loop].extent == self.loops[p.k_loop].extent
-            && i1.coeff(m.k_loop) == i2.coeff(p.k_loop)
-            && i1.constant == i2.constant
-            && i1.syms == i2.syms
-            && strip(i1, m.k_loop) == strip(i2, p.k_loop)
-    }
-
-    /// The B side of a product: a load of B, or `B * s[k]` (the load of B, the scale load,
-    /// the multiply).
-    fn b_side(&self, e: ExprId, k_loop: usize) -> Option<(ExprId, Option<ExprId>, Option<ExprId>)> {
-        let is_load = |e: usize| matches!(self.exprs[e], Expr::Load { .. });
-        let is_k_vector = |e: usize| match &self.exprs[e] {
-            Expr::Load {
-                index,
-                conds,
-                dtype: DType::F32,
-                ..
-            } => {
-                conds.is_empty()
-                    && index.constant == 0
-                    && index.syms.is_empty()
-                    && index.terms.as_slice() == [(k_loop, 1)]
-            }
-            _ => false,
-        };
-        match self.exprs[e] {
-            Expr::Load { .. } => Some((e, None, None)),
-            Expr::Binary {
-                op: BinaryOp::Mul,
-                a,
-                b,
-                ..
-            } => {
-                if is_load(a) && is_k_vector(b) {
-                    Some((a, Some(b), Some(e)))
-                } else if is_load(b) && is_k_vector(a) {
-                    Some((b, Some(a), Some(e)))
-                } else {
-                    None
-                }
-            }
-            _ => None,
-        }
-    }
-
-    /// The contraction `reduce = sum(A * B)`, if it is one (A independent of the columns, B of
-    /// the rows).
-    fn matmul_parts(&self, reduce: ExprId, n_loop: usize) -> Option<MatmulParts> {
-        let Expr::Reduce {
-            op: ReduceOp::Sum,
-            x: product,
-            dtype: DType::F32,
-            var: k_loop,
-        } = self.exprs[reduce]
-        else {
-            return None;
-        };
-        let Expr::Binary {
-            op: BinaryOp::Mul,
-            a: p,
-            b: q,
-            ..
-        } = self.exprs[product]
-        else {
-            return None;
-        };
-        let load = |e: usize| match &self.exprs[e] {
-            Expr::Load {
-                index,
-                conds,
-                dtype: DType::F32,
-                ..
-            } if conds.is_empty() => Some(index.clone()),
-            _ => None,
-        };
-        let rows_vars = 0..n_loop;
-        let k_extent = self.loops[k_loop].extent.as_const().unwrap_or(0) as i64;
-        // B is either read along n with unit stride, or is an exact transposed `[N, K]`.
-        let b_shape = |bi: &Affine| -> Option<bool> {
-            if !rows_vars.clone().all(|v| bi.coeff(v) == 0) {
-                return None;
-            }
-            if bi.coeff(n_loop) == 1 {
-                return Some(false);
-            }
-            let exact = bi.constant == 0
-                && bi.syms.is_empty()
-                && bi.terms.len() == 2
-                && bi.coeff(k_loop) == 1
-                && bi.coeff(n_loop) == k_extent;
-            exact.then_some(true)
-        };
-        // The product may be written A * B or B * A.
-        let try_order = |ae: ExprId, be: ExprId| {
-            let ai = load(ae)?;
-            let (b, b_scale, scale_mul) = self.b_side(be, k_loop)?;
-            let b_transposed = b_shape(&load(b)?)?;
-            (ai.coeff(n_loop) == 0).then_some(MatmulParts {
-                reduce,
-                product,
-                a: ae,
-                b,
-                b_transposed,
-                b_scale,
-                scale_mul,
-                k_loop,
-            })
-        };
-        try_order(p, q).or_else(|| try_order(q, p))
     }
 
     /// The output (non-reduce) loops, parallel and sequential.
@@ -699,8 +454,7 @@ impl Kernel {
     pub fn packed_slots(&self) -> std::collections::BTreeSet<usize> {
         self.bodies()
             .iter()
-            .filter(|p| p.pack_b)
-            .filter_map(|p| p.gemm().and_then(|g| p.b_arg(&g)))
+            .filter_map(|p| p.gemm().filter(|g| g.packed).and_then(|g| p.b_arg(&g)))
             .collect()
     }
 
@@ -709,7 +463,7 @@ impl Kernel {
     pub fn raw_read_slots(&self) -> std::collections::BTreeSet<usize> {
         let mut raw = std::collections::BTreeSet::new();
         for p in self.bodies() {
-            let from_panels: Vec<ExprId> = match p.gemm().filter(|_| p.pack_b) {
+            let from_panels: Vec<ExprId> = match p.gemm().filter(|g| g.packed) {
                 Some(g) => std::iter::once(g.b).chain(g.pair.map(|q| q.b)).collect(),
                 None => Vec::new(),
             };
@@ -726,16 +480,15 @@ impl Kernel {
 
     /// The kernels whose bodies this one runs: its parts for a group, else itself.
     pub fn bodies(&self) -> &[Kernel] {
-        if self.parts.is_empty() {
-            std::slice::from_ref(self)
-        } else {
-            &self.parts
+        match &self.body {
+            KernelBody::Siblings(parts) => parts,
+            _ => std::slice::from_ref(self),
         }
     }
 
     /// Work units of each part of a group, in range order (every part is a static GEMM).
     pub fn part_units(&self) -> Vec<usize> {
-        self.parts
+        self.parts()
             .iter()
             .map(|p| p.parallel_dims().iter().map(Dim::max_value).product())
             .collect()
@@ -745,7 +498,7 @@ impl Kernel {
     /// innermost, or the innermost itself for a one-loop kernel (1 for a scalar kernel); a
     /// group's parts' units back to back.
     pub fn parallel_dims(&self) -> Vec<Dim> {
-        if !self.parts.is_empty() {
+        if !self.parts().is_empty() {
             return vec![Dim::Const(self.part_units().iter().sum())];
         }
         if let Some(g) = self.gemm() {
@@ -781,26 +534,6 @@ impl Kernel {
     }
 
     fn write_body(&self, s: &mut String) {
-        if let Some(a) = &self.attention {
-            let f = |bits: u64| format_value(f64::from_bits(bits));
-            let mask = a
-                .mask
-                .map_or("none".to_string(), |m| format!("e{m} ? {}", f(a.fill_bits)));
-            let _ = writeln!(
-                s,
-                "  attention: q e{} k e{} v e{} mask {mask} scale {} exp2 scale {} keys i{} dot i{}",
-                a.q,
-                a.k,
-                a.v,
-                f(a.scale_bits),
-                f(a.exp_scale_bits),
-                a.key_loop,
-                a.dot_loop
-            );
-        }
-        if self.pack_b {
-            s.push_str("  gemm b: packed panels [N/8, K/4, 8, 4]\n");
-        }
         for (i, a) in self.args.iter().enumerate() {
             let acc = match a.access {
                 Access::Read => "in",
@@ -811,22 +544,76 @@ impl Kernel {
         for (i, sym) in self.symbols.iter().enumerate() {
             let _ = writeln!(s, "  sym{i}: {sym}");
         }
-        for (p, part) in self.parts.iter().enumerate() {
+        for (p, part) in self.parts().iter().enumerate() {
             let _ = writeln!(s, "  part {p}");
             let mut body = String::new();
-            if part.pack_b {
-                body.push_str("  gemm b: packed panels [N/8, K/4, 8, 4]\n");
-            }
             part.write_nest(&mut body);
             for line in body.lines() {
                 let _ = writeln!(s, "  {line}");
             }
         }
-        self.write_nest(s);
+        if self.parts().is_empty() {
+            self.write_nest(s);
+        }
+    }
+
+    /// The template line (none for a plain loop nest).
+    fn write_template(&self, s: &mut String) {
+        match &self.body {
+            KernelBody::Loops | KernelBody::Siblings(_) => {}
+            KernelBody::Gemm(g) => {
+                let _ = write!(
+                    s,
+                    "  gemm: a e{} b e{} product e{} reduce e{} n i{} k i{} rows {} cols {}",
+                    g.a, g.b, g.product, g.reduce, g.n_loop, g.k_loop, g.rows, g.cols
+                );
+                if g.b_transposed {
+                    s.push_str(" transposed");
+                }
+                if let Some(e) = g.b_scale {
+                    let _ = write!(s, " scale e{e}");
+                }
+                if let Some(e) = g.row_reduce {
+                    let _ = write!(s, " row_reduce e{e}");
+                }
+                if let Some(p) = g.pair {
+                    let _ = write!(s, " pair(b e{} reduce e{} k i{}", p.b, p.reduce, p.k_loop);
+                    if p.b_transposed {
+                        s.push_str(" transposed");
+                    }
+                    if let Some(e) = p.b_scale {
+                        let _ = write!(s, " scale e{e}");
+                    }
+                    s.push(')');
+                }
+                if g.packed {
+                    s.push_str(" packed");
+                }
+                s.push('\n');
+            }
+            KernelBody::Attention(a) => {
+                let f = |bits: u64| format_value(f64::from_bits(bits));
+                let mask = a
+                    .mask
+                    .map_or("none".to_string(), |m| format!("e{m} ? {}", f(a.fill_bits)));
+                let _ = writeln!(
+                    s,
+                    "  attention: q e{} k e{} v e{} mask {mask} scale {} exp2 scale {} keys i{} dot i{}",
+                    a.q,
+                    a.k,
+                    a.v,
+                    f(a.scale_bits),
+                    f(a.exp_scale_bits),
+                    a.key_loop,
+                    a.dot_loop
+                );
+            }
+        }
     }
 
     /// The loop nest, body and stores (a part of a group shares the group's slots).
     fn write_nest(&self, s: &mut String) {
+        self.write_template(s);
         for (i, l) in self.loops.iter().enumerate() {
             let kind = match l.kind {
                 LoopKind::Parallel => "parallel",

@@ -3,6 +3,7 @@
 
 pub mod affine;
 pub mod kernel;
+pub mod label;
 pub mod passes;
 pub mod schedule;
 
@@ -170,6 +171,14 @@ pub fn lower(
             micros: t.elapsed().as_secs_f64() * 1e6,
         });
     }
+    let t = Instant::now();
+    let renamed = label::name_kernels(&mut schedule);
+    stats.push(PassStat {
+        name: "name_kernels",
+        changed: renamed,
+        nodes: g.g.node_count(),
+        micros: t.elapsed().as_secs_f64() * 1e6,
+    });
     schedule.check_distinct_args()?;
     Ok(Lowered {
         graph: g,

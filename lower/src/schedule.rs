@@ -9,11 +9,12 @@ use cranegrad_graph::{DType, Dim, GraphData, HostData, NodeId, Op, ReduceOp, Sha
 use crate::LowerError;
 use crate::affine::{Affine, Cond, IndexMap};
 use crate::kernel::{
-    Access, Arg, AttentionSpec, Expr, ExprId, Kernel, Loop, LoopKind, Store, panel_words,
+    Access, Arg, AttentionSpec, Expr, ExprId, Kernel, KernelBody, Loop, LoopKind, Store,
 };
 use crate::passes::fuse_attention::Attention;
 use crate::passes::fuse_elementwise::{Fusion, reshape_base, reshape_groups};
 use crate::passes::reduced_axis_innermost::reduced_axis_innermost;
+use crate::passes::select_gemm::select_gemm;
 use crate::passes::simplify_loops::simplify_loops;
 
 /// Index of a buffer in `Schedule::buffers`.
@@ -140,7 +141,7 @@ impl Schedule {
                 l.kernel.ops.join("+"),
                 ins.join(", "),
                 outs.join(", "),
-                pattern(&l.kernel)
+                crate::label::pattern(&l.kernel)
             );
             let _ = write!(s, "{}", l.kernel);
         }
@@ -820,9 +821,7 @@ impl<'a> KernelBuilder<'a> {
             loops,
             exprs: self.exprs,
             stores: vec![store],
-            pack_b: false,
-            attention,
-            parts: Vec::new(),
+            body: attention.map_or(KernelBody::Loops, KernelBody::Attention),
         };
         let kernel = match self.innermost {
             Some(axis) => reduced_axis_innermost(kernel, axis, self.n_out_loops),
@@ -831,7 +830,13 @@ impl<'a> KernelBuilder<'a> {
         let kernel = if template {
             kernel
         } else {
-            pack_weights(&self.args, self.weight_bufs, simplify_loops(kernel))
+            let mut kernel = simplify_loops(kernel);
+            let args = &self.args;
+            let weights = self.weight_bufs;
+            select_gemm(&mut kernel, |slot| {
+                args.get(slot).is_some_and(|(b, _)| weights.contains(b))
+            });
+            kernel
         };
         // The launch's nodes: the ops and views computed inside it, root last.
         let root = self.root;
@@ -913,138 +918,6 @@ fn parallel_loops(dims: &[Dim]) -> Vec<Loop> {
             kind: LoopKind::Parallel,
         })
         .collect()
-}
-
-/// Which fusion pattern a kernel is, for `--dump-graph`: read off the kernel's shape and ops.
-pub fn pattern(k: &Kernel) -> String {
-    let has = |op: &str| k.ops.iter().any(|o| o == op);
-    let count = |op: &str| k.ops.iter().filter(|o| *o == op).count();
-    let elementwise_after = k
-        .ops
-        .iter()
-        .any(|o| !matches!(o.as_str(), "matmul" | "sum" | "reduce_max" | "write_slice"));
-    let reduces = k
-        .loops
-        .iter()
-        .filter(|l| l.kind == LoopKind::Reduce)
-        .count();
-    if !k.parts.is_empty() {
-        // Equal patterns once, with their count.
-        let mut each: Vec<(String, usize)> = Vec::new();
-        for p in k.parts.iter().map(pattern) {
-            match each.iter_mut().find(|(q, _)| *q == p) {
-                Some((_, n)) => *n += 1,
-                None => each.push((p, 1)),
-            }
-        }
-        let each: Vec<String> = each
-            .into_iter()
-            .map(|(p, n)| if n > 1 { format!("{n} x {p}") } else { p })
-            .collect();
-        return format!(
-            "{} sibling GEMMs of one A in one kernel: {}",
-            k.parts.len(),
-            each.join("; ")
-        );
-    }
-    if k.attention.is_some() {
-        return "flash attention (one kernel: scores, mask, online softmax, @ v)".into();
-    }
-    if let Some(g) = k.gemm() {
-        let mut p = if g.rows == 1 { "gemv" } else { "gemm" }.to_string();
-        if g.pair.is_some() {
-            p.insert_str(0, "paired ");
-            p.push_str(" of two weights sharing A");
-        }
-        if g.row_reduce.is_some() {
-            p.insert_str(0, "rmsnorm+");
-        }
-        if g.b_scale.is_some() {
-            p.push_str(", packed weights with the norm gain folded in");
-        } else if k.pack_b {
-            p.push_str(", packed weights");
-        }
-        if has("write_slice") {
-            p.push_str(", written into the KV cache");
-        } else if elementwise_after {
-            p.push_str(" + epilogue");
-        }
-        return p;
-    }
-    if has("write_slice") {
-        return if has("matmul") {
-            "projection written into the KV cache"
-        } else {
-            "KV-cache write"
-        }
-        .into();
-    }
-    if has("matmul") {
-        return if k.name.ends_with("_permuted") {
-            "batched matmul, stored permuted"
-        } else {
-            "batched matmul"
-        }
-        .into();
-    }
-    if reduces >= 2 && has("reduce_max") && has("exp2") {
-        return "softmax (one kernel)".into();
-    }
-    if reduces >= 2 && count("sum") >= 2 {
-        return "layernorm (one kernel)".into();
-    }
-    if reduces >= 1 && has("sqrt") && has("recip") && elementwise_after {
-        return "rmsnorm (one kernel)".into();
-    }
-    if reduces >= 1 {
-        return if elementwise_after {
-            "reduction + fused elementwise"
-        } else {
-            "reduction"
-        }
-        .into();
-    }
-    if k.ops.len() > 1 {
-        return format!("{} elementwise ops fused", k.ops.len());
-    }
-    k.ops.first().cloned().unwrap_or_else(|| "copy".into())
-}
-
-/// Marks a GEMM whose B is a weight (an input carrying data, read row-major) as reading B
-/// from the packed panel copy the runtime makes once.
-fn pack_weights(
-    args: &[(BufId, Arg)],
-    weight_bufs: &BTreeSet<BufId>,
-    mut kernel: Kernel,
-) -> Kernel {
-    let is_weight = |slot: Option<usize>| {
-        slot.and_then(|s| args.get(s))
-            .is_some_and(|(b, _)| weight_bufs.contains(b))
-    };
-    // The runtime swaps the whole argument slot for the packed copy: nothing else in the
-    // kernel may read that slot (A = B in `E @ Eᵀ`, say).
-    let only_b = |gm: &crate::kernel::GemmShape, slot: usize| {
-        kernel.exprs.iter().enumerate().all(|(i, e)| {
-            i == gm.b
-                || !matches!(e, Expr::Load { arg, .. } | Expr::Gather { arg, .. } if *arg == slot)
-        })
-    };
-    if let Some(gm) = kernel.gemm_shape()
-        && kernel.b_is_packable(&gm)
-        && let Some(slot) = kernel.b_arg(&gm)
-        && only_b(&gm, slot)
-        && is_weight(Some(slot))
-        && gm.b_scale.is_none_or(|e| is_weight(kernel.load_arg(e)))
-        && gm.pair.is_none_or(|p| {
-            is_weight(kernel.load_arg(p.b))
-                && p.b_scale.is_none_or(|e| is_weight(kernel.load_arg(e)))
-        })
-    {
-        let k = kernel.loops[gm.k_loop].extent.max_value();
-        kernel.pack_b = true;
-        kernel.args[slot].len = gm.cols.div_ceil(Kernel::panel_cols(&gm)) * panel_words(k);
-    }
-    kernel
 }
 
 /// Input indices of a reshape that only splits or keeps axes, from its output indices.

@@ -44,7 +44,7 @@ buf0: f32[4, 8] input \"x\"
 buf1: f32[8] input \"b\"
 buf2: f32[4, 1] output
 kernel 0: mul+add+max+sum [buf0, buf1] -> buf2  (reduction + fused elementwise)
-kernel k0_sum (mul add max sum)
+kernel k0_r_4_8 (mul add max sum)
   arg0: in f32[32]
   arg1: in f32[8]
   arg2: out f32[4]

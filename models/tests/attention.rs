@@ -27,7 +27,7 @@ fn kernels(t: &Tensor, attention: bool) -> (usize, usize) {
     let ls = &l.schedule.launches;
     (
         ls.len(),
-        ls.iter().filter(|l| l.kernel.attention.is_some()).count(),
+        ls.iter().filter(|l| l.kernel.attention().is_some()).count(),
     )
 }
 

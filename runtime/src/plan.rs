@@ -198,7 +198,7 @@ impl Plan {
                 let packed_b = k
                     .bodies()
                     .iter()
-                    .filter_map(|k| k.gemm().filter(|_| k.pack_b).map(|g| (k, g)))
+                    .filter_map(|k| k.gemm().filter(|g| g.packed).map(|g| (k, g)))
                     .map(|(k, g)| PackedB {
                         slot: k.b_arg(&g).unwrap_or(0),
                         k: k.loops[g.k_loop].extent.max_value(),

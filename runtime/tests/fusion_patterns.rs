@@ -262,7 +262,7 @@ fn shared_norm_feeds_sibling_projections_in_one_kernel() {
         let lowered = lowered(&outs.iter().collect::<Vec<_>>());
         let launches = &lowered.schedule.launches;
         assert_eq!(launches.len(), 1, "{}", lowered.schedule.text());
-        let parts = &launches[0].kernel.parts;
+        let parts = launches[0].kernel.parts();
         assert_eq!(parts.len(), 3);
         for p in parts {
             let gm = p.gemm().expect("each part runs as a GEMM");
@@ -760,7 +760,7 @@ fn a_gemm_reading_its_siblings_result_is_not_merged_with_it() {
         l.schedule
             .launches
             .iter()
-            .all(|l| l.kernel.parts.is_empty()),
+            .all(|l| l.kernel.parts().is_empty()),
         "{}",
         l.schedule.text()
     );

@@ -5,13 +5,13 @@
 
 use std::collections::BTreeSet;
 
-use crate::kernel::Access;
+use crate::kernel::{Access, KernelBody};
 use crate::schedule::{BufId, Launch, Schedule};
 
 /// What sibling GEMMs share: the A buffer, the contraction length and the row count.
 fn sibling_key(l: &Launch) -> Option<(BufId, usize, usize)> {
     let k = &l.kernel.bodies()[0];
-    let g = k.gemm().filter(|_| k.pack_b)?;
+    let g = k.gemm().filter(|g| g.packed)?;
     let a = k.load_arg(g.a)?;
     Some((l.args[a], k.loops[g.k_loop].extent.max_value(), g.rows))
 }
@@ -40,18 +40,14 @@ fn movable(s: &Schedule, i: usize, j: usize) -> bool {
 
 /// Appends `b`'s kernel to the group of `a` (making `a` a group first).
 fn merge(a: &mut Launch, b: Launch) {
-    debug_assert!(
-        b.kernel.parts.is_empty() && b.kernel.attention.is_none() && b.kernel.gemm().is_some(),
-        "a part is a plain GEMM kernel"
-    );
-    if a.kernel.parts.is_empty() {
+    debug_assert!(b.kernel.gemm().is_some(), "a part is a plain GEMM kernel");
+    if a.kernel.parts().is_empty() {
         let first = a.kernel.clone();
         a.kernel.name = format!("{}_siblings", first.name.split('_').next().unwrap_or("k"));
         a.kernel.loops.clear();
         a.kernel.exprs.clear();
         a.kernel.stores.clear();
-        a.kernel.pack_b = false;
-        a.kernel.parts = vec![first];
+        a.kernel.body = KernelBody::Siblings(vec![first]);
     }
     let taken = a.kernel.packed_slots();
     let b_packed = b.kernel.packed_slots();
@@ -81,12 +77,14 @@ fn merge(a: &mut Launch, b: Launch) {
     let (args, symbols) = (a.kernel.args.clone(), a.kernel.symbols.clone());
     let mut part = b.kernel;
     part.rebind(&map, &args, &symbols);
-    for p in &mut a.kernel.parts {
-        let identity: Vec<usize> = (0..p.args.len()).collect();
-        p.rebind(&identity, &args, &symbols);
-    }
     a.kernel.ops.extend(part.ops.iter().cloned());
-    a.kernel.parts.push(part);
+    if let KernelBody::Siblings(parts) = &mut a.kernel.body {
+        for p in parts.iter_mut() {
+            let identity: Vec<usize> = (0..p.args.len()).collect();
+            p.rebind(&identity, &args, &symbols);
+        }
+        parts.push(part);
+    }
     a.nodes.extend(b.nodes);
 }
 

@@ -13,6 +13,7 @@ pub mod fuse_rows;
 pub mod fuse_sibling_gemms;
 pub mod hoist_scale_out_of_max;
 pub mod reduced_axis_innermost;
+pub mod select_gemm;
 pub mod simplify_loops;
 pub mod sink_slices;
 
