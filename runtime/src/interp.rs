@@ -1,11 +1,14 @@
 //! The reference interpreter: executes the primitive graph one op at a time with plain loops
 //! over dense values, accumulating reductions and matmuls in f64. It is slow on purpose and
-//! shares no code with lowering or codegen, which makes it the oracle for every kernel.
+//! shares no code with lowering or codegen, which makes it the oracle for every kernel. The
+//! scalar meaning of each op comes from `cranegrad_graph::eval`, which constant folding calls
+//! too, so a folded graph computes what the interpreter does.
 
 use std::collections::HashMap;
 
 use cranegrad_graph::{
-    BinaryOp, Bindings, DType, GraphData, HostData, NodeId, Op, ReduceOp, UnaryOp,
+    Bindings, DType, GraphData, HostData, NodeId, Op, eval_arange, eval_binary, eval_reduce,
+    eval_unary, eval_where, round_to,
 };
 
 use crate::error::RuntimeError;
@@ -39,52 +42,6 @@ fn for_each_index(shape: &[usize], mut f: impl FnMut(usize, &[usize])) {
             }
             idx[d] = 0;
         }
-    }
-}
-
-fn round(dtype: DType, v: f64) -> f64 {
-    match dtype {
-        DType::F32 => v as f32 as f64,
-        DType::I32 => (v as i64 as i32) as f64,
-        DType::Bool => f64::from(v != 0.0),
-    }
-}
-
-fn unary(op: UnaryOp, from: DType, to: DType, x: f64) -> f64 {
-    let xf = x as f32;
-    match op {
-        UnaryOp::Neg => round(to, -x),
-        UnaryOp::Exp2 => xf.exp2() as f64,
-        UnaryOp::Log2 => xf.log2() as f64,
-        UnaryOp::Sqrt => xf.sqrt() as f64,
-        UnaryOp::Recip => (1.0 / xf) as f64,
-        UnaryOp::Sin => xf.sin() as f64,
-        UnaryOp::Cast => match (from, to) {
-            (DType::F32, DType::I32) => {
-                if x.is_nan() {
-                    0.0
-                } else {
-                    x.trunc().clamp(i32::MIN as f64, i32::MAX as f64)
-                }
-            }
-            _ => round(to, x),
-        },
-    }
-}
-
-fn binary(op: BinaryOp, dtype: DType, a: f64, b: f64) -> f64 {
-    match op {
-        BinaryOp::Add => round(dtype, a + b),
-        BinaryOp::Mul => round(dtype, a * b),
-        // The kernels' semantics: `a < b ? b : a` (a NaN in `a` propagates, one in `b` not).
-        BinaryOp::Max => {
-            if a < b {
-                b
-            } else {
-                a
-            }
-        }
-        BinaryOp::CmpLt => f64::from(a < b),
     }
 }
 
@@ -125,31 +82,33 @@ pub fn interpret(
                     HostData::I32(v) => v.iter().map(|&x| x as f64).collect(),
                 }
             }
-            Op::Const { value } => vec![round(node.dtype, *value); numel],
+            Op::Const { value } => vec![round_to(node.dtype, *value); numel],
             Op::Arange { axis } => {
                 let mut out = vec![0.0; numel];
-                for_each_index(&shape, |f, idx| out[f] = idx[*axis] as f64);
+                for_each_index(&shape, |f, idx| {
+                    out[f] = eval_arange(node.dtype, idx[*axis])
+                });
                 out
             }
-            Op::Unary(op) => {
-                let from = in_dtype.unwrap_or(node.dtype);
+            Op::Unary(op) => ins[0]
+                .data
+                .iter()
+                .map(|&x| eval_unary(*op, node.dtype, x))
+                .collect(),
+            Op::Binary(op) => {
+                let operands = in_dtype.unwrap_or(node.dtype);
                 ins[0]
                     .data
                     .iter()
-                    .map(|&x| unary(*op, from, node.dtype, x))
+                    .zip(&ins[1].data)
+                    .map(|(&a, &b)| eval_binary(*op, operands, a, b))
                     .collect()
             }
-            Op::Binary(op) => ins[0]
-                .data
-                .iter()
-                .zip(&ins[1].data)
-                .map(|(&a, &b)| binary(*op, node.dtype, a, b))
-                .collect(),
             Op::Where => ins[0]
                 .data
                 .iter()
                 .zip(ins[1].data.iter().zip(&ins[2].data))
-                .map(|(&c, (&a, &b))| if c != 0.0 { a } else { b })
+                .map(|(&c, (&a, &b))| eval_where(c, a, b))
                 .collect(),
             Op::Reduce { op, axis } => {
                 let src = ins[0];
@@ -159,16 +118,7 @@ pub fn interpret(
                 for_each_index(&shape, |f, idx| {
                     let base: usize = idx.iter().zip(&ss).map(|(i, s)| i * s).sum();
                     let items = (0..len).map(|j| src.data[base + j * ss[*axis]]);
-                    out[f] = match op {
-                        ReduceOp::Sum => round(node.dtype, items.sum()),
-                        ReduceOp::Max => items.fold(f64::NEG_INFINITY, |a, b| {
-                            if a.is_nan() || b.is_nan() {
-                                f64::NAN
-                            } else {
-                                a.max(b)
-                            }
-                        }),
-                    };
+                    out[f] = eval_reduce(*op, node.dtype, items);
                 });
                 out
             }
@@ -303,7 +253,7 @@ pub fn interpret(
                             for p in 0..k {
                                 acc += a.data[ao + i * k + p] * b.data[bo + p * nn + j];
                             }
-                            out[bi * m * nn + i * nn + j] = round(DType::F32, acc);
+                            out[bi * m * nn + i * nn + j] = round_to(DType::F32, acc);
                         }
                     }
                 }

@@ -2,56 +2,10 @@
 //! node's own precision), and `x + 0`, `x * 1`, `--x` disappear.
 
 use super::replace_node;
-use cranegrad_graph::{BinaryOp, DType, Dim, GraphData, NodeId, Op, ReduceOp, UnaryOp};
-
-/// Rounds a value to what the dtype can hold, so folded constants equal computed ones.
-fn round_to(dtype: DType, v: f64) -> f64 {
-    match dtype {
-        DType::F32 => v as f32 as f64,
-        DType::I32 => (v as i64 as i32) as f64,
-        DType::Bool => f64::from(v != 0.0),
-    }
-}
-
-fn fold_unary(op: UnaryOp, from: DType, to: DType, x: f64) -> f64 {
-    let xf = x as f32;
-    let v = match op {
-        UnaryOp::Neg => -x,
-        UnaryOp::Exp2 => xf.exp2() as f64,
-        UnaryOp::Log2 => xf.log2() as f64,
-        UnaryOp::Sqrt => xf.sqrt() as f64,
-        UnaryOp::Recip => (1.0 / xf) as f64,
-        UnaryOp::Sin => xf.sin() as f64,
-        UnaryOp::Cast => return fold_cast(from, to, x),
-    };
-    round_to(to, v)
-}
-
-/// The kernels' cast (`fcvt_to_sint_sat`, `x != 0`): f32 -> i32 truncates, saturates and maps
-/// NaN to 0; anything -> bool tests `!= 0` on the unconverted value, so 0.5 is true.
-fn fold_cast(from: DType, to: DType, x: f64) -> f64 {
-    match (from, to) {
-        (DType::F32, DType::I32) if x.is_nan() => 0.0,
-        (DType::F32, DType::I32) => x.trunc().clamp(f64::from(i32::MIN), f64::from(i32::MAX)),
-        _ => round_to(to, x),
-    }
-}
-
-fn fold_binary(op: BinaryOp, dtype: DType, a: f64, b: f64) -> f64 {
-    let v = match op {
-        BinaryOp::Add => a + b,
-        BinaryOp::Mul => a * b,
-        BinaryOp::Max => {
-            if a < b {
-                b
-            } else {
-                a
-            }
-        }
-        BinaryOp::CmpLt => f64::from(a < b),
-    };
-    round_to(dtype, v)
-}
+use cranegrad_graph::{
+    BinaryOp, GraphData, NodeId, Op, ReduceOp, UnaryOp, eval_binary, eval_reduce, eval_unary,
+    eval_where, round_to,
+};
 
 /// Folds constant subgraphs and trivial identities; returns how many nodes changed.
 pub fn fold_constants(g: &mut GraphData, outputs: &mut [NodeId]) -> usize {
@@ -72,20 +26,21 @@ pub fn fold_constants(g: &mut GraphData, outputs: &mut [NodeId]) -> usize {
         let c = |k: usize| consts[k].unwrap_or(0.0);
         let folded = if all_const {
             match &node.op {
-                Op::Unary(op) => Some(fold_unary(*op, g.node(ins[0]).dtype, node.dtype, c(0))),
-                Op::Binary(op) => Some(fold_binary(*op, node.dtype, c(0), c(1))),
-                Op::Where => Some(if c(0) != 0.0 { c(1) } else { c(2) }),
+                Op::Unary(op) => Some(eval_unary(*op, node.dtype, c(0))),
+                Op::Binary(op) => Some(eval_binary(*op, g.node(ins[0]).dtype, c(0), c(1))),
+                Op::Where => Some(eval_where(c(0), c(1), c(2))),
                 Op::Reshape | Op::Permute(_) | Op::Expand | Op::Slice { .. } => Some(c(0)),
-                Op::Reduce {
-                    op: ReduceOp::Max, ..
-                } => Some(c(0)),
-                Op::Reduce {
-                    op: ReduceOp::Sum,
-                    axis,
-                } => match g.node(ins[0]).shape.dims()[*axis] {
-                    Dim::Const(len) => Some(round_to(node.dtype, c(0) * len as f64)),
-                    Dim::Sym { .. } => None,
-                },
+                Op::Reduce { op, axis } => {
+                    let len = &g.node(ins[0]).shape.dims()[*axis];
+                    // A max of one copy or many is the same, so a symbolic axis folds too
+                    // when it is never empty; a sum needs the count.
+                    let copies = match (len.as_const(), op) {
+                        (Some(n), _) => Some(n),
+                        (None, ReduceOp::Max) if len.min_value() >= 1 => Some(1),
+                        (None, _) => None,
+                    };
+                    copies.map(|n| eval_reduce(*op, node.dtype, std::iter::repeat_n(c(0), n)))
+                }
                 _ => None,
             }
         } else {
@@ -122,4 +77,66 @@ pub fn fold_constants(g: &mut GraphData, outputs: &mut [NodeId]) -> usize {
         }
     }
     changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cranegrad_graph::{DType, Dim, Graph, Shape, Symbol, Tensor};
+
+    /// The constant `t` folds to, or `None` when folding leaves an op.
+    fn folded(t: &Tensor) -> Option<f64> {
+        let mut g = t.graph().snapshot();
+        let mut outs = [t.id()];
+        fold_constants(&mut g, &mut outs);
+        match g.node(outs[0]).op {
+            Op::Const { value } => Some(value),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn an_out_of_range_i32_constant_saturates_like_the_kernels() {
+        // The kernels build an i32 constant with `as i32`; wrapping would give -1294967296.
+        let c = Graph::new().constant(3e9, Shape::of(&[2]), DType::I32);
+        let as_f32 = c.cast(DType::F32).unwrap();
+        assert_eq!(folded(&as_f32), Some(2_147_483_648.0));
+    }
+
+    #[test]
+    fn i32_mul_wraps_in_32_bits() {
+        let g = Graph::new();
+        let max = f64::from(i32::MAX);
+        let a = g.constant(max, Shape::of(&[2]), DType::I32);
+        let b = g.constant(max, Shape::of(&[2]), DType::I32);
+        // (2^31 - 1)^2 has low word 1; the product in f64 is rounded and would wrap to 0.
+        assert_eq!(folded(&a.mul(&b).unwrap()), Some(1.0));
+    }
+
+    #[test]
+    fn a_max_over_an_empty_axis_folds_to_the_identity() {
+        let c = Graph::new().constant(5.0, Shape::of(&[2, 0]), DType::F32);
+        assert_eq!(folded(&c.max(-1, true).unwrap()), Some(f64::NEG_INFINITY));
+        assert_eq!(folded(&c.sum(-1, true).unwrap()), Some(0.0));
+    }
+
+    #[test]
+    fn a_sum_over_a_static_axis_counts_the_copies() {
+        let c = Graph::new().constant(0.1, Shape::of(&[3, 4]), DType::F32);
+        // Four f32 copies of 0.1 summed exactly, then rounded once.
+        let want = f64::from((f64::from(0.1f32) * 4.0) as f32);
+        assert_eq!(folded(&c.sum(1, true).unwrap()), Some(want));
+    }
+
+    #[test]
+    fn a_max_over_a_symbolic_axis_folds_only_when_it_is_never_empty() {
+        let g = Graph::new();
+        let never_empty = Symbol::new("n", 1, 8).unwrap();
+        let maybe_empty = Symbol::new("m", 0, 8).unwrap();
+        let over = |s: &Symbol| g.constant(2.5, Shape(vec![Dim::sym(s)]), DType::F32);
+        assert_eq!(folded(&over(&never_empty).max(0, true).unwrap()), Some(2.5));
+        assert_eq!(folded(&over(&maybe_empty).max(0, true).unwrap()), None);
+        // A sum needs the count, which a symbol does not give.
+        assert_eq!(folded(&over(&never_empty).sum(0, true).unwrap()), None);
+    }
 }
