@@ -83,3 +83,36 @@ impl From<Vec<i32>> for HostData {
         HostData::I32(Arc::new(v))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lcg_values_are_deterministic_and_inside_the_scale() {
+        let a = lcg_values(1000, 7, 0.5);
+        assert_eq!(a, lcg_values(1000, 7, 0.5));
+        assert_ne!(a, lcg_values(1000, 8, 0.5));
+        assert!(a.iter().all(|v| (-0.5..0.5).contains(v)));
+        // Spread over the range, not stuck near one value.
+        assert!(a.iter().any(|&v| v < -0.4) && a.iter().any(|&v| v > 0.4));
+    }
+
+    #[test]
+    fn words_are_the_values_bits() {
+        let f = HostData::from(vec![1.0f32, -2.5]);
+        assert_eq!(f.as_words(), &[1.0f32.to_bits(), (-2.5f32).to_bits()]);
+        assert_eq!((f.len(), f.dtype()), (2, DType::F32));
+        let i = HostData::from(vec![-1i32, 3]);
+        assert_eq!(i.as_words(), &[u32::MAX, 3]);
+        assert_eq!(i.dtype(), DType::I32);
+        assert!(HostData::from(Vec::<f32>::new()).is_empty());
+    }
+
+    #[test]
+    fn clones_share_their_data() {
+        let d = HostData::from(vec![0.0f32; 4]);
+        assert_eq!(d.clone().addr(), d.addr());
+        assert_ne!(HostData::from(vec![0.0f32; 4]).addr(), d.addr());
+    }
+}

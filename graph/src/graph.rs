@@ -144,3 +144,96 @@ impl Graph {
         self.len() == 0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dtype::DType;
+
+    fn node(name: &str) -> Node {
+        Node {
+            op: Op::Input { name: name.into() },
+            shape: Shape::of(&[2]),
+            dtype: DType::F32,
+            data: None,
+        }
+    }
+
+    fn neg() -> Node {
+        Node {
+            op: Op::Unary(crate::op::UnaryOp::Neg),
+            ..node("")
+        }
+    }
+
+    fn add() -> Node {
+        Node {
+            op: Op::Binary(crate::op::BinaryOp::Add),
+            ..node("")
+        }
+    }
+
+    #[test]
+    fn inputs_come_back_in_slot_order() {
+        let mut g = GraphData::default();
+        let a = g.add(node("a"), &[]);
+        let b = g.add(node("b"), &[]);
+        let ba = g.add(add(), &[b, a]);
+        assert_eq!(g.inputs(ba), vec![b, a]);
+        // The same operand in both slots is two edges, not one.
+        let aa = g.add(add(), &[a, a]);
+        assert_eq!(g.inputs(aa), vec![a, a]);
+        assert_eq!(g.consumers(a), vec![ba, aa]);
+    }
+
+    #[test]
+    fn topo_order_puts_producers_first_and_skips_unreachable_nodes() {
+        let mut g = GraphData::default();
+        let a = g.add(node("a"), &[]);
+        let unused = g.add(node("unused"), &[]);
+        let n = g.add(neg(), &[a]);
+        let shared = g.add(add(), &[n, a]);
+        let out = g.add(add(), &[shared, shared]);
+        let order = g.topo_from(&[out]);
+        assert_eq!(order, vec![a, n, shared, out]);
+        assert!(!order.contains(&unused));
+    }
+
+    #[test]
+    fn a_deep_chain_does_not_overflow_the_stack() {
+        let mut g = GraphData::default();
+        let mut last = g.add(node("x"), &[]);
+        for _ in 0..200_000 {
+            last = g.add(neg(), &[last]);
+        }
+        assert_eq!(g.topo_from(&[last]).len(), 200_001);
+    }
+
+    #[test]
+    fn replace_uses_moves_every_use_and_keeps_its_slot() {
+        let mut g = GraphData::default();
+        let a = g.add(node("a"), &[]);
+        let b = g.add(node("b"), &[]);
+        let c = g.add(node("c"), &[]);
+        let sum = g.add(add(), &[c, a]);
+        let twice = g.add(add(), &[a, a]);
+        g.replace_uses(a, b);
+        assert_eq!(g.inputs(sum), vec![c, b]);
+        assert_eq!(g.inputs(twice), vec![b, b]);
+        assert!(g.consumers(a).is_empty());
+    }
+
+    #[test]
+    fn cloned_handles_share_one_graph_and_snapshots_do_not() {
+        let g = Graph::new();
+        assert!(g.is_empty());
+        let h = g.clone();
+        let x = h.input("x", Shape::of(&[2]), DType::F32);
+        assert_eq!(g.len(), 1);
+        assert!(g.same(&h));
+        assert!(!g.same(&Graph::new()));
+        let mut copy = g.snapshot();
+        copy.add(neg(), &[x.id()]);
+        assert_eq!(g.len(), 1);
+    }
+}
