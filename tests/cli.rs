@@ -174,7 +174,9 @@ fn dump_graph_shows_every_stage() {
     for s in [
         "== primitive graph",
         "== passes",
-        "fuse_elementwise",
+        "realize_roots",
+        "fuse_epilogues",
+        "mark_sequential_loops",
         "== fused schedule (1 kernels)",
         "loop i0",
         "== compilation",

@@ -35,7 +35,7 @@ use cranegrad_lower::kernel::{Expr, GEMM_MR, Kernel, KernelBody, LoopKind};
 use crate::math;
 use crate::memory::{build_vector, byte_addr, conds_vary, from_lanes};
 use crate::scalar_ops::{binary, unary};
-use cranegrad_lower::passes::hoist_scale_out_of_max::is_power_of_two;
+use cranegrad_lower::patterns::is_power_of_two;
 
 /// Lane count of the vector layouts.
 pub const LANES: i64 = 4;

@@ -407,6 +407,31 @@ impl Kernel {
         dep
     }
 
+    /// Calls `f` on every index of the kernel: loads, gathers, index values, bounds, stores.
+    pub fn for_each_affine(&mut self, mut f: impl FnMut(&mut Affine)) {
+        let conds = |cs: &mut Vec<Cond>, f: &mut dyn FnMut(&mut Affine)| {
+            for c in cs.iter_mut() {
+                f(&mut c.expr);
+            }
+        };
+        for e in &mut self.exprs {
+            match e {
+                Expr::Load {
+                    index, conds: c, ..
+                } => {
+                    f(index);
+                    conds(c, &mut f);
+                }
+                Expr::Index(a) | Expr::Gather { index: a, .. } => f(a),
+                Expr::InBounds(c) => conds(c, &mut f),
+                _ => {}
+            }
+        }
+        for s in &mut self.stores {
+            f(&mut s.index);
+        }
+    }
+
     /// The output (non-reduce) loops, parallel and sequential.
     pub fn output_loops(&self) -> &[Loop] {
         let n = self
@@ -415,16 +440,6 @@ impl Kernel {
             .take_while(|l| l.kind != LoopKind::Reduce)
             .count();
         &self.loops[..n]
-    }
-
-    /// Marks the output loops outside the thread split (see [`Kernel::parallel_dims`]) as
-    /// sequential, so the loop nest says which loops the threads divide.
-    pub fn with_sequential_loops(mut self) -> Kernel {
-        let n_out = self.output_loops().len();
-        if n_out >= 2 && self.gemm().is_none() {
-            self.loops[n_out - 1].kind = LoopKind::Sequential;
-        }
-        self
     }
 
     /// The reduce loop, if any.

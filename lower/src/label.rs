@@ -278,22 +278,3 @@ pub fn kernel_name(index: usize, k: &Kernel) -> String {
     }
     name
 }
-
-/// Names every launch after what it became (see [`kernel_name`]): the last schedule pass, so
-/// names follow the final launch order and templates. Returns the launches renamed.
-pub fn name_kernels(schedule: &mut crate::Schedule) -> usize {
-    let mut renamed = 0;
-    for (i, l) in schedule.launches.iter_mut().enumerate() {
-        if let KernelBody::Siblings(parts) = &mut l.kernel.body {
-            for (j, p) in parts.iter_mut().enumerate() {
-                p.name = format!("{}_part{j}", kernel_name(i, p));
-            }
-        }
-        let name = kernel_name(i, &l.kernel);
-        if l.kernel.name != name {
-            l.kernel.name = name;
-            renamed += 1;
-        }
-    }
-    renamed
-}

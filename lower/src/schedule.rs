@@ -8,14 +8,11 @@ use cranegrad_graph::{DType, Dim, GraphData, HostData, NodeId, Op, ReduceOp, Sha
 
 use crate::LowerError;
 use crate::affine::{Affine, Cond, IndexMap};
+use crate::fusion::{Attention, Fusion};
 use crate::kernel::{
     Access, Arg, AttentionSpec, Expr, ExprId, Kernel, KernelBody, Loop, LoopKind, Store,
 };
-use crate::passes::fuse_attention::Attention;
-use crate::passes::fuse_elementwise::{Fusion, reshape_base, reshape_groups};
-use crate::passes::reduced_axis_innermost::reduced_axis_innermost;
-use crate::passes::select_gemm::select_gemm;
-use crate::passes::simplify_loops::simplify_loops;
+use crate::patterns::{reshape_base, reshape_groups};
 
 /// Index of a buffer in `Schedule::buffers`.
 pub type BufId = usize;
@@ -57,6 +54,11 @@ impl BufDecl {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// True for a weight: an input carrying data, of static shape (the runtime may pack it).
+    pub fn is_weight(&self) -> bool {
+        matches!(self.kind, BufKind::Input { data: Some(_), .. }) && self.shape.is_static()
+    }
 }
 
 /// A kernel with the program buffers bound to its argument slots.
@@ -69,6 +71,9 @@ pub struct Launch {
     /// Graph nodes computed inside this kernel (its root last; a sibling group lists each
     /// part's nodes in turn).
     pub nodes: Vec<NodeId>,
+    /// The output axis a row group's reductions run along when it is not the last (see
+    /// `fuse_rows`): the kernel pass `reduced_axis_innermost` moves it innermost.
+    pub row_axis: Option<usize>,
 }
 
 impl Schedule {
@@ -246,15 +251,6 @@ pub fn build_schedule(
             kind,
         });
     }
-    let weight_bufs: BTreeSet<BufId> = sched
-        .buffers
-        .iter()
-        .enumerate()
-        .filter(|(_, b)| {
-            matches!(b.kind, BufKind::Input { data: Some(_), .. }) && b.shape.is_static()
-        })
-        .map(|(i, _)| i)
-        .collect();
     let mut out_buf_of: HashMap<NodeId, BufId> = HashMap::new();
     for &n in &order {
         if !fusion.realized.contains(&n) {
@@ -273,7 +269,7 @@ pub fn build_schedule(
             buf_of[&n]
         };
         let idx = sched.launches.len();
-        let builder = KernelBuilder::new(g, fusion, &buf_of, n, &weight_bufs);
+        let builder = KernelBuilder::new(g, fusion, &buf_of, n);
         let launch = if let Some(att) = fusion.attention.get(&n) {
             builder.build_attention(idx, out_buf, att)?
         } else if matches!(g.node(n).op, Op::WriteSlice { .. }) {
@@ -321,11 +317,8 @@ struct KernelBuilder<'a> {
     n_out_loops: usize,
     /// Extents of the kernel's reduce loops, one per inlined reduction, in order.
     reduce_loops: Vec<Dim>,
-    /// An output loop to move innermost before the kernel is simplified (see
-    /// [`reduced_axis_innermost`]).
+    /// An output loop for the kernel pass `reduced_axis_innermost` to move innermost.
     innermost: Option<usize>,
-    /// Buffers of inputs that carry data (weights), which may be packed.
-    weight_bufs: &'a BTreeSet<BufId>,
 }
 
 impl<'a> KernelBuilder<'a> {
@@ -334,10 +327,8 @@ impl<'a> KernelBuilder<'a> {
         fusion: &'a Fusion,
         buf_of: &'a HashMap<NodeId, BufId>,
         root: NodeId,
-        weight_bufs: &'a BTreeSet<BufId>,
     ) -> Self {
         KernelBuilder {
-            weight_bufs,
             g,
             fusion,
             buf_of,
@@ -803,8 +794,8 @@ impl<'a> KernelBuilder<'a> {
         Ok(self.finish(format!("k{idx}_attention"), loops, store, Some(spec)))
     }
 
-    /// The launch of the kernel built so far: one store, loops simplified and weights packed
-    /// (a template's loops stay as built, its spec names them), sequential loops marked.
+    /// The launch of the kernel built so far, with one store; the kernel passes of the
+    /// pipeline (`lib.rs`) run on it afterwards.
     fn finish(
         self,
         name: String,
@@ -812,7 +803,6 @@ impl<'a> KernelBuilder<'a> {
         store: Store,
         attention: Option<AttentionSpec>,
     ) -> Launch {
-        let template = attention.is_some();
         let kernel = Kernel {
             name,
             ops: self.ops,
@@ -822,21 +812,6 @@ impl<'a> KernelBuilder<'a> {
             exprs: self.exprs,
             stores: vec![store],
             body: attention.map_or(KernelBody::Loops, KernelBody::Attention),
-        };
-        let kernel = match self.innermost {
-            Some(axis) => reduced_axis_innermost(kernel, axis, self.n_out_loops),
-            None => kernel,
-        };
-        let kernel = if template {
-            kernel
-        } else {
-            let mut kernel = simplify_loops(kernel);
-            let args = &self.args;
-            let weights = self.weight_bufs;
-            select_gemm(&mut kernel, |slot| {
-                args.get(slot).is_some_and(|(b, _)| weights.contains(b))
-            });
-            kernel
         };
         // The launch's nodes: the ops and views computed inside it, root last.
         let root = self.root;
@@ -851,9 +826,10 @@ impl<'a> KernelBuilder<'a> {
         nodes.dedup();
         nodes.push(root);
         Launch {
-            kernel: kernel.with_sequential_loops(),
+            kernel,
             args: self.args.iter().map(|(b, _)| *b).collect(),
             nodes,
+            row_axis: self.innermost,
         }
     }
 

@@ -4,7 +4,7 @@
 mod common;
 
 use cranegrad_graph::{Bindings, DType, Graph, Op, Shape, Tensor};
-use cranegrad_lower::passes::fold_constants::fold_constants;
+use cranegrad_lower::graph_passes::fold_constants::fold_constants;
 use cranegrad_runtime::interp::interpret;
 use cranegrad_runtime::{Feeds, interpret_tensors};
 

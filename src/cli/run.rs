@@ -141,8 +141,12 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
                 println!("\n== passes");
                 for p in &plan.lowered.passes {
                     println!(
-                        "  {:<34} changed {:>5}  nodes {:>5}  {:>8.1} us",
-                        p.name, p.changed, p.nodes, p.micros
+                        "  {:<8} {:<34} changed {:>5}  nodes {:>5}  {:>8.1} us",
+                        p.stage.name(),
+                        p.name,
+                        p.changed,
+                        p.nodes,
+                        p.micros
                     );
                 }
                 println!("\n== fused schedule ({} kernels)", plan.kernel_count());

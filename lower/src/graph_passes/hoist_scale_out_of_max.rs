@@ -12,8 +12,8 @@
 
 use cranegrad_graph::{BinaryOp, DType, GraphData, NodeId, Op, ReduceOp, UnaryOp};
 
-use super::fuse_attention::times_constant;
-use super::{add_computed, replace_node};
+use crate::patterns::{is_power_of_two, times_constant};
+use crate::rewrite::{add_computed, replace_node};
 
 /// Rewrites every `max(x * c)` with a positive finite `c`; returns how many.
 pub fn hoist_scale_out_of_max(g: &mut GraphData, outputs: &mut [NodeId]) -> usize {
@@ -57,12 +57,6 @@ pub fn hoist_scale_out_of_max(g: &mut GraphData, outputs: &mut [NodeId]) -> usiz
         changed += 1;
     }
     changed
-}
-
-/// True for a positive normal power of two: multiplying by it is exact (short of overflow
-/// and subnormals).
-pub fn is_power_of_two(c: f32) -> bool {
-    c > 0.0 && c.is_normal() && c.to_bits() & 0x007F_FFFF == 0
 }
 
 /// Rewrites each `y + expand(-scaled)` with `y = x * c` and `scaled = max(x) * c` as

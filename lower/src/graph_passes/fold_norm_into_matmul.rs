@@ -2,7 +2,7 @@
 //! row of `x` (broadcast from `[.., M, 1]`, RMSNorm's `1/rms`) and `g` a weight vector along
 //! K (the norm's gain), becomes `r * (x @ (g[:, None] * W))`. The runtime folds `g` into the
 //! packed weight panels once, so the gain costs nothing per forward, and fusion computes `r`
-//! in each GEMM kernel's prologue (`fuse_gemm_prologue`): `rms_norm(x, g) @ W` runs as one
+//! in each GEMM kernel's prologue (`fuse_gemm_prologues`): `rms_norm(x, g) @ W` runs as one
 //! kernel and the normalised rows are never written.
 //!
 //! The identity holds for any such `r` and `g`; the pass only fires when `W` is a weight (an
@@ -10,22 +10,8 @@
 
 use cranegrad_graph::{BinaryOp, Dim, GraphData, NodeId, Op, Shape};
 
-use super::fuse_gemm_prologue::is_row_broadcast;
-use super::{add_computed, replace_node};
-
-/// Follows permutes, reshapes and broadcasts (the views packing can read: no offset, no
-/// padding) down to an input that carries data (a weight).
-pub fn weight_base(g: &GraphData, n: NodeId) -> Option<NodeId> {
-    let mut cur = n;
-    loop {
-        let node = g.node(cur);
-        match &node.op {
-            Op::Input { .. } if node.data.is_some() && node.shape.is_static() => return Some(cur),
-            Op::Permute(_) | Op::Reshape | Op::Expand => cur = g.inputs(cur)[0],
-            _ => return None,
-        }
-    }
-}
+use crate::patterns::{is_row_broadcast, weight_base};
+use crate::rewrite::{add_computed, replace_node};
 
 /// The weight vector `[.., K]` a factor broadcasts along the rows, if it is one: a chain of
 /// reshapes and expands over a weight whose only non-unit axis is the last, of length `k`.

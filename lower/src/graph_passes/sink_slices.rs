@@ -9,7 +9,7 @@
 //! (when the columns are kept whole: the rows of A and the batch of both operands are sliced),
 //! and a slice of a constant is a smaller constant. Only static windows are moved.
 
-use super::{add_computed, replace_node};
+use crate::rewrite::{add_computed, replace_node};
 use cranegrad_graph::{Dim, GraphData, NodeId, Op, Shape};
 
 /// The window `starts`/`shape` applied to a node of `full` shape, as a new slice node (or the

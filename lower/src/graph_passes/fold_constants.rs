@@ -1,7 +1,7 @@
 //! Constant folding: ops whose operands are all constants become constants (computed in the
 //! node's own precision), and `x + 0`, `x * 1`, `--x` disappear.
 
-use super::replace_node;
+use crate::rewrite::replace_node;
 use cranegrad_graph::{
     BinaryOp, GraphData, NodeId, Op, ReduceOp, UnaryOp, eval_binary, eval_reduce, eval_unary,
     eval_where, round_to,

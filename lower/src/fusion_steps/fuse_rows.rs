@@ -18,7 +18,7 @@ use std::collections::BTreeSet;
 
 use cranegrad_graph::{GraphData, NodeId, Op, Shape};
 
-use super::fuse_elementwise::Fusion;
+use crate::fusion::Fusion;
 
 fn reduce_axis(g: &GraphData, n: NodeId) -> Option<usize> {
     match g.node(n).op {
@@ -41,7 +41,7 @@ fn row_group(
     let allowed = |n: NodeId| -> bool {
         let node = g.node(n);
         match &node.op {
-            // A matmul scaled per row (a folded norm) is left to `fuse_gemm_prologue`.
+            // A matmul scaled per row (a folded norm) is left to `fuse_gemm_prologues`.
             op if op.is_elementwise() => {
                 (node.shape == red_shape || node.shape == row_shape)
                     && !g

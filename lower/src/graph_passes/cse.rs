@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::replace_node;
+use crate::rewrite::replace_node;
 use cranegrad_graph::{GraphData, NodeId};
 
 /// Merges structurally identical nodes (inputs with equal names are one input); returns how

@@ -15,59 +15,8 @@ use std::collections::BTreeSet;
 
 use cranegrad_graph::{BinaryOp, GraphData, NodeId, Op, ReduceOp, UnaryOp};
 
-use super::fuse_elementwise::Fusion;
-
-/// One matched attention.
-#[derive(Clone, Debug)]
-pub struct Attention {
-    /// The `p @ v` matmul.
-    pub pv: NodeId,
-    /// Queries `[.., S, D]` (the score matmul's A).
-    pub q: NodeId,
-    /// Keys transposed `[.., D, T]` (the score matmul's B).
-    pub kt: NodeId,
-    /// Values `[.., T, Dv]`.
-    pub v: NodeId,
-    /// A bool `[.., S, T]` marking hidden keys, and the score they get.
-    pub mask: Option<(NodeId, f64)>,
-    /// Factor on the raw scores.
-    pub scale: f64,
-    /// Factor inside the exp2 (log2 e for a natural-exp softmax).
-    pub exp_scale: f64,
-    /// Nodes computed inside the kernel (not realized).
-    pub interior: BTreeSet<NodeId>,
-}
-
-fn constant(g: &GraphData, n: NodeId) -> Option<f64> {
-    match g.node(n).op {
-        Op::Const { value } => Some(value),
-        _ => None,
-    }
-}
-
-/// `(other, constant)` when `n` is a product with a constant (broadcast constants are
-/// `Const` nodes of the full shape once `fold_constants` has run).
-pub(crate) fn times_constant(g: &GraphData, n: NodeId) -> Option<(NodeId, f64)> {
-    if !matches!(g.node(n).op, Op::Binary(BinaryOp::Mul)) {
-        return None;
-    }
-    let ins = g.inputs(n);
-    match (constant(g, ins[0]), constant(g, ins[1])) {
-        (_, Some(c)) => Some((ins[0], c)),
-        (Some(c), _) => Some((ins[1], c)),
-        _ => None,
-    }
-}
-
-/// `n`'s operand when `n` is an expand (a broadcast the Tensor API leaves out when a size-1
-/// axis is already the full size), else `n` itself.
-fn under_expand(g: &GraphData, n: NodeId) -> NodeId {
-    if matches!(g.node(n).op, Op::Expand) {
-        g.inputs(n)[0]
-    } else {
-        n
-    }
-}
+use crate::fusion::{Attention, Fusion};
+use crate::patterns::{constant, times_constant, under_expand};
 
 /// `(x, reduce, n)` when `n` is `reduce(x)` over the last axis, broadcast back or not.
 fn expanded_reduce(g: &GraphData, n: NodeId, op: ReduceOp) -> Option<(NodeId, NodeId, NodeId)> {
@@ -279,8 +228,10 @@ pub fn fuse_attention(g: &GraphData, order: &[NodeId], outputs: &[NodeId], f: &m
                 _ => continue,
             }
         };
+        // The softmax's row group now runs inside the attention kernel.
         for n in &att.interior {
             f.realized.remove(n);
+            f.row_exits.remove(n);
         }
         f.attention.insert(root, att);
     }

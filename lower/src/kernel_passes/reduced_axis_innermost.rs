@@ -5,14 +5,14 @@
 //! which is what makes codegen run them once per row (per column here) before the row's
 //! outputs, as for a last-axis softmax.
 
-use super::simplify_loops::for_each_affine;
 use crate::kernel::Kernel;
 
-/// Moves output loop `axis` of `k` (which has `n_out` output loops, reduce loops after them)
-/// to be the innermost output loop; the loops inside it move out by one.
-pub fn reduced_axis_innermost(mut k: Kernel, axis: usize, n_out: usize) -> Kernel {
+/// Moves output loop `axis` of `k` to be the innermost output loop; the loops inside it move
+/// out by one. Returns whether it moved.
+pub fn reduced_axis_innermost(k: &mut Kernel, axis: usize) -> bool {
+    let n_out = k.output_loops().len();
     if axis + 1 >= n_out {
-        return k;
+        return false;
     }
     let moved = k.loops.remove(axis);
     k.loops.insert(n_out - 1, moved);
@@ -21,6 +21,6 @@ pub fn reduced_axis_innermost(mut k: Kernel, axis: usize, n_out: usize) -> Kerne
         w if w > axis && w < n_out => w - 1,
         w => w,
     };
-    for_each_affine(&mut k, |a| *a = a.rename(|w| Some(rename(w))));
-    k
+    k.for_each_affine(|a| *a = a.rename(|w| Some(rename(w))));
+    true
 }

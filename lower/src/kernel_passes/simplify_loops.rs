@@ -2,34 +2,9 @@
 //! every index walks contiguously merge into one, so codegen sees the longest inner loop it
 //! can vectorise and the thread pool gets a long outer range.
 
-use crate::affine::{Affine, Cond};
+use crate::affine::Affine;
 use crate::kernel::{Expr, Kernel, LoopKind};
 use cranegrad_graph::Dim;
-
-/// Calls `f` on every index of the kernel: loads, gathers, index values, bounds, stores.
-pub(crate) fn for_each_affine(k: &mut Kernel, mut f: impl FnMut(&mut Affine)) {
-    let conds = |cs: &mut Vec<Cond>, f: &mut dyn FnMut(&mut Affine)| {
-        for c in cs.iter_mut() {
-            f(&mut c.expr);
-        }
-    };
-    for e in &mut k.exprs {
-        match e {
-            Expr::Load {
-                index, conds: c, ..
-            } => {
-                f(index);
-                conds(c, &mut f);
-            }
-            Expr::Index(a) | Expr::Gather { index: a, .. } => f(a),
-            Expr::InBounds(c) => conds(c, &mut f),
-            _ => {}
-        }
-    }
-    for s in &mut k.stores {
-        f(&mut s.index);
-    }
-}
 
 /// Renames the loop variable of every Reduce expression along with the indices.
 fn rename_reduce_vars(k: &mut Kernel, f: impl Fn(usize) -> usize) {
@@ -43,7 +18,7 @@ fn rename_reduce_vars(k: &mut Kernel, f: impl Fn(usize) -> usize) {
 fn all_affine(k: &Kernel) -> Vec<Affine> {
     let mut v = Vec::new();
     let mut k2 = k.clone();
-    for_each_affine(&mut k2, |a| v.push(a.clone()));
+    k2.for_each_affine(|a| v.push(a.clone()));
     v
 }
 
@@ -58,7 +33,7 @@ pub fn simplify_loops(mut k: Kernel) -> Kernel {
         .position(|l| l.extent == Dim::Const(1) && l.kind == LoopKind::Parallel)
     {
         k.loops.remove(v);
-        for_each_affine(&mut k, |a| {
+        k.for_each_affine(|a| {
             *a = a.without(v).rename(|w| Some(if w > v { w - 1 } else { w }));
         });
         rename_reduce_vars(&mut k, |w| if w > v { w - 1 } else { w });
@@ -80,7 +55,7 @@ pub fn simplify_loops(mut k: Kernel) -> Kernel {
             let outer = k.loops[v].extent.as_const().unwrap_or(0);
             k.loops[v + 1].extent = Dim::Const(outer * inner as usize);
             k.loops.remove(v);
-            for_each_affine(&mut k, |a| {
+            k.for_each_affine(|a| {
                 *a = a.without(v).rename(|w| Some(if w > v { w - 1 } else { w }));
             });
             rename_reduce_vars(&mut k, |w| if w > v { w - 1 } else { w });
