@@ -544,11 +544,14 @@ impl Kernel {
     /// The canonical text without the name and op list: the cache key's input.
     pub fn key_text(&self) -> String {
         let mut s = String::new();
-        self.write_body(&mut s);
+        self.write_body(&mut s, false);
         s
     }
 
-    fn write_body(&self, s: &mut String) {
+    /// Arguments, symbols and the nest (or each part's). `names` adds each part's name and
+    /// ops to its `part` line, which only the displayed form carries: in the cache key they
+    /// would make every layer's identical group a different kernel.
+    fn write_body(&self, s: &mut String, names: bool) {
         for (i, a) in self.args.iter().enumerate() {
             let acc = match a.access {
                 Access::Read => "in",
@@ -560,7 +563,11 @@ impl Kernel {
             let _ = writeln!(s, "  sym{i}: {sym}");
         }
         for (p, part) in self.parts().iter().enumerate() {
-            let _ = writeln!(s, "  part {p}");
+            if names {
+                let _ = writeln!(s, "  part {p} {} ({})", part.name, part.ops.join(" "));
+            } else {
+                let _ = writeln!(s, "  part {p}");
+            }
             let mut body = String::new();
             part.write_nest(&mut body);
             for line in body.lines() {
@@ -607,7 +614,7 @@ impl Kernel {
                 s.push('\n');
             }
             KernelBody::Attention(a) => {
-                let f = |bits: u64| format_value(f64::from_bits(bits));
+                let f = value_text;
                 let mask = a
                     .mask
                     .map_or("none".to_string(), |m| format!("e{m} ? {}", f(a.fill_bits)));
@@ -646,6 +653,18 @@ impl Kernel {
     }
 }
 
+/// A constant's printed value: [`format_value`], except that a NaN other than the canonical
+/// `f64::NAN` shows its bits (`NaN:0xfff8000000000000`): `NaN` alone reads back as
+/// `f64::NAN`, and the kernel (whose constants are bits) would not be the one printed.
+pub fn value_text(bits: u64) -> String {
+    let v = f64::from_bits(bits);
+    if v.is_nan() && bits != f64::NAN.to_bits() {
+        format!("NaN:{bits:#018x}")
+    } else {
+        format_value(v)
+    }
+}
+
 struct ExprText<'a>(&'a Expr);
 
 impl fmt::Display for ExprText<'_> {
@@ -676,9 +695,7 @@ impl fmt::Display for ExprText<'_> {
                 f,
                 "gather.{dtype} arg{arg}[row(e{row}, {rows}) * {row_stride} + {index}]"
             ),
-            Expr::Const { bits, dtype } => {
-                write!(f, "const.{dtype} {}", format_value(f64::from_bits(*bits)))
-            }
+            Expr::Const { bits, dtype } => write!(f, "const.{dtype} {}", value_text(*bits)),
             Expr::Index(a) => write!(f, "index {a}"),
             Expr::InBounds(c) => write!(f, "inbounds{}", conds(c)),
             Expr::Unary { op, x, dtype } => {
@@ -705,7 +722,7 @@ impl fmt::Display for Kernel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut s = String::new();
         let _ = writeln!(s, "kernel {} ({})", self.name, self.ops.join(" "));
-        self.write_body(&mut s);
+        self.write_body(&mut s, true);
         f.write_str(&s)
     }
 }

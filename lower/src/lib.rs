@@ -17,6 +17,7 @@ pub mod fusion;
 pub mod fusion_steps;
 pub mod graph_passes;
 pub mod kernel;
+pub mod kernel_parse;
 pub mod kernel_passes;
 pub mod label;
 pub mod patterns;
