@@ -62,6 +62,38 @@ impl Fusion {
 }
 
 impl Fusion {
+    /// The partition as text, nodes numbered as `graph_text` numbers them: one line per
+    /// realized node, attention kernel and row-group exit.
+    pub fn text(&self, g: &GraphData, outputs: &[NodeId]) -> String {
+        use std::fmt::Write;
+        let order = g.topo_from(outputs);
+        let num: BTreeMap<NodeId, usize> = order.iter().enumerate().map(|(i, &n)| (n, i)).collect();
+        let mut s = String::new();
+        for &n in &order {
+            if self.realized.contains(&n) {
+                let _ = writeln!(s, "realized %{} {}", num[&n], g.node(n).op.name());
+            }
+        }
+        for (root, att) in &self.attention {
+            let inner: Vec<String> = att
+                .interior
+                .iter()
+                .map(|n| format!("%{}", num[n]))
+                .collect();
+            let _ = writeln!(
+                s,
+                "attention %{} pv %{} interior {}",
+                num[root],
+                num[&att.pv],
+                inner.join(" ")
+            );
+        }
+        for (exit, axis) in &self.row_exits {
+            let _ = writeln!(s, "row_exit %{} axis {axis}", num[exit]);
+        }
+        s
+    }
+
     /// The invariants every fusion step keeps, checked after each step in debug builds and
     /// under `CRANEGRAD_VERIFY=1` (CI); `Err` names the node and the rule it breaks.
     pub fn check(&self, g: &GraphData, outputs: &[NodeId]) -> Result<(), String> {

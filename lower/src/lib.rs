@@ -13,6 +13,7 @@
 //! its time.
 
 pub mod affine;
+pub mod filetest;
 pub mod fusion;
 pub mod fusion_steps;
 pub mod graph_passes;
@@ -137,7 +138,8 @@ pub enum When {
 }
 
 impl When {
-    fn holds(self, opts: LowerOptions) -> bool {
+    /// True when a step under this condition runs with `opts`.
+    pub fn holds(self, opts: LowerOptions) -> bool {
         match self {
             When::Always => true,
             When::Fused => opts.fuse,
