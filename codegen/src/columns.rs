@@ -9,25 +9,11 @@
 use cranelift_codegen::ir::{InstBuilder, Value, condcodes::IntCC, types};
 use cranelift_frontend::FunctionBuilder;
 
-use cranegrad_lower::kernel::{Expr, Kernel, KernelBody};
+use cranegrad_lower::kernel::Expr;
 
 use crate::emit::{
     Emitter, LANES, Phase, Val, emit_loop, emit_while, scalar_ty, split_flat, vector_ty,
 };
-
-/// The lane loop of a column kernel: the parallel loop just outside the innermost output
-/// loop, when the stores walk it contiguously and the innermost loop strided.
-pub(crate) fn column_lane(k: &Kernel) -> Option<usize> {
-    let n_out = k.output_loops().len();
-    if n_out < 2 || !matches!(k.body, KernelBody::Loops) {
-        return None;
-    }
-    let (j, rows) = (n_out - 2, n_out - 1);
-    k.stores
-        .iter()
-        .all(|s| s.index.coeff(j) == 1 && s.index.coeff(rows) != 1)
-        .then_some(j)
-}
 
 /// Column groups (of four) a wide unit runs side by side: 64 columns, four whole cache lines
 /// of each row per pass over the rows, and 16 independent accumulator chains. Measured on

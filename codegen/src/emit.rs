@@ -28,14 +28,15 @@ use cranelift_codegen::ir::{
 };
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 
-use cranegrad_graph::{BinaryOp, DType, Dim, UnaryOp};
+use cranegrad_graph::{BinaryOp, DType, Dim};
 use cranegrad_lower::affine::Affine;
-use cranegrad_lower::kernel::{Expr, GEMM_MR, Kernel, KernelBody, LoopKind};
+use cranegrad_lower::kernel::{Expr, GEMM_MR, Kernel, KernelBody};
+pub(crate) use cranegrad_lower::kernel_analysis::Phase;
+use cranegrad_lower::kernel_analysis::{along_ok, phases, row_deps};
 
 use crate::math;
 use crate::memory::{build_vector, byte_addr, conds_vary, from_lanes};
 use crate::scalar_ops::{binary, unary};
-use cranegrad_lower::patterns::is_power_of_two;
 
 /// Lane count of the vector layouts.
 pub const LANES: i64 = 4;
@@ -98,7 +99,7 @@ pub fn prefers_plain(k: &Kernel) -> bool {
             .all(|p| p.gemm().is_some_and(|g| g.packed || g.rows >= GEMM_MR)),
         KernelBody::Gemm(g) => g.packed || g.rows >= GEMM_MR,
         KernelBody::Attention(_) => false,
-        KernelBody::Loops => is_row_kernel(k, &phases(k), &row_deps(k)),
+        KernelBody::Loops(plan) => plan.row,
     }
 }
 
@@ -128,84 +129,6 @@ pub(crate) fn vector_ty(d: DType) -> Type {
 /// Little-endian vector memory flags (Cranelift requires an endianness for vector loads).
 pub(crate) fn vflags() -> MemFlagsData {
     MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little)
-}
-
-/// Which part of the loop nest an expression is computed in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Phase {
-    /// Independent of every reduce loop and reduced value.
-    Pre,
-    /// Inside reduce loop `j` (depends on its variable).
-    Inner(usize),
-    /// After the reductions it uses.
-    Post,
-}
-
-fn own_reduce_var(k: &Kernel, e: &Expr) -> Option<usize> {
-    (0..k.loops.len()).find(|&r| k.loops[r].kind == LoopKind::Reduce && e.indexes_with(r))
-}
-
-fn phases(k: &Kernel) -> Vec<Phase> {
-    let mut ph: Vec<Phase> = Vec::with_capacity(k.exprs.len());
-    for e in &k.exprs {
-        let p = if matches!(e, Expr::Reduce { .. }) {
-            Phase::Post
-        } else if let Some(j) = own_reduce_var(k, e) {
-            Phase::Inner(j)
-        } else {
-            e.operands()
-                .iter()
-                .fold(Phase::Pre, |acc, &o| match (acc, ph[o]) {
-                    (Phase::Inner(j), _) | (_, Phase::Inner(j)) => Phase::Inner(j),
-                    (Phase::Post, _) | (_, Phase::Post) => Phase::Post,
-                    _ => Phase::Pre,
-                })
-        };
-        ph.push(p);
-    }
-    ph
-}
-
-/// True when reduce loop `j` can run 4 iterations per vector: every load inside it has stride
-/// 0 or 1 along it, and at least one has stride 1.
-fn along_ok(k: &Kernel, ph: &[Phase], j: usize) -> bool {
-    let loads: Vec<&Affine> = k
-        .exprs
-        .iter()
-        .zip(ph)
-        .filter(|(_, p)| **p == Phase::Inner(j))
-        .filter_map(|(e, _)| match e {
-            Expr::Load { index, .. } => Some(index),
-            _ => None,
-        })
-        .collect();
-    loads.iter().all(|a| matches!(a.coeff(j), 0 | 1)) && loads.iter().any(|a| a.coeff(j) == 1)
-}
-
-/// A row kernel: every reduction is independent of the innermost output loop, so the
-/// reductions run once per row and the row's outputs are then computed from them (softmax,
-/// norms in one kernel).
-/// `row_deps` is [`Kernel::depends_on`] of the innermost output loop.
-fn is_row_kernel(k: &Kernel, ph: &[Phase], row_deps: &[bool]) -> bool {
-    let n_out = k.output_loops().len();
-    if n_out == 0 || !ph.iter().any(|p| matches!(p, Phase::Inner(_))) {
-        return false;
-    }
-    // Whatever a reduction reads (transitively) must not depend on the innermost loop.
-    let dep = row_deps;
-    let reduce_inputs_ok = k.exprs.iter().all(|e| match e {
-        Expr::Reduce { x, .. } => !dep[*x],
-        _ => true,
-    });
-    reduce_inputs_ok && dep.iter().any(|&d| d)
-}
-
-/// Which expressions depend on the innermost output loop (none without output loops).
-fn row_deps(k: &Kernel) -> Vec<bool> {
-    match k.output_loops().len().checked_sub(1) {
-        Some(lv) => k.depends_on(lv),
-        None => vec![false; k.exprs.len()],
-    }
 }
 
 /// Emits the whole kernel into `func`.
@@ -281,21 +204,7 @@ fn emit_body(
     let ph = phases(k);
     let along = (0..k.loops.len()).map(|j| along_ok(k, &ph, j)).collect();
     let deps = row_deps(k);
-    let row = is_row_kernel(k, &ph, &deps);
-    let column = crate::columns::column_lane(k).filter(|_| row);
-    // Which softmax weights' exp2 may skip the upper range (see `rescale::is_nonpositive`).
-    let nonpositive_exp2 = k
-        .exprs
-        .iter()
-        .map(|e| match e {
-            Expr::Unary {
-                op: UnaryOp::Exp2,
-                x,
-                dtype: DType::F32,
-            } => crate::rescale::is_nonpositive(k, *x),
-            _ => false,
-        })
-        .collect();
+    let column = k.row_plan().column;
     let mut em = Emitter {
         k,
         ptrs: ptrs.to_vec(),
@@ -303,28 +212,15 @@ fn emit_body(
         phases: ph,
         layout: choose_layout(k),
         along,
-        row,
-        rescale: None,
         row_stats: None,
         affine_memo: Default::default(),
         splats: Default::default(),
-        single_use: single_uses(k),
-        from_reduce: from_reductions(k),
-        lane_loop: column,
-        nan_blind: None,
-        nonpositive_exp2,
         row_deps: deps,
         jams: Vec::new(),
         carry: None,
         row_ptrs: Default::default(),
         cursor: None,
     };
-    if row {
-        em.rescale = crate::rescale::find_rescale(k, &em.row_deps, column.is_some());
-        if let Some(r) = &em.rescale {
-            em.nan_blind = crate::rescale::nan_blind_max(k, r);
-        }
-    }
     let extents: Vec<Value> = k.loops.iter().map(|l| em.dim(b, &l.extent)).collect();
     let n_out = k.output_loops().len();
     let mut vars: Vec<Option<Value>> = vec![None; k.loops.len()];
@@ -338,7 +234,7 @@ fn emit_body(
             return em.jams;
         }
         KernelBody::Siblings(_) => unreachable!("a group's parts are emitted one by one"),
-        KernelBody::Loops => {}
+        KernelBody::Loops(_) => {}
     }
     match n_out {
         0 => {
@@ -355,7 +251,7 @@ fn emit_body(
         }
         1 => em.inner_loops(b, &mut vars, &extents, start, end),
         _ if let Some(lane) = column => em.columns(b, &mut vars, &extents, start, end, lane),
-        _ if let Some((first, with)) = em.carried_reduction() => {
+        _ if let Some((first, with)) = k.row_plan().carry => {
             em.carried_rows(b, (first, with), &mut vars, &extents, start, end);
         }
         _ => {
@@ -496,10 +392,6 @@ pub(crate) struct Emitter<'k> {
     pub(crate) layout: Layout,
     /// Per loop: a reduce loop that may run 4 iterations per vector.
     pub(crate) along: Vec<bool>,
-    /// Reductions run once per row, before the row's outputs (see `is_row_kernel`).
-    pub(crate) row: bool,
-    /// Store-and-rescale of a row kernel (softmax), if it applies.
-    pub(crate) rescale: Option<crate::rescale::Rescale>,
     /// Per-row values of a GEMM's row reduction, computed before its panels.
     pub(crate) row_stats: Option<cranelift_codegen::ir::StackSlot>,
     /// Index values computed so far, by block (see [`Emitter::affine`]).
@@ -508,19 +400,6 @@ pub(crate) struct Emitter<'k> {
     /// or 1/sum), so the loop body does not broadcast them again every iteration (see
     /// [`Emitter::presplat`]).
     pub(crate) splats: std::cell::RefCell<std::collections::HashMap<Value, Value>>,
-    /// Per expression: read by exactly one other expression and no store (see
-    /// [`Emitter::contracted`]).
-    pub(crate) single_use: Vec<bool>,
-    /// Per expression: it is a reduction or computed from one (see [`Emitter::contracted`]).
-    pub(crate) from_reduce: Vec<bool>,
-    /// The loop whose neighbouring points are a vector's lanes, when it is not the innermost
-    /// output loop (a column kernel's columns, see [`crate::columns`]).
-    pub(crate) lane_loop: Option<usize>,
-    /// The max reduction whose NaN propagation no output needs (see
-    /// [`crate::rescale::nan_blind_max`]).
-    pub(crate) nan_blind: Option<usize>,
-    /// Per expression: an `exp2` whose argument is never positive (a softmax weight).
-    pub(crate) nonpositive_exp2: Vec<bool>,
     /// Jammed loop bodies to interleave after the function is built.
     pub(crate) jams: Vec<crate::interleave::Jam>,
     /// The first reduction carried from the row before (see [`crate::reduce::Carry`]).
@@ -535,29 +414,6 @@ pub(crate) struct Emitter<'k> {
     /// Per expression: whether it depends on the innermost output loop (a row kernel's
     /// row, or a column kernel's rows).
     pub(crate) row_deps: Vec<bool>,
-}
-
-/// Per expression: whether it is a reduction or reads one, directly or not.
-fn from_reductions(k: &Kernel) -> Vec<bool> {
-    let mut from = vec![false; k.exprs.len()];
-    for (i, e) in k.exprs.iter().enumerate() {
-        from[i] = matches!(e, Expr::Reduce { .. }) || e.operands().iter().any(|&o| from[o]);
-    }
-    from
-}
-
-/// Per expression: whether exactly one expression and no store reads it.
-fn single_uses(k: &Kernel) -> Vec<bool> {
-    let mut uses = vec![0usize; k.exprs.len()];
-    for e in &k.exprs {
-        for o in e.operands() {
-            uses[o] += 1;
-        }
-    }
-    for st in &k.stores {
-        uses[st.value] += 2;
-    }
-    uses.iter().map(|&u| u == 1).collect()
 }
 
 /// Computed index values by (block, index, loop variable values).
@@ -656,7 +512,9 @@ impl Emitter<'_> {
     }
 
     fn lane_var(&self) -> Option<usize> {
-        self.lane_loop
+        self.k
+            .row_plan()
+            .column
             .or_else(|| self.k.output_loops().len().checked_sub(1))
     }
 
@@ -672,9 +530,10 @@ impl Emitter<'_> {
         end: Value,
     ) {
         let lv = self.k.output_loops().len() - 1;
-        let vector = matches!(self.layout, Layout::AcrossOutputs { vector: true }) || self.row;
+        let vector =
+            matches!(self.layout, Layout::AcrossOutputs { vector: true }) || self.k.row_plan().row;
         let mut row_vals: Vec<Option<Val>> = vec![None; self.k.exprs.len()];
-        if self.row {
+        if self.k.row_plan().row {
             vars[lv] = None;
             if let Some(c) = &self.carry {
                 row_vals[c.e] = Some(Val {
@@ -692,11 +551,11 @@ impl Emitter<'_> {
         }
         let mut i = start;
         // Reductions across outputs (a column sum) run row-major over the whole vectors.
-        if vector && !self.row && self.k.reduce_loop().is_some() {
+        if vector && !self.k.row_plan().row && self.k.reduce_loop().is_some() {
             i = self.strided_reduce(b, vars, extents, lv, start, end);
         }
         // A row's outputs address memory from row pointers (see `prepare_row_ptr`).
-        let row = self.row;
+        let row = self.k.row_plan().row;
         if row {
             self.prepare_output_row_ptrs(b, lv, vars);
         }
@@ -735,29 +594,6 @@ impl Emitter<'_> {
         });
         self.cursor = None;
         self.row_ptrs.borrow_mut().clear();
-    }
-
-    /// The first and the store-and-rescale reductions of a row kernel when the first can be
-    /// carried (see [`crate::reduce::Carry`]): both along the row over loops of one extent.
-    /// What the first reads from outside its loop is computed for the next row.
-    fn carried_reduction(&self) -> Option<(usize, usize)> {
-        // A store-and-rescale implies a row kernel; column kernels took their own arm.
-        let with = self.rescale.as_ref()?.reduce;
-        let first = self
-            .k
-            .exprs
-            .iter()
-            .position(|e| matches!(e, Expr::Reduce { .. }))?;
-        let var_of = |e: usize| match self.k.exprs[e] {
-            Expr::Reduce { var, .. } => var,
-            _ => unreachable!("a reduction"),
-        };
-        let (v1, v2) = (var_of(first), var_of(with));
-        (first != with
-            && self.along[v1]
-            && self.along[v2]
-            && self.k.loops[v1].extent == self.k.loops[v2].extent)
-            .then_some((first, with))
     }
 
     /// The rows `[start, end)` of a row kernel whose first reduction is carried: the first
@@ -846,7 +682,7 @@ impl Emitter<'_> {
     ) {
         let lane = if vector { self.lane_var() } else { None };
         self.reductions(b, vals, vars, extents, lane);
-        if let Some(r) = &self.rescale {
+        if let Some(r) = &self.k.row_plan().rescale {
             let st = &self.k.stores[0];
             let (addr, off) =
                 match self.unit_stride_addr(b, (r.arg, &st.index), vars, (lane, vector)) {
@@ -938,43 +774,21 @@ impl Emitter<'_> {
         added
     }
 
-    /// `p * q + c` as one FMA when the product `m = p * q` (operand `a` or `b` of the add)
-    /// has no other reader: one FP operation fewer (the row kernels run bound by those), and
-    /// the product is not rounded before the add. `m` itself is then dead and not lowered.
+    /// A [`Expr::MulAdd`] as one FMA: `None` where its values are not all computed, or where
+    /// its product was computed before a vector loop (a row value, already splatted), which
+    /// contracting would compute again per point.
     fn contracted(
         &self,
         b: &mut FunctionBuilder,
-        a: usize,
-        c: usize,
+        product: usize,
+        other: usize,
         vals: &[Option<Val>],
     ) -> Option<Val> {
-        let product = |m: usize| match self.k.exprs[m] {
-            Expr::Binary {
-                op: BinaryOp::Mul,
-                a: p,
-                b: q,
-                dtype: DType::F32,
-            } if self.single_use[m] => Some((p, q)),
-            _ => None,
-        };
-        let ((p, q), other) = match (product(a), product(c)) {
-            (Some(pq), _) => (pq, c),
-            (None, Some(pq)) => (pq, a),
-            _ => return None,
+        let Expr::Binary { a: p, b: q, .. } = self.k.exprs[product] else {
+            return None;
         };
         let (pv, qv, ov) = (vals[p]?, vals[q]?, vals[other]?);
         let vector = pv.vector || qv.vector || ov.vector;
-        // An addend derived from a reduction is left alone, in vector bodies and scalar tails
-        // alike: in `x * s - max(x * s)` the max is of the rounded products, so the exact
-        // product minus it is the rounding error at the row's largest element, not 0; past
-        // |x * s| of 2^30 that error alone takes exp's argument below -88 and every weight of
-        // the row to 0.
-        if self.from_reduce[other] {
-            return None;
-        }
-        // A product computed before a vector loop (a row value, already splatted) stays there:
-        // contracting it would compute it again per point.
-        let product = if a == other { c } else { a };
         if vector && vals[product].is_some_and(|m| !m.vector) {
             return None;
         }
@@ -990,26 +804,6 @@ impl Emitter<'_> {
             v: b.ins().fma(pv, qv, ov),
             vector,
         })
-    }
-
-    /// `e` as `(y, k)` when it is `y * k` with `k` a positive constant (as f32) whose `y` is
-    /// computed (not the constant side of a product of two constants).
-    fn scaled_by_positive(&self, e: usize) -> Option<(usize, f32)> {
-        use crate::rescale::times_positive;
-        let (mut y, k) = times_positive(self.k, e)?;
-        let mut k = k as f32;
-        if !math::scaled_exp2_takes(k) {
-            return None;
-        }
-        // A power-of-two factor inside (a softmax scale, see `hoist_scale_out_of_max`)
-        // joins `k` exactly.
-        while let Some((inner, c)) = times_positive(self.k, y)
-            && is_power_of_two(c as f32)
-            && math::scaled_exp2_takes(c as f32 * k)
-        {
-            (y, k) = (inner, c as f32 * k);
-        }
-        Some((y, k))
     }
 
     /// Drops splats made by [`Emitter::presplat`].
@@ -1088,24 +882,17 @@ impl Emitter<'_> {
                 from_lanes(b, types::I32X4, &lanes)
             }
             // A softmax weight `exp2(y * k)`: the product is left to the exp (one rounding).
-            Expr::Unary {
-                op: UnaryOp::Exp2,
-                x,
-                dtype: DType::F32,
-            } if self.nonpositive_exp2[e]
-                && let Some((y, k)) = self.scaled_by_positive(*x) =>
-            {
-                let yv = get(y);
+            Expr::Exp2NonPositive {
+                scaled: Some((y, k)),
+                ..
+            } => {
+                let yv = get(*y);
                 Val {
-                    v: math::exp2_scaled_nonpositive(b, yv.v, k),
+                    v: math::exp2_scaled_nonpositive(b, yv.v, f32::from_bits(*k)),
                     vector: yv.vector,
                 }
             }
-            Expr::Unary {
-                op: UnaryOp::Exp2,
-                x,
-                dtype: DType::F32,
-            } if self.nonpositive_exp2[e] => Val {
+            Expr::Exp2NonPositive { x, scaled: None } => Val {
                 v: math::exp2_nonpositive(b, get(*x).v),
                 vector: get(*x).vector,
             },
@@ -1114,12 +901,27 @@ impl Emitter<'_> {
                 let in_dtype = self.k.exprs[*x].dtype();
                 unary(b, *op, in_dtype, *out, xv)
             }
-            Expr::Binary {
-                op: BinaryOp::Add,
-                a,
-                b: bb,
-                dtype: DType::F32,
-            } if let Some(v) = self.contracted(b, *a, *bb, vals) => v,
+            Expr::MulAdd {
+                product,
+                addend,
+                product_first,
+                ..
+            } => match self.contracted(b, *product, *addend, vals) {
+                Some(v) => v,
+                None => {
+                    let (first, second) = if *product_first {
+                        (*product, *addend)
+                    } else {
+                        (*addend, *product)
+                    };
+                    let (mut av, mut bv) = (get(first), get(second));
+                    if av.vector != bv.vector {
+                        av = self.widen(b, av, DType::F32);
+                        bv = self.widen(b, bv, DType::F32);
+                    }
+                    binary(b, BinaryOp::Add, DType::F32, av, bv)
+                }
+            },
             Expr::Binary { op, a, b: bb, .. } => {
                 let (mut av, mut bv) = (get(*a), get(*bb));
                 let in_dtype = self.k.exprs[*a].dtype();

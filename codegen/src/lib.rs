@@ -12,7 +12,6 @@ pub mod math;
 mod memory;
 pub mod probe;
 mod reduce;
-pub mod rescale;
 mod scalar_ops;
 mod strided_reduce;
 

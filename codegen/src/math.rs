@@ -304,11 +304,8 @@ fn exp2_poly(b: &mut FunctionBuilder, ty: Ty, f: Value) -> Value {
     b.ins().fma(p, f, one)
 }
 
-/// True when [`exp2_scaled_nonpositive`] takes `k`: positive, finite, and large enough
-/// (at least 127 / f32::MAX) that its clamp `-127 / k` is finite, so `-inf` is clamped.
-pub fn scaled_exp2_takes(k: f32) -> bool {
-    k > 0.0 && k.is_finite() && ((-127.0 / f64::from(k)) as f32).is_finite()
-}
+/// True when [`exp2_scaled_nonpositive`] takes `k` (the kernel pass `bound_exp2` asks too).
+pub use cranegrad_lower::kernel::scaled_exp2_takes;
 
 /// `2^(y * k)` for a constant `k` ([`scaled_exp2_takes`]) and `y * k <= 0` (or NaN): a softmax weight
 /// `exp2((x - max) * log2 e)` with the product left to this function. `n = round(y * k)`

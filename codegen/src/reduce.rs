@@ -86,7 +86,7 @@ impl Emitter<'_> {
         if vector {
             xv = self.widen(b, xv, dtype);
         }
-        if let Some(r) = self.rescale.as_ref().filter(|r| r.reduce == e) {
+        if let Some(r) = self.k.row_plan().rescale.as_ref().filter(|r| r.reduce == e) {
             let at = (r.arg, &r.index_in_loop);
             if let Some(at) = self.unit_stride_addr(b, at, vars, (lane, vector)) {
                 self.store_at(b, at, xv);
@@ -246,7 +246,12 @@ impl Emitter<'_> {
         // Its own row pointers and cursor: whatever loop it sits in gets its own back.
         let outer = (self.cursor.take(), self.row_ptrs.take());
         for p in passes.iter() {
-            let rescaled = self.rescale.as_ref().filter(|r| r.reduce == p.e);
+            let rescaled = self
+                .k
+                .row_plan()
+                .rescale
+                .as_ref()
+                .filter(|r| r.reduce == p.e);
             let stored = rescaled.map(|r| (r.arg, r.index_in_loop.clone()));
             let loads = p.inner.iter().filter_map(|&k| match &self.k.exprs[k] {
                 Expr::Load {
@@ -328,7 +333,7 @@ impl Emitter<'_> {
         acc: Value,
         x: Value,
     ) -> Value {
-        if self.nan_blind == Some(e) {
+        if self.k.row_plan().nan_blind_max == Some(e) {
             float_max(b, acc, x)
         } else {
             combine(b, op, dtype, acc, x)

@@ -11,7 +11,8 @@ use cranegrad_graph::{GraphData, HostData, NodeId, Op, Symbol, graph_text, lcg_v
 use crate::fusion::Fusion;
 use crate::kernel_parse::parse_kernel_text;
 use crate::kernel_passes::{
-    mark_sequential_loops, reduced_axis_innermost, select_gemm, simplify_loops,
+    bound_exp2, carry_first_reduction, contract_fma, mark_sequential_loops, nan_blind_max,
+    plan_rows, reduced_axis_innermost, select_gemm, simplify_loops, store_and_rescale,
 };
 use crate::{FUSION_STEPS, GRAPH_PASSES, LowerOptions, SCHEDULE_PASSES, lower};
 
@@ -86,11 +87,26 @@ pub fn run_step(step: &str, input: &str) -> Result<String, String> {
             let k = kernel()?;
             guarded(|| simplify_loops::simplify_loops(k))?
         }
-        "mark_sequential_loops" => {
+        "mark_sequential_loops"
+        | "plan_rows"
+        | "store_and_rescale"
+        | "nan_blind_max"
+        | "carry_first_reduction"
+        | "bound_exp2"
+        | "contract_fma" => {
             known(&[])?;
+            let pass: fn(&mut crate::Kernel) -> bool = match name {
+                "mark_sequential_loops" => mark_sequential_loops::mark_sequential_loops,
+                "plan_rows" => plan_rows::plan_rows,
+                "store_and_rescale" => store_and_rescale::store_and_rescale,
+                "nan_blind_max" => nan_blind_max::nan_blind_max,
+                "carry_first_reduction" => carry_first_reduction::carry_first_reduction,
+                "bound_exp2" => bound_exp2::bound_exp2,
+                _ => contract_fma::contract_fma,
+            };
             let mut k = kernel()?;
             guarded(|| {
-                mark_sequential_loops::mark_sequential_loops(&mut k);
+                pass(&mut k);
                 k
             })?
         }

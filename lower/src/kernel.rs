@@ -124,6 +124,29 @@ pub enum Expr {
         /// Result dtype.
         dtype: DType,
     },
+    /// `product + addend` with the product not rounded first: an add contracted into one FMA
+    /// (`contract_fma`), `product` a single-use multiply that stays in the body (codegen
+    /// evaluates it where the contraction does not pay: computed once outside a vector loop).
+    MulAdd {
+        /// The multiply.
+        product: ExprId,
+        /// The other operand of the add.
+        addend: ExprId,
+        /// The add read the product as its first operand (an add emitted without the
+        /// contraction reads its operands in the original order).
+        product_first: bool,
+        /// Result dtype.
+        dtype: DType,
+    },
+    /// `exp2(x)` of an `x` that is never positive (a softmax weight, `bound_exp2`): the upper
+    /// range needs no handling. With `scaled`, `x` is `y * k` (through positive constant
+    /// factors) for `(y, f32 bits of k)`, and the product is left to the exp2 (rounded once).
+    Exp2NonPositive {
+        /// The argument.
+        x: ExprId,
+        /// `(y, k)` with `x = y * k`, `y` an ancestor of `x`.
+        scaled: Option<(ExprId, u32)>,
+    },
     /// The reduction of `x` over reduce loop `var` (sequential, one accumulator per output).
     Reduce {
         /// Sum or max.
@@ -147,7 +170,9 @@ impl Expr {
             | Expr::Unary { dtype, .. }
             | Expr::Binary { dtype, .. }
             | Expr::Where { dtype, .. }
+            | Expr::MulAdd { dtype, .. }
             | Expr::Reduce { dtype, .. } => *dtype,
+            Expr::Exp2NonPositive { .. } => DType::F32,
             Expr::Index(_) => DType::I32,
             Expr::InBounds(_) => DType::Bool,
         }
@@ -156,7 +181,21 @@ impl Expr {
     /// Expressions this one reads.
     pub fn operands(&self) -> Vec<ExprId> {
         match self {
-            Expr::Unary { x, .. } | Expr::Reduce { x, .. } => vec![*x],
+            Expr::Unary { x, .. } | Expr::Reduce { x, .. } | Expr::Exp2NonPositive { x, .. } => {
+                vec![*x]
+            }
+            Expr::MulAdd {
+                product,
+                addend,
+                product_first,
+                ..
+            } => {
+                if *product_first {
+                    vec![*product, *addend]
+                } else {
+                    vec![*addend, *product]
+                }
+            }
             Expr::Gather { row, .. } => vec![*row],
             Expr::Binary { a, b, .. } => vec![*a, *b],
             Expr::Where { c, a, b, .. } => vec![*c, *a, *b],
@@ -225,8 +264,9 @@ pub struct Kernel {
 /// expressions and loops it gives a role.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum KernelBody {
-    /// A loop nest emitted by the generic emitter (elementwise, reductions, row kernels).
-    Loops,
+    /// A loop nest emitted by the generic emitter (elementwise, reductions, row kernels),
+    /// with how its rows run.
+    Loops(RowPlan),
     /// A register-blocked GEMM (see `select_gemm`).
     Gemm(GemmSpec),
     /// A flash-attention kernel (see `fuse_attention`).
@@ -236,6 +276,50 @@ pub enum KernelBody {
     /// part's argument and symbol slots are this kernel's; a group has no loops or body of
     /// its own.
     Siblings(Vec<Kernel>),
+}
+
+/// How a loop nest's rows run, decided by the kernel passes (all off for a plain nest).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct RowPlan {
+    /// A row kernel: its reductions do not read the innermost output loop, so they run once
+    /// per row, before the row's outputs (softmax, norms; `plan_rows`).
+    pub row: bool,
+    /// A row kernel whose rows run along a strided axis: vectors span four neighbouring
+    /// columns of this loop (the one just outside the rows; `plan_rows`).
+    pub column: Option<usize>,
+    /// The sum's loop also stores the summed value, and the output rescales it
+    /// (`store_and_rescale`).
+    pub rescale: Option<Rescale>,
+    /// A max reduction whose NaN propagation no output needs: one plain `maxps` per vector
+    /// (`nan_blind_max`).
+    pub nan_blind_max: Option<ExprId>,
+    /// `(first, with)`: the first reduction of the next row is computed in this row's loop of
+    /// reduction `with` (`carry_first_reduction`).
+    pub carry: Option<(ExprId, ExprId)>,
+}
+
+/// Store-and-rescale of a row kernel: when a row's output is `E * s` with `s` constant along
+/// the row and `E` exactly the value a row sum accumulates (softmax: `exp(x - max) * 1/sum`),
+/// the sum's loop also stores `E` into the output, and the output pass computes
+/// `load(out) * s` instead of evaluating `E` (an `exp`) a second time.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Rescale {
+    /// The Reduce (sum) whose loop also stores.
+    pub reduce: ExprId,
+    /// The row factor `E` in the stored product.
+    pub factor: ExprId,
+    /// The output argument slot.
+    pub arg: usize,
+    /// Output index in terms of the reduce variable (for the stores in the sum's loop).
+    pub index_in_loop: Affine,
+    /// The row factor `s` the output multiplies `E` by.
+    pub scale: ExprId,
+}
+
+/// True when codegen's scaled non-positive exp2 takes factor `k`: positive, finite, and large
+/// enough (at least 127 / f32::MAX) that its clamp `-127 / k` is finite, so `-inf` is clamped.
+pub fn scaled_exp2_takes(k: f32) -> bool {
+    k > 0.0 && k.is_finite() && ((-127.0 / f64::from(k)) as f32).is_finite()
 }
 
 /// A flash-attention kernel. Its loops are the output's (query rows, then the value column
@@ -371,6 +455,21 @@ impl Kernel {
         match &self.body {
             KernelBody::Gemm(g) => Some(*g),
             _ => None,
+        }
+    }
+
+    /// How a loop nest's rows run (the default, all off, for a template kernel).
+    pub fn row_plan(&self) -> &RowPlan {
+        static PLAIN: RowPlan = RowPlan {
+            row: false,
+            column: None,
+            rescale: None,
+            nan_blind_max: None,
+            carry: None,
+        };
+        match &self.body {
+            KernelBody::Loops(plan) => plan,
+            _ => &PLAIN,
         }
     }
 
@@ -582,7 +681,32 @@ impl Kernel {
     /// The template line (none for a plain loop nest).
     fn write_template(&self, s: &mut String) {
         match &self.body {
-            KernelBody::Loops | KernelBody::Siblings(_) => {}
+            KernelBody::Siblings(_) => {}
+            KernelBody::Loops(plan) => {
+                let mut line = String::new();
+                if plan.row {
+                    line.push_str(" row");
+                }
+                if let Some(c) = plan.column {
+                    let _ = write!(line, " column i{c}");
+                }
+                if let Some(r) = &plan.rescale {
+                    let _ = write!(
+                        line,
+                        " rescale(sum e{} factor e{} scale e{} store arg{}[{}])",
+                        r.reduce, r.factor, r.scale, r.arg, r.index_in_loop
+                    );
+                }
+                if let Some(m) = plan.nan_blind_max {
+                    let _ = write!(line, " nan_blind_max e{m}");
+                }
+                if let Some((first, with)) = plan.carry {
+                    let _ = write!(line, " carry e{first} with e{with}");
+                }
+                if !line.is_empty() {
+                    let _ = writeln!(s, "  rows:{line}");
+                }
+            }
             KernelBody::Gemm(g) => {
                 let _ = write!(
                     s,
@@ -707,6 +831,28 @@ impl fmt::Display for ExprText<'_> {
                 write!(f, "{name}.{dtype} e{a}, e{b}")
             }
             Expr::Where { c, a, b, dtype } => write!(f, "where.{dtype} e{c}, e{a}, e{b}"),
+            // The product is marked `*`, in the add's operand order.
+            Expr::MulAdd {
+                product,
+                addend,
+                product_first: true,
+                dtype,
+            } => write!(f, "muladd.{dtype} *e{product}, e{addend}"),
+            Expr::MulAdd {
+                product,
+                addend,
+                product_first: false,
+                dtype,
+            } => write!(f, "muladd.{dtype} e{addend}, *e{product}"),
+            Expr::Exp2NonPositive { x, scaled } => {
+                write!(f, "exp2.nonpositive.f32 e{x}")?;
+                match scaled {
+                    Some((y, k)) => {
+                        write!(f, " = e{y} * {}", format_value(f32::from_bits(*k).into()))
+                    }
+                    None => Ok(()),
+                }
+            }
             Expr::Reduce { op, x, dtype, var } => {
                 let name = match op {
                     ReduceOp::Sum => "sum",

@@ -22,7 +22,7 @@ use thiserror::Error;
 use crate::affine::{Affine, Cond};
 use crate::kernel::{
     Access, Arg, AttentionSpec, Expr, ExprId, GemmPair, GemmSpec, Kernel, KernelBody, Loop,
-    LoopKind, Store,
+    LoopKind, Rescale, RowPlan, Store,
 };
 
 /// Why a kernel text could not be read, with the 1-based line at fault.
@@ -287,6 +287,9 @@ impl Nest {
         if let Some(rest) = line.strip_prefix("attention: ") {
             return self.set_template(KernelBody::Attention(attention(rest)?), no);
         }
+        if let Some(rest) = line.strip_prefix("rows: ") {
+            return self.set_template(KernelBody::Loops(rows(rest)?), no);
+        }
         if let Some(rest) = line.strip_prefix("loop ") {
             let l = self.loop_line(rest, syms)?;
             self.loops.push(l);
@@ -370,7 +373,7 @@ impl Nest {
                 check.template(&body).map_err(|m| (Some(no), m))?;
                 body
             }
-            None => KernelBody::Loops,
+            None => KernelBody::Loops(RowPlan::default()),
         };
         Ok(Kernel {
             name: self.name,
@@ -463,7 +466,19 @@ impl Check<'_> {
                 self.operand(*x, i)?;
                 self.var(*var)
             }
-            Expr::Const { .. } | Expr::Unary { .. } | Expr::Binary { .. } | Expr::Where { .. } => {
+            Expr::Exp2NonPositive {
+                x,
+                scaled: Some((y, _)),
+            } => {
+                self.operand(*x, i)?;
+                self.operand(*y, i)
+            }
+            Expr::Const { .. }
+            | Expr::Unary { .. }
+            | Expr::Binary { .. }
+            | Expr::Where { .. }
+            | Expr::MulAdd { .. }
+            | Expr::Exp2NonPositive { .. } => {
                 e.operands().iter().try_for_each(|&o| self.operand(o, i))
             }
         }
@@ -502,7 +517,25 @@ impl Check<'_> {
                 self.var(a.key_loop)?;
                 self.var(a.dot_loop)
             }
-            KernelBody::Loops | KernelBody::Siblings(_) => Ok(()),
+            KernelBody::Loops(plan) => {
+                if let Some(c) = plan.column {
+                    self.var(c)?;
+                }
+                if let Some(r) = &plan.rescale {
+                    for x in [r.reduce, r.factor, r.scale] {
+                        e(x)?;
+                    }
+                    self.arg(r.arg)?;
+                    self.affine(&r.index_in_loop)?;
+                }
+                plan.nan_blind_max.map_or(Ok(()), e)?;
+                if let Some((first, with)) = plan.carry {
+                    e(first)?;
+                    e(with)?;
+                }
+                Ok(())
+            }
+            KernelBody::Siblings(_) => Ok(()),
         }
     }
 }
@@ -776,6 +809,39 @@ fn expr(rhs: &str, syms: &Syms) -> LineResult<Expr> {
             bits: value_bits(rest)?,
             dtype,
         },
+        "muladd" => {
+            let (first, second) = rest
+                .split_once(", ")
+                .ok_or("expected `*eP, eA` or `eA, *eP`")?;
+            let (product, addend, product_first) =
+                match (first.strip_prefix('*'), second.strip_prefix('*')) {
+                    (Some(p), None) => (p, second, true),
+                    (None, Some(p)) => (p, first, false),
+                    _ => return Err("expected one operand marked `*` (the product)".into()),
+                };
+            Expr::MulAdd {
+                product: expr_ref(product)?,
+                addend: expr_ref(addend)?,
+                product_first,
+                dtype,
+            }
+        }
+        "exp2.nonpositive" if dtype == DType::F32 => {
+            let (x, scaled) = match rest.split_once(" = ") {
+                Some((x, product)) => {
+                    let (y, k) = product
+                        .split_once(" * ")
+                        .ok_or("expected `= eY * k` after the argument")?;
+                    let k = f64::from_bits(value_bits(k)?) as f32;
+                    (x, Some((expr_ref(y)?, k.to_bits())))
+                }
+                None => (rest, None),
+            };
+            Expr::Exp2NonPositive {
+                x: expr_ref(x)?,
+                scaled,
+            }
+        }
         "where" => {
             let o = operands(rest, 3)?;
             Expr::Where {
@@ -951,6 +1017,54 @@ fn gemm(s: &str) -> LineResult<GemmSpec> {
         g.pair = Some(p);
     }
     Ok(g)
+}
+
+/// The `rows:` line's plan.
+fn rows(s: &str) -> LineResult<RowPlan> {
+    // The rescale's parenthesised clause (its store index has spaces) is read on its own.
+    let (main, rescale) = match s.split_once(" rescale(") {
+        Some((before, rest)) => {
+            let (inner, after) = rest
+                .split_once("])")
+                .ok_or("expected `])` closing `rescale(`")?;
+            (format!("{before}{after}"), Some(inner))
+        }
+        None => (format!(" {s}"), None),
+    };
+    let mut w = Words::new(&main);
+    let mut plan = RowPlan {
+        row: w.flag("row"),
+        ..RowPlan::default()
+    };
+    if w.0.peek() == Some(&"column") {
+        plan.column = Some(w.var("column")?);
+    }
+    if let Some(inner) = rescale {
+        let (head, index) = inner
+            .split_once('[')
+            .ok_or("expected `store argN[index]` in `rescale(..)`")?;
+        let mut r = Words::new(head);
+        let (reduce, factor, scale) = (r.expr("sum")?, r.expr("factor")?, r.expr("scale")?);
+        r.keyword("store")?;
+        let arg = arg_ref(r.next("`argN`")?)?;
+        r.end().map_err(|e| format!("in `rescale(..)`: {e}"))?;
+        plan.rescale = Some(Rescale {
+            reduce,
+            factor,
+            arg,
+            index_in_loop: affine(index)?,
+            scale,
+        });
+    }
+    if w.0.peek() == Some(&"nan_blind_max") {
+        plan.nan_blind_max = Some(w.expr("nan_blind_max")?);
+    }
+    if w.0.peek() == Some(&"carry") {
+        let first = w.expr("carry")?;
+        plan.carry = Some((first, w.expr("with")?));
+    }
+    w.end()?;
+    Ok(plan)
 }
 
 /// The `attention:` line's spec.

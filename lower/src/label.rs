@@ -62,6 +62,16 @@ fn contents(k: &Kernel) -> Contents {
                 c.elementwise += 1;
                 c.last_op = Some(Op::Binary(*op).name());
             }
+            Expr::Exp2NonPositive { .. } => {
+                c.exp2 = true;
+                c.elementwise += 1;
+                c.last_op = Some(Op::Unary(UnaryOp::Exp2).name());
+            }
+            // The add of a contracted multiply (the multiply counts on its own).
+            Expr::MulAdd { .. } => {
+                c.elementwise += 1;
+                c.last_op = Some(Op::Binary(BinaryOp::Add).name());
+            }
             Expr::Where { .. } => {
                 c.elementwise += 1;
                 c.last_op = Some("where");
@@ -165,7 +175,7 @@ pub fn pattern(k: &Kernel) -> String {
             }
             p
         }
-        KernelBody::Loops => loops_pattern(k),
+        KernelBody::Loops(_) => loops_pattern(k),
     }
 }
 
@@ -228,7 +238,7 @@ fn family(k: &Kernel) -> &'static str {
         KernelBody::Gemm(g) if g.pair.is_some() => "gemm2",
         KernelBody::Gemm(g) if g.rows == 1 => "gemv",
         KernelBody::Gemm(_) => "gemm",
-        KernelBody::Loops => {
+        KernelBody::Loops(_) => {
             let c = contents(k);
             if writes_window(k) {
                 "write"

@@ -18,6 +18,7 @@ pub mod fusion;
 pub mod fusion_steps;
 pub mod graph_passes;
 pub mod kernel;
+pub mod kernel_analysis;
 pub mod kernel_parse;
 pub mod kernel_passes;
 pub mod label;
@@ -44,8 +45,11 @@ use graph_passes::{
     hoist_scale_out_of_max::hoist_scale_out_of_max, sink_slices::sink_slices,
 };
 use kernel_passes::{
-    mark_sequential_loops::mark_sequential_loops, reduced_axis_innermost::reduced_axis_innermost,
-    select_gemm::select_gemm, simplify_loops::simplify_loops,
+    bound_exp2::bound_exp2, carry_first_reduction::carry_first_reduction,
+    contract_fma::contract_fma, mark_sequential_loops::mark_sequential_loops,
+    nan_blind_max::nan_blind_max, plan_rows::plan_rows,
+    reduced_axis_innermost::reduced_axis_innermost, select_gemm::select_gemm,
+    simplify_loops::simplify_loops, store_and_rescale::store_and_rescale,
 };
 use schedule_passes::{fuse_sibling_gemms::fuse_sibling_gemms, name_kernels::name_kernels};
 use thiserror::Error;
@@ -290,7 +294,7 @@ pub const KERNEL_PASSES: &[Step<KernelPass>] = &[
     Step {
         name: "simplify_loops",
         run: |l, _| {
-            if !matches!(l.kernel.body, kernel::KernelBody::Loops) {
+            if !matches!(l.kernel.body, kernel::KernelBody::Loops(_)) {
                 return false;
             }
             let simplified = simplify_loops(l.kernel.clone());
@@ -314,6 +318,39 @@ pub const KERNEL_PASSES: &[Step<KernelPass>] = &[
     Step {
         name: "mark_sequential_loops",
         run: |l, _| mark_sequential_loops(&mut l.kernel),
+        when: When::Always,
+    },
+    // The row passes read the final loops: after every pass that changes them.
+    Step {
+        name: "plan_rows",
+        run: |l, _| plan_rows(&mut l.kernel),
+        when: When::Always,
+    },
+    Step {
+        name: "store_and_rescale",
+        run: |l, _| store_and_rescale(&mut l.kernel),
+        when: When::Always,
+    },
+    // Reads the rescale: the max it blinds is the rescaled softmax's.
+    Step {
+        name: "nan_blind_max",
+        run: |l, _| nan_blind_max(&mut l.kernel),
+        when: When::Always,
+    },
+    Step {
+        name: "carry_first_reduction",
+        run: |l, _| carry_first_reduction(&mut l.kernel),
+        when: When::Always,
+    },
+    // Expression rewrites last: the row passes above match the plain `exp2` and `add`.
+    Step {
+        name: "bound_exp2",
+        run: |l, _| bound_exp2(&mut l.kernel),
+        when: When::Always,
+    },
+    Step {
+        name: "contract_fma",
+        run: |l, _| contract_fma(&mut l.kernel),
         when: When::Always,
     },
 ];

@@ -10,7 +10,7 @@ use crate::LowerError;
 use crate::affine::{Affine, Cond, IndexMap};
 use crate::fusion::{Attention, Fusion};
 use crate::kernel::{
-    Access, Arg, AttentionSpec, Expr, ExprId, Kernel, KernelBody, Loop, LoopKind, Store,
+    Access, Arg, AttentionSpec, Expr, ExprId, Kernel, KernelBody, Loop, LoopKind, RowPlan, Store,
 };
 use crate::patterns::{reshape_base, reshape_groups};
 
@@ -811,7 +811,7 @@ impl<'a> KernelBuilder<'a> {
             loops,
             exprs: self.exprs,
             stores: vec![store],
-            body: attention.map_or(KernelBody::Loops, KernelBody::Attention),
+            body: attention.map_or(KernelBody::Loops(RowPlan::default()), KernelBody::Attention),
         };
         // The launch's nodes: the ops and views computed inside it, root last.
         let root = self.root;

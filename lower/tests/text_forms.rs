@@ -54,7 +54,7 @@ kernel k0_r_4_8 (mul add max sum)
   e1 = load.f32 arg1[i1]
   e2 = mul.f32 e0, e1
   e3 = const.f32 1.0
-  e4 = add.f32 e2, e3
+  e4 = muladd.f32 *e2, e3
   e5 = const.f32 0.0
   e6 = max.f32 e4, e5
   e7 = reduce.sum.f32 e6 over i1

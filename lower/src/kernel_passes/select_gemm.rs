@@ -86,7 +86,7 @@ fn b_is_packable(kernel: &Kernel, g: &GemmSpec) -> bool {
 /// or two sharing A (a paired GEMM); B may be transposed or scaled; one more reduction may
 /// run over A's rows alone.
 pub fn match_gemm(kernel: &Kernel) -> Option<GemmSpec> {
-    if !matches!(kernel.body, KernelBody::Loops) {
+    if !matches!(kernel.body, KernelBody::Loops(_)) {
         return None;
     }
     let outs = kernel.output_loops();
