@@ -262,6 +262,66 @@ fn json_has_every_documented_key_and_the_cold_parts_are_measured_separately() {
     assert!(svg.contains(&format!("cold {cold:.2} ms")), "{svg}");
 }
 
+/// The names the README's `--json` paragraph of the bench section lists: every backticked
+/// name, `{a, b}` groups split, options (`--json`) left out.
+fn readme_bench_json_names() -> std::collections::BTreeSet<String> {
+    let doc = readme_bench_section();
+    let start = doc
+        .find("`--json` writes one flat object")
+        .expect("the --json paragraph of the bench section");
+    let para = &doc[start..];
+    let para = &para[..para.find("\n\n").unwrap_or(para.len())];
+    para.split('`')
+        .skip(1)
+        .step_by(2)
+        .flat_map(|span| span.trim_matches(['{', '}']).split(','))
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.starts_with("--"))
+        .collect()
+}
+
+#[test]
+fn json_keys_are_exactly_the_readme_list() {
+    let d = tmp("keyset");
+    let out = d.join("b.json");
+    let o = bench()
+        .args(["--model", "small", "--iters", "1", "--warmup", "0"])
+        .args(["--requests", "2", "--gen-len", "2", "--compare", "--json"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), Some(0), "{}", explain(&o));
+    let v = json(&out);
+    let keys = |x: &serde_json::Value| -> Vec<String> {
+        x.as_object()
+            .unwrap_or_else(|| panic!("not an object: {x}"))
+            .keys()
+            .cloned()
+            .collect()
+    };
+    let mut written: std::collections::BTreeSet<String> = keys(&v).into_iter().collect();
+    written.extend(keys(&v["requests"][0]));
+    written.extend(keys(&v["compare"][0]));
+    for c in v["compare"].as_array().unwrap() {
+        written.insert(c["backend"].as_str().unwrap().to_string());
+    }
+    let documented = readme_bench_json_names();
+    let undocumented: Vec<_> = written.difference(&documented).collect();
+    let unwritten: Vec<_> = documented.difference(&written).collect();
+    assert!(
+        undocumented.is_empty() && unwritten.is_empty(),
+        "written but not in the README: {undocumented:?}; in the README but not written: \
+         {unwritten:?}"
+    );
+    // Top-level values are flat: numbers, strings, null, or the two documented lists.
+    for (k, x) in v.as_object().unwrap() {
+        assert!(
+            !x.is_object() && (!x.is_array() || k == "requests" || k == "compare"),
+            "{k} is not flat: {x}"
+        );
+    }
+}
+
 #[test]
 fn gen_len_zero_leaves_generation_keys_null() {
     let d = tmp("gen0");

@@ -26,12 +26,13 @@ impl Table {
     }
 }
 
-/// Writes a flat JSON object to `path`.
-pub fn write_json(
-    path: &std::path::Path,
-    obj: &serde_json::Map<String, serde_json::Value>,
-) -> anyhow::Result<()> {
-    let text = serde_json::to_string_pretty(obj)?;
+/// Writes `report` (a struct serializing to one flat object) to `path` as pretty JSON.
+pub fn write_json(path: &std::path::Path, report: &impl serde::Serialize) -> anyhow::Result<()> {
+    // Through a `Value`, whose map is sorted (serde_json without `preserve_order`), so the keys
+    // come out in the same alphabetical order whatever the struct layout, and saved reports
+    // diff cleanly across versions.
+    let value = serde_json::to_value(report)?;
+    let text = serde_json::to_string_pretty(&value)?;
     std::fs::write(path, text + "\n")
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
 }

@@ -1,0 +1,149 @@
+//! Load phase: settle the input (batch, prompt, generation length, threads), check that it
+//! fits the model's context, and read or generate the weights.
+
+use std::time::Instant;
+
+use anyhow::Context;
+use serde::Serialize;
+
+use cranegrad::workload::default_input;
+use cranegrad_models::Model;
+use cranegrad_models::loader::ModelConfig;
+use cranegrad_models::presets::preset;
+use cranegrad_runtime::SessionOptions;
+use cranegrad_runtime::session::PackStats;
+
+use super::progress::spinner;
+use super::{BenchArgs, ms_since};
+
+/// What ran: the model and the input every later phase uses.
+#[derive(Serialize, Clone)]
+pub struct InputReport {
+    /// The `--model` argument as given.
+    pub model: String,
+    /// Sequences per forward.
+    pub batch_size: usize,
+    /// Prompt tokens per sequence (clamped to the model's positions).
+    pub prompt_len: usize,
+    /// Generated tokens per request (0: no generation).
+    pub gen_len: usize,
+    /// Threads, the caller included.
+    pub threads: usize,
+}
+
+/// Loading: reading the file (or generating a preset's weights) plus packing GEMM weights.
+#[derive(Serialize)]
+pub struct LoadReport {
+    /// `load_file_ms + pack_ms`.
+    pub load_ms: f64,
+    /// Reading or generating the weights.
+    pub load_file_ms: f64,
+    /// Packing GEMM weights into panels (done after the cold compile, which decides them).
+    pub pack_ms: f64,
+    /// Weight matrices the forward reads packed.
+    pub packed_weights: usize,
+    /// Bytes of the packed copies.
+    pub packed_bytes: usize,
+    /// Raw weight bytes returned to the OS once packed.
+    pub raw_freed_bytes: usize,
+}
+
+impl LoadReport {
+    /// The load figures from the file time and the packing the cold phase did.
+    pub fn new(file_ms: f64, packing: &Packing) -> Self {
+        LoadReport {
+            load_ms: file_ms + packing.ms,
+            load_file_ms: file_ms,
+            pack_ms: packing.ms,
+            packed_weights: packing.stats.matrices,
+            packed_bytes: packing.stats.bytes,
+            raw_freed_bytes: packing.stats.freed_bytes,
+        }
+    }
+}
+
+/// Packing as the cold phase timed it; it is reported as part of loading.
+pub struct Packing {
+    /// Time of `Session::prepack`.
+    pub ms: f64,
+    /// What it packed.
+    pub stats: PackStats,
+}
+
+/// The loaded model with the settled input.
+pub struct Loaded {
+    /// The model.
+    pub model: Model,
+    /// The input every phase uses.
+    pub input: InputReport,
+    /// Reading or generating the weights, ms.
+    pub file_ms: f64,
+    /// Timed warm forwards.
+    pub iters: usize,
+}
+
+/// Fails when the prompt plus the generated tokens do not fit the model's positions.
+fn check_context(max_positions: usize, prompt: usize, gen_len: usize) -> anyhow::Result<()> {
+    if gen_len > 0 && prompt + gen_len > max_positions {
+        anyhow::bail!(
+            "--prompt-len {prompt} + --gen-len {gen_len} exceeds the model's {max_positions} positions"
+        );
+    }
+    Ok(())
+}
+
+/// Checks the arguments and loads the model.
+pub fn load(a: &BenchArgs) -> anyhow::Result<Loaded> {
+    let threads = a
+        .threads
+        .unwrap_or_else(|| SessionOptions::default().threads)
+        .max(1);
+    if a.requests == 0 {
+        anyhow::bail!("--requests must be at least 1");
+    }
+    let (db, ds) = default_input(&a.model);
+    let b = a.batch_size.unwrap_or(db).max(1);
+    let gen_len = a
+        .gen_len
+        .unwrap_or(if a.model == "llama-3.2-1b" { 32 } else { 16 });
+    // A preset's context is known without loading it, so a request that cannot fit fails
+    // before the seconds of generating random weights; a file's is checked right after load.
+    if let Some(cfg) = preset(&a.model) {
+        check_context(
+            cfg.max_positions(),
+            a.prompt_len.unwrap_or(ds).max(1),
+            gen_len,
+        )?;
+    }
+
+    let pb = spinner(&format!("loading {}", a.model));
+    let t = Instant::now();
+    let model =
+        Model::load(&a.model, a.weights_seed).with_context(|| format!("loading {}", a.model))?;
+    let file_ms = ms_since(t);
+    pb.finish_and_clear();
+    let s = a.prompt_len.unwrap_or(ds).clamp(1, model.max_positions());
+    check_context(model.max_positions(), s, gen_len)?;
+    let big = model.weights.param_count() > 200_000_000;
+    let iters = a.iters.unwrap_or(if big { 3 } else { 20 }).max(1);
+    Ok(Loaded {
+        input: InputReport {
+            model: a.model.clone(),
+            batch_size: b,
+            prompt_len: s,
+            gen_len,
+            threads,
+        },
+        model,
+        file_ms,
+        iters,
+    })
+}
+
+/// Bytes of keys and values for `positions` positions of `batch` sequences (f32).
+pub fn kv_cache_bytes(model: &Model, batch: usize, positions: usize) -> usize {
+    match &model.config {
+        ModelConfig::Llama(c) => 2 * c.layers * batch * positions * c.kv_heads * c.head_dim * 4,
+        ModelConfig::Gpt2(c) => 2 * c.n_layer * batch * positions * c.n_embd * 4,
+    }
+}

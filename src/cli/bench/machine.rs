@@ -1,0 +1,36 @@
+//! The machine's limits, measured at start-up: the bounds achieved throughput is quoted against.
+
+use serde::Serialize;
+
+use cranegrad_runtime::probe::{MachineLimits, probe_machine};
+
+use super::progress::spinner;
+
+/// The measured limits as `--json` reports them.
+#[derive(Serialize)]
+pub struct MachineReport {
+    /// 4-lane FMA peak on every thread, GFLOP/s.
+    pub peak_gflops: f64,
+    /// DRAM copy bandwidth, GB/s.
+    pub dram_gbps: f64,
+    /// DRAM read bandwidth (the bound of decode's weight streaming), GB/s.
+    pub dram_read_gbps: f64,
+}
+
+impl From<&MachineLimits> for MachineReport {
+    fn from(l: &MachineLimits) -> Self {
+        MachineReport {
+            peak_gflops: l.fma_gflops,
+            dram_gbps: l.dram_copy_gbps,
+            dram_read_gbps: l.dram_read_gbps,
+        }
+    }
+}
+
+/// Measures the limits on `threads` threads.
+pub fn probe(threads: usize) -> anyhow::Result<MachineLimits> {
+    let pb = spinner("probing the machine");
+    let limits = probe_machine(threads)?;
+    pb.finish_and_clear();
+    Ok(limits)
+}

@@ -1,0 +1,193 @@
+//! `cranegrad bench`: load, cold start, steady-state forward latency, generation, memory,
+//! kernel counts and achieved throughput next to this machine's measured limits; optionally
+//! side by side with the unfused JIT and the interpreter, a per-kernel profile and a plot.
+//!
+//! The command runs as phases (load, cold, warm, profile, generate, compare), each in its own
+//! file and each returning its part of one [`BenchReport`]; the human table and the `--json`
+//! object are both rendered from that report.
+
+mod cold;
+mod compare;
+mod generate;
+mod load;
+mod machine;
+mod profile;
+mod progress;
+mod render;
+mod warm;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::Args;
+use serde::Serialize;
+
+use cranegrad::benchmark::{latency_svg, peak_rss_bytes, reset_peak_rss};
+
+use super::table::write_json;
+
+/// Options of `cranegrad bench`.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// A preset, a Hugging Face folder, a .gguf file or a minimind JSON file.
+    #[arg(long, default_value = "small")]
+    model: String,
+    /// Batch size (default: the preset's benchmark input).
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Prompt length (default: the preset's benchmark input).
+    #[arg(long)]
+    prompt_len: Option<usize>,
+    /// Generated tokens per request (0 skips generation).
+    #[arg(long)]
+    gen_len: Option<usize>,
+    /// Generation requests (at least 1).
+    #[arg(long, default_value_t = 3)]
+    requests: usize,
+    /// Warm-up forwards before timing.
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Timed forwards (default shrinks for big models).
+    #[arg(long)]
+    iters: Option<usize>,
+    /// Threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Seed of a preset's random weights.
+    #[arg(long, default_value_t = 0)]
+    weights_seed: u64,
+    /// Write the figures as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Attention as three kernels (scores, softmax, `@ v`) instead of one flash-attention
+    /// kernel, for comparison.
+    #[arg(long)]
+    unfused_attention: bool,
+    /// Also run the unfused JIT and the interpreter on the same inputs.
+    #[arg(long)]
+    compare: bool,
+    /// Per-kernel times, plus a Chrome trace of one forward (`--trace FILE`, default
+    /// `cranegrad-trace.json`).
+    #[arg(long)]
+    profile: bool,
+    /// Where `--profile` writes the Chrome trace.
+    #[arg(long, default_value = "cranegrad-trace.json")]
+    trace: PathBuf,
+    /// Write an SVG plot of per-iteration latency (cold first run vs steady state).
+    #[arg(long)]
+    plot: Option<PathBuf>,
+}
+
+/// Everything `bench` measured: one part per phase, flattened so `--json` stays one flat
+/// object whose keys are the README's.
+#[derive(Serialize)]
+pub struct BenchReport {
+    /// What ran.
+    #[serde(flatten)]
+    pub input: load::InputReport,
+    /// Reading and packing the weights.
+    #[serde(flatten)]
+    pub load: load::LoadReport,
+    /// This machine's measured limits.
+    #[serde(flatten)]
+    pub machine: machine::MachineReport,
+    /// The first forward, in parts.
+    #[serde(flatten)]
+    pub cold: cold::ColdReport,
+    /// The steady-state forward.
+    #[serde(flatten)]
+    pub warm: warm::WarmReport,
+    /// Generation requests and their aggregate.
+    #[serde(flatten)]
+    pub generation: generate::GenerationReport,
+    /// Figures only known once every phase has run.
+    #[serde(flatten)]
+    pub totals: TotalsReport,
+    /// One row per backend with `--compare`, else empty.
+    pub compare: Vec<compare::BackendReport>,
+}
+
+/// Memory and kernel-cache figures of the whole run.
+#[derive(Serialize)]
+pub struct TotalsReport {
+    /// Peak resident set size since the machine probe, if the OS reports it.
+    pub peak_rss_bytes: Option<u64>,
+    /// Bytes of the model's weights as loaded (f32).
+    pub weights_bytes: usize,
+    /// Bytes a KV cache for the prompt plus the generated tokens takes.
+    pub kv_cache_bytes: usize,
+    /// Kernel-cache hits over the whole run.
+    pub cache_hits: u64,
+    /// Kernel-cache misses (compilations) over the whole run.
+    pub cache_misses: u64,
+}
+
+/// Milliseconds since `t`.
+fn ms_since(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+/// Runs the command.
+pub fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
+    let loaded = load::load(&a)?;
+    let limits = machine::probe(loaded.input.threads)?;
+    // The probe's scratch buffers are not the model's memory.
+    reset_peak_rss();
+    let mut cold = cold::cold(&a, &loaded)?;
+    let warm = warm::warm(&mut cold, a.warmup, loaded.iters)?;
+    if a.profile {
+        let p = profile::profile(&mut cold, &a.trace)?;
+        print!("{}", p.render(&a.trace));
+    }
+    let generation = generate::generate(&loaded, &mut cold.session, a.requests)?;
+    let compare = if a.compare {
+        compare::compare(&cold, loaded.input.threads, loaded.iters, &warm)?
+    } else {
+        Vec::new()
+    };
+
+    let stats = cold.session.cache_stats();
+    let input = &loaded.input;
+    let report = BenchReport {
+        load: load::LoadReport::new(loaded.file_ms, &cold.packing),
+        machine: machine::MachineReport::from(&limits),
+        totals: TotalsReport {
+            peak_rss_bytes: peak_rss_bytes(),
+            weights_bytes: loaded.model.weights.bytes(),
+            kv_cache_bytes: load::kv_cache_bytes(
+                &loaded.model,
+                input.batch_size,
+                input.prompt_len + input.gen_len,
+            ),
+            cache_hits: stats.hits,
+            cache_misses: stats.misses,
+        },
+        input: loaded.input.clone(),
+        cold: cold.report,
+        warm,
+        generation,
+        compare,
+    };
+    print!(
+        "{}",
+        render::table(&report, loaded.model.weights.param_count(), &limits)
+    );
+    print!("{}", render::compare_table(&report));
+    if let Some(p) = &a.plot {
+        let svg = latency_svg(
+            &format!("{} forward latency per iteration", a.model),
+            &report.warm.latencies_with_cold(report.cold.cold_ms),
+        )?;
+        std::fs::write(p, svg).with_context(|| format!("writing {}", p.display()))?;
+    }
+    if let Some(p) = &a.json {
+        write_json(p, &report)?;
+    }
+    Ok(if report.compare.iter().any(|c| c.mismatch) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,200 @@
+//! The human output of `bench`: one table of every phase's figures, then the backend
+//! comparison when there is one.
+
+use std::fmt::Write;
+
+use cranegrad_runtime::probe::MachineLimits;
+
+use super::BenchReport;
+use super::generate::tokens_per_s;
+use crate::cli::table::Table;
+
+/// `v` to three decimals, or `-` when absent.
+fn opt(x: Option<f64>) -> String {
+    x.map_or("-".to_string(), |v| format!("{v:.3}"))
+}
+
+/// The main table. `params` and `limits` are shown but are not `--json` keys in this form.
+pub fn table(r: &BenchReport, params: usize, limits: &MachineLimits) -> String {
+    let (input, load, cold, warm, generation, totals) = (
+        &r.input,
+        &r.load,
+        &r.cold,
+        &r.warm,
+        &r.generation,
+        &r.totals,
+    );
+    let b = input.batch_size;
+    let requests = generation.requests.as_deref().unwrap_or_default();
+    let mut t = Table::default();
+    t.row("model", format!("{} ({params} parameters)", input.model))
+        .row(
+            "input",
+            format!(
+                "batch {b}, prompt {}, generate {}, {} threads",
+                input.prompt_len, input.gen_len, input.threads
+            ),
+        )
+        .row(
+            "machine",
+            format!(
+                "FMA peak {:.1} GFLOP/s ({:.1} on 1 thread), DRAM copy {:.1} GB/s, read {:.1} GB/s (measured now)",
+                limits.fma_gflops, limits.fma_gflops_1t, limits.dram_copy_gbps, limits.dram_read_gbps
+            ),
+        )
+        .row(
+            "load",
+            format!(
+                "{:.1} ms = file {:.1} + packing {:.1} ({} GEMM weights, {} KB)",
+                load.load_ms,
+                load.load_file_ms,
+                load.pack_ms,
+                load.packed_weights,
+                load.packed_bytes >> 10
+            ),
+        )
+        .row(
+            "cold forward",
+            format!(
+                "{:.2} ms = build {:.2} + hash {:.2} + passes {:.2} + compile {:.2} + setup {:.2} + \
+                 execute {:.2}",
+                cold.cold_ms,
+                cold.cold_build_ms,
+                cold.cold_hash_ms,
+                cold.cold_passes_ms,
+                cold.compile_ms,
+                cold.cold_setup_ms,
+                cold.cold_execute_ms
+            ),
+        )
+        .row(
+            "compile",
+            format!(
+                "{} kernels in {:.2} ms ({} from the cache); per kernel {}",
+                cold.kernels_compiled,
+                cold.compile_ms,
+                cold.compile_cache_hits,
+                match (
+                    cold.compile_us_min,
+                    cold.compile_us_median,
+                    cold.compile_us_max
+                ) {
+                    (Some(lo), Some(mid), Some(hi)) =>
+                        format!("min {lo:.0} / median {mid:.0} / max {hi:.0} us"),
+                    _ => "-".into(),
+                }
+            ),
+        )
+        .row(
+            "warm forward",
+            format!(
+                "min {:.3} / median {:.3} / p90 {:.3} ms over {}",
+                warm.warm_min_ms,
+                warm.warm_median_ms,
+                warm.warm_p90_ms,
+                warm.latencies.len()
+            ),
+        )
+        .row(
+            "throughput",
+            format!(
+                "{:.1} GFLOP/s ({:.0}% of peak), {:.1} GB/s ({:.0}% of DRAM)",
+                warm.forward_gflops,
+                100.0 * warm.forward_gflops / limits.fma_gflops,
+                warm.forward_gbps,
+                100.0 * warm.forward_gbps / limits.dram_copy_gbps
+            ),
+        )
+        .row(
+            "generation",
+            format!(
+                "TTFT {} ms, decode {} ms/token, {} tokens/s ({}, batch {b}){}",
+                opt(generation.ttft_ms),
+                opt(generation.decode_ms_per_token),
+                generation
+                    .tokens_per_s
+                    .map_or("-".into(), |v| format!("{v:.1}")),
+                match requests.len() {
+                    0 => "no requests".to_string(),
+                    1 => "request 1 alone, compilation included".to_string(),
+                    n => format!("median over warm requests 2-{n}"),
+                },
+                generation.decode_weight_gbps.map_or(String::new(), |g| format!(
+                    // Decode only reads its weights: the read bandwidth is its bound.
+                    "; weights streamed at {g:.1} GB/s = {:.0}% of DRAM read bandwidth",
+                    100.0 * g / limits.dram_read_gbps
+                ))
+            ),
+        );
+    for (i, q) in requests.iter().enumerate() {
+        t.row(
+            format!("  request {}", i + 1),
+            format!(
+                "TTFT {:.3} ms, decode {} ms/token, {} tokens/s ({} steps, {} kernels compiled{})",
+                q.ttft_ms,
+                opt(q.decode_ms_per_token),
+                q.decode_ms_per_token
+                    .map_or("-".into(), |d| format!("{:.1}", tokens_per_s(b, d))),
+                q.decode_steps,
+                q.kernels_compiled,
+                if i == 0 && requests.len() > 1 {
+                    "; not in the aggregate"
+                } else {
+                    ""
+                }
+            ),
+        );
+    }
+    t.row(
+        "kernels",
+        format!(
+            "{} unfused -> {} fused (prefill), {} per decode step; cache {} hits / {} misses",
+            cold.kernels_unfused,
+            cold.kernels_fused,
+            generation
+                .kernels_fused_decode
+                .map_or("-".into(), |k| k.to_string()),
+            totals.cache_hits,
+            totals.cache_misses
+        ),
+    )
+    .row(
+        "memory",
+        format!(
+            "peak RSS {} MB; weights {} MB ({} MB of raw copies freed once packed), activations (planned) {} KB, KV cache {} KB",
+            totals.peak_rss_bytes.map_or("-".into(), |r| (r >> 20).to_string()),
+            totals.weights_bytes >> 20,
+            load.raw_freed_bytes >> 20,
+            cold.activations_bytes >> 10,
+            totals.kv_cache_bytes >> 10
+        ),
+    );
+    t.render()
+}
+
+/// The backend comparison (empty without `--compare`); a row over the tolerance is flagged
+/// `MISMATCH`.
+pub fn compare_table(r: &BenchReport) -> String {
+    let mut s = String::new();
+    if r.compare.is_empty() {
+        return s;
+    }
+    let _ = writeln!(
+        s,
+        "\n  {:<12} {:>14} {:>5} {:>10} {:>14}",
+        "backend", "warm median ms", "runs", "vs fused", "max |diff|"
+    );
+    for c in &r.compare {
+        let _ = writeln!(
+            s,
+            "  {:<12} {:>14.3} {:>5} {:>9.1}x {:>14.3e}{}",
+            c.backend,
+            c.warm_median_ms,
+            c.runs,
+            c.warm_median_ms / r.warm.warm_median_ms,
+            c.max_abs_diff,
+            if c.mismatch { "  MISMATCH" } else { "" }
+        );
+    }
+    s
+}
