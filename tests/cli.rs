@@ -1,5 +1,6 @@
 //! The command line as a user meets it: exit codes, JSON keys, errors naming what is wrong.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -161,6 +162,59 @@ fn run_json_has_every_documented_key() {
     }
     assert!(v["kernels_fused"].as_u64() < v["kernels_unfused"].as_u64());
     assert_eq!(v["example"], "small");
+}
+
+/// The keys the README's `--json` keys table (of `run`) lists: the backticked names in the
+/// first cell of each row.
+fn readme_run_json_keys() -> BTreeSet<String> {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme
+        .find("### `--json` keys")
+        .expect("the --json keys section");
+    let section = &readme[start..];
+    let section = &section[..section[4..].find("\n#").map_or(section.len(), |e| e + 4)];
+    section
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .flat_map(|row| {
+            let cell = row.split(" |").next().unwrap_or("");
+            cell.split('`')
+                .step_by(2)
+                .map(|k| k.trim_matches([',', ' ']).to_string())
+                .filter(|k| !k.is_empty())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn run_json_keys_are_exactly_the_readme_table() {
+    let documented = readme_run_json_keys();
+    assert!(documented.contains("cold_ms") && documented.contains("layers"));
+    // A model forward writes every key; a built-in graph has no layers.
+    for (example, absent) in [("llama", None), ("chain", Some("layers"))] {
+        let json = tmp("run-keys").join(format!("{example}.json"));
+        let r = bin()
+            .args(["run", example, "--iters", "1", "--json"])
+            .arg(&json)
+            .output()
+            .unwrap();
+        assert_eq!(
+            r.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        let written: BTreeSet<String> = v.as_object().unwrap().keys().cloned().collect();
+        let mut expected = documented.clone();
+        if let Some(k) = absent {
+            expected.remove(k);
+        }
+        assert_eq!(written, expected, "{example}: {v}");
+    }
 }
 
 #[test]

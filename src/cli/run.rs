@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, anyhow};
 use clap::{Args, ValueEnum};
-use serde_json::{Map, Value as Json, json};
+use serde::Serialize;
 
 use cranegrad::builtins::{EXAMPLES, build_example};
 use cranegrad::stats::{median, quantile};
@@ -64,6 +64,46 @@ pub struct RunArgs {
     /// Also write the figures as one flat JSON object.
     #[arg(long)]
     json: Option<PathBuf>,
+}
+
+/// The figures of one `run`, as `--json` writes them (the README's `--json` keys).
+#[derive(Serialize)]
+struct RunReport {
+    /// The example's name (the model spec for a model forward).
+    example: String,
+    /// Decoder layers of a model forward; absent for the built-in graphs, which have none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    layers: Option<usize>,
+    /// Whether fusion was on.
+    fuse: bool,
+    /// Threads, the caller included.
+    threads: usize,
+    /// Warm iterations.
+    iters: usize,
+    /// The first realize, everything included.
+    cold_ms: f64,
+    /// Rewrite passes and scheduling within it.
+    passes_ms: f64,
+    /// Cranelift compilation within it.
+    compile_ms: f64,
+    /// Execution within it.
+    cold_execute_ms: f64,
+    /// Fastest warm realize.
+    warm_min_ms: f64,
+    /// Median warm realize.
+    warm_median_ms: f64,
+    /// 90th-percentile warm realize.
+    warm_p90_ms: f64,
+    /// Kernels with fusion off.
+    kernels_unfused: usize,
+    /// Kernels with fusion on.
+    kernels_fused: usize,
+    /// Kernel-cache hits over the whole run.
+    cache_hits: u64,
+    /// Kernel-cache misses over the whole run.
+    cache_misses: u64,
+    /// Planned intermediate memory, bytes.
+    arena_bytes: usize,
 }
 
 /// Runs the command.
@@ -219,30 +259,26 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         eprint!("{text}");
     }
     if let Some(path) = a.json {
-        let mut m = Map::new();
-        let mut put = |k: &str, v: Json| {
-            m.insert(k.to_string(), v);
+        let report = RunReport {
+            example: ex.name.clone(),
+            layers: ex.kernels_per_layer.map(|k| k.0),
+            fuse: !a.no_fuse,
+            threads: opts.threads,
+            iters: a.iters,
+            cold_ms: cold.total_ms,
+            passes_ms: cold.passes_ms,
+            compile_ms: cold.compile_ms,
+            cold_execute_ms: cold.execute_ms,
+            warm_min_ms: quantile(&warm, 0.0),
+            warm_median_ms: wm,
+            warm_p90_ms: p90,
+            kernels_unfused,
+            kernels_fused,
+            cache_hits: stats.hits,
+            cache_misses: stats.misses,
+            arena_bytes: cold.arena_bytes,
         };
-        put("example", json!(ex.name));
-        if let Some(k) = ex.kernels_per_layer {
-            put("layers", json!(k.0));
-        }
-        put("fuse", json!(!a.no_fuse));
-        put("threads", json!(opts.threads));
-        put("iters", json!(a.iters));
-        put("cold_ms", json!(cold.total_ms));
-        put("passes_ms", json!(cold.passes_ms));
-        put("compile_ms", json!(cold.compile_ms));
-        put("cold_execute_ms", json!(cold.execute_ms));
-        put("warm_min_ms", json!(quantile(&warm, 0.0)));
-        put("warm_median_ms", json!(wm));
-        put("warm_p90_ms", json!(p90));
-        put("kernels_unfused", json!(kernels_unfused));
-        put("kernels_fused", json!(kernels_fused));
-        put("cache_hits", json!(stats.hits));
-        put("cache_misses", json!(stats.misses));
-        put("arena_bytes", json!(cold.arena_bytes));
-        write_json(&path, &m)?;
+        write_json(&path, &report)?;
     }
     Ok(ExitCode::SUCCESS)
 }
