@@ -233,6 +233,144 @@ fn unsupported_models_and_settings_are_refused_by_name() {
     assert_eq!(llama(&cfg).head_dim, 8);
 }
 
+#[test]
+fn config_errors_name_the_key_path() {
+    use serde_json::json;
+    let llama3 = |factor: serde_json::Value| {
+        json!({"rope_type": "llama3", "factor": factor, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 32})
+    };
+    assert_err_mentions(
+        edited_config(|v| v["rope_scaling"] = llama3("x".into())),
+        &[
+            "config.json",
+            "`rope_scaling.factor`",
+            "invalid type: string \"x\", expected f64",
+        ],
+    );
+    assert_err_mentions(
+        edited_config(|v| v["rope_scaling"] = llama3(serde_json::Value::Null)),
+        &["`rope_scaling.factor`", "required field is missing"],
+    );
+    assert_err_mentions(
+        edited_config(|v| {
+            v.as_object_mut().unwrap().remove("rope_theta");
+            v["rope_parameters"] = json!({"rope_type": "llama3", "factor": 8.0,
+                "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 32.5});
+        }),
+        &["`rope_parameters.original_max_position_embeddings`", "32.5"],
+    );
+    assert_err_mentions(
+        edited_config(|v| v["rope_scaling"] = json!([8.0])),
+        &["`rope_scaling`", "expected an object"],
+    );
+    assert_err_mentions(
+        edited_config(|v| {
+            v["rope_parameters"] = json!({"full_attention": {"rope_type": "default"}})
+        }),
+        &["`rope_parameters`", "per-layer-type"],
+    );
+    assert_err_mentions(
+        edited_config(|v| v["eos_token_id"] = json!([2, "x"])),
+        &["`eos_token_id[1]`", "\"x\""],
+    );
+    assert_err_mentions(
+        edited_config(|v| v["eos_token_id"] = json!(-1)),
+        &["`eos_token_id`", "-1", "token id"],
+    );
+    assert_err_mentions(
+        edited_config(|v| v["architectures"] = json!([7])),
+        &["`architectures[0]`", "expected a string"],
+    );
+    assert_err_mentions(
+        edited_config(|v| v["vocab_size"] = (3u64 << 30).into()),
+        &["`vocab_size`", "3221225472", "implausibly large"],
+    );
+    assert_err_mentions(
+        edited_config(|v| v["max_position_embeddings"] = 0.into()),
+        &["`max_position_embeddings`", "must be positive"],
+    );
+    let s = Scratch::new("cfg-root");
+    let p = s.write("config.json", b"[1, 2]");
+    assert_err_mentions(
+        ModelConfig::from_file(&p),
+        &["config.json", "<root>", "an array"],
+    );
+    // Loose typing HF exporters produce still loads: integral floats, null for the default.
+    let cfg = edited_config(|v| {
+        v["vocab_size"] = json!(128.0);
+        v["tie_word_embeddings"] = serde_json::Value::Null;
+        v["eos_token_id"] = json!([2, 3]);
+    })
+    .unwrap();
+    let c = llama(&cfg);
+    assert_eq!((c.vocab, c.tie_word_embeddings), (128, false));
+    assert_eq!(c.eos_token_ids, [2, 3]);
+
+    // GGUF metadata goes through the same structs; errors name the GGUF key.
+    let gguf = |g: GgufBuilder, needles: &[&str]| {
+        let mut all = vec!["crafted.gguf"];
+        all.extend_from_slice(needles);
+        assert_err_mentions(gguf_result(&g), &all)
+    };
+    gguf(
+        tiny_llama().kv_str("llama.attention.key_length", "sixteen"),
+        &["`llama.attention.key_length`", "string \"sixteen\""],
+    );
+    gguf(
+        tiny_llama().kv_u32("llama.attention.key_length", 15),
+        &["`llama.attention.key_length`", "even"],
+    );
+    gguf(
+        tiny_llama().kv_f32("tokenizer.ggml.eos_token_id", 2.5),
+        &["`tokenizer.ggml.eos_token_id`", "2.5"],
+    );
+    gguf(
+        tiny_llama().kv_str("llama.expert_count", "many"),
+        &["`llama.expert_count`", "\"many\""],
+    );
+    gguf(
+        tiny_llama().kv_u32("llama.attention.value_length", 8),
+        &["`llama.attention.value_length`", "differs"],
+    );
+    // Without `llama.vocab_size` and `llama.rope.freq_base`: the vocabulary is read off the
+    // embedding and theta is transformers' default.
+    let minimal = |eps: f32| GgufBuilder {
+        tensors: tiny_llama().tensors,
+        ..GgufBuilder::default()
+            .kv_str("general.architecture", "llama")
+            .kv_u32("llama.block_count", 1)
+            .kv_u32("llama.context_length", 64)
+            .kv_u32("llama.embedding_length", 32)
+            .kv_u32("llama.feed_forward_length", 48)
+            .kv_u32("llama.attention.head_count", 2)
+            .kv_u32("llama.attention.head_count_kv", 1)
+            .kv_f32("llama.attention.layer_norm_rms_epsilon", eps)
+    };
+    let (cfg, _) = gguf_result(&minimal(1e-5)).unwrap();
+    assert_eq!(
+        (
+            cfg.vocab(),
+            llama(&cfg).rope_theta,
+            llama(&cfg).rms_norm_eps
+        ),
+        (8, 10000.0, 1e-5)
+    );
+    // JSON has no NaN: a NaN float reaches the config as a string and is refused by key.
+    gguf(
+        minimal(f32::NAN),
+        &["`llama.attention.layer_norm_rms_epsilon`", "NaN"],
+    );
+    let (cfg, _) = gguf_result(
+        &tiny_llama()
+            .kv_u32("llama.attention.key_length", 16)
+            .kv_u32("tokenizer.ggml.eos_token_id", 7),
+    )
+    .unwrap();
+    assert_eq!((llama(&cfg).head_dim, cfg.eos_token_ids()), (16, &[7][..]));
+}
+
 // ---------------------------------------------------------------- RoPE
 
 #[test]

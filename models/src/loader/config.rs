@@ -1,22 +1,18 @@
-//! Model configs parsed from Hugging Face `config.json` (both the transformers v5 layout with
-//! `rope_parameters` and the older `rope_theta` + `rope_scaling` layout) and
-//! `generation_config.json`.
+//! The validated model configs every loader produces, read from Hugging Face `config.json`
+//! (both the transformers v5 layout with `rope_parameters` and the older `rope_theta` +
+//! `rope_scaling` layout) and `generation_config.json` through `hf_config`.
 //!
 //! Anything that would change the math but is not implemented (another activation, biases,
-//! another RoPE type) is refused here by name, so a model never runs with a silently ignored
-//! setting.
+//! another RoPE type) is refused while reading, by name, so a model never runs with a silently
+//! ignored setting.
 
 use std::path::Path;
 
 use serde_json::Value;
 
 use super::error::{LoadError, Result};
-use super::json::{Fields, read_json_file};
-
-/// HF architectures implemented for `model_type = "llama"`.
-const LLAMA_ARCHS: &[&str] = &["LlamaForCausalLM", "LlamaModel"];
-/// HF architectures implemented for `model_type = "gpt2"`.
-const GPT2_ARCHS: &[&str] = &["GPT2LMHeadModel", "GPT2Model"];
+use super::hf_config;
+use super::json::read_json_file;
 
 /// Largest context length a config may declare. Positions size the RoPE tables and KV caches
 /// (`positions * head_dim` each), so an untrusted value near the generic 2^31 bound would
@@ -141,12 +137,7 @@ pub struct GenerationConfig {
 impl GenerationConfig {
     /// Parses `generation_config.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let value = read_json_file(path)?;
-        let f = Fields::new(&value, path, "")?;
-        Ok(GenerationConfig {
-            bos_token_id: f.opt_token("bos_token_id")?,
-            eos_token_ids: f.opt_token_list("eos_token_id")?,
-        })
+        hf_config::generation_config(&read_json_file(path)?, path)
     }
 }
 
@@ -169,36 +160,7 @@ impl ModelConfig {
 
     /// Parses an already-read config; `path` is only used in error messages.
     pub fn from_json(value: &Value, path: &Path) -> Result<Self> {
-        let f = Fields::new(value, path, "")?;
-        let archs = f.opt_str_list("architectures")?.unwrap_or_default();
-        let model_type = match f.opt_str("model_type")? {
-            Some(t) => t.to_string(),
-            None => infer_model_type(&archs, path)?,
-        };
-        let allowed = match model_type.as_str() {
-            "llama" => LLAMA_ARCHS,
-            "gpt2" => GPT2_ARCHS,
-            _ => {
-                return Err(LoadError::UnsupportedModel {
-                    path: path.to_path_buf(),
-                    what: "model_type",
-                    name: model_type,
-                    supported: "llama, gpt2",
-                });
-            }
-        };
-        if let Some(bad) = archs.iter().find(|a| !allowed.contains(&a.as_str())) {
-            return Err(LoadError::UnsupportedModel {
-                path: path.to_path_buf(),
-                what: "architectures",
-                name: bad.clone(),
-                supported: "LlamaForCausalLM, LlamaModel, GPT2LMHeadModel, GPT2Model",
-            });
-        }
-        match model_type.as_str() {
-            "llama" => parse_llama(f).map(ModelConfig::Llama),
-            _ => parse_gpt2(f).map(ModelConfig::Gpt2),
-        }
+        hf_config::model_config(value, path)
     }
 
     /// Replaces the special tokens the generation config sets.
@@ -305,200 +267,4 @@ impl ModelConfig {
             }
         }
     }
-}
-
-fn infer_model_type(archs: &[String], path: &Path) -> Result<String> {
-    let Some(first) = archs.first() else {
-        return Err(LoadError::config(
-            path,
-            "model_type",
-            "neither `model_type` nor `architectures` is set",
-        ));
-    };
-    if LLAMA_ARCHS.contains(&first.as_str()) {
-        Ok("llama".into())
-    } else if GPT2_ARCHS.contains(&first.as_str()) {
-        Ok("gpt2".into())
-    } else {
-        Err(LoadError::UnsupportedModel {
-            path: path.to_path_buf(),
-            what: "architectures",
-            name: first.clone(),
-            supported: "LlamaForCausalLM, LlamaModel, GPT2LMHeadModel, GPT2Model",
-        })
-    }
-}
-
-fn parse_llama(f: Fields<'_>) -> Result<LlamaConfig> {
-    let hidden = f.positive("hidden_size")?;
-    let heads = f.positive("num_attention_heads")?;
-    let kv_heads = f.opt_usize("num_key_value_heads")?.unwrap_or(heads);
-    if kv_heads == 0 || heads % kv_heads != 0 {
-        return Err(f.err(
-            "num_key_value_heads",
-            format!("{kv_heads} does not divide num_attention_heads = {heads}"),
-        ));
-    }
-    let head_dim = match f.opt_usize("head_dim")? {
-        Some(0) => return Err(f.err("head_dim", "must be positive, found 0")),
-        Some(d) => d,
-        None if hidden % heads == 0 => hidden / heads,
-        None => {
-            return Err(f.err(
-                "head_dim",
-                format!("absent, and hidden_size {hidden} is not a multiple of {heads} heads"),
-            ));
-        }
-    };
-    if head_dim % 2 != 0 {
-        return Err(f.err(
-            "head_dim",
-            format!("RoPE needs an even head_dim, found {head_dim}"),
-        ));
-    }
-    let act = f.opt_str("hidden_act")?.unwrap_or("silu");
-    if act != "silu" {
-        return Err(f.err(
-            "hidden_act",
-            format!("activation `{act}` is not supported (supported: silu)"),
-        ));
-    }
-    for key in ["attention_bias", "mlp_bias"] {
-        if f.bool_or(key, false)? {
-            return Err(f.err(key, "projection biases are not supported"));
-        }
-    }
-    let (rope_theta, rope_scaling) = parse_rope(f)?;
-    Ok(LlamaConfig {
-        hidden,
-        layers: f.positive("num_hidden_layers")?,
-        heads,
-        kv_heads,
-        head_dim,
-        intermediate: f.positive("intermediate_size")?,
-        vocab: f.positive("vocab_size")?,
-        // transformers' LlamaConfig defaults, used when a key is absent.
-        max_positions: check_positions(
-            f.opt_usize("max_position_embeddings")?.unwrap_or(2048),
-            f.path,
-            "max_position_embeddings",
-        )?,
-        rms_norm_eps: f.opt_f64("rms_norm_eps")?.unwrap_or(1e-6),
-        rope_theta,
-        rope_scaling,
-        tie_word_embeddings: f.bool_or("tie_word_embeddings", false)?,
-        bos_token_id: f.opt_token("bos_token_id")?,
-        eos_token_ids: f.opt_token_list("eos_token_id")?.unwrap_or_default(),
-    })
-}
-
-/// v5 keeps theta and type together in `rope_parameters`; older configs split them into
-/// `rope_theta` and `rope_scaling` (whose type key was once `type`). Both mean the same model.
-fn parse_rope(f: Fields<'_>) -> Result<(f64, RopeScaling)> {
-    let top_theta = f.opt_f64("rope_theta")?;
-    if let Some(v) = f.object("rope_parameters")? {
-        let p = Fields::new(v, f.path, "rope_parameters")?;
-        if p.get("rope_type").is_none() && p.get("rope_theta").is_none() && !p.obj.is_empty() {
-            return Err(f.err(
-                "rope_parameters",
-                "per-layer-type RoPE parameters are not supported",
-            ));
-        }
-        let theta = p.opt_f64("rope_theta")?.or(top_theta).unwrap_or(10000.0);
-        return Ok((theta, parse_rope_scaling(p)?));
-    }
-    let scaling = match f.object("rope_scaling")? {
-        Some(v) => parse_rope_scaling(Fields::new(v, f.path, "rope_scaling")?)?,
-        None => RopeScaling::None,
-    };
-    Ok((top_theta.unwrap_or(10000.0), scaling))
-}
-
-fn parse_rope_scaling(p: Fields<'_>) -> Result<RopeScaling> {
-    if let Some(frac) = p.opt_f64("partial_rotary_factor")?
-        && frac != 1.0
-    {
-        return Err(p.err(
-            "partial_rotary_factor",
-            format!("{frac} is not supported (only 1.0)"),
-        ));
-    }
-    let (key, rope_type) = match p.opt_str("rope_type")? {
-        Some(t) => ("rope_type", t),
-        None => ("type", p.opt_str("type")?.unwrap_or("default")),
-    };
-    match rope_type {
-        "default" => Ok(RopeScaling::None),
-        "llama3" => {
-            let factor = p.f64("factor")?;
-            let low_freq_factor = p.f64("low_freq_factor")?;
-            let high_freq_factor = p.f64("high_freq_factor")?;
-            let original = p.positive("original_max_position_embeddings")?;
-            if factor <= 0.0 {
-                return Err(p.err("factor", format!("must be positive, found {factor}")));
-            }
-            if !(low_freq_factor > 0.0 && high_freq_factor > low_freq_factor) {
-                return Err(p.err(
-                    "high_freq_factor",
-                    format!(
-                        "needs 0 < low_freq_factor < high_freq_factor, found {low_freq_factor} and {high_freq_factor}"
-                    ),
-                ));
-            }
-            Ok(RopeScaling::Llama3 {
-                factor,
-                low_freq_factor,
-                high_freq_factor,
-                original_max_position_embeddings: original,
-            })
-        }
-        other => Err(p.err(
-            key,
-            format!("RoPE type `{other}` is not supported (supported: default, llama3)"),
-        )),
-    }
-}
-
-fn parse_gpt2(f: Fields<'_>) -> Result<Gpt2Config> {
-    let n_embd = f.positive("n_embd")?;
-    let n_head = f.positive("n_head")?;
-    if n_embd % n_head != 0 {
-        return Err(f.err(
-            "n_head",
-            format!("{n_head} heads do not divide n_embd = {n_embd}"),
-        ));
-    }
-    let act = f.opt_str("activation_function")?.unwrap_or("gelu_new");
-    if act != "gelu_new" {
-        return Err(f.err(
-            "activation_function",
-            format!("activation `{act}` is not supported (supported: gelu_new)"),
-        ));
-    }
-    if !f.bool_or("scale_attn_weights", true)? {
-        return Err(f.err("scale_attn_weights", "unscaled attention is not supported"));
-    }
-    if f.bool_or("scale_attn_by_inverse_layer_idx", false)? {
-        return Err(f.err(
-            "scale_attn_by_inverse_layer_idx",
-            "per-layer attention scaling is not supported",
-        ));
-    }
-    let n_inner = match f.opt_usize("n_inner")? {
-        Some(0) => return Err(f.err("n_inner", "must be positive, found 0")),
-        Some(n) => n,
-        None => n_embd.saturating_mul(4),
-    };
-    Ok(Gpt2Config {
-        n_embd,
-        n_layer: f.positive("n_layer")?,
-        n_head,
-        n_inner,
-        vocab: f.positive("vocab_size")?,
-        n_positions: check_positions(f.positive("n_positions")?, f.path, "n_positions")?,
-        layer_norm_epsilon: f.opt_f64("layer_norm_epsilon")?.unwrap_or(1e-5),
-        tie_word_embeddings: f.bool_or("tie_word_embeddings", true)?,
-        bos_token_id: f.opt_token("bos_token_id")?,
-        eos_token_ids: f.opt_token_list("eos_token_id")?.unwrap_or_default(),
-    })
 }

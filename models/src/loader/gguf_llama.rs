@@ -1,16 +1,24 @@
 //! llama.cpp LLaMA GGUF -> Hugging Face config, names and layout.
 //!
+//! The config is read by turning the `llama.*` metadata into a `config.json`-shaped JSON value
+//! (`llama.embedding_length` -> `hidden_size`, ...) and deserializing that with the same serde
+//! structs and validation as a Hugging Face folder; errors are renamed back to the GGUF keys.
+//!
 //! llama.cpp's converter permutes the rows of `attn_q`/`attn_k` so that its adjacent-pair RoPE
 //! matches HF's rotate_half. Undoing that here gives every format the same HF layout, so the
 //! model code has one RoPE and one set of names whatever file it was loaded from.
 
 use std::path::Path;
 
-use super::config::{LlamaConfig, ModelConfig, RopeScaling, check_positions};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::config::{LlamaConfig, ModelConfig, RopeScaling};
+use super::config_fields::{Dim, from_config_json};
 use super::error::{LoadError, Result};
 use super::file::map_file;
 use super::gguf::{GgufFile, GgufValue};
-use super::json::MAX_DIM;
+use super::hf_config::{LlamaFile, llama_config as validate_llama};
 use super::tensor::{HostTensor, WeightStore};
 use super::validate::validate;
 
@@ -125,92 +133,134 @@ fn unpermute_rows(t: &mut HostTensor, n: usize) -> std::result::Result<(), Strin
     Ok(())
 }
 
+/// llama.cpp metadata keys and the `config.json` keys they stand for.
+const HF_KEYS: [(&str, &str); 12] = [
+    ("llama.embedding_length", "hidden_size"),
+    ("llama.block_count", "num_hidden_layers"),
+    ("llama.attention.head_count", "num_attention_heads"),
+    ("llama.attention.head_count_kv", "num_key_value_heads"),
+    ("llama.attention.key_length", "head_dim"),
+    ("llama.feed_forward_length", "intermediate_size"),
+    ("llama.vocab_size", "vocab_size"),
+    ("llama.context_length", "max_position_embeddings"),
+    ("llama.attention.layer_norm_rms_epsilon", "rms_norm_eps"),
+    ("llama.rope.freq_base", "rope_theta"),
+    ("tokenizer.ggml.bos_token_id", "bos_token_id"),
+    ("tokenizer.ggml.eos_token_id", "eos_token_id"),
+];
+
+/// Keys `config.json` may leave to transformers' defaults but llama.cpp always writes: a file
+/// without them is not what the converter made.
+const REQUIRED: [&str; 2] = [
+    "llama.context_length",
+    "llama.attention.layer_norm_rms_epsilon",
+];
+
+/// Metadata with no `config.json` counterpart that decides whether this loader can run the
+/// file.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct GgufOnly {
+    #[serde(rename = "general.architecture")]
+    architecture: Option<String>,
+    #[serde(rename = "llama.expert_count")]
+    expert_count: Option<Dim>,
+    #[serde(rename = "llama.attention.value_length")]
+    value_length: Option<Dim>,
+    #[serde(rename = "llama.rope.dimension_count")]
+    rope_dimension_count: Option<Dim>,
+    #[serde(rename = "llama.rope.scaling.type")]
+    rope_scaling_type: Option<String>,
+}
+
 /// Reads `llama.*` metadata into a HF-equivalent config.
 fn llama_config(file: &GgufFile, bytes: &[u8]) -> Result<LlamaConfig> {
-    let m = Meta { file };
-    let arch = m.str("general.architecture")?;
+    let path = &file.path;
+    let err = |key: &str, msg: String| LoadError::config(path, key, msg);
+    let own: Map<String, Value> = file
+        .metadata
+        .iter()
+        .filter(|(k, _)| k.starts_with("general.") || k.starts_with("llama."))
+        .map(|(k, v)| (k.clone(), v.to_json()))
+        .collect();
+    let own: GgufOnly = from_config_json(&Value::Object(own), path)?;
+    let arch = own.architecture.ok_or_else(|| {
+        err(
+            "general.architecture",
+            "required metadata is missing".into(),
+        )
+    })?;
     if arch != "llama" {
         return Err(LoadError::UnsupportedModel {
-            path: file.path.clone(),
+            path: path.clone(),
             what: "general.architecture",
-            name: arch.to_string(),
+            name: arch,
             supported: "llama",
         });
     }
-    if m.opt_usize("llama.expert_count")?.unwrap_or(0) > 0 {
-        return Err(m.err(
+    if own.expert_count.is_some_and(|n| n.0 > 0) {
+        return Err(err(
             "llama.expert_count",
-            "mixture-of-experts models are not supported",
+            "mixture-of-experts models are not supported".into(),
         ));
     }
-    let hidden = m.positive("llama.embedding_length")?;
-    let heads = m.positive("llama.attention.head_count")?;
-    let kv_heads = m
-        .opt_usize("llama.attention.head_count_kv")?
-        .unwrap_or(heads);
-    if kv_heads == 0 || heads % kv_heads != 0 {
-        return Err(m.err(
-            "llama.attention.head_count_kv",
-            format!("{kv_heads} does not divide head_count = {heads}"),
-        ));
-    }
-    let head_dim = match m.opt_usize("llama.attention.key_length")? {
-        Some(d) if d > 0 => d,
-        _ if hidden % heads == 0 => hidden / heads,
-        _ => {
-            return Err(m.err(
-                "llama.attention.key_length",
-                format!("absent, and embedding_length {hidden} is not a multiple of {heads} heads"),
-            ));
-        }
-    };
-    if head_dim % 2 != 0 {
-        return Err(m.err(
-            "llama.attention.key_length",
-            format!("RoPE needs an even head dim, found {head_dim}"),
-        ));
-    }
-    if let Some(v) = m.opt_usize("llama.attention.value_length")?
-        && v != head_dim
-    {
-        return Err(m.err(
-            "llama.attention.value_length",
-            format!("{v} differs from key_length {head_dim}, which LLaMA does not do"),
-        ));
-    }
-    if let Some(r) = m.opt_usize("llama.rope.dimension_count")?
-        && r != head_dim
-    {
-        return Err(m.err(
-            "llama.rope.dimension_count",
-            format!("partial RoPE ({r} of {head_dim} dims) is not supported"),
-        ));
-    }
-    if let Some(kind) = m.opt_str("llama.rope.scaling.type")?
+    if let Some(kind) = own.rope_scaling_type
         && kind != "none"
     {
-        return Err(m.err(
+        return Err(err(
             "llama.rope.scaling.type",
             format!("RoPE scaling `{kind}` is not supported (supported: none, rope_freqs)"),
         ));
     }
-    let rope_scaling = match file.tensor(ROPE_FREQS) {
-        None => RopeScaling::None,
-        Some(info) => {
-            let t = file.read_tensor(bytes, info)?;
-            if t.data.len() != head_dim / 2 {
-                return Err(LoadError::bad_tensor(
-                    &file.path,
-                    ROPE_FREQS,
-                    format!("{} factors for {} frequencies", t.data.len(), head_dim / 2),
-                ));
-            }
-            RopeScaling::FreqFactors(t.data.iter().map(|&x| f64::from(x)).collect())
+    if let Some(key) = REQUIRED.iter().find(|k| file.get(k).is_none()) {
+        return Err(err(key, "required metadata is missing".into()));
+    }
+
+    let hf = Value::Object(hf_config_json(file)?);
+    let mut cfg = from_config_json::<LlamaFile>(&hf, path)
+        .and_then(|f| validate_llama(&f, path))
+        .map_err(to_gguf_key)?;
+    let head_dim = cfg.head_dim;
+    if let Some(Dim(v)) = own.value_length
+        && v != head_dim
+    {
+        return Err(err(
+            "llama.attention.value_length",
+            format!("{v} differs from key_length {head_dim}, which LLaMA does not do"),
+        ));
+    }
+    if let Some(Dim(r)) = own.rope_dimension_count
+        && r != head_dim
+    {
+        return Err(err(
+            "llama.rope.dimension_count",
+            format!("partial RoPE ({r} of {head_dim} dims) is not supported"),
+        ));
+    }
+    if let Some(info) = file.tensor(ROPE_FREQS) {
+        let t = file.read_tensor(bytes, info)?;
+        if t.data.len() != head_dim / 2 {
+            return Err(LoadError::bad_tensor(
+                path,
+                ROPE_FREQS,
+                format!("{} factors for {} frequencies", t.data.len(), head_dim / 2),
+            ));
         }
-    };
-    let vocab = match m.opt_usize("llama.vocab_size")? {
-        Some(v) => v,
-        None => match file
+        cfg.rope_scaling = RopeScaling::FreqFactors(t.data.iter().map(|&x| f64::from(x)).collect());
+    }
+    Ok(cfg)
+}
+
+/// The metadata as the `config.json` a Hugging Face export of the same model would have.
+/// What llama.cpp does not store as metadata is read off the file: the vocabulary from the
+/// token list or the embedding, and a tied head from the absence of `output.weight`.
+fn hf_config_json(file: &GgufFile) -> Result<Map<String, Value>> {
+    let mut hf: Map<String, Value> = HF_KEYS
+        .iter()
+        .filter_map(|(gguf, hf)| Some((hf.to_string(), file.get(gguf)?.to_json())))
+        .collect();
+    if !hf.contains_key("vocab_size") {
+        let vocab = match file
             .get("tokenizer.ggml.tokens")
             .and_then(GgufValue::as_array)
         {
@@ -220,109 +270,32 @@ fn llama_config(file: &GgufFile, bytes: &[u8]) -> Result<LlamaConfig> {
                 .and_then(|t| t.dims.get(1).copied())
                 .and_then(|d| usize::try_from(d).ok())
                 .ok_or_else(|| {
-                    m.err(
+                    LoadError::config(
+                        &file.path,
                         "llama.vocab_size",
                         "absent, and no tokenizer.ggml.tokens or token_embd.weight to infer it",
                     )
                 })?,
-        },
-    };
-    Ok(LlamaConfig {
-        hidden,
-        layers: m.positive("llama.block_count")?,
-        heads,
-        kv_heads,
-        head_dim,
-        intermediate: m.positive("llama.feed_forward_length")?,
-        vocab,
-        max_positions: check_positions(
-            m.positive("llama.context_length")?,
-            &file.path,
-            "llama.context_length",
-        )?,
-        rms_norm_eps: m.float("llama.attention.layer_norm_rms_epsilon")?,
-        rope_theta: m.opt_float("llama.rope.freq_base")?.unwrap_or(10000.0),
-        rope_scaling,
-        tie_word_embeddings: file.tensor("output.weight").is_none(),
-        bos_token_id: m.opt_token("tokenizer.ggml.bos_token_id")?,
-        eos_token_ids: m
-            .opt_token("tokenizer.ggml.eos_token_id")?
-            .into_iter()
-            .collect(),
-    })
+        };
+        hf.insert("vocab_size".into(), vocab.into());
+    }
+    hf.insert(
+        "tie_word_embeddings".into(),
+        file.tensor("output.weight").is_none().into(),
+    );
+    Ok(hf)
 }
 
-/// Typed metadata reads whose errors name the file and key.
-struct Meta<'a> {
-    file: &'a GgufFile,
-}
-
-impl Meta<'_> {
-    fn err(&self, key: &str, msg: impl Into<String>) -> LoadError {
-        LoadError::config(&self.file.path, key, msg)
-    }
-
-    fn str(&self, key: &str) -> Result<&str> {
-        self.opt_str(key)?
-            .ok_or_else(|| self.err(key, "required metadata is missing"))
-    }
-
-    fn opt_str(&self, key: &str) -> Result<Option<&str>> {
-        match self.file.get(key) {
-            None => Ok(None),
-            Some(v) => v
-                .as_str()
-                .map(Some)
-                .ok_or_else(|| self.err(key, format!("expected a string, found {v:?}"))),
+/// Renames the `config.json` key an error names to the GGUF key it was read from.
+fn to_gguf_key(e: LoadError) -> LoadError {
+    match e {
+        LoadError::Config { path, field, msg } => {
+            let field = HF_KEYS
+                .iter()
+                .find(|(_, hf)| *hf == field)
+                .map_or(field, |(gguf, _)| gguf.to_string());
+            LoadError::Config { path, field, msg }
         }
-    }
-
-    fn opt_usize(&self, key: &str) -> Result<Option<usize>> {
-        match self.file.get(key) {
-            None => Ok(None),
-            Some(v) => match v.as_u64() {
-                None => Err(self.err(key, format!("expected a non-negative integer, found {v:?}"))),
-                // Bounded so corrupt metadata cannot drive huge allocations or overflows.
-                Some(n) if n > MAX_DIM as u64 => {
-                    Err(self.err(key, format!("{n} is implausibly large (limit {MAX_DIM})")))
-                }
-                Some(n) => Ok(Some(n as usize)),
-            },
-        }
-    }
-
-    fn positive(&self, key: &str) -> Result<usize> {
-        match self.opt_usize(key)? {
-            None => Err(self.err(key, "required metadata is missing")),
-            Some(0) => Err(self.err(key, "must be positive, found 0")),
-            Some(n) => Ok(n),
-        }
-    }
-
-    fn opt_token(&self, key: &str) -> Result<Option<u32>> {
-        self.opt_usize(key)?
-            .map(|n| {
-                u32::try_from(n).map_err(|_| self.err(key, format!("token id {n} exceeds u32")))
-            })
-            .transpose()
-    }
-
-    /// GGUF stores these floats as f32; widening via the shortest decimal that round-trips
-    /// recovers the value the converter was given (`1e-5`, not `9.99999974e-6`), so GGUF and
-    /// `config.json` describe equal configs. The f32 the model computes with is unchanged.
-    fn opt_float(&self, key: &str) -> Result<Option<f64>> {
-        match self.file.get(key) {
-            None => Ok(None),
-            Some(GgufValue::F32(x)) => Ok(Some(x.to_string().parse().unwrap_or(f64::from(*x)))),
-            Some(v) => v
-                .as_f64()
-                .map(Some)
-                .ok_or_else(|| self.err(key, format!("expected a float, found {v:?}"))),
-        }
-    }
-
-    fn float(&self, key: &str) -> Result<f64> {
-        self.opt_float(key)?
-            .ok_or_else(|| self.err(key, "required metadata is missing"))
+        other => other,
     }
 }

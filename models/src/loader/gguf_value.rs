@@ -3,6 +3,8 @@
 //! Arrays stay typed vectors (not vectors of enums) so a large token list costs what it
 //! weighs in the file, which keeps the parser's allocations proportional to the file size.
 
+use serde_json::Value;
+
 /// One metadata value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum GgufValue {
@@ -129,6 +131,64 @@ impl GgufValue {
         match self {
             GgufValue::Array(a) => Some(a),
             _ => None,
+        }
+    }
+}
+
+/// A float as JSON. GGUF stores config floats as f32; widening via the shortest decimal that
+/// round-trips recovers the value the converter was given (`1e-5`, not `9.99999974e-6`), so
+/// GGUF and `config.json` describe equal configs. JSON has no NaN or infinity: those become
+/// strings, which no numeric config field accepts, so reading one names the key and the value.
+fn float_json(x: f64) -> Value {
+    serde_json::Number::from_f64(x).map_or_else(|| Value::String(x.to_string()), Value::Number)
+}
+
+fn f32_json(x: f32) -> Value {
+    float_json(x.to_string().parse().unwrap_or(f64::from(x)))
+}
+
+impl GgufValue {
+    /// The value as JSON, so metadata can be read through the same serde structs as a
+    /// `config.json`.
+    pub fn to_json(&self) -> Value {
+        match self {
+            GgufValue::U8(v) => (*v).into(),
+            GgufValue::I8(v) => (*v).into(),
+            GgufValue::U16(v) => (*v).into(),
+            GgufValue::I16(v) => (*v).into(),
+            GgufValue::U32(v) => (*v).into(),
+            GgufValue::I32(v) => (*v).into(),
+            GgufValue::U64(v) => (*v).into(),
+            GgufValue::I64(v) => (*v).into(),
+            GgufValue::F32(v) => f32_json(*v),
+            GgufValue::F64(v) => float_json(*v),
+            GgufValue::Bool(v) => (*v).into(),
+            GgufValue::String(v) => v.as_str().into(),
+            GgufValue::Array(a) => a.to_json(),
+        }
+    }
+}
+
+impl GgufArray {
+    /// The array as a JSON array (see [`GgufValue::to_json`]).
+    pub fn to_json(&self) -> Value {
+        fn all<T: Copy>(v: &[T], f: impl Fn(T) -> Value) -> Value {
+            Value::Array(v.iter().map(|&x| f(x)).collect())
+        }
+        match self {
+            GgufArray::U8(v) => all(v, Value::from),
+            GgufArray::I8(v) => all(v, Value::from),
+            GgufArray::U16(v) => all(v, Value::from),
+            GgufArray::I16(v) => all(v, Value::from),
+            GgufArray::U32(v) => all(v, Value::from),
+            GgufArray::I32(v) => all(v, Value::from),
+            GgufArray::U64(v) => all(v, Value::from),
+            GgufArray::I64(v) => all(v, Value::from),
+            GgufArray::F32(v) => all(v, f32_json),
+            GgufArray::F64(v) => all(v, float_json),
+            GgufArray::Bool(v) => all(v, Value::from),
+            GgufArray::String(v) => Value::Array(v.iter().map(|s| s.as_str().into()).collect()),
+            GgufArray::Array(v) => Value::Array(v.iter().map(GgufArray::to_json).collect()),
         }
     }
 }

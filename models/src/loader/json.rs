@@ -1,8 +1,10 @@
-//! Typed reads of JSON config fields with errors that name the file and the key.
+//! Reading JSON files, and typed reads of fields of a `serde_json::Value` with errors that name
+//! the file and the key.
 //!
-//! HF configs are loosely typed (`null` for "use the default", ints written as floats by some
-//! tools, token ids as an int or a list), so fields are read from `serde_json::Value` by hand
-//! rather than through a derived struct that would fail with a context-free message.
+//! `Fields` serves the minimind format, whose config sits inside a document of base64 weights;
+//! Hugging Face configs go through serde instead (`config_fields`, `hf_config`). Both accept
+//! the same loose typing (`null` for "use the default", ints written as floats by some tools,
+//! token ids as an int or a list).
 
 use std::path::Path;
 
@@ -62,15 +64,6 @@ impl<'a> Fields<'a> {
     /// The raw value, treating `null` like an absent key (HF writes `null` for "default").
     pub fn get(&self, key: &str) -> Option<&'a Value> {
         self.obj.get(key).filter(|v| !v.is_null())
-    }
-
-    /// A nested object (as a value, to wrap in `Fields`), if present and not null.
-    pub fn object(&self, key: &str) -> Result<Option<&'a Value>> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(v @ Value::Object(_)) => Ok(Some(v)),
-            Some(v) => Err(self.err(key, format!("expected an object, found {}", kind(v)))),
-        }
     }
 
     /// A non-negative integer (a dimension or count, at most `MAX_DIM`), if present.
@@ -149,24 +142,6 @@ impl<'a> Fields<'a> {
                 .map(Some)
                 .ok_or_else(|| self.err(key, format!("expected a string, found {}", short(v)))),
         }
-    }
-
-    /// A list of strings, if present.
-    pub fn opt_str_list(&self, key: &str) -> Result<Option<Vec<String>>> {
-        let Some(v) = self.get(key) else {
-            return Ok(None);
-        };
-        let bad = || {
-            self.err(
-                key,
-                format!("expected a list of strings, found {}", short(v)),
-            )
-        };
-        let list = v.as_array().ok_or_else(bad)?;
-        list.iter()
-            .map(|s| s.as_str().map(str::to_string).ok_or_else(bad))
-            .collect::<Result<Vec<_>>>()
-            .map(Some)
     }
 
     /// A token id, if present.

@@ -6,6 +6,7 @@
 //! and a mislabelled one fails with a message saying what it actually is.
 
 pub mod config;
+mod config_fields;
 mod convert;
 pub mod error;
 mod file;
@@ -13,6 +14,7 @@ pub mod gguf;
 pub mod gguf_llama;
 pub mod gguf_value;
 pub mod golden;
+mod hf_config;
 mod json;
 pub mod minimind;
 pub mod rope;
