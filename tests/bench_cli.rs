@@ -44,13 +44,13 @@ fn num(v: &serde_json::Value, k: &str) -> f64 {
         .unwrap_or_else(|| panic!("{k} is not a number in {v}"))
 }
 
-/// The README's `cranegrad bench` section.
+/// The CLI reference's `cranegrad bench` section (docs/cli.md).
 fn readme_bench_section() -> String {
     let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let start = readme.find("### `cranegrad bench`").expect("bench section");
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/cli.md")).unwrap();
+    let start = readme.find("## `cranegrad bench`").expect("bench section");
     let rest = &readme[start + 1..];
-    let end = rest.find("\n### ").map_or(rest.len(), |e| e + 1);
+    let end = rest.find("\n## ").map_or(rest.len(), |e| e + 1);
     rest[..end].to_string()
 }
 
