@@ -1,10 +1,21 @@
 //! A persistent thread pool for kernel launches: the caller plus `n - 1` workers. Workers spin
 //! briefly between launches before parking, because a forward pass is many short kernels and
-//! a wake-up per kernel would dominate. Work is split statically (thread `t` always gets the
-//! same range), so results are bit-identical run to run for a given thread count.
+//! a wake-up per kernel would dominate.
+//!
+//! A launch's range is cut into more chunks than threads, at boundaries fixed by the range
+//! and the thread count, and every thread claims chunks until none is left. The caller waits
+//! only for chunks that were claimed, never for a thread that claimed none: on a busy
+//! machine a descheduled worker no longer holds up every kernel (a static split made each
+//! kernel wait for its slowest thread). Each chunk computes the same outputs in the same
+//! order whichever thread runs it, so results stay bit-identical for a thread count.
+//!
+//! A worker the OS deschedules while it holds a chunk still stalls the launch. When the
+//! caller sees such a stall (it waited longer than it computed, and over 100 us), it runs the
+//! next launches alone, every chunk in order, and tries the workers again later: on a busy
+//! machine the pool degrades to one thread's speed instead of below it.
 
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
@@ -18,22 +29,29 @@ struct Job {
     syms: *const i64,
     total: i64,
     align: i64,
-    threads: usize,
 }
 
 struct Shared {
     generation: AtomicU64,
     /// Workers parked on `wake`; a launch pays for a wake-up syscall only when this is > 0.
     sleepers: AtomicUsize,
-    done: AtomicUsize,
+    /// The claim word of the current launch: its generation (high 32 bits), its chunk count
+    /// (16 bits) and the next unclaimed chunk (low 16 bits). A claim is a compare-and-swap
+    /// that only succeeds for the launch the claimer read, so a late worker never runs a
+    /// chunk of a launch it did not see.
+    claim: AtomicU64,
+    /// Chunks of the current launch finished.
+    completed: AtomicU64,
     quit: AtomicBool,
     job: UnsafeCell<Job>,
     lock: Mutex<()>,
     wake: Condvar,
 }
 
-// SAFETY: `job` is written only by the caller while every worker is idle (between a completed
-// launch and the next generation bump) and read by workers only after they observe the bump.
+// SAFETY: `job` is written only by the caller while no chunk is claimed and unfinished (the
+// previous launch's chunks are all completed, and a claim of it can no longer succeed), and
+// read by a worker only once it holds a claimed chunk of that launch, which the caller waits
+// for before writing the next job.
 unsafe impl Sync for Shared {}
 // SAFETY: as above; the raw pointers inside `Job` are only dereferenced by kernels during a
 // launch that the caller waits for.
@@ -51,9 +69,32 @@ pub struct ThreadPool {
     shared: Arc<Shared>,
     workers: Vec<JoinHandle<()>>,
     threads: usize,
+    /// Launches left that the caller runs alone, after one waited on a descheduled worker.
+    alone: AtomicU32,
 }
 
-/// Static share of `[0, total)` for thread `t` of `n`, with boundaries on multiples of `align`.
+/// A launch whose caller, done with its own chunks, waited longer than this and longer than
+/// it computed, waited on a worker the OS descheduled (a balanced launch waits at most about
+/// one chunk): the machine is busy.
+const CONTENDED_WAIT: std::time::Duration = std::time::Duration::from_micros(100);
+
+/// Launches the caller then runs alone (every chunk, in order: the same results) before it
+/// tries the workers again: about ten decode steps of a small model, so a busy machine costs
+/// one stall per period rather than one per kernel.
+const ALONE_LAUNCHES: u32 = 256;
+
+/// Chunks per thread of a launch: enough that a descheduled thread's unclaimed share is taken
+/// by the others, few enough that claims and each chunk's start-up stay cheap.
+pub const CHUNKS_PER_THREAD: i64 = 2;
+
+/// Chunks a launch of `total` elements (in units of `align`) is cut into on `n` threads: at
+/// most [`CHUNKS_PER_THREAD`] per thread, at most one per unit, and fewer than 2^16.
+pub fn chunk_count(total: i64, align: i64, n: usize) -> i64 {
+    let units = (total + align - 1) / align;
+    units.min(n as i64 * CHUNKS_PER_THREAD).clamp(1, 0xFFFF)
+}
+
+/// Chunk `t` of `n` of `[0, total)`, with boundaries on multiples of `align`.
 pub fn chunk(total: i64, align: i64, t: usize, n: usize) -> (i64, i64) {
     let units = (total + align - 1) / align;
     let per = units / n as i64;
@@ -71,7 +112,8 @@ impl ThreadPool {
         let shared = Arc::new(Shared {
             generation: AtomicU64::new(0),
             sleepers: AtomicUsize::new(0),
-            done: AtomicUsize::new(0),
+            claim: AtomicU64::new(0),
+            completed: AtomicU64::new(0),
             quit: AtomicBool::new(false),
             job: UnsafeCell::new(Job {
                 func: None,
@@ -79,7 +121,6 @@ impl ThreadPool {
                 syms: std::ptr::null(),
                 total: 0,
                 align: 1,
-                threads: 1,
             }),
             lock: Mutex::new(()),
             wake: Condvar::new(),
@@ -89,7 +130,7 @@ impl ThreadPool {
                 let s = shared.clone();
                 std::thread::Builder::new()
                     .name(format!("cranegrad-{t}"))
-                    .spawn(move || worker(s, t))
+                    .spawn(move || worker(s))
                     .expect("spawn worker thread")
             })
             .collect();
@@ -97,6 +138,7 @@ impl ThreadPool {
             shared,
             workers,
             threads,
+            alone: AtomicU32::new(0),
         }
     }
 
@@ -126,7 +168,23 @@ impl ThreadPool {
             unsafe { func(bufs, syms, 0, total) };
             return;
         }
-        // SAFETY: every worker is idle: the previous launch waited for `done`.
+        let chunks = chunk_count(total, align, n);
+        let alone = self.alone.load(Ordering::Relaxed);
+        if alone > 0 {
+            self.alone.store(alone - 1, Ordering::Relaxed);
+            for c in 0..chunks {
+                let (a, b) = chunk(total, align, c as usize, chunks as usize);
+                if a < b {
+                    // SAFETY: the caller guarantees the pointers; these are the launch's
+                    // chunks, run in order by one thread.
+                    unsafe { func(bufs, syms, a, b) };
+                }
+            }
+            return;
+        }
+        let started = std::time::Instant::now();
+        // SAFETY: no chunk of the previous launch is claimed and unfinished (it waited for
+        // every claimed chunk, and its claim word is exhausted), so no worker reads the job.
         unsafe {
             *self.shared.job.get() = Job {
                 func: Some(func),
@@ -134,25 +192,26 @@ impl ThreadPool {
                 syms,
                 total,
                 align,
-                threads: n,
             };
         }
-        self.shared.done.store(0, Ordering::Relaxed);
+        self.shared.completed.store(0, Ordering::Relaxed);
+        // The claim word first: a worker that sees the new generation finds its chunks.
+        let generation = self.shared.generation.load(Ordering::Relaxed) + 1;
+        self.shared
+            .claim
+            .store(claim_word(generation, chunks, 0), Ordering::SeqCst);
         // SeqCst pairs with the worker's increment-then-recheck: either we see it sleeping and
         // wake it under the lock, or it sees the new generation and does not sleep.
-        self.shared.generation.fetch_add(1, Ordering::SeqCst);
+        self.shared.generation.store(generation, Ordering::SeqCst);
         if self.shared.sleepers.load(Ordering::SeqCst) > 0 {
             let _g = self.shared.lock.lock().unwrap_or_else(|p| p.into_inner());
             self.shared.wake.notify_all();
         }
-        let (s, e) = chunk(total, align, 0, n);
-        if s < e {
-            // SAFETY: as above; this is the caller's share.
-            unsafe { func(bufs, syms, s, e) };
-        }
-        let workers = self.threads - 1;
+        // SAFETY: as above; the caller claims chunks like any worker.
+        unsafe { run_chunks(&self.shared, generation) };
+        let own = started.elapsed();
         let mut spins = 0u32;
-        while self.shared.done.load(Ordering::Acquire) < workers {
+        while self.shared.completed.load(Ordering::Acquire) < chunks as u64 {
             if spins < SPIN {
                 spins += 1;
                 std::hint::spin_loop();
@@ -160,10 +219,53 @@ impl ThreadPool {
                 std::thread::yield_now();
             }
         }
+        let waited = started.elapsed() - own;
+        if waited > CONTENDED_WAIT && waited > own {
+            self.alone.store(ALONE_LAUNCHES, Ordering::Relaxed);
+        }
     }
 }
 
-fn worker(s: Arc<Shared>, t: usize) {
+/// The claim word of chunk `next` of `chunks` in launch `generation`.
+fn claim_word(generation: u64, chunks: i64, next: i64) -> u64 {
+    ((generation & 0xFFFF_FFFF) << 32) | ((chunks as u64) << 16) | next as u64
+}
+
+/// Claims and runs chunks of launch `generation` until none is left (or the launch is over).
+///
+/// # Safety
+/// The job of `generation` must be the one the caller of [`ThreadPool::run`] wrote.
+unsafe fn run_chunks(s: &Shared, generation: u64) {
+    loop {
+        let word = s.claim.load(Ordering::Acquire);
+        if word >> 32 != generation & 0xFFFF_FFFF {
+            return;
+        }
+        let chunks = ((word >> 16) & 0xFFFF) as i64;
+        let next = (word & 0xFFFF) as i64;
+        if next >= chunks {
+            return;
+        }
+        if s.claim
+            .compare_exchange_weak(word, word + 1, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            continue;
+        }
+        // SAFETY: holding an unfinished chunk of this launch, the job is this launch's.
+        let job = unsafe { *s.job.get() };
+        if let Some(f) = job.func {
+            let (a, b) = chunk(job.total, job.align, next as usize, chunks as usize);
+            if a < b {
+                // SAFETY: the caller of `run` guarantees the pointers for this launch.
+                unsafe { f(job.bufs, job.syms, a, b) };
+            }
+        }
+        s.completed.fetch_add(1, Ordering::Release);
+    }
+}
+
+fn worker(s: Arc<Shared>) {
     let mut seen = 0u64;
     loop {
         let mut spins = 0;
@@ -193,18 +295,8 @@ fn worker(s: Arc<Shared>, t: usize) {
             s.sleepers.fetch_sub(1, Ordering::SeqCst);
             spins = 0;
         }
-        // SAFETY: the caller wrote the job before bumping the generation we just observed.
-        let job = unsafe { *s.job.get() };
-        if t < job.threads
-            && let Some(f) = job.func
-        {
-            let (a, b) = chunk(job.total, job.align, t, job.threads);
-            if a < b {
-                // SAFETY: the caller of `run` guarantees the pointers for this launch.
-                unsafe { f(job.bufs, job.syms, a, b) };
-            }
-        }
-        s.done.fetch_add(1, Ordering::Release);
+        // SAFETY: a chunk is only claimed from the claim word of the launch it belongs to.
+        unsafe { run_chunks(&s, seen) };
     }
 }
 
@@ -223,7 +315,38 @@ impl Drop for ThreadPool {
 
 #[cfg(test)]
 mod tests {
-    use super::chunk;
+    use super::{ThreadPool, chunk};
+    use std::sync::atomic::Ordering;
+
+    /// A kernel that adds 1 to `out[i]` for every `i` of its range: every element must end
+    /// at exactly the number of launches.
+    extern "C" fn count(bufs: *const *mut u8, _syms: *const i64, start: i64, end: i64) {
+        // SAFETY: the test passes one buffer of `total` u32s, and chunks are disjoint.
+        unsafe {
+            let out = *bufs as *mut u32;
+            for i in start..end {
+                *out.add(i as usize) += 1;
+            }
+        }
+    }
+
+    #[test]
+    fn every_element_runs_once_per_launch_shared_or_alone() {
+        let pool = ThreadPool::new(3);
+        for total in [1i64, 5, 64, 1000, 4099] {
+            let mut out = vec![0u32; total as usize];
+            let bufs = [out.as_mut_ptr() as *mut u8];
+            for launch in 0..50 {
+                // Every tenth launch starts a stretch the caller runs alone.
+                if launch % 10 == 0 {
+                    pool.alone.store(3, Ordering::Relaxed);
+                }
+                // SAFETY: `bufs` holds `out`, alive for the call; `count` writes its range only.
+                unsafe { pool.run(count, bufs.as_ptr(), std::ptr::null(), total, 4, 3) };
+            }
+            assert!(out.iter().all(|&c| c == 50), "total {total}: {out:?}");
+        }
+    }
 
     #[test]
     fn chunks_cover_the_range_once_on_aligned_boundaries() {
