@@ -605,3 +605,51 @@ fn golden_that_does_not_fit_the_model_is_exit_2() {
     assert_eq!(r.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&r.stderr).contains("zero.safetensors"));
 }
+
+/// `generate`'s stdout is the whole decode of the prompt and the greedy tokens, computed here
+/// by the library and decoded at once by the model's Hugging Face tokenizer: text the stream
+/// held back inside a multi-byte character at the end is printed, not lost.
+#[test]
+fn generated_text_held_back_at_the_end_is_printed() {
+    use cranegrad_models::Model;
+    use cranegrad_models::generate::Generator;
+    use cranegrad_models::tokenizer::Tokenizer;
+    use cranegrad_runtime::{Session, SessionOptions};
+    let (model_dir, prompt, new) = (td("llama-small"), "Path objects are", 12);
+    let model = Model::load(&model_dir, 0).unwrap();
+    let tok = Tokenizer::for_model(&model_dir, model.vocab()).unwrap();
+    let mut ids = tok.encode(prompt).unwrap();
+    let mut session = Session::new(SessionOptions::default()).unwrap();
+    let mut g = Generator::new(&model, &mut session, 1, 64).unwrap();
+    let mut logits = g.prefill(&mut session, std::slice::from_ref(&ids)).unwrap();
+    for i in 0..new {
+        let next = logits
+            .iter()
+            .enumerate()
+            .fold((0, f32::MIN), |b, (j, &x)| if x > b.1 { (j, x) } else { b })
+            .0 as i32;
+        ids.push(next);
+        if i + 1 < new {
+            logits = g.step(&mut session, &[next]).unwrap();
+        }
+    }
+    let mut expected = tok.decode_bytes(&ids).unwrap();
+    expected.push(b'\n');
+    let r = bin()
+        .args(["generate", "--model", &model_dir, "--prompt", prompt])
+        .args(["--max-new", &new.to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        r.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&r.stdout),
+        String::from_utf8_lossy(&expected)
+    );
+    // The case the fix is for: the whole decode ends inside a character.
+    assert!(String::from_utf8_lossy(&expected).contains('\u{FFFD}'));
+}

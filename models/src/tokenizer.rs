@@ -138,4 +138,16 @@ impl<'t> TextStream<'t> {
         }
         Ok(new)
     }
+
+    /// What the stream still holds back, once generation has ended: the rest of the whole
+    /// decode, with an incomplete character at its end as U+FFFD (what a whole decode prints).
+    pub fn finish(&mut self) -> Result<Vec<u8>, ModelError> {
+        if let Tokenizer::Bytes { .. } = self.tok {
+            return Ok(Vec::new());
+        }
+        let text = self.tok.decode_bytes(&self.ids)?;
+        let rest = text.get(self.printed..).unwrap_or_default().to_vec();
+        self.printed = text.len();
+        Ok(rest)
+    }
 }

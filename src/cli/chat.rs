@@ -118,6 +118,8 @@ pub fn chat(a: ChatArgs) -> anyhow::Result<ExitCode> {
             logits = gen_.step(&mut session, &[next])?;
         }
         let secs = t0.elapsed().as_secs_f64();
+        // Text held back inside a multi-byte character is printed, not lost.
+        out.write_all(&text.finish()?)?;
         writeln!(out)?;
         eprintln!("[{n} tokens, {:.1} tokens/s]", n as f64 / secs.max(1e-9));
     }

@@ -176,6 +176,8 @@ pub fn generate(a: GenerateArgs) -> anyhow::Result<ExitCode> {
         steps.push(t.elapsed().as_secs_f64() * 1e3);
     }
     if stream {
+        // Text held back inside a multi-byte character is printed, not lost.
+        out.write_all(&text.finish()?)?;
         writeln!(out)?;
     } else {
         for s in &seqs {
