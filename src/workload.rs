@@ -64,10 +64,11 @@ pub fn model_workload(
 ) -> anyhow::Result<Workload> {
     let model = Model::load(spec, seed).with_context(|| format!("loading model {spec}"))?;
     let (db, ds) = default_input(spec);
-    let (b, s) = (
-        batch.unwrap_or(db),
-        seq.unwrap_or(ds).min(model.max_positions()),
-    );
+    let positions = model.max_positions();
+    if let Some(s) = seq.filter(|&s| s > positions) {
+        anyhow::bail!("--seq-len {s} exceeds the model's {positions} positions");
+    }
+    let (b, s) = (batch.unwrap_or(db), seq.unwrap_or(ds).min(positions));
     if b == 0 || s == 0 {
         anyhow::bail!("--batch-size and --seq-len must be at least 1");
     }

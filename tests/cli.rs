@@ -653,3 +653,97 @@ fn generated_text_held_back_at_the_end_is_printed() {
     // The case the fix is for: the whole decode ends inside a character.
     assert!(String::from_utf8_lossy(&expected).contains('\u{FFFD}'));
 }
+
+/// Careless arguments are refused before any work, with exit 2 and a message naming the flag:
+/// out-of-range counts and sizes, sampling parameters outside their domain, flags that do not
+/// apply, unwritable or wrongly named outputs.
+#[test]
+fn careless_arguments_are_refused_naming_the_flag() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["run", "--threads", "100000"], "--threads 100000"),
+        (&["run", "--threads", "0"], "--threads 0"),
+        (
+            &["run", "--batch-size", "99999999"],
+            "--batch-size 99999999",
+        ),
+        (&["run", "--iters", "18446744073709551615"], "--iters"),
+        (&["run", "--seq-len", "4096"], "--seq-len 4096"),
+        (&["run", "chain", "--seq-len", "5"], "--seq-len applies"),
+        (
+            &["run", "--json", "/nonexistent-dir/x.json"],
+            "--json /nonexistent-dir/x.json",
+        ),
+        (
+            &[
+                "generate",
+                "--prompt",
+                "hi",
+                "--max-new",
+                "18446744073709551615",
+            ],
+            "--max-new",
+        ),
+        (
+            &["generate", "--prompt", "hi", "--temperature", "-1"],
+            "--temperature -1",
+        ),
+        (
+            &["generate", "--prompt", "hi", "--temperature", "nan"],
+            "--temperature NaN",
+        ),
+        (&["generate", "--prompt", "hi", "--top-p", "2"], "--top-p 2"),
+        (
+            &["generate", "--prompt", "hi", "--repetition-penalty", "0"],
+            "--repetition-penalty 0",
+        ),
+        (&["chat", "--top-p", "0"], "--top-p 0"),
+        (&["bench", "--iters", "18446744073709551615"], "--iters"),
+        (&["bench", "--threads", "0"], "--threads 0"),
+        (&["bench", "--batch-size", "0"], "--batch-size 0"),
+        (&["bench", "--trace", "t.json"], "--profile"),
+        (&["bench", "--plot", "p.png"], ".svg"),
+        (
+            &["bench", "--json", "/nonexistent-dir/b.json"],
+            "--json /nonexistent-dir/b.json",
+        ),
+    ];
+    for (args, expected) in cases {
+        let r = bin().args(*args).output().unwrap();
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(r.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(expected), "{args:?}: {err}");
+    }
+}
+
+/// A run whose buffers exceed the machine's available memory is refused with the estimate,
+/// before anything is compiled or allocated (84 GB of logits here), instead of aborting.
+#[test]
+fn a_run_larger_than_memory_is_refused_with_the_estimate() {
+    let r = bin()
+        .args(["run", "--batch-size", "20000", "--seq-len", "2048", "--iters", "1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(2), "{err}");
+    assert!(err.contains("this run needs") && err.contains("GiB"), "{err}");
+}
+
+/// `--json -` writes the JSON to stdout (and the table to stderr), not a file named `-`.
+#[test]
+fn json_dash_is_stdout() {
+    let d = tmp("dash");
+    let r = bin()
+        .current_dir(&d)
+        .args(["run", "chain", "--iters", "1", "--json", "-"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        r.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert_eq!(v["example"], "chain");
+    assert!(!d.join("-").exists());
+}

@@ -14,6 +14,22 @@ pub enum RuntimeError {
     /// Code generation failed.
     #[error(transparent)]
     Codegen(#[from] cranegrad_codegen::CodegenError),
+    /// The run needs more memory than the machine has available.
+    #[error(
+        "this run needs {} of memory (intermediates {}, outputs and staged inputs {}) but the machine has {} available",
+        gib(*needed),
+        gib(*arena),
+        gib(needed - arena),
+        gib(*available)
+    )]
+    OutOfMemory {
+        /// Bytes the plan would allocate.
+        needed: u64,
+        /// Of which the intermediate arena.
+        arena: u64,
+        /// Bytes available (MemAvailable, or the cgroup's limit if lower).
+        available: u64,
+    },
     /// An input with neither attached data nor a feed.
     #[error("input {0} has no data: attach it to the graph or pass it as a feed")]
     MissingInput(String),
@@ -49,4 +65,9 @@ pub enum RuntimeError {
     /// Tensors from different graphs realized together.
     #[error("realize: outputs belong to different graphs")]
     MixedGraphs,
+}
+
+/// Bytes as GiB for messages.
+fn gib(bytes: u64) -> String {
+    format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
 }

@@ -179,6 +179,7 @@ impl Plan {
     /// Compiles every kernel of `lowered` (through the cache) and allocates its memory.
     pub fn new(lowered: Lowered, cache: &mut KernelCache) -> Result<Plan, RuntimeError> {
         let sched = &lowered.schedule;
+        check_memory(sched)?;
         let mut funcs = Vec::with_capacity(sched.launches.len());
         let mut kernels = Vec::with_capacity(sched.launches.len());
         for l in &sched.launches {
@@ -547,4 +548,28 @@ fn gather_from_layout(shape: &Shape, dims: &[usize], src: &[u32]) -> Vec<u32> {
     let mut out = vec![0u32; n];
     for_each_layout_index(shape, dims, |c, l| out[c] = src[l]);
     out
+}
+
+/// Refuses, before compiling or allocating anything, a plan whose buffers exceed the memory
+/// the machine has available (an allocation that large would abort the process).
+fn check_memory(sched: &cranegrad_lower::Schedule) -> Result<(), RuntimeError> {
+    let arena = plan_memory(sched).arena_bytes as u64;
+    let others: u64 = sched
+        .buffers
+        .iter()
+        .filter(|b| {
+            matches!(b.kind, BufKind::Output)
+                || (matches!(b.kind, BufKind::Input { .. }) && !b.shape.is_static())
+        })
+        .map(|b| b.len() as u64 * 4)
+        .sum();
+    let needed = arena.saturating_add(others);
+    match crate::probe::available_memory_bytes() {
+        Some(available) if needed > available => Err(RuntimeError::OutOfMemory {
+            needed,
+            arena,
+            available,
+        }),
+        _ => Ok(()),
+    }
 }

@@ -1,6 +1,6 @@
 //! A short machine probe: DRAM copy bandwidth and the FMA peak at the JIT's vector width, on
 //! 1 and N threads, measured in the same process so benchmarks can report percentages of
-//! this machine's limits rather than of a datasheet.
+//! this machine's limits rather than of a datasheet; and the memory a run may still use.
 
 use std::time::Instant;
 
@@ -120,4 +120,22 @@ pub fn probe_machine(threads: usize) -> Result<MachineLimits, RuntimeError> {
         fma_gflops: fma_gflops(f, threads, 3),
         threads,
     })
+}
+
+/// Bytes of memory this process may still use: `MemAvailable` from `/proc/meminfo`, or the
+/// cgroup's `memory.max` less its current use when that is lower; `None` where neither reads.
+pub fn available_memory_bytes() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok().and_then(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("MemAvailable:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+    });
+    let read = |p: &str| std::fs::read_to_string(p).ok()?.trim().parse::<u64>().ok();
+    let cgroup = read("/sys/fs/cgroup/memory.max")
+        .map(|max| max.saturating_sub(read("/sys/fs/cgroup/memory.current").unwrap_or(0)));
+    match (meminfo, cgroup) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }

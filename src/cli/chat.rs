@@ -9,6 +9,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Args;
 
+use super::checks;
 use cranegrad_models::Model;
 use cranegrad_models::generate::Generator;
 use cranegrad_models::sample::{Sampler, SamplingParams};
@@ -25,16 +26,16 @@ pub struct ChatArgs {
     #[arg(long, default_value_t = 64)]
     max_new: usize,
     /// Sampling temperature (0 = greedy).
-    #[arg(long, default_value_t = 0.7)]
+    #[arg(long, default_value_t = 0.7, allow_negative_numbers = true)]
     temperature: f32,
     /// Keep only the k most likely tokens (0 = all).
     #[arg(long, default_value_t = 40)]
     top_k: usize,
     /// Nucleus sampling threshold.
-    #[arg(long, default_value_t = 0.95)]
+    #[arg(long, default_value_t = 0.95, allow_negative_numbers = true)]
     top_p: f32,
     /// Repetition penalty (1 = off).
-    #[arg(long, default_value_t = 1.1)]
+    #[arg(long, default_value_t = 1.1, allow_negative_numbers = true)]
     repetition_penalty: f32,
     /// Sampling seed.
     #[arg(long, default_value_t = 0)]
@@ -52,13 +53,21 @@ pub struct ChatArgs {
 
 /// Runs the command.
 pub fn chat(a: ChatArgs) -> anyhow::Result<ExitCode> {
+    let threads = checks::threads(a.threads)?;
+    checks::positive("--max-new", a.max_new, checks::MAX_COUNT)?;
+    checks::temperature(a.temperature)?;
+    checks::top_p(a.top_p)?;
+    checks::penalty("--repetition-penalty", a.repetition_penalty)?;
+    if let Some(c) = a.ctx {
+        checks::positive("--ctx", c, usize::MAX)?;
+    }
     let model =
         Model::load(&a.model, a.weights_seed).with_context(|| format!("loading {}", a.model))?;
     let tok = Tokenizer::for_model(&a.model, model.vocab())?;
-    let mut opts = SessionOptions::default();
-    if let Some(t) = a.threads {
-        opts.threads = t.max(1);
-    }
+    let opts = SessionOptions {
+        threads,
+        ..SessionOptions::default()
+    };
     let mut session = Session::new(opts)?;
     // Weights live on as packed panels only: raw copies are freed once packed.
     session.set_free_raw_weights(true);

@@ -17,6 +17,7 @@ use cranegrad_models::sample::{Sampler, SamplingParams};
 use cranegrad_models::tokenizer::{TextStream, Tokenizer};
 use cranegrad_runtime::{Session, SessionOptions};
 
+use super::checks;
 use super::table::write_json;
 
 /// Options of `cranegrad generate`.
@@ -35,16 +36,16 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 32)]
     max_new: usize,
     /// Sampling temperature (0 = greedy).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     temperature: f32,
     /// Keep only the k most likely tokens (0 = all).
     #[arg(long, default_value_t = 0)]
     top_k: usize,
     /// Nucleus sampling threshold.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     top_p: f32,
     /// Repetition penalty (1 = off).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     repetition_penalty: f32,
     /// Sampling seed.
     #[arg(long, default_value_t = 0)]
@@ -71,6 +72,22 @@ pub struct GenerateArgs {
 
 /// Runs the command.
 pub fn generate(a: GenerateArgs) -> anyhow::Result<ExitCode> {
+    let json = a
+        .json
+        .as_deref()
+        .map(|p| checks::output("--json", p, None))
+        .transpose()?;
+    let threads = checks::threads(a.threads)?;
+    checks::positive("--max-new", a.max_new, checks::MAX_COUNT)?;
+    checks::temperature(a.temperature)?;
+    checks::top_p(a.top_p)?;
+    checks::penalty("--repetition-penalty", a.repetition_penalty)?;
+    if let Some(b) = a.batch_size {
+        checks::positive("--batch-size", b, checks::MAX_COUNT)?;
+    }
+    if let Some(c) = a.ctx {
+        checks::positive("--ctx", c, usize::MAX)?;
+    }
     let model =
         Model::load(&a.model, a.weights_seed).with_context(|| format!("loading {}", a.model))?;
     let tok = match &a.tokenizer {
@@ -105,7 +122,7 @@ pub fn generate(a: GenerateArgs) -> anyhow::Result<ExitCode> {
     }
     let ctx = a.ctx.unwrap_or(2048).min(model.max_positions());
     let longest = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let need = longest + a.max_new;
+    let need = checks::add_lengths("prompt + --max-new", longest, a.max_new)?;
     if need > ctx {
         return Err(anyhow!(
             "prompt ({} tokens) + --max-new {} = {need} exceeds the context of {ctx} positions",
@@ -113,10 +130,10 @@ pub fn generate(a: GenerateArgs) -> anyhow::Result<ExitCode> {
             a.max_new
         ));
     }
-    let mut opts = SessionOptions::default();
-    if let Some(t) = a.threads {
-        opts.threads = t.max(1);
-    }
+    let opts = SessionOptions {
+        threads,
+        ..SessionOptions::default()
+    };
     let mut session = Session::new(opts)?;
     // Weights live on as packed panels only: raw copies are freed once packed.
     session.set_free_raw_weights(true);
@@ -198,7 +215,7 @@ pub fn generate(a: GenerateArgs) -> anyhow::Result<ExitCode> {
         session.cache_stats().hits,
         tok.name()
     );
-    if let Some(p) = a.json {
+    if let Some(out) = json {
         let mut m = Map::new();
         m.insert("ttft_ms".into(), json!(ttft));
         m.insert("decode_ms_per_token".into(), json!(per_token));
@@ -209,7 +226,7 @@ pub fn generate(a: GenerateArgs) -> anyhow::Result<ExitCode> {
             "kernels_compiled".into(),
             json!(session.cache_stats().misses),
         );
-        write_json(&p, &m)?;
+        write_json(&out, &m)?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -3,6 +3,7 @@
 
 mod bench;
 mod chat;
+mod checks;
 mod generate;
 mod golden;
 mod info;

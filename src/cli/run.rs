@@ -15,6 +15,7 @@ use cranegrad_graph::{Bindings, graph_text};
 use cranegrad_lower::{LowerOptions, lower_tensors};
 use cranegrad_runtime::{Session, SessionOptions};
 
+use super::checks;
 use super::table::{Table, write_json};
 
 /// How `--dump-graph` prints.
@@ -108,6 +109,33 @@ struct RunReport {
 
 /// Runs the command.
 pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
+    let json = a
+        .json
+        .as_deref()
+        .map(|p| checks::output("--json", p, None))
+        .transpose()?;
+    let threads = checks::threads(a.threads)?;
+    checks::positive("--iters", a.iters, checks::MAX_COUNT)?;
+    if let Some(b) = a.batch_size {
+        checks::positive("--batch-size", b, checks::MAX_COUNT)?;
+    }
+    let is_model = matches!(
+        a.example.as_deref(),
+        None | Some("llama" | "model" | "gpt2")
+    );
+    if !is_model {
+        for (flag, given) in [
+            ("--batch-size", a.batch_size.is_some()),
+            ("--seq-len", a.seq_len.is_some()),
+        ] {
+            if given {
+                return Err(anyhow!(
+                    "{flag} applies to `run llama` and `run gpt2`, not to the {} example (its input is fixed)",
+                    a.example.as_deref().unwrap_or("")
+                ));
+            }
+        }
+    }
     let ex: Workload = match a.example.as_deref() {
         None | Some("llama") | Some("model") | Some("gpt2") => {
             let default = if a.example.as_deref() == Some("gpt2") {
@@ -139,12 +167,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         fuse: !a.no_fuse,
         ..SessionOptions::default()
     };
-    if let Some(t) = a.threads {
-        if t == 0 {
-            return Err(anyhow!("--threads must be at least 1"));
-        }
-        opts.threads = t;
-    }
+    opts.threads = threads;
     let out = &ex.output;
     let ids = [out.id()];
     let count = |fuse: bool| -> anyhow::Result<usize> {
@@ -167,7 +190,9 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let stats = session.cache_stats();
 
-    let to_stdout_table = !matches!(a.dump_graph, Some(DumpFormat::Dot));
+    // Stdout carries one machine-readable stream when asked: DOT or `--json -`.
+    let to_stdout_table = !matches!(a.dump_graph, Some(DumpFormat::Dot))
+        && !matches!(json, Some(checks::Output::Stdout));
     if let Some(fmt) = a.dump_graph {
         let key = session.prepare(&[out])?;
         let plan = session.plan(&key).expect("prepared");
@@ -258,7 +283,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         eprint!("{text}");
     }
-    if let Some(path) = a.json {
+    if let Some(out) = json {
         let report = RunReport {
             example: ex.name.clone(),
             layers: ex.kernels_per_layer.map(|k| k.0),
@@ -278,7 +303,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
             cache_misses: stats.misses,
             arena_bytes: cold.arena_bytes,
         };
-        write_json(&path, &report)?;
+        write_json(&out, &report)?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -27,12 +27,14 @@ impl Table {
 }
 
 /// Writes `report` (a struct serializing to one flat object) to `path` as pretty JSON.
-pub fn write_json(path: &std::path::Path, report: &impl serde::Serialize) -> anyhow::Result<()> {
+pub fn write_json(
+    out: &super::checks::Output,
+    report: &impl serde::Serialize,
+) -> anyhow::Result<()> {
     // Through a `Value`, whose map is sorted (serde_json without `preserve_order`), so the keys
     // come out in the same alphabetical order whatever the struct layout, and saved reports
     // diff cleanly across versions.
     let value = serde_json::to_value(report)?;
     let text = serde_json::to_string_pretty(&value)?;
-    std::fs::write(path, text + "\n")
-        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
+    out.write((text + "\n").as_bytes())
 }

@@ -10,7 +10,6 @@ use cranegrad::workload::default_input;
 use cranegrad_models::Model;
 use cranegrad_models::loader::ModelConfig;
 use cranegrad_models::presets::preset;
-use cranegrad_runtime::SessionOptions;
 use cranegrad_runtime::session::PackStats;
 
 use super::progress::spinner;
@@ -84,7 +83,7 @@ pub struct Loaded {
 
 /// Fails when the prompt plus the generated tokens do not fit the model's positions.
 fn check_context(max_positions: usize, prompt: usize, gen_len: usize) -> anyhow::Result<()> {
-    if gen_len > 0 && prompt + gen_len > max_positions {
+    if gen_len > 0 && prompt.saturating_add(gen_len) > max_positions {
         anyhow::bail!(
             "--prompt-len {prompt} + --gen-len {gen_len} exceeds the model's {max_positions} positions"
         );
@@ -94,18 +93,24 @@ fn check_context(max_positions: usize, prompt: usize, gen_len: usize) -> anyhow:
 
 /// Checks the arguments and loads the model.
 pub fn load(a: &BenchArgs) -> anyhow::Result<Loaded> {
-    let threads = a
-        .threads
-        .unwrap_or_else(|| SessionOptions::default().threads)
-        .max(1);
-    if a.requests == 0 {
-        anyhow::bail!("--requests must be at least 1");
+    use super::super::checks::{self, MAX_COUNT};
+    let threads = checks::threads(a.threads)?;
+    checks::positive("--requests", a.requests, MAX_COUNT)?;
+    checks::count("--warmup", a.warmup, MAX_COUNT)?;
+    if let Some(i) = a.iters {
+        checks::positive("--iters", i, MAX_COUNT)?;
     }
     let (db, ds) = default_input(&a.model);
-    let b = a.batch_size.unwrap_or(db).max(1);
-    let gen_len = a
-        .gen_len
-        .unwrap_or(if a.model == "llama-3.2-1b" { 32 } else { 16 });
+    let b = checks::positive("--batch-size", a.batch_size.unwrap_or(db), MAX_COUNT)?;
+    if let Some(p) = a.prompt_len {
+        checks::positive("--prompt-len", p, MAX_COUNT)?;
+    }
+    let gen_len = checks::count(
+        "--gen-len",
+        a.gen_len
+            .unwrap_or(if a.model == "llama-3.2-1b" { 32 } else { 16 }),
+        MAX_COUNT,
+    )?;
     // A preset's context is known without loading it, so a request that cannot fit fails
     // before the seconds of generating random weights; a file's is checked right after load.
     if let Some(cfg) = preset(&a.model) {

@@ -20,13 +20,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::Context;
 use clap::Args;
 use serde::Serialize;
 
 use cranegrad::benchmark::{latency_svg, peak_rss_bytes, reset_peak_rss};
 
+use super::checks;
 use super::table::write_json;
+
+/// Where `--profile` writes its Chrome trace without `--trace`.
+const DEFAULT_TRACE: &str = "cranegrad-trace.json";
 
 /// Options of `cranegrad bench`.
 #[derive(Args, Debug)]
@@ -72,9 +75,9 @@ pub struct BenchArgs {
     /// `cranegrad-trace.json`).
     #[arg(long)]
     profile: bool,
-    /// Where `--profile` writes the Chrome trace.
-    #[arg(long, default_value = "cranegrad-trace.json")]
-    trace: PathBuf,
+    /// Where `--profile` writes the Chrome trace (default `cranegrad-trace.json`).
+    #[arg(long)]
+    trace: Option<PathBuf>,
     /// Write an SVG plot of per-iteration latency (cold first run vs steady state).
     #[arg(long)]
     plot: Option<PathBuf>,
@@ -131,15 +134,36 @@ fn ms_since(t: Instant) -> f64 {
 
 /// Runs the command.
 pub fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
+    // Every output is checked writable before the minutes of work.
+    let json = a
+        .json
+        .as_deref()
+        .map(|p| checks::output("--json", p, None))
+        .transpose()?;
+    let plot = a
+        .plot
+        .as_deref()
+        .map(|p| checks::output("--plot", p, Some("svg")))
+        .transpose()?;
+    let trace = match (&a.trace, a.profile) {
+        (Some(_), false) => anyhow::bail!("--trace names where --profile writes; add --profile"),
+        (Some(p), true) => Some(checks::output("--trace", p, None)?),
+        (None, true) => Some(checks::output(
+            "--trace",
+            std::path::Path::new(DEFAULT_TRACE),
+            None,
+        )?),
+        (None, false) => None,
+    };
     let loaded = load::load(&a)?;
     let limits = machine::probe(loaded.input.threads)?;
     // The probe's scratch buffers are not the model's memory.
     reset_peak_rss();
     let mut cold = cold::cold(&a, &loaded)?;
     let warm = warm::warm(&mut cold, a.warmup, loaded.iters)?;
-    if a.profile {
-        let p = profile::profile(&mut cold, &a.trace)?;
-        print!("{}", p.render(&a.trace));
+    if let Some(trace) = &trace {
+        let p = profile::profile(&mut cold, trace)?;
+        print!("{}", p.render(trace));
     }
     let generation = generate::generate(&loaded, &mut cold.session, a.requests)?;
     let compare = if a.compare {
@@ -175,15 +199,15 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
         render::table(&report, loaded.model.weights.param_count(), &limits)
     );
     print!("{}", render::compare_table(&report));
-    if let Some(p) = &a.plot {
+    if let Some(p) = &plot {
         let svg = latency_svg(
             &format!("{} forward latency per iteration", a.model),
             &report.warm.latencies_with_cold(report.cold.cold_ms),
         )?;
-        std::fs::write(p, svg).with_context(|| format!("writing {}", p.display()))?;
+        p.write(svg.as_bytes())?;
     }
-    if let Some(p) = &a.json {
-        write_json(p, &report)?;
+    if let Some(out) = &json {
+        write_json(out, &report)?;
     }
     Ok(if report.compare.iter().any(|c| c.mismatch) {
         ExitCode::from(1)

@@ -2,13 +2,13 @@
 //! kernel against that forward's wall time, and written as a Chrome trace.
 
 use std::fmt::Write;
-use std::path::Path;
 
-use anyhow::{Context, anyhow};
+use anyhow::anyhow;
 
 use cranegrad::benchmark::{KernelProfile, chrome_trace, kernel_profile};
 use cranegrad_graph::Bindings;
 
+use super::super::checks::Output;
 use super::cold::Cold;
 
 /// The profiled forward.
@@ -24,7 +24,7 @@ pub struct Profile {
 }
 
 /// Profiles one forward and writes its Chrome trace to `trace`.
-pub fn profile(cold: &mut Cold, trace: &Path) -> anyhow::Result<Profile> {
+pub fn profile(cold: &mut Cold, trace: &Output) -> anyhow::Result<Profile> {
     let missing = || anyhow!("the prepared forward has no plan");
     let plan = cold.session.plan_mut(&cold.key).ok_or_else(missing)?;
     plan.profile = true;
@@ -45,8 +45,7 @@ pub fn profile(cold: &mut Cold, trace: &Path) -> anyhow::Result<Profile> {
             (k.name.clone(), k.ops.join("+"), t.start_us - t0, t.micros)
         })
         .collect();
-    std::fs::write(trace, chrome_trace(&events))
-        .with_context(|| format!("writing {}", trace.display()))?;
+    trace.write(chrome_trace(&events).as_bytes())?;
     let timed: Vec<(usize, f64)> = plan.timings.iter().map(|t| (t.launch, t.micros)).collect();
     Ok(Profile {
         wall_us,
@@ -58,7 +57,7 @@ pub fn profile(cold: &mut Cold, trace: &Path) -> anyhow::Result<Profile> {
 
 impl Profile {
     /// The per-kernel table, headed by the totals and the trace's path.
-    pub fn render(&self, trace: &Path) -> String {
+    pub fn render(&self, trace: &Output) -> String {
         let mut s = String::new();
         let _ = writeln!(
             s,
@@ -68,7 +67,7 @@ impl Profile {
             self.in_kernels_us / 1e3,
             self.launches,
             self.rows.len(),
-            trace.display()
+            trace
         );
         let _ = writeln!(
             s,
