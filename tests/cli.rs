@@ -720,12 +720,23 @@ fn careless_arguments_are_refused_naming_the_flag() {
 #[test]
 fn a_run_larger_than_memory_is_refused_with_the_estimate() {
     let r = bin()
-        .args(["run", "--batch-size", "20000", "--seq-len", "2048", "--iters", "1"])
+        .args([
+            "run",
+            "--batch-size",
+            "20000",
+            "--seq-len",
+            "2048",
+            "--iters",
+            "1",
+        ])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&r.stderr);
     assert_eq!(r.status.code(), Some(2), "{err}");
-    assert!(err.contains("this run needs") && err.contains("GiB"), "{err}");
+    assert!(
+        err.contains("this run needs") && err.contains("GiB"),
+        "{err}"
+    );
 }
 
 /// `--json -` writes the JSON to stdout (and the table to stderr), not a file named `-`.
@@ -746,4 +757,101 @@ fn json_dash_is_stdout() {
     let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
     assert_eq!(v["example"], "chain");
     assert!(!d.join("-").exists());
+}
+
+/// Ctrl-C during `generate` stops at the next token: the text so far stays printed, the
+/// figures are reported, and the exit code is 130.
+#[test]
+fn ctrl_c_stops_generate_keeping_the_text() {
+    use std::io::Read;
+    let mut child = bin()
+        .args(["generate", "--model", "medium", "--prompt", "hi"])
+        .args(["--max-new", "1900", "--threads", "1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    // The prompt is echoed before generation starts: wait for it, then interrupt.
+    let mut first = [0u8; 2];
+    stdout.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"hi");
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    // SAFETY: signalling a child process we spawned and have not reaped.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let mut rest = Vec::new();
+    stdout.read_to_end(&mut rest).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("[interrupted: stopped after"), "{err}");
+    assert!(err.contains("ms/token"), "the figures are reported: {err}");
+    assert!(rest.ends_with(b"\n"), "the line is finished");
+}
+
+/// A line of `chat`'s stdin that is not UTF-8 is reported and skipped; the chat goes on.
+#[test]
+fn chat_skips_a_line_that_is_not_utf8() {
+    use std::io::Write;
+    let mut child = bin()
+        .args([
+            "chat",
+            "--model",
+            "small",
+            "--max-new",
+            "4",
+            "--temperature",
+            "0",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"hello\n\xff\xfe\nworld\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("[skipped a line that is not valid UTF-8]"),
+        "{err}"
+    );
+    assert_eq!(err.matches(" tokens, ").count(), 2, "two replies: {err}");
+}
+
+/// A generation with no decode step reports no decode figure (`-`, and null in JSON), not 0.
+#[test]
+fn no_decode_step_means_no_decode_figure() {
+    let d = tmp("nodecode");
+    let j = d.join("g.json");
+    let r = bin()
+        .args([
+            "generate",
+            "--model",
+            "small",
+            "--prompt",
+            "hi",
+            "--max-new",
+            "1",
+        ])
+        .arg("--json")
+        .arg(&j)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("decode - ms/token") && err.contains("| - tokens/s"),
+        "{err}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&j).unwrap()).unwrap();
+    assert!(
+        v["decode_ms_per_token"].is_null() && v["tokens_per_s"].is_null(),
+        "{v}"
+    );
 }

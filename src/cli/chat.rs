@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Args;
 
-use super::checks;
+use super::{checks, interrupt};
 use cranegrad_models::Model;
 use cranegrad_models::generate::Generator;
 use cranegrad_models::sample::{Sampler, SamplingParams};
@@ -53,6 +53,7 @@ pub struct ChatArgs {
 
 /// Runs the command.
 pub fn chat(a: ChatArgs) -> anyhow::Result<ExitCode> {
+    interrupt::install();
     let threads = checks::threads(a.threads)?;
     checks::positive("--max-new", a.max_new, checks::MAX_COUNT)?;
     checks::temperature(a.temperature)?;
@@ -93,8 +94,21 @@ pub fn chat(a: ChatArgs) -> anyhow::Result<ExitCode> {
         a.model,
         tok.name()
     );
-    for line in stdin.lock().lines() {
-        let line = line?;
+    let mut input = stdin.lock();
+    let mut raw = Vec::new();
+    loop {
+        raw.clear();
+        if input.read_until(b'\n', &mut raw)? == 0 {
+            break;
+        }
+        // Ctrl-C at the prompt only clears it: the reply it would stop has not started.
+        interrupt::take();
+        // One line of bytes that are not UTF-8 is reported and skipped, not the end of the chat.
+        let Ok(line) = std::str::from_utf8(&raw) else {
+            eprintln!("[skipped a line that is not valid UTF-8]");
+            continue;
+        };
+        let line = line.trim_end_matches(['\n', '\r']);
         if line.trim().is_empty() {
             continue;
         }
@@ -116,6 +130,11 @@ pub fn chat(a: ChatArgs) -> anyhow::Result<ExitCode> {
         let mut n = 0usize;
         let mut text = TextStream::new(&tok, &history)?;
         for _ in 0..a.max_new {
+            // Ctrl-C stops this reply; the conversation goes on from what it said.
+            if interrupt::take() {
+                eprintln!("\n[reply stopped]");
+                break;
+            }
             let next = sampler.sample(&logits[..v], &history);
             if eos.contains(&(next as u32)) {
                 break;

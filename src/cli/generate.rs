@@ -17,8 +17,8 @@ use cranegrad_models::sample::{Sampler, SamplingParams};
 use cranegrad_models::tokenizer::{TextStream, Tokenizer};
 use cranegrad_runtime::{Session, SessionOptions};
 
-use super::checks;
 use super::table::write_json;
+use super::{checks, interrupt};
 
 /// Options of `cranegrad generate`.
 #[derive(Args, Debug)]
@@ -72,6 +72,7 @@ pub struct GenerateArgs {
 
 /// Runs the command.
 pub fn generate(a: GenerateArgs) -> anyhow::Result<ExitCode> {
+    interrupt::install();
     let json = a
         .json
         .as_deref()
@@ -158,6 +159,7 @@ pub fn generate(a: GenerateArgs) -> anyhow::Result<ExitCode> {
         out.write_all(&tok.decode_bytes(&rows[0])?)?;
         out.flush()?;
     }
+    let mut interrupted = false;
     let t0 = Instant::now();
     let mut gen_ = Generator::new(&model, &mut session, b, ctx)?;
     let mut logits = gen_.prefill(&mut session, &rows)?;
@@ -185,6 +187,10 @@ pub fn generate(a: GenerateArgs) -> anyhow::Result<ExitCode> {
                 out.flush()?;
             }
         }
+        if interrupt::take() {
+            interrupted = true;
+            break;
+        }
         if done.iter().all(|&d| d) || i + 1 == a.max_new {
             break;
         }
@@ -202,15 +208,22 @@ pub fn generate(a: GenerateArgs) -> anyhow::Result<ExitCode> {
             writeln!(out)?;
         }
     }
-    let per_token = median(&steps);
-    let tps = if per_token > 0.0 {
-        b as f64 * 1000.0 / per_token
-    } else {
-        0.0
-    };
+    // No decode step (one new token, or EOS at once): no figure rather than a zero.
+    let per_token = (!steps.is_empty()).then(|| median(&steps));
+    let tps = per_token.map(|d| b as f64 * 1000.0 / d);
+    let show =
+        |v: Option<f64>, digits: usize| v.map_or("-".to_string(), |v| format!("{v:.digits$}"));
+    if interrupted {
+        eprintln!(
+            "[interrupted: stopped after {} tokens]",
+            seqs[0].len() - rows[0].len()
+        );
+    }
     eprintln!(
-        "ttft {ttft:.2} ms | decode {per_token:.3} ms/token (median of {} steps) | {tps:.1} tokens/s | batch {b} | {} kernels compiled, {} cache hits | tokenizer {}",
+        "ttft {ttft:.2} ms | decode {} ms/token (median of {} steps) | {} tokens/s | batch {b} | {} kernels compiled, {} cache hits | tokenizer {}",
+        show(per_token, 3),
         steps.len(),
+        show(tps, 1),
         session.cache_stats().misses,
         session.cache_stats().hits,
         tok.name()
@@ -228,5 +241,9 @@ pub fn generate(a: GenerateArgs) -> anyhow::Result<ExitCode> {
         );
         write_json(&out, &m)?;
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if interrupted {
+        ExitCode::from(interrupt::EXIT_INTERRUPTED)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

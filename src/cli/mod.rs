@@ -7,6 +7,7 @@ mod checks;
 mod generate;
 mod golden;
 mod info;
+mod interrupt;
 mod run;
 mod table;
 
