@@ -855,3 +855,81 @@ fn no_decode_step_means_no_decode_figure() {
         "{v}"
     );
 }
+
+/// On a terminal, control bytes in the text (here an ESC sequence in the echoed prompt) are
+/// shown escaped, never sent raw; through a pipe the bytes are unchanged. The terminal is a
+/// pseudo-terminal from util-linux's `script`.
+#[test]
+fn control_bytes_are_escaped_on_a_terminal_only() {
+    let bin_path = env!("CARGO_BIN_EXE_cranegrad");
+    let cmd =
+        format!("{bin_path} generate --model small --prompt $(printf 'a\\033[31mb') --max-new 2");
+    let Ok(r) = Command::new("script")
+        .args(["-q", "-e", "-c", &cmd, "/dev/null"])
+        .env("CRANEGRAD_VERIFY", "1")
+        .output()
+    else {
+        panic!("util-linux `script` is needed for the pseudo-terminal (package bsdutils)");
+    };
+    assert_eq!(
+        r.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&r.stdout)
+    );
+    assert!(
+        r.stdout.windows(8).any(|w| w == b"a\\x1b[31"),
+        "{:?}",
+        String::from_utf8_lossy(&r.stdout)
+    );
+    assert!(
+        !r.stdout.windows(2).any(|w| w == b"\x1b["),
+        "a raw ESC [ reached the terminal"
+    );
+    let piped = bin()
+        .args([
+            "generate",
+            "--model",
+            "small",
+            "--prompt",
+            "a\x1b[31mb",
+            "--max-new",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    assert!(piped.stdout.starts_with(b"a\x1b[31mb"));
+}
+
+/// A full context in chat drops the oldest turns with a notice and goes on; a line that can
+/// never fit is skipped; a --max-new that leaves no room is refused at start.
+#[test]
+fn chat_drops_old_turns_when_the_context_is_full() {
+    use std::io::Write;
+    let mut child = bin()
+        .args(["chat", "--model", "small", "--ctx", "24", "--max-new", "6"])
+        .args(["--temperature", "0"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"hello there\nsecond line\nthis line is far too long to fit at all\nfourth\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("full: dropped the oldest"), "{err}");
+    assert!(err.contains("[skipped a line of"), "{err}");
+    assert_eq!(err.matches(" tokens, ").count(), 3, "three replies: {err}");
+    let r = bin()
+        .args(["chat", "--model", "small", "--ctx", "16", "--max-new", "16"])
+        .output()
+        .unwrap();
+    assert_eq!(r.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("--max-new 16 leaves no room"));
+}

@@ -2,14 +2,14 @@
 //! conversation (the KV cache keeps every earlier turn) and the reply streams back with live
 //! tokens/s. Works with stdin from a pipe too: one prompt per line.
 
-use std::io::{BufRead, Write};
+use std::io::BufRead;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
 
-use super::{checks, interrupt};
+use super::{checks, interrupt, text_out};
 use cranegrad_models::Model;
 use cranegrad_models::generate::Generator;
 use cranegrad_models::sample::{Sampler, SamplingParams};
@@ -73,6 +73,12 @@ pub fn chat(a: ChatArgs) -> anyhow::Result<ExitCode> {
     // Weights live on as packed panels only: raw copies are freed once packed.
     session.set_free_raw_weights(true);
     let ctx = a.ctx.unwrap_or(2048).min(model.max_positions());
+    if a.max_new >= ctx {
+        anyhow::bail!(
+            "--max-new {} leaves no room for a line in the context of {ctx} positions",
+            a.max_new
+        );
+    }
     let mut gen_ = Generator::new(&model, &mut session, 1, ctx)?;
     let mut sampler = Sampler::new(
         SamplingParams {
@@ -86,9 +92,11 @@ pub fn chat(a: ChatArgs) -> anyhow::Result<ExitCode> {
     let eos = model.config.eos_token_ids().to_vec();
     let v = model.vocab();
     let mut history: Vec<i32> = Vec::new();
+    // Tokens of each turn (a line and its reply) in `history`, oldest first.
+    let mut turns: std::collections::VecDeque<usize> = std::collections::VecDeque::new();
     let mut logits: Vec<f32> = Vec::new();
     let stdin = std::io::stdin();
-    let mut out = std::io::stdout().lock();
+    let mut out = text_out::TextOut::new();
     eprintln!(
         "cranegrad chat — {} ({}); one prompt per line, Ctrl-D to quit",
         a.model,
@@ -113,19 +121,40 @@ pub fn chat(a: ChatArgs) -> anyhow::Result<ExitCode> {
             continue;
         }
         let ids = tok.encode(&format!("{line}\n"))?;
-        if gen_.position() + ids.len() + a.max_new > ctx {
-            eprintln!("[context of {ctx} positions is full; start a new chat or raise --ctx]");
-            break;
+        if ids.len() + a.max_new > ctx {
+            eprintln!(
+                "[skipped a line of {} tokens: with --max-new {} it exceeds the context of {ctx} positions]",
+                ids.len(),
+                a.max_new
+            );
+            continue;
         }
-        // The first turn is one prefill; later turns feed their tokens through decode steps.
-        for (i, &t) in ids.iter().enumerate() {
-            if gen_.position() == 0 && i == 0 {
-                logits = gen_.prefill(&mut session, std::slice::from_ref(&ids))?;
-                break;
-            }
-            logits = gen_.step(&mut session, &[t])?;
+        // A full context drops the oldest turns; the kept ones are prefilled again with the
+        // new line, since cached positions cannot be cut out of the cache.
+        let mut dropped = 0;
+        while history.len() + ids.len() + a.max_new > ctx {
+            let oldest = turns.pop_front().unwrap_or(history.len());
+            history.drain(..oldest.min(history.len()));
+            dropped += 1;
         }
+        if dropped > 0 {
+            eprintln!(
+                "[context of {ctx} positions full: dropped the oldest {dropped} turn(s), kept {}]",
+                turns.len()
+            );
+            gen_ = Generator::new(&model, &mut session, 1, ctx)?;
+        }
+        let start = history.len();
         history.extend(&ids);
+        // A fresh cache takes everything in one prefill; later turns feed their tokens
+        // through decode steps.
+        if gen_.position() == 0 {
+            logits = gen_.prefill(&mut session, std::slice::from_ref(&history))?;
+        } else {
+            for &t in &ids {
+                logits = gen_.step(&mut session, &[t])?;
+            }
+        }
         let t0 = Instant::now();
         let mut n = 0usize;
         let mut text = TextStream::new(&tok, &history)?;
@@ -140,15 +169,15 @@ pub fn chat(a: ChatArgs) -> anyhow::Result<ExitCode> {
                 break;
             }
             history.push(next);
-            out.write_all(&text.push(next)?)?;
-            out.flush()?;
+            out.write(&text.push(next)?)?;
             n += 1;
             logits = gen_.step(&mut session, &[next])?;
         }
+        turns.push_back(history.len() - start);
         let secs = t0.elapsed().as_secs_f64();
         // Text held back inside a multi-byte character is printed, not lost.
-        out.write_all(&text.finish()?)?;
-        writeln!(out)?;
+        out.write(&text.finish()?)?;
+        out.newline()?;
         eprintln!("[{n} tokens, {:.1} tokens/s]", n as f64 / secs.max(1e-9));
     }
     Ok(ExitCode::SUCCESS)

@@ -1,7 +1,6 @@
 //! `cranegrad generate`: streams generated text to stdout (so it can be piped) and prints
 //! TTFT, decode ms/token and tokens/s to stderr.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -18,7 +17,7 @@ use cranegrad_models::tokenizer::{TextStream, Tokenizer};
 use cranegrad_runtime::{Session, SessionOptions};
 
 use super::table::write_json;
-use super::{checks, interrupt};
+use super::{checks, interrupt, text_out};
 
 /// Options of `cranegrad generate`.
 #[derive(Args, Debug)]
@@ -152,12 +151,11 @@ pub fn generate(a: GenerateArgs) -> anyhow::Result<ExitCode> {
     let v = model.vocab();
     let mut seqs = rows.clone();
     let mut done = vec![false; b];
-    let mut out = std::io::stdout().lock();
+    let mut out = text_out::TextOut::new();
     let stream = b == 1;
     let mut text = TextStream::new(&tok, &rows[0])?;
     if stream {
-        out.write_all(&tok.decode_bytes(&rows[0])?)?;
-        out.flush()?;
+        out.write(&tok.decode_bytes(&rows[0])?)?;
     }
     let mut interrupted = false;
     let t0 = Instant::now();
@@ -183,8 +181,7 @@ pub fn generate(a: GenerateArgs) -> anyhow::Result<ExitCode> {
             }
             seqs[r].push(next[r]);
             if stream {
-                out.write_all(&text.push(next[r])?)?;
-                out.flush()?;
+                out.write(&text.push(next[r])?)?;
             }
         }
         if interrupt::take() {
@@ -200,12 +197,12 @@ pub fn generate(a: GenerateArgs) -> anyhow::Result<ExitCode> {
     }
     if stream {
         // Text held back inside a multi-byte character is printed, not lost.
-        out.write_all(&text.finish()?)?;
-        writeln!(out)?;
+        out.write(&text.finish()?)?;
+        out.newline()?;
     } else {
         for s in &seqs {
-            out.write_all(&tok.decode_bytes(s)?)?;
-            writeln!(out)?;
+            out.write(&tok.decode_bytes(s)?)?;
+            out.newline()?;
         }
     }
     // No decode step (one new token, or EOS at once): no figure rather than a zero.

@@ -10,6 +10,7 @@ mod info;
 mod interrupt;
 mod run;
 mod table;
+mod text_out;
 
 use std::process::ExitCode;
 
