@@ -933,3 +933,36 @@ fn chat_drops_old_turns_when_the_context_is_full() {
     assert_eq!(r.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&r.stderr).contains("--max-new 16 leaves no room"));
 }
+
+/// Ctrl-C during `bench` stops the timed loops: the table covers what ran, and the exit code
+/// is 130.
+#[test]
+fn ctrl_c_stops_bench_with_the_figures_so_far() {
+    let child = bin()
+        .args([
+            "bench",
+            "--model",
+            "small",
+            "--gen-len",
+            "0",
+            "--iters",
+            "1000000",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // SAFETY: signalling a child process we spawned and have not reaped.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let out = child.wait_with_output().unwrap();
+    let (so, se) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(130), "{so}{se}");
+    assert!(se.contains("[interrupted"), "{se}");
+    if se.contains("the figures above") {
+        assert!(so.contains("warm forward"), "{so}");
+    }
+}

@@ -25,6 +25,11 @@ pub fn install() {
     });
 }
 
+/// True when Ctrl-C was pressed and not yet taken: for a run that stops everything at once.
+pub fn pending() -> bool {
+    PENDING.load(Ordering::SeqCst)
+}
+
 /// True (once) when Ctrl-C was pressed since the last call: the caller stops what it is doing.
 pub fn take() -> bool {
     PENDING.swap(false, Ordering::SeqCst)

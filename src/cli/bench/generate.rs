@@ -81,6 +81,10 @@ pub fn generate(
     let mut reports = Vec::with_capacity(requests);
     let mut steps: Vec<Vec<f64>> = Vec::with_capacity(requests);
     for r in 0..requests {
+        // Ctrl-C: the aggregate is over the requests finished so far.
+        if super::super::interrupt::pending() {
+            break;
+        }
         let misses = session.cache_stats().misses;
         let mut g = Generator::new(model, session, b, ctx)?;
         let mut sampler = Sampler::new(SamplingParams::default(), r as u64);
@@ -93,6 +97,9 @@ pub fn generate(
         pb.inc(1);
         let mut own = Vec::new();
         for _ in 1..gen_len {
+            if super::super::interrupt::pending() {
+                break;
+            }
             let t = Instant::now();
             logits = g.step(session, &next)?;
             own.push(ms_since(t));

@@ -25,8 +25,8 @@ use serde::Serialize;
 
 use cranegrad::benchmark::{latency_svg, peak_rss_bytes, reset_peak_rss};
 
-use super::checks;
 use super::table::write_json;
+use super::{checks, interrupt};
 
 /// Where `--profile` writes its Chrome trace without `--trace`.
 const DEFAULT_TRACE: &str = "cranegrad-trace.json";
@@ -134,6 +134,7 @@ fn ms_since(t: Instant) -> f64 {
 
 /// Runs the command.
 pub fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
+    interrupt::install();
     // Every output is checked writable before the minutes of work.
     let json = a
         .json
@@ -160,13 +161,19 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
     // The probe's scratch buffers are not the model's memory.
     reset_peak_rss();
     let mut cold = cold::cold(&a, &loaded)?;
-    let warm = warm::warm(&mut cold, a.warmup, loaded.iters)?;
-    if let Some(trace) = &trace {
+    let warm = match warm::warm(&mut cold, a.warmup, loaded.iters) {
+        Err(_) if interrupt::pending() => {
+            eprintln!("[interrupted before any timed forward: nothing to report]");
+            return Ok(ExitCode::from(interrupt::EXIT_INTERRUPTED));
+        }
+        r => r?,
+    };
+    if let Some(trace) = trace.as_ref().filter(|_| !interrupt::pending()) {
         let p = profile::profile(&mut cold, trace)?;
         print!("{}", p.render(trace));
     }
     let generation = generate::generate(&loaded, &mut cold.session, a.requests)?;
-    let compare = if a.compare {
+    let compare = if a.compare && !interrupt::pending() {
         compare::compare(&cold, loaded.input.threads, loaded.iters, &warm)?
     } else {
         Vec::new()
@@ -209,7 +216,10 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
     if let Some(out) = &json {
         write_json(out, &report)?;
     }
-    Ok(if report.compare.iter().any(|c| c.mismatch) {
+    Ok(if interrupt::pending() {
+        eprintln!("[interrupted: the figures above cover what ran before Ctrl-C]");
+        ExitCode::from(interrupt::EXIT_INTERRUPTED)
+    } else if report.compare.iter().any(|c| c.mismatch) {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS

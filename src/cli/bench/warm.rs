@@ -41,6 +41,10 @@ pub fn warm(cold: &mut Cold, warmup: usize, iters: usize) -> anyhow::Result<Warm
     let pb = bar((warmup + iters) as u64, "forward");
     let mut lat = Vec::with_capacity(iters);
     for i in 0..warmup + iters {
+        // Ctrl-C: the figures are over the forwards timed so far.
+        if super::super::interrupt::pending() {
+            break;
+        }
         cold.session.realize(&[&cold.out], &cold.feeds, &none)?;
         if i >= warmup {
             lat.push(cold.session.last_report().total_ms);
@@ -48,6 +52,9 @@ pub fn warm(cold: &mut Cold, warmup: usize, iters: usize) -> anyhow::Result<Warm
         pb.inc(1);
     }
     pb.finish_and_clear();
+    if lat.is_empty() {
+        anyhow::bail!("interrupted before any timed forward");
+    }
     let wmed = median(&lat);
     Ok(WarmReport {
         warm_min_ms: quantile(&lat, 0.0),
