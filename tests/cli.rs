@@ -19,6 +19,21 @@ fn td(p: &str) -> String {
     d.to_string_lossy().into_owned()
 }
 
+/// `chat` with `args`, fed `input` on stdin until it ends.
+fn chat_with(args: &[&str], input: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let mut child = bin()
+        .arg("chat")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("cranegrad-cli-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
@@ -792,29 +807,10 @@ fn ctrl_c_stops_generate_keeping_the_text() {
 /// A line of `chat`'s stdin that is not UTF-8 is reported and skipped; the chat goes on.
 #[test]
 fn chat_skips_a_line_that_is_not_utf8() {
-    use std::io::Write;
-    let mut child = bin()
-        .args([
-            "chat",
-            "--model",
-            "small",
-            "--max-new",
-            "4",
-            "--temperature",
-            "0",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"hello\n\xff\xfe\nworld\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = chat_with(
+        &["--model", "small", "--max-new", "4", "--temperature", "0"],
+        b"hello\n\xff\xfe\nworld\n",
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(
@@ -905,22 +901,19 @@ fn control_bytes_are_escaped_on_a_terminal_only() {
 /// never fit is skipped; a --max-new that leaves no room is refused at start.
 #[test]
 fn chat_drops_old_turns_when_the_context_is_full() {
-    use std::io::Write;
-    let mut child = bin()
-        .args(["chat", "--model", "small", "--ctx", "24", "--max-new", "6"])
-        .args(["--temperature", "0"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"hello there\nsecond line\nthis line is far too long to fit at all\nfourth\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = chat_with(
+        &[
+            "--model",
+            "small",
+            "--ctx",
+            "24",
+            "--max-new",
+            "6",
+            "--temperature",
+            "0",
+        ],
+        b"hello there\nsecond line\nthis line is far too long to fit at all\nfourth\n",
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(err.contains("full: dropped the oldest"), "{err}");

@@ -56,9 +56,7 @@ pub fn chat(a: ChatArgs) -> anyhow::Result<ExitCode> {
     interrupt::install();
     let threads = checks::threads(a.threads)?;
     checks::positive("--max-new", a.max_new, checks::MAX_COUNT)?;
-    checks::temperature(a.temperature)?;
-    checks::top_p(a.top_p)?;
-    checks::penalty("--repetition-penalty", a.repetition_penalty)?;
+    checks::sampling(a.temperature, a.top_p, a.repetition_penalty)?;
     if let Some(c) = a.ctx {
         checks::positive("--ctx", c, usize::MAX)?;
     }

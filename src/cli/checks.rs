@@ -114,6 +114,23 @@ pub fn output(flag: &str, path: &Path, extension: Option<&str>) -> anyhow::Resul
     Ok(Output::File(path.to_path_buf()))
 }
 
+/// [`output`] of a flag that may be absent.
+pub fn optional_output(
+    flag: &str,
+    path: Option<&Path>,
+    extension: Option<&str>,
+) -> anyhow::Result<Option<Output>> {
+    path.map(|p| output(flag, p, extension)).transpose()
+}
+
+/// The sampling flags `generate` and `chat` share: temperature, top-p, repetition penalty.
+pub fn sampling(temp: f32, nucleus: f32, repetition: f32) -> anyhow::Result<()> {
+    temperature(temp)?;
+    top_p(nucleus)?;
+    penalty("--repetition-penalty", repetition)?;
+    Ok(())
+}
+
 /// A temporary file name in `path`'s folder, unique to this process.
 fn temp_beside(path: &Path) -> PathBuf {
     let name = path

@@ -72,16 +72,10 @@ pub struct GenerateArgs {
 /// Runs the command.
 pub fn generate(a: GenerateArgs) -> anyhow::Result<ExitCode> {
     interrupt::install();
-    let json = a
-        .json
-        .as_deref()
-        .map(|p| checks::output("--json", p, None))
-        .transpose()?;
+    let json = checks::optional_output("--json", a.json.as_deref(), None)?;
     let threads = checks::threads(a.threads)?;
     checks::positive("--max-new", a.max_new, checks::MAX_COUNT)?;
-    checks::temperature(a.temperature)?;
-    checks::top_p(a.top_p)?;
-    checks::penalty("--repetition-penalty", a.repetition_penalty)?;
+    checks::sampling(a.temperature, a.top_p, a.repetition_penalty)?;
     if let Some(b) = a.batch_size {
         checks::positive("--batch-size", b, checks::MAX_COUNT)?;
     }

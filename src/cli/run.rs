@@ -109,11 +109,7 @@ struct RunReport {
 
 /// Runs the command.
 pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
-    let json = a
-        .json
-        .as_deref()
-        .map(|p| checks::output("--json", p, None))
-        .transpose()?;
+    let json = checks::optional_output("--json", a.json.as_deref(), None)?;
     let threads = checks::threads(a.threads)?;
     checks::positive("--iters", a.iters, checks::MAX_COUNT)?;
     if let Some(b) = a.batch_size {

@@ -136,16 +136,8 @@ fn ms_since(t: Instant) -> f64 {
 pub fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
     interrupt::install();
     // Every output is checked writable before the minutes of work.
-    let json = a
-        .json
-        .as_deref()
-        .map(|p| checks::output("--json", p, None))
-        .transpose()?;
-    let plot = a
-        .plot
-        .as_deref()
-        .map(|p| checks::output("--plot", p, Some("svg")))
-        .transpose()?;
+    let json = checks::optional_output("--json", a.json.as_deref(), None)?;
+    let plot = checks::optional_output("--plot", a.plot.as_deref(), Some("svg"))?;
     let trace = match (&a.trace, a.profile) {
         (Some(_), false) => anyhow::bail!("--trace names where --profile writes; add --profile"),
         (Some(p), true) => Some(checks::output("--trace", p, None)?),
