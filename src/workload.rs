@@ -47,6 +47,27 @@ pub fn default_input(spec: &str) -> (usize, usize) {
     }
 }
 
+/// Refuses a forward of `batch` x `seq` tokens whose input and logits alone exceed the memory
+/// available, before anything is allocated (the plan checks its own buffers later).
+pub fn check_forward_memory(batch: usize, seq: usize, vocab: usize) -> anyhow::Result<()> {
+    let tokens = batch.checked_mul(seq);
+    let bytes = tokens
+        .and_then(|t| t.checked_mul(vocab.saturating_add(2)))
+        .and_then(|e| e.checked_mul(4));
+    let available = cranegrad_runtime::probe::available_memory_bytes();
+    match (bytes, available) {
+        (None, _) => {
+            anyhow::bail!("batch {batch} x seq {seq} x vocab {vocab}: the logits' size overflows")
+        }
+        (Some(b), Some(a)) if b as u64 > a => anyhow::bail!(
+            "batch {batch} x seq {seq} needs {:.2} GiB for its tokens and logits alone; the machine has {:.2} GiB available",
+            b as f64 / (1u64 << 30) as f64,
+            a as f64 / (1u64 << 30) as f64
+        ),
+        _ => Ok(()),
+    }
+}
+
 /// Deterministic token ids below `vocab`.
 pub fn sample_tokens(batch: usize, seq: usize, vocab: usize) -> Vec<i32> {
     crate::builtins::lcg_values(batch * seq, 7, 1.0)
@@ -72,6 +93,7 @@ pub fn model_workload(
     if b == 0 || s == 0 {
         anyhow::bail!("--batch-size and --seq-len must be at least 1");
     }
+    check_forward_memory(b, s, model.vocab())?;
     let (_g, out) = model.forward_graph(b, s)?;
     let mut feeds = Feeds::new();
     feeds.insert(

@@ -127,8 +127,13 @@ pub fn load(a: &BenchArgs) -> anyhow::Result<Loaded> {
         Model::load(&a.model, a.weights_seed).with_context(|| format!("loading {}", a.model))?;
     let file_ms = ms_since(t);
     pb.finish_and_clear();
-    let s = a.prompt_len.unwrap_or(ds).clamp(1, model.max_positions());
-    check_context(model.max_positions(), s, gen_len)?;
+    let positions = model.max_positions();
+    if let Some(p) = a.prompt_len.filter(|&p| p > positions) {
+        anyhow::bail!("--prompt-len {p} exceeds the model's {positions} positions");
+    }
+    let s = a.prompt_len.unwrap_or(ds).clamp(1, positions);
+    check_context(positions, s, gen_len)?;
+    cranegrad::workload::check_forward_memory(b, s, model.vocab())?;
     let big = model.weights.param_count() > 200_000_000;
     let iters = a.iters.unwrap_or(if big { 3 } else { 20 }).max(1);
     Ok(Loaded {
