@@ -17,6 +17,7 @@ pub const MAX_DIM: usize = 1 << 31;
 
 /// Reads a whole JSON file, naming it on I/O or syntax errors.
 pub fn read_json_file(path: &Path) -> Result<Value> {
+    super::file::check_regular(path)?;
     let text = std::fs::read(path).map_err(|e| LoadError::io(path, e))?;
     serde_json::from_slice(&text).map_err(|source| LoadError::Json {
         path: path.to_path_buf(),

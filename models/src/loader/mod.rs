@@ -9,7 +9,7 @@ pub mod config;
 mod config_fields;
 mod convert;
 pub mod error;
-mod file;
+pub(crate) mod file;
 pub mod gguf;
 pub mod gguf_llama;
 pub mod gguf_value;

@@ -31,9 +31,11 @@ pub fn load_hf_dir(dir: &Path) -> Result<(ModelConfig, WeightStore)> {
     let cfg = ModelConfig::from_dir(dir)?;
     let index = dir.join(SAFETENSORS_INDEX);
     let single = dir.join(SAFETENSORS_FILE);
-    let store = if index.is_file() {
+    // `exists`, not `is_file`: a weights file that is a symlink to a device or a folder must
+    // get the weight loader's "not a regular file", not "no model.safetensors".
+    let store = if index.exists() {
         load_sharded(&cfg, &index)?
-    } else if single.is_file() {
+    } else if single.exists() {
         load_weights_file(&cfg, &single)?
     } else {
         return Err(LoadError::UnknownFormat {
