@@ -126,6 +126,67 @@ fn index_naming_files_outside_the_folder_is_refused() {
     }
 }
 
+// ---------------------------------------------------------------- duplicate names
+
+/// A safetensors file whose header names `name` twice (hand-written: no writer does this).
+fn safetensors_with_twice(name: &str) -> Vec<u8> {
+    let entry = |start: u32| {
+        format!(
+            r#""{name}":{{"dtype":"F32","shape":[1],"data_offsets":[{start},{}]}}"#,
+            start + 4
+        )
+    };
+    let header = format!("{{{},{}}}", entry(0), entry(4));
+    let mut b = (header.len() as u64).to_le_bytes().to_vec();
+    b.extend(header.as_bytes());
+    b.extend(1f32.to_le_bytes());
+    b.extend(2f32.to_le_bytes());
+    b
+}
+
+/// serde_json keeps the last of two equal keys, so before the fix the first tensor's bytes
+/// were silently dropped (or the crate said only `InvalidOffset`).
+#[test]
+fn duplicate_tensor_names_in_a_safetensors_header_are_refused() {
+    let s = llama_tiny_configs("dup-st");
+    s.write(
+        "model.safetensors",
+        &safetensors_with_twice("model.norm.weight"),
+    );
+    let msg = load_err(&s.0);
+    assert_mentions(
+        &msg,
+        &["model.safetensors", "`model.norm.weight` appears twice"],
+    );
+}
+
+#[test]
+fn a_tensor_listed_twice_in_the_shard_index_is_refused() {
+    let s = llama_tiny_configs("dup-index");
+    let index = r#"{"weight_map": {"model.norm.weight": "a.safetensors",
+                                   "model.norm.weight": "b.safetensors"}}"#;
+    s.write("model.safetensors.index.json", index.as_bytes());
+    let msg = load_err(&s.0);
+    assert_mentions(
+        &msg,
+        &[
+            "model.safetensors.index.json",
+            "`model.norm.weight` appears twice",
+        ],
+    );
+}
+
+#[test]
+fn a_config_key_given_twice_is_refused() {
+    let s = Scratch::new("dup-config");
+    let cfg = std::fs::read_to_string(td("llama-tiny/config.json")).unwrap();
+    let cfg = cfg.replacen('{', "{\"hidden_size\": 32,", 1);
+    s.write("config.json", cfg.as_bytes());
+    s.copy(&td("llama-tiny/model.safetensors"), "model.safetensors");
+    let msg = load_err(&s.0);
+    assert_mentions(&msg, &["config.json", "`hidden_size` appears twice"]);
+}
+
 // ---------------------------------------------------------------- GGUF
 
 fn real_gguf() -> Vec<u8> {

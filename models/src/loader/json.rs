@@ -15,14 +15,101 @@ use super::error::{LoadError, Result};
 /// Upper bound for any dimension or count in a config (2^31; real models stay below 2^20).
 pub const MAX_DIM: usize = 1 << 31;
 
-/// Reads a whole JSON file, naming it on I/O or syntax errors.
+/// Reads a whole JSON file, naming it on I/O or syntax errors and on a key given twice.
 pub fn read_json_file(path: &Path) -> Result<Value> {
     super::file::check_regular(path)?;
     let text = std::fs::read(path).map_err(|e| LoadError::io(path, e))?;
-    serde_json::from_slice(&text).map_err(|source| LoadError::Json {
+    parse_unique(&text).map_err(|source| LoadError::Json {
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// Parses JSON like `serde_json::from_slice`, but refuses an object with a key given twice.
+/// serde_json (like Python's `json`) silently keeps the last one, so a shard index listing a
+/// tensor under two shards, or a header with two entries of one name, would load one of them
+/// and ignore the other without a word.
+pub fn parse_unique(bytes: &[u8]) -> serde_json::Result<Value> {
+    serde_json::from_slice::<Unique>(bytes).map(|u| u.0)
+}
+
+/// A JSON value whose objects (at any depth) have no repeated key.
+struct Unique(Value);
+
+impl<'de> serde::Deserialize<'de> for Unique {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        d.deserialize_any(UniqueVisitor).map(Unique)
+    }
+}
+
+struct UniqueVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> std::result::Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> std::result::Result<Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_u64<E>(self, v: u64) -> std::result::Result<Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_f64<E>(self, v: f64) -> std::result::Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> std::result::Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+
+    fn visit_string<E>(self, v: String) -> std::result::Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> std::result::Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> std::result::Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> std::result::Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Unique(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> std::result::Result<Value, A::Error> {
+        let mut obj = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let Unique(v) = map.next_value()?;
+            if obj.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!(
+                    "key `{key}` appears twice in one object"
+                )));
+            }
+            obj.insert(key, v);
+        }
+        Ok(Value::Object(obj))
+    }
 }
 
 /// A JSON object plus the file it came from, for error messages.

@@ -220,8 +220,14 @@ fn check_header(bytes: &[u8], path: &Path) -> Result<()> {
     // n <= len - 8 <= usize::MAX, so these casts are exact.
     let header = &bytes[8..8 + n as usize];
     let data_len = len - 8 - n;
-    let header: serde_json::Map<String, Value> = serde_json::from_slice(header)
-        .map_err(|e| LoadError::corrupt(path, format!("header is not a JSON object: {e}")))?;
+    let header = super::json::parse_unique(header)
+        .map_err(|e| LoadError::corrupt(path, format!("header is not valid JSON: {e}")))?;
+    let Value::Object(header) = header else {
+        return Err(LoadError::corrupt(
+            path,
+            format!("header is {}, not a JSON object", kind(&header)),
+        ));
+    };
     for (name, info) in &header {
         if name != "__metadata__" {
             check_entry(name, info, data_len, path)?;
