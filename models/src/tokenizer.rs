@@ -30,9 +30,27 @@ impl Tokenizer {
 
     /// Loads a `tokenizer.json`.
     pub fn from_file(path: &Path) -> Result<Tokenizer, ModelError> {
-        tokenizers::Tokenizer::from_file(path)
+        crate::loader::file::check_regular(path)?;
+        let bad = |msg: String| ModelError::Input(format!("{}: {msg}", path.display()));
+        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        // Syntax first, so a truncated or hand-broken file gets serde's line and column.
+        serde_json::from_str::<serde::de::IgnoredAny>(&text)
+            .map_err(|e| bad(format!("invalid JSON: {e}")))?;
+        // The tokenizers crate panics on some malformed sections (its decoder deserializer
+        // `expect`s), so a bad file would take the whole process down instead of failing.
+        std::panic::catch_unwind(|| text.parse::<tokenizers::Tokenizer>())
+            .map_err(|panic| {
+                let why = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("unknown reason");
+                bad(format!(
+                    "not a valid tokenizer.json (the tokenizers crate gave up: {why})"
+                ))
+            })?
             .map(|t| Tokenizer::Hf(Box::new(t)))
-            .map_err(|e| ModelError::Input(format!("{}: {e}", path.display())))
+            .map_err(|e| bad(format!("not a valid tokenizer.json: {e}")))
     }
 
     /// Short description for reports.

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use cranegrad_models::Model;
 use cranegrad_models::loader::{GgufFile, load_gguf_bytes};
-use serde_json::json;
+use cranegrad_models::tokenizer::Tokenizer;
+use serde_json::{Value, json};
 
 mod common;
 
@@ -96,6 +97,8 @@ fn named_pipes_fail_instead_of_hanging() {
         &load_err(&s.path("model.gguf")),
         &["model.gguf", "named pipe"],
     );
+    let tok = Tokenizer::from_file(&s.path("model.gguf")).err().unwrap();
+    assert_mentions(&tok.to_string(), &["model.gguf", "named pipe"]);
 }
 
 // ---------------------------------------------------------------- shard index paths
@@ -263,4 +266,24 @@ fn gguf_huge_tensor_count_and_string_length_are_refused() {
         .unwrap_err()
         .to_string();
     assert_mentions(&msg, &["value.gguf", "runs past the end"]);
+}
+
+// ---------------------------------------------------------------- tokenizer.json
+
+/// The tokenizers crate `expect`s its decoder section; before the fix this aborted the load
+/// with a panic (found by `fuzz_tokenizer_json` on a truncated file).
+#[test]
+fn malformed_tokenizer_json_is_an_error_not_a_panic() {
+    let s = Scratch::new("tok");
+    let text = std::fs::read_to_string(td("llama-small/tokenizer.json")).unwrap();
+    let mut doc: Value = serde_json::from_str(&text).unwrap();
+    doc["decoder"] = json!({"type": "Sequence", "decoders": 5});
+    let p = s.write("tokenizer.json", doc.to_string().as_bytes());
+    let r = std::panic::catch_unwind(|| Tokenizer::from_file(&p).err().map(|e| e.to_string()));
+    let msg = r.expect("Tokenizer::from_file panicked").expect("loaded");
+    assert_mentions(&msg, &["tokenizer.json", "not a valid tokenizer.json"]);
+
+    let p = s.write("tokenizer.json", &text.as_bytes()[..text.len() / 2]);
+    let msg = Tokenizer::from_file(&p).err().unwrap().to_string();
+    assert_mentions(&msg, &["tokenizer.json", "invalid JSON", "line"]);
 }
