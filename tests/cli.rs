@@ -959,3 +959,67 @@ fn ctrl_c_stops_bench_with_the_figures_so_far() {
         assert!(so.contains("warm forward"), "{so}");
     }
 }
+
+/// `--stop` ends generation where the text first contains the string, which is not printed;
+/// the short flags and llama.cpp's aliases (`-m -p -n -t -s --temp --repeat-penalty
+/// --n-predict`) mean what the long ones do.
+#[test]
+fn stop_strings_and_short_flags() {
+    let model = td("llama-tiny");
+    let full = bin()
+        .args([
+            "generate",
+            "--model",
+            &model,
+            "--prompt",
+            "hello",
+            "--max-new",
+            "40",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(full.status.code(), Some(0));
+    let text = String::from_utf8(full.stdout).unwrap();
+    // A stop string from the middle of the greedy continuation.
+    let continuation = &text["hello".len()..text.len() - 1];
+    let (cut, stop) = (
+        continuation.len() / 2,
+        &continuation[continuation.len() / 2..continuation.len() / 2 + 3],
+    );
+    let first = continuation.find(stop).unwrap();
+    assert!(first <= cut);
+    let stopped = bin()
+        .args([
+            "generate",
+            "-m",
+            &model,
+            "-p",
+            "hello",
+            "--n-predict",
+            "40",
+            "-t",
+            "1",
+        ])
+        .args([
+            "-s",
+            "0",
+            "--temp",
+            "0",
+            "--repeat-penalty",
+            "1",
+            "--stop",
+            stop,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        stopped.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&stopped.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(stopped.stdout).unwrap(),
+        format!("hello{}\n", &continuation[..first])
+    );
+}

@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Args;
 
-use super::{checks, interrupt, text_out};
+use super::{checks, interrupt, stop, text_out};
 use cranegrad_models::Model;
 use cranegrad_models::generate::Generator;
 use cranegrad_models::sample::{Sampler, SamplingParams};
@@ -20,13 +20,18 @@ use cranegrad_runtime::{Session, SessionOptions};
 #[derive(Args, Debug)]
 pub struct ChatArgs {
     /// A preset, a Hugging Face folder, a .gguf file or a minimind JSON file.
-    #[arg(long, default_value = "small")]
+    #[arg(long, short = 'm', default_value = "small")]
     model: String,
     /// Tokens to generate per reply.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, short = 'n', visible_alias = "n-predict", default_value_t = 64)]
     max_new: usize,
     /// Sampling temperature (0 = greedy).
-    #[arg(long, default_value_t = 0.7, allow_negative_numbers = true)]
+    #[arg(
+        long,
+        visible_alias = "temp",
+        default_value_t = 0.7,
+        allow_negative_numbers = true
+    )]
     temperature: f32,
     /// Keep only the k most likely tokens (0 = all).
     #[arg(long, default_value_t = 40)]
@@ -35,19 +40,27 @@ pub struct ChatArgs {
     #[arg(long, default_value_t = 0.95, allow_negative_numbers = true)]
     top_p: f32,
     /// Repetition penalty (1 = off).
-    #[arg(long, default_value_t = 1.1, allow_negative_numbers = true)]
+    #[arg(
+        long,
+        visible_alias = "repeat-penalty",
+        default_value_t = 1.1,
+        allow_negative_numbers = true
+    )]
     repetition_penalty: f32,
     /// Sampling seed.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, short = 's', default_value_t = 0)]
     seed: u64,
     /// Seed of a preset's random weights.
     #[arg(long, default_value_t = 0)]
     weights_seed: u64,
     /// KV-cache length: the whole conversation must fit.
-    #[arg(long)]
+    #[arg(long, short = 'c', visible_alias = "ctx-size")]
     ctx: Option<usize>,
-    /// Threads (default: all cores).
+    /// Stop generating where the text contains this string (repeatable); it is not printed.
     #[arg(long)]
+    stop: Vec<String>,
+    /// Threads (default: all cores).
+    #[arg(long, short = 't')]
     threads: Option<usize>,
 }
 
@@ -156,6 +169,7 @@ pub fn chat(a: ChatArgs) -> anyhow::Result<ExitCode> {
         let t0 = Instant::now();
         let mut n = 0usize;
         let mut text = TextStream::new(&tok, &history)?;
+        let mut stops = stop::StopFilter::new(&a.stop);
         for _ in 0..a.max_new {
             // Ctrl-C stops this reply; the conversation goes on from what it said.
             if interrupt::take() {
@@ -167,14 +181,19 @@ pub fn chat(a: ChatArgs) -> anyhow::Result<ExitCode> {
                 break;
             }
             history.push(next);
-            out.write(&text.push(next)?)?;
+            out.write(&stops.push(&text.push(next)?))?;
             n += 1;
             logits = gen_.step(&mut session, &[next])?;
+            if stops.stopped() {
+                break;
+            }
         }
         turns.push_back(history.len() - start);
         let secs = t0.elapsed().as_secs_f64();
         // Text held back inside a multi-byte character is printed, not lost.
-        out.write(&text.finish()?)?;
+        let rest = stops.push(&text.finish()?);
+        out.write(&rest)?;
+        out.write(&stops.finish())?;
         out.newline()?;
         eprintln!("[{n} tokens, {:.1} tokens/s]", n as f64 / secs.max(1e-9));
     }

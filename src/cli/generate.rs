@@ -17,25 +17,30 @@ use cranegrad_models::tokenizer::{TextStream, Tokenizer};
 use cranegrad_runtime::{Session, SessionOptions};
 
 use super::table::write_json;
-use super::{checks, interrupt, text_out};
+use super::{checks, interrupt, stop, text_out};
 
 /// Options of `cranegrad generate`.
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
     /// A preset, a Hugging Face folder, a .gguf file or a minimind JSON file.
-    #[arg(long, default_value = "small")]
+    #[arg(long, short = 'm', default_value = "small")]
     model: String,
     /// Prompt text; repeat for a batch.
-    #[arg(long)]
+    #[arg(long, short = 'p')]
     prompt: Vec<String>,
     /// A file with one prompt per line.
-    #[arg(long)]
+    #[arg(long, short = 'f')]
     prompt_file: Option<PathBuf>,
     /// Tokens to generate per prompt.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, short = 'n', visible_alias = "n-predict", default_value_t = 32)]
     max_new: usize,
     /// Sampling temperature (0 = greedy).
-    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    #[arg(
+        long,
+        visible_alias = "temp",
+        default_value_t = 0.0,
+        allow_negative_numbers = true
+    )]
     temperature: f32,
     /// Keep only the k most likely tokens (0 = all).
     #[arg(long, default_value_t = 0)]
@@ -44,10 +49,15 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     top_p: f32,
     /// Repetition penalty (1 = off).
-    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    #[arg(
+        long,
+        visible_alias = "repeat-penalty",
+        default_value_t = 1.0,
+        allow_negative_numbers = true
+    )]
     repetition_penalty: f32,
     /// Sampling seed.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, short = 's', default_value_t = 0)]
     seed: u64,
     /// Seed of a preset's random weights.
     #[arg(long, default_value_t = 0)]
@@ -56,10 +66,13 @@ pub struct GenerateArgs {
     #[arg(long)]
     batch_size: Option<usize>,
     /// KV-cache length (default 2048, capped at the model's maximum).
-    #[arg(long)]
+    #[arg(long, short = 'c', visible_alias = "ctx-size")]
     ctx: Option<usize>,
-    /// Threads (default: all cores).
+    /// Stop generating where the text contains this string (repeatable); it is not printed.
     #[arg(long)]
+    stop: Vec<String>,
+    /// Threads (default: all cores).
+    #[arg(long, short = 't')]
     threads: Option<usize>,
     /// A tokenizer.json to use instead of the model's own (or byte-level).
     #[arg(long)]
@@ -90,8 +103,12 @@ pub fn generate(a: GenerateArgs) -> anyhow::Result<ExitCode> {
     };
     let mut prompts = a.prompt.clone();
     if let Some(f) = &a.prompt_file {
-        let text =
-            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        // `-f -` reads the prompts from stdin.
+        let text = if f.as_os_str() == "-" {
+            std::io::read_to_string(std::io::stdin()).context("reading prompts from stdin")?
+        } else {
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?
+        };
         prompts.extend(text.lines().filter(|l| !l.is_empty()).map(str::to_string));
     }
     if prompts.is_empty() {
@@ -148,6 +165,10 @@ pub fn generate(a: GenerateArgs) -> anyhow::Result<ExitCode> {
     let mut out = text_out::TextOut::new();
     let stream = b == 1;
     let mut text = TextStream::new(&tok, &rows[0])?;
+    let mut stops = stop::StopFilter::new(&a.stop);
+    if !a.stop.is_empty() && !stream {
+        anyhow::bail!("--stop applies to one prompt (a batch is printed whole at the end)");
+    }
     if stream {
         out.write(&tok.decode_bytes(&rows[0])?)?;
     }
@@ -175,7 +196,10 @@ pub fn generate(a: GenerateArgs) -> anyhow::Result<ExitCode> {
             }
             seqs[r].push(next[r]);
             if stream {
-                out.write(&text.push(next[r])?)?;
+                out.write(&stops.push(&text.push(next[r])?))?;
+                if stops.stopped() {
+                    done[r] = true;
+                }
             }
         }
         if interrupt::take() {
@@ -191,7 +215,9 @@ pub fn generate(a: GenerateArgs) -> anyhow::Result<ExitCode> {
     }
     if stream {
         // Text held back inside a multi-byte character is printed, not lost.
-        out.write(&text.finish()?)?;
+        let rest = stops.push(&text.finish()?);
+        out.write(&rest)?;
+        out.write(&stops.finish())?;
         out.newline()?;
     } else {
         for s in &seqs {

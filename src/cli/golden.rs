@@ -32,7 +32,7 @@ enum GoldenCommand {
     /// does not fit the model).
     Verify {
         /// A preset, a Hugging Face folder, a .gguf file or a minimind JSON file.
-        #[arg(long)]
+        #[arg(short = 'm', long)]
         model: String,
         /// Golden file with `input_ids`, `logits` and `generated`.
         #[arg(long)]
@@ -53,7 +53,7 @@ enum GoldenCommand {
     /// Write a golden file from our own outputs.
     Write {
         /// A preset, a Hugging Face folder, a .gguf file or a minimind JSON file.
-        #[arg(long)]
+        #[arg(short = 'm', long)]
         model: String,
         /// Token ids of one batch row, comma-separated; repeat for more rows.
         #[arg(long = "input-ids", required = true)]

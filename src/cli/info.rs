@@ -14,7 +14,7 @@ use super::table::Table;
 #[derive(Args, Debug)]
 pub struct InfoArgs {
     /// A preset, a Hugging Face folder, a .gguf file or a minimind JSON file.
-    #[arg(long, default_value = "small")]
+    #[arg(long, short = 'm', default_value = "small")]
     model: String,
 }
 

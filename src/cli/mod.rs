@@ -9,6 +9,7 @@ mod golden;
 mod info;
 mod interrupt;
 mod run;
+mod stop;
 mod table;
 mod text_out;
 

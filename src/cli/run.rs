@@ -35,7 +35,7 @@ pub struct RunArgs {
     example: Option<String>,
     /// Model for `llama`/`gpt2`: a preset (small, medium, large, xl, llama-3.2-1b, gpt2), a
     /// Hugging Face folder, a .gguf file or a minimind JSON file.
-    #[arg(long)]
+    #[arg(long, short = 'm')]
     model: Option<String>,
     /// Seed of the random weights of a preset.
     #[arg(long, default_value_t = 0)]
@@ -60,7 +60,7 @@ pub struct RunArgs {
     #[arg(long)]
     unfused_attention: bool,
     /// Threads (default: all cores).
-    #[arg(long)]
+    #[arg(long, short = 't')]
     threads: Option<usize>,
     /// Also write the figures as one flat JSON object.
     #[arg(long)]

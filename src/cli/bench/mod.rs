@@ -35,16 +35,16 @@ const DEFAULT_TRACE: &str = "cranegrad-trace.json";
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     /// A preset, a Hugging Face folder, a .gguf file or a minimind JSON file.
-    #[arg(long, default_value = "small")]
+    #[arg(long, short = 'm', default_value = "small")]
     model: String,
     /// Batch size (default: the preset's benchmark input).
     #[arg(long)]
     batch_size: Option<usize>,
     /// Prompt length (default: the preset's benchmark input).
-    #[arg(long)]
+    #[arg(long, short = 'p')]
     prompt_len: Option<usize>,
     /// Generated tokens per request (0 skips generation).
-    #[arg(long)]
+    #[arg(long, short = 'n')]
     gen_len: Option<usize>,
     /// Generation requests (at least 1).
     #[arg(long, default_value_t = 3)]
@@ -56,7 +56,7 @@ pub struct BenchArgs {
     #[arg(long)]
     iters: Option<usize>,
     /// Threads (default: all cores).
-    #[arg(long)]
+    #[arg(long, short = 't')]
     threads: Option<usize>,
     /// Seed of a preset's random weights.
     #[arg(long, default_value_t = 0)]
