@@ -108,7 +108,7 @@ pub fn model_workload(
         name: spec.to_string(),
         about: format!(
             "{arch} forward, {} parameters, batch {b}, seq {s} ({})",
-            model.weights.param_count(),
+            model.config.param_count(),
             model.origin
         ),
         output: out,

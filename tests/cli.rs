@@ -1023,3 +1023,40 @@ fn stop_strings_and_short_flags() {
         format!("hello{}\n", &continuation[..first])
     );
 }
+
+/// `info` prints readable values, the parameter count `run` prints, and a missing model in
+/// the words `run` uses, once.
+#[test]
+fn info_is_readable_and_agrees_with_run() {
+    let info = bin().args(["info", "-m", "small"]).output().unwrap();
+    let text = String::from_utf8_lossy(&info.stdout);
+    let params = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("parameters"))
+        .map(str::trim)
+        .expect("a parameters row")
+        .to_string();
+    let run = bin().args(["run", "--iters", "1"]).output().unwrap();
+    let run_text = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run_text.contains(&format!("{params} parameters")),
+        "{params} vs {run_text}"
+    );
+    for debug_text in ["None", "Some(", "{ ", "[]"] {
+        assert!(!text.contains(debug_text), "{debug_text:?} in {text}");
+    }
+    let tied = bin()
+        .args(["info", "-m", &td("llama3-tied")])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&tied.stdout).contains("llama3 scaling: factor 8"));
+    let missing = bin().args(["info", "-m", "smal"]).output().unwrap();
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert_eq!(missing.status.code(), Some(2));
+    assert_eq!(
+        err.matches("no such file or folder, and not a preset")
+            .count(),
+        1,
+        "{err}"
+    );
+}

@@ -2,11 +2,10 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Args;
 
-use cranegrad_models::loader::{ModelConfig, WeightStore, load_model};
-use cranegrad_models::presets::preset;
+use cranegrad_models::loader::{ModelConfig, RopeScaling, WeightStore, load_model};
+use cranegrad_models::presets::{PRESETS, preset};
 
 use super::table::Table;
 
@@ -25,8 +24,16 @@ pub fn info(a: InfoArgs) -> anyhow::Result<ExitCode> {
     let (cfg, store): (ModelConfig, Option<WeightStore>) = match preset(&a.model) {
         Some(cfg) => (cfg, None),
         None => {
-            let (cfg, store) = load_model(std::path::Path::new(&a.model))
-                .with_context(|| format!("loading {}", a.model))?;
+            let path = std::path::Path::new(&a.model);
+            // The same words as `run` for a name that is neither a file nor a preset.
+            if !path.exists() {
+                anyhow::bail!(
+                    "{}: no such file or folder, and not a preset ({})",
+                    a.model,
+                    PRESETS.join(", ")
+                );
+            }
+            let (cfg, store) = load_model(path)?;
             (cfg, Some(store))
         }
     };
@@ -54,10 +61,7 @@ pub fn info(a: InfoArgs) -> anyhow::Result<ExitCode> {
             .row("vocab", c.vocab.to_string())
             .row("max positions", c.max_positions.to_string())
             .row("rms_norm_eps", format!("{:e}", c.rms_norm_eps))
-            .row(
-                "rope",
-                format!("theta {} {:?}", c.rope_theta, c.rope_scaling),
-            )
+            .row("rope", rope_text(c.rope_theta, &c.rope_scaling))
             .row("tied embeddings", c.tie_word_embeddings.to_string());
         }
         ModelConfig::Gpt2(c) => {
@@ -75,7 +79,17 @@ pub fn info(a: InfoArgs) -> anyhow::Result<ExitCode> {
             .row("tied embeddings", c.tie_word_embeddings.to_string());
         }
     }
-    t.row("eos tokens", format!("{:?}", cfg.eos_token_ids()));
+    let eos: Vec<String> = cfg.eos_token_ids().iter().map(u32::to_string).collect();
+    t.row(
+        "eos tokens",
+        if eos.is_empty() {
+            "none".to_string()
+        } else {
+            eos.join(", ")
+        },
+    );
+    // The architecture's parameters, as run and bench count them (RoPE tables and a head
+    // tied to the embeddings are not parameters).
     t.row("parameters", params.to_string());
     match &store {
         None => {
@@ -93,4 +107,26 @@ pub fn info(a: InfoArgs) -> anyhow::Result<ExitCode> {
     }
     print!("{}", t.render());
     Ok(ExitCode::SUCCESS)
+}
+
+/// RoPE's base and scaling in words.
+fn rope_text(theta: f64, scaling: &RopeScaling) -> String {
+    match scaling {
+        RopeScaling::None => format!("theta {theta}, no scaling"),
+        RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_max_position_embeddings,
+        } => format!(
+            "theta {theta}, llama3 scaling: factor {factor}, low-frequency factor {low_freq_factor}, \
+             high-frequency factor {high_freq_factor}, pre-trained on {original_max_position_embeddings} positions"
+        ),
+        RopeScaling::FreqFactors(f) => {
+            format!(
+                "theta {theta}, {} per-frequency divisors from the file",
+                f.len()
+            )
+        }
+    }
 }

@@ -134,7 +134,7 @@ pub fn load(a: &BenchArgs) -> anyhow::Result<Loaded> {
     let s = a.prompt_len.unwrap_or(ds).clamp(1, positions);
     check_context(positions, s, gen_len)?;
     cranegrad::workload::check_forward_memory(b, s, model.vocab())?;
-    let big = model.weights.param_count() > 200_000_000;
+    let big = model.config.param_count() > 200_000_000;
     let iters = a.iters.unwrap_or(if big { 3 } else { 20 }).max(1);
     Ok(Loaded {
         input: InputReport {

@@ -195,7 +195,7 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
     };
     print!(
         "{}",
-        render::table(&report, loaded.model.weights.param_count(), &limits)
+        render::table(&report, loaded.model.config.param_count(), &limits)
     );
     print!("{}", render::compare_table(&report));
     if let Some(p) = &plot {
