@@ -878,9 +878,10 @@ fn control_bytes_are_escaped_on_a_terminal_only() {
         "{:?}",
         String::from_utf8_lossy(&r.stdout)
     );
+    // (The spinner draws with its own escape sequences; the prompt's must not reach it raw.)
     assert!(
-        !r.stdout.windows(2).any(|w| w == b"\x1b["),
-        "a raw ESC [ reached the terminal"
+        !r.stdout.windows(5).any(|w| w == b"\x1b[31m"),
+        "the prompt's raw ESC [31m reached the terminal"
     );
     let piped = bin()
         .args([
@@ -1059,4 +1060,28 @@ fn info_is_readable_and_agrees_with_run() {
         1,
         "{err}"
     );
+}
+
+/// On a terminal, `generate` shows what it loads and a one-line summary on stderr; piped,
+/// stderr holds only the figures.
+#[test]
+fn loading_feedback_on_a_terminal_only() {
+    let bin_path = env!("CARGO_BIN_EXE_cranegrad");
+    let cmd = format!("{bin_path} generate -m small -p hi -n 2");
+    let r = Command::new("script")
+        .args(["-q", "-e", "-c", &cmd, "/dev/null"])
+        .output()
+        .expect("util-linux `script` for the pseudo-terminal (package bsdutils)");
+    let tty = String::from_utf8_lossy(&r.stdout);
+    assert!(
+        tty.contains("reading small") && tty.contains("135488 parameters"),
+        "{tty}"
+    );
+    let piped = bin()
+        .args(["generate", "-m", "small", "-p", "hi", "-n", "2"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&piped.stderr);
+    assert!(!err.contains("reading") && !err.contains("loaded"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
 }

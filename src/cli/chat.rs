@@ -6,11 +6,9 @@ use std::io::BufRead;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::Context;
 use clap::Args;
 
-use super::{checks, interrupt, stop, text_out};
-use cranegrad_models::Model;
+use super::{checks, interrupt, progress, stop, text_out};
 use cranegrad_models::generate::Generator;
 use cranegrad_models::sample::{Sampler, SamplingParams};
 use cranegrad_models::tokenizer::{TextStream, Tokenizer};
@@ -73,8 +71,7 @@ pub fn chat(a: ChatArgs) -> anyhow::Result<ExitCode> {
     if let Some(c) = a.ctx {
         checks::positive("--ctx", c, usize::MAX)?;
     }
-    let model =
-        Model::load(&a.model, a.weights_seed).with_context(|| format!("loading {}", a.model))?;
+    let model = progress::load_model(&a.model, a.weights_seed)?;
     let tok = Tokenizer::for_model(&a.model, model.vocab())?;
     let opts = SessionOptions {
         threads,

@@ -10,14 +10,13 @@ use clap::Args;
 use serde_json::{Map, json};
 
 use cranegrad::stats::median;
-use cranegrad_models::Model;
 use cranegrad_models::generate::Generator;
 use cranegrad_models::sample::{Sampler, SamplingParams};
 use cranegrad_models::tokenizer::{TextStream, Tokenizer};
 use cranegrad_runtime::{Session, SessionOptions};
 
 use super::table::write_json;
-use super::{checks, interrupt, stop, text_out};
+use super::{checks, interrupt, progress, stop, text_out};
 
 /// Options of `cranegrad generate`.
 #[derive(Args, Debug)]
@@ -95,8 +94,7 @@ pub fn generate(a: GenerateArgs) -> anyhow::Result<ExitCode> {
     if let Some(c) = a.ctx {
         checks::positive("--ctx", c, usize::MAX)?;
     }
-    let model =
-        Model::load(&a.model, a.weights_seed).with_context(|| format!("loading {}", a.model))?;
+    let model = progress::load_model(&a.model, a.weights_seed)?;
     let tok = match &a.tokenizer {
         Some(p) => Tokenizer::from_file(p)?,
         None => Tokenizer::for_model(&a.model, model.vocab())?,
@@ -169,13 +167,16 @@ pub fn generate(a: GenerateArgs) -> anyhow::Result<ExitCode> {
     if !a.stop.is_empty() && !stream {
         anyhow::bail!("--stop applies to one prompt (a batch is printed whole at the end)");
     }
-    if stream {
-        out.write(&tok.decode_bytes(&rows[0])?)?;
-    }
     let mut interrupted = false;
     let t0 = Instant::now();
     let mut gen_ = Generator::new(&model, &mut session, b, ctx)?;
+    let pb = progress::spinner("compiling and running the prompt");
     let mut logits = gen_.prefill(&mut session, &rows)?;
+    pb.finish_and_clear();
+    // The prompt shows once the spinner is gone, the generated text right after it.
+    if stream {
+        out.write(&tok.decode_bytes(&rows[0])?)?;
+    }
     let mut ttft = 0.0;
     let mut steps = Vec::new();
     for i in 0..a.max_new {

@@ -8,6 +8,7 @@ mod generate;
 mod golden;
 mod info;
 mod interrupt;
+mod progress;
 mod run;
 mod stop;
 mod table;

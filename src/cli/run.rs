@@ -140,7 +140,10 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
                 "small"
             };
             let spec = a.model.clone().unwrap_or_else(|| default.to_string());
-            model_workload(&spec, a.weights_seed, a.batch_size, a.seq_len)?
+            let pb = super::progress::spinner(&format!("reading {spec}"));
+            let w = model_workload(&spec, a.weights_seed, a.batch_size, a.seq_len)?;
+            pb.finish_and_clear();
+            w
         }
         Some(name) => {
             if a.model.is_some() {

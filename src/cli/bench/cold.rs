@@ -14,8 +14,8 @@ use cranegrad_lower::{LowerOptions, lower_tensors};
 use cranegrad_models::Model;
 use cranegrad_runtime::{Feeds, Session, SessionOptions};
 
+use super::super::progress::spinner;
 use super::load::{Loaded, Packing};
-use super::progress::spinner;
 use super::{BenchArgs, ms_since};
 
 /// The first forward, in parts, and what it compiled.

@@ -11,9 +11,9 @@ use cranegrad::stats::median;
 use cranegrad_graph::Bindings;
 use cranegrad_runtime::{Session, SessionOptions, interpret_tensors};
 
+use super::super::progress::spinner;
 use super::cold::Cold;
 use super::ms_since;
-use super::progress::spinner;
 use super::warm::WarmReport;
 
 /// Test-only hook of the harness's self-test: a number added to one logit of the unfused

@@ -11,9 +11,9 @@ use cranegrad_models::generate::Generator;
 use cranegrad_models::sample::{Sampler, SamplingParams};
 use cranegrad_runtime::Session;
 
+use super::super::progress::bar;
 use super::load::Loaded;
 use super::ms_since;
-use super::progress::bar;
 
 /// Figures of one generation request.
 #[derive(Serialize)]

@@ -12,7 +12,7 @@ use cranegrad_models::loader::ModelConfig;
 use cranegrad_models::presets::preset;
 use cranegrad_runtime::session::PackStats;
 
-use super::progress::spinner;
+use super::super::progress::spinner;
 use super::{BenchArgs, ms_since};
 
 /// What ran: the model and the input every later phase uses.

@@ -4,7 +4,7 @@ use serde::Serialize;
 
 use cranegrad_runtime::probe::{MachineLimits, probe_machine};
 
-use super::progress::spinner;
+use super::super::progress::spinner;
 
 /// The measured limits as `--json` reports them.
 #[derive(Serialize)]

@@ -12,7 +12,6 @@ mod generate;
 mod load;
 mod machine;
 mod profile;
-mod progress;
 mod render;
 mod warm;
 

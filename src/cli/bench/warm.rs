@@ -5,8 +5,8 @@ use serde::Serialize;
 use cranegrad::stats::{median, quantile};
 use cranegrad_graph::Bindings;
 
+use super::super::progress::bar;
 use super::cold::Cold;
-use super::progress::bar;
 
 /// Steady-state latency and the throughput it implies.
 #[derive(Serialize)]

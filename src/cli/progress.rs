@@ -31,3 +31,25 @@ pub fn spinner(msg: &str) -> ProgressBar {
     }
     pb
 }
+
+/// Loads model `spec` under a spinner naming it; on a terminal, then one line on stderr with
+/// what was loaded (parameters, bytes, time), so a user knows what the wait was for.
+pub fn load_model(spec: &str, seed: u64) -> anyhow::Result<cranegrad_models::Model> {
+    use anyhow::Context;
+    use std::io::IsTerminal;
+    let pb = spinner(&format!("reading {spec}"));
+    let t = std::time::Instant::now();
+    let model =
+        cranegrad_models::Model::load(spec, seed).with_context(|| format!("loading {spec}"))?;
+    pb.finish_and_clear();
+    if std::io::stderr().is_terminal() {
+        eprintln!(
+            "loaded {}: {} parameters, {:.1} MB of f32 weights, {:.0} ms",
+            model.origin,
+            model.config.param_count(),
+            model.weights.bytes() as f64 / 1e6,
+            t.elapsed().as_secs_f64() * 1e3
+        );
+    }
+    Ok(model)
+}
