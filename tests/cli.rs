@@ -1085,3 +1085,60 @@ fn loading_feedback_on_a_terminal_only() {
     assert!(!err.contains("reading") && !err.contains("loaded"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
 }
+
+/// Chat's commands: /help lists them, /stats reports the last reply, /save writes the
+/// conversation as role/content messages, /clear starts over, /bye ends the chat (the line
+/// after it is not answered); --json appends one object per turn.
+#[test]
+fn chat_commands_and_turn_log() {
+    let d = tmp("chatcmd");
+    let (saved, log) = (d.join("conv.json"), d.join("turns.jsonl"));
+    let input = format!(
+        "/help\nhello\n/stats\n/save {}\n/clear\n/stats\n/nope\n/bye\nnot answered\n",
+        saved.display()
+    );
+    let out = chat_with(
+        &[
+            "-m",
+            "small",
+            "-n",
+            "4",
+            "--temp",
+            "0",
+            "--json",
+            &log.to_string_lossy(),
+        ],
+        input.as_bytes(),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("/save FILE"), "{err}");
+    assert!(
+        err.contains("[1 turn(s) in the context,") && err.contains("last reply 4 tokens"),
+        "{err}"
+    );
+    assert!(
+        err.contains("[new conversation]") && err.contains("[no reply yet]"),
+        "{err}"
+    );
+    assert!(err.contains("[unknown command /nope"), "{err}");
+    let replies = err
+        .lines()
+        .filter(|l| l.contains(" tokens, ") && !l.contains("turn(s)"))
+        .count();
+    assert_eq!(replies, 1, "one reply: {err}");
+    let msgs: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&saved).unwrap()).unwrap();
+    assert_eq!(msgs[0]["role"], "user");
+    assert_eq!(msgs[0]["content"], "hello");
+    assert_eq!(msgs[1]["role"], "assistant");
+    assert_eq!(msgs.as_array().unwrap().len(), 2);
+    let turns = std::fs::read_to_string(&log).unwrap();
+    let row: serde_json::Value = serde_json::from_str(turns.lines().next().unwrap()).unwrap();
+    assert_eq!(turns.lines().count(), 1);
+    assert_eq!(row["reply_tokens"], 4);
+    assert!(
+        row["ttft_ms"].is_number() && row["prompt_tokens"].as_u64() > Some(0),
+        "{row}"
+    );
+}

@@ -57,6 +57,13 @@ pub struct ChatArgs {
     /// Stop generating where the text contains this string (repeatable); it is not printed.
     #[arg(long)]
     stop: Vec<String>,
+    /// A tokenizer.json to use instead of the model's own (or byte-level).
+    #[arg(long)]
+    tokenizer: Option<std::path::PathBuf>,
+    /// Append one JSON object per turn to FILE (prompt and reply tokens, TTFT, tokens/s), as
+    /// each turn ends.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
     /// Threads (default: all cores).
     #[arg(long, short = 't')]
     threads: Option<usize>,
@@ -71,8 +78,21 @@ pub fn chat(a: ChatArgs) -> anyhow::Result<ExitCode> {
     if let Some(c) = a.ctx {
         checks::positive("--ctx", c, usize::MAX)?;
     }
+    let mut turn_log = match checks::optional_output("--json", a.json.as_deref(), None)? {
+        None => None,
+        Some(checks::Output::Stdout) => {
+            anyhow::bail!("--json - would mix with the replies on stdout; give a file")
+        }
+        Some(checks::Output::File(p)) => Some(
+            std::fs::File::create(&p)
+                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", p.display()))?,
+        ),
+    };
     let model = progress::load_model(&a.model, a.weights_seed)?;
-    let tok = Tokenizer::for_model(&a.model, model.vocab())?;
+    let tok = match &a.tokenizer {
+        Some(p) => Tokenizer::from_file(p)?,
+        None => Tokenizer::for_model(&a.model, model.vocab())?,
+    };
     let opts = SessionOptions {
         threads,
         ..SessionOptions::default()
@@ -106,10 +126,13 @@ pub fn chat(a: ChatArgs) -> anyhow::Result<ExitCode> {
     let stdin = std::io::stdin();
     let mut out = text_out::TextOut::new();
     eprintln!(
-        "cranegrad chat — {} ({}); one prompt per line, Ctrl-D to quit",
+        "cranegrad chat — {} ({}); one prompt per line, /help for commands, Ctrl-D to quit",
         a.model,
         tok.name()
     );
+    // The conversation as messages, for /save: every turn, including those the context dropped.
+    let mut messages: Vec<(&str, String)> = Vec::new();
+    let mut last: Option<TurnStats> = None;
     let mut input = stdin.lock();
     let mut raw = Vec::new();
     loop {
@@ -128,6 +151,51 @@ pub fn chat(a: ChatArgs) -> anyhow::Result<ExitCode> {
         if line.trim().is_empty() {
             continue;
         }
+        if let Some(command) = line.trim().strip_prefix('/') {
+            let (name, arg) = command.split_once(' ').unwrap_or((command, ""));
+            match name {
+                "bye" | "exit" => break,
+                "help" => eprintln!("{HELP}"),
+                "clear" => {
+                    history.clear();
+                    turns.clear();
+                    messages.clear();
+                    last = None;
+                    gen_ = Generator::new(&model, &mut session, 1, ctx)?;
+                    eprintln!("[new conversation]");
+                }
+                "stats" => match &last {
+                    Some(t) => eprintln!(
+                        "[{} turn(s) in the context, {} of {ctx} positions in use; last reply {} tokens, TTFT {:.1} ms, {:.1} tokens/s]",
+                        turns.len(),
+                        history.len(),
+                        t.reply_tokens,
+                        t.ttft_ms,
+                        t.tokens_per_s
+                    ),
+                    None => eprintln!("[no reply yet]"),
+                },
+                "save" if !arg.trim().is_empty() => {
+                    let path = std::path::Path::new(arg.trim());
+                    let saved = checks::output("/save", path, None).and_then(|o| {
+                        let list: Vec<serde_json::Value> = messages
+                            .iter()
+                            .map(|(role, content)| serde_json::json!({"role": role, "content": content}))
+                            .collect();
+                        o.write(format!("{}\n", serde_json::to_string_pretty(&list)?).as_bytes())
+                    });
+                    match saved {
+                        Ok(()) => {
+                            eprintln!("[saved {} messages to {}]", messages.len(), path.display())
+                        }
+                        Err(e) => eprintln!("[not saved: {e:#}]"),
+                    }
+                }
+                _ => eprintln!("[unknown command /{name}; /help lists them]"),
+            }
+            continue;
+        }
+        let submitted = Instant::now();
         let ids = tok.encode(&format!("{line}\n"))?;
         if ids.len() + a.max_new > ctx {
             eprintln!(
@@ -164,6 +232,8 @@ pub fn chat(a: ChatArgs) -> anyhow::Result<ExitCode> {
             }
         }
         let t0 = Instant::now();
+        let mut ttft_ms = None;
+        let reply_start = history.len();
         let mut n = 0usize;
         let mut text = TextStream::new(&tok, &history)?;
         let mut stops = stop::StopFilter::new(&a.stop);
@@ -177,6 +247,7 @@ pub fn chat(a: ChatArgs) -> anyhow::Result<ExitCode> {
             if eos.contains(&(next as u32)) {
                 break;
             }
+            ttft_ms.get_or_insert_with(|| submitted.elapsed().as_secs_f64() * 1e3);
             history.push(next);
             out.write(&stops.push(&text.push(next)?))?;
             n += 1;
@@ -192,7 +263,40 @@ pub fn chat(a: ChatArgs) -> anyhow::Result<ExitCode> {
         out.write(&rest)?;
         out.write(&stops.finish())?;
         out.newline()?;
-        eprintln!("[{n} tokens, {:.1} tokens/s]", n as f64 / secs.max(1e-9));
+        let tokens_per_s = n as f64 / secs.max(1e-9);
+        eprintln!("[{n} tokens, {tokens_per_s:.1} tokens/s]");
+        let reply = tok.decode_bytes(&history[reply_start..])?;
+        messages.push(("user", line.to_string()));
+        messages.push(("assistant", String::from_utf8_lossy(&reply).into_owned()));
+        let stats = TurnStats {
+            reply_tokens: n,
+            ttft_ms: ttft_ms.unwrap_or(0.0),
+            tokens_per_s,
+        };
+        if let Some(f) = turn_log.as_mut() {
+            use std::io::Write;
+            let row = serde_json::json!({
+                "prompt_tokens": ids.len(),
+                "reply_tokens": stats.reply_tokens,
+                "ttft_ms": ttft_ms,
+                "tokens_per_s": (n > 0).then_some(tokens_per_s),
+            });
+            writeln!(f, "{row}").and_then(|()| f.flush())?;
+        }
+        last = Some(stats);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The commands a chat line may be, for /help.
+const HELP: &str = "/help  this list\n/bye, /exit  end the chat (as Ctrl-D)\n/clear  a new conversation (the KV cache starts empty)\n/stats  turns, context in use, the last reply's figures\n/save FILE  the conversation as [{\"role\", \"content\"}] JSON";
+
+/// Figures of one turn.
+struct TurnStats {
+    /// Tokens of the reply.
+    reply_tokens: usize,
+    /// Line submitted to first reply token, ms (0 for an empty reply).
+    ttft_ms: f64,
+    /// Reply tokens per second.
+    tokens_per_s: f64,
 }
