@@ -1142,3 +1142,38 @@ fn chat_commands_and_turn_log() {
         "{row}"
     );
 }
+
+/// On a terminal, chat reads through a line editor: a `>>> ` prompt, and history kept in the
+/// user's data folder (`$XDG_DATA_HOME/cranegrad/chat_history`) for the next session.
+#[test]
+fn chat_on_a_terminal_has_a_prompt_and_history() {
+    use std::io::Write;
+    let data = tmp("chatdata");
+    let bin_path = env!("CARGO_BIN_EXE_cranegrad");
+    let mut child = Command::new("script")
+        .args([
+            "-q",
+            "-e",
+            "-c",
+            &format!("{bin_path} chat -m small -n 3 --temp 0"),
+            "/dev/null",
+        ])
+        .env("XDG_DATA_HOME", &data)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("util-linux `script` for the pseudo-terminal (package bsdutils)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"hello\n/bye\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let tty = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{tty}");
+    assert!(tty.contains(">>> "), "{tty}");
+    assert!(tty.contains("[3 tokens, "), "{tty}");
+    let history = std::fs::read_to_string(data.join("cranegrad/chat_history")).unwrap();
+    assert!(history.lines().any(|l| l == "hello"), "{history}");
+}

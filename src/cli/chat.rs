@@ -2,13 +2,12 @@
 //! conversation (the KV cache keeps every earlier turn) and the reply streams back with live
 //! tokens/s. Works with stdin from a pipe too: one prompt per line.
 
-use std::io::BufRead;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Args;
 
-use super::{checks, interrupt, progress, stop, text_out};
+use super::{chat_input, checks, interrupt, progress, stop, text_out};
 use cranegrad_models::generate::Generator;
 use cranegrad_models::sample::{Sampler, SamplingParams};
 use cranegrad_models::tokenizer::{TextStream, Tokenizer};
@@ -123,7 +122,6 @@ pub fn chat(a: ChatArgs) -> anyhow::Result<ExitCode> {
     // Tokens of each turn (a line and its reply) in `history`, oldest first.
     let mut turns: std::collections::VecDeque<usize> = std::collections::VecDeque::new();
     let mut logits: Vec<f32> = Vec::new();
-    let stdin = std::io::stdin();
     let mut out = text_out::TextOut::new();
     eprintln!(
         "cranegrad chat — {} ({}); one prompt per line, /help for commands, Ctrl-D to quit",
@@ -133,13 +131,13 @@ pub fn chat(a: ChatArgs) -> anyhow::Result<ExitCode> {
     // The conversation as messages, for /save: every turn, including those the context dropped.
     let mut messages: Vec<(&str, String)> = Vec::new();
     let mut last: Option<TurnStats> = None;
-    let mut input = stdin.lock();
-    let mut raw = Vec::new();
+    let mut input = chat_input::ChatInput::open();
     loop {
-        raw.clear();
-        if input.read_until(b'\n', &mut raw)? == 0 {
-            break;
-        }
+        let raw = match input.next()? {
+            chat_input::Entry::Line(raw) => raw,
+            chat_input::Entry::Cancelled => continue,
+            chat_input::Entry::End => break,
+        };
         // Ctrl-C at the prompt only clears it: the reply it would stop has not started.
         interrupt::take();
         // One line of bytes that are not UTF-8 is reported and skipped, not the end of the chat.
@@ -147,7 +145,6 @@ pub fn chat(a: ChatArgs) -> anyhow::Result<ExitCode> {
             eprintln!("[skipped a line that is not valid UTF-8]");
             continue;
         };
-        let line = line.trim_end_matches(['\n', '\r']);
         if line.trim().is_empty() {
             continue;
         }

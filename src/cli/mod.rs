@@ -3,6 +3,7 @@
 
 mod bench;
 mod chat;
+mod chat_input;
 mod checks;
 mod generate;
 mod golden;
