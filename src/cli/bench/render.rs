@@ -88,10 +88,12 @@ pub fn table(r: &BenchReport, params: usize, limits: &MachineLimits) -> String {
         .row(
             "warm forward",
             format!(
-                "min {:.3} / median {:.3} / p90 {:.3} ms over {}",
+                "min {:.3} / median {:.3} / p90 {:.3} ms, mean {:.3} ± {:.3} over {}",
                 warm.warm_min_ms,
                 warm.warm_median_ms,
                 warm.warm_p90_ms,
+                warm.warm_mean_ms,
+                warm.warm_sd_ms,
                 warm.latencies.len()
             ),
         )

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use cranegrad::stats::{median, quantile};
+use cranegrad::stats::{mean_sd, median, quantile};
 use cranegrad_graph::Bindings;
 
 use super::super::progress::bar;
@@ -17,6 +17,10 @@ pub struct WarmReport {
     pub warm_median_ms: f64,
     /// 90th percentile, ms.
     pub warm_p90_ms: f64,
+    /// Mean of the timed forwards, ms.
+    pub warm_mean_ms: f64,
+    /// Their sample standard deviation, ms (0 over one forward).
+    pub warm_sd_ms: f64,
     /// Estimated work of one forward over the median time, GFLOP/s.
     pub forward_gflops: f64,
     /// Estimated bytes of one forward over the median time, GB/s.
@@ -56,10 +60,13 @@ pub fn warm(cold: &mut Cold, warmup: usize, iters: usize) -> anyhow::Result<Warm
         anyhow::bail!("interrupted before any timed forward");
     }
     let wmed = median(&lat);
+    let (mean, sd) = mean_sd(&lat);
     Ok(WarmReport {
         warm_min_ms: quantile(&lat, 0.0),
         warm_median_ms: wmed,
         warm_p90_ms: quantile(&lat, 0.9),
+        warm_mean_ms: mean,
+        warm_sd_ms: sd,
         forward_gflops: cold.flops / wmed / 1e6,
         forward_gbps: cold.bytes / wmed / 1e6,
         latencies: lat,
