@@ -451,3 +451,54 @@ fn prepack_leaves_nothing_for_the_first_run_and_changes_no_result() {
     assert_eq!(fresh.packed().0, p.packed);
     assert_eq!(a, b, "prepacked and lazily packed runs differ");
 }
+
+/// llama-bench-style rows: a sweep over comma lists gives a `ppP` and a `tgN` row per
+/// combination, in every row format; one combination with `-o json` is the flat report.
+#[test]
+fn sweeps_give_llama_bench_rows_in_every_format() {
+    let rows = bench()
+        .args([
+            "-m", "small", "-p", "8,16", "-n", "4", "-t", "1", "-r", "2", "-o", "jsonl",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        rows.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&rows.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(rows.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let tests: Vec<&str> = lines.iter().map(|r| r["test"].as_str().unwrap()).collect();
+    assert_eq!(tests, ["pp8", "tg4", "pp16", "tg4"]);
+    for r in &lines {
+        assert!(r["tokens_per_s"].as_f64().unwrap() > 0.0, "{r}");
+        assert_eq!(r["repetitions"], 2);
+        assert_eq!(r["threads"], 1);
+    }
+    let csv = bench()
+        .args(["-m", "small", "-p", "8", "-n", "2", "-r", "1", "-o", "csv"])
+        .output()
+        .unwrap();
+    let csv = String::from_utf8(csv.stdout).unwrap();
+    assert!(
+        csv.starts_with("model,params,batch_size,threads,test,tokens_per_s"),
+        "{csv}"
+    );
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    let md = bench()
+        .args(["-m", "small", "-p", "8", "-n", "2", "-r", "1", "-o", "md"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&md.stdout).contains("| small | "));
+    let flat = bench()
+        .args(["-m", "small", "--gen-len", "0", "-o", "json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&flat.stdout).unwrap();
+    assert!(v["warm_median_ms"].is_number(), "{v}");
+}

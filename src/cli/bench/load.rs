@@ -94,21 +94,24 @@ fn check_context(max_positions: usize, prompt: usize, gen_len: usize) -> anyhow:
 /// Checks the arguments and loads the model.
 pub fn load(a: &BenchArgs) -> anyhow::Result<Loaded> {
     use super::super::checks::{self, MAX_COUNT};
-    let threads = checks::threads(a.threads)?;
+    let threads = checks::threads(BenchArgs::one(&a.threads))?;
     checks::positive("--requests", a.requests, MAX_COUNT)?;
     checks::count("--warmup", a.warmup, MAX_COUNT)?;
     if let Some(i) = a.iters {
         checks::positive("--iters", i, MAX_COUNT)?;
     }
     let (db, ds) = default_input(&a.model);
-    let b = checks::positive("--batch-size", a.batch_size.unwrap_or(db), MAX_COUNT)?;
-    if let Some(p) = a.prompt_len {
+    let b = checks::positive(
+        "--batch-size",
+        BenchArgs::one(&a.batch_size).unwrap_or(db),
+        MAX_COUNT,
+    )?;
+    if let Some(p) = BenchArgs::one(&a.prompt_len) {
         checks::positive("--prompt-len", p, MAX_COUNT)?;
     }
     let gen_len = checks::count(
         "--gen-len",
-        a.gen_len
-            .unwrap_or(if a.model == "llama-3.2-1b" { 32 } else { 16 }),
+        BenchArgs::one(&a.gen_len).unwrap_or(if a.model == "llama-3.2-1b" { 32 } else { 16 }),
         MAX_COUNT,
     )?;
     // A preset's context is known without loading it, so a request that cannot fit fails
@@ -116,7 +119,7 @@ pub fn load(a: &BenchArgs) -> anyhow::Result<Loaded> {
     if let Some(cfg) = preset(&a.model) {
         check_context(
             cfg.max_positions(),
-            a.prompt_len.unwrap_or(ds).max(1),
+            BenchArgs::one(&a.prompt_len).unwrap_or(ds).max(1),
             gen_len,
         )?;
     }
@@ -128,10 +131,12 @@ pub fn load(a: &BenchArgs) -> anyhow::Result<Loaded> {
     let file_ms = ms_since(t);
     pb.finish_and_clear();
     let positions = model.max_positions();
-    if let Some(p) = a.prompt_len.filter(|&p| p > positions) {
+    if let Some(p) = BenchArgs::one(&a.prompt_len).filter(|&p| p > positions) {
         anyhow::bail!("--prompt-len {p} exceeds the model's {positions} positions");
     }
-    let s = a.prompt_len.unwrap_or(ds).clamp(1, positions);
+    let s = BenchArgs::one(&a.prompt_len)
+        .unwrap_or(ds)
+        .clamp(1, positions);
     check_context(positions, s, gen_len)?;
     cranegrad::workload::check_forward_memory(b, s, model.vocab())?;
     let big = model.config.param_count() > 200_000_000;

@@ -13,6 +13,7 @@ mod load;
 mod machine;
 mod profile;
 mod render;
+mod sweep;
 mod warm;
 
 use std::path::PathBuf;
@@ -36,15 +37,15 @@ pub struct BenchArgs {
     /// A preset, a Hugging Face folder, a .gguf file or a minimind JSON file.
     #[arg(long, short = 'm', default_value = "small")]
     model: String,
-    /// Batch size (default: the preset's benchmark input).
-    #[arg(long)]
-    batch_size: Option<usize>,
-    /// Prompt length (default: the preset's benchmark input).
-    #[arg(long, short = 'p')]
-    prompt_len: Option<usize>,
-    /// Generated tokens per request (0 skips generation).
-    #[arg(long, short = 'n')]
-    gen_len: Option<usize>,
+    /// Batch size (default: the preset's benchmark input); a comma list sweeps.
+    #[arg(long, value_delimiter = ',')]
+    batch_size: Vec<usize>,
+    /// Prompt length (default: the preset's benchmark input); a comma list sweeps.
+    #[arg(long, short = 'p', value_delimiter = ',')]
+    prompt_len: Vec<usize>,
+    /// Generated tokens per request (0 skips generation); a comma list sweeps.
+    #[arg(long, short = 'n', value_delimiter = ',')]
+    gen_len: Vec<usize>,
     /// Generation requests (at least 1).
     #[arg(long, default_value_t = 3)]
     requests: usize,
@@ -54,9 +55,9 @@ pub struct BenchArgs {
     /// Timed forwards (default shrinks for big models).
     #[arg(long)]
     iters: Option<usize>,
-    /// Threads (default: all cores).
-    #[arg(long, short = 't')]
-    threads: Option<usize>,
+    /// Threads (default: all cores); a comma list sweeps.
+    #[arg(long, short = 't', value_delimiter = ',')]
+    threads: Vec<usize>,
     /// Seed of a preset's random weights.
     #[arg(long, default_value_t = 0)]
     weights_seed: u64,
@@ -80,6 +81,34 @@ pub struct BenchArgs {
     /// Write an SVG plot of per-iteration latency (cold first run vs steady state).
     #[arg(long)]
     plot: Option<PathBuf>,
+    /// Output format: `table` (the full report), or llama-bench-style rows (prompt processing
+    /// `ppP` and text generation `tgN`, tokens/s) as `md`, `csv`, `json` or `jsonl`.
+    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    output: sweep::Format,
+    /// Repetitions of each row's measurement (its mean ± standard deviation).
+    #[arg(short = 'r', long, default_value_t = 5)]
+    repetitions: usize,
+}
+
+impl BenchArgs {
+    /// The one value of a list flag (`None` when not given).
+    fn one(list: &[usize]) -> Option<usize> {
+        list.first().copied()
+    }
+
+    /// True for llama-bench-style rows: a sweep, or a row format.
+    fn rows(&self) -> bool {
+        let sweep = [
+            &self.batch_size,
+            &self.prompt_len,
+            &self.gen_len,
+            &self.threads,
+        ]
+        .iter()
+        .any(|l| l.len() > 1);
+        // One combination as JSON is the full report's flat object, as --json writes it.
+        sweep || !matches!(self.output, sweep::Format::Table | sweep::Format::Json)
+    }
 }
 
 /// Everything `bench` measured: one part per phase, flattened so `--json` stays one flat
@@ -134,8 +163,15 @@ fn ms_since(t: Instant) -> f64 {
 /// Runs the command.
 pub fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
     interrupt::install();
+    if a.rows() {
+        return sweep::sweep(&a);
+    }
     // Every output is checked writable before the minutes of work.
-    let json = checks::optional_output("--json", a.json.as_deref(), None)?;
+    let json = if a.output == sweep::Format::Json {
+        Some(checks::Output::Stdout)
+    } else {
+        checks::optional_output("--json", a.json.as_deref(), None)?
+    };
     let plot = checks::optional_output("--plot", a.plot.as_deref(), Some("svg"))?;
     let trace = match (&a.trace, a.profile) {
         (Some(_), false) => anyhow::bail!("--trace names where --profile writes; add --profile"),
@@ -192,11 +228,17 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
         generation,
         compare,
     };
-    print!(
-        "{}",
-        render::table(&report, loaded.model.config.param_count(), &limits)
+    let text = format!(
+        "{}{}",
+        render::table(&report, loaded.model.config.param_count(), &limits),
+        render::compare_table(&report)
     );
-    print!("{}", render::compare_table(&report));
+    // With the JSON on stdout, the table goes to stderr: stdout stays one machine stream.
+    if matches!(json, Some(checks::Output::Stdout)) {
+        eprint!("{text}");
+    } else {
+        print!("{text}");
+    }
     if let Some(p) = &plot {
         let svg = latency_svg(
             &format!("{} forward latency per iteration", a.model),
