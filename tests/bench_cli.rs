@@ -501,4 +501,15 @@ fn sweeps_give_llama_bench_rows_in_every_format() {
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&flat.stdout).unwrap();
     assert!(v["warm_median_ms"].is_number(), "{v}");
+    // The probe is skippable: its figures are then null, not made up.
+    let quick = bench()
+        .args(["-m", "small", "--gen-len", "0", "--no-probe", "-o", "json"])
+        .output()
+        .unwrap();
+    let q: serde_json::Value = serde_json::from_slice(&quick.stdout).unwrap();
+    assert!(
+        q["peak_gflops"].is_null() && q["dram_read_gbps"].is_null(),
+        "{q}"
+    );
+    assert!(String::from_utf8_lossy(&quick.stderr).contains("not measured (--no-probe)"));
 }

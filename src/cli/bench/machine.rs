@@ -9,20 +9,20 @@ use super::super::progress::spinner;
 /// The measured limits as `--json` reports them.
 #[derive(Serialize)]
 pub struct MachineReport {
-    /// 4-lane FMA peak on every thread, GFLOP/s.
-    pub peak_gflops: f64,
+    /// 4-lane FMA peak on every thread, GFLOP/s (null with `--no-probe`).
+    pub peak_gflops: Option<f64>,
     /// DRAM copy bandwidth, GB/s.
-    pub dram_gbps: f64,
+    pub dram_gbps: Option<f64>,
     /// DRAM read bandwidth (the bound of decode's weight streaming), GB/s.
-    pub dram_read_gbps: f64,
+    pub dram_read_gbps: Option<f64>,
 }
 
-impl From<&MachineLimits> for MachineReport {
-    fn from(l: &MachineLimits) -> Self {
+impl From<Option<&MachineLimits>> for MachineReport {
+    fn from(l: Option<&MachineLimits>) -> Self {
         MachineReport {
-            peak_gflops: l.fma_gflops,
-            dram_gbps: l.dram_copy_gbps,
-            dram_read_gbps: l.dram_read_gbps,
+            peak_gflops: l.map(|l| l.fma_gflops),
+            dram_gbps: l.map(|l| l.dram_copy_gbps),
+            dram_read_gbps: l.map(|l| l.dram_read_gbps),
         }
     }
 }

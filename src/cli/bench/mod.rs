@@ -85,6 +85,9 @@ pub struct BenchArgs {
     /// `ppP` and text generation `tgN`, tokens/s) as `md`, `csv`, `json` or `jsonl`.
     #[arg(short = 'o', long, value_enum, default_value = "table")]
     output: sweep::Format,
+    /// Skip the machine probe (its figures are then null, and no percentages are shown).
+    #[arg(long)]
+    no_probe: bool,
     /// Repetitions of each row's measurement (its mean ± standard deviation).
     #[arg(short = 'r', long, default_value_t = 5)]
     repetitions: usize,
@@ -184,7 +187,11 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
         (None, false) => None,
     };
     let loaded = load::load(&a)?;
-    let limits = machine::probe(loaded.input.threads)?;
+    let limits = if a.no_probe {
+        None
+    } else {
+        Some(machine::probe(loaded.input.threads)?)
+    };
     // The probe's scratch buffers are not the model's memory.
     reset_peak_rss();
     let mut cold = cold::cold(&a, &loaded)?;
@@ -210,7 +217,7 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
     let input = &loaded.input;
     let report = BenchReport {
         load: load::LoadReport::new(loaded.file_ms, &cold.packing),
-        machine: machine::MachineReport::from(&limits),
+        machine: machine::MachineReport::from(limits.as_ref()),
         totals: TotalsReport {
             peak_rss_bytes: peak_rss_bytes(),
             weights_bytes: loaded.model.weights.bytes(),
@@ -230,7 +237,7 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
     };
     let text = format!(
         "{}{}",
-        render::table(&report, loaded.model.config.param_count(), &limits),
+        render::table(&report, loaded.model.config.param_count(), limits.as_ref()),
         render::compare_table(&report)
     );
     // With the JSON on stdout, the table goes to stderr: stdout stays one machine stream.

@@ -15,7 +15,7 @@ fn opt(x: Option<f64>) -> String {
 }
 
 /// The main table. `params` and `limits` are shown but are not `--json` keys in this form.
-pub fn table(r: &BenchReport, params: usize, limits: &MachineLimits) -> String {
+pub fn table(r: &BenchReport, params: usize, limits: Option<&MachineLimits>) -> String {
     let (input, load, cold, warm, generation, totals) = (
         &r.input,
         &r.load,
@@ -37,10 +37,10 @@ pub fn table(r: &BenchReport, params: usize, limits: &MachineLimits) -> String {
         )
         .row(
             "machine",
-            format!(
+            limits.map_or("not measured (--no-probe)".to_string(), |l| format!(
                 "FMA peak {:.1} GFLOP/s ({:.1} on 1 thread), DRAM copy {:.1} GB/s, read {:.1} GB/s (measured now)",
-                limits.fma_gflops, limits.fma_gflops_1t, limits.dram_copy_gbps, limits.dram_read_gbps
-            ),
+                l.fma_gflops, l.fma_gflops_1t, l.dram_copy_gbps, l.dram_read_gbps
+            )),
         )
         .row(
             "load",
@@ -99,13 +99,19 @@ pub fn table(r: &BenchReport, params: usize, limits: &MachineLimits) -> String {
         )
         .row(
             "throughput",
-            format!(
-                "{:.1} GFLOP/s ({:.0}% of peak), {:.1} GB/s ({:.0}% of DRAM)",
-                warm.forward_gflops,
-                100.0 * warm.forward_gflops / limits.fma_gflops,
-                warm.forward_gbps,
-                100.0 * warm.forward_gbps / limits.dram_copy_gbps
-            ),
+            match limits {
+                Some(l) => format!(
+                    "{:.1} GFLOP/s ({:.0}% of peak), {:.1} GB/s ({:.0}% of DRAM)",
+                    warm.forward_gflops,
+                    100.0 * warm.forward_gflops / l.fma_gflops,
+                    warm.forward_gbps,
+                    100.0 * warm.forward_gbps / l.dram_copy_gbps
+                ),
+                None => format!(
+                    "{:.1} GFLOP/s, {:.1} GB/s",
+                    warm.forward_gflops, warm.forward_gbps
+                ),
+            },
         )
         .row(
             "generation",
@@ -121,11 +127,14 @@ pub fn table(r: &BenchReport, params: usize, limits: &MachineLimits) -> String {
                     1 => "request 1 alone, compilation included".to_string(),
                     n => format!("median over warm requests 2-{n}"),
                 },
-                generation.decode_weight_gbps.map_or(String::new(), |g| format!(
+                generation.decode_weight_gbps.map_or(String::new(), |g| match limits {
                     // Decode only reads its weights: the read bandwidth is its bound.
-                    "; weights streamed at {g:.1} GB/s = {:.0}% of DRAM read bandwidth",
-                    100.0 * g / limits.dram_read_gbps
-                ))
+                    Some(l) => format!(
+                        "; weights streamed at {g:.1} GB/s = {:.0}% of DRAM read bandwidth",
+                        100.0 * g / l.dram_read_gbps
+                    ),
+                    None => format!("; weights streamed at {g:.1} GB/s"),
+                })
             ),
         );
     for (i, q) in requests.iter().enumerate() {
