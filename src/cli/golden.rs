@@ -13,7 +13,6 @@ use std::process::ExitCode;
 use anyhow::{Context, anyhow};
 use clap::{Args, Subcommand};
 
-use cranegrad_models::Model;
 use cranegrad_models::golden::{read, verify, write};
 use cranegrad_runtime::{Session, SessionOptions};
 
@@ -96,7 +95,7 @@ pub fn golden(a: GoldenArgs) -> anyhow::Result<ExitCode> {
             no_fuse,
         } => {
             let m =
-                Model::load(&model, weights_seed).with_context(|| format!("loading {model}"))?;
+                super::progress::load_model(&model, weights_seed)?;
             let g = read(&golden).with_context(|| format!("reading {}", golden.display()))?;
             let mut s = Session::new(SessionOptions {
                 fuse: !no_fuse,
@@ -136,7 +135,7 @@ pub fn golden(a: GoldenArgs) -> anyhow::Result<ExitCode> {
             weights_seed,
         } => {
             let m =
-                Model::load(&model, weights_seed).with_context(|| format!("loading {model}"))?;
+                super::progress::load_model(&model, weights_seed)?;
             let rows = parse_rows(&input_ids)?;
             let mut s = Session::new(SessionOptions::default())?;
             write(&mut s, &m, &rows, new_tokens, &out)?;

@@ -33,7 +33,10 @@ pub fn info(a: InfoArgs) -> anyhow::Result<ExitCode> {
                     PRESETS.join(", ")
                 );
             }
-            let (cfg, store) = load_model(path)?;
+            let pb = super::progress::spinner(&format!("reading {}", a.model));
+            let loaded = load_model(path);
+            pb.finish_and_clear();
+            let (cfg, store) = loaded?;
             (cfg, Some(store))
         }
     };

@@ -180,7 +180,10 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     let mut session = Session::new(opts)?;
     session.set_attention_fusion(!a.unfused_attention);
     let (feeds, bindings) = (ex.feeds.clone(), Bindings::new());
-    session.realize(&[out], &feeds, &bindings)?;
+    let pb = super::progress::spinner("compiling and running the first forward");
+    let first = session.realize(&[out], &feeds, &bindings);
+    pb.finish_and_clear();
+    first?;
     let cold = session.last_report().clone();
     let mut warm = Vec::with_capacity(a.iters);
     for _ in 0..a.iters {
