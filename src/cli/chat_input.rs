@@ -98,7 +98,11 @@ impl ChatInput {
                             return Ok(Entry::Line(text.into_bytes()));
                         }
                         Err(ReadlineError::Interrupted) => return Ok(Entry::Cancelled),
-                        Err(ReadlineError::Eof) => return Ok(Entry::End),
+                        // Ctrl-D: end on a fresh line, so the shell's prompt is not glued on.
+                        Err(ReadlineError::Eof) => {
+                            println!();
+                            return Ok(Entry::End);
+                        }
                         Err(e) => return Err(std::io::Error::other(e)),
                     }
                 }
