@@ -94,8 +94,7 @@ pub fn golden(a: GoldenArgs) -> anyhow::Result<ExitCode> {
             weights_seed,
             no_fuse,
         } => {
-            let m =
-                super::progress::load_model(&model, weights_seed)?;
+            let m = super::progress::load_model(&model, weights_seed)?;
             let g = read(&golden).with_context(|| format!("reading {}", golden.display()))?;
             let mut s = Session::new(SessionOptions {
                 fuse: !no_fuse,
@@ -134,8 +133,7 @@ pub fn golden(a: GoldenArgs) -> anyhow::Result<ExitCode> {
             out,
             weights_seed,
         } => {
-            let m =
-                super::progress::load_model(&model, weights_seed)?;
+            let m = super::progress::load_model(&model, weights_seed)?;
             let rows = parse_rows(&input_ids)?;
             let mut s = Session::new(SessionOptions::default())?;
             write(&mut s, &m, &rows, new_tokens, &out)?;
