@@ -57,6 +57,20 @@ pub struct Row {
 /// Runs every combination and prints its rows.
 pub fn sweep(a: &BenchArgs) -> anyhow::Result<ExitCode> {
     checks::positive("--repetitions", a.repetitions, MAX_COUNT)?;
+    // The full report's options have no rows to act on: refused, not ignored.
+    let report_only = [
+        ("--json FILE", a.json.is_some()),
+        ("--compare", a.compare),
+        ("--profile", a.profile),
+        ("--trace", a.trace.is_some()),
+        ("--plot", a.plot.is_some()),
+        ("--iters", a.iters.is_some()),
+    ];
+    if let Some((flag, _)) = report_only.iter().find(|(_, given)| *given) {
+        anyhow::bail!(
+            "{flag} applies to the full report (one combination, -o table or json); rows take -o md|csv|json|jsonl and -r"
+        );
+    }
     let (db, ds) = default_input(&a.model);
     let list = |l: &[usize], default: usize| -> Vec<usize> {
         if l.is_empty() {
