@@ -9,13 +9,13 @@
 //! kernel wait for its slowest thread). Each chunk computes the same outputs in the same
 //! order whichever thread runs it, so results stay bit-identical for a thread count.
 //!
-//! A worker the OS deschedules while it holds a chunk still stalls the launch. When the
-//! caller sees such a stall (it waited longer than it computed, and over 100 us), it runs the
-//! next launches alone, every chunk in order, and tries the workers again later: on a busy
-//! machine the pool degrades to one thread's speed instead of below it.
+//! A worker the OS deschedules while it holds a chunk still stalls the launch. (Running the
+//! next launches on the caller alone after such a stall was tried and measured: on this
+//! shared VM, stalls from outside load made it run one-threaded half the time, a 1.9x slower
+//! quiet forward.)
 
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
@@ -69,19 +69,7 @@ pub struct ThreadPool {
     shared: Arc<Shared>,
     workers: Vec<JoinHandle<()>>,
     threads: usize,
-    /// Launches left that the caller runs alone, after one waited on a descheduled worker.
-    alone: AtomicU32,
 }
-
-/// A launch whose caller, done with its own chunks, waited longer than this and longer than
-/// it computed, waited on a worker the OS descheduled (a balanced launch waits at most about
-/// one chunk): the machine is busy.
-const CONTENDED_WAIT: std::time::Duration = std::time::Duration::from_micros(100);
-
-/// Launches the caller then runs alone (every chunk, in order: the same results) before it
-/// tries the workers again: about ten decode steps of a small model, so a busy machine costs
-/// one stall per period rather than one per kernel.
-const ALONE_LAUNCHES: u32 = 256;
 
 /// Chunks per thread of a launch: enough that a descheduled thread's unclaimed share is taken
 /// by the others, few enough that claims and each chunk's start-up stay cheap.
@@ -138,7 +126,6 @@ impl ThreadPool {
             shared,
             workers,
             threads,
-            alone: AtomicU32::new(0),
         }
     }
 
@@ -169,20 +156,6 @@ impl ThreadPool {
             return;
         }
         let chunks = chunk_count(total, align, n);
-        let alone = self.alone.load(Ordering::Relaxed);
-        if alone > 0 {
-            self.alone.store(alone - 1, Ordering::Relaxed);
-            for c in 0..chunks {
-                let (a, b) = chunk(total, align, c as usize, chunks as usize);
-                if a < b {
-                    // SAFETY: the caller guarantees the pointers; these are the launch's
-                    // chunks, run in order by one thread.
-                    unsafe { func(bufs, syms, a, b) };
-                }
-            }
-            return;
-        }
-        let started = std::time::Instant::now();
         // SAFETY: no chunk of the previous launch is claimed and unfinished (it waited for
         // every claimed chunk, and its claim word is exhausted), so no worker reads the job.
         unsafe {
@@ -209,7 +182,6 @@ impl ThreadPool {
         }
         // SAFETY: as above; the caller claims chunks like any worker.
         unsafe { run_chunks(&self.shared, generation) };
-        let own = started.elapsed();
         let mut spins = 0u32;
         while self.shared.completed.load(Ordering::Acquire) < chunks as u64 {
             if spins < SPIN {
@@ -218,10 +190,6 @@ impl ThreadPool {
             } else {
                 std::thread::yield_now();
             }
-        }
-        let waited = started.elapsed() - own;
-        if waited > CONTENDED_WAIT && waited > own {
-            self.alone.store(ALONE_LAUNCHES, Ordering::Relaxed);
         }
     }
 }
@@ -316,7 +284,6 @@ impl Drop for ThreadPool {
 #[cfg(test)]
 mod tests {
     use super::{ThreadPool, chunk};
-    use std::sync::atomic::Ordering;
 
     /// A kernel that adds 1 to `out[i]` for every `i` of its range: every element must end
     /// at exactly the number of launches.
@@ -331,16 +298,12 @@ mod tests {
     }
 
     #[test]
-    fn every_element_runs_once_per_launch_shared_or_alone() {
+    fn every_element_runs_once_per_launch() {
         let pool = ThreadPool::new(3);
         for total in [1i64, 5, 64, 1000, 4099] {
             let mut out = vec![0u32; total as usize];
             let bufs = [out.as_mut_ptr() as *mut u8];
-            for launch in 0..50 {
-                // Every tenth launch starts a stretch the caller runs alone.
-                if launch % 10 == 0 {
-                    pool.alone.store(3, Ordering::Relaxed);
-                }
+            for _ in 0..50 {
                 // SAFETY: `bufs` holds `out`, alive for the call; `count` writes its range only.
                 unsafe { pool.run(count, bufs.as_ptr(), std::ptr::null(), total, 4, 3) };
             }
