@@ -373,29 +373,17 @@ fn generate_is_deterministic_per_seed_and_checks_the_context() {
 
 #[test]
 fn chat_reads_prompts_from_a_pipe() {
-    use std::io::Write;
-    let mut child = bin()
-        .args([
-            "chat",
+    let o = chat_with(
+        &[
             "--model",
             &td("llama-tiny"),
             "--max-new",
             "8",
             "--temperature",
             "0",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"Hi\nAgain\n")
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
+        ],
+        b"Hi\nAgain\n",
+    );
     assert_eq!(
         o.status.code(),
         Some(0),

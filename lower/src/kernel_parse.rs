@@ -37,6 +37,26 @@ pub struct KernelParseError {
 
 type LineResult<T> = Result<T, String>;
 
+/// Checks that `k`'s displayed text and its key text both read back (the key text without its
+/// name and op lists) and print the same again: the round trip the kernel-text tests ask of
+/// every kernel. `Err` says which part differs, with the text.
+pub fn check_round_trip(k: &Kernel) -> Result<(), String> {
+    let text = k.to_string();
+    let parsed = parse_kernel_text(&text).map_err(|e| format!("{e}\n{text}"))?;
+    if parsed.to_string() != text {
+        return Err(format!("reprinted text differs:\n{text}\n{parsed}"));
+    }
+    if &parsed != k {
+        return Err(format!("parsed kernel differs from\n{text}"));
+    }
+    let key = k.key_text();
+    let keyed = parse_kernel_text(&key).map_err(|e| format!("{e}\n{key}"))?;
+    if keyed.key_text() != key {
+        return Err(format!("reprinted key text differs:\n{key}"));
+    }
+    Ok(())
+}
+
 /// Parses a kernel printed by its `Display` (or by [`Kernel::key_text`]). Blank lines are
 /// skipped and leading and trailing spaces ignored; everything else must be spelled as the
 /// printer spells it.

@@ -191,6 +191,20 @@ pub fn pairable(g: &GraphData, a: NodeId, b: NodeId) -> bool {
         && weightish(ib[1])
 }
 
+/// Adds matmul `n` to the ones a kernel already runs (`taken`) when the kernel can hold it:
+/// the first, or a second it pairs with; returns whether it did.
+pub fn take_pairable(g: &GraphData, taken: &mut Vec<NodeId>, n: NodeId) -> bool {
+    let ok = match taken.as_slice() {
+        [] => true,
+        [first] => pairable(g, *first, n),
+        _ => false,
+    };
+    if ok {
+        taken.push(n);
+    }
+    ok
+}
+
 /// Rows of a `[.., M, N]` value: everything but its last axis.
 pub fn rows(shape: &cranegrad_graph::Shape) -> usize {
     shape.max_numel() / shape.dims().last().map_or(1, |d| d.max_value().max(1))

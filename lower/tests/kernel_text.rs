@@ -5,20 +5,13 @@
 
 use cranegrad_graph::{DType, Dim, Graph, Shape, Symbol, Tensor, lcg_values};
 use cranegrad_lower::kernel::{Expr, GemmPair, Kernel, KernelBody};
-use cranegrad_lower::kernel_parse::parse_kernel_text;
+use cranegrad_lower::kernel_parse::{check_round_trip, parse_kernel_text};
 use cranegrad_lower::{LowerOptions, lower_tensors};
 use proptest::prelude::*;
 
-/// Asserts that `k`'s displayed text and its key text both read back to `k` (the key text
-/// without its name and op lists) and print the same again.
+/// Asserts that `k`'s text and key text read back and print the same again.
 fn round_trip(k: &Kernel) {
-    let text = k.to_string();
-    let parsed = parse_kernel_text(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-    assert_eq!(parsed.to_string(), text, "reprinted text differs");
-    assert_eq!(&parsed, k, "parsed kernel differs from\n{text}");
-    let key = k.key_text();
-    let keyed = parse_kernel_text(&key).unwrap_or_else(|e| panic!("{e}\n{key}"));
-    assert_eq!(keyed.key_text(), key, "reprinted key text differs");
+    check_round_trip(k).unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Every kernel of `outs` lowered with `opts`, round-tripped; returns the kernels.

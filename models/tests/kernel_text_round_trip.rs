@@ -5,21 +5,16 @@
 
 use cranegrad_graph::{DType, Dim, Graph, Shape, Symbol, Tensor};
 use cranegrad_lower::kernel::Kernel;
-use cranegrad_lower::kernel_parse::parse_kernel_text;
+use cranegrad_lower::kernel_parse::check_round_trip;
 use cranegrad_lower::{LowerOptions, lower_tensors};
 use cranegrad_models::llama::{Context, decode_step_graph};
 use cranegrad_models::loader::{Gpt2Config, ModelConfig};
 use cranegrad_models::weights::Weights;
 use cranegrad_models::{Model, gpt2};
 
+/// Asserts that `k`'s text and key text read back and print the same again.
 fn round_trip(k: &Kernel) {
-    let text = k.to_string();
-    let parsed = parse_kernel_text(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-    assert_eq!(parsed.to_string(), text, "reprinted text differs");
-    assert_eq!(&parsed, k, "parsed kernel differs from\n{text}");
-    let key = k.key_text();
-    let keyed = parse_kernel_text(&key).unwrap_or_else(|e| panic!("{e}\n{key}"));
-    assert_eq!(keyed.key_text(), key, "reprinted key text differs");
+    check_round_trip(k).unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Round-trips every kernel of `outs`, fused; returns how many there were.

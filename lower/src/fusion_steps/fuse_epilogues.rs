@@ -15,7 +15,7 @@ use std::collections::{BTreeSet, HashMap};
 use cranegrad_graph::{GraphData, NodeId, Op, Shape};
 
 use crate::fusion::Fusion;
-use crate::patterns::{is_row_scale, only_unit_axes_differ, pairable, reshape_is_affine};
+use crate::patterns::{is_row_scale, only_unit_axes_differ, reshape_is_affine, take_pairable};
 
 /// The one kernel root a node's value flows into when every use on the way is a same-shape
 /// elementwise op (so the value is read at the root's own index); `None` otherwise.
@@ -112,14 +112,7 @@ pub fn fuse_epilogues(g: &GraphData, order: &[NodeId], outputs: &[NodeId], f: &m
         let Some(root) = epilogue_root(g, f, n).filter(|r| !f.row_exits.contains_key(r)) else {
             continue;
         };
-        let taken = fused.entry(root).or_default();
-        let ok = match taken.as_slice() {
-            [] => true,
-            [first] => pairable(g, *first, n),
-            _ => false,
-        };
-        if ok {
-            taken.push(n);
+        if take_pairable(g, fused.entry(root).or_default(), n) {
             f.realized.remove(&n);
         }
     }

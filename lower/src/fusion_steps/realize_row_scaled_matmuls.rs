@@ -8,7 +8,7 @@ use std::collections::{BTreeSet, HashMap};
 use cranegrad_graph::{BinaryOp, GraphData, NodeId, Op};
 
 use crate::fusion::Fusion;
-use crate::patterns::{is_row_broadcast, pairable, reshape_is_affine};
+use crate::patterns::{is_row_broadcast, reshape_is_affine, take_pairable};
 
 /// True when `n`'s value is only appended to a cache (through affine reshapes).
 fn feeds_write_slice(g: &GraphData, f: &Fusion, n: NodeId) -> bool {
@@ -93,18 +93,7 @@ pub fn realize_row_scaled_matmuls(
         }
         let Some(mm) = matmul_of(n) else { continue };
         let fits = match elementwise_exit(g, n, outputs) {
-            Some(e) if e != n => {
-                let taken = claimed.entry(e).or_default();
-                let ok = match taken.as_slice() {
-                    [] => true,
-                    [first] => pairable(g, *first, mm),
-                    _ => false,
-                };
-                if ok {
-                    taken.push(mm);
-                }
-                ok
-            }
+            Some(e) if e != n => take_pairable(g, claimed.entry(e).or_default(), mm),
             _ => false,
         };
         if !fits {
