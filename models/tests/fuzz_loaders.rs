@@ -215,6 +215,15 @@ fn tokenizer() -> Fixture {
     }
 }
 
+/// A GGUF vocabulary (no tensors), loaded as a tokenizer with its chat template if any.
+fn gguf_vocabulary(name: &'static str, rel: &str) -> Fixture {
+    Fixture {
+        name,
+        files: vec![("vocab.gguf".into(), read(rel))],
+        entry: Entry::Tokenizer,
+    }
+}
+
 // ---------------------------------------------------------------- mutations
 
 /// One change to the bytes of a file. Positions are fractions so one strategy fits every file.
@@ -545,7 +554,7 @@ fn load_everything(fx_entry: Entry, files: Vec<String>, spec: u8, dir: PathBuf) 
             let path = dir.join(&files[0]);
             match Tokenizer::from_file(&path) {
                 Ok(t) => {
-                    if let Ok(ids) = t.encode("Hello, world! ünïcödé 123") {
+                    if let Ok(ids) = t.encode("Hello, world! ünïcödé 123 <|im_start|><s>") {
                         let _ = t.decode_bytes(&ids);
                     }
                 }
@@ -719,4 +728,14 @@ fn fuzz_minimind() {
 #[test]
 fn fuzz_tokenizer_json() {
     fuzz(tokenizer());
+}
+
+#[test]
+fn fuzz_gguf_sentencepiece_vocabulary() {
+    fuzz(gguf_vocabulary("vocab-spm", "tokenizers/spm.gguf"));
+}
+
+#[test]
+fn fuzz_gguf_bpe_vocabulary() {
+    fuzz(gguf_vocabulary("vocab-bpe", "tokenizers/llama-bpe.gguf"));
 }

@@ -1590,14 +1590,11 @@ fn hf_tokenizer_matches_its_golden_ids() {
         assert_eq!(t.decode_bytes(&want).unwrap(), text.as_bytes(), "{text:?}");
     }
     // Byte-level: reversible, and a byte outside the vocabulary is an error.
-    let b = Tokenizer::Bytes { vocab: 256 };
+    let b = Tokenizer::bytes(256);
     let ids = b.encode("héllo").unwrap();
     assert_eq!(b.decode_bytes(&ids).unwrap(), "héllo".as_bytes());
     assert_eq!(b.decode_bytes(&[300]).unwrap(), b"<|300|>");
-    let e = Tokenizer::Bytes { vocab: 128 }
-        .encode("é")
-        .unwrap_err()
-        .to_string();
+    let e = Tokenizer::bytes(128).encode("é").unwrap_err().to_string();
     assert!(e.contains("195") && e.contains("128"), "{e}");
 }
 

@@ -45,6 +45,13 @@ pub fn load_gguf(path: &Path) -> Result<(ModelConfig, WeightStore)> {
 /// Like `load_gguf` for a file already in memory; `path` is only used in messages.
 pub fn load_gguf_bytes(bytes: &[u8], path: &Path) -> Result<(ModelConfig, WeightStore)> {
     let file = GgufFile::parse(bytes, path)?;
+    if file.tensors.is_empty() && file.get("tokenizer.ggml.model").is_some() {
+        return Err(LoadError::corrupt(
+            path,
+            "holds a vocabulary and no tensors: it is not a model (tokenize, detokenize, \
+             template and --tokenizer read it)",
+        ));
+    }
     let cfg = llama_config(&file, bytes)?;
     let mut store = WeightStore::new(path.display().to_string());
     for info in &file.tensors {
