@@ -7,6 +7,8 @@ use clap::Args;
 use cranegrad_models::loader::{ModelConfig, RopeScaling, WeightStore, load_model};
 use cranegrad_models::presets::{PRESETS, preset};
 
+use cranegrad_models::tokenizer::Tokenizer;
+
 use super::table::Table;
 
 /// Options of `cranegrad info`.
@@ -32,6 +34,18 @@ pub fn info(a: InfoArgs) -> anyhow::Result<ExitCode> {
                     a.model,
                     PRESETS.join(", ")
                 );
+            }
+            // A vocabulary-only GGUF (as llama.cpp ships for its tokenizer tests) has no model
+            // to describe, only its tokenizer.
+            if let Some(tok) = vocabulary_only(path)? {
+                let mut t = Table::default();
+                t.row("model", a.model.clone()).row(
+                    "weights from",
+                    "none: the file holds a vocabulary only".to_string(),
+                );
+                tokenizer_rows(&mut t, &tok);
+                print!("{}", t.render());
+                return Ok(ExitCode::SUCCESS);
             }
             let pb = super::progress::spinner(&format!("reading {}", a.model));
             let loaded = load_model(path);
@@ -108,8 +122,84 @@ pub fn info(a: InfoArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    let tok = match preset(&a.model) {
+        Some(_) => Tokenizer::bytes(cfg.vocab()),
+        None => Tokenizer::for_model(&a.model, cfg.vocab())?,
+    };
+    tokenizer_rows(&mut t, &tok);
     print!("{}", t.render());
     Ok(ExitCode::SUCCESS)
+}
+
+/// The tokenizer of a GGUF file that carries a vocabulary and no tensors.
+fn vocabulary_only(path: &std::path::Path) -> anyhow::Result<Option<Tokenizer>> {
+    use std::io::Read;
+    if !path.is_file() {
+        return Ok(None);
+    }
+    // The header's first 16 bytes: magic, version, tensor count (little-endian u64). Only a
+    // file with no tensors is read whole, so a model file is not.
+    let mut head = [0u8; 16];
+    let read = std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut head));
+    if read.is_err() || &head[..4] != b"GGUF" || head[8..16] != [0; 8] {
+        return Ok(None);
+    }
+    let bytes = std::fs::read(path)?;
+    let file = cranegrad_models::loader::GgufFile::parse(&bytes, path)?;
+    if !file.tensors.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Tokenizer::from_gguf(&file)?))
+}
+
+/// What the tokenizer is: kind, vocabulary, pre-tokenizer, BOS/EOS, the chat template.
+fn tokenizer_rows(t: &mut Table, tok: &Tokenizer) {
+    let i = tok.info();
+    let named = |id: Option<u32>| match id {
+        Some(id) => match tok.token_text(id) {
+            Some(text) => format!("{id} {text:?}"),
+            None => id.to_string(),
+        },
+        None => "none".to_string(),
+    };
+    t.row("tokenizer", format!("{} ({})", i.kind, i.source))
+        .row("tokenizer vocab", i.vocab_size.to_string());
+    if let Some(pre) = &i.pre {
+        t.row("pre-tokenizer", pre.clone());
+    }
+    if !tok.is_bytes() {
+        let adds: Vec<String> = i.adds.iter().map(|&id| named(Some(id))).collect();
+        let eog: Vec<String> = i
+            .end_of_generation
+            .iter()
+            .map(|&id| named(Some(id)))
+            .collect();
+        t.row("bos", named(i.bos))
+            .row("eos", named(i.eos))
+            .row(
+                "adds to a prompt",
+                if adds.is_empty() {
+                    "nothing".into()
+                } else {
+                    adds.join(", ")
+                },
+            )
+            .row(
+                "ends generation",
+                if eog.is_empty() {
+                    "none".into()
+                } else {
+                    eog.join(", ")
+                },
+            );
+    }
+    t.row(
+        "chat template",
+        match tok.chat_template() {
+            Some(c) => format!("yes, {} bytes, from {}", c.source().len(), c.origin),
+            None => "none".to_string(),
+        },
+    );
 }
 
 /// RoPE's base and scaling in words.

@@ -13,7 +13,10 @@ mod progress;
 mod run;
 mod stop;
 mod table;
+mod template;
 mod text_out;
+mod tokenize;
+mod tokenizer_load;
 
 use std::process::ExitCode;
 
@@ -42,6 +45,12 @@ enum Command {
     Chat(chat::ChatArgs),
     /// Benchmark a model: load, cold start, warm latency, generation, memory, throughput.
     Bench(bench::BenchArgs),
+    /// Print the token ids (and pieces) of a text with a model's tokenizer.
+    Tokenize(tokenize::TokenizeArgs),
+    /// Print the text of token ids with a model's tokenizer.
+    Detokenize(tokenize::DetokenizeArgs),
+    /// Render a conversation with a model's chat template (or a template file).
+    Template(template::TemplateArgs),
 }
 
 /// Runs the parsed command.
@@ -53,5 +62,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Generate(a) => generate::generate(a),
         Command::Chat(a) => chat::chat(a),
         Command::Bench(a) => bench::bench(a),
+        Command::Tokenize(a) => tokenize::tokenize(a),
+        Command::Detokenize(a) => tokenize::detokenize(a),
+        Command::Template(a) => template::template(a),
     }
 }
