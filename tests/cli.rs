@@ -906,7 +906,7 @@ fn chat_drops_old_turns_when_the_context_is_full() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(err.contains("full: dropped the oldest"), "{err}");
-    assert!(err.contains("[skipped a line of"), "{err}");
+    assert!(err.contains("[skipped a line: its prompt of"), "{err}");
     assert_eq!(err.matches(" tokens, ").count(), 3, "three replies: {err}");
     let r = bin()
         .args(["chat", "--model", "small", "--ctx", "16", "--max-new", "16"])
@@ -1102,7 +1102,7 @@ fn chat_commands_and_turn_log() {
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(err.contains("/save FILE"), "{err}");
     assert!(
-        err.contains("[1 turn(s) in the context,") && err.contains("last reply 4 tokens"),
+        err.contains("[2 message(s) in the context,") && err.contains("last reply 4 tokens"),
         "{err}"
     );
     assert!(
@@ -1112,7 +1112,7 @@ fn chat_commands_and_turn_log() {
     assert!(err.contains("[unknown command /nope"), "{err}");
     let replies = err
         .lines()
-        .filter(|l| l.contains(" tokens, ") && !l.contains("turn(s)"))
+        .filter(|l| l.contains(" tokens, ") && !l.contains("message(s)"))
         .count();
     assert_eq!(replies, 1, "one reply: {err}");
     let msgs: serde_json::Value =

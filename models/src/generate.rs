@@ -97,6 +97,21 @@ impl<'m> Generator<'m> {
         self.pos
     }
 
+    /// Forgets the cached positions from `to` on, so the next tokens are written from there
+    /// (a chat turn whose rendering differs from what the cache holds after `to` tokens).
+    /// Decoding attends to positions below the current one only, so what lies beyond needs
+    /// no clearing.
+    pub fn rewind(&mut self, to: usize) -> Result<(), ModelError> {
+        if to > self.pos || self.pad.iter().any(|&p| p != 0) {
+            return Err(ModelError::Input(format!(
+                "cannot rewind the cache from position {} to {to}",
+                self.pos
+            )));
+        }
+        self.pos = to;
+        Ok(())
+    }
+
     fn cache_inputs(&self, g: &Graph) -> Vec<(Tensor, Tensor)> {
         let shape = Shape::of(&[self.batch, self.ctx, self.kv_heads, self.head_dim]);
         (0..self.layers)

@@ -7,7 +7,9 @@ use std::time::Instant;
 
 use clap::Args;
 
+use super::conversation::{Conversation, common_prefix};
 use super::{chat_input, checks, interrupt, progress, stop, text_out};
+use cranegrad_models::chat_template::ChatMessage;
 use cranegrad_models::generate::Generator;
 use cranegrad_models::sample::{Sampler, SamplingParams};
 use cranegrad_models::tokenizer::{TextStream, Tokenizer};
@@ -56,9 +58,15 @@ pub struct ChatArgs {
     /// Stop generating where the text contains this string (repeatable); it is not printed.
     #[arg(long)]
     stop: Vec<String>,
-    /// A tokenizer.json to use instead of the model's own (or byte-level).
+    /// A tokenizer.json or GGUF vocabulary to use instead of the model's own (or byte-level).
     #[arg(long)]
     tokenizer: Option<std::path::PathBuf>,
+    /// The system prompt, rendered first by the chat template.
+    #[arg(long)]
+    system: Option<String>,
+    /// Send the raw lines, without the model's chat template.
+    #[arg(long)]
+    no_template: bool,
     /// Append one JSON object per turn to FILE (prompt and reply tokens, TTFT, tokens/s), as
     /// each turn ends.
     #[arg(long)]
@@ -116,20 +124,32 @@ pub fn chat(a: ChatArgs) -> anyhow::Result<ExitCode> {
         },
         a.seed,
     );
-    let eos = model.config.eos_token_ids().to_vec();
+    let mut eos = model.config.eos_token_ids().to_vec();
+    eos.extend(&tok.info().end_of_generation);
     let v = model.vocab();
+    let template = if a.no_template {
+        None
+    } else {
+        tok.chat_template()
+    };
+    if a.system.is_some() && template.is_none() {
+        eprintln!("warning: no chat template: --system is sent as a raw first line");
+    }
+    let mut conv = Conversation::new(&tok, template, a.system.clone());
+    // The ids in the KV cache, in order.
     let mut history: Vec<i32> = Vec::new();
-    // Tokens of each turn (a line and its reply) in `history`, oldest first.
-    let mut turns: std::collections::VecDeque<usize> = std::collections::VecDeque::new();
     let mut logits: Vec<f32> = Vec::new();
     let mut out = text_out::TextOut::new();
     eprintln!(
-        "cranegrad chat — {} ({}); one prompt per line, /help for commands, Ctrl-D to quit",
+        "cranegrad chat — {} ({}; {}); one prompt per line, /help for commands, Ctrl-D to quit",
         a.model,
-        tok.name()
+        tok.name(),
+        match template {
+            Some(t) => format!("chat template from {}", t.origin),
+            None if a.no_template => "raw lines (--no-template)".to_string(),
+            None => "raw lines: the model carries no chat template".to_string(),
+        }
     );
-    // The conversation as messages, for /save: every turn, including those the context dropped.
-    let mut messages: Vec<(&str, String)> = Vec::new();
     let mut last: Option<TurnStats> = None;
     let mut input = chat_input::ChatInput::open();
     loop {
@@ -155,16 +175,25 @@ pub fn chat(a: ChatArgs) -> anyhow::Result<ExitCode> {
                 "help" => eprintln!("{HELP}"),
                 "clear" => {
                     history.clear();
-                    turns.clear();
-                    messages.clear();
+                    conv.turns.clear();
                     last = None;
                     gen_ = Generator::new(&model, &mut session, 1, ctx)?;
                     eprintln!("[new conversation]");
                 }
+                "system" if arg.trim().is_empty() => match &conv.system {
+                    Some(s) => eprintln!("[system prompt: {s}]"),
+                    None => eprintln!("[no system prompt; /system TEXT sets one]"),
+                },
+                "system" => {
+                    // The next turn renders the new system prompt first; the cache keeps
+                    // what still matches and recomputes the rest.
+                    conv.system = Some(arg.trim().to_string());
+                    eprintln!("[system prompt set; it applies from the next line]");
+                }
                 "stats" => match &last {
                     Some(t) => eprintln!(
-                        "[{} turn(s) in the context, {} of {ctx} positions in use; last reply {} tokens, TTFT {:.1} ms, {:.1} tokens/s]",
-                        turns.len(),
+                        "[{} message(s) in the context, {} of {ctx} positions in use; last reply {} tokens, TTFT {:.1} ms, {:.1} tokens/s]",
+                        conv.messages().len(),
                         history.len(),
                         t.reply_tokens,
                         t.ttft_ms,
@@ -174,12 +203,11 @@ pub fn chat(a: ChatArgs) -> anyhow::Result<ExitCode> {
                 },
                 "save" if !arg.trim().is_empty() => {
                     let path = std::path::Path::new(arg.trim());
+                    let messages = conv.messages();
                     let saved = checks::output("/save", path, None).and_then(|o| {
-                        let list: Vec<serde_json::Value> = messages
-                            .iter()
-                            .map(|(role, content)| serde_json::json!({"role": role, "content": content}))
-                            .collect();
-                        o.write(format!("{}\n", serde_json::to_string_pretty(&list)?).as_bytes())
+                        o.write(
+                            format!("{}\n", serde_json::to_string_pretty(&messages)?).as_bytes(),
+                        )
                     });
                     match saved {
                         Ok(()) => {
@@ -193,47 +221,52 @@ pub fn chat(a: ChatArgs) -> anyhow::Result<ExitCode> {
             continue;
         }
         let submitted = Instant::now();
-        let ids = tok.encode(&format!("{line}\n"))?;
-        if ids.len() + a.max_new > ctx {
+        let mut target = conv.prompt_ids(line)?;
+        // A full context drops the oldest turns (the system prompt stays).
+        let mut dropped = 0;
+        while target.len() + a.max_new > ctx && conv.drop_oldest_turn() {
+            dropped += 1;
+            target = conv.prompt_ids(line)?;
+        }
+        if target.len() + a.max_new > ctx {
             eprintln!(
-                "[skipped a line of {} tokens: with --max-new {} it exceeds the context of {ctx} positions]",
-                ids.len(),
+                "[skipped a line: its prompt of {} tokens with --max-new {} exceeds the context of {ctx} positions]",
+                target.len(),
                 a.max_new
             );
             continue;
         }
-        // A full context drops the oldest turns; the kept ones are prefilled again with the
-        // new line, since cached positions cannot be cut out of the cache.
-        let mut dropped = 0;
-        while history.len() + ids.len() + a.max_new > ctx {
-            let oldest = turns.pop_front().unwrap_or(history.len());
-            history.drain(..oldest.min(history.len()));
-            dropped += 1;
-        }
         if dropped > 0 {
             eprintln!(
                 "[context of {ctx} positions full: dropped the oldest {dropped} turn(s), kept {}]",
-                turns.len()
+                conv.turns.len() / 2
             );
-            gen_ = Generator::new(&model, &mut session, 1, ctx)?;
         }
-        let start = history.len();
-        history.extend(&ids);
-        // A fresh cache takes everything in one prefill; later turns feed their tokens
-        // through decode steps.
-        if gen_.position() == 0 {
-            logits = gen_.prefill(&mut session, std::slice::from_ref(&history))?;
+        // The cache keeps the longest prefix it shares with the new prompt; the rest is fed.
+        let keep = common_prefix(&history, &target);
+        if keep == 0 || dropped > 0 {
+            gen_ = Generator::new(&model, &mut session, 1, ctx)?;
+            history.clear();
+        } else if keep < history.len() {
+            gen_.rewind(keep)?;
+            history.truncate(keep);
+        }
+        let fed = target.len() - history.len();
+        if history.is_empty() {
+            logits = gen_.prefill(&mut session, std::slice::from_ref(&target))?;
         } else {
-            for &t in &ids {
+            for &t in &target[history.len()..] {
                 logits = gen_.step(&mut session, &[t])?;
             }
         }
+        history = target;
         let t0 = Instant::now();
         let mut ttft_ms = None;
         let reply_start = history.len();
         let mut n = 0usize;
         let mut text = TextStream::new(&tok, &history)?;
         let mut stops = stop::StopFilter::new(&a.stop);
+        let mut printed: Vec<u8> = Vec::new();
         for _ in 0..a.max_new {
             // Ctrl-C stops this reply; the conversation goes on from what it said.
             if interrupt::take() {
@@ -246,25 +279,32 @@ pub fn chat(a: ChatArgs) -> anyhow::Result<ExitCode> {
             }
             ttft_ms.get_or_insert_with(|| submitted.elapsed().as_secs_f64() * 1e3);
             history.push(next);
-            out.write(&stops.push(&text.push(next)?))?;
+            let piece = stops.push(&text.push(next)?);
+            out.write(&piece)?;
+            printed.extend(piece);
             n += 1;
             logits = gen_.step(&mut session, &[next])?;
             if stops.stopped() {
                 break;
             }
         }
-        turns.push_back(history.len() - start);
         let secs = t0.elapsed().as_secs_f64();
         // Text held back inside a multi-byte character is printed, not lost.
         let rest = stops.push(&text.finish()?);
         out.write(&rest)?;
-        out.write(&stops.finish())?;
+        printed.extend(rest);
+        let tail = stops.finish();
+        out.write(&tail)?;
+        printed.extend(tail);
         out.newline()?;
         let tokens_per_s = n as f64 / secs.max(1e-9);
         eprintln!("[{n} tokens, {tokens_per_s:.1} tokens/s]");
-        let reply = tok.decode_bytes(&history[reply_start..])?;
-        messages.push(("user", line.to_string()));
-        messages.push(("assistant", String::from_utf8_lossy(&reply).into_owned()));
+        // The reply as shown (cut at a stop string) is what later turns render.
+        conv.turns.push(ChatMessage::new("user", line));
+        conv.turns.push(ChatMessage::new(
+            "assistant",
+            &String::from_utf8_lossy(&printed),
+        ));
         let stats = TurnStats {
             reply_tokens: n,
             ttft_ms: ttft_ms.unwrap_or(0.0),
@@ -273,7 +313,8 @@ pub fn chat(a: ChatArgs) -> anyhow::Result<ExitCode> {
         if let Some(f) = turn_log.as_mut() {
             use std::io::Write;
             let row = serde_json::json!({
-                "prompt_tokens": ids.len(),
+                "prompt_tokens": fed,
+                "context_tokens": reply_start,
                 "reply_tokens": stats.reply_tokens,
                 "ttft_ms": ttft_ms,
                 "tokens_per_s": (n > 0).then_some(tokens_per_s),
@@ -286,7 +327,7 @@ pub fn chat(a: ChatArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The commands a chat line may be, for /help.
-const HELP: &str = "/help  this list\n/bye, /exit  end the chat (as Ctrl-D)\n/clear  a new conversation (the KV cache starts empty)\n/stats  turns, context in use, the last reply's figures\n/save FILE  the conversation as [{\"role\", \"content\"}] JSON";
+const HELP: &str = "/help  this list\n/bye, /exit  end the chat (as Ctrl-D)\n/clear  a new conversation (the KV cache starts empty)\n/stats  turns, context in use, the last reply's figures\n/system TEXT  set the system prompt (/system alone shows it)\n/save FILE  the conversation as [{\"role\", \"content\"}] JSON";
 
 /// Figures of one turn.
 struct TurnStats {

@@ -10,6 +10,7 @@ use clap::Args;
 use serde_json::{Map, json};
 
 use cranegrad::stats::median;
+use cranegrad_models::chat_template::ChatMessage;
 use cranegrad_models::generate::Generator;
 use cranegrad_models::sample::{Sampler, SamplingParams};
 use cranegrad_models::tokenizer::{TextStream, Tokenizer};
@@ -73,9 +74,16 @@ pub struct GenerateArgs {
     /// Threads (default: all cores).
     #[arg(long, short = 't')]
     threads: Option<usize>,
-    /// A tokenizer.json to use instead of the model's own (or byte-level).
+    /// A tokenizer.json or GGUF vocabulary to use instead of the model's own (or byte-level).
     #[arg(long)]
     tokenizer: Option<PathBuf>,
+    /// Render each prompt as a user message with the model's chat template (the assistant's
+    /// reply is generated), as `chat` does for one turn.
+    #[arg(long)]
+    chat: bool,
+    /// With --chat: a system prompt rendered before the user message.
+    #[arg(long, requires = "chat")]
+    system: Option<String>,
     /// Also write the timing figures as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -122,10 +130,33 @@ pub fn generate(a: GenerateArgs) -> anyhow::Result<ExitCode> {
         }
         prompts = vec![prompts[0].clone(); b];
     }
-    let rows: Vec<Vec<i32>> = prompts
-        .iter()
-        .map(|p| tok.encode(p))
-        .collect::<Result<_, _>>()?;
+    let rows: Vec<Vec<i32>> = if a.chat {
+        let Some(template) = tok.chat_template() else {
+            return Err(anyhow!(
+                "--chat: {} carries no chat template (tokenizer: {})",
+                a.model,
+                tok.name()
+            ));
+        };
+        prompts
+            .iter()
+            .map(|p| {
+                let mut messages: Vec<ChatMessage> = a
+                    .system
+                    .iter()
+                    .map(|s| ChatMessage::new("system", s))
+                    .collect();
+                messages.push(ChatMessage::new("user", p));
+                // The template writes the special tokens itself (BOS included).
+                tok.encode(&template.render(&messages, true)?)
+            })
+            .collect::<Result<_, _>>()?
+    } else {
+        prompts
+            .iter()
+            .map(|p| tok.encode_prompt(p))
+            .collect::<Result<_, _>>()?
+    };
     if rows.iter().any(Vec::is_empty) {
         return Err(anyhow!("every prompt must tokenize to at least one token"));
     }
@@ -155,7 +186,8 @@ pub fn generate(a: GenerateArgs) -> anyhow::Result<ExitCode> {
     let mut samplers: Vec<Sampler> = (0..rows.len())
         .map(|i| Sampler::new(params.clone(), a.seed.wrapping_add(i as u64)))
         .collect();
-    let eos = model.config.eos_token_ids().to_vec();
+    let mut eos = model.config.eos_token_ids().to_vec();
+    eos.extend(&tok.info().end_of_generation);
     let b = rows.len();
     let v = model.vocab();
     let mut seqs = rows.clone();
@@ -174,8 +206,18 @@ pub fn generate(a: GenerateArgs) -> anyhow::Result<ExitCode> {
     let mut logits = gen_.prefill(&mut session, &rows)?;
     pb.finish_and_clear();
     // The prompt shows once the spinner is gone, the generated text right after it.
+    // The prompt as typed: a BOS the tokenizer added is not text the user wrote.
+    let bos_added = (!a.chat)
+        .then(|| tok.info().adds.first().copied())
+        .flatten();
+    let typed = |ids: &'_ [i32]| -> Vec<i32> {
+        match (bos_added, ids.first()) {
+            (Some(b), Some(&first)) if first == b as i32 => ids[1..].to_vec(),
+            _ => ids.to_vec(),
+        }
+    };
     if stream {
-        out.write(&tok.decode_bytes(&rows[0])?)?;
+        out.write(&tok.decode_bytes(&typed(&rows[0]))?)?;
     }
     let mut ttft = 0.0;
     let mut steps = Vec::new();
@@ -222,7 +264,7 @@ pub fn generate(a: GenerateArgs) -> anyhow::Result<ExitCode> {
         out.newline()?;
     } else {
         for s in &seqs {
-            out.write(&tok.decode_bytes(s)?)?;
+            out.write(&tok.decode_bytes(&typed(s))?)?;
             out.newline()?;
         }
     }

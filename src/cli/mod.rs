@@ -5,6 +5,7 @@ mod bench;
 mod chat;
 mod chat_input;
 mod checks;
+mod conversation;
 mod generate;
 mod golden;
 mod info;
