@@ -89,6 +89,107 @@ impl Emitter<'_> {
         out
     }
 
+    /// Whether consecutive keys of one head-dimension column lie next to each other (K stored
+    /// transposed, `[D, S]`, as the prefill writes it): then 4 keys' scores are one vector of
+    /// contiguous loads per column, with no gather and no horizontal sum.
+    fn keys_contiguous(&self, a: &AttentionSpec) -> bool {
+        matches!(
+            &self.k.exprs[a.k],
+            cranegrad_lower::kernel::Expr::Load { index, conds, dtype, .. }
+                if index.coeff(a.key_loop) == 1 && conds.is_empty() && *dtype == cranegrad_graph::DType::F32
+        )
+    }
+
+    /// The query's columns one by one, each splatted across 4 lanes (kept in variables: the
+    /// register allocator spills what does not fit, and a spilled splat reloads as one load).
+    fn query_splats(
+        &self,
+        b: &mut FunctionBuilder,
+        a: &AttentionSpec,
+        qs: &[Variable],
+    ) -> Vec<Variable> {
+        let lanes = LANES as usize;
+        let dq = self.k.loops[a.dot_loop].extent.as_const().unwrap_or(0);
+        let mut out = Vec::with_capacity(dq);
+        let mut qi = 0;
+        for c in (0..dq).step_by(lanes) {
+            let vector = c + lanes <= dq;
+            let cols = if vector { lanes } else { dq - c };
+            for t in 0..cols {
+                let scalar = if vector {
+                    let qv = b.use_var(qs[qi]);
+                    b.ins().extractlane(qv, t as u8)
+                } else {
+                    b.use_var(qs[qi + t])
+                };
+                let var = b.declare_var(types::F32X4);
+                let sv = b.ins().splat(types::F32X4, scalar);
+                b.def_var(var, sv);
+                out.push(var);
+            }
+            qi += if vector { 1 } else { cols };
+        }
+        out
+    }
+
+    /// The raw scores `scale * q . k` of keys `j..j+4` as one vector, keys along the lanes.
+    fn key_scores_vector(
+        &mut self,
+        b: &mut FunctionBuilder,
+        a: &AttentionSpec,
+        vars: &mut [Option<Value>],
+        j: Value,
+        q_splats: &[Variable],
+    ) -> Value {
+        vars[a.key_loop] = Some(j);
+        let zero = b.ins().f32const(0.0);
+        let mut sv = b.ins().splat(types::F32X4, zero);
+        for (c, &qv) in q_splats.iter().enumerate() {
+            vars[a.dot_loop] = Some(b.ins().iconst(types::I64, c as i64));
+            let kv = self.load_at(b, a.k, vars, a.key_loop, true);
+            let q = b.use_var(qv);
+            sv = b.ins().fma(q, kv, sv);
+        }
+        vars[a.dot_loop] = None;
+        let sc = b.ins().f32const(f64::from_bits(a.scale_bits) as f32);
+        let scv = b.ins().splat(types::F32X4, sc);
+        b.ins().fmul(sv, scv)
+    }
+
+    /// Whether the mask hides key `j` (the current `vars`), as a bool; `None` without a mask.
+    fn hidden(
+        &mut self,
+        b: &mut FunctionBuilder,
+        a: &AttentionSpec,
+        vars: &mut [Option<Value>],
+        cone: &[usize],
+    ) -> Option<Value> {
+        let mask = a.mask?;
+        let mut vals: Vec<Option<Val>> = vec![None; self.k.exprs.len()];
+        for &e in cone {
+            vals[e] = Some(self.expr(b, e, &vals, vars, None, false));
+        }
+        let hidden = vals[mask].expect("mask computed").v;
+        Some(b.ins().icmp_imm_s(IntCC::NotEqual, hidden, 0))
+    }
+
+    /// The fill score where `hidden`, else `s`.
+    fn masked(
+        &self,
+        b: &mut FunctionBuilder,
+        a: &AttentionSpec,
+        hidden: Option<Value>,
+        s: Value,
+    ) -> Value {
+        match hidden {
+            Some(h) => {
+                let fill = b.ins().f32const(f64::from_bits(a.fill_bits) as f32);
+                b.ins().select(h, fill, s)
+            }
+            None => s,
+        }
+    }
+
     /// A load expression at the current loop values, 4 lanes along `lane` when `vector`.
     fn load_at(
         &mut self,
@@ -143,17 +244,8 @@ impl Emitter<'_> {
         }
         let sc = b.ins().f32const(f64::from_bits(a.scale_bits) as f32);
         let s = b.ins().fmul(s, sc);
-        let Some(mask) = a.mask else {
-            return s;
-        };
-        let mut vals: Vec<Option<Val>> = vec![None; self.k.exprs.len()];
-        for &e in cone {
-            vals[e] = Some(self.expr(b, e, &vals, vars, None, false));
-        }
-        let hidden = vals[mask].expect("mask computed").v;
-        let hidden = b.ins().icmp_imm_s(IntCC::NotEqual, hidden, 0);
-        let fill = b.ins().f32const(f64::from_bits(a.fill_bits) as f32);
-        b.ins().select(hidden, fill, s)
+        let h = self.hidden(b, a, vars, cone);
+        self.masked(b, a, h, s)
     }
 
     /// One query row: the pass over the keys (4 at a time, then one by one), then the
@@ -168,6 +260,11 @@ impl Emitter<'_> {
         q_cone: &[usize],
     ) {
         let qs = self.query_row(b, a, vars, q_cone);
+        let q_splats = if self.keys_contiguous(a) {
+            Some(self.query_splats(b, a, &qs))
+        } else {
+            None
+        };
         let dl = self.k.output_loops().len() - 1;
         let dv = self.k.loops[dl].extent.as_const().unwrap_or(0);
         let lanes = LANES as usize;
@@ -232,12 +329,61 @@ impl Emitter<'_> {
                      vars: &mut [Option<Value>],
                      j: Value,
                      n: usize| {
-            let scores: Vec<Value> = (0..n)
-                .map(|i| {
-                    vars[a.key_loop] = Some(b.ins().iadd_imm_s(j, i as i64));
-                    this.key_score(b, a, vars, cone, &qs)
-                })
-                .collect();
+            let mut rest_block = None;
+            let hidden_keys: Option<Vec<Value>> = match (&q_splats, a.mask) {
+                (Some(_), Some(_)) if n == lanes => {
+                    let hs: Vec<Value> = (0..n)
+                        .map(|i| {
+                            vars[a.key_loop] = Some(b.ins().iadd_imm_s(j, i as i64));
+                            this.hidden(b, a, vars, cone).expect("a mask")
+                        })
+                        .collect();
+                    // Keys all hidden after a visible one (the causal mask's upper triangle)
+                    // change nothing: each would get weight exp(fill - max) = 0 and leave the
+                    // max, the sum and the output as they are. Skipping them is exact; before
+                    // any visible key they are computed, as their weights still matter then.
+                    let mut all = hs[0];
+                    for &h in &hs[1..] {
+                        all = b.ins().band(all, h);
+                    }
+                    let fill = b.ins().f32const(f64::from_bits(a.fill_bits) as f32);
+                    let m_now = b.use_var(m);
+                    let seen = b.ins().fcmp(FloatCC::GreaterThan, m_now, fill);
+                    let skip = b.ins().band(all, seen);
+                    let body = b.create_block();
+                    let done = b.create_block();
+                    b.ins().brif(skip, done, &[], body, &[]);
+                    b.switch_to_block(body);
+                    b.seal_block(body);
+                    rest_block = Some(done);
+                    Some(hs)
+                }
+                _ => None,
+            };
+            let scores: Vec<Value> = match &q_splats {
+                Some(splats) if n == lanes => {
+                    let sv = this.key_scores_vector(b, a, vars, j, splats);
+                    (0..n)
+                        .map(|i| {
+                            let s = b.ins().extractlane(sv, i as u8);
+                            let h = match &hidden_keys {
+                                Some(hs) => Some(hs[i]),
+                                None => {
+                                    vars[a.key_loop] = Some(b.ins().iadd_imm_s(j, i as i64));
+                                    this.hidden(b, a, vars, cone)
+                                }
+                            };
+                            this.masked(b, a, h, s)
+                        })
+                        .collect()
+                }
+                _ => (0..n)
+                    .map(|i| {
+                        vars[a.key_loop] = Some(b.ins().iadd_imm_s(j, i as i64));
+                        this.key_score(b, a, vars, cone, &qs)
+                    })
+                    .collect(),
+            };
             let m_old = b.use_var(m);
             let mut m_new = m_old;
             for &s in &scores {
@@ -275,6 +421,11 @@ impl Emitter<'_> {
             }
             vars[dl] = None;
             vars[a.key_loop] = None;
+            if let Some(done) = rest_block {
+                b.ins().jump(done, &[]);
+                b.switch_to_block(done);
+                b.seal_block(done);
+            }
         };
         let z = b.ins().iconst(types::I64, 0);
         let rest = emit_loop(b, z, extents[a.key_loop], LANES, |b, j| {

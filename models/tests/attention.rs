@@ -123,3 +123,43 @@ fn full_attention_over_a_symbolic_cache_length() {
         check(&out, &Feeds::new(), &bindings);
     }
 }
+
+/// Whether the attention kernel of `t` reads K with consecutive keys adjacent (K stored
+/// transposed, as a model's prefill writes the keys after RoPE).
+fn keys_contiguous(t: &Tensor) -> bool {
+    let l = lower_tensors(&[t], LowerOptions::default()).unwrap();
+    let k = &l
+        .schedule
+        .launches
+        .iter()
+        .find(|l| l.kernel.attention().is_some())
+        .expect("an attention kernel")
+        .kernel;
+    let a = k.attention().unwrap();
+    match &k.exprs[a.k] {
+        cranegrad_lower::kernel::Expr::Load { index, .. } => index.coeff(a.key_loop) == 1,
+        _ => false,
+    }
+}
+
+#[test]
+fn keys_computed_in_the_graph_take_the_key_vector_path() {
+    // Keys scaled in the graph (as RoPE rotates them) are written transposed for the kernel,
+    // which then scores 4 keys per vector: odd lengths, GQA groups of 3, head_dim 64 and 80.
+    for &(s, h, kv, d) in &[
+        (37usize, 9usize, 3usize, 64usize),
+        (21, 6, 3, 80),
+        (130, 8, 2, 32),
+        (5, 2, 1, 8),
+    ] {
+        let g = Graph::new();
+        let q = input(&g, "q", &[2, s, h, d], 7, 2.0);
+        let k = input(&g, "k", &[2, s, kv, d], 8, 2.0);
+        let v = input(&g, "v", &[2, s, kv, d], 9, 1.0);
+        let kscale = input(&g, "ks", &[s, 1, d], 10, 1.0);
+        let qscale = input(&g, "qs", &[s, 1, d], 11, 1.0);
+        let out = causal_attention(&q.mul(&qscale).unwrap(), &k.mul(&kscale).unwrap(), &v).unwrap();
+        assert!(keys_contiguous(&out), "S {s}, heads {h}/{kv}, D {d}");
+        check(&out, &Feeds::new(), &Bindings::new());
+    }
+}
