@@ -42,7 +42,7 @@ pub fn default_input(spec: &str) -> (usize, usize) {
         "medium" => (4, 32),
         "large" => (4, 128),
         "xl" => (1, 128),
-        "llama-3.2-1b" => (1, 128),
+        "llama-3.2-1b" | "smollm-135m" => (1, 128),
         _ => (1, 32),
     }
 }

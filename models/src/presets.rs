@@ -4,7 +4,15 @@
 use crate::loader::{Gpt2Config, LlamaConfig, ModelConfig, RopeScaling};
 
 /// Names accepted by `--model` besides paths.
-pub const PRESETS: &[&str] = &["small", "medium", "large", "xl", "llama-3.2-1b", "gpt2"];
+pub const PRESETS: &[&str] = &[
+    "small",
+    "medium",
+    "large",
+    "xl",
+    "llama-3.2-1b",
+    "smollm-135m",
+    "gpt2",
+];
 
 fn llama(
     hidden: usize,
@@ -51,6 +59,17 @@ pub fn preset(name: &str) -> Option<ModelConfig> {
             };
             c.bos_token_id = Some(128000);
             c.eos_token_ids = vec![128001];
+            ModelConfig::Llama(c)
+        }
+        // SmolLM-135M's shape: small hidden, many layers, a large vocabulary (the LM head is
+        // a fifth of a short prefill), head_dim 64 with GQA groups of 3.
+        "smollm-135m" => {
+            let mut c = llama(576, 30, 9, 3, 49152, 1536);
+            c.tie_word_embeddings = true;
+            c.rope_theta = 100000.0;
+            c.max_positions = 8192;
+            c.bos_token_id = Some(1);
+            c.eos_token_ids = vec![2];
             ModelConfig::Llama(c)
         }
         "gpt2" => ModelConfig::Gpt2(Gpt2Config {

@@ -23,7 +23,15 @@ fn llama(name: &str) -> LlamaConfig {
 fn every_preset_has_exactly_its_advertised_shape() {
     assert_eq!(
         PRESETS,
-        ["small", "medium", "large", "xl", "llama-3.2-1b", "gpt2"]
+        [
+            "small",
+            "medium",
+            "large",
+            "xl",
+            "llama-3.2-1b",
+            "smollm-135m",
+            "gpt2"
+        ]
     );
     // (hidden, layers, heads, kv heads, vocab, intermediate) and the parameter count worked
     // out by hand from those sizes.
@@ -38,6 +46,9 @@ fn every_preset_has_exactly_its_advertised_shape() {
             (2048, 16, 32, 8, 128256, 8192),
             1_235_814_400,
         ),
+        // SmolLM-135M: 49152 x 576 embedding (tied) + 30 x (4 attention + 3 MLP matrices
+        // + 2 gains) + the final gain.
+        ("smollm-135m", (576, 30, 9, 3, 49152, 1536), 134_515_008),
     ];
     for (name, shape, params) in cases {
         let c = llama(name);
@@ -54,7 +65,8 @@ fn every_preset_has_exactly_its_advertised_shape() {
             "{name}"
         );
         assert_eq!(c.head_dim, c.hidden / c.heads, "{name}");
-        assert_eq!(c.max_positions, 2048, "{name}");
+        let positions = if name == "smollm-135m" { 8192 } else { 2048 };
+        assert_eq!(c.max_positions, positions, "{name}");
         let cfg = ModelConfig::Llama(c);
         assert_eq!(cfg.param_count(), params, "{name}");
         assert_eq!(counted(&cfg), params, "{name}");

@@ -33,8 +33,8 @@ pub struct RunArgs {
     /// What to run: `llama` / `gpt2` (a model forward, see --model), `mlp` or `chain`.
     /// Default: the `small` model.
     example: Option<String>,
-    /// Model for `llama`/`gpt2`: a preset (small, medium, large, xl, llama-3.2-1b, gpt2), a
-    /// Hugging Face folder, a .gguf file or a minimind JSON file.
+    /// Model for `llama`/`gpt2`: a preset (small, medium, large, xl, llama-3.2-1b,
+    /// smollm-135m, gpt2), a Hugging Face folder, a .gguf file or a minimind JSON file.
     #[arg(long, short = 'm')]
     model: Option<String>,
     /// Seed of the random weights of a preset.
