@@ -1,13 +1,16 @@
 //! Fusion benches: softmax over the last axis and over a strided one (columns), RMSNorm
 //! (one kernel each) and RMSNorm followed by a matmul, fused vs `--no-fuse`, side by side in
-//! one run. `cargo bench --bench fusion`.
+//! one run; and causal attention at the prefill shapes of medium and smollm-135m, the flash
+//! kernel against the unfused graph, in GFLOP/s of the work the causal mask leaves next to the
+//! FMA peak measured beside it. `cargo bench --bench fusion`.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 
 use cranegrad::benchmark::warm_runs_ms;
 use cranegrad::builtins::lcg_values;
+use cranegrad::codegen::KernelCache;
 use cranegrad::graph::{Bindings, Graph, Shape, Tensor};
-use cranegrad::runtime::probe::dram_copy_gbps;
+use cranegrad::runtime::probe::{dram_copy_gbps, fma_gflops};
 use cranegrad::runtime::{Feeds, Session, SessionOptions};
 use cranegrad::stats::median;
 
@@ -57,6 +60,72 @@ fn rmsnorm_matmul(with_norm: bool) -> Tensor {
         x
     };
     a.matmul(&w).unwrap()
+}
+
+/// Causal attention over `s` positions with `heads`/`kv` heads of `d`, batch 1, as a model's
+/// prefill builds it: queries and keys go through an elementwise op first (RoPE in a model),
+/// so the keys reach the kernel stored transposed.
+fn attention(s: usize, heads: usize, kv: usize, d: usize) -> Tensor {
+    let g = Graph::new();
+    let input = |name: &str, dims: &[usize], seed: u64| {
+        g.input_with_data(
+            name,
+            Shape::of(dims),
+            lcg_values(dims.iter().product(), seed, 1.0),
+        )
+        .unwrap()
+    };
+    let q = input("q", &[1, s, heads, d], 7)
+        .mul(&input("qs", &[s, 1, d], 8))
+        .unwrap();
+    let k = input("k", &[1, s, kv, d], 9)
+        .mul(&input("ks", &[s, 1, d], 10))
+        .unwrap();
+    let v = input("v", &[1, s, kv, d], 11);
+    cranegrad::models::attention::causal_attention(&q, &k, &v).unwrap()
+}
+
+/// The flash-attention kernel against the unfused graph at prefill shapes, in GFLOP/s of the
+/// causal work (4 x d x sum over queries of (q + 1), per head), with the FMA peak beside.
+fn attention_rows() {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut cache = KernelCache::new().unwrap();
+    let fma = cache.fma_probe().unwrap();
+    eprintln!(
+        "\n  {:<30} {:>9} {:>8} {:>10} {:>8} {:>8} {:>9}",
+        "causal attention", "flash ms", "GFLOP/s", "unfused ms", "GFLOP/s", "peak", "% of peak"
+    );
+    for (name, s, h, kv, d) in [
+        ("medium, prompt 128", 128, 8, 2, 32),
+        ("medium, prompt 512", 512, 8, 2, 32),
+        ("smollm-135m, prompt 128", 128, 9, 3, 64),
+        ("smollm-135m, prompt 512", 512, 9, 3, 64),
+    ] {
+        let t = attention(s, h, kv, d);
+        let (mut flash, _) = warm_session(true, &t);
+        let mut unfused = Session::new(SessionOptions {
+            fuse: true,
+            threads,
+        })
+        .unwrap();
+        unfused.set_attention_fusion(false);
+        unfused
+            .realize(&[&t], &Feeds::new(), &Bindings::new())
+            .unwrap();
+        let mut peaks = Vec::new();
+        let m = alternating_medians(&mut [(&mut flash, &t), (&mut unfused, &t)], 3, || {
+            peaks.push(fma_gflops(fma, threads, 1))
+        });
+        let flops = (4 * d * h * s * (s + 1) / 2) as f64;
+        let (gf, gu) = (flops / m[0] / 1e6, flops / m[1] / 1e6);
+        let peak = median(&peaks);
+        eprintln!(
+            "  {name:<30} {:>9.3} {gf:>8.1} {:>10.3} {gu:>8.1} {peak:>8.1} {:>8.0}%",
+            m[0],
+            m[1],
+            100.0 * gf / peak
+        );
+    }
 }
 
 /// Warm session for `t`, fused or not, with its kernel count.
@@ -149,6 +218,7 @@ fn summary() {
         "   copy = the same bytes read and written by a plain copy on {threads} threads, beside them)"
     );
     norm_cost();
+    attention_rows();
     eprintln!();
 }
 
@@ -175,6 +245,7 @@ fn bench(c: &mut Criterion) {
         ("rmsnorm", rmsnorm()),
         ("rmsnorm_matmul", rmsnorm_matmul(true)),
         ("matmul_alone", rmsnorm_matmul(false)),
+        ("causal_attention_medium_128", attention(128, 8, 2, 32)),
     ] {
         for fuse in [true, false] {
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get());

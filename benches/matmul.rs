@@ -23,6 +23,12 @@ const SHAPES: &[(usize, usize, usize)] = &[
     (32, 2048, 2048),
     (128, 2048, 2048),
     (128, 256, 256),
+    // The prefill issue's small-model shapes: medium's MLP, smollm-135m's MLP up and down,
+    // and a 512-token prefill of smollm-135m.
+    (128, 256, 768),
+    (128, 576, 1536),
+    (128, 1536, 576),
+    (512, 576, 1536),
 ];
 
 fn matmul(m: usize, k: usize, n: usize) -> Tensor {
