@@ -6,17 +6,18 @@
 //! products and the accumulator run 4 lanes wide along the head dimension.
 
 use cranelift_codegen::ir::{
-    InstBuilder, Value,
+    Endianness, InstBuilder, MemFlagsData, StackSlot, StackSlotData, StackSlotKind, Value,
     condcodes::{FloatCC, IntCC},
     types,
 };
 use cranelift_frontend::{FunctionBuilder, Variable};
 
-use cranegrad_lower::kernel::AttentionSpec;
+use cranegrad_lower::kernel::{AttentionSpec, Expr};
 
 use crate::emit::{Emitter, LANES, Val, emit_loop, split_flat};
+use crate::gemm::shuffle_bytes;
 use crate::math;
-use crate::memory::build_vector;
+use crate::memory::{build_vector, byte_addr};
 
 impl Emitter<'_> {
     /// Emits the query rows `[start, end)` of an attention kernel.
@@ -89,71 +90,187 @@ impl Emitter<'_> {
         out
     }
 
+    /// `acc = acc * corr + sum_i ps[i] * V[j + i]`, per chunk of output columns.
+    #[allow(clippy::too_many_arguments)]
+    fn accumulate_values(
+        &mut self,
+        b: &mut FunctionBuilder,
+        a: &AttentionSpec,
+        vars: &mut [Option<Value>],
+        j: Value,
+        ps: &[Value],
+        corr: Value,
+        acc: &[Variable],
+        chunks: &[(usize, bool)],
+    ) {
+        let dl = self.k.output_loops().len() - 1;
+        let n = ps.len();
+        let corr_v = b.ins().splat(types::F32X4, corr);
+        let ps_v: Vec<Value> = ps.iter().map(|&p| b.ins().splat(types::F32X4, p)).collect();
+        // A plain f32 load of V is addressed once per block; every (column, key) is then a
+        // constant offset from it (the generic path recomputes the index per load).
+        let v_direct = match &self.k.exprs[a.v] {
+            Expr::Load {
+                arg,
+                index,
+                conds,
+                dtype: cranegrad_graph::DType::F32,
+            } if conds.is_empty() => {
+                vars[a.key_loop] = Some(j);
+                vars[dl] = Some(b.ins().iconst(types::I64, 0));
+                let base = self.affine(b, index, vars);
+                let addr = byte_addr(b, self.ptrs[*arg], base);
+                Some((addr, index.coeff(dl) * 4, index.coeff(a.key_loop) * 4))
+            }
+            _ => None,
+        };
+        let flags = MemFlagsData::new()
+            .with_notrap()
+            .with_readonly()
+            .with_endianness(Endianness::Little);
+        for (ci, &(d, vector)) in chunks.iter().enumerate() {
+            vars[dl] = Some(b.ins().iconst(types::I64, d as i64));
+            let mut x = b.use_var(acc[ci]);
+            x = b.ins().fmul(x, if vector { corr_v } else { corr });
+            for i in 0..n {
+                let vv = match v_direct {
+                    // Contiguous along the columns: one vector load per 4 columns.
+                    Some((addr, col, key)) if !vector || col == 4 => {
+                        let off = (d as i64 * col + i as i64 * key) as i32;
+                        let ty = if vector { types::F32X4 } else { types::F32 };
+                        b.ins().load(ty, flags, addr, off)
+                    }
+                    _ => {
+                        vars[a.key_loop] = Some(b.ins().iadd_imm_s(j, i as i64));
+                        self.load_at(b, a.v, vars, dl, vector)
+                    }
+                };
+                x = b.ins().fma(if vector { ps_v[i] } else { ps[i] }, vv, x);
+            }
+            b.def_var(acc[ci], x);
+        }
+        vars[dl] = None;
+        vars[a.key_loop] = None;
+    }
+
     /// Whether consecutive keys of one head-dimension column lie next to each other (K stored
     /// transposed, `[D, S]`, as the prefill writes it): then 4 keys' scores are one vector of
     /// contiguous loads per column, with no gather and no horizontal sum.
     fn keys_contiguous(&self, a: &AttentionSpec) -> bool {
         matches!(
             &self.k.exprs[a.k],
-            cranegrad_lower::kernel::Expr::Load { index, conds, dtype, .. }
+            Expr::Load { index, conds, dtype, .. }
                 if index.coeff(a.key_loop) == 1 && conds.is_empty() && *dtype == cranegrad_graph::DType::F32
         )
     }
 
-    /// The query's columns one by one, each splatted across 4 lanes (kept in variables: the
-    /// register allocator spills what does not fit, and a spilled splat reloads as one load).
-    fn query_splats(
+    /// The query row in a stack slot, one f32 per head-dimension column, so each column
+    /// is one broadcast load where the key-vector scores need it (32 or 64 splats kept in
+    /// variables would be spilled, and their reloads scheduled badly).
+    fn query_slot(
         &self,
         b: &mut FunctionBuilder,
         a: &AttentionSpec,
         qs: &[Variable],
-    ) -> Vec<Variable> {
+    ) -> (StackSlot, usize) {
         let lanes = LANES as usize;
         let dq = self.k.loops[a.dot_loop].extent.as_const().unwrap_or(0);
-        let mut out = Vec::with_capacity(dq);
+        let slot = b.create_sized_stack_slot(StackSlotData::new(
+            StackSlotKind::ExplicitSlot,
+            (dq.max(1) * 4) as u32,
+            4,
+        ));
         let mut qi = 0;
         for c in (0..dq).step_by(lanes) {
-            let vector = c + lanes <= dq;
-            let cols = if vector { lanes } else { dq - c };
-            for t in 0..cols {
-                let scalar = if vector {
-                    let qv = b.use_var(qs[qi]);
-                    b.ins().extractlane(qv, t as u8)
-                } else {
-                    b.use_var(qs[qi + t])
-                };
-                let var = b.declare_var(types::F32X4);
-                let sv = b.ins().splat(types::F32X4, scalar);
-                b.def_var(var, sv);
-                out.push(var);
+            if c + lanes <= dq {
+                let qv = b.use_var(qs[qi]);
+                b.ins().stack_store(types::I64, qv, slot, (c * 4) as i32);
+                qi += 1;
+            } else {
+                for t in c..dq {
+                    let q = b.use_var(qs[qi]);
+                    b.ins().stack_store(types::I64, q, slot, (t * 4) as i32);
+                    qi += 1;
+                }
             }
-            qi += if vector { 1 } else { cols };
         }
-        out
+        (slot, dq)
     }
 
-    /// The raw scores `scale * q . k` of keys `j..j+4` as one vector, keys along the lanes.
+    /// The raw scores `scale * q . k` of keys `j..j+4` as one vector, keys along the lanes:
+    /// per head-dimension column one contiguous load of 4 keys and one FMA against the
+    /// broadcast query column, in 4 independent chains (one chain would wait on each FMA's
+    /// latency).
     fn key_scores_vector(
         &mut self,
         b: &mut FunctionBuilder,
         a: &AttentionSpec,
         vars: &mut [Option<Value>],
         j: Value,
-        q_splats: &[Variable],
+        (q_slot, dq): (StackSlot, usize),
     ) -> Value {
+        let Expr::Load { arg, index, .. } = &self.k.exprs[a.k] else {
+            unreachable!("keys_contiguous checked the load")
+        };
+        let (arg, index) = (*arg, index.clone());
         vars[a.key_loop] = Some(j);
-        let zero = b.ins().f32const(0.0);
-        let mut sv = b.ins().splat(types::F32X4, zero);
-        for (c, &qv) in q_splats.iter().enumerate() {
-            vars[a.dot_loop] = Some(b.ins().iconst(types::I64, c as i64));
-            let kv = self.load_at(b, a.k, vars, a.key_loop, true);
-            let q = b.use_var(qv);
-            sv = b.ins().fma(q, kv, sv);
-        }
+        vars[a.dot_loop] = Some(b.ins().iconst(types::I64, 0));
+        let base = self.affine(b, &index, vars);
         vars[a.dot_loop] = None;
+        let addr = byte_addr(b, self.ptrs[arg], base);
+        let step = index.coeff(a.dot_loop) * 4;
+        let flags = MemFlagsData::new()
+            .with_notrap()
+            .with_readonly()
+            .with_endianness(Endianness::Little);
+        let zero = b.ins().f32const(0.0);
+        let zv = b.ins().splat(types::F32X4, zero);
+        let mut chains = [zv; 4];
+        for c in 0..dq {
+            let kv = b
+                .ins()
+                .load(types::F32X4, flags, addr, (c as i64 * step) as i32);
+            let q = b
+                .ins()
+                .stack_load(types::I64, types::F32, q_slot, (c * 4) as i32);
+            let qv = b.ins().splat(types::F32X4, q);
+            chains[c % 4] = b.ins().fma(qv, kv, chains[c % 4]);
+        }
+        let s01 = b.ins().fadd(chains[0], chains[1]);
+        let s23 = b.ins().fadd(chains[2], chains[3]);
+        let sv = b.ins().fadd(s01, s23);
         let sc = b.ins().f32const(f64::from_bits(a.scale_bits) as f32);
         let scv = b.ins().splat(types::F32X4, sc);
         b.ins().fmul(sv, scv)
+    }
+
+    /// The mask's address at key `j` when it is a plain bool load with consecutive keys
+    /// adjacent (one 4-byte bool per key): 4 keys' flags are then one vector load.
+    fn mask_vector_addr(
+        &self,
+        b: &mut FunctionBuilder,
+        a: &AttentionSpec,
+        vars: &mut [Option<Value>],
+        j: Value,
+    ) -> Option<Value> {
+        let Expr::Load {
+            arg,
+            index,
+            conds,
+            dtype,
+        } = &self.k.exprs[a.mask?]
+        else {
+            return None;
+        };
+        if !conds.is_empty()
+            || *dtype != cranegrad_graph::DType::Bool
+            || index.coeff(a.key_loop) != 1
+        {
+            return None;
+        }
+        vars[a.key_loop] = Some(j);
+        let base = self.affine(b, index, vars);
+        Some(byte_addr(b, self.ptrs[*arg], base))
     }
 
     /// Whether the mask hides key `j` (the current `vars`), as a bool; `None` without a mask.
@@ -261,7 +378,7 @@ impl Emitter<'_> {
     ) {
         let qs = self.query_row(b, a, vars, q_cone);
         let q_splats = if self.keys_contiguous(a) {
-            Some(self.query_splats(b, a, &qs))
+            Some(self.query_slot(b, a, &qs))
         } else {
             None
         };
@@ -329,50 +446,80 @@ impl Emitter<'_> {
                      vars: &mut [Option<Value>],
                      j: Value,
                      n: usize| {
-            let mut rest_block = None;
-            let hidden_keys: Option<Vec<Value>> = match (&q_splats, a.mask) {
-                (Some(_), Some(_)) if n == lanes => {
-                    let hs: Vec<Value> = (0..n)
-                        .map(|i| {
-                            vars[a.key_loop] = Some(b.ins().iadd_imm_s(j, i as i64));
-                            this.hidden(b, a, vars, cone).expect("a mask")
-                        })
-                        .collect();
+            // Keys contiguous and the mask (if any) a plain bool vector: the whole block
+            // stays in vectors, from the scores to the weights.
+            let mask_addr = match (&q_splats, a.mask) {
+                (Some(_), Some(_)) if n == lanes => this.mask_vector_addr(b, a, vars, j),
+                _ => None,
+            };
+            if let (Some(qslot), true, true) = (
+                q_splats,
+                n == lanes,
+                a.mask.is_none() || mask_addr.is_some(),
+            ) {
+                let flags = MemFlagsData::new()
+                    .with_notrap()
+                    .with_readonly()
+                    .with_endianness(Endianness::Little);
+                let fill = b.ins().f32const(f64::from_bits(a.fill_bits) as f32);
+                let hidden = mask_addr.map(|addr| {
+                    let mv = b.ins().load(types::I32X4, flags, addr, 0);
+                    let zero = b.ins().iconst(types::I32, 0);
+                    let zv = b.ins().splat(types::I32X4, zero);
+                    b.ins().icmp(IntCC::NotEqual, mv, zv)
+                });
+                let mut done = None;
+                if let Some(h) = hidden {
                     // Keys all hidden after a visible one (the causal mask's upper triangle)
                     // change nothing: each would get weight exp(fill - max) = 0 and leave the
                     // max, the sum and the output as they are. Skipping them is exact; before
                     // any visible key they are computed, as their weights still matter then.
-                    let mut all = hs[0];
-                    for &h in &hs[1..] {
-                        all = b.ins().band(all, h);
-                    }
-                    let fill = b.ins().f32const(f64::from_bits(a.fill_bits) as f32);
+                    let all = b.ins().vall_true(h);
                     let m_now = b.use_var(m);
                     let seen = b.ins().fcmp(FloatCC::GreaterThan, m_now, fill);
                     let skip = b.ins().band(all, seen);
                     let body = b.create_block();
-                    let done = b.create_block();
-                    b.ins().brif(skip, done, &[], body, &[]);
+                    let after = b.create_block();
+                    b.ins().brif(skip, after, &[], body, &[]);
                     b.switch_to_block(body);
                     b.seal_block(body);
-                    rest_block = Some(done);
-                    Some(hs)
+                    done = Some(after);
                 }
-                _ => None,
-            };
+                let mut sv = this.key_scores_vector(b, a, vars, j, qslot);
+                if let Some(h) = hidden {
+                    let le = MemFlagsData::new().with_endianness(Endianness::Little);
+                    let hf = b.ins().bitcast(types::F32X4, le, h);
+                    let fill_v = b.ins().splat(types::F32X4, fill);
+                    sv = b.ins().bitselect(hf, fill_v, sv);
+                }
+                let m_old = b.use_var(m);
+                let block_max = hmax4(b, sv);
+                let m_new = b.ins().fmax(m_old, block_max);
+                let corr = weight(b, m_old, m_new);
+                let mv = b.ins().splat(types::F32X4, m_new);
+                let pv = weight(b, sv, mv);
+                let sum = hadd4(b, pv);
+                let lv = b.use_var(l);
+                let lv = b.ins().fma(lv, corr, sum);
+                b.def_var(l, lv);
+                b.def_var(m, m_new);
+                let ps: Vec<Value> = (0..n).map(|i| b.ins().extractlane(pv, i as u8)).collect();
+                this.accumulate_values(b, a, vars, j, &ps, corr, &acc, &chunks);
+                if let Some(after) = done {
+                    b.ins().jump(after, &[]);
+                    b.switch_to_block(after);
+                    b.seal_block(after);
+                }
+                return;
+            }
             let scores: Vec<Value> = match &q_splats {
                 Some(splats) if n == lanes => {
-                    let sv = this.key_scores_vector(b, a, vars, j, splats);
+                    let sv = this.key_scores_vector(b, a, vars, j, *splats);
                     (0..n)
                         .map(|i| {
                             let s = b.ins().extractlane(sv, i as u8);
-                            let h = match &hidden_keys {
-                                Some(hs) => Some(hs[i]),
-                                None => {
-                                    vars[a.key_loop] = Some(b.ins().iadd_imm_s(j, i as i64));
-                                    this.hidden(b, a, vars, cone)
-                                }
-                            };
+                            vars[a.key_loop] = Some(b.ins().iadd_imm_s(j, i as i64));
+                            let h = this.hidden(b, a, vars, cone);
                             this.masked(b, a, h, s)
                         })
                         .collect()
@@ -406,26 +553,7 @@ impl Emitter<'_> {
             let lv = b.ins().fma(lv, corr, sum);
             b.def_var(l, lv);
             b.def_var(m, m_new);
-            let corr_v = b.ins().splat(types::F32X4, corr);
-            let ps_v: Vec<Value> = ps.iter().map(|&p| b.ins().splat(types::F32X4, p)).collect();
-            for (ci, &(d, vector)) in chunks.iter().enumerate() {
-                vars[dl] = Some(b.ins().iconst(types::I64, d as i64));
-                let mut x = b.use_var(acc[ci]);
-                x = b.ins().fmul(x, if vector { corr_v } else { corr });
-                for i in 0..n {
-                    vars[a.key_loop] = Some(b.ins().iadd_imm_s(j, i as i64));
-                    let vv = this.load_at(b, a.v, vars, dl, vector);
-                    x = b.ins().fma(if vector { ps_v[i] } else { ps[i] }, vv, x);
-                }
-                b.def_var(acc[ci], x);
-            }
-            vars[dl] = None;
-            vars[a.key_loop] = None;
-            if let Some(done) = rest_block {
-                b.ins().jump(done, &[]);
-                b.switch_to_block(done);
-                b.seal_block(done);
-            }
+            this.accumulate_values(b, a, vars, j, &ps, corr, &acc, &chunks);
         };
         let z = b.ins().iconst(types::I64, 0);
         let rest = emit_loop(b, z, extents[a.key_loop], LANES, |b, j| {
@@ -453,4 +581,26 @@ impl Emitter<'_> {
         }
         vars[dl] = None;
     }
+}
+
+/// Lanes `[2, 3, 0, 1]` and `[1, 0, 3, 2]` of a vector (byte masks for `shuffle_bytes`).
+const SWAP64: u128 = 0x0706_0504_0302_0100_0f0e_0d0c_0b0a_0908;
+const SWAP32: u128 = 0x0b0a_0908_0f0e_0d0c_0302_0100_0706_0504;
+
+/// The largest lane of `v` (NaN if any lane is, as a chain of `fmax` gives).
+fn hmax4(b: &mut FunctionBuilder, v: Value) -> Value {
+    let t = shuffle_bytes(b, v, v, SWAP64);
+    let t = b.ins().fmax(v, t);
+    let u = shuffle_bytes(b, t, t, SWAP32);
+    let u = b.ins().fmax(t, u);
+    b.ins().extractlane(u, 0)
+}
+
+/// The sum of the lanes of `v`.
+fn hadd4(b: &mut FunctionBuilder, v: Value) -> Value {
+    let t = shuffle_bytes(b, v, v, SWAP64);
+    let t = b.ins().fadd(v, t);
+    let u = shuffle_bytes(b, t, t, SWAP32);
+    let u = b.ins().fadd(t, u);
+    b.ins().extractlane(u, 0)
 }

@@ -679,7 +679,7 @@ fn g_k(em: &Emitter<'_>, g: &GemmSpec) -> i64 {
 }
 
 /// A two-input lane shuffle with a constant byte mask (bytes 16.. are `y`'s).
-fn shuffle_bytes(b: &mut FunctionBuilder, x: Value, y: Value, mask: u128) -> Value {
+pub(crate) fn shuffle_bytes(b: &mut FunctionBuilder, x: Value, y: Value, mask: u128) -> Value {
     use cranelift_codegen::ir::{ConstantData, Immediate};
     let le = MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little);
     let xi = b.ins().bitcast(types::I8X16, le, x);
