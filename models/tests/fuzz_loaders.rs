@@ -1,7 +1,7 @@
 //! A proptest-driven mutation fuzzer for the model loaders.
 //!
 //! Each case takes a real fixture from `models/testdata` (HF folders, a sharded copy made at
-//! start-up, GGUF F32/Q8_0, minimind JSON, `tokenizer.json`), breaks one of its files
+//! start-up, GGUF F32/Q8_0/Q4_K_M, minimind JSON, `tokenizer.json`, GGUF vocabularies), breaks one of its files
 //! (truncation, bit flips, byte overwrites, huge values in header fields, hostile JSON values in
 //! configs, shard indexes and safetensors headers) and loads it in process, through
 //! `Model::load` and the lower-level entry points. A case passes when every call returns, within
@@ -718,6 +718,14 @@ fn fuzz_gguf_f32() {
 #[test]
 fn fuzz_gguf_q8_0() {
     fuzz(single_file("gguf-q8_0", "llama-tiny/model-q8_0.gguf"));
+}
+
+#[test]
+fn fuzz_gguf_k_quant_mix() {
+    fuzz(single_file(
+        "gguf-q4_k_m",
+        "llama-small-quant/model-q4_k_m.gguf",
+    ));
 }
 
 #[test]

@@ -1435,13 +1435,21 @@ fn corrupt_gguf_headers_are_errors_naming_file_and_tensor() {
             .f32_tensor("output_norm.weight", &[32], &mut rng),
         &["`output_norm.weight`", "twice"],
     );
-    let mut q4k = base.clone();
-    q4k.tensors
-        .iter_mut()
-        .find(|t| t.0 == "blk.0.ffn_up.weight")
-        .unwrap()
-        .2 = 12;
-    check(&q4k, &["`blk.0.ffn_up.weight`", "Q4_K", "not supported"]);
+    // A type the loader does not decode (Q2_K) is named; a K-quant whose rows are not
+    // whole 256-value super-blocks is refused by shape.
+    for (ty, needles) in [
+        (10, ["Q2_K", "not supported"]),
+        (12, ["Q4_K", "multiple of 256"]),
+    ] {
+        let mut other = base.clone();
+        other
+            .tensors
+            .iter_mut()
+            .find(|t| t.0 == "blk.0.ffn_up.weight")
+            .unwrap()
+            .2 = ty;
+        check(&other, &["`blk.0.ffn_up.weight`", needles[0], needles[1]]);
+    }
     check(
         &with("blk.0.attn_q.bias", &[32], 0, vec![0; 128]),
         &["`blk.0.attn_q.bias`", "LLaMA"],

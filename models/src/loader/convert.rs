@@ -10,11 +10,6 @@ use super::tensor::SourceDType;
 /// Largest integer magnitude an f32 holds exactly; integers beyond it would be silently rounded.
 const F32_EXACT_INT: u64 = 1 << 24;
 
-/// Q8_0 block: one f16 scale followed by 32 signed bytes.
-pub const Q8_0_BLOCK: usize = 32;
-/// Bytes per Q8_0 block.
-pub const Q8_0_BLOCK_BYTES: usize = 2 + Q8_0_BLOCK;
-
 /// Decodes `numel` values of `dtype` from `bytes` (exactly as many bytes as they need).
 pub fn decode(dtype: SourceDType, bytes: &[u8], numel: usize) -> Result<Vec<f32>, String> {
     let need = needed_bytes(dtype, numel)?;
@@ -41,7 +36,14 @@ pub fn decode(dtype: SourceDType, bytes: &[u8], numel: usize) -> Result<Vec<f32>
             .chunks_exact(8)
             .map(|c| f64::from_le_bytes(c.try_into().expect("chunk of 8")) as f32)
             .collect(),
-        SourceDType::Q8_0 => dequantize_q8_0(bytes),
+        SourceDType::Q8_0
+        | SourceDType::Q4_0
+        | SourceDType::Q4_1
+        | SourceDType::Q5_0
+        | SourceDType::Q5_1
+        | SourceDType::Q4_K
+        | SourceDType::Q5_K
+        | SourceDType::Q6_K => super::quant_blocks::dequantize(dtype, bytes),
         SourceDType::I64 => ints_to_f32(
             bytes
                 .chunks_exact(8)
@@ -55,34 +57,23 @@ pub fn decode(dtype: SourceDType, bytes: &[u8], numel: usize) -> Result<Vec<f32>
     })
 }
 
-/// Bytes needed for `numel` values, or a message if that overflows or breaks Q8_0 blocking.
+/// Bytes needed for `numel` values, or a message if that overflows or breaks a block type's
+/// blocking.
 pub fn needed_bytes(dtype: SourceDType, numel: usize) -> Result<usize, String> {
     let overflow = || format!("{numel} {dtype} values overflow the address space");
-    match dtype {
-        SourceDType::Q8_0 => {
-            if !numel.is_multiple_of(Q8_0_BLOCK) {
-                return Err(format!(
-                    "Q8_0 needs a multiple of {Q8_0_BLOCK} values, got {numel}"
-                ));
-            }
-            (numel / Q8_0_BLOCK)
-                .checked_mul(Q8_0_BLOCK_BYTES)
-                .ok_or_else(overflow)
+    if let Some((n, bytes)) = super::quant_blocks::block_shape(dtype) {
+        if !numel.is_multiple_of(n) {
+            return Err(format!(
+                "{dtype} needs a multiple of {n} values, got {numel}"
+            ));
         }
+        return (numel / n).checked_mul(bytes).ok_or_else(overflow);
+    }
+    match dtype {
         SourceDType::F32 | SourceDType::I32 => numel.checked_mul(4).ok_or_else(overflow),
         SourceDType::F16 | SourceDType::BF16 => numel.checked_mul(2).ok_or_else(overflow),
-        SourceDType::F64 | SourceDType::I64 => numel.checked_mul(8).ok_or_else(overflow),
+        _ => numel.checked_mul(8).ok_or_else(overflow),
     }
-}
-
-/// value = f32(scale) * q, the same product llama.cpp's `dequantize_row_q8_0` computes.
-fn dequantize_q8_0(bytes: &[u8]) -> Vec<f32> {
-    let mut out = Vec::with_capacity(bytes.len() / Q8_0_BLOCK_BYTES * Q8_0_BLOCK);
-    for block in bytes.chunks_exact(Q8_0_BLOCK_BYTES) {
-        let d = f16::from_le_bytes([block[0], block[1]]).to_f32();
-        out.extend(block[2..].iter().map(|&q| d * f32::from(q as i8)));
-    }
-    out
 }
 
 /// Integers are only accepted when f32 represents them exactly; otherwise say which one broke.

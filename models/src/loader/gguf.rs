@@ -47,7 +47,14 @@ impl GgmlType {
         match self.0 {
             0 => Some(SourceDType::F32),
             1 => Some(SourceDType::F16),
+            2 => Some(SourceDType::Q4_0),
+            3 => Some(SourceDType::Q4_1),
+            6 => Some(SourceDType::Q5_0),
+            7 => Some(SourceDType::Q5_1),
             8 => Some(SourceDType::Q8_0),
+            12 => Some(SourceDType::Q4_K),
+            13 => Some(SourceDType::Q5_K),
+            14 => Some(SourceDType::Q6_K),
             30 => Some(SourceDType::BF16),
             _ => None,
         }
@@ -426,10 +433,13 @@ impl<'a> Reader<'a> {
         let byte_len = match ggml_type.source_dtype() {
             None => None,
             Some(dt) => {
-                if dt == SourceDType::Q8_0 && dims.first().is_some_and(|&d| d % 32 != 0) {
+                // Blocks run along a row: each row must be whole blocks.
+                if let Some((n, _)) = super::quant_blocks::block_shape(dt)
+                    && dims.first().is_some_and(|&d| d % n as u64 != 0)
+                {
                     return Err(self.tensor_err(
                         &name,
-                        format!("Q8_0 rows of {} values are not a multiple of 32", dims[0]),
+                        format!("{dt} rows of {} values are not a multiple of {n}", dims[0]),
                     ));
                 }
                 Some(convert::needed_bytes(dt, numel).map_err(|m| self.tensor_err(&name, m))?)

@@ -17,6 +17,7 @@ pub mod golden;
 mod hf_config;
 mod json;
 pub mod minimind;
+pub mod quant_blocks;
 pub mod rope;
 pub mod safetensors;
 pub mod tensor;

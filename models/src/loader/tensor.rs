@@ -10,6 +10,8 @@ use super::error::{LoadError, Result};
 
 /// Element type a tensor had in its file, before widening to f32.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+// The quantized variants keep ggml's spelling (`Q4_K`), which users know them by.
+#[allow(non_camel_case_types)]
 pub enum SourceDType {
     /// IEEE single precision.
     F32,
@@ -21,6 +23,20 @@ pub enum SourceDType {
     F64,
     /// llama.cpp Q8_0: blocks of 32 values, one f16 scale + 32 i8 (34 bytes per block).
     Q8_0,
+    /// llama.cpp Q4_0: blocks of 32 4-bit values with an f16 scale (18 bytes).
+    Q4_0,
+    /// llama.cpp Q4_1: blocks of 32 4-bit values with an f16 scale and minimum (20 bytes).
+    Q4_1,
+    /// llama.cpp Q5_0: blocks of 32 5-bit values with an f16 scale (22 bytes).
+    Q5_0,
+    /// llama.cpp Q5_1: blocks of 32 5-bit values with an f16 scale and minimum (24 bytes).
+    Q5_1,
+    /// llama.cpp Q4_K: super-blocks of 256 4-bit values, 6-bit sub-block scales (144 bytes).
+    Q4_K,
+    /// llama.cpp Q5_K: super-blocks of 256 5-bit values, 6-bit sub-block scales (176 bytes).
+    Q5_K,
+    /// llama.cpp Q6_K: super-blocks of 256 6-bit values, 8-bit sub-block scales (210 bytes).
+    Q6_K,
     /// Signed 64-bit integers.
     I64,
     /// Signed 32-bit integers.
@@ -28,13 +44,15 @@ pub enum SourceDType {
 }
 
 impl SourceDType {
-    /// Bytes the file spent on `numel` values of this type (Q8_0 counts whole blocks).
+    /// Bytes the file spent on `numel` values of this type (block types count whole blocks).
     pub fn storage_bytes(self, numel: usize) -> usize {
+        if let Some((n, bytes)) = super::quant_blocks::block_shape(self) {
+            return numel.div_ceil(n) * bytes;
+        }
         match self {
             SourceDType::F32 | SourceDType::I32 => numel * 4,
             SourceDType::F16 | SourceDType::BF16 => numel * 2,
-            SourceDType::F64 | SourceDType::I64 => numel * 8,
-            SourceDType::Q8_0 => numel.div_ceil(32) * 34,
+            _ => numel * 8,
         }
     }
 
@@ -46,6 +64,13 @@ impl SourceDType {
             SourceDType::BF16 => "BF16",
             SourceDType::F64 => "F64",
             SourceDType::Q8_0 => "Q8_0",
+            SourceDType::Q4_0 => "Q4_0",
+            SourceDType::Q4_1 => "Q4_1",
+            SourceDType::Q5_0 => "Q5_0",
+            SourceDType::Q5_1 => "Q5_1",
+            SourceDType::Q4_K => "Q4_K",
+            SourceDType::Q5_K => "Q5_K",
+            SourceDType::Q6_K => "Q6_K",
             SourceDType::I64 => "I64",
             SourceDType::I32 => "I32",
         }
