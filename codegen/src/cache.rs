@@ -42,6 +42,8 @@ pub struct CacheStats {
     pub misses: u64,
     /// Total compile time of the misses, microseconds.
     pub compile_micros: f64,
+    /// Misses served from the disk cache instead of compiled.
+    pub disk_hits: u64,
 }
 
 /// The cache key of `k` under an ISA fingerprint: 128 bits of SHA-256 over the kernel's
@@ -69,6 +71,8 @@ pub struct KernelCache {
     plain_fingerprint: String,
     map: HashMap<String, KernelFn>,
     stats: CacheStats,
+    /// Compiled kernels on disk, shared by processes (the process's setting when created).
+    disk: Option<crate::disk_cache::DiskCache>,
     ctx: Context,
     fctx: FunctionBuilderContext,
 }
@@ -90,6 +94,7 @@ impl KernelCache {
             plain_fingerprint,
             map: HashMap::new(),
             stats: CacheStats::default(),
+            disk: crate::disk_cache::global(),
             ctx,
             fctx: FunctionBuilderContext::new(),
         })
@@ -202,6 +207,21 @@ impl KernelCache {
         let id = module
             .declare_function(&format!("{}_{key}", k.name), Linkage::Local, &sig)
             .map_err(|e| CodegenError::Cranelift(format!("{}: {e}", k.name)))?;
+        // A checked entry from an earlier process: its bytes, mapped without compiling.
+        if let Some(entry) = self.disk.as_ref().and_then(|d| d.load(key)) {
+            let fail = |e: cranelift_module::ModuleError| {
+                CodegenError::Cranelift(format!("{}: {e}", k.name))
+            };
+            module
+                .define_function_bytes(id, entry.align, &entry.code, &[])
+                .map_err(fail)?;
+            module.finalize_definitions().map_err(fail)?;
+            self.stats.disk_hits += 1;
+            let ptr = module.get_finalized_function(id);
+            // SAFETY: the entry holds the code this cache compiled for this key (kernel
+            // text, Cranelift version, ISA flags) with `kernel_signature`, checksum verified.
+            return Ok(unsafe { std::mem::transmute::<*const u8, KernelFn>(ptr) });
+        }
         self.ctx.func.signature = sig;
         emit_kernel(
             k,
@@ -219,6 +239,12 @@ impl KernelCache {
             };
             module.clear_context(&mut self.ctx);
             return Err(CodegenError::Cranelift(format!("{}: {detail}", k.name)));
+        }
+        // Self-contained code (no relocations: no libcalls) can be stored as bytes.
+        if let (Some(disk), Some(code)) = (&self.disk, self.ctx.compiled_code())
+            && code.buffer.relocs().is_empty()
+        {
+            disk.store(key, code.code_buffer(), u64::from(code.buffer.alignment));
         }
         module.clear_context(&mut self.ctx);
         module

@@ -4,6 +4,7 @@ pub mod attention;
 pub mod bounds;
 pub mod cache;
 mod columns;
+pub mod disk_cache;
 pub mod emit;
 pub mod gemm;
 mod interleave;
