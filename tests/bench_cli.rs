@@ -14,6 +14,8 @@ fn bench() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_cranegrad"));
     c.arg("bench");
     c.env_remove("CRANEGRAD_PLANT_MISMATCH");
+    // Cold-start figures are of a cold process: no kernels from the disk cache.
+    c.env("CRANEGRAD_NO_DISK_CACHE", "1");
     c
 }
 

@@ -8,6 +8,7 @@ use std::process::{Command, Output, Stdio};
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_cranegrad"));
     c.env("CRANEGRAD_VERIFY", "1");
+    c.env("CRANEGRAD_NO_DISK_CACHE", "1");
     c
 }
 

@@ -9,6 +9,8 @@ use std::process::Command;
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_cranegrad"));
     c.env("CRANEGRAD_VERIFY", "1");
+    // Every run compiles: the disk cache has tests of its own (disk_cache_cli.rs).
+    c.env("CRANEGRAD_NO_DISK_CACHE", "1");
     c
 }
 
@@ -849,6 +851,7 @@ fn control_bytes_are_escaped_on_a_terminal_only() {
     let cmd =
         format!("{bin_path} generate --model small --prompt $(printf 'a\\033[31mb') --max-new 2");
     let Ok(r) = Command::new("script")
+        .env("CRANEGRAD_NO_DISK_CACHE", "1")
         .args(["-q", "-e", "-c", &cmd, "/dev/null"])
         .env("CRANEGRAD_VERIFY", "1")
         .output()
@@ -1057,6 +1060,7 @@ fn loading_feedback_on_a_terminal_only() {
     let bin_path = env!("CARGO_BIN_EXE_cranegrad");
     let cmd = format!("{bin_path} generate -m small -p hi -n 2");
     let r = Command::new("script")
+        .env("CRANEGRAD_NO_DISK_CACHE", "1")
         .args(["-q", "-e", "-c", &cmd, "/dev/null"])
         .output()
         .expect("util-linux `script` for the pseudo-terminal (package bsdutils)");
@@ -1139,6 +1143,7 @@ fn chat_on_a_terminal_has_a_prompt_and_history() {
     let data = tmp("chatdata");
     let bin_path = env!("CARGO_BIN_EXE_cranegrad");
     let mut child = Command::new("script")
+        .env("CRANEGRAD_NO_DISK_CACHE", "1")
         .args([
             "-q",
             "-e",

@@ -4,7 +4,9 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_cranegrad"))
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cranegrad"));
+    c.env("CRANEGRAD_NO_DISK_CACHE", "1");
+    c
 }
 
 fn vocab(name: &str) -> String {

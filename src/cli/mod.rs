@@ -2,6 +2,7 @@
 //! usage.
 
 mod bench;
+mod cache;
 mod chat;
 mod chat_input;
 mod checks;
@@ -30,6 +31,13 @@ use clap::{Parser, Subcommand};
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Where compiled kernels are kept between runs (default: $CRANEGRAD_CACHE_DIR, else
+    /// $XDG_CACHE_HOME/cranegrad, else ~/.cache/cranegrad).
+    #[arg(long, global = true, value_name = "DIR")]
+    cache_dir: Option<std::path::PathBuf>,
+    /// Compile every kernel, reading and writing no disk cache (also CRANEGRAD_NO_DISK_CACHE=1).
+    #[arg(long, global = true)]
+    no_disk_cache: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -52,10 +60,16 @@ enum Command {
     Detokenize(tokenize::DetokenizeArgs),
     /// Render a conversation with a model's chat template (or a template file).
     Template(template::TemplateArgs),
+    /// The compiled-kernel cache on disk: its path, what it holds, or clear it.
+    Cache(cache::CacheArgs),
 }
 
 /// Runs the parsed command.
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::Cache(a) = cli.command {
+        return cache::cache(a, cli.cache_dir.as_deref());
+    }
+    cache::install(cli.cache_dir.as_deref(), cli.no_disk_cache);
     match cli.command {
         Command::Run(a) => run::run(a),
         Command::Info(a) => info::info(a),
@@ -66,5 +80,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tokenize(a) => tokenize::tokenize(a),
         Command::Detokenize(a) => tokenize::detokenize(a),
         Command::Template(a) => template::template(a),
+        Command::Cache(_) => unreachable!("handled above"),
     }
 }

@@ -276,7 +276,10 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         )
         .row(
             "kernel cache",
-            format!("{} hits, {} misses", stats.hits, stats.misses),
+            format!(
+                "{} hits, {} misses ({} of them loaded from the disk cache)",
+                stats.hits, stats.misses, stats.disk_hits
+            ),
         )
         .row("arena", format!("{} bytes planned", cold.arena_bytes));
     let text = t.render();

@@ -156,6 +156,8 @@ pub struct TotalsReport {
     pub cache_hits: u64,
     /// Kernel-cache misses (compilations) over the whole run.
     pub cache_misses: u64,
+    /// Misses whose kernels were loaded from the disk cache instead of compiled.
+    pub cache_disk_hits: u64,
 }
 
 /// Milliseconds since `t`.
@@ -228,6 +230,7 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
             ),
             cache_hits: stats.hits,
             cache_misses: stats.misses,
+            cache_disk_hits: stats.disk_hits,
         },
         input: loaded.input.clone(),
         cold: cold.report,

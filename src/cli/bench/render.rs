@@ -159,14 +159,15 @@ pub fn table(r: &BenchReport, params: usize, limits: Option<&MachineLimits>) -> 
     t.row(
         "kernels",
         format!(
-            "{} unfused -> {} fused (prefill), {} per decode step; cache {} hits / {} misses",
+            "{} unfused -> {} fused (prefill), {} per decode step; cache {} hits / {} misses ({} from disk)",
             cold.kernels_unfused,
             cold.kernels_fused,
             generation
                 .kernels_fused_decode
                 .map_or("-".into(), |k| k.to_string()),
             totals.cache_hits,
-            totals.cache_misses
+            totals.cache_misses,
+            totals.cache_disk_hits
         ),
     )
     .row(
