@@ -103,6 +103,8 @@ struct RunReport {
     cache_hits: u64,
     /// Kernel-cache misses over the whole run.
     cache_misses: u64,
+    /// Misses loaded from the disk cache instead of compiled.
+    cache_disk_hits: u64,
     /// Planned intermediate memory, bytes.
     arena_bytes: usize,
 }
@@ -306,6 +308,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
             kernels_fused,
             cache_hits: stats.hits,
             cache_misses: stats.misses,
+            cache_disk_hits: stats.disk_hits,
             arena_bytes: cold.arena_bytes,
         };
         write_json(&out, &report)?;
