@@ -68,6 +68,25 @@ fn messages(path: &Path) -> Vec<serde_json::Value> {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
+/// `chat` on `model`, greedy with no repetition penalty (as `generate`'s defaults), `n` tokens
+/// per reply, fed `input`.
+fn greedy_chat(model: &str, n: usize, extra: &[&str], input: &[u8]) -> Output {
+    let n = n.to_string();
+    let mut args = vec![
+        "chat",
+        "-m",
+        model,
+        "--temp",
+        "0",
+        "--repeat-penalty",
+        "1",
+        "-n",
+        &n,
+    ];
+    args.extend(extra);
+    run(&args, input)
+}
+
 /// What `generate` continues a prompt with (its stdout starts with the prompt itself).
 fn continuation(model: &str, prompt: &str, n: usize) -> String {
     let o = run(
@@ -102,22 +121,7 @@ fn chat_turns_are_the_templates_rendering() {
         save1.display(),
         save2.display()
     );
-    let o = run(
-        &[
-            "chat",
-            "-m",
-            m,
-            "--temp",
-            "0",
-            "--repeat-penalty",
-            "1",
-            "-n",
-            "12",
-            "--system",
-            "Be brief.",
-        ],
-        input.as_bytes(),
-    );
+    let o = greedy_chat(m, 12, &["--system", "Be brief."], input.as_bytes());
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(stderr.contains("chat template from"), "{stderr}");
     let replies: Vec<String> = String::from_utf8(o.stdout)
@@ -182,18 +186,10 @@ fn system_command_and_raw_mode() {
     let d = model_with_template("system");
     let m = d.to_str().unwrap();
     let save = d.join("s.json");
-    let o = run(
-        &[
-            "chat",
-            "-m",
-            m,
-            "--temp",
-            "0",
-            "--repeat-penalty",
-            "1",
-            "-n",
-            "4",
-        ],
+    let o = greedy_chat(
+        m,
+        4,
+        &[],
         format!(
             "/system Answer in French.\n/system\nBonjour\n/save {}\n",
             save.display()
@@ -207,21 +203,7 @@ fn system_command_and_raw_mode() {
     );
     assert_eq!(messages(&save)[0]["content"], "Answer in French.");
     // --no-template: the raw line is what the model reads.
-    let o = run(
-        &[
-            "chat",
-            "-m",
-            m,
-            "--temp",
-            "0",
-            "--repeat-penalty",
-            "1",
-            "-n",
-            "6",
-            "--no-template",
-        ],
-        b"Bonjour\n",
-    );
+    let o = greedy_chat(m, 6, &["--no-template"], b"Bonjour\n");
     let reply = String::from_utf8(o.stdout).unwrap();
     assert_eq!(
         continuation(m, "Bonjour\n", 6),
