@@ -9,6 +9,7 @@ pub mod llama;
 pub mod loader;
 pub mod model;
 pub mod presets;
+pub mod quantize;
 pub mod run;
 pub mod sample;
 pub mod tokenizer;
