@@ -67,6 +67,30 @@ pub fn global() -> Option<DiskCache> {
         .and_then(|m| m.lock().ok().and_then(|c| c.clone()))
 }
 
+/// What identifies the code generator that wrote an entry: the cranegrad version and the
+/// running executable's size and modification time. The kernel key covers the kernel's text,
+/// the Cranelift version and the ISA, but not how this build turns the text into code: a
+/// rebuilt cranegrad of the same version may emit other code for the same kernel, so its
+/// entries must not be reused.
+pub fn build_id() -> &'static str {
+    static ID: OnceLock<String> = OnceLock::new();
+    ID.get_or_init(|| {
+        let exe = std::env::current_exe()
+            .and_then(fs::metadata)
+            .ok()
+            .map(|m| {
+                let t = m
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_nanos());
+                format!("{}-{t}", m.len())
+            })
+            .unwrap_or_else(|| "unknown-executable".into());
+        format!("{} {exe}", env!("CARGO_PKG_VERSION"))
+    })
+}
+
 /// The default root: `$CRANEGRAD_CACHE_DIR`, else `$XDG_CACHE_HOME/cranegrad`, else
 /// `~/.cache/cranegrad`.
 pub fn default_root() -> Option<PathBuf> {
@@ -141,8 +165,15 @@ impl DiskCache {
         &self.dir
     }
 
+    /// The entry file of `key` for this build (two builds keep separate entries, so they
+    /// do not evict each other's by overwriting).
     fn path(&self, key: &str) -> PathBuf {
-        self.dir.join(format!("{key}.kernel"))
+        let file = Sha256::digest(format!("{key}\n{}", build_id()).as_bytes());
+        let name = file[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>();
+        self.dir.join(format!("{name}.kernel"))
     }
 
     /// The entry under `key`, if it is there and whole; a damaged or foreign one is removed.
@@ -182,7 +213,7 @@ impl DiskCache {
         bytes.extend(MAGIC);
         bytes.extend(FORMAT.to_le_bytes());
         put_str(&mut bytes, key);
-        put_str(&mut bytes, env!("CARGO_PKG_VERSION"));
+        put_str(&mut bytes, build_id());
         bytes.extend(align.to_le_bytes());
         bytes.extend((code.len() as u64).to_le_bytes());
         bytes.extend(Sha256::digest(code));
@@ -291,8 +322,8 @@ fn parse(bytes: &[u8], key: &str) -> Result<Entry, String> {
         return Err("stored under another key".into());
     }
     let n = u32_at(take(4)?) as usize;
-    if take(n)? != env!("CARGO_PKG_VERSION").as_bytes() {
-        return Err("from another cranegrad version".into());
+    if take(n)? != build_id().as_bytes() {
+        return Err("from another cranegrad build".into());
     }
     let align = u64_at(take(8)?);
     if !align.is_power_of_two() || align > 4096 {
@@ -352,14 +383,23 @@ mod tests {
         c.store("abc", &[9; 64], 16);
         fs::rename(&p, c.path("xyz")).unwrap();
         assert!(c.load("xyz").is_none());
+        // An entry another build wrote (its build id differs) is not run.
+        c.store("abc", &[9; 64], 16);
+        let mut b = fs::read(&p).unwrap();
+        let id = build_id().as_bytes();
+        let at = b.windows(id.len()).position(|w| w == id).unwrap();
+        b[at] ^= 1;
+        fs::write(&p, &b).unwrap();
+        assert!(c.load("abc").is_none());
+        assert!(!p.exists());
         let _ = fs::remove_dir_all(&root);
     }
 
     #[test]
     fn the_cap_evicts_the_least_recently_used() {
         let root = tmp("cap");
-        // Each entry is 1000 bytes of code plus a header of under 100: three fit, four do not.
-        let c = DiskCache::open(&root, 3300).unwrap();
+        // Each entry is 1000 bytes of code plus a header of under 200: three fit, four do not.
+        let c = DiskCache::open(&root, 3600).unwrap();
         for k in ["a", "b", "c"] {
             c.store(k, &[0; 1000], 16);
             std::thread::sleep(std::time::Duration::from_millis(20));
@@ -369,7 +409,7 @@ mod tests {
         c.store("d", &[0; 1000], 16);
         assert!(c.load("b").is_none(), "b was the least recently used");
         assert!(c.load("a").is_some() && c.load("d").is_some());
-        assert!(c.stats().bytes <= 3300);
+        assert!(c.stats().bytes <= 3600);
         assert_eq!(c.clear().entries, 3);
         assert_eq!(c.stats().entries, 0);
         let _ = fs::remove_dir_all(&root);
