@@ -17,6 +17,9 @@ pub struct InfoArgs {
     /// A preset, a Hugging Face folder, a .gguf file or a minimind JSON file.
     #[arg(long, short = 'm', default_value = "small")]
     model: String,
+    /// Also list every tensor the file stores: name, shape, stored type and bytes.
+    #[arg(long)]
+    tensors: bool,
 }
 
 /// Runs the command.
@@ -128,7 +131,41 @@ pub fn info(a: InfoArgs) -> anyhow::Result<ExitCode> {
     };
     tokenizer_rows(&mut t, &tok);
     print!("{}", t.render());
+    if a.tensors {
+        match &store {
+            Some(store) => print!("{}", tensor_table(store)),
+            None => println!("\n(a preset stores no tensors: its weights are generated when run)"),
+        }
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One line per stored tensor: name, shape, the type the file stores it in, and its bytes.
+fn tensor_table(store: &WeightStore) -> String {
+    let mut rows: Vec<(&str, String, &str, usize)> = store
+        .iter()
+        .map(|(name, t)| {
+            let shape: Vec<String> = t.shape.iter().map(usize::to_string).collect();
+            (
+                name,
+                format!("[{}]", shape.join(", ")),
+                t.source_dtype.name(),
+                t.source_bytes(),
+            )
+        })
+        .collect();
+    rows.sort_by(|a, b| a.0.cmp(b.0));
+    let w = rows.iter().map(|r| r.0.len()).max().unwrap_or(6).max(6);
+    let mut out = format!(
+        "\n  {:<w$}  {:<14} {:<5} {:>12}\n",
+        "tensor", "shape", "type", "bytes"
+    );
+    for (name, shape, dtype, bytes) in rows {
+        out.push_str(&format!(
+            "  {name:<w$}  {shape:<14} {dtype:<5} {bytes:>12}\n"
+        ));
+    }
+    out
 }
 
 /// The tokenizer of a GGUF file that carries a vocabulary and no tensors.
