@@ -170,15 +170,8 @@ fn tensor_table(store: &WeightStore) -> String {
 
 /// The tokenizer of a GGUF file that carries a vocabulary and no tensors.
 fn vocabulary_only(path: &std::path::Path) -> anyhow::Result<Option<Tokenizer>> {
-    use std::io::Read;
-    if !path.is_file() {
-        return Ok(None);
-    }
-    // The header's first 16 bytes: magic, version, tensor count (little-endian u64). Only a
-    // file with no tensors is read whole, so a model file is not.
-    let mut head = [0u8; 16];
-    let read = std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut head));
-    if read.is_err() || &head[..4] != b"GGUF" || head[8..16] != [0; 8] {
+    // Only a file whose header declares no tensors is read whole, so a model file is not.
+    if !path.is_file() || cranegrad_models::loader::gguf::peek_tensor_count(path) != Some(0) {
         return Ok(None);
     }
     let bytes = std::fs::read(path)?;

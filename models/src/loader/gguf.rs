@@ -61,6 +61,17 @@ impl GgmlType {
     }
 }
 
+/// The tensor count a file's GGUF header declares, read from its first 16 bytes (magic,
+/// version, count) without reading the rest; `None` when the file is not GGUF.
+pub fn peek_tensor_count(path: &Path) -> Option<u64> {
+    use std::io::Read;
+    let mut head = [0u8; 16];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .ok()?;
+    (head[..4] == GGUF_MAGIC).then(|| u64::from_le_bytes(head[8..16].try_into().expect("8 bytes")))
+}
+
 /// One entry of the tensor-info table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GgufTensorInfo {

@@ -9,13 +9,12 @@ pub mod special_split;
 mod spm;
 mod stream;
 
-use std::io::Read;
 use std::path::Path;
 
 use crate::ModelError;
 use crate::chat_template::{ChatTemplate, read_tokenizer_config, special_token_text};
 use crate::loader::file::map_file;
-use crate::loader::gguf::{GGUF_MAGIC, GgufFile};
+use crate::loader::gguf::{GgufFile, peek_tensor_count};
 use gguf_vocab::{GgufVocab, TokenKind, VocabModel};
 use special_split::{Fragment, SpecialTokens};
 use spm::SpmTokenizer;
@@ -421,10 +420,7 @@ impl Tokenizer {
     }
 }
 
-/// Whether a file starts with the GGUF magic.
+/// Whether a file is GGUF.
 fn is_gguf(path: &Path) -> bool {
-    let mut magic = [0u8; 4];
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_exact(&mut magic))
-        .is_ok_and(|()| magic == GGUF_MAGIC)
+    peek_tensor_count(path).is_some()
 }
