@@ -105,7 +105,7 @@ pub fn default_root() -> Option<PathBuf> {
         .map(|h| PathBuf::from(h).join(".cache").join("cranegrad"))
 }
 
-/// Why a directory is not safe to run code from, if it is not.
+/// Why a directory or entry is not safe to run code from, if it is not.
 fn unsafe_reason(path: &Path) -> Option<String> {
     use std::os::unix::fs::MetadataExt;
     let meta = match fs::symlink_metadata(path) {
@@ -182,7 +182,7 @@ impl DiskCache {
         let bytes = fs::read(&path).ok()?;
         match parse(&bytes, key) {
             Ok(e) => {
-                if let Some(why) = entry_unsafe(&path) {
+                if let Some(why) = unsafe_reason(&path) {
                     warn_once(&format!(
                         "cranegrad: warning: kernel cache entry {} not used: {why}",
                         path.display()
@@ -285,11 +285,6 @@ fn list(dir: &Path) -> Vec<(PathBuf, u64, SystemTime)> {
             ))
         })
         .collect()
-}
-
-/// Why an entry file must not be executed, if it must not.
-fn entry_unsafe(path: &Path) -> Option<String> {
-    unsafe_reason(path)
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
