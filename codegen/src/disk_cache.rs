@@ -106,7 +106,7 @@ pub fn default_root() -> Option<PathBuf> {
 }
 
 /// Why a directory or entry is not safe to run code from, if it is not.
-fn unsafe_reason(path: &Path) -> Option<String> {
+pub fn unsafe_reason(path: &Path) -> Option<String> {
     use std::os::unix::fs::MetadataExt;
     let meta = match fs::symlink_metadata(path) {
         Ok(m) => m,
@@ -337,7 +337,7 @@ fn parse(bytes: &[u8], key: &str) -> Result<Entry, String> {
 }
 
 /// Prints a warning once per message per process.
-fn warn_once(msg: &str) {
+pub fn warn_once(msg: &str) {
     static SEEN: OnceLock<Mutex<std::collections::HashSet<String>>> = OnceLock::new();
     let seen = SEEN.get_or_init(|| Mutex::new(Default::default()));
     if seen.lock().is_ok_and(|mut s| s.insert(msg.to_string())) {

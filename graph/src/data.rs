@@ -1,25 +1,83 @@
-//! Host data attached to input nodes. It is shared (`Arc`), never hashed, and never copied
-//! when a graph is cloned, so weights cost nothing to carry through the passes.
+//! Host data attached to input nodes. It is shared (`Arc`, or a file mapping), never hashed,
+//! and never copied when a graph is cloned, so weights cost nothing to carry through the
+//! passes.
 
 use std::sync::Arc;
 
 use crate::dtype::DType;
 
-/// Values for an input, in row-major order at the input's bound shape.
+/// Values for an input, in row-major order at the input's bound shape, with an optional
+/// origin: a stable name of exactly these values (a cached file's key and offset) that lets
+/// a fresh process find what an earlier one derived from them (packed panels) on disk.
 #[derive(Clone, Debug)]
-pub enum HostData {
-    /// f32 values.
+pub struct HostData {
+    values: Values,
+    origin: Option<Arc<str>>,
+}
+
+/// Where the values live.
+#[derive(Clone, Debug)]
+enum Values {
     F32(Arc<Vec<f32>>),
-    /// i32 values (also used for bool inputs, as 0/1).
     I32(Arc<Vec<i32>>),
+    Mapped(MappedWords),
+}
+
+/// A window of 4-byte words inside a read-only file mapping shared by many tensors.
+#[derive(Clone, Debug)]
+struct MappedWords {
+    map: Arc<memmap2::Mmap>,
+    /// Byte offset of the first word (a multiple of 4).
+    start: usize,
+    words: usize,
+    dtype: DType,
 }
 
 impl HostData {
+    /// `words` 4-byte values of `dtype` at byte `start` of `map`, named by `origin`. `None`
+    /// when the window is misaligned or does not fit in the mapping.
+    pub fn mapped(
+        map: Arc<memmap2::Mmap>,
+        start: usize,
+        words: usize,
+        dtype: DType,
+        origin: &str,
+    ) -> Option<HostData> {
+        let end = words.checked_mul(4)?.checked_add(start)?;
+        let aligned = (map.as_ptr() as usize + start).is_multiple_of(4);
+        (end <= map.len() && aligned).then(|| HostData {
+            values: Values::Mapped(MappedWords {
+                map,
+                start,
+                words,
+                dtype,
+            }),
+            origin: Some(origin.into()),
+        })
+    }
+
+    /// The same values named by `origin` (see [`HostData::origin`]).
+    pub fn with_origin(mut self, origin: &str) -> HostData {
+        self.origin = Some(origin.into());
+        self
+    }
+
+    /// The stable name of these values, if they have one.
+    pub fn origin(&self) -> Option<&str> {
+        self.origin.as_deref()
+    }
+
+    /// True when the values are a window of a file mapping.
+    pub fn is_mapped(&self) -> bool {
+        matches!(self.values, Values::Mapped(_))
+    }
+
     /// Number of elements.
     pub fn len(&self) -> usize {
-        match self {
-            HostData::F32(v) => v.len(),
-            HostData::I32(v) => v.len(),
+        match &self.values {
+            Values::F32(v) => v.len(),
+            Values::I32(v) => v.len(),
+            Values::Mapped(m) => m.words,
         }
     }
 
@@ -30,9 +88,10 @@ impl HostData {
 
     /// The dtype of the values.
     pub fn dtype(&self) -> DType {
-        match self {
-            HostData::F32(_) => DType::F32,
-            HostData::I32(_) => DType::I32,
+        match &self.values {
+            Values::F32(_) => DType::F32,
+            Values::I32(_) => DType::I32,
+            Values::Mapped(m) => m.dtype,
         }
     }
 
@@ -43,16 +102,32 @@ impl HostData {
 
     /// The raw 4-byte words, which is how every buffer stores every dtype.
     pub fn as_words(&self) -> &[u32] {
-        match self {
-            HostData::F32(v) => {
-                // SAFETY: f32 and u32 have the same size and alignment; every bit pattern is valid.
-                unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u32>(), v.len()) }
-            }
-            HostData::I32(v) => {
-                // SAFETY: i32 and u32 have the same size and alignment; every bit pattern is valid.
-                unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u32>(), v.len()) }
-            }
-        }
+        let (ptr, len) = match &self.values {
+            Values::F32(v) => (v.as_ptr().cast::<u32>(), v.len()),
+            Values::I32(v) => (v.as_ptr().cast::<u32>(), v.len()),
+            // SAFETY: `mapped` checked that the window lies inside the mapping.
+            Values::Mapped(m) => (unsafe { m.map.as_ptr().add(m.start) }.cast(), m.words),
+        };
+        // SAFETY: f32, i32 and u32 have the same size and alignment and every bit pattern is
+        // valid; mapped windows were checked 4-byte aligned and in bounds, and the mapping is
+        // read-only and lives as long as `self`.
+        unsafe { std::slice::from_raw_parts(ptr, len) }
+    }
+
+    /// The values as f32, when that is their dtype.
+    pub fn as_f32(&self) -> Option<&[f32]> {
+        let w = self.as_words();
+        // SAFETY: same size and alignment; every bit pattern is a valid f32.
+        (self.dtype() == DType::F32)
+            .then(|| unsafe { std::slice::from_raw_parts(w.as_ptr().cast::<f32>(), w.len()) })
+    }
+
+    /// The values as i32, when that is their dtype (bool included).
+    pub fn as_i32(&self) -> Option<&[i32]> {
+        let w = self.as_words();
+        // SAFETY: same size and alignment; every bit pattern is a valid i32.
+        (self.dtype() != DType::F32)
+            .then(|| unsafe { std::slice::from_raw_parts(w.as_ptr().cast::<i32>(), w.len()) })
     }
 }
 
@@ -74,13 +149,19 @@ pub fn lcg_values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
 
 impl From<Vec<f32>> for HostData {
     fn from(v: Vec<f32>) -> HostData {
-        HostData::F32(Arc::new(v))
+        HostData {
+            values: Values::F32(Arc::new(v)),
+            origin: None,
+        }
     }
 }
 
 impl From<Vec<i32>> for HostData {
     fn from(v: Vec<i32>) -> HostData {
-        HostData::I32(Arc::new(v))
+        HostData {
+            values: Values::I32(Arc::new(v)),
+            origin: None,
+        }
     }
 }
 

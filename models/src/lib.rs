@@ -8,6 +8,7 @@ pub mod gpt2;
 pub mod llama;
 pub mod loader;
 pub mod model;
+pub mod preset_weights;
 pub mod presets;
 pub mod quantize;
 pub mod run;

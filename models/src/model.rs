@@ -7,8 +7,9 @@ use cranegrad_graph::{DType, Graph, GraphError, Shape, Tensor};
 
 use crate::loader::validate::LM_HEAD;
 use crate::loader::{MAX_POSITIONS, ModelConfig, load_model, validate};
+use crate::preset_weights::preset_weights;
 use crate::presets::{PRESETS, preset};
-use crate::weights::{Weights, prepare, random_store};
+use crate::weights::{Weights, prepare};
 use crate::{ModelError, gpt2, llama};
 
 /// A model ready to build graphs from.
@@ -25,29 +26,43 @@ impl Model {
     /// Loads `spec`: a preset name (random weights from `seed`) or a path in any supported
     /// format (recognised by content).
     pub fn load(spec: &str, seed: u64) -> Result<Model, ModelError> {
-        let (config, store, origin) = if let Some(cfg) = preset(spec) {
-            let store = random_store(&cfg, seed)?;
-            (cfg, store, format!("preset {spec} (weights seed {seed})"))
-        } else {
-            let path = Path::new(spec);
-            if !path.exists() {
-                return Err(ModelError::NotFound(format!(
-                    "{spec}: no such file or folder, and not a preset ({})",
-                    PRESETS.join(", ")
-                )));
-            }
-            let (cfg, store) = load_model(path)?;
-            (cfg, store, spec.to_string())
-        };
+        if let Some(cfg) = preset(spec) {
+            let weights = preset_weights(&cfg, spec, seed)?;
+            return Model::from_weights(
+                cfg,
+                weights,
+                format!("preset {spec} (weights seed {seed})"),
+            );
+        }
+        let path = Path::new(spec);
+        if !path.exists() {
+            return Err(ModelError::NotFound(format!(
+                "{spec}: no such file or folder, and not a preset ({})",
+                PRESETS.join(", ")
+            )));
+        }
+        let identity = crate::loader::file_identity(path);
+        let (config, store) = load_model(path)?;
         validate(&config, &store)?;
-        Model::from_parts(config, store, origin)
+        Model::from_store(config, store, spec.to_string(), identity.as_deref())
     }
 
     /// Builds a model from a validated config and weight store.
     pub fn from_parts(
         config: ModelConfig,
+        store: crate::loader::WeightStore,
+        origin: String,
+    ) -> Result<Model, ModelError> {
+        Model::from_store(config, store, origin, None)
+    }
+
+    /// [`Model::from_parts`], naming each weight `identity:tensor` when the store's contents
+    /// have a stable identity (see [`crate::loader::file_identity`]).
+    fn from_store(
+        config: ModelConfig,
         mut store: crate::loader::WeightStore,
         origin: String,
+        identity: Option<&str>,
     ) -> Result<Model, ModelError> {
         // Configs built in code skip the loaders' bound, and the RoPE tables below are sized by it.
         if config.max_positions() > MAX_POSITIONS {
@@ -61,7 +76,22 @@ impl Model {
         if config.tie_word_embeddings() && store.contains(LM_HEAD) {
             store.take(LM_HEAD)?;
         }
-        let mut weights = prepare(&config, store)?;
+        let weights = prepare(&config, store, identity)?;
+        Model::from_weights(config, weights, origin)
+    }
+
+    /// Builds a model from prepared weights, adding LLaMA's RoPE tables.
+    fn from_weights(
+        config: ModelConfig,
+        mut weights: Weights,
+        origin: String,
+    ) -> Result<Model, ModelError> {
+        if config.max_positions() > MAX_POSITIONS {
+            return Err(ModelError::Input(format!(
+                "{origin}: max positions {} exceed the limit of {MAX_POSITIONS}",
+                config.max_positions()
+            )));
+        }
         if let ModelConfig::Llama(c) = &config {
             let (cos, sin) = llama::rope_tables(c);
             weights.insert("rope.cos", vec![c.max_positions, c.head_dim], cos);

@@ -2,7 +2,6 @@
 //! `[in, out]` (so matmuls stream contiguous rows), shared by every graph built from them.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use cranegrad_graph::{Graph, GraphError, HostData, Shape, Tensor};
 
@@ -13,10 +12,10 @@ use crate::loader::{ModelConfig, WeightStore};
 pub struct Weight {
     /// Shape as used in the graph.
     pub shape: Vec<usize>,
-    /// Values (shared, never copied per graph). A session that frees raw weights once packed
-    /// (`Session::set_free_raw_weights`) returns these pages to the OS: read them only
-    /// through the runtime, which refuses freed data.
-    pub data: Arc<Vec<f32>>,
+    /// Values (shared, never copied per graph; possibly a window of a mapped cache file). A
+    /// session that frees raw weights once packed (`Session::set_free_raw_weights`) returns
+    /// these pages to the OS: read them only through the runtime, which refuses freed data.
+    pub data: HostData,
 }
 
 /// Prepared weights by name.
@@ -28,13 +27,17 @@ pub struct Weights {
 impl Weights {
     /// Adds a weight.
     pub fn insert(&mut self, name: &str, shape: Vec<usize>, data: Vec<f32>) {
-        self.map.insert(
-            name.to_string(),
-            Weight {
-                shape,
-                data: Arc::new(data),
-            },
-        );
+        self.insert_data(name, shape, HostData::from(data));
+    }
+
+    /// Adds a weight whose values are already host data (mapped, or named by an origin).
+    pub fn insert_data(&mut self, name: &str, shape: Vec<usize>, data: HostData) {
+        self.map.insert(name.to_string(), Weight { shape, data });
+    }
+
+    /// The weight named `name`.
+    pub fn get(&self, name: &str) -> Option<&Weight> {
+        self.map.get(name)
     }
 
     /// The weight as a graph input carrying its data.
@@ -44,7 +47,7 @@ impl Weights {
             got: Shape(vec![]),
             expected: format!("a prepared weight named {name}"),
         })?;
-        g.input_with_data(name, Shape::of(&w.shape), HostData::F32(w.data.clone()))
+        g.input_with_data(name, Shape::of(&w.shape), w.data.clone())
     }
 
     /// An `nn.Linear` weight (`[out, in]`) as the `[in, out]` matmul operand: a transposed
@@ -69,25 +72,41 @@ impl Weights {
     }
 }
 
-/// Prepares loaded weights for the model code: names only (GPT-2 loses its `transformer.`
-/// prefix). Linear weights stay in the file's `[out, in]` layout: the graph reads them through
-/// a transposed view and the runtime packs them once for the GEMM, so nothing is copied here.
-pub fn prepare(cfg: &ModelConfig, mut store: WeightStore) -> Result<Weights, crate::ModelError> {
+/// The name the model code knows a stored tensor by (GPT-2 loses its `transformer.` prefix).
+pub fn prepared_name<'a>(cfg: &ModelConfig, name: &'a str) -> &'a str {
+    match cfg {
+        ModelConfig::Llama(_) => name,
+        ModelConfig::Gpt2(_) => name.strip_prefix("transformer.").unwrap_or(name),
+    }
+}
+
+/// Prepares loaded weights for the model code: names only (see [`prepared_name`]). Linear
+/// weights stay in the file's `[out, in]` layout: the graph reads them through a transposed
+/// view and the runtime packs them once for the GEMM, so nothing is copied here. With an
+/// `origin` (a stable name of the file's contents), each weight is named `origin:tensor`, so
+/// what the runtime derives from it (packed panels) can be cached on disk.
+pub fn prepare(
+    cfg: &ModelConfig,
+    mut store: WeightStore,
+    origin: Option<&str>,
+) -> Result<Weights, crate::ModelError> {
     let mut w = Weights::default();
     let names: Vec<String> = store.names().map(str::to_string).collect();
     for name in names {
         let t = store.take(&name)?;
-        let short = match cfg {
-            ModelConfig::Llama(_) => name.as_str(),
-            ModelConfig::Gpt2(_) => name.strip_prefix("transformer.").unwrap_or(&name),
-        };
-        w.insert(short, t.shape, t.data);
+        let short = prepared_name(cfg, &name);
+        let mut data = HostData::from(t.data);
+        if let Some(o) = origin {
+            data = data.with_origin(&format!("{o}:{short}"));
+        }
+        w.insert_data(short, t.shape, data);
     }
     Ok(w)
 }
 
-/// Deterministic pseudo-normal values (sum of uniforms) scaled by `std`.
-fn random_values(n: usize, seed: u64, std: f32) -> Vec<f32> {
+/// Fills `out` with deterministic pseudo-normal values (sum of uniforms) scaled by `std`,
+/// plus `shift`.
+fn fill_random(out: &mut [f32], seed: u64, std: f32, shift: f32) {
     let mut s = seed
         .wrapping_mul(0x9E37_79B9_7F4A_7C15)
         .wrapping_add(0x2545_F491_4F6C_DD1D);
@@ -99,64 +118,64 @@ fn random_values(n: usize, seed: u64, std: f32) -> Vec<f32> {
     };
     // Irwin-Hall with 4 terms: mean 2, variance 1/3; normalised to unit variance.
     let k = (3.0f32).sqrt();
-    (0..n)
-        .map(|_| (next() + next() + next() + next() - 2.0) * k * std)
-        .collect()
+    for o in out {
+        let v = (next() + next() + next() + next() - 2.0) * k * std;
+        // Adding a zero shift would turn -0.0 into 0.0.
+        *o = if shift == 0.0 { v } else { v + shift };
+    }
 }
 
-/// Random weights for `cfg` in HF names and layouts, one independent stream per tensor
-/// (seeded by `seed` and the tensor's position), gains near 1, small biases.
-pub fn random_store(cfg: &ModelConfig, seed: u64) -> Result<WeightStore, crate::ModelError> {
-    let specs = crate::loader::expected_tensors(cfg);
-    // Each tensor has its own stream, so the values do not depend on how the work is split;
-    // threads take tensors largest first from a shared counter.
+/// Fills `outs[i]` with the random values of tensor `specs[i]` of a preset: one independent
+/// stream per tensor (seeded by `seed` and the tensor's position), gains near 1, small
+/// biases. Each tensor has its own stream, so the values do not depend on how the work is
+/// split; threads take tensors largest first from a shared counter.
+fn generate_into(specs: &[(String, Vec<usize>)], seed: u64, outs: Vec<&mut [f32]>) {
     let mut order: Vec<usize> = (0..specs.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(specs[i].1.iter().product::<usize>()));
+    let outs: Vec<std::sync::Mutex<&mut [f32]>> =
+        outs.into_iter().map(std::sync::Mutex::new).collect();
     let next = std::sync::atomic::AtomicUsize::new(0);
     let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
-    let mut made: Vec<(usize, Vec<f32>)> = std::thread::scope(|sc| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                sc.spawn(|| {
-                    let mut out = Vec::new();
-                    loop {
-                        let j = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(&i) = order.get(j) else { break };
-                        let (name, shape) = &specs[i];
-                        let n: usize = shape.iter().product();
-                        let s = seed.wrapping_mul(1_000_003).wrapping_add(i as u64);
-                        let data = if name.contains("norm") || name.contains("ln_") {
-                            if name.ends_with(".bias") {
-                                random_values(n, s, 0.02)
-                            } else {
-                                random_values(n, s, 0.1)
-                                    .into_iter()
-                                    .map(|v| v + 1.0)
-                                    .collect()
-                            }
+    std::thread::scope(|sc| {
+        for _ in 0..threads {
+            sc.spawn(|| {
+                loop {
+                    let j = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(&i) = order.get(j) else { break };
+                    let name = &specs[i].0;
+                    let mut out = outs[i].lock().unwrap_or_else(|e| e.into_inner());
+                    let s = seed.wrapping_mul(1_000_003).wrapping_add(i as u64);
+                    let (std, shift) = if name.contains("norm") || name.contains("ln_") {
+                        if name.ends_with(".bias") {
+                            (0.02, 0.0)
                         } else {
-                            // Matrices, embeddings and biases alike: HF's initializer_range.
-                            random_values(n, s, 0.02)
-                        };
-                        out.push((i, data));
-                    }
-                    out
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
-            .collect()
+                            (0.1, 1.0)
+                        }
+                    } else {
+                        // Matrices, embeddings and biases alike: HF's initializer_range.
+                        (0.02, 0.0)
+                    };
+                    fill_random(&mut out, s, std, shift);
+                }
+            });
+        }
     });
-    made.sort_by_key(|m| m.0);
-    if made.len() != specs.len() {
-        return Err(crate::ModelError::Input(
-            "random weight generation lost a tensor (a worker thread failed)".into(),
-        ));
-    }
+}
+
+/// Random weights for `cfg` in HF names and layouts (see [`generate_into`]).
+pub fn random_store(cfg: &ModelConfig, seed: u64) -> Result<WeightStore, crate::ModelError> {
+    let specs = crate::loader::expected_tensors(cfg);
+    let mut made: Vec<Vec<f32>> = specs
+        .iter()
+        .map(|(_, shape)| vec![0.0; shape.iter().product()])
+        .collect();
+    generate_into(
+        &specs,
+        seed,
+        made.iter_mut().map(Vec::as_mut_slice).collect(),
+    );
     let mut store = WeightStore::new(format!("random weights (seed {seed})"));
-    for ((name, shape), (_, data)) in specs.into_iter().zip(made) {
+    for ((name, shape), data) in specs.into_iter().zip(made) {
         store.insert(
             name,
             crate::loader::HostTensor::new(shape, data, crate::loader::SourceDType::F32)?,

@@ -95,7 +95,7 @@ fn scores_near_eighty_and_padding_masks() {
         .input_with_data(
             "pad",
             Shape::of(&[b]),
-            cranegrad_graph::HostData::I32(std::sync::Arc::new(vec![0, 2, 5])),
+            cranegrad_graph::HostData::from(vec![0, 2, 5]),
         )
         .unwrap();
     let out = causal_attention_padded(&q, &k, &v, Some(&pad)).unwrap();

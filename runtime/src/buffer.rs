@@ -4,6 +4,9 @@
 
 use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::ptr::NonNull;
+use std::sync::Arc;
+
+use memmap2::Mmap;
 
 /// Alignment of every buffer: a cache line, and enough for any vector load.
 pub const ALIGN: usize = 64;
@@ -11,11 +14,14 @@ pub const ALIGN: usize = 64;
 /// Buffers at least this large are advised to use huge pages.
 const HUGE_PAGE_MIN: usize = 4 << 20;
 
-/// An owned aligned allocation of `len` 4-byte words.
+/// An owned aligned allocation of `len` 4-byte words, or a read-only window of a mapped
+/// cache entry (packed panels a previous process wrote).
 pub struct AlignedBuf {
     ptr: NonNull<u8>,
     words: usize,
     layout: Layout,
+    /// The mapping a read-only buffer lies in, kept alive with it.
+    file: Option<Arc<Mmap>>,
 }
 
 // SAFETY: the buffer owns its memory exclusively; sharing raw pointers across the thread pool
@@ -33,16 +39,48 @@ impl AlignedBuf {
         if bytes >= HUGE_PAGE_MIN
             && let Some(ptr) = map_anonymous(bytes)
         {
-            return AlignedBuf { ptr, words, layout };
+            return AlignedBuf {
+                ptr,
+                words,
+                layout,
+                file: None,
+            };
         }
         // SAFETY: the layout has a non-zero size.
         let raw = unsafe { alloc_zeroed(layout) };
         let ptr = NonNull::new(raw).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
-        AlignedBuf { ptr, words, layout }
+        AlignedBuf {
+            ptr,
+            words,
+            layout,
+            file: None,
+        }
     }
 
-    fn is_mapped(&self) -> bool {
-        cfg!(target_os = "linux") && self.layout.size() >= HUGE_PAGE_MIN
+    /// `words` words at byte `start` of a read-only mapping; `None` when the window does not
+    /// fit or is not aligned to [`ALIGN`].
+    pub fn mapped(file: Arc<Mmap>, start: usize, words: usize) -> Option<AlignedBuf> {
+        let end = words.checked_mul(4)?.checked_add(start)?;
+        if end > file.len() || !(file.as_ptr() as usize + start).is_multiple_of(ALIGN) {
+            return None;
+        }
+        // SAFETY: in bounds, checked above.
+        let ptr = NonNull::new(unsafe { file.as_ptr().add(start) }.cast_mut())?;
+        Some(AlignedBuf {
+            ptr,
+            words,
+            layout: Layout::from_size_align(ALIGN, ALIGN).ok()?,
+            file: Some(file),
+        })
+    }
+
+    /// True for a read-only window of a mapped file.
+    pub fn is_file_mapped(&self) -> bool {
+        self.file.is_some()
+    }
+
+    fn is_anonymous_map(&self) -> bool {
+        cfg!(target_os = "linux") && self.file.is_none() && self.layout.size() >= HUGE_PAGE_MIN
     }
 
     /// Number of 4-byte words.
@@ -66,8 +104,10 @@ impl AlignedBuf {
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().cast::<u32>(), self.words) }
     }
 
-    /// The words, mutably.
+    /// The words, mutably. Panics on a file-mapped buffer, which is read-only (those are only
+    /// ever shared packed panels).
     pub fn words_mut(&mut self) -> &mut [u32] {
+        assert!(self.file.is_none(), "a file-mapped buffer is read-only");
         // SAFETY: as in `words`, and `&mut self` guarantees exclusivity.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().cast::<u32>(), self.words) }
     }
@@ -78,8 +118,9 @@ impl AlignedBuf {
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().cast::<f32>(), self.words) }
     }
 
-    /// The words as f32, mutably.
+    /// The words as f32, mutably. Panics on a file-mapped buffer, as `words_mut` does.
     pub fn as_f32_mut(&mut self) -> &mut [f32] {
+        assert!(self.file.is_none(), "a file-mapped buffer is read-only");
         // SAFETY: as in `as_f32`, with exclusivity from `&mut self`.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().cast::<f32>(), self.words) }
     }
@@ -87,7 +128,10 @@ impl AlignedBuf {
 
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
-        if self.is_mapped() {
+        if self.file.is_some() {
+            return;
+        }
+        if self.is_anonymous_map() {
             // SAFETY: mapped in `map_anonymous` with exactly this size.
             unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.layout.size()) };
             return;

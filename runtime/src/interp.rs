@@ -77,9 +77,14 @@ pub fn interpret(
                         got: d.len(),
                     });
                 }
-                match d {
-                    HostData::F32(v) => v.iter().map(|&x| x as f64).collect(),
-                    HostData::I32(v) => v.iter().map(|&x| x as f64).collect(),
+                match d.as_f32() {
+                    Some(v) => v.iter().map(|&x| x as f64).collect(),
+                    None => d
+                        .as_i32()
+                        .unwrap_or(&[])
+                        .iter()
+                        .map(|&x| x as f64)
+                        .collect(),
                 }
             }
             Op::Const { value } => vec![round_to(node.dtype, *value); numel],

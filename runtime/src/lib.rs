@@ -12,6 +12,7 @@ pub mod probe;
 pub mod realize;
 pub mod session;
 pub mod value;
+pub mod weight_cache;
 
 pub use error::RuntimeError;
 pub use realize::Realize;

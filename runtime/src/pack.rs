@@ -36,6 +36,8 @@ pub struct PackCache {
     pub bytes: usize,
     /// Bytes of raw weight data this cache returned to the OS (see `release`).
     pub released_bytes: usize,
+    /// Packed matrices mapped from the weights cache instead of packed.
+    pub disk_hits: usize,
 }
 
 /// One weight to pack: `[k, n]` row-major, or `[n, k]` when `transposed`, its rows scaled by
@@ -97,22 +99,23 @@ fn fill_panel(panel: &mut [u32], k: usize, cols: &[(usize, ColumnSource<'_>)]) {
     }
 }
 
-/// Fills `panels` panels of `k` in parallel, panel `p`'s columns given by `columns(p)`.
+/// Fills `out` (whole panels of `k`, zeroed) in parallel, panel `p`'s columns given by
+/// `columns(p)`.
 fn pack_parallel<'s>(
-    panels: usize,
+    out: &mut [u32],
     k: usize,
     columns: impl Fn(usize) -> Vec<(usize, ColumnSource<'s>)> + Sync,
-) -> AlignedBuf {
+) {
     let words = panel_words(k);
-    let mut out = AlignedBuf::zeroed(panels * words);
+    let panels = out.len() / words.max(1);
     if k == 0 || panels == 0 {
-        return out;
+        return;
     }
     let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
     let per = panels.div_ceil(threads.max(1)).max(1);
     let columns = &columns;
     std::thread::scope(|sc| {
-        for (t, chunk) in out.words_mut().chunks_mut(per * words).enumerate() {
+        for (t, chunk) in out.chunks_mut(per * words).enumerate() {
             sc.spawn(move || {
                 for (q, panel) in chunk.chunks_exact_mut(words).enumerate() {
                     fill_panel(panel, k, &columns(t * per + q));
@@ -120,7 +123,6 @@ fn pack_parallel<'s>(
             });
         }
     });
-    out
 }
 
 /// A weight's row scale as f32 values.
@@ -128,17 +130,30 @@ fn scale_values(scale: Option<&[u32]>, k: usize) -> Option<Vec<f32>> {
     scale.map(|s| s[..k].iter().map(|&w| f32::from_bits(w)).collect())
 }
 
+/// Words of the panels of `sources` (one weight, or a pair) viewed as `[k, n]`.
+fn packed_words(sources: usize, k: usize, n: usize) -> usize {
+    let cols = if sources == 2 { GEMM_NR / 2 } else { GEMM_NR };
+    n.div_ceil(cols) * panel_words(k)
+}
+
 /// Packs two weights of one shape for a paired GEMM: panel `p` holds columns `4p..4p+4` of
 /// `a` in its first four columns and the same columns of `b` in the last four, so one
 /// micro-kernel accumulates both products of the same A rows.
 pub fn pack_pair_panels(a: PackInput<'_>, b: PackInput<'_>, k: usize, n: usize) -> AlignedBuf {
+    let mut out = AlignedBuf::zeroed(packed_words(2, k, n));
+    pack_pair_into(out.words_mut(), a, b, k, n);
+    out
+}
+
+/// [`pack_pair_panels`] into `out` (zeroed, [`packed_words`] long).
+fn pack_pair_into(out: &mut [u32], a: PackInput<'_>, b: PackInput<'_>, k: usize, n: usize) {
     const HALF: usize = GEMM_NR / 2;
     let scales: Vec<Option<Vec<f32>>> = [a, b]
         .iter()
         .map(|s| scale_values(s.scale.map(|v| v.as_words()), k))
         .collect();
     let sources = [a, b];
-    pack_parallel(n.div_ceil(HALF), k, |p| {
+    pack_parallel(out, k, |p| {
         let cols = (n - p * HALF).min(HALF);
         (0..2)
             .flat_map(|h| {
@@ -168,9 +183,23 @@ pub fn pack_panels(
     transposed: bool,
     scale: Option<&[u32]>,
 ) -> AlignedBuf {
+    let mut out = AlignedBuf::zeroed(packed_words(1, k, n));
+    pack_into(out.words_mut(), src, k, n, transposed, scale);
+    out
+}
+
+/// [`pack_panels`] into `out` (zeroed, [`packed_words`] long).
+fn pack_into(
+    out: &mut [u32],
+    src: &[u32],
+    k: usize,
+    n: usize,
+    transposed: bool,
+    scale: Option<&[u32]>,
+) {
     let scale = scale_values(scale, k);
     let scale = scale.as_deref();
-    pack_parallel(n.div_ceil(GEMM_NR), k, |p| {
+    pack_parallel(out, k, |p| {
         let cols = (n - p * GEMM_NR).min(GEMM_NR);
         (0..cols)
             .map(|c| {
@@ -187,6 +216,41 @@ pub fn pack_panels(
     })
 }
 
+/// The in-process identity of `sources`: addresses, which the cache keeps alive.
+fn pack_ids(sources: &[PackInput<'_>]) -> Vec<(usize, bool, usize)> {
+    sources
+        .iter()
+        .map(|s| {
+            (
+                s.data.addr(),
+                s.transposed,
+                s.scale.map_or(0, HostData::addr),
+            )
+        })
+        .collect()
+}
+
+/// Version of the panel layout in cache entries (bump when `panel_offset` changes).
+const PANEL_FORMAT: u32 = 1;
+
+/// The weights-cache key of the panels of `sources`, when every source (and scale) has an
+/// origin that names its values across processes.
+fn disk_key(sources: &[PackInput<'_>], k: usize, n: usize) -> Option<String> {
+    let mut key = format!("panels v{PANEL_FORMAT} nr{GEMM_NR} kg{GEMM_KG} k{k} n{n}");
+    for s in sources {
+        let scale = match s.scale {
+            Some(d) => d.origin()?,
+            None => "none",
+        };
+        key += &format!(
+            " [{} transposed={} scale={scale}]",
+            s.data.origin()?,
+            s.transposed
+        );
+    }
+    Some(key)
+}
+
 impl PackCache {
     /// The packed panels of one weight (8 columns each) or of a pair (4 + 4, see
     /// [`pack_pair_panels`]), viewed as `[k, n]`, packing them on first use.
@@ -197,38 +261,62 @@ impl PackCache {
         k: usize,
         n: usize,
     ) -> Option<Arc<AlignedBuf>> {
-        let ids = sources
-            .iter()
-            .map(|s| {
-                (
-                    s.data.addr(),
-                    s.transposed,
-                    s.scale.map_or(0, HostData::addr),
-                )
-            })
-            .collect();
-        let key = (ids, k, n);
+        let key = (pack_ids(sources), k, n);
         if let Some((_, buf)) = self.map.get(&key) {
             return Some(buf.clone());
         }
         if sources.iter().any(|s| is_released(s.data)) {
             return None;
         }
-        let buf = Arc::new(match sources {
-            [a, b] => pack_pair_panels(*a, *b, k, n),
+        let words = packed_words(sources.len(), k, n);
+        let key = disk_key(sources, k, n).zip(crate::weight_cache::global());
+        if let Some((key, cache)) = &key
+            && let Some(e) = cache.load(key)
+            && let Some(buf) = AlignedBuf::mapped(e, crate::weight_cache::HEADER_BYTES, words)
+        {
+            self.disk_hits += 1;
+            return Some(self.keep(sources, k, n, buf));
+        }
+        let mut buf = AlignedBuf::zeroed(words);
+        match sources {
+            [a, b] => pack_pair_into(buf.words_mut(), *a, *b, k, n),
             _ => {
                 let s = sources[0];
                 let scale = s.scale.map(|v| v.as_words());
-                pack_panels(s.data.as_words(), k, n, s.transposed, scale)
+                pack_into(
+                    buf.words_mut(),
+                    s.data.as_words(),
+                    k,
+                    n,
+                    s.transposed,
+                    scale,
+                )
             }
-        });
+        }
+        // The next process maps these panels instead of packing.
+        if let Some((key, cache)) = key {
+            cache.store(&key, words * 4, |w| w.words(buf.words()));
+        }
+        Some(self.keep(sources, k, n, buf))
+    }
+
+    /// Caches `buf` as the panels of `sources`, keeping the sources alive.
+    fn keep(
+        &mut self,
+        sources: &[PackInput<'_>],
+        k: usize,
+        n: usize,
+        buf: AlignedBuf,
+    ) -> Arc<AlignedBuf> {
+        let key = (pack_ids(sources), k, n);
+        let buf = Arc::new(buf);
         self.bytes += buf.len() * 4;
         let keep = sources
             .iter()
             .flat_map(|s| std::iter::once(s.data.clone()).chain(s.scale.cloned()))
             .collect();
         self.map.insert(key, (keep, buf.clone()));
-        Some(buf)
+        buf
     }
 
     /// Returns the raw pages of a weight that is cached packed to the OS: for a weight that
@@ -315,8 +403,8 @@ mod tests {
     #[test]
     fn pair_panels_interleave_four_columns_of_each_weight() {
         let (k, n) = (2, 6);
-        let a = HostData::F32(Arc::new((0..k * n).map(|i| i as f32).collect()));
-        let b = HostData::F32(Arc::new((0..k * n).map(|i| 100.0 + i as f32).collect()));
+        let a = HostData::from((0..k * n).map(|i| i as f32).collect::<Vec<f32>>());
+        let b = HostData::from((0..k * n).map(|i| 100.0 + i as f32).collect::<Vec<f32>>());
         let input = |d| PackInput {
             data: d,
             transposed: false,

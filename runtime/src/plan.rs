@@ -390,7 +390,7 @@ impl Plan {
         // Ids read by a gather must name a row of its table.
         for &(b, rows) in &sched.index_checks {
             if let BufKind::Input { name, .. } = &sched.buffers[b].kind
-                && let Some(HostData::I32(ids)) = &bound[b]
+                && let Some(ids) = bound[b].as_ref().and_then(HostData::as_i32)
                 && let Some(bad) = ids.iter().find(|&&i| i < 0 || i as usize >= rows)
             {
                 return Err(RuntimeError::Bounds(format!(

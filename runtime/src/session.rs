@@ -66,6 +66,8 @@ pub struct PackStats {
     pub matrices: usize,
     /// Of those, packed by this call (the rest were already in the pack cache).
     pub packed: usize,
+    /// Of the packed, mapped from the weights cache on disk (the session's total).
+    pub mapped: usize,
     /// Bytes held by every packed copy of the session.
     pub bytes: usize,
     /// Bytes of raw weight data returned to the OS once packed (the session's total).
@@ -272,6 +274,7 @@ impl Session {
         Ok(PackStats {
             matrices,
             packed: self.packs.len() - before,
+            mapped: self.packs.disk_hits,
             bytes: self.packs.bytes,
             freed_bytes: self.packs.released_bytes,
         })

@@ -1,5 +1,6 @@
-//! `cranegrad cache path|stats|clear`, and the process's kernel disk cache set up from
-//! `--cache-dir`, `--no-disk-cache` and the environment before any command runs.
+//! `cranegrad cache path|stats|clear`, and the process's disk caches (compiled kernels;
+//! generated and packed weights) set up from `--cache-dir`, `--no-disk-cache` and the
+//! environment before any command runs.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -7,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 
 use cranegrad_codegen::disk_cache::{self, DEFAULT_MAX_BYTES, DiskCache};
+use cranegrad_runtime::weight_cache::{self, WeightCache};
 
 /// Options of `cranegrad cache`.
 #[derive(Args, Debug)]
@@ -17,7 +19,7 @@ pub struct CacheArgs {
 
 #[derive(Subcommand, Debug)]
 enum CacheAction {
-    /// Print the kernel cache directory.
+    /// Print the cache directory (kernels and weights live in subfolders).
     Path,
     /// Print the entries and bytes the cache holds.
     Stats,
@@ -40,18 +42,26 @@ fn off_by_env() -> bool {
     std::env::var_os("CRANEGRAD_NO_DISK_CACHE").is_some_and(|v| !v.is_empty() && v != "0")
 }
 
-/// Sets up the process's disk cache; an unusable directory is a warning and the run goes on
+/// Sets up the process's disk caches; an unusable directory is a warning and the run goes on
 /// without it.
 pub fn install(dir: Option<&Path>, off: bool) {
     if off || off_by_env() {
         return;
     }
-    let opened = root(dir)
-        .map_err(|e| e.to_string())
-        .and_then(|r| DiskCache::open(&r, DEFAULT_MAX_BYTES));
-    match opened {
+    let root = match root(dir) {
+        Ok(r) => r,
+        Err(why) => {
+            eprintln!("warning: disk cache off: {why}");
+            return;
+        }
+    };
+    match DiskCache::open(&root, DEFAULT_MAX_BYTES) {
         Ok(c) => disk_cache::set_global(Some(c)),
         Err(why) => eprintln!("warning: kernel disk cache off: {why}"),
+    }
+    match WeightCache::open(&root, weight_cache::DEFAULT_MAX_BYTES) {
+        Ok(c) => weight_cache::set_global(Some(c)),
+        Err(why) => eprintln!("warning: weights disk cache off: {why}"),
     }
 }
 
@@ -59,8 +69,10 @@ pub fn install(dir: Option<&Path>, off: bool) {
 pub fn cache(a: CacheArgs, dir: Option<&Path>) -> anyhow::Result<ExitCode> {
     let root = root(dir)?;
     let c = DiskCache::open(&root, DEFAULT_MAX_BYTES).map_err(|e| anyhow::anyhow!(e))?;
+    let w = WeightCache::open(&root, weight_cache::DEFAULT_MAX_BYTES)
+        .map_err(|e| anyhow::anyhow!(e))?;
     match a.action {
-        CacheAction::Path => println!("{}", c.dir().display()),
+        CacheAction::Path => println!("{}", root.display()),
         CacheAction::Stats => {
             let s = c.stats();
             println!(
@@ -70,6 +82,14 @@ pub fn cache(a: CacheArgs, dir: Option<&Path>) -> anyhow::Result<ExitCode> {
                 s.bytes as f64 / 1e3,
                 DEFAULT_MAX_BYTES >> 20
             );
+            let s = w.stats();
+            println!(
+                "{}: {} weight entries, {:.1} MB (cap {} GB)",
+                w.dir().display(),
+                s.entries,
+                s.bytes as f64 / 1e6,
+                weight_cache::DEFAULT_MAX_BYTES >> 30
+            );
         }
         CacheAction::Clear => {
             let s = c.clear();
@@ -78,6 +98,13 @@ pub fn cache(a: CacheArgs, dir: Option<&Path>) -> anyhow::Result<ExitCode> {
                 s.entries,
                 s.bytes as f64 / 1e3,
                 c.dir().display()
+            );
+            let s = w.clear();
+            println!(
+                "removed {} weight entries, {:.1} MB, from {}",
+                s.entries,
+                s.bytes as f64 / 1e6,
+                w.dir().display()
             );
         }
     }

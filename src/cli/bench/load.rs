@@ -11,6 +11,7 @@ use cranegrad_models::Model;
 use cranegrad_models::loader::ModelConfig;
 use cranegrad_models::presets::preset;
 use cranegrad_runtime::session::PackStats;
+use cranegrad_runtime::weight_cache;
 
 use super::super::progress::spinner;
 use super::{BenchArgs, ms_since};
@@ -45,12 +46,18 @@ pub struct LoadReport {
     pub packed_bytes: usize,
     /// Raw weight bytes returned to the OS once packed.
     pub raw_freed_bytes: usize,
+    /// The weights were mapped from the disk cache, not read or generated.
+    pub weights_mapped: bool,
+    /// Packed weight matrices mapped from the disk cache instead of packed.
+    pub packed_mapped: usize,
 }
 
 impl LoadReport {
     /// The load figures from the file time and the packing the cold phase did.
-    pub fn new(file_ms: f64, packing: &Packing) -> Self {
+    pub fn new(file_ms: f64, weights_mapped: bool, packing: &Packing) -> Self {
         LoadReport {
+            weights_mapped,
+            packed_mapped: packing.stats.mapped,
             load_ms: file_ms + packing.ms,
             load_file_ms: file_ms,
             pack_ms: packing.ms,
@@ -77,6 +84,8 @@ pub struct Loaded {
     pub input: InputReport,
     /// Reading or generating the weights, ms.
     pub file_ms: f64,
+    /// The weights were mapped from the disk cache.
+    pub weights_mapped: bool,
     /// Timed warm forwards.
     pub iters: usize,
 }
@@ -126,9 +135,11 @@ pub fn load(a: &BenchArgs) -> anyhow::Result<Loaded> {
 
     let pb = spinner(&format!("loading {}", a.model));
     let t = Instant::now();
+    let mapped_before = weight_cache::counts().hits;
     let model =
         Model::load(&a.model, a.weights_seed).with_context(|| format!("loading {}", a.model))?;
     let file_ms = ms_since(t);
+    let weights_mapped = weight_cache::counts().hits > mapped_before;
     pb.finish_and_clear();
     let positions = model.max_positions();
     if let Some(p) = BenchArgs::one(&a.prompt_len).filter(|&p| p > positions) {
@@ -151,6 +162,7 @@ pub fn load(a: &BenchArgs) -> anyhow::Result<Loaded> {
         },
         model,
         file_ms,
+        weights_mapped,
         iters,
     })
 }

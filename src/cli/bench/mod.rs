@@ -218,7 +218,7 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
     let stats = cold.session.cache_stats();
     let input = &loaded.input;
     let report = BenchReport {
-        load: load::LoadReport::new(loaded.file_ms, &cold.packing),
+        load: load::LoadReport::new(loaded.file_ms, loaded.weights_mapped, &cold.packing),
         machine: machine::MachineReport::from(limits.as_ref()),
         totals: TotalsReport {
             peak_rss_bytes: peak_rss_bytes(),

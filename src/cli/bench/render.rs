@@ -45,11 +45,21 @@ pub fn table(r: &BenchReport, params: usize, limits: Option<&MachineLimits>) -> 
         .row(
             "load",
             format!(
-                "{:.1} ms = file {:.1} + packing {:.1} ({} GEMM weights, {} KB)",
+                "{:.1} ms = {} {:.1} + packing {:.1} ({} GEMM weights{}, {} KB)",
                 load.load_ms,
+                if load.weights_mapped {
+                    "mapping"
+                } else {
+                    "file"
+                },
                 load.load_file_ms,
                 load.pack_ms,
                 load.packed_weights,
+                if load.packed_mapped > 0 {
+                    format!(", {} mapped from the disk cache", load.packed_mapped)
+                } else {
+                    String::new()
+                },
                 load.packed_bytes >> 10
             ),
         )
