@@ -14,8 +14,9 @@ const HEAD_BYTES: u64 = 1 << 20;
 
 /// The identity of `path`'s contents: the cranegrad version (which fixes how the loader
 /// converts them), and per file (the file, or each file of a folder, in name order) its
-/// name, size, modification time and the SHA-256 of its first megabyte. `None` when a file
-/// cannot be read; the caller then caches nothing derived from it.
+/// name, size, modification time and the SHA-256 of its first megabyte. Only regular files are
+/// opened. `None` when the path is not a regular file or folder, or a file cannot be read;
+/// the caller then caches nothing derived from it.
 pub fn file_identity(path: &Path) -> Option<String> {
     let mut files = if path.is_dir() {
         fs::read_dir(path)
@@ -24,8 +25,11 @@ pub fn file_identity(path: &Path) -> Option<String> {
             .map(|e| e.path())
             .filter(|p| p.is_file())
             .collect::<Vec<_>>()
-    } else {
+    } else if path.is_file() {
         vec![path.to_path_buf()]
+    } else {
+        // A pipe or a device has no stable contents (and opening a pipe would block).
+        return None;
     };
     files.sort();
     let mut h = Sha256::new();
