@@ -11,7 +11,9 @@ use crate::error::GraphError;
 ///
 /// Buffers are laid out for `max`, so strides stay compile-time constants and only loop
 /// bounds depend on the bound value.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct Symbol {
     /// The name kernels and bindings refer to.
     pub name: Arc<str>,
@@ -49,7 +51,9 @@ impl fmt::Display for Symbol {
 pub type Bindings = BTreeMap<Arc<str>, i64>;
 
 /// One dimension of a shape: a constant, or a symbol plus a constant offset (`pos + 1`).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Dim {
     /// A size known when the graph is built.
     Const(usize),

@@ -18,7 +18,7 @@ use crate::shape::Shape;
 pub type NodeId = NodeIndex<u32>;
 
 /// One recorded operation with its result type.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Node {
     /// The operation.
     pub op: Op,
@@ -26,12 +26,14 @@ pub struct Node {
     pub shape: Shape,
     /// Result dtype.
     pub dtype: DType,
-    /// Data attached to an input node (weights, prompts); not part of the graph's identity.
+    /// Data attached to an input node (weights, prompts); not part of the graph's identity
+    /// (nor of a cached schedule, which binds it again by name).
+    #[serde(skip)]
     pub data: Option<HostData>,
 }
 
 /// The graph itself, without the shared handle.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct GraphData {
     /// Nodes and operand edges (edge weight = operand slot).
     pub g: StableGraph<Node, u8>,

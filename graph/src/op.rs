@@ -7,7 +7,7 @@ use crate::dim::Dim;
 use crate::dtype::DType;
 
 /// One-input elementwise ops.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum UnaryOp {
     /// `-x`.
     Neg,
@@ -26,7 +26,7 @@ pub enum UnaryOp {
 }
 
 /// Two-input elementwise ops (operands broadcast to one shape first).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum BinaryOp {
     /// `a + b`.
     Add,
@@ -39,7 +39,7 @@ pub enum BinaryOp {
 }
 
 /// Reductions over one axis.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum ReduceOp {
     /// Sum of the axis.
     Sum,
@@ -47,9 +47,20 @@ pub enum ReduceOp {
     Max,
 }
 
+/// Constants keep their exact bits when serialised (JSON has no NaN or infinity).
+mod f64_bits {
+    pub fn serialize<S: serde::Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(v.to_bits())
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        <u64 as serde::Deserialize>::deserialize(d).map(f64::from_bits)
+    }
+}
+
 /// A node's operation. Shapes and dtypes live on the node; ops carry only what the shape
 /// cannot say.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Op {
     /// A named buffer supplied at run time (activations, weights, token ids).
     Input {
@@ -59,6 +70,7 @@ pub enum Op {
     /// Every element equal to `value`.
     Const {
         /// The value, cast to the node's dtype.
+        #[serde(with = "f64_bits")]
         value: f64,
     },
     /// Element value = its index along `axis` (as the node's dtype): the source of masks and

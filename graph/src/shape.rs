@@ -6,7 +6,18 @@ use crate::dim::{Bindings, Dim};
 use crate::error::GraphError;
 
 /// An ordered list of dimensions (outermost first).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+#[derive(
+    Clone,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    Default,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct Shape(pub Vec<Dim>);
 
 impl Shape {

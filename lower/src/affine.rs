@@ -7,7 +7,7 @@ use std::sync::Arc;
 use cranegrad_graph::Dim;
 
 /// `constant + sum(coeff * loop_var) + sum(coeff * symbol)`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
 pub struct Affine {
     /// `(loop variable, coefficient)`, sorted by variable, no zero coefficients.
     pub terms: Vec<(usize, i64)>,
@@ -141,7 +141,7 @@ impl fmt::Display for Affine {
 }
 
 /// The condition `0 <= expr < len`: a pad's valid window, also used to keep loads in bounds.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Cond {
     /// Position relative to the window start.
     pub expr: Affine,
@@ -157,7 +157,7 @@ impl fmt::Display for Cond {
 
 /// How a kernel's loop variables index one tensor: one affine expression per tensor axis,
 /// plus the conditions under which the element exists (zero padding).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct IndexMap {
     /// Index along each tensor axis.
     pub dims: Vec<Affine>,

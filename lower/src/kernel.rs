@@ -12,7 +12,7 @@ use crate::affine::{Affine, Cond};
 pub type ExprId = usize;
 
 /// What a loop does with its iterations.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum LoopKind {
     /// Independent iterations split across threads (the ABI's `[start, end)` range).
     Parallel,
@@ -24,7 +24,7 @@ pub enum LoopKind {
 }
 
 /// One loop of the nest.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Loop {
     /// Trip count (symbolic extents are read from the symbol array at run time).
     pub extent: Dim,
@@ -33,7 +33,7 @@ pub struct Loop {
 }
 
 /// How the kernel reads or writes an argument buffer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Access {
     /// Only loaded.
     Read,
@@ -42,7 +42,7 @@ pub enum Access {
 }
 
 /// One buffer argument of the kernel ABI (`bufs[slot]`).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Arg {
     /// Element type.
     pub dtype: DType,
@@ -53,7 +53,7 @@ pub struct Arg {
 }
 
 /// A scalar operation of the kernel body.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Expr {
     /// `bufs[arg][index]`; if `conds` fail the value is 0 and memory is not touched.
     Load {
@@ -227,7 +227,7 @@ impl Expr {
 }
 
 /// `bufs[arg][index] = value`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Store {
     /// Argument slot.
     pub arg: usize,
@@ -239,7 +239,7 @@ pub struct Store {
 
 /// A compiled unit: `extern "C" fn(bufs, syms, start, end)` computes iterations
 /// `[start, end)` of its parallel range (see [`Kernel::parallel_dims`]).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Kernel {
     /// Display name (not part of the cache key).
     pub name: String,
@@ -262,7 +262,7 @@ pub struct Kernel {
 /// What a kernel computes, decided once in lower and dispatched once in codegen. Every variant
 /// but `Siblings` reads its loops, expressions and stores; a template's spec names the
 /// expressions and loops it gives a role.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum KernelBody {
     /// A loop nest emitted by the generic emitter (elementwise, reductions, row kernels),
     /// with how its rows run.
@@ -279,7 +279,7 @@ pub enum KernelBody {
 }
 
 /// How a loop nest's rows run, decided by the kernel passes (all off for a plain nest).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct RowPlan {
     /// A row kernel: its reductions do not read the innermost output loop, so they run once
     /// per row, before the row's outputs (softmax, norms; `plan_rows`).
@@ -302,7 +302,7 @@ pub struct RowPlan {
 /// the row and `E` exactly the value a row sum accumulates (softmax: `exp(x - max) * 1/sum`),
 /// the sum's loop also stores `E` into the output, and the output pass computes
 /// `load(out) * s` instead of evaluating `E` (an `exp`) a second time.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Rescale {
     /// The Reduce (sum) whose loop also stores.
     pub reduce: ExprId,
@@ -327,7 +327,7 @@ pub fn scaled_exp2_takes(k: f32) -> bool {
 /// row the template runs over the keys once with an online softmax:
 /// `s = scale * sum_c q[c] k[j, c]`, `s = mask ? fill : s`, running max `m` and sum `l` of
 /// `exp2(exp_scale * (s - m))`, and `out[d] = sum_j p_j v[j, d] / l`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct AttentionSpec {
     /// The query load (indexed by the row loops and `c`).
     pub q: ExprId,
@@ -351,7 +351,7 @@ pub struct AttentionSpec {
 
 /// A kernel whose reduction is `sum(A[.., m, k] * B[k, n])` with B independent of the output
 /// rows: codegen gives it a register-blocked GEMM instead of the generic loop.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct GemmSpec {
     /// Index of the column loop (innermost output loop).
     pub n_loop: usize,
@@ -388,7 +388,7 @@ pub struct GemmSpec {
 }
 
 /// The second contraction of a paired GEMM: same A, its own B, summed in its own loop.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct GemmPair {
     /// The B load.
     pub b: ExprId,

@@ -85,7 +85,7 @@ impl Default for LowerOptions {
 }
 
 /// Which stage of the pipeline a step belongs to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Stage {
     /// Graph -> graph.
     Graph,
@@ -113,10 +113,10 @@ impl Stage {
 }
 
 /// What one step did, for `--dump-graph` and timing.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct PassStat {
     /// Step function name.
-    pub name: &'static str,
+    pub name: std::borrow::Cow<'static, str>,
     /// Its stage.
     pub stage: Stage,
     /// What changed: nodes rewritten or removed (graph passes), nodes whose realization
@@ -371,7 +371,7 @@ pub const SCHEDULE_PASSES: &[Step<SchedulePass>] = &[
 ];
 
 /// A lowered graph: the rewritten graph, its outputs and the schedule.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Lowered {
     /// The graph after the rewrite passes.
     pub graph: GraphData,
@@ -413,7 +413,7 @@ fn record(
     t: Instant,
 ) {
     stats.push(PassStat {
-        name,
+        name: name.into(),
         stage,
         changed,
         nodes,

@@ -18,13 +18,15 @@ use crate::patterns::{reshape_base, reshape_groups};
 pub type BufId = usize;
 
 /// Where a buffer's contents come from.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub enum BufKind {
     /// Supplied by the caller (by name) or carried by the graph (weights).
     Input {
         /// Input name.
         name: String,
-        /// Data attached to the graph, if any.
+        /// Data attached to the graph, if any (bound again by name when a cached schedule is
+        /// loaded).
+        #[serde(skip)]
         data: Option<HostData>,
     },
     /// Written by one kernel, read by later ones; the memory planner may share its memory.
@@ -34,7 +36,7 @@ pub enum BufKind {
 }
 
 /// One buffer of the program, laid out contiguously at every symbol's maximum.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct BufDecl {
     /// Logical shape.
     pub shape: Shape,
@@ -62,7 +64,7 @@ impl BufDecl {
 }
 
 /// A kernel with the program buffers bound to its argument slots.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Launch {
     /// The kernel.
     pub kernel: Kernel,
@@ -99,7 +101,7 @@ impl Schedule {
 }
 
 /// The lowered program: kernels in execution order over a set of buffers.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Schedule {
     /// Kernels in dependency order.
     pub launches: Vec<Launch>,

@@ -10,6 +10,7 @@ pub mod planner;
 pub mod pool;
 pub mod probe;
 pub mod realize;
+pub mod schedule_cache;
 pub mod session;
 pub mod value;
 pub mod weight_cache;

@@ -14,6 +14,7 @@ use crate::error::RuntimeError;
 use crate::pack::PackCache;
 use crate::plan::Plan;
 use crate::pool::ThreadPool;
+use crate::schedule_cache;
 use crate::value::Value;
 
 /// How a session lowers and runs graphs.
@@ -41,8 +42,10 @@ pub struct RunReport {
     pub plan_cached: bool,
     /// Hashing the graph structure (plan-cache lookup).
     pub hash_ms: f64,
-    /// Rewrite passes and scheduling.
+    /// Rewrite passes and scheduling (or reading their output from the disk cache).
     pub passes_ms: f64,
+    /// The schedule came from the disk cache: no pass ran.
+    pub schedule_from_disk: bool,
     /// Cranelift compilation of the kernels that missed the kernel cache.
     pub compile_ms: f64,
     /// Binding inputs, launching kernels and copying outputs.
@@ -190,16 +193,31 @@ impl Session {
         if !self.last.plan_cached {
             let before = self.cache.stats();
             let t1 = Instant::now();
-            let lowered = graph.with(|g| {
-                lower(
-                    g,
-                    &ids,
-                    LowerOptions {
-                        fuse: self.opts.fuse,
-                        attention: self.attention,
-                    },
-                )
-            })?;
+            let disk = cranegrad_codegen::disk_cache::global()
+                .map(|d| (graph.with(|g| schedule_cache::key(&key, g, &ids)), d));
+            let cached = disk
+                .as_ref()
+                .and_then(|(k, d)| graph.with(|g| schedule_cache::load(d, k, g, &ids)));
+            self.last.schedule_from_disk = cached.is_some();
+            let lowered = match cached {
+                Some(l) => l,
+                None => {
+                    let l = graph.with(|g| {
+                        lower(
+                            g,
+                            &ids,
+                            LowerOptions {
+                                fuse: self.opts.fuse,
+                                attention: self.attention,
+                            },
+                        )
+                    })?;
+                    if let Some((k, d)) = &disk {
+                        schedule_cache::store(d, k, &l);
+                    }
+                    l
+                }
+            };
             self.last.passes_ms = ms(t1);
             let plan = Plan::new(lowered, &mut self.cache)?;
             let after = self.cache.stats();

@@ -76,7 +76,7 @@ pub fn cache(a: CacheArgs, dir: Option<&Path>) -> anyhow::Result<ExitCode> {
         CacheAction::Stats => {
             let s = c.stats();
             println!(
-                "{}: {} compiled kernels, {:.1} KB (cap {} MB)",
+                "{}: {} compiled kernels and schedules, {:.1} KB (cap {} MB)",
                 c.dir().display(),
                 s.entries,
                 s.bytes as f64 / 1e3,
@@ -94,7 +94,7 @@ pub fn cache(a: CacheArgs, dir: Option<&Path>) -> anyhow::Result<ExitCode> {
         CacheAction::Clear => {
             let s = c.clear();
             println!(
-                "removed {} compiled kernels, {:.1} KB, from {}",
+                "removed {} compiled kernels and schedules, {:.1} KB, from {}",
                 s.entries,
                 s.bytes as f64 / 1e3,
                 c.dir().display()
