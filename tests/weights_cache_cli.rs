@@ -1,7 +1,8 @@
-//! Weights on disk as a user meets them: a second process maps a preset's weights and its
-//! packed panels instead of generating and packing them, and computes the same; damaged and
-//! truncated entries are rebuilt and a golden still holds; concurrent first runs both
-//! succeed; an unusable cache directory is a warning and the run goes on.
+//! Weights and schedules on disk as a user meets them: a second process maps a preset's
+//! weights and its packed panels and reads its schedule instead of generating, packing and
+//! lowering, and computes the same; damaged and truncated entries are rebuilt and a golden
+//! still holds; concurrent first runs both succeed; an unusable cache directory is a warning
+//! and the run goes on; `bench --colds` shows the three starts.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -89,6 +90,8 @@ fn a_second_process_maps_its_weights_and_packs_nothing() {
     assert_eq!(second["weights_mapped"], true);
     assert_eq!(second["packed_mapped"].as_u64(), Some(packed));
     assert_eq!(second["cache_disk_hits"], second["cache_misses"]);
+    assert_eq!(first["cold_schedule_from_disk"], false);
+    assert_eq!(second["cold_schedule_from_disk"], true, "no pass ran");
     // Compiled, generated and packed here, or all mapped from disk: the same text.
     assert_eq!(generated(&d, &["--no-disk-cache"]), generated(&d, &[]));
     let _ = std::fs::remove_dir_all(&d);
@@ -172,4 +175,51 @@ fn an_unusable_cache_directory_is_a_warning_and_the_run_goes_on() {
     );
     assert!(!o.stdout.is_empty());
     let _ = std::fs::remove_file(&f);
+}
+
+#[test]
+fn bench_colds_times_an_empty_start_a_disk_start_and_a_warm_one() {
+    let d = tmp("colds");
+    let json = d.with_extension("colds.json");
+    let args = [
+        "bench",
+        "-m",
+        "small",
+        "-n",
+        "2",
+        "--iters",
+        "1",
+        "--requests",
+        "1",
+        "--no-probe",
+        "--colds",
+        "--json",
+        json.to_str().unwrap(),
+    ];
+    let o = run(&d, &args);
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        table.contains("start, empty") && table.contains("start, disk"),
+        "{table}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&json);
+    for k in [
+        "start_empty_load_ms",
+        "start_empty_first_ms",
+        "start_disk_load_ms",
+    ] {
+        assert!(v[k].as_f64().is_some_and(|x| x > 0.0), "{k} in {v}");
+    }
+    assert!(v["start_warm_first_ms"].as_f64().is_some_and(|x| x > 0.0));
+    assert_eq!(v["start_disk_weights_mapped"], true);
+    assert_eq!(v["start_disk_packed_mapped"], v["packed_weights"]);
+    assert_eq!(v["start_disk_schedule_from_disk"], true);
+    assert!(
+        v["start_disk_kernels_from_disk"]
+            .as_u64()
+            .is_some_and(|n| n > 0)
+    );
+    let _ = std::fs::remove_dir_all(&d);
 }

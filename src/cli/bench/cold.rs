@@ -29,8 +29,10 @@ pub struct ColdReport {
     pub cold_build_ms: f64,
     /// Structural hash (plan-cache lookups).
     pub cold_hash_ms: f64,
-    /// Rewrite passes and scheduling.
+    /// Rewrite passes and scheduling (or reading their output from the disk cache).
     pub cold_passes_ms: f64,
+    /// The schedule came from the disk cache: no pass ran.
+    pub cold_schedule_from_disk: bool,
     /// Memory plan, arena, kernel-cache lookups and attaching the graph's inputs.
     pub cold_setup_ms: f64,
     /// Execution of the first forward.
@@ -162,6 +164,7 @@ pub fn cold(a: &BenchArgs, loaded: &Loaded) -> anyhow::Result<Cold> {
         cold_build_ms: build_ms,
         cold_hash_ms,
         cold_passes_ms: prep.passes_ms,
+        cold_schedule_from_disk: prep.schedule_from_disk,
         cold_setup_ms,
         cold_execute_ms,
         compile_ms: prep.compile_ms,

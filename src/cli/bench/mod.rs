@@ -7,6 +7,7 @@
 //! object are both rendered from that report.
 
 mod cold;
+mod colds;
 mod compare;
 mod generate;
 mod load;
@@ -91,6 +92,13 @@ pub struct BenchArgs {
     /// Repetitions of each row's measurement (its mean ± standard deviation).
     #[arg(short = 'r', long, default_value_t = 5)]
     repetitions: usize,
+    /// Also time a start in two fresh processes, on a temporary cache directory: with it
+    /// empty, then with what the first left on disk; beside a new forward in this process.
+    #[arg(long)]
+    colds: bool,
+    /// Run only the load and the first forward (what `--colds` runs in each fresh process).
+    #[arg(long, hide = true)]
+    cold_only: bool,
 }
 
 impl BenchArgs {
@@ -141,6 +149,20 @@ pub struct BenchReport {
     pub totals: TotalsReport,
     /// One row per backend with `--compare`, else empty.
     pub compare: Vec<compare::BackendReport>,
+    /// The three starts with `--colds`.
+    #[serde(flatten)]
+    pub colds: colds::ColdsReport,
+}
+
+/// What `--cold-only` reports: the load and the first forward.
+#[derive(Serialize)]
+struct ColdOnlyReport {
+    #[serde(flatten)]
+    load: load::LoadReport,
+    #[serde(flatten)]
+    cold: cold::ColdReport,
+    cache_misses: u64,
+    cache_disk_hits: u64,
 }
 
 /// Memory and kernel-cache figures of the whole run.
@@ -188,7 +210,38 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
         )?),
         (None, false) => None,
     };
+    if a.colds && (a.compare || a.profile) {
+        anyhow::bail!("--colds times starts alone; run --compare and --profile without it");
+    }
+    // The fresh processes run before this one loads, so nothing else competes with them.
+    let fresh = if a.colds {
+        let (db, ds) = cranegrad::workload::default_input(&a.model);
+        let input = load::InputReport {
+            model: a.model.clone(),
+            batch_size: BenchArgs::one(&a.batch_size).unwrap_or(db),
+            prompt_len: BenchArgs::one(&a.prompt_len).unwrap_or(ds),
+            gen_len: 0,
+            threads: checks::threads(BenchArgs::one(&a.threads))?,
+        };
+        Some(colds::fresh_starts(&a, &input)?)
+    } else {
+        None
+    };
     let loaded = load::load(&a)?;
+    if a.cold_only {
+        let cold = cold::cold(&a, &loaded)?;
+        let stats = cold.session.cache_stats();
+        let report = ColdOnlyReport {
+            load: load::LoadReport::new(loaded.file_ms, loaded.weights_mapped, &cold.packing),
+            cold: cold.report,
+            cache_misses: stats.misses,
+            cache_disk_hits: stats.disk_hits,
+        };
+        if let Some(out) = &json {
+            write_json(out, &report)?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let limits = if a.no_probe {
         None
     } else {
@@ -208,6 +261,14 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
         let p = profile::profile(&mut cold, trace)?;
         print!("{}", p.render(trace));
     }
+    let colds = match fresh {
+        Some((empty, disk)) => colds::ColdsReport::new(
+            empty,
+            disk,
+            colds::in_process(&loaded.model, &loaded.input, &mut cold)?,
+        ),
+        None => colds::ColdsReport::default(),
+    };
     let generation = generate::generate(&loaded, &mut cold.session, a.requests)?;
     let compare = if a.compare && !interrupt::pending() {
         compare::compare(&cold, loaded.input.threads, loaded.iters, &warm)?
@@ -237,6 +298,7 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
         warm,
         generation,
         compare,
+        colds,
     };
     let text = format!(
         "{}{}",

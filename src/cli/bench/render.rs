@@ -6,6 +6,7 @@ use std::fmt::Write;
 use cranegrad_runtime::probe::MachineLimits;
 
 use super::BenchReport;
+use super::colds::FreshStart;
 use super::generate::tokens_per_s;
 use crate::cli::table::Table;
 
@@ -191,6 +192,40 @@ pub fn table(r: &BenchReport, params: usize, limits: Option<&MachineLimits>) -> 
             totals.kv_cache_bytes >> 10
         ),
     );
+    if let Some((empty, d)) = &r.colds.starts {
+        let start = |s: &FreshStart| {
+            format!(
+                "load {:.1} + first forward {:.1} = {:.1} ms",
+                s.load_ms,
+                s.cold_ms,
+                s.load_ms + s.cold_ms
+            )
+        };
+        t.row("start, empty", start(empty))
+            .row(
+                "start, disk",
+                format!(
+                    "{} ({}weights, {} panels, {}{} of {} kernels from disk)",
+                    start(d),
+                    if d.weights_mapped { "" } else { "no " },
+                    d.packed_mapped,
+                    if d.cold_schedule_from_disk {
+                        "schedule, "
+                    } else {
+                        ""
+                    },
+                    d.cache_disk_hits,
+                    d.cache_misses
+                ),
+            )
+            .row(
+                "start, warm",
+                format!(
+                    "first forward {:.1} ms (a new graph in this process, its caches warm)",
+                    r.colds.start_warm_first_ms.unwrap_or_default()
+                ),
+            );
+    }
     t.render()
 }
 
