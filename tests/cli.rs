@@ -266,6 +266,38 @@ fn dump_graph_shows_every_stage() {
 }
 
 #[test]
+fn dot_of_a_model_groups_its_kernels_by_layer() {
+    let dot = bin()
+        .args([
+            "run",
+            "llama",
+            "-m",
+            "small",
+            "--iters",
+            "1",
+            "--dump-graph=dot",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(dot.status.code(), Some(0));
+    let d = String::from_utf8_lossy(&dot.stdout);
+    let groups: Vec<&str> = d
+        .lines()
+        .filter(|l| l.starts_with("    label=\""))
+        .map(|l| {
+            l.trim()
+                .trim_start_matches("label=\"")
+                .trim_end_matches("\";")
+        })
+        .collect();
+    assert_eq!(groups, ["embed", "layer.0", "layer.1", "head"], "{d}");
+    // Every kernel cluster sits inside a group (indented one level deeper).
+    let kernels = d.matches("subgraph cluster_k").count();
+    assert!(kernels > 4);
+    assert_eq!(d.matches("    subgraph cluster_k").count(), kernels);
+}
+
+#[test]
 fn dump_graph_of_a_model_names_every_fusion_pattern() {
     for extra in [&[][..], &["--unfused-attention"][..]] {
         let r = bin()

@@ -4,6 +4,7 @@
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use petgraph::Direction;
 use petgraph::stable_graph::{NodeIndex, StableGraph};
@@ -30,6 +31,10 @@ pub struct Node {
     /// (nor of a cached schedule, which binds it again by name).
     #[serde(skip)]
     pub data: Option<HostData>,
+    /// The part of the model that recorded it (`layer.3.attn`), kept through the passes so
+    /// drawings can group a layer; not part of the graph's identity.
+    #[serde(default)]
+    pub scope: Option<Arc<str>>,
 }
 
 /// The graph itself, without the shared handle.
@@ -37,6 +42,9 @@ pub struct Node {
 pub struct GraphData {
     /// Nodes and operand edges (edge weight = operand slot).
     pub g: StableGraph<Node, u8>,
+    /// The scope nodes recorded now are tagged with (see [`Graph::scope`]).
+    #[serde(skip)]
+    recording_scope: Option<Arc<str>>,
 }
 
 impl GraphData {
@@ -47,6 +55,11 @@ impl GraphData {
             self.g.add_edge(i, id, slot as u8);
         }
         id
+    }
+
+    /// The scope nodes recorded now are tagged with.
+    pub fn recording_scope(&self) -> Option<&Arc<str>> {
+        self.recording_scope.as_ref()
     }
 
     /// The node at `id`.
@@ -111,6 +124,18 @@ impl GraphData {
     }
 }
 
+/// Restores the enclosing scope when dropped (see [`Graph::scope`]).
+pub struct ScopeGuard {
+    graph: Graph,
+    before: Option<Arc<str>>,
+}
+
+impl Drop for ScopeGuard {
+    fn drop(&mut self) {
+        self.graph.0.borrow_mut().recording_scope = self.before.take();
+    }
+}
+
 /// A shared, growable graph that tensors record into. Cloning the handle shares the graph.
 #[derive(Clone, Debug, Default)]
 pub struct Graph(pub(crate) Rc<RefCell<GraphData>>);
@@ -136,6 +161,22 @@ impl Graph {
         Rc::ptr_eq(&self.0, &other.0)
     }
 
+    /// Tags every node recorded until the returned guard drops with `name`, nested in the
+    /// current scope (`layer.3` then `attn` gives `layer.3.attn`). Models mark their parts
+    /// this way so drawings can group them; the compiler never reads it.
+    pub fn scope(&self, name: &str) -> ScopeGuard {
+        let mut d = self.0.borrow_mut();
+        let before = d.recording_scope.clone();
+        d.recording_scope = Some(match &before {
+            Some(outer) => format!("{outer}.{name}").into(),
+            None => name.into(),
+        });
+        ScopeGuard {
+            graph: self.clone(),
+            before,
+        }
+    }
+
     /// Number of recorded nodes.
     pub fn len(&self) -> usize {
         self.0.borrow().g.node_count()
@@ -158,6 +199,7 @@ mod tests {
             shape: Shape::of(&[2]),
             dtype: DType::F32,
             data: None,
+            scope: None,
         }
     }
 
@@ -173,6 +215,29 @@ mod tests {
             op: Op::Binary(crate::op::BinaryOp::Add),
             ..node("")
         }
+    }
+
+    #[test]
+    fn scopes_nest_and_the_guard_restores_the_outer_one() {
+        let g = Graph::new();
+        let a = g.input("a", Shape::of(&[2]), DType::F32);
+        let (b, c, d);
+        {
+            let _l = g.scope("layer.0");
+            b = a.neg().unwrap();
+            {
+                let _m = g.scope("mlp");
+                c = b.neg().unwrap();
+            }
+            d = c.neg().unwrap();
+        }
+        let e = d.neg().unwrap();
+        let scope = |t: &crate::Tensor| g.with(|gd| gd.node(t.id()).scope.clone());
+        assert_eq!(scope(&a), None);
+        assert_eq!(scope(&b).as_deref(), Some("layer.0"));
+        assert_eq!(scope(&c).as_deref(), Some("layer.0.mlp"));
+        assert_eq!(scope(&d).as_deref(), Some("layer.0"));
+        assert_eq!(scope(&e), None);
     }
 
     #[test]

@@ -130,6 +130,7 @@ impl Parser<'_> {
             shape,
             dtype,
             data: None,
+            scope: None,
         };
         let n = self.graph.add(node, &inputs);
         self.ids.insert(id, n);

@@ -23,13 +23,16 @@ pub type Result<T> = std::result::Result<T, GraphError>;
 
 impl Graph {
     fn record(&self, op: Op, shape: Shape, dtype: DType, inputs: &[NodeId]) -> Tensor {
+        let mut d = self.0.borrow_mut();
         let node = Node {
             op,
             shape: shape.clone(),
             dtype,
             data: None,
+            scope: d.recording_scope().cloned(),
         };
-        let id = self.0.borrow_mut().add(node, inputs);
+        let id = d.add(node, inputs);
+        drop(d);
         Tensor {
             graph: self.clone(),
             id,

@@ -7,6 +7,10 @@ use cranegrad_graph::{DType, GraphData, Node, NodeId, Op, Shape};
 /// rewrite does once it has built the replacement.
 pub(crate) fn replace_node(g: &mut GraphData, outputs: &mut [NodeId], old: NodeId, new: NodeId) {
     g.replace_uses(old, new);
+    // The replacement computes what `old` did, so it belongs where `old` was recorded.
+    if g.node(new).scope.is_none() {
+        g.g[new].scope = g.node(old).scope.clone();
+    }
     for o in outputs.iter_mut().filter(|o| **o == old) {
         *o = new;
     }
@@ -25,6 +29,7 @@ pub(crate) fn add_computed(
             shape,
             dtype,
             data: None,
+            scope: None,
         },
         ins,
     )

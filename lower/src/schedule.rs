@@ -164,18 +164,40 @@ impl Schedule {
             "digraph cranegrad {\n  rankdir=TB;\n  node [shape=box, fontname=\"monospace\"];\n",
         );
         let mut drawn: BTreeSet<NodeId> = BTreeSet::new();
-        for (i, l) in self.launches.iter().enumerate() {
-            let _ = writeln!(
-                s,
-                "  subgraph cluster_k{i} {{\n    label=\"kernel {i}: {}\";\n    style=filled; fillcolor=\"#fff6d5\";",
-                l.kernel.ops.join("+")
-            );
-            for &n in &l.nodes {
-                if drawn.insert(n) {
-                    dot_node(&mut s, g, n, "    ", "");
-                }
+        // Kernels of one model part (a layer) sit in one outer cluster, in order of first use.
+        let mut groups: Vec<(Option<String>, Vec<usize>)> = Vec::new();
+        for i in 0..self.launches.len() {
+            let group = self.launch_scope(g, i).map(|s| group_of(&s).to_string());
+            match groups.iter_mut().find(|(k, _)| *k == group) {
+                Some((_, members)) => members.push(i),
+                None => groups.push((group, vec![i])),
             }
-            s.push_str("  }\n");
+        }
+        for (gi, (group, members)) in groups.iter().enumerate() {
+            let indent = if group.is_some() { "    " } else { "  " };
+            if let Some(name) = group {
+                let _ = writeln!(
+                    s,
+                    "  subgraph cluster_g{gi} {{\n    label=\"{name}\";\n    style=rounded; color=\"#888888\";"
+                );
+            }
+            for &i in members {
+                let l = &self.launches[i];
+                let _ = writeln!(
+                    s,
+                    "{indent}subgraph cluster_k{i} {{\n{indent}  label=\"kernel {i}: {}\";\n{indent}  style=filled; fillcolor=\"#fff6d5\";",
+                    l.kernel.ops.join("+")
+                );
+                for &n in &l.nodes {
+                    if drawn.insert(n) {
+                        dot_node(&mut s, g, n, &format!("{indent}  "), "");
+                    }
+                }
+                let _ = writeln!(s, "{indent}}}");
+            }
+            if group.is_some() {
+                s.push_str("  }\n");
+            }
         }
         let mut edges = BTreeSet::new();
         for l in &self.launches {
@@ -193,6 +215,48 @@ impl Schedule {
         }
         s.push_str("}\n");
         s
+    }
+}
+
+impl Schedule {
+    /// The model part launch `i` computes: the longest dotted prefix its nodes' scopes share
+    /// (`layer.3.attn`), ignoring nodes recorded outside any scope; a kernel fused across
+    /// layers (one layer's residual add with the next one's norm) belongs to its root's.
+    pub fn launch_scope(&self, g: &GraphData, i: usize) -> Option<String> {
+        let nodes = &self.launches[i].nodes;
+        let root = nodes.iter().rev().find_map(|&n| g.node(n).scope.as_deref());
+        let mut common: Option<Vec<&str>> = None;
+        for &n in nodes {
+            let Some(scope) = g.node(n).scope.as_deref() else {
+                continue;
+            };
+            let parts: Vec<&str> = scope.split('.').collect();
+            common = Some(match common {
+                None => parts,
+                Some(c) => c
+                    .iter()
+                    .zip(&parts)
+                    .take_while(|(a, b)| a == b)
+                    .map(|(a, _)| *a)
+                    .collect(),
+            });
+        }
+        match common {
+            Some(c) if c.len() >= 2 || c.first().is_some_and(|f| *f != "layer") => {
+                Some(c.join("."))
+            }
+            _ => root.map(str::to_string),
+        }
+    }
+}
+
+/// The group a scope is drawn in: `layer.N` for anything inside a layer, else its first part.
+pub fn group_of(scope: &str) -> &str {
+    let mut parts = scope.splitn(3, '.');
+    match (parts.next(), parts.next()) {
+        (Some("layer"), Some(n)) => &scope[..6 + n.len()],
+        (Some(first), _) => first,
+        _ => scope,
     }
 }
 

@@ -29,6 +29,7 @@ pub fn forward_kv(
         Context::Prefill { .. } => Dim::Const(0),
         Context::Decode { pos, .. } => (*pos).clone(),
     };
+    let embed_scope = g.scope("embed");
     let pos_emb = match ctx.padding() {
         Some(p) => w.tensor(g, "wpe.weight")?.gather_rows(p.positions)?,
         None => w.tensor(g, "wpe.weight")?.narrow(0, start, s.clone())?,
@@ -37,6 +38,7 @@ pub fn forward_kv(
         .tensor(g, "wte.weight")?
         .gather_rows(tokens)?
         .add(&pos_emb)?;
+    drop(embed_scope);
     let ln = |x: &Tensor, name: &str| -> Result<Tensor, GraphError> {
         x.layer_norm(
             &w.tensor(g, &format!("{name}.weight"))?,
@@ -46,6 +48,8 @@ pub fn forward_kv(
     };
     let mut new_kv = Vec::with_capacity(cfg.n_layer);
     for l in 0..cfg.n_layer {
+        let _layer = g.scope(&format!("layer.{l}"));
+        let attn = g.scope("attn");
         let p = |n: &str| format!("h.{l}.{n}");
         let x = ln(&h, &p("ln_1"))?;
         let qkv = conv1d(w, g, &x, &p("attn.c_attn"))?;
@@ -55,10 +59,13 @@ pub fn forward_kv(
         let (a, kv) = attend(ctx, l, &q, k, v)?;
         new_kv.push(kv);
         h = h.add(&conv1d(w, g, &a, &p("attn.c_proj"))?)?;
+        drop(attn);
+        let _mlp = g.scope("mlp");
         let x = ln(&h, &p("ln_2"))?;
         let m = conv1d(w, g, &x, &p("mlp.c_fc"))?.gelu_tanh()?;
         h = h.add(&conv1d(w, g, &m, &p("mlp.c_proj"))?)?;
     }
+    let _head = g.scope("head");
     let h = ln(&h, "ln_f")?;
     // Tied: HF reuses the embedding (and ignores any stored head); both are `[vocab, n_embd]`,
     // read transposed without a copy.

@@ -108,6 +108,7 @@ pub fn forward_kv(
         Context::Prefill { .. } => Dim::Const(0),
         Context::Decode { pos, .. } => (*pos).clone(),
     };
+    let embed_scope = g.scope("embed");
     // Padded rows look their positions up per token; otherwise one shared window.
     let (cos, sin) = match ctx.padding() {
         Some(p) => (
@@ -124,8 +125,11 @@ pub fn forward_kv(
     let mut h = w
         .tensor(g, "model.embed_tokens.weight")?
         .gather_rows(tokens)?;
+    drop(embed_scope);
     let mut new_kv = Vec::with_capacity(cfg.layers);
     for l in 0..cfg.layers {
+        let _layer = g.scope(&format!("layer.{l}"));
+        let attn = g.scope("attn");
         let p = |n: &str| format!("model.layers.{l}.{n}");
         let x = h.rms_norm(&w.tensor(g, &p("input_layernorm.weight"))?, eps)?;
         let q = split_heads(
@@ -147,12 +151,15 @@ pub fn forward_kv(
         let (a, kv) = attend(ctx, l, &q, k, v)?;
         new_kv.push(kv);
         h = h.add(&a.matmul(&w.linear(g, &p("self_attn.o_proj.weight"))?)?)?;
+        drop(attn);
+        let _mlp = g.scope("mlp");
         let x = h.rms_norm(&w.tensor(g, &p("post_attention_layernorm.weight"))?, eps)?;
         let gate = x.matmul(&w.linear(g, &p("mlp.gate_proj.weight"))?)?;
         let up = x.matmul(&w.linear(g, &p("mlp.up_proj.weight"))?)?;
         let m = gate.silu()?.mul(&up)?;
         h = h.add(&m.matmul(&w.linear(g, &p("mlp.down_proj.weight"))?)?)?;
     }
+    let _head = g.scope("head");
     let h = h.rms_norm(&w.tensor(g, "model.norm.weight")?, eps)?;
     let head = if cfg.tie_word_embeddings {
         "model.embed_tokens.weight"
