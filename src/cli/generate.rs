@@ -87,12 +87,17 @@ pub struct GenerateArgs {
     /// Also write the timing figures as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// `html:FILE`: write a self-contained HTML view of the first prompt's forward (its graph,
+    /// kernels, their IR, machine code and times).
+    #[arg(long, require_equals = true)]
+    dump_graph: Option<String>,
 }
 
 /// Runs the command.
 pub fn generate(a: GenerateArgs) -> anyhow::Result<ExitCode> {
     interrupt::install();
     let json = checks::optional_output("--json", a.json.as_deref(), None)?;
+    let page = super::html_view::page_flag(a.dump_graph.as_deref())?;
     let threads = checks::threads(a.threads)?;
     checks::positive("--max-new", a.max_new, checks::MAX_COUNT)?;
     checks::sampling(a.temperature, a.top_p, a.repetition_penalty)?;
@@ -300,6 +305,15 @@ pub fn generate(a: GenerateArgs) -> anyhow::Result<ExitCode> {
             json!(session.cache_stats().misses),
         );
         write_json(&out, &m)?;
+    }
+    if let Some(page) = page.filter(|_| !interrupted) {
+        let (_g, logits) = model.forward_graph(1, rows[0].len())?;
+        let mut feeds = cranegrad_runtime::Feeds::new();
+        feeds.insert("tokens".into(), rows[0].clone().into());
+        // The generating session: its packed panels serve this forward too (its raw
+        // weights may be freed).
+        let title = format!("{}: forward of the first prompt", a.model);
+        super::html_view::write_page(&mut session, &logits, &feeds, &title, &page)?;
     }
     Ok(if interrupted {
         ExitCode::from(interrupt::EXIT_INTERRUPTED)

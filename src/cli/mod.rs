@@ -9,6 +9,7 @@ mod checks;
 mod conversation;
 mod generate;
 mod golden;
+mod html_view;
 mod info;
 mod interrupt;
 mod progress;

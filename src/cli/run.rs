@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, anyhow};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use serde::Serialize;
 
 use cranegrad::builtins::{EXAMPLES, build_example};
@@ -19,12 +19,27 @@ use super::checks;
 use super::table::{Table, write_json};
 
 /// How `--dump-graph` prints.
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Clone, Debug)]
 pub enum DumpFormat {
     /// Primitive graph, fused schedule with loop nests, totals.
     Text,
     /// Graphviz DOT of the fused graph (kernels as clusters) on stdout.
     Dot,
+    /// A self-contained HTML page written to the file (`html:FILE`).
+    Html(std::path::PathBuf),
+}
+
+/// Parses `--dump-graph`'s value: `text`, `dot` or `html:FILE`.
+pub fn parse_dump_format(s: &str) -> Result<DumpFormat, String> {
+    match s {
+        "text" => Ok(DumpFormat::Text),
+        "dot" => Ok(DumpFormat::Dot),
+        _ => match s.strip_prefix("html:") {
+            Some("") => Err("html: needs a file, as in --dump-graph=html:graph.html".into()),
+            Some(f) => Ok(DumpFormat::Html(f.into())),
+            None => Err(format!("{s:?} is not text, dot or html:FILE")),
+        },
+    }
 }
 
 /// Options of `cranegrad run`.
@@ -49,8 +64,9 @@ pub struct RunArgs {
     /// Warm iterations after the cold run.
     #[arg(long, default_value_t = 10)]
     iters: usize,
-    /// Print the primitive graph, the fused schedule and totals (text), or DOT.
-    #[arg(long, value_enum, num_args = 0..=1, require_equals = true, default_missing_value = "text")]
+    /// Print the primitive graph, the fused schedule and totals (`text`), Graphviz DOT
+    /// (`dot`), or write a self-contained HTML view (`html:FILE`).
+    #[arg(long, value_parser = parse_dump_format, num_args = 0..=1, require_equals = true, default_missing_value = "text")]
     dump_graph: Option<DumpFormat>,
     /// One kernel per primitive op (for comparison).
     #[arg(long)]
@@ -112,6 +128,10 @@ struct RunReport {
 /// Runs the command.
 pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     let json = checks::optional_output("--json", a.json.as_deref(), None)?;
+    let html_out = match &a.dump_graph {
+        Some(DumpFormat::Html(p)) => Some(checks::output("--dump-graph", p, Some("html"))?),
+        _ => None,
+    };
     let threads = checks::threads(a.threads)?;
     checks::positive("--iters", a.iters, checks::MAX_COUNT)?;
     if let Some(b) = a.batch_size {
@@ -197,10 +217,14 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     // Stdout carries one machine-readable stream when asked: DOT or `--json -`.
     let to_stdout_table = !matches!(a.dump_graph, Some(DumpFormat::Dot))
         && !matches!(json, Some(checks::Output::Stdout));
-    if let Some(fmt) = a.dump_graph {
+    if let Some(fmt) = &a.dump_graph {
         let key = session.prepare(&[out])?;
+        if let (DumpFormat::Html(_), Some(page)) = (fmt, &html_out) {
+            super::html_view::write_page(&mut session, out, &feeds, &ex.name, page)?;
+        }
         let plan = session.plan(&key).expect("prepared");
         match fmt {
+            DumpFormat::Html(_) => {}
             DumpFormat::Text => {
                 println!(
                     "== primitive graph ({} nodes)",

@@ -96,6 +96,10 @@ pub struct BenchArgs {
     /// empty, then with what the first left on disk; beside a new forward in this process.
     #[arg(long)]
     colds: bool,
+    /// `html:FILE`: write a self-contained HTML view of the benchmarked forward (its graph,
+    /// kernels, their IR, machine code and per-kernel times).
+    #[arg(long, require_equals = true)]
+    dump_graph: Option<String>,
     /// Run only the load and the first forward (what `--colds` runs in each fresh process).
     #[arg(long, hide = true)]
     cold_only: bool,
@@ -191,8 +195,12 @@ fn ms_since(t: Instant) -> f64 {
 pub fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
     interrupt::install();
     if a.rows() {
+        if a.dump_graph.is_some() {
+            anyhow::bail!("--dump-graph draws one forward; give one combination and no -o rows");
+        }
         return sweep::sweep(&a);
     }
+    let page = super::html_view::page_flag(a.dump_graph.as_deref())?;
     // Every output is checked writable before the minutes of work.
     let json = if a.output == sweep::Format::Json {
         Some(checks::Output::Stdout)
@@ -269,6 +277,9 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
         ),
         None => colds::ColdsReport::default(),
     };
+    if let Some(page) = page.as_ref().filter(|_| !interrupt::pending()) {
+        super::html_view::write_page(&mut cold.session, &cold.out, &cold.feeds, &a.model, page)?;
+    }
     let generation = generate::generate(&loaded, &mut cold.session, a.requests)?;
     let compare = if a.compare && !interrupt::pending() {
         compare::compare(&cold, loaded.input.threads, loaded.iters, &warm)?
