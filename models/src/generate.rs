@@ -56,6 +56,12 @@ fn forward_kv(
 }
 
 impl<'m> Generator<'m> {
+    /// The plan key of the captured decode step, once a step has run.
+    pub fn decode_plan_key(&self) -> Option<&str> {
+        let c = self.decode.as_ref()?.captured.as_ref()?;
+        Some(cranegrad_runtime::Session::captured_key(c))
+    }
+
     /// A generator for `batch` rows with a cache of `ctx` positions (at most the model's);
     /// creates the cache states in `session`.
     pub fn new(

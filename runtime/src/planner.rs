@@ -17,6 +17,31 @@ pub struct MemoryPlan {
     pub unplanned_bytes: usize,
 }
 
+/// Bytes of intermediate buffers live during each launch of `s`: temporaries from their first
+/// write to their last read, outputs from their first write on. The peak is at most what the
+/// arena plus the outputs take; the curve is what `bench --memory-plot` draws.
+pub fn live_bytes(s: &Schedule) -> Vec<usize> {
+    let n = s.launches.len();
+    let mut live = vec![0usize; n];
+    for (b, buf) in s.buffers.iter().enumerate() {
+        let temp = matches!(buf.kind, BufKind::Temp);
+        if !temp && !matches!(buf.kind, BufKind::Output) {
+            continue;
+        }
+        let used: Vec<usize> = (0..n)
+            .filter(|&k| s.launches[k].args.contains(&b))
+            .collect();
+        let (Some(&first), Some(&last)) = (used.first(), used.last()) else {
+            continue;
+        };
+        let end = if temp { last } else { n - 1 };
+        for l in &mut live[first..=end] {
+            *l += buf.len() * 4;
+        }
+    }
+    live
+}
+
 /// Assigns arena offsets to the temporaries of `s` so that buffers alive at the same time
 /// never overlap.
 pub fn plan_memory(s: &Schedule) -> MemoryPlan {
@@ -65,5 +90,37 @@ pub fn plan_memory(s: &Schedule) -> MemoryPlan {
         offsets,
         arena_bytes: arena,
         unplanned_bytes: temps.iter().map(|t| t.1).sum(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cranegrad_graph::{DType, Graph, Shape};
+    use cranegrad_lower::{LowerOptions, lower_tensors};
+
+    #[test]
+    fn live_bytes_follow_each_buffer_from_first_write_to_last_read() {
+        let g = Graph::new();
+        let x = g.input("x", Shape::of(&[64, 64]), DType::F32);
+        let y = x.matmul(&x).unwrap();
+        let z = y.matmul(&x).unwrap().exp().unwrap();
+        let l = lower_tensors(&[&z], LowerOptions::default()).unwrap();
+        let live = live_bytes(&l.schedule);
+        assert_eq!(live.len(), l.schedule.launches.len());
+        let plan = plan_memory(&l.schedule);
+        let outputs: usize = l
+            .schedule
+            .outputs
+            .iter()
+            .map(|&b| l.schedule.buffers[b].len() * 4)
+            .sum();
+        let peak = live.iter().copied().max().unwrap();
+        // y (a temporary) is live while written and read; the output from its write on.
+        assert!(
+            peak >= outputs && peak <= plan.arena_bytes + outputs,
+            "{live:?}"
+        );
+        assert!(*live.last().unwrap() >= outputs);
     }
 }

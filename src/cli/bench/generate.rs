@@ -45,6 +45,9 @@ pub struct GenerationReport {
     pub requests: Option<Vec<RequestReport>>,
     /// Kernels of one decode step.
     pub kernels_fused_decode: Option<usize>,
+    /// Plan key of the decode step (for the memory plot).
+    #[serde(skip)]
+    pub decode_plan: Option<String>,
 }
 
 /// Tokens per second of `batch` sequences at `decode_ms` per step.
@@ -68,6 +71,7 @@ pub fn generate(
             decode_weight_gbps: None,
             requests: None,
             kernels_fused_decode: None,
+            decode_plan: None,
         });
     }
     let ctx = (s + gen_len).min(model.max_positions());
@@ -78,6 +82,7 @@ pub fn generate(
     let pb = bar((requests * gen_len) as u64, "generate");
     let v = model.vocab();
     let mut decode_kernels = None;
+    let mut decode_plan = None;
     let mut reports = Vec::with_capacity(requests);
     let mut steps: Vec<Vec<f64>> = Vec::with_capacity(requests);
     for r in 0..requests {
@@ -109,6 +114,7 @@ pub fn generate(
             pb.inc(1);
             if decode_kernels.is_none() {
                 decode_kernels = Some(session.last_report().kernels);
+                decode_plan = g.decode_plan_key().map(str::to_string);
             }
         }
         let decode = (!own.is_empty()).then(|| median(&own));
@@ -136,5 +142,6 @@ pub fn generate(
         decode_weight_gbps: decode.map(|d| model.weights.bytes() as f64 / d / 1e6),
         requests: Some(reports),
         kernels_fused_decode: decode_kernels,
+        decode_plan,
     })
 }

@@ -12,6 +12,7 @@ mod compare;
 mod generate;
 mod load;
 mod machine;
+mod memory;
 mod profile;
 mod render;
 mod sweep;
@@ -100,6 +101,10 @@ pub struct BenchArgs {
     /// kernels, their IR, machine code and per-kernel times).
     #[arg(long, require_equals = true)]
     dump_graph: Option<String>,
+    /// Write an SVG of the memory: planned bytes per kernel of one forward and one decode step
+    /// (weights, live activations, KV cache; peak marked), and the resident set over the run.
+    #[arg(long)]
+    memory_plot: Option<PathBuf>,
     /// Run only the load and the first forward (what `--colds` runs in each fresh process).
     #[arg(long, hide = true)]
     cold_only: bool,
@@ -201,6 +206,8 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
         return sweep::sweep(&a);
     }
     let page = super::html_view::page_flag(a.dump_graph.as_deref())?;
+    let memory_plot =
+        checks::optional_output("--memory-plot", a.memory_plot.as_deref(), Some("svg"))?;
     // Every output is checked writable before the minutes of work.
     let json = if a.output == sweep::Format::Json {
         Some(checks::Output::Stdout)
@@ -235,6 +242,10 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
+    let mut sampler = memory_plot
+        .as_ref()
+        .filter(|_| !a.cold_only)
+        .map(|_| memory::RssSampler::start("load"));
     let loaded = load::load(&a)?;
     if a.cold_only {
         let cold = cold::cold(&a, &loaded)?;
@@ -250,6 +261,9 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
+    if let Some(s) = &mut sampler {
+        s.phase("machine probe");
+    }
     let limits = if a.no_probe {
         None
     } else {
@@ -257,7 +271,13 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
     };
     // The probe's scratch buffers are not the model's memory.
     reset_peak_rss();
+    if let Some(s) = &mut sampler {
+        s.phase("cold start");
+    }
     let mut cold = cold::cold(&a, &loaded)?;
+    if let Some(s) = &mut sampler {
+        s.phase("warm runs");
+    }
     let warm = match warm::warm(&mut cold, a.warmup, loaded.iters) {
         Err(_) if interrupt::pending() => {
             eprintln!("[interrupted before any timed forward: nothing to report]");
@@ -280,7 +300,40 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
     if let Some(page) = page.as_ref().filter(|_| !interrupt::pending()) {
         super::html_view::write_page(&mut cold.session, &cold.out, &cold.feeds, &a.model, page)?;
     }
+    if let Some(s) = &mut sampler {
+        s.phase("generate");
+    }
     let generation = generate::generate(&loaded, &mut cold.session, a.requests)?;
+    if let (Some(out), Some(s)) = (&memory_plot, sampler) {
+        let (rss, marks) = s.finish();
+        let weights = (loaded.model.weights.bytes() + cold.packing.stats.bytes)
+            .saturating_sub(cold.packing.stats.freed_bytes) as u64;
+        let kv = load::kv_cache_bytes(
+            &loaded.model,
+            loaded.input.batch_size,
+            loaded.input.prompt_len + loaded.input.gen_len,
+        ) as u64;
+        let live = |key: Option<&str>, kv: u64| -> Vec<memory::Live> {
+            key.and_then(|k| cold.session.plan(k))
+                .map(|p| cranegrad_runtime::planner::live_bytes(&p.lowered.schedule))
+                .unwrap_or_default()
+                .into_iter()
+                .map(|b| memory::Live {
+                    weights,
+                    activations: b as u64,
+                    kv,
+                })
+                .collect()
+        };
+        let svg = memory::memory_svg(
+            &format!("{} memory", a.model),
+            &live(Some(&cold.key), 0),
+            &live(generation.decode_plan.as_deref(), kv),
+            &rss,
+            &marks,
+        )?;
+        out.write(svg.as_bytes())?;
+    }
     let compare = if a.compare && !interrupt::pending() {
         compare::compare(&cold, loaded.input.threads, loaded.iters, &warm)?
     } else {
