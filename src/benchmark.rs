@@ -226,6 +226,7 @@ pub fn spread(samples: &[f64]) -> Option<(f64, f64, f64)> {
 /// cold run is often tens of times the warm one, which would flatten a linear axis.
 pub fn latency_svg(title: &str, ms: &[f64]) -> anyhow::Result<String> {
     use plotters::prelude::*;
+    crate::fonts::ensure_registered()?;
     let ms: Vec<f64> = ms.iter().map(|&v| v.max(1e-6)).collect();
     let (lo, hi) = ms
         .iter()

@@ -5,6 +5,7 @@
 
 pub mod benchmark;
 pub mod builtins;
+pub mod fonts;
 pub mod stats;
 pub mod workload;
 

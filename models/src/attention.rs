@@ -24,7 +24,12 @@ pub fn attend(
 ) -> Result<(Tensor, (Tensor, Tensor)), GraphError> {
     let pad = ctx.padding().map(|p| p.pad);
     match ctx {
-        Context::Prefill { .. } => Ok((causal_attention_padded(q, &k, &v, pad)?, (k, v))),
+        Context::Prefill { weights, .. } => {
+            if let Some(w) = weights {
+                w.borrow_mut().push(causal_attention_weights(q, &k, pad)?);
+            }
+            Ok((causal_attention_padded(q, &k, &v, pad)?, (k, v)))
+        }
         Context::Decode { pos, caches, .. } => {
             let (ck, cv) = &caches[layer];
             let at = [Dim::Const(0), (*pos).clone(), Dim::Const(0), Dim::Const(0)];
@@ -65,6 +70,43 @@ pub fn full_attention(
 }
 
 /// Keys hidden by left padding: `[B, 1, 1, 1, T]` bool, key j hidden when `j < pad[b]`.
+/// Causal attention's weights `[B, heads, S, T]`, computed by the same attention as the
+/// forward with an identity as the values: `softmax(scores) @ I` is the softmax itself, so the
+/// fused attention kernel (its template, mask and online softmax) produces them, not a second
+/// implementation.
+pub fn causal_attention_weights(
+    q: &Tensor,
+    k: &Tensor,
+    pad: Option<&Tensor>,
+) -> Result<Tensor, GraphError> {
+    let (b, s, h, _) = dims4(q)?;
+    let (_, t, kv, _) = dims4(k)?;
+    let tn = t.as_const().ok_or_else(|| GraphError::Shape {
+        op: "causal_attention_weights".into(),
+        got: k.shape().clone(),
+        expected: "a static key count".into(),
+    })?;
+    let eye: Vec<f32> = (0..tn * tn)
+        .map(|i| if i / tn == i % tn { 1.0 } else { 0.0 })
+        .collect();
+    let eye = q
+        .graph()
+        .input_with_data(
+            &format!("attention.identity.{tn}"),
+            Shape::of(&[1, tn, 1, tn]),
+            eye,
+        )?
+        .expand(&Shape(vec![
+            b.clone(),
+            t.clone(),
+            Dim::Const(kv),
+            t.clone(),
+        ]))?;
+    attention(q, k, &eye, true, pad)?
+        .reshape(Shape(vec![b, s, Dim::Const(h), t]))?
+        .permute(&[0, 2, 1, 3])
+}
+
 fn padding_mask(pad: &Tensor, b: &Dim, t: &Dim) -> Result<Tensor, GraphError> {
     let g = pad.graph();
     let kj = g.arange(Shape(vec![Dim::Const(1), t.clone()]), 1, DType::I32)?;
@@ -108,7 +150,21 @@ fn attention(
             Dim::Const(d),
         ]))
     };
-    let (k, v) = (as_heads(k)?, as_heads(v)?);
+    let k = as_heads(k)?;
+    // Values keep their own width (an identity's is the key count, see
+    // `causal_attention_weights`).
+    let dv = v.dims()[3].as_const().ok_or_else(|| GraphError::Shape {
+        op: "attention".into(),
+        got: v.shape().clone(),
+        expected: "values of static width".into(),
+    })?;
+    let v = v.permute(&[0, 2, 1, 3])?.reshape(Shape(vec![
+        b.clone(),
+        Dim::Const(kv),
+        Dim::Const(1),
+        t.clone(),
+        Dim::Const(dv),
+    ]))?;
     let scores = q
         .matmul(&k.transpose(-1, -2)?)?
         .mul_scalar(1.0 / (d as f64).sqrt())?;
@@ -122,7 +178,7 @@ fn attention(
         let out = p.matmul(&v)?;
         return out
             .permute(&[0, 3, 1, 2, 4])?
-            .reshape(Shape(vec![b, s, Dim::Const(h * d)]));
+            .reshape(Shape(vec![b, s, Dim::Const(h * dv)]));
     }
     // Causal mask from two index ramps: key j is hidden from query i when j > i + (T - S).
     let g = q.graph();
@@ -147,7 +203,7 @@ fn attention(
     let p = masked.softmax(-1)?;
     let out = p.matmul(&v)?; // [B, KV, G, S, D]
     out.permute(&[0, 3, 1, 2, 4])?
-        .reshape(Shape(vec![b, s, Dim::Const(h * d)]))
+        .reshape(Shape(vec![b, s, Dim::Const(h * dv)]))
 }
 
 fn dims4(x: &Tensor) -> Result<(Dim, Dim, usize, usize), GraphError> {

@@ -210,7 +210,15 @@ impl<'m> Generator<'m> {
             positions: &positions,
             pad: &pad_t,
         });
-        let (logits, new_kv) = forward_kv(self.model, &g, &tokens, &Context::Prefill { padding })?;
+        let (logits, new_kv) = forward_kv(
+            self.model,
+            &g,
+            &tokens,
+            &Context::Prefill {
+                padding,
+                weights: None,
+            },
+        )?;
         // Sampling needs each row's last position only; the compiler's slice sinking then runs
         // the final norm and the vocabulary projection over that one row.
         let logits = logits.narrow(1, s - 1, 1)?;

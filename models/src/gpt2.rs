@@ -84,5 +84,9 @@ pub fn forward(
     g: &Graph,
     tokens: &Tensor,
 ) -> Result<Tensor, GraphError> {
-    Ok(forward_kv(cfg, w, g, tokens, &Context::Prefill { padding: None })?.0)
+    let ctx = Context::Prefill {
+        padding: None,
+        weights: None,
+    };
+    Ok(forward_kv(cfg, w, g, tokens, &ctx)?.0)
 }

@@ -1,6 +1,7 @@
 //! LLaMA and GPT-2 on the Tensor API, weight loaders, and the model entry points.
 
 pub mod attention;
+pub mod attention_maps;
 pub mod chat_template;
 pub mod generate;
 pub mod golden;

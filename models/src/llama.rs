@@ -54,6 +54,9 @@ pub enum Context<'a> {
     Prefill {
         /// Left padding of unequal prompts, if any.
         padding: Option<Padding<'a>>,
+        /// When given, each layer's attention weights `[B, heads, S, S]` are recorded here
+        /// (see `attention::causal_attention_weights`).
+        weights: Option<&'a std::cell::RefCell<Vec<Tensor>>>,
     },
     /// One new token per row at position `pos` (a symbol): keys are the cache's first `pos`
     /// rows followed by the new one. `caches[l]` = (K, V) inputs `[B, ctx, KV, D]`.
@@ -81,7 +84,7 @@ impl Context<'_> {
     /// The batch's padding, if any.
     pub fn padding(&self) -> Option<Padding<'_>> {
         match self {
-            Context::Prefill { padding } | Context::Decode { padding, .. } => *padding,
+            Context::Prefill { padding, .. } | Context::Decode { padding, .. } => *padding,
         }
     }
 
@@ -176,7 +179,11 @@ pub fn forward(
     g: &Graph,
     tokens: &Tensor,
 ) -> Result<Tensor, GraphError> {
-    Ok(forward_kv(cfg, w, g, tokens, &Context::Prefill { padding: None })?.0)
+    let ctx = Context::Prefill {
+        padding: None,
+        weights: None,
+    };
+    Ok(forward_kv(cfg, w, g, tokens, &ctx)?.0)
 }
 
 /// One decode step on its own graph: `tokens` `[batch, 1]` at symbolic position `pos` over

@@ -114,6 +114,20 @@ pub fn output(flag: &str, path: &Path, extension: Option<&str>) -> anyhow::Resul
     Ok(Output::File(path.to_path_buf()))
 }
 
+/// A folder outputs are written into: created if absent, checked writable before any work.
+pub fn output_dir(flag: &str, dir: &Path) -> anyhow::Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        bail!("{flag} {}: is not a folder", dir.display());
+    }
+    std::fs::create_dir_all(dir)
+        .map_err(|e| anyhow!("{flag} {}: cannot create it: {e}", dir.display()))?;
+    let probe = dir.join(format!(".cranegrad-probe-{}", std::process::id()));
+    std::fs::File::create(&probe)
+        .map_err(|e| anyhow!("{flag} {}: cannot write there: {e}", dir.display()))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
 /// [`output`] of a flag that may be absent.
 pub fn optional_output(
     flag: &str,

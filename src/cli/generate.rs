@@ -91,6 +91,10 @@ pub struct GenerateArgs {
     /// kernels, their IR, machine code and times).
     #[arg(long, require_equals = true)]
     dump_graph: Option<String>,
+    /// Write one PNG per layer of the first prompt's attention weights into this folder
+    /// (created if absent): a grid of heads, a colour bar, tokens on the axes when short.
+    #[arg(long)]
+    attention_png: Option<PathBuf>,
 }
 
 /// Runs the command.
@@ -98,6 +102,9 @@ pub fn generate(a: GenerateArgs) -> anyhow::Result<ExitCode> {
     interrupt::install();
     let json = checks::optional_output("--json", a.json.as_deref(), None)?;
     let page = super::html_view::page_flag(a.dump_graph.as_deref())?;
+    if let Some(d) = &a.attention_png {
+        checks::output_dir("--attention-png", d)?;
+    }
     let threads = checks::threads(a.threads)?;
     checks::positive("--max-new", a.max_new, checks::MAX_COUNT)?;
     checks::sampling(a.temperature, a.top_p, a.repetition_penalty)?;
@@ -305,6 +312,22 @@ pub fn generate(a: GenerateArgs) -> anyhow::Result<ExitCode> {
             json!(session.cache_stats().misses),
         );
         write_json(&out, &m)?;
+    }
+    if let Some(dir) = a.attention_png.as_ref().filter(|_| !interrupted) {
+        let pb = progress::spinner("drawing the attention maps");
+        let maps =
+            cranegrad_models::attention_maps::attention_maps(&model, &mut session, &rows[0])?;
+        let tokens: Vec<String> = rows[0]
+            .iter()
+            .map(|&id| String::from_utf8_lossy(&tok.piece(id).unwrap_or_default()).into_owned())
+            .collect();
+        let written = super::attention_png::write_all(dir, &maps, &tokens)?;
+        pb.finish_and_clear();
+        eprintln!(
+            "attention maps: {} layers written to {}",
+            written.len(),
+            dir.display()
+        );
     }
     if let Some(page) = page.filter(|_| !interrupted) {
         let (_g, logits) = model.forward_graph(1, rows[0].len())?;

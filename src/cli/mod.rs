@@ -1,6 +1,7 @@
 //! Command-line parsing and dispatch. Exit codes: 0 success, 1 a failed check, 2 bad input or
 //! usage.
 
+mod attention_png;
 mod bench;
 mod cache;
 mod chat;

@@ -103,6 +103,7 @@ pub fn memory_svg(
     rss: &[Sample],
     marks: &[Mark],
 ) -> anyhow::Result<String> {
+    cranegrad::fonts::ensure_registered()?;
     let seq: Vec<Live> = forward.iter().chain(decode).copied().collect();
     if seq.is_empty() || rss.is_empty() {
         anyhow::bail!("nothing to draw: no kernels or no RSS samples");
