@@ -171,7 +171,7 @@ fn chromium_loads_the_page_without_errors_and_draws_the_kernels() {
     let d = tmp("chromium");
     let (_, kernels) = small_page(&d);
     let shot = d.join("shot.png");
-    let o = Command::new(browser)
+    let mut child = Command::new(browser)
         .args([
             "--headless",
             "--no-sandbox",
@@ -184,10 +184,23 @@ fn chromium_loads_the_page_without_errors_and_draws_the_kernels() {
         .arg(format!("--user-data-dir={}", d.join("profile").display()))
         .arg(format!("--screenshot={}", shot.display()))
         .arg(format!("file://{}", d.join("small.html").display()))
-        .output()
+        .stdout(std::process::Stdio::null())
+        // To a file: a full pipe would block the browser while this test polls it.
+        .stderr(std::fs::File::create(d.join("chrome.log")).unwrap())
+        .spawn()
         .unwrap();
-    let log = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{log}");
+    // A browser that hangs fails the test instead of stalling the run.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("Chromium did not finish within 120 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let status = child.wait().unwrap();
+    let log = std::fs::read_to_string(d.join("chrome.log")).unwrap_or_default();
+    assert!(status.success(), "{log}");
     // The script ran to its end, and nothing on the page logged an error.
     assert!(
         log.contains(&format!("cranegrad-view-ready kernels={kernels}")),
