@@ -232,6 +232,7 @@ impl WeightCache {
         fs::write(&probe, b"")
             .map_err(|e| format!("{}: cannot write there: {e}", dir.display()))?;
         let _ = fs::remove_file(&probe);
+        remove_stale_temporaries(&dir);
         Ok(WeightCache { dir, max_bytes })
     }
 
@@ -385,6 +386,28 @@ impl WeightCache {
     }
 }
 
+/// A temporary file untouched this long belongs to a writer that died (a write of gigabytes
+/// takes seconds to minutes).
+const STALE_TEMPORARY: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
+
+/// Removes temporary files that writers which were killed mid-write left behind.
+fn remove_stale_temporaries(dir: &Path) {
+    let Ok(rd) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.filter_map(Result::ok) {
+        let stale = e
+            .metadata()
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > STALE_TEMPORARY);
+        if stale && e.path().extension().is_some_and(|x| x == "tmp") {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
 /// `(path, bytes, last use)` of every entry in `dir`.
 fn list(dir: &Path) -> Vec<(PathBuf, u64, SystemTime)> {
     let Ok(rd) = fs::read_dir(dir) else {
@@ -506,6 +529,27 @@ mod tests {
         assert!(c.load("a").is_some() && c.load("d").is_some());
         assert_eq!(c.clear().entries, 3);
         let _ = fs::remove_dir_all(c.dir().parent().unwrap());
+    }
+
+    #[test]
+    fn a_dead_writers_temporary_file_is_removed_when_stale() {
+        let root = tmp("stale");
+        let c = WeightCache::open(&root, DEFAULT_MAX_BYTES).unwrap();
+        let (old, fresh) = (c.dir().join(".a.1.0.tmp"), c.dir().join(".b.2.0.tmp"));
+        for p in [&old, &fresh] {
+            fs::write(p, b"half an entry").unwrap();
+        }
+        let long_ago = SystemTime::now() - STALE_TEMPORARY - std::time::Duration::from_secs(60);
+        fs::File::options()
+            .append(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(long_ago)
+            .unwrap();
+        WeightCache::open(&root, DEFAULT_MAX_BYTES).unwrap();
+        assert!(!old.exists(), "stale: removed");
+        assert!(fresh.exists(), "maybe still being written: kept");
+        let _ = fs::remove_dir_all(&root);
     }
 
     #[test]
