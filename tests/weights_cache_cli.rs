@@ -47,27 +47,27 @@ fn weight_entries(dir: &Path) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
-/// `bench` of the small preset, its JSON report.
-fn bench(dir: &Path) -> serde_json::Value {
+/// A short `bench` of the small preset with `extra` flags: its table and JSON report.
+fn bench_with(dir: &Path, extra: &[&str]) -> (String, serde_json::Value) {
     let json = dir.with_extension(format!("{}.json", weight_entries(dir).len()));
-    let args = [
-        "bench",
-        "-m",
-        "small",
-        "-n",
-        "2",
-        "--iters",
-        "1",
+    let mut args = vec!["bench", "-m", "small", "-n", "2", "--iters", "1"];
+    args.extend([
         "--requests",
         "1",
         "--no-probe",
         "--json",
         json.to_str().unwrap(),
-    ];
-    run(dir, &args);
+    ]);
+    args.extend(extra);
+    let o = run(dir, &args);
     let v = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let _ = std::fs::remove_file(&json);
-    v
+    (String::from_utf8_lossy(&o.stdout).into_owned(), v)
+}
+
+/// `bench` of the small preset, its JSON report.
+fn bench(dir: &Path) -> serde_json::Value {
+    bench_with(dir, &[]).1
 }
 
 fn generated(dir: &Path, extra: &[&str]) -> String {
@@ -180,31 +180,11 @@ fn an_unusable_cache_directory_is_a_warning_and_the_run_goes_on() {
 #[test]
 fn bench_colds_times_an_empty_start_a_disk_start_and_a_warm_one() {
     let d = tmp("colds");
-    let json = d.with_extension("colds.json");
-    let args = [
-        "bench",
-        "-m",
-        "small",
-        "-n",
-        "2",
-        "--iters",
-        "1",
-        "--requests",
-        "1",
-        "--no-probe",
-        "--colds",
-        "--json",
-        json.to_str().unwrap(),
-    ];
-    let o = run(&d, &args);
-    let table = String::from_utf8_lossy(&o.stdout);
+    let (table, v) = bench_with(&d, &["--colds"]);
     assert!(
         table.contains("start, empty") && table.contains("start, disk"),
         "{table}"
     );
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    let _ = std::fs::remove_file(&json);
     for k in [
         "start_empty_load_ms",
         "start_empty_first_ms",

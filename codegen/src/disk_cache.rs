@@ -19,6 +19,8 @@ use sha2::{Digest, Sha256};
 const MAGIC: &[u8; 8] = b"CGKERNEL";
 /// Layout version of an entry (bump when the header changes).
 const FORMAT: u32 = 1;
+/// Entry files end in `.kernel`.
+const EXTENSION: &str = "kernel";
 /// Default size cap of the kernel directory.
 pub const DEFAULT_MAX_BYTES: u64 = 256 << 20;
 
@@ -137,26 +139,7 @@ impl DiskCache {
     /// An unusable or unsafe directory is an error naming why; callers warn and go on
     /// without a disk cache.
     pub fn open(root: &Path, max_bytes: u64) -> Result<DiskCache, String> {
-        use std::os::unix::fs::DirBuilderExt;
-        let dir = root.join("kernels");
-        for d in [root, dir.as_path()] {
-            if !d.exists() {
-                fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(d)
-                    .map_err(|e| format!("{}: cannot create it: {e}", d.display()))?;
-            }
-            if let Some(why) = unsafe_reason(d) {
-                return Err(format!("{}: {why}", d.display()));
-            }
-        }
-        // Writable by this user? A probe file answers what the mode bits alone cannot (a
-        // read-only mount, say).
-        let probe = dir.join(format!(".probe-{}", std::process::id()));
-        fs::write(&probe, b"")
-            .map_err(|e| format!("{}: cannot write there: {e}", dir.display()))?;
-        let _ = fs::remove_file(&probe);
+        let dir = open_dir(root, "kernels")?;
         Ok(DiskCache { dir, max_bytes })
     }
 
@@ -173,7 +156,7 @@ impl DiskCache {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect::<String>();
-        self.dir.join(format!("{name}.kernel"))
+        self.dir.join(format!("{name}.{EXTENSION}"))
     }
 
     /// The entry under `key`, if it is there and whole; a damaged or foreign one is removed.
@@ -231,51 +214,92 @@ impl DiskCache {
 
     /// Removes the least recently used entries until the directory fits the cap.
     fn evict(&self) {
-        let mut entries = list(&self.dir);
-        let mut total: u64 = entries.iter().map(|e| e.1).sum();
-        if total <= self.max_bytes {
-            return;
-        }
-        entries.sort_by_key(|e| e.2);
-        for (path, len, _) in entries {
-            if total <= self.max_bytes {
-                break;
-            }
-            if fs::remove_file(&path).is_ok() {
-                total -= len;
-            }
-        }
+        evict_lru(&self.dir, EXTENSION, self.max_bytes);
     }
 
     /// Entries and bytes.
     pub fn stats(&self) -> DirStats {
-        let entries = list(&self.dir);
-        DirStats {
-            entries: entries.len() as u64,
-            bytes: entries.iter().map(|e| e.1).sum(),
-        }
+        dir_stats(&self.dir, EXTENSION)
     }
 
     /// Removes every entry; returns what was removed.
     pub fn clear(&self) -> DirStats {
-        let mut removed = DirStats::default();
-        for (path, len, _) in list(&self.dir) {
-            if fs::remove_file(&path).is_ok() {
-                removed.entries += 1;
-                removed.bytes += len;
-            }
-        }
-        removed
+        clear_entries(&self.dir, EXTENSION)
     }
 }
 
-/// `(path, bytes, last use)` of every entry in `dir`.
-fn list(dir: &Path) -> Vec<(PathBuf, u64, SystemTime)> {
+/// `root/sub`, created private (0700) if absent, checked safe (see [`unsafe_reason`]) and
+/// writable; the error names the directory and why.
+pub fn open_dir(root: &Path, sub: &str) -> Result<PathBuf, String> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = root.join(sub);
+    for d in [root, dir.as_path()] {
+        if !d.exists() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(d)
+                .map_err(|e| format!("{}: cannot create it: {e}", d.display()))?;
+        }
+        if let Some(why) = unsafe_reason(d) {
+            return Err(format!("{}: {why}", d.display()));
+        }
+    }
+    // Writable by this user? A probe file answers what the mode bits alone cannot (a
+    // read-only mount, say).
+    let probe = dir.join(format!(".probe-{}", std::process::id()));
+    fs::write(&probe, b"").map_err(|e| format!("{}: cannot write there: {e}", dir.display()))?;
+    let _ = fs::remove_file(&probe);
+    Ok(dir)
+}
+
+/// Removes the least recently used entries (files ending in `.ext`) of `dir` until they fit
+/// in `max_bytes`. Entries mapped by running processes stay readable after the unlink.
+pub fn evict_lru(dir: &Path, ext: &str, max_bytes: u64) {
+    let mut entries = list(dir, ext);
+    let mut total: u64 = entries.iter().map(|e| e.1).sum();
+    if total <= max_bytes {
+        return;
+    }
+    entries.sort_by_key(|e| e.2);
+    for (path, len, _) in entries {
+        if total <= max_bytes {
+            break;
+        }
+        if fs::remove_file(&path).is_ok() {
+            total -= len;
+        }
+    }
+}
+
+/// The entries (files ending in `.ext`) of `dir` and their bytes.
+pub fn dir_stats(dir: &Path, ext: &str) -> DirStats {
+    let entries = list(dir, ext);
+    DirStats {
+        entries: entries.len() as u64,
+        bytes: entries.iter().map(|e| e.1).sum(),
+    }
+}
+
+/// Removes every entry (file ending in `.ext`) of `dir`; returns what was removed.
+pub fn clear_entries(dir: &Path, ext: &str) -> DirStats {
+    let mut removed = DirStats::default();
+    for (path, len, _) in list(dir, ext) {
+        if fs::remove_file(&path).is_ok() {
+            removed.entries += 1;
+            removed.bytes += len;
+        }
+    }
+    removed
+}
+
+/// `(path, bytes, last use)` of every entry (file ending in `.ext`) in `dir`.
+fn list(dir: &Path, ext: &str) -> Vec<(PathBuf, u64, SystemTime)> {
     let Ok(rd) = fs::read_dir(dir) else {
         return Vec::new();
     };
     rd.filter_map(Result::ok)
-        .filter(|e| e.path().extension().is_some_and(|x| x == "kernel"))
+        .filter(|e| e.path().extension().is_some_and(|x| x == ext))
         .filter_map(|e| {
             let m = e.metadata().ok()?;
             Some((

@@ -16,7 +16,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
-use cranegrad_codegen::disk_cache::{unsafe_reason, warn_once};
+use cranegrad_codegen::disk_cache::{
+    DirStats, clear_entries, dir_stats, evict_lru, open_dir, unsafe_reason, warn_once,
+};
 use memmap2::{Mmap, MmapOptions};
 use sha2::{Digest, Sha256};
 use xxhash_rust::xxh3::{Xxh3, xxh3_64};
@@ -33,6 +35,8 @@ pub const HEADER_BYTES: usize = 4096;
 const CHUNK_BYTES: usize = 32 << 20;
 /// Most chunk hashes a header holds.
 const MAX_CHUNKS: usize = 384;
+/// Entry files end in `.weights`.
+const EXTENSION: &str = "weights";
 /// Default size cap of the weights directory.
 pub const DEFAULT_MAX_BYTES: u64 = 32 << 30;
 
@@ -77,15 +81,6 @@ pub fn counts() -> CacheCounts {
         hits: HITS.load(Ordering::Relaxed),
         stores: STORES.load(Ordering::Relaxed),
     }
-}
-
-/// What a weights directory holds.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct DirStats {
-    /// Entries.
-    pub entries: u64,
-    /// Their bytes.
-    pub bytes: u64,
 }
 
 /// The payload size of each checksum chunk of a `len`-byte payload.
@@ -214,24 +209,7 @@ impl WeightCache {
     /// The weights cache under `root` (`root/weights`), created private (0700) if absent. An
     /// unusable or unsafe directory is an error naming why; callers warn and go on without.
     pub fn open(root: &Path, max_bytes: u64) -> Result<WeightCache, String> {
-        use std::os::unix::fs::DirBuilderExt;
-        let dir = root.join("weights");
-        for d in [root, dir.as_path()] {
-            if !d.exists() {
-                fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(d)
-                    .map_err(|e| format!("{}: cannot create it: {e}", d.display()))?;
-            }
-            if let Some(why) = unsafe_reason(d) {
-                return Err(format!("{}: {why}", d.display()));
-            }
-        }
-        let probe = dir.join(format!(".probe-{}", std::process::id()));
-        fs::write(&probe, b"")
-            .map_err(|e| format!("{}: cannot write there: {e}", dir.display()))?;
-        let _ = fs::remove_file(&probe);
+        let dir = open_dir(root, "weights")?;
         remove_stale_temporaries(&dir);
         Ok(WeightCache { dir, max_bytes })
     }
@@ -245,7 +223,7 @@ impl WeightCache {
     fn path(&self, key: &str) -> PathBuf {
         let file = Sha256::digest(key.as_bytes());
         let name: String = file[..16].iter().map(|b| format!("{b:02x}")).collect();
-        self.dir.join(format!("{name}.weights"))
+        self.dir.join(format!("{name}.{EXTENSION}"))
     }
 
     /// The entry under `key`, mapped, if it is there and whole; a damaged or foreign one is
@@ -347,42 +325,17 @@ impl WeightCache {
 
     /// Removes the least recently used entries until the directory fits the cap.
     fn evict(&self) {
-        let mut entries = list(&self.dir);
-        let mut total: u64 = entries.iter().map(|e| e.1).sum();
-        if total <= self.max_bytes {
-            return;
-        }
-        entries.sort_by_key(|e| e.2);
-        for (path, len, _) in entries {
-            if total <= self.max_bytes {
-                break;
-            }
-            // Mapped entries stay readable by the processes using them after the unlink.
-            if fs::remove_file(&path).is_ok() {
-                total -= len;
-            }
-        }
+        evict_lru(&self.dir, EXTENSION, self.max_bytes);
     }
 
     /// Entries and bytes.
     pub fn stats(&self) -> DirStats {
-        let entries = list(&self.dir);
-        DirStats {
-            entries: entries.len() as u64,
-            bytes: entries.iter().map(|e| e.1).sum(),
-        }
+        dir_stats(&self.dir, EXTENSION)
     }
 
     /// Removes every entry; returns what was removed.
     pub fn clear(&self) -> DirStats {
-        let mut removed = DirStats::default();
-        for (path, len, _) in list(&self.dir) {
-            if fs::remove_file(&path).is_ok() {
-                removed.entries += 1;
-                removed.bytes += len;
-            }
-        }
-        removed
+        clear_entries(&self.dir, EXTENSION)
     }
 }
 
@@ -406,24 +359,6 @@ fn remove_stale_temporaries(dir: &Path) {
             let _ = fs::remove_file(e.path());
         }
     }
-}
-
-/// `(path, bytes, last use)` of every entry in `dir`.
-fn list(dir: &Path) -> Vec<(PathBuf, u64, SystemTime)> {
-    let Ok(rd) = fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    rd.filter_map(Result::ok)
-        .filter(|e| e.path().extension().is_some_and(|x| x == "weights"))
-        .filter_map(|e| {
-            let m = e.metadata().ok()?;
-            Some((
-                e.path(),
-                m.len(),
-                m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-            ))
-        })
-        .collect()
 }
 
 #[cfg(test)]
