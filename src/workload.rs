@@ -82,8 +82,12 @@ pub fn model_workload(
     seed: u64,
     batch: Option<usize>,
     seq: Option<usize>,
+    quantize: Option<cranegrad_models::quantize::Quantize>,
 ) -> anyhow::Result<Workload> {
-    let model = Model::load(spec, seed).with_context(|| format!("loading model {spec}"))?;
+    let mut model = Model::load(spec, seed).with_context(|| format!("loading model {spec}"))?;
+    if let Some(q) = quantize {
+        model.quantize(q)?;
+    }
     let (db, ds) = default_input(spec);
     let positions = model.max_positions();
     if let Some(s) = seq.filter(|&s| s > positions) {

@@ -3,12 +3,13 @@
 
 use std::path::Path;
 
-use cranegrad_graph::{DType, Graph, GraphError, Shape, Tensor};
+use cranegrad_graph::{DType, Graph, GraphError, HostData, Shape, Tensor};
 
 use crate::loader::validate::LM_HEAD;
 use crate::loader::{MAX_POSITIONS, ModelConfig, load_model, validate};
 use crate::preset_weights::preset_weights;
 use crate::presets::{PRESETS, preset};
+use crate::quantize::Quantize;
 use crate::weights::{Weights, prepare};
 use crate::{ModelError, gpt2, llama};
 
@@ -104,6 +105,52 @@ impl Model {
         })
     }
 
+    /// Converts the model's matrices to `kind` and back (see [`Quantize`]; the kernels read
+    /// f32, so the values are the quantized model's and the memory is not saved yet), by
+    /// llama.cpp's rule: every 2-D weight, the embedding and the head included, is quantized
+    /// along its rows (a GPT-2 `Conv1D` weight along its output columns, as it is stored
+    /// transposed); norms, biases, GPT-2's position table and the RoPE tables stay f32, and so
+    /// does an untied head under Q4_0 (llama.cpp stores it as Q6_K, not quantized here) and
+    /// any matrix whose rows its blocks do not divide. Returns the matrices converted.
+    pub fn quantize(&mut self, kind: Quantize) -> Result<usize, ModelError> {
+        let gpt2 = matches!(self.config, ModelConfig::Gpt2(_));
+        let mut converted = 0;
+        for name in self.weights.names() {
+            let Some(w) = self.weights.get(&name) else {
+                continue;
+            };
+            let keep = w.shape.len() != 2
+                || name.starts_with("rope.")
+                || name == "wpe.weight"
+                || (kind == Quantize::Q4_0 && name == LM_HEAD);
+            if keep {
+                continue;
+            }
+            let Some(values) = w.data.as_f32() else {
+                continue;
+            };
+            let (rows, cols) = (w.shape[0], w.shape[1]);
+            let conv1d = gpt2 && !matches!(name.as_str(), "wte.weight" | LM_HEAD);
+            let back = if conv1d {
+                let t = transpose(values, rows, cols);
+                kind.round_trip(&t, rows).map(|q| transpose(&q, cols, rows))
+            } else {
+                kind.round_trip(values, cols)
+            };
+            let Some(back) = back else {
+                continue;
+            };
+            let mut data = HostData::from(back);
+            if let Some(o) = w.data.origin() {
+                data = data.with_origin(&format!("{o}~{}", kind.name()));
+            }
+            let shape = w.shape.clone();
+            self.weights.insert_data(&name, shape, data);
+            converted += 1;
+        }
+        Ok(converted)
+    }
+
     /// Vocabulary size.
     pub fn vocab(&self) -> usize {
         self.config.vocab()
@@ -135,4 +182,11 @@ impl Model {
         let logits = self.forward(&g, &tokens)?;
         Ok((g, logits))
     }
+}
+
+/// `rows x cols` row-major values transposed.
+fn transpose(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    (0..cols)
+        .flat_map(|c| (0..rows).map(move |r| v[r * cols + c]))
+        .collect()
 }

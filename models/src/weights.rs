@@ -35,6 +35,11 @@ impl Weights {
         self.map.insert(name.to_string(), Weight { shape, data });
     }
 
+    /// Every weight's name, in order.
+    pub fn names(&self) -> Vec<String> {
+        self.map.keys().cloned().collect()
+    }
+
     /// The weight named `name`.
     pub fn get(&self, name: &str) -> Option<&Weight> {
         self.map.get(name)

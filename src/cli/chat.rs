@@ -11,6 +11,7 @@ use super::conversation::{Conversation, common_prefix};
 use super::{chat_input, checks, interrupt, progress, stop, text_out};
 use cranegrad_models::chat_template::ChatMessage;
 use cranegrad_models::generate::Generator;
+use cranegrad_models::quantize::Quantize;
 use cranegrad_models::sample::{Sampler, SamplingParams};
 use cranegrad_models::tokenizer::{TextStream, Tokenizer};
 use cranegrad_runtime::{Session, SessionOptions};
@@ -21,6 +22,11 @@ pub struct ChatArgs {
     /// A preset, a Hugging Face folder, a .gguf file or a minimind JSON file.
     #[arg(long, short = 'm', default_value = "small")]
     model: String,
+    /// Convert the model's matrices at load: f16, bf16, q8_0, q4_0 (llama.cpp's blocks),
+    /// int8 (per output channel) or nf4; held dequantized, so outputs are the quantized
+    /// model's (see docs/cli.md).
+    #[arg(long, value_parser = Quantize::parse)]
+    quantize: Option<Quantize>,
     /// Tokens to generate per reply.
     #[arg(long, short = 'n', visible_alias = "n-predict", default_value_t = 64)]
     max_new: usize,
@@ -95,7 +101,7 @@ pub fn chat(a: ChatArgs) -> anyhow::Result<ExitCode> {
                 .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", p.display()))?,
         ),
     };
-    let model = progress::load_model(&a.model, a.weights_seed)?;
+    let model = progress::load_model(&a.model, a.weights_seed, a.quantize)?;
     let tok = match &a.tokenizer {
         Some(p) => Tokenizer::from_file(p)?,
         None => Tokenizer::for_model(&a.model, model.vocab())?,

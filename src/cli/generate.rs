@@ -12,6 +12,7 @@ use serde_json::{Map, json};
 use cranegrad::stats::median;
 use cranegrad_models::chat_template::ChatMessage;
 use cranegrad_models::generate::Generator;
+use cranegrad_models::quantize::Quantize;
 use cranegrad_models::sample::{Sampler, SamplingParams};
 use cranegrad_models::tokenizer::{TextStream, Tokenizer};
 use cranegrad_runtime::{Session, SessionOptions};
@@ -87,6 +88,11 @@ pub struct GenerateArgs {
     /// Also write the timing figures as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Convert the model's matrices at load: f16, bf16, q8_0, q4_0 (llama.cpp's blocks),
+    /// int8 (per output channel) or nf4; held dequantized, so outputs are the quantized
+    /// model's (see docs/cli.md).
+    #[arg(long, value_parser = Quantize::parse)]
+    quantize: Option<Quantize>,
     /// `html:FILE`: write a self-contained HTML view of the first prompt's forward (its graph,
     /// kernels, their IR, machine code and times).
     #[arg(long, require_equals = true)]
@@ -114,7 +120,7 @@ pub fn generate(a: GenerateArgs) -> anyhow::Result<ExitCode> {
     if let Some(c) = a.ctx {
         checks::positive("--ctx", c, usize::MAX)?;
     }
-    let model = progress::load_model(&a.model, a.weights_seed)?;
+    let model = progress::load_model(&a.model, a.weights_seed, a.quantize)?;
     let tok = match &a.tokenizer {
         Some(p) => Tokenizer::from_file(p)?,
         None => Tokenizer::for_model(&a.model, model.vocab())?,

@@ -14,6 +14,7 @@ use anyhow::{Context, anyhow};
 use clap::{Args, Subcommand};
 
 use cranegrad_models::golden::{read, verify, write};
+use cranegrad_models::quantize::Quantize;
 use cranegrad_runtime::{Session, SessionOptions};
 
 use super::table::Table;
@@ -45,6 +46,10 @@ enum GoldenCommand {
         /// Seed of a preset's random weights.
         #[arg(long, default_value_t = 0)]
         weights_seed: u64,
+        /// Quantize the model's matrices at load (f16, bf16, q8_0, q4_0, int8, nf4) and check
+        /// the quantized model (against a golden made from the same quantization).
+        #[arg(long, value_parser = Quantize::parse)]
+        quantize: Option<Quantize>,
         /// Run with fusion off.
         #[arg(long)]
         no_fuse: bool,
@@ -66,6 +71,10 @@ enum GoldenCommand {
         /// Seed of a preset's random weights.
         #[arg(long, default_value_t = 0)]
         weights_seed: u64,
+        /// Quantize the model's matrices at load (f16, bf16, q8_0, q4_0, int8, nf4) and record
+        /// the quantized model's own outputs.
+        #[arg(long, value_parser = Quantize::parse)]
+        quantize: Option<Quantize>,
     },
 }
 
@@ -92,9 +101,10 @@ pub fn golden(a: GoldenArgs) -> anyhow::Result<ExitCode> {
             atol,
             rtol,
             weights_seed,
+            quantize,
             no_fuse,
         } => {
-            let m = super::progress::load_model(&model, weights_seed)?;
+            let m = super::progress::load_model(&model, weights_seed, quantize)?;
             let g = read(&golden).with_context(|| format!("reading {}", golden.display()))?;
             let mut s = Session::new(SessionOptions {
                 fuse: !no_fuse,
@@ -132,8 +142,9 @@ pub fn golden(a: GoldenArgs) -> anyhow::Result<ExitCode> {
             new_tokens,
             out,
             weights_seed,
+            quantize,
         } => {
-            let m = super::progress::load_model(&model, weights_seed)?;
+            let m = super::progress::load_model(&model, weights_seed, quantize)?;
             let rows = parse_rows(&input_ids)?;
             let mut s = Session::new(SessionOptions::default())?;
             write(&mut s, &m, &rows, new_tokens, &out)?;

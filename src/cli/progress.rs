@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use cranegrad_models::quantize::Quantize;
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// A bar of `len` steps labelled `msg`.
@@ -34,14 +35,28 @@ pub fn spinner(msg: &str) -> ProgressBar {
 
 /// Loads model `spec` under a spinner naming it; on a terminal, then one line on stderr with
 /// what was loaded (parameters, bytes, time), so a user knows what the wait was for.
-pub fn load_model(spec: &str, seed: u64) -> anyhow::Result<cranegrad_models::Model> {
+pub fn load_model(
+    spec: &str,
+    seed: u64,
+    quantize: Option<Quantize>,
+) -> anyhow::Result<cranegrad_models::Model> {
     use anyhow::Context;
     use std::io::IsTerminal;
     let pb = spinner(&format!("reading {spec}"));
     let t = std::time::Instant::now();
-    let model =
+    let mut model =
         cranegrad_models::Model::load(spec, seed).with_context(|| format!("loading {spec}"))?;
+    let converted = match quantize {
+        Some(q) => Some((q, model.quantize(q)?)),
+        None => None,
+    };
     pb.finish_and_clear();
+    if let Some((q, n)) = converted {
+        eprintln!(
+            "quantized {n} matrices to {} (held dequantized: the values of the quantized model)",
+            q.name()
+        );
+    }
     if std::io::stderr().is_terminal() {
         eprintln!(
             "loaded {}: {} parameters, {:.1} MB of f32 weights, {:.0} ms",

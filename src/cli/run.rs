@@ -13,6 +13,7 @@ use cranegrad::stats::{median, quantile};
 use cranegrad::workload::{Workload, model_workload};
 use cranegrad_graph::{Bindings, graph_text};
 use cranegrad_lower::{LowerOptions, lower_tensors};
+use cranegrad_models::quantize::Quantize;
 use cranegrad_runtime::{Session, SessionOptions};
 
 use super::checks;
@@ -55,6 +56,11 @@ pub struct RunArgs {
     /// Seed of the random weights of a preset.
     #[arg(long, default_value_t = 0)]
     weights_seed: u64,
+    /// Convert the model's matrices at load: f16, bf16, q8_0, q4_0 (llama.cpp's blocks),
+    /// int8 (per output channel) or nf4; held dequantized, so outputs are the quantized
+    /// model's (see docs/cli.md).
+    #[arg(long, value_parser = Quantize::parse)]
+    quantize: Option<Quantize>,
     /// Batch size of the model forward (default: the preset's benchmark input).
     #[arg(long)]
     batch_size: Option<usize>,
@@ -163,7 +169,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
             };
             let spec = a.model.clone().unwrap_or_else(|| default.to_string());
             let pb = super::progress::spinner(&format!("reading {spec}"));
-            let w = model_workload(&spec, a.weights_seed, a.batch_size, a.seq_len)?;
+            let w = model_workload(&spec, a.weights_seed, a.batch_size, a.seq_len, a.quantize)?;
             pb.finish_and_clear();
             w
         }

@@ -136,8 +136,11 @@ pub fn load(a: &BenchArgs) -> anyhow::Result<Loaded> {
     let pb = spinner(&format!("loading {}", a.model));
     let t = Instant::now();
     let mapped_before = weight_cache::counts().hits;
-    let model =
+    let mut model =
         Model::load(&a.model, a.weights_seed).with_context(|| format!("loading {}", a.model))?;
+    if let Some(q) = a.quantize {
+        model.quantize(q)?;
+    }
     let file_ms = ms_since(t);
     let weights_mapped = weight_cache::counts().hits > mapped_before;
     pb.finish_and_clear();

@@ -26,6 +26,7 @@ use clap::Args;
 use serde::Serialize;
 
 use cranegrad::benchmark::{latency_svg, peak_rss_bytes, reset_peak_rss};
+use cranegrad_models::quantize::Quantize;
 
 use super::table::write_json;
 use super::{checks, interrupt};
@@ -63,6 +64,11 @@ pub struct BenchArgs {
     /// Seed of a preset's random weights.
     #[arg(long, default_value_t = 0)]
     weights_seed: u64,
+    /// Convert the model's matrices at load: f16, bf16, q8_0, q4_0 (llama.cpp's blocks),
+    /// int8 (per output channel) or nf4; held dequantized, so outputs are the quantized
+    /// model's (see docs/cli.md).
+    #[arg(long, value_parser = Quantize::parse)]
+    quantize: Option<Quantize>,
     /// Write the figures as JSON.
     #[arg(long)]
     json: Option<PathBuf>,

@@ -99,7 +99,7 @@ pub fn sweep(a: &BenchArgs) -> anyhow::Result<ExitCode> {
     for &n in &gens {
         checks::count("--gen-len", n, MAX_COUNT)?;
     }
-    let model = progress::load_model(&a.model, a.weights_seed)?;
+    let model = progress::load_model(&a.model, a.weights_seed, a.quantize)?;
     let positions = model.max_positions();
     for (&p, &n) in prompts
         .iter()
