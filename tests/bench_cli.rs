@@ -515,3 +515,26 @@ fn sweeps_give_llama_bench_rows_in_every_format() {
     );
     assert!(String::from_utf8_lossy(&quick.stderr).contains("not measured (--no-probe)"));
 }
+
+#[test]
+fn one_forward_flags_are_refused_with_rows() {
+    for (args, flag) in [
+        (&["-p", "4,8", "--colds"][..], "--colds"),
+        (
+            &["-o", "csv", "--memory-plot", "m.svg"][..],
+            "--memory-plot",
+        ),
+        (
+            &["-t", "1,2", "--dump-graph=html:p.html"][..],
+            "--dump-graph",
+        ),
+    ] {
+        let o = bench().args(args).output().unwrap();
+        assert_eq!(code(&o), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains(flag) && err.contains("one combination"),
+            "{err}"
+        );
+    }
+}

@@ -121,6 +121,9 @@ fn fresh_start(a: &BenchArgs, input: &InputReport, dir: &Path) -> anyhow::Result
     if a.unfused_attention {
         c.arg("--unfused-attention");
     }
+    if let Some(q) = a.quantize {
+        c.args(["--quantize", q.name()]);
+    }
     let status = c.status().context("starting a fresh process")?;
     if !status.success() {
         bail!("the fresh process of --colds failed ({status})");

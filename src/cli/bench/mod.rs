@@ -206,8 +206,14 @@ fn ms_since(t: Instant) -> f64 {
 pub fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
     interrupt::install();
     if a.rows() {
-        if a.dump_graph.is_some() {
-            anyhow::bail!("--dump-graph draws one forward; give one combination and no -o rows");
+        for (set, flag) in [
+            (a.dump_graph.is_some(), "--dump-graph"),
+            (a.memory_plot.is_some(), "--memory-plot"),
+            (a.colds, "--colds"),
+        ] {
+            if set {
+                anyhow::bail!("{flag} applies to one combination, not to -o rows or a sweep");
+            }
         }
         return sweep::sweep(&a);
     }
