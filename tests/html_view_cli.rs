@@ -84,6 +84,16 @@ fn the_page_holds_every_kernel_with_its_ir_and_the_layers_grouped() {
     assert!(html.contains("<details class=\"group\" open><summary>embed "));
     assert!(html.contains("fold_norm_into_matmul") && html.contains("fuse_attention"));
     assert!(html.contains("% of the forward"));
+    // Kernels link to the kernels that wrote what they read (the first reads only inputs).
+    assert!(html.contains("reads from <a href=\"#k0\">k0</a>"));
+    let first_box: String = html
+        .split("id=\"k0\"")
+        .nth(1)
+        .unwrap()
+        .chars()
+        .take(300)
+        .collect();
+    assert!(!first_box.contains("reads from"), "{first_box}");
     // Self-contained: nothing to fetch.
     for outside in ["http://", "https://", " src=", "<link"] {
         assert!(!html.contains(outside), "{outside}");

@@ -12,6 +12,7 @@ use cranegrad_graph::{Bindings, GraphData, NodeId, Tensor};
 use cranegrad_runtime::{Feeds, Session};
 
 use super::checks::Output;
+use cranegrad_lower::kernel::Access;
 use cranegrad_lower::schedule::group_of;
 use cranegrad_runtime::plan::Plan;
 
@@ -111,6 +112,22 @@ fn fused_column(v: &View, cache: &mut KernelCache) -> anyhow::Result<(String, St
     let sched = &v.plan.lowered.schedule;
     let lg = &v.plan.lowered.graph;
     let items = (0..sched.launches.len()).map(|i| (sched.launch_scope(lg, i), i));
+    // Which launch writes each buffer, so a kernel links to the kernels it reads from.
+    let mut writer: HashMap<usize, usize> = HashMap::new();
+    let mut inputs: Vec<Vec<usize>> = Vec::with_capacity(sched.launches.len());
+    for (i, l) in sched.launches.iter().enumerate() {
+        let mut from: Vec<usize> = Vec::new();
+        for (a, &buf) in l.kernel.args.iter().zip(&l.args) {
+            if a.access == Access::Write {
+                writer.insert(buf, i);
+            } else if let Some(&w) = writer.get(&buf)
+                && !from.contains(&w)
+            {
+                from.push(w);
+            }
+        }
+        inputs.push(from);
+    }
     let (mut col, mut details) = (String::new(), String::new());
     for (name, launches) in grouped(items) {
         open_group(&mut col, &name, launches.len(), "kernels");
@@ -124,9 +141,18 @@ fn fused_column(v: &View, cache: &mut KernelCache) -> anyhow::Result<(String, St
             let time_text = time.map_or(String::new(), |(us, share)| {
                 format!(" <span class=\"time\">{us:.1} us, {share:.1}%</span>")
             });
+            let from: Vec<String> = inputs[i]
+                .iter()
+                .map(|w| format!("<a href=\"#k{w}\">k{w}</a>"))
+                .collect();
+            let from_text = if from.is_empty() {
+                String::new()
+            } else {
+                format!("<div class=\"from\">reads from {}</div>", from.join(" "))
+            };
             let _ = writeln!(
                 col,
-                "<div class=\"kernel\" id=\"k{i}\" data-k=\"{i}\" data-name=\"{name} kernel {i} {ops}\"><b>kernel {i}</b> {name}{time_text}<div class=\"ops\">{ops}</div></div>",
+                "<div class=\"kernel\" id=\"k{i}\" data-k=\"{i}\" data-name=\"{name} kernel {i} {ops}\"><b>kernel {i}</b> {name}{time_text}<div class=\"ops\">{ops}</div>{from_text}</div>",
                 name = esc(&k.name),
                 ops = esc(&k.ops.join("+")),
             );
@@ -185,6 +211,7 @@ main { display: grid; grid-template-columns: 1fr 1fr 1.2fr; gap: 10px; padding: 
 .kernel { background: #fff6d5; border: 1px solid #d9b44a; border-radius: 4px; margin: 3px 0; padding: 3px 6px; cursor: pointer; }
 .kernel.selected { outline: 2px solid #c60; }
 .ops { font: 11px monospace; color: #555; word-break: break-all; }
+.from { font-size: 11px; color: #555; }
 .time { color: #a40; }
 .shape { color: #777; }
 .hidden { display: none; }
@@ -202,6 +229,16 @@ const SCRIPT: &str = r#"
     kernels.forEach(k => k.classList.toggle('selected', k.dataset.k === String(i)));
   }
   kernels.forEach(k => k.addEventListener('click', () => show(k.dataset.k)));
+  // A link to a producer (node or kernel) opens its group, scrolls to it and, for a
+  // kernel, selects it.
+  document.querySelectorAll('.from a, .node a').forEach(a => a.addEventListener('click', e => {
+    e.preventDefault();
+    e.stopPropagation();
+    const t = document.getElementById(a.getAttribute('href').slice(1));
+    t.closest('details').open = true;
+    t.scrollIntoView({ block: 'center' });
+    if (t.dataset.k !== undefined) { show(t.dataset.k); }
+  }));
   const search = document.getElementById('search');
   search.addEventListener('input', () => {
     const q = search.value.trim().toLowerCase();
