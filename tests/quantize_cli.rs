@@ -46,6 +46,32 @@ fn q8_0_of_the_f32_model_reproduces_llama_cpps_q8_0_golden() {
 }
 
 #[test]
+fn bf16_weights_run_from_16_bit_panels_and_hold_llama_cpps_bf16_golden() {
+    let golden = td("llama-small-quant/golden-bf16.safetensors");
+    for (model, extra) in [
+        (td("llama-small-quant/model-bf16.gguf"), &[][..]),
+        (td("llama-small"), &["--quantize", "bf16"][..]),
+    ] {
+        let mut args = vec!["golden", "verify", "--model", &model, "--golden", &golden];
+        args.extend(extra);
+        let o = cranegrad(&args);
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {out}");
+        assert!(out.contains("16/16 match"), "{out}");
+    }
+    // Every GEMM of the bf16 file reads 16-bit panels.
+    let model = td("llama-small-quant/model-bf16.gguf");
+    let o = cranegrad(&["run", "llama", "-m", &model, "--iters", "1", "--dump-graph"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("packed bf16"), "{text}");
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.contains("gemm:") && l.trim_end().ends_with("packed"))
+    );
+}
+
+#[test]
 fn a_golden_written_quantized_verifies_quantized_only() {
     let out = std::env::temp_dir().join(format!(
         "cranegrad-qgolden-{}.safetensors",

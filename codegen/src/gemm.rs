@@ -259,8 +259,10 @@ impl Emitter<'_> {
             a_ptrs.push(var);
         }
         let b_base = if g.packed {
-            // Panel n0/pc starts at element (n0/pc) * panel_words(K).
+            // Panel n0/pc starts at element (n0/pc) * panel_words(K); in words, half of that
+            // for bf16 panels (2 bytes per element).
             let per_col = panel_words(k_total as usize) / Kernel::panel_cols(g);
+            let per_col = if g.bf16 { per_col / 2 } else { per_col };
             b.ins().imul_imm_s(n0, per_col as i64)
         } else {
             self.affine(b, &bi.1, vars)
@@ -286,7 +288,11 @@ impl Emitter<'_> {
             a_ptrs.clone()
         };
         let accs = if g.packed {
-            grouped_accumulate(b, &a_rows, &live_a, ak, b_start, k_total)
+            let panel = Panel {
+                start: b_start,
+                bf16: g.bf16,
+            };
+            grouped_accumulate(b, &a_rows, &live_a, ak, panel, k_total)
         } else {
             strided_accumulate(b, &a_rows, &live_a, ak, bk, b_start, k_total)
         };
@@ -522,7 +528,7 @@ fn grouped_accumulate(
     a_rows: &[(Variable, i64)],
     live_a: &[Variable],
     ak: i64,
-    b_start: Value,
+    panel: Panel,
     k_total: i64,
 ) -> Accumulators {
     let slot = accumulator_slot(b, a_rows.len());
@@ -555,7 +561,7 @@ fn grouped_accumulate(
             &a_rows[rows.clone()],
             &live,
             ak,
-            b_start,
+            panel,
             k_total,
             rows.start,
             cols,
@@ -573,14 +579,16 @@ fn grouped_pass(
     a_rows: &[(Variable, i64)],
     live_a: &[Variable],
     ak: i64,
-    b_start: Value,
+    panel: Panel,
     k_total: i64,
     row0: usize,
     cols: std::ops::Range<usize>,
     slot: Accumulators,
 ) {
+    let b_start = panel.start;
+    let elem = if panel.bf16 { 2 } else { 4 };
     let kg = GEMM_KG as i64;
-    let group_bytes = (GEMM_KG * GEMM_NR * 4) as i64;
+    let group_bytes = (GEMM_KG * GEMM_NR * elem) as i64;
     let nc = cols.len();
     let accs = zeroed_vectors(b, a_rows.len() * nc);
     // The 4-k run of A row `r` at group `g` from the pointers: one vector load when A is
@@ -608,12 +616,26 @@ fn grouped_pass(
         // Four B runs loaded before their FMAs: only the last can fold into its FMA as a
         // memory operand, and an FMA folding one overwrites (a copy of) the A run.
         for c0 in (0..nc).step_by(4) {
-            let bv: Vec<Value> = (c0..c0 + 4)
-                .map(|c| {
-                    let off = g * group_bytes + ((cols.start + c) * GEMM_KG * 4) as i64;
-                    b.ins().load(types::F32X4, b_flags(), bp, off as i32)
-                })
-                .collect();
+            let run_at = |c: usize| g * group_bytes + ((cols.start + c) * GEMM_KG * elem) as i64;
+            let bv: Vec<Value> = if panel.bf16 {
+                // Two columns' runs per 16-byte load; each bf16 widened to the f32 with the
+                // same top 16 bits by interleaving zero words below it (punpck{l,h}wd).
+                const LO: u128 = 0x1716_0706_1514_0504_1312_0302_1110_0100;
+                const HI: u128 = 0x1f1e_0f0e_1d1c_0d0c_1b1a_0b0a_1918_0908;
+                let zero = b.ins().f32const(0.0);
+                let zero = b.ins().splat(types::F32X4, zero);
+                (c0..c0 + 4)
+                    .step_by(2)
+                    .flat_map(|c| {
+                        let v = b.ins().load(types::F32X4, b_flags(), bp, run_at(c) as i32);
+                        [shuffle_bytes(b, zero, v, LO), shuffle_bytes(b, zero, v, HI)]
+                    })
+                    .collect()
+            } else {
+                (c0..c0 + 4)
+                    .map(|c| b.ins().load(types::F32X4, b_flags(), bp, run_at(c) as i32))
+                    .collect()
+            };
             for r in 0..a_rows.len() {
                 let av = first.unwrap_or_else(|| a_run(b, r, g, lanes));
                 for (i, &bc) in bv.iter().enumerate() {
@@ -654,6 +676,15 @@ fn grouped_pass(
             slot.put(b, row0 + r, cols.start / 4 + q, sum);
         }
     }
+}
+
+/// Where a micro-kernel's packed B panel starts and how its values are stored.
+#[derive(Clone, Copy)]
+struct Panel {
+    /// Address of the panel's first group.
+    start: Value,
+    /// Values are bf16 (2 bytes), not f32.
+    bf16: bool,
 }
 
 /// A micro-kernel's finished accumulators, in a stack slot: `[row][vector]` of 16 bytes.

@@ -13,6 +13,8 @@ use crate::dtype::DType;
 pub struct HostData {
     values: Values,
     origin: Option<Arc<str>>,
+    /// Every value is exact in bfloat16 (checked when set): packed copies may keep 16 bits.
+    bf16_exact: bool,
 }
 
 /// Where the values live.
@@ -53,6 +55,7 @@ impl HostData {
                 dtype,
             }),
             origin: Some(origin.into()),
+            bf16_exact: false,
         })
     }
 
@@ -60,6 +63,26 @@ impl HostData {
     pub fn with_origin(mut self, origin: &str) -> HostData {
         self.origin = Some(origin.into());
         self
+    }
+
+    /// The same values marked exact in bfloat16 (every f32's low 16 bits zero, checked over
+    /// every value), so the runtime may pack them as 16-bit panels; `Err` with the values
+    /// unchanged when they are not f32 or not all exact.
+    pub fn into_bf16_exact(mut self) -> Result<HostData, HostData> {
+        let exact = self
+            .as_f32()
+            .is_some_and(|v| v.iter().all(|x| x.to_bits() & 0xffff == 0));
+        if exact {
+            self.bf16_exact = true;
+            Ok(self)
+        } else {
+            Err(self)
+        }
+    }
+
+    /// True when every value is exact in bfloat16 (see [`HostData::into_bf16_exact`]).
+    pub fn is_bf16_exact(&self) -> bool {
+        self.bf16_exact
     }
 
     /// The stable name of these values, if they have one.
@@ -152,6 +175,7 @@ impl From<Vec<f32>> for HostData {
         HostData {
             values: Values::F32(Arc::new(v)),
             origin: None,
+            bf16_exact: false,
         }
     }
 }
@@ -161,6 +185,7 @@ impl From<Vec<i32>> for HostData {
         HostData {
             values: Values::I32(Arc::new(v)),
             origin: None,
+            bf16_exact: false,
         }
     }
 }

@@ -385,6 +385,12 @@ pub struct GemmSpec {
     /// (the slot's length is `panels * panel_words(K)`, see [`panel_offset`]), made once by
     /// the runtime.
     pub packed: bool,
+    /// The packed panels hold bfloat16 (the weight is exact in bf16, see
+    /// `HostData::into_bf16_exact`): the same layout at 2 bytes per value, widened in
+    /// registers (the slot holds as many elements, in half the words). Only for B (and a
+    /// pair's B) without a folded row scale.
+    #[serde(default)]
+    pub bf16: bool,
 }
 
 /// The second contraction of a paired GEMM: same A, its own B, summed in its own loop.
@@ -734,6 +740,9 @@ impl Kernel {
                 }
                 if g.packed {
                     s.push_str(" packed");
+                }
+                if g.bf16 {
+                    s.push_str(" bf16");
                 }
                 s.push('\n');
             }

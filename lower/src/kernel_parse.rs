@@ -1010,6 +1010,7 @@ fn gemm(s: &str) -> LineResult<GemmSpec> {
         row_reduce: None,
         pair: None,
         packed: false,
+        bf16: false,
     };
     g.b_transposed = w.flag("transposed");
     if w.0.peek() == Some(&"scale") {
@@ -1019,6 +1020,7 @@ fn gemm(s: &str) -> LineResult<GemmSpec> {
         g.row_reduce = Some(w.expr("row_reduce")?);
     }
     g.packed = w.flag("packed");
+    g.bf16 = g.packed && w.flag("bf16");
     w.end()?;
     if let Some(inner) = pair {
         let mut w = Words::new(inner);

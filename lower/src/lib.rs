@@ -308,9 +308,11 @@ pub const KERNEL_PASSES: &[Step<KernelPass>] = &[
         name: "select_gemm",
         run: |l, bufs| {
             let args = &l.args;
-            select_gemm(&mut l.kernel, |slot| {
-                args.get(slot).is_some_and(|&b| bufs[b].is_weight())
-            })
+            select_gemm(
+                &mut l.kernel,
+                |slot| args.get(slot).is_some_and(|&b| bufs[b].is_weight()),
+                |slot| args.get(slot).is_some_and(|&b| bufs[b].is_bf16_weight()),
+            )
         },
         when: When::Always,
     },

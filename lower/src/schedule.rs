@@ -57,6 +57,12 @@ impl BufDecl {
         self.len() == 0
     }
 
+    /// True for a weight whose values are exact in bfloat16 (it may be packed at 16 bits).
+    pub fn is_bf16_weight(&self) -> bool {
+        self.is_weight()
+            && matches!(&self.kind, BufKind::Input { data: Some(d), .. } if d.is_bf16_exact())
+    }
+
     /// True for a weight: an input carrying data, of static shape (the runtime may pack it).
     pub fn is_weight(&self) -> bool {
         matches!(self.kind, BufKind::Input { data: Some(_), .. }) && self.shape.is_static()

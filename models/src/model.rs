@@ -144,6 +144,10 @@ impl Model {
             if let Some(o) = w.data.origin() {
                 data = data.with_origin(&format!("{o}~{}", kind.name()));
             }
+            if kind == Quantize::Bf16 {
+                // Kept at 16 bits in the packed panels (every value is a bf16).
+                data = data.into_bf16_exact().unwrap_or_else(|d| d);
+            }
             let shape = w.shape.clone();
             self.weights.insert_data(&name, shape, data);
             converted += 1;

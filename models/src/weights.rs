@@ -104,6 +104,10 @@ pub fn prepare(
         if let Some(o) = origin {
             data = data.with_origin(&format!("{o}:{short}"));
         }
+        if t.source_dtype == crate::loader::SourceDType::BF16 {
+            // Widened from bf16, so exact there: packed at 16 bits.
+            data = data.into_bf16_exact().unwrap_or_else(|d| d);
+        }
         w.insert_data(short, t.shape, data);
     }
     Ok(w)

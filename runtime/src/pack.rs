@@ -13,8 +13,9 @@ use cranegrad_lower::kernel::{GEMM_KG, GEMM_NR, panel_offset, panel_words};
 
 use crate::buffer::AlignedBuf;
 
-/// Cache key: per source (address, transposed, address of its row scale or 0), then K, N.
-type PackKey = (Vec<(usize, bool, usize)>, usize, usize);
+/// Cache key: per source (address, transposed, address of its row scale or 0), then K, N,
+/// and whether the panels hold bf16.
+type PackKey = (Vec<(usize, bool, usize)>, usize, usize, bool);
 
 /// Every weight whose raw pages were returned to the OS, by address, process-wide: any
 /// session or the interpreter that would read one raw refuses instead of reading zeros. The
@@ -130,6 +131,19 @@ fn scale_values(scale: Option<&[u32]>, k: usize) -> Option<Vec<f32>> {
     scale.map(|s| s[..k].iter().map(|&w| f32::from_bits(w)).collect())
 }
 
+/// f32 panels as bf16 panels in the same element order, two values per word (element `2i`
+/// in the low half of word `i`): the top 16 bits of each f32, exact for a weight that is
+/// exact in bf16 (`HostData::into_bf16_exact`).
+pub fn narrow_bf16(panels: &AlignedBuf) -> AlignedBuf {
+    let w = panels.words();
+    let mut out = AlignedBuf::zeroed(w.len().div_ceil(2));
+    for (o, pair) in out.words_mut().iter_mut().zip(w.chunks(2)) {
+        let hi = pair.get(1).map_or(0, |v| v & 0xffff_0000);
+        *o = (pair[0] >> 16) | hi;
+    }
+    out
+}
+
 /// Words of the panels of `sources` (one weight, or a pair) viewed as `[k, n]`.
 fn packed_words(sources: usize, k: usize, n: usize) -> usize {
     let cols = if sources == 2 { GEMM_NR / 2 } else { GEMM_NR };
@@ -235,8 +249,9 @@ const PANEL_FORMAT: u32 = 1;
 
 /// The weights-cache key of the panels of `sources`, when every source (and scale) has an
 /// origin that names its values across processes.
-fn disk_key(sources: &[PackInput<'_>], k: usize, n: usize) -> Option<String> {
-    let mut key = format!("panels v{PANEL_FORMAT} nr{GEMM_NR} kg{GEMM_KG} k{k} n{n}");
+fn disk_key(sources: &[PackInput<'_>], k: usize, n: usize, bf16: bool) -> Option<String> {
+    let bits = if bf16 { 16 } else { 32 };
+    let mut key = format!("panels v{PANEL_FORMAT} nr{GEMM_NR} kg{GEMM_KG} k{k} n{n} bits{bits}");
     for s in sources {
         let scale = match s.scale {
             Some(d) => d.origin()?,
@@ -253,31 +268,34 @@ fn disk_key(sources: &[PackInput<'_>], k: usize, n: usize) -> Option<String> {
 
 impl PackCache {
     /// The packed panels of one weight (8 columns each) or of a pair (4 + 4, see
-    /// [`pack_pair_panels`]), viewed as `[k, n]`, packing them on first use.
+    /// [`pack_pair_panels`]), viewed as `[k, n]`, packing them on first use; with `bf16`,
+    /// the same layout at 16 bits per value (for a weight exact in bf16, see [`narrow_bf16`]).
     /// `None` when the panels are not cached and a source's raw data was released.
     pub fn get(
         &mut self,
         sources: &[PackInput<'_>],
         k: usize,
         n: usize,
+        bf16: bool,
     ) -> Option<Arc<AlignedBuf>> {
-        let key = (pack_ids(sources), k, n);
+        let key = (pack_ids(sources), k, n, bf16);
         if let Some((_, buf)) = self.map.get(&key) {
             return Some(buf.clone());
         }
         if sources.iter().any(|s| is_released(s.data)) {
             return None;
         }
-        let words = packed_words(sources.len(), k, n);
-        let key = disk_key(sources, k, n).zip(crate::weight_cache::global());
+        let f32_words = packed_words(sources.len(), k, n);
+        let words = if bf16 { f32_words / 2 } else { f32_words };
+        let key = disk_key(sources, k, n, bf16).zip(crate::weight_cache::global());
         if let Some((key, cache)) = &key
             && let Some(e) = cache.load(key)
             && let Some(buf) = AlignedBuf::mapped(e, crate::weight_cache::HEADER_BYTES, words)
         {
             self.disk_hits += 1;
-            return Some(self.keep(sources, k, n, buf));
+            return Some(self.keep(sources, (k, n, bf16), buf));
         }
-        let mut buf = AlignedBuf::zeroed(words);
+        let mut buf = AlignedBuf::zeroed(f32_words);
         match sources {
             [a, b] => pack_pair_into(buf.words_mut(), *a, *b, k, n),
             _ => {
@@ -293,22 +311,25 @@ impl PackCache {
                 )
             }
         }
+        if bf16 {
+            buf = narrow_bf16(&buf);
+        }
         // The next process maps these panels instead of packing.
         if let Some((key, cache)) = key {
             cache.store(&key, words * 4, |w| w.words(buf.words()));
         }
-        Some(self.keep(sources, k, n, buf))
+        Some(self.keep(sources, (k, n, bf16), buf))
     }
 
-    /// Caches `buf` as the panels of `sources`, keeping the sources alive.
+    /// Caches `buf` as the panels of `sources` (of K, N and format `shape`), keeping the
+    /// sources alive.
     fn keep(
         &mut self,
         sources: &[PackInput<'_>],
-        k: usize,
-        n: usize,
+        (k, n, bf16): (usize, usize, bool),
         buf: AlignedBuf,
     ) -> Arc<AlignedBuf> {
-        let key = (pack_ids(sources), k, n);
+        let key = (pack_ids(sources), k, n, bf16);
         let buf = Arc::new(buf);
         self.bytes += buf.len() * 4;
         let keep = sources

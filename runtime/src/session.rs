@@ -272,14 +272,14 @@ impl Session {
         // Packings left per weight: its raw data goes once the last of them exists, so raw
         // and packed copies of all the weights are never resident together.
         let mut left: HashMap<usize, usize> = HashMap::new();
-        for (sources, _, _) in &all {
+        for (sources, _, _, _) in &all {
             for s in sources {
                 *left.entry(s.data.addr()).or_default() += 1;
             }
         }
-        for (sources, k, n) in &all {
+        for (sources, k, n, bf16) in &all {
             // A source freed by an earlier plan: the run reports it by name.
-            let packed = self.packs.get(sources, *k, *n).is_some();
+            let packed = self.packs.get(sources, *k, *n, *bf16).is_some();
             matrices += usize::from(packed);
             for s in sources {
                 let n_left = left.get_mut(&s.data.addr()).expect("counted above");

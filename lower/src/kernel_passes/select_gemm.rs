@@ -11,8 +11,13 @@ use crate::kernel::{
 };
 
 /// Makes `kernel` a GEMM when it matches the pattern; `is_weight(slot)` says whether an
-/// argument slot is bound to a weight the runtime can pack. Returns whether it changed.
-pub fn select_gemm(kernel: &mut Kernel, is_weight: impl Fn(usize) -> bool) -> bool {
+/// argument slot is bound to a weight the runtime can pack, `is_bf16(slot)` whether that
+/// weight is exact in bfloat16 (packed at 16 bits). Returns whether it changed.
+pub fn select_gemm(
+    kernel: &mut Kernel,
+    is_weight: impl Fn(usize) -> bool,
+    is_bf16: impl Fn(usize) -> bool,
+) -> bool {
     let Some(mut gm) = match_gemm(kernel) else {
         return false;
     };
@@ -38,10 +43,18 @@ pub fn select_gemm(kernel: &mut Kernel, is_weight: impl Fn(usize) -> bool) -> bo
     if !(gm.packed || plain) {
         return false;
     }
+    // A folded gain makes the panel values products, no longer exact in bf16.
+    gm.bf16 = gm.packed
+        && gm.b_scale.is_none()
+        && slot.is_some_and(&is_bf16)
+        && gm
+            .pair
+            .is_none_or(|p| p.b_scale.is_none() && kernel.load_arg(p.b).is_some_and(&is_bf16));
     if gm.packed
         && let Some(slot) = slot
     {
         let k = kernel.loops[gm.k_loop].extent.max_value();
+        // Elements (of 2 bytes each in bf16 panels, which take half the words).
         kernel.args[slot].len = gm.cols.div_ceil(Kernel::panel_cols(&gm)) * panel_words(k);
     }
     kernel.body = KernelBody::Gemm(gm);
@@ -181,6 +194,7 @@ pub fn match_gemm(kernel: &Kernel) -> Option<GemmSpec> {
         b_scale: main.b_scale,
         row_reduce,
         packed: false,
+        bf16: false,
         pair: pair.map(|p| GemmPair {
             b: p.b,
             reduce: p.reduce,
