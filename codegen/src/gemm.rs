@@ -13,6 +13,7 @@ use cranelift_codegen::ir::{
 };
 use cranelift_frontend::{FunctionBuilder, Variable};
 
+use cranegrad_graph::HalfFormat;
 use cranegrad_lower::kernel::{Expr, GEMM_KG, GEMM_MR, GEMM_NR, GemmSpec, Kernel, panel_words};
 
 use crate::emit::{Emitter, Val, emit_loop, split_flat};
@@ -262,7 +263,11 @@ impl Emitter<'_> {
             // Panel n0/pc starts at element (n0/pc) * panel_words(K); in words, half of that
             // for bf16 panels (2 bytes per element).
             let per_col = panel_words(k_total as usize) / Kernel::panel_cols(g);
-            let per_col = if g.bf16 { per_col / 2 } else { per_col };
+            let per_col = if g.half.is_some() {
+                per_col / 2
+            } else {
+                per_col
+            };
             b.ins().imul_imm_s(n0, per_col as i64)
         } else {
             self.affine(b, &bi.1, vars)
@@ -290,7 +295,7 @@ impl Emitter<'_> {
         let accs = if g.packed {
             let panel = Panel {
                 start: b_start,
-                bf16: g.bf16,
+                half: g.half,
             };
             grouped_accumulate(b, &a_rows, &live_a, ak, panel, k_total)
         } else {
@@ -586,7 +591,7 @@ fn grouped_pass(
     slot: Accumulators,
 ) {
     let b_start = panel.start;
-    let elem = if panel.bf16 { 2 } else { 4 };
+    let elem = if panel.half.is_some() { 2 } else { 4 };
     let kg = GEMM_KG as i64;
     let group_bytes = (GEMM_KG * GEMM_NR * elem) as i64;
     let nc = cols.len();
@@ -617,9 +622,10 @@ fn grouped_pass(
         // memory operand, and an FMA folding one overwrites (a copy of) the A run.
         for c0 in (0..nc).step_by(4) {
             let run_at = |c: usize| g * group_bytes + ((cols.start + c) * GEMM_KG * elem) as i64;
-            let bv: Vec<Value> = if panel.bf16 {
-                // Two columns' runs per 16-byte load; each bf16 widened to the f32 with the
-                // same top 16 bits by interleaving zero words below it (punpck{l,h}wd).
+            let bv: Vec<Value> = if let Some(format) = panel.half {
+                // Two columns' runs per 16-byte load; each 16-bit value moved to the top of
+                // its lane by interleaving zero words below it (punpck{l,h}wd): a bf16 is
+                // then its f32, an f16 is converted by `f16_to_f32`.
                 const LO: u128 = 0x1716_0706_1514_0504_1312_0302_1110_0100;
                 const HI: u128 = 0x1f1e_0f0e_1d1c_0d0c_1b1a_0b0a_1918_0908;
                 let zero = b.ins().f32const(0.0);
@@ -628,7 +634,13 @@ fn grouped_pass(
                     .step_by(2)
                     .flat_map(|c| {
                         let v = b.ins().load(types::F32X4, b_flags(), bp, run_at(c) as i32);
-                        [shuffle_bytes(b, zero, v, LO), shuffle_bytes(b, zero, v, HI)]
+                        [LO, HI].map(|mask| {
+                            let top = shuffle_bytes(b, zero, v, mask);
+                            match format {
+                                HalfFormat::Bf16 => top,
+                                HalfFormat::F16 => f16_to_f32(b, top),
+                            }
+                        })
                     })
                     .collect()
             } else {
@@ -683,8 +695,32 @@ fn grouped_pass(
 struct Panel {
     /// Address of the panel's first group.
     start: Value,
-    /// Values are bf16 (2 bytes), not f32.
-    bf16: bool,
+    /// Values are 16-bit floats of this format, not f32.
+    half: Option<HalfFormat>,
+}
+
+/// Four f16 values, each in the top 16 bits of its lane, as f32. x64 Cranelift has no f16
+/// conversion, so integer steps: the magnitude bits shifted into an f32's exponent and
+/// mantissa (`(h & 0x7fff) << 13`) then multiplied by 2^112 rebias the exponent, which is
+/// exact for normal and subnormal f16 alike (and zero); the sign bit is put back by an or.
+/// Infinities and NaNs would come out finite: weights marked exact never hold them.
+fn f16_to_f32(b: &mut FunctionBuilder, top: Value) -> Value {
+    let le = MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little);
+    let x = b.ins().bitcast(types::I32X4, le, top);
+    let mag_mask = b.ins().iconst(types::I32, 0x7fff_0000);
+    let mag_mask = b.ins().splat(types::I32X4, mag_mask);
+    let mag = b.ins().band(x, mag_mask);
+    let mag = b.ins().ushr_imm_u(mag, 3);
+    let sign_mask = b.ins().iconst(types::I32, 0x8000_0000_u32 as i64);
+    let sign_mask = b.ins().splat(types::I32X4, sign_mask);
+    let sign = b.ins().band(x, sign_mask);
+    let f = b.ins().bitcast(types::F32X4, le, mag);
+    let rebias = b.ins().f32const(f32::from_bits(0x7780_0000)); // 2^112
+    let rebias = b.ins().splat(types::F32X4, rebias);
+    let f = b.ins().fmul(f, rebias);
+    let fi = b.ins().bitcast(types::I32X4, le, f);
+    let out = b.ins().bor(fi, sign);
+    b.ins().bitcast(types::F32X4, le, out)
 }
 
 /// A micro-kernel's finished accumulators, in a stack slot: `[row][vector]` of 16 bytes.

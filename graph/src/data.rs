@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::dtype::DType;
+use crate::dtype::{DType, HalfFormat};
 
 /// Values for an input, in row-major order at the input's bound shape, with an optional
 /// origin: a stable name of exactly these values (a cached file's key and offset) that lets
@@ -13,8 +13,9 @@ use crate::dtype::DType;
 pub struct HostData {
     values: Values,
     origin: Option<Arc<str>>,
-    /// Every value is exact in bfloat16 (checked when set): packed copies may keep 16 bits.
-    bf16_exact: bool,
+    /// Every value is exact in this 16-bit format (checked when set): packed copies may keep
+    /// 16 bits.
+    half_exact: Option<HalfFormat>,
 }
 
 /// Where the values live.
@@ -55,7 +56,7 @@ impl HostData {
                 dtype,
             }),
             origin: Some(origin.into()),
-            bf16_exact: false,
+            half_exact: None,
         })
     }
 
@@ -65,24 +66,24 @@ impl HostData {
         self
     }
 
-    /// The same values marked exact in bfloat16 (every f32's low 16 bits zero, checked over
-    /// every value), so the runtime may pack them as 16-bit panels; `Err` with the values
-    /// unchanged when they are not f32 or not all exact.
-    pub fn into_bf16_exact(mut self) -> Result<HostData, HostData> {
+    /// The same values marked exact in `format` (each f32 representable there, checked over
+    /// every value), so the runtime may pack them at 16 bits; `Err` with the values unchanged
+    /// when they are not f32 or not all exact.
+    pub fn into_half_exact(mut self, format: HalfFormat) -> Result<HostData, HostData> {
         let exact = self
             .as_f32()
-            .is_some_and(|v| v.iter().all(|x| x.to_bits() & 0xffff == 0));
+            .is_some_and(|v| v.iter().all(|&x| format.exact_bits(x).is_some()));
         if exact {
-            self.bf16_exact = true;
+            self.half_exact = Some(format);
             Ok(self)
         } else {
             Err(self)
         }
     }
 
-    /// True when every value is exact in bfloat16 (see [`HostData::into_bf16_exact`]).
-    pub fn is_bf16_exact(&self) -> bool {
-        self.bf16_exact
+    /// The 16-bit format every value is exact in, if marked (see [`HostData::into_half_exact`]).
+    pub fn half_exact(&self) -> Option<HalfFormat> {
+        self.half_exact
     }
 
     /// The stable name of these values, if they have one.
@@ -175,7 +176,7 @@ impl From<Vec<f32>> for HostData {
         HostData {
             values: Values::F32(Arc::new(v)),
             origin: None,
-            bf16_exact: false,
+            half_exact: None,
         }
     }
 }
@@ -185,7 +186,7 @@ impl From<Vec<i32>> for HostData {
         HostData {
             values: Values::I32(Arc::new(v)),
             origin: None,
-            bf16_exact: false,
+            half_exact: None,
         }
     }
 }

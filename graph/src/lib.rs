@@ -16,7 +16,7 @@ pub mod tensor;
 
 pub use data::{HostData, lcg_values};
 pub use dim::{Bindings, Dim, Symbol};
-pub use dtype::DType;
+pub use dtype::{DType, HalfFormat};
 pub use error::GraphError;
 pub use eval::{eval_arange, eval_binary, eval_reduce, eval_unary, eval_where, round_to};
 pub use graph::{Graph, GraphData, Node, NodeId};

@@ -134,7 +134,7 @@ pub fn run_step(step: &str, input: &str) -> Result<String, String> {
             };
             let mut k = kernel()?;
             guarded(|| {
-                select_gemm::select_gemm(&mut k, |slot| weights.contains(&slot), |_| false);
+                select_gemm::select_gemm(&mut k, |slot| weights.contains(&slot), |_| None);
                 k
             })?
         }

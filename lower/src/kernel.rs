@@ -4,7 +4,9 @@
 
 use std::fmt::{self, Write};
 
-use cranegrad_graph::{BinaryOp, DType, Dim, ReduceOp, Symbol, UnaryOp, op::format_value};
+use cranegrad_graph::{
+    BinaryOp, DType, Dim, HalfFormat, ReduceOp, Symbol, UnaryOp, op::format_value,
+};
 
 use crate::affine::{Affine, Cond};
 
@@ -385,12 +387,12 @@ pub struct GemmSpec {
     /// (the slot's length is `panels * panel_words(K)`, see [`panel_offset`]), made once by
     /// the runtime.
     pub packed: bool,
-    /// The packed panels hold bfloat16 (the weight is exact in bf16, see
-    /// `HostData::into_bf16_exact`): the same layout at 2 bytes per value, widened in
+    /// The packed panels hold 16-bit floats of this format (the weight is exact in it, see
+    /// `HostData::into_half_exact`): the same layout at 2 bytes per value, widened in
     /// registers (the slot holds as many elements, in half the words). Only for B (and a
     /// pair's B) without a folded row scale.
     #[serde(default)]
-    pub bf16: bool,
+    pub half: Option<HalfFormat>,
 }
 
 /// The second contraction of a paired GEMM: same A, its own B, summed in its own loop.
@@ -741,8 +743,8 @@ impl Kernel {
                 if g.packed {
                     s.push_str(" packed");
                 }
-                if g.bf16 {
-                    s.push_str(" bf16");
+                if let Some(h) = g.half {
+                    let _ = write!(s, " {}", h.name());
                 }
                 s.push('\n');
             }

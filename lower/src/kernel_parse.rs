@@ -1010,7 +1010,7 @@ fn gemm(s: &str) -> LineResult<GemmSpec> {
         row_reduce: None,
         pair: None,
         packed: false,
-        bf16: false,
+        half: None,
     };
     g.b_transposed = w.flag("transposed");
     if w.0.peek() == Some(&"scale") {
@@ -1020,7 +1020,15 @@ fn gemm(s: &str) -> LineResult<GemmSpec> {
         g.row_reduce = Some(w.expr("row_reduce")?);
     }
     g.packed = w.flag("packed");
-    g.bf16 = g.packed && w.flag("bf16");
+    if g.packed {
+        g.half = if w.flag("bf16") {
+            Some(cranegrad_graph::HalfFormat::Bf16)
+        } else if w.flag("f16") {
+            Some(cranegrad_graph::HalfFormat::F16)
+        } else {
+            None
+        };
+    }
     w.end()?;
     if let Some(inner) = pair {
         let mut w = Words::new(inner);

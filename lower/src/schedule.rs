@@ -57,10 +57,12 @@ impl BufDecl {
         self.len() == 0
     }
 
-    /// True for a weight whose values are exact in bfloat16 (it may be packed at 16 bits).
-    pub fn is_bf16_weight(&self) -> bool {
-        self.is_weight()
-            && matches!(&self.kind, BufKind::Input { data: Some(d), .. } if d.is_bf16_exact())
+    /// The 16-bit format a weight's values are exact in (it may be packed at 16 bits).
+    pub fn half_weight(&self) -> Option<cranegrad_graph::HalfFormat> {
+        match &self.kind {
+            BufKind::Input { data: Some(d), .. } if self.is_weight() => d.half_exact(),
+            _ => None,
+        }
     }
 
     /// True for a weight: an input carrying data, of static shape (the runtime may pack it).

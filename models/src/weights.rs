@@ -104,9 +104,11 @@ pub fn prepare(
         if let Some(o) = origin {
             data = data.with_origin(&format!("{o}:{short}"));
         }
+        // Widened from bf16, so exact there: packed at 16 bits (f16 is packed as f32, see
+        // `Model::quantize`).
         if t.source_dtype == crate::loader::SourceDType::BF16 {
-            // Widened from bf16, so exact there: packed at 16 bits.
-            data = data.into_bf16_exact().unwrap_or_else(|d| d);
+            let bf16 = cranegrad_graph::HalfFormat::Bf16;
+            data = data.into_half_exact(bf16).unwrap_or_else(|d| d);
         }
         w.insert_data(short, t.shape, data);
     }

@@ -30,7 +30,7 @@ fn td(p: &str) -> String {
 #[test]
 fn every_quantized_file_reproduces_its_golden() {
     for t in [
-        "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q4_k_m", "q5_k_m", "q6_k", "bf16",
+        "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q4_k_m", "q5_k_m", "q6_k", "bf16", "f16",
     ] {
         let model =
             Model::load(&td(&format!("model-{t}.gguf")), 0).unwrap_or_else(|e| panic!("{t}: {e}"));

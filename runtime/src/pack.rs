@@ -8,14 +8,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use cranegrad_graph::HostData;
+use cranegrad_graph::{HalfFormat, HostData};
 use cranegrad_lower::kernel::{GEMM_KG, GEMM_NR, panel_offset, panel_words};
 
 use crate::buffer::AlignedBuf;
 
 /// Cache key: per source (address, transposed, address of its row scale or 0), then K, N,
-/// and whether the panels hold bf16.
-type PackKey = (Vec<(usize, bool, usize)>, usize, usize, bool);
+/// and the 16-bit format the panels hold, if any.
+type PackKey = (Vec<(usize, bool, usize)>, usize, usize, Option<HalfFormat>);
 
 /// Every weight whose raw pages were returned to the OS, by address, process-wide: any
 /// session or the interpreter that would read one raw refuses instead of reading zeros. The
@@ -131,17 +131,21 @@ fn scale_values(scale: Option<&[u32]>, k: usize) -> Option<Vec<f32>> {
     scale.map(|s| s[..k].iter().map(|&w| f32::from_bits(w)).collect())
 }
 
-/// f32 panels as bf16 panels in the same element order, two values per word (element `2i`
-/// in the low half of word `i`): the top 16 bits of each f32, exact for a weight that is
-/// exact in bf16 (`HostData::into_bf16_exact`).
-pub fn narrow_bf16(panels: &AlignedBuf) -> AlignedBuf {
+/// f32 panels as 16-bit panels of `format` in the same element order, two values per word
+/// (element `2i` in the low half of word `i`); `None` when a value is not exact in `format`
+/// (the data was marked by `HostData::into_half_exact`, so only a bug gets here).
+pub fn narrow(panels: &AlignedBuf, format: HalfFormat) -> Option<AlignedBuf> {
     let w = panels.words();
     let mut out = AlignedBuf::zeroed(w.len().div_ceil(2));
     for (o, pair) in out.words_mut().iter_mut().zip(w.chunks(2)) {
-        let hi = pair.get(1).map_or(0, |v| v & 0xffff_0000);
-        *o = (pair[0] >> 16) | hi;
+        let lo = format.exact_bits(f32::from_bits(pair[0]))?;
+        let hi = match pair.get(1) {
+            Some(&v) => format.exact_bits(f32::from_bits(v))?,
+            None => 0,
+        };
+        *o = u32::from(lo) | (u32::from(hi) << 16);
     }
-    out
+    Some(out)
 }
 
 /// Words of the panels of `sources` (one weight, or a pair) viewed as `[k, n]`.
@@ -249,9 +253,14 @@ const PANEL_FORMAT: u32 = 1;
 
 /// The weights-cache key of the panels of `sources`, when every source (and scale) has an
 /// origin that names its values across processes.
-fn disk_key(sources: &[PackInput<'_>], k: usize, n: usize, bf16: bool) -> Option<String> {
-    let bits = if bf16 { 16 } else { 32 };
-    let mut key = format!("panels v{PANEL_FORMAT} nr{GEMM_NR} kg{GEMM_KG} k{k} n{n} bits{bits}");
+fn disk_key(
+    sources: &[PackInput<'_>],
+    k: usize,
+    n: usize,
+    half: Option<HalfFormat>,
+) -> Option<String> {
+    let format = half.map_or("f32", HalfFormat::name);
+    let mut key = format!("panels v{PANEL_FORMAT} nr{GEMM_NR} kg{GEMM_KG} k{k} n{n} {format}");
     for s in sources {
         let scale = match s.scale {
             Some(d) => d.origin()?,
@@ -268,17 +277,17 @@ fn disk_key(sources: &[PackInput<'_>], k: usize, n: usize, bf16: bool) -> Option
 
 impl PackCache {
     /// The packed panels of one weight (8 columns each) or of a pair (4 + 4, see
-    /// [`pack_pair_panels`]), viewed as `[k, n]`, packing them on first use; with `bf16`,
-    /// the same layout at 16 bits per value (for a weight exact in bf16, see [`narrow_bf16`]).
+    /// [`pack_pair_panels`]), viewed as `[k, n]`, packing them on first use; with `half`, the
+    /// same layout at 16 bits per value (for a weight exact in that format, see [`narrow`]).
     /// `None` when the panels are not cached and a source's raw data was released.
     pub fn get(
         &mut self,
         sources: &[PackInput<'_>],
         k: usize,
         n: usize,
-        bf16: bool,
+        half: Option<HalfFormat>,
     ) -> Option<Arc<AlignedBuf>> {
-        let key = (pack_ids(sources), k, n, bf16);
+        let key = (pack_ids(sources), k, n, half);
         if let Some((_, buf)) = self.map.get(&key) {
             return Some(buf.clone());
         }
@@ -286,14 +295,18 @@ impl PackCache {
             return None;
         }
         let f32_words = packed_words(sources.len(), k, n);
-        let words = if bf16 { f32_words / 2 } else { f32_words };
-        let key = disk_key(sources, k, n, bf16).zip(crate::weight_cache::global());
+        let words = if half.is_some() {
+            f32_words / 2
+        } else {
+            f32_words
+        };
+        let key = disk_key(sources, k, n, half).zip(crate::weight_cache::global());
         if let Some((key, cache)) = &key
             && let Some(e) = cache.load(key)
             && let Some(buf) = AlignedBuf::mapped(e, crate::weight_cache::HEADER_BYTES, words)
         {
             self.disk_hits += 1;
-            return Some(self.keep(sources, (k, n, bf16), buf));
+            return Some(self.keep(sources, (k, n, half), buf));
         }
         let mut buf = AlignedBuf::zeroed(f32_words);
         match sources {
@@ -311,14 +324,14 @@ impl PackCache {
                 )
             }
         }
-        if bf16 {
-            buf = narrow_bf16(&buf);
+        if let Some(format) = half {
+            buf = narrow(&buf, format)?;
         }
         // The next process maps these panels instead of packing.
         if let Some((key, cache)) = key {
             cache.store(&key, words * 4, |w| w.words(buf.words()));
         }
-        Some(self.keep(sources, (k, n, bf16), buf))
+        Some(self.keep(sources, (k, n, half), buf))
     }
 
     /// Caches `buf` as the panels of `sources` (of K, N and format `shape`), keeping the
@@ -326,10 +339,10 @@ impl PackCache {
     fn keep(
         &mut self,
         sources: &[PackInput<'_>],
-        (k, n, bf16): (usize, usize, bool),
+        (k, n, half): (usize, usize, Option<HalfFormat>),
         buf: AlignedBuf,
     ) -> Arc<AlignedBuf> {
-        let key = (pack_ids(sources), k, n, bf16);
+        let key = (pack_ids(sources), k, n, half);
         let buf = Arc::new(buf);
         self.bytes += buf.len() * 4;
         let keep = sources

@@ -59,15 +59,20 @@ struct PackedB {
     scale: Option<usize>,
     /// The second weight of a paired GEMM: (slot, transposed, scale slot).
     pair: Option<(usize, bool, Option<usize>)>,
-    /// The panels hold bf16.
-    bf16: bool,
+    /// The 16-bit format the panels hold, if any.
+    half: Option<cranegrad_graph::HalfFormat>,
 }
 
 /// Packed panels with the addresses of the weights they were made from.
 type PackedMemo = ([usize; 4], Arc<AlignedBuf>);
 
-/// The weights one packed B is made from, with its K and N and whether its panels hold bf16.
-pub(crate) type PackSources<'a> = (Vec<PackInput<'a>>, usize, usize, bool);
+/// The weights one packed B is made from, with its K and N and its panels' 16-bit format.
+pub(crate) type PackSources<'a> = (
+    Vec<PackInput<'a>>,
+    usize,
+    usize,
+    Option<cranegrad_graph::HalfFormat>,
+);
 
 /// One kernel launch as measured by a profiled run.
 #[derive(Clone, Copy, Debug)]
@@ -175,7 +180,7 @@ impl Plan {
                 scale: scale(s)?,
             });
         }
-        Ok((sources, pb.k, pb.n, pb.bf16))
+        Ok((sources, pb.k, pb.n, pb.half))
     }
 
     /// Compiles every kernel of `lowered` (through the cache) and allocates its memory.
@@ -215,7 +220,7 @@ impl Plan {
                                 p.b_scale.and_then(|e| k.load_arg(e)),
                             )
                         }),
-                        bf16: g.bf16,
+                        half: g.half,
                     })
                     .collect();
                 LaunchInfo {
@@ -429,9 +434,9 @@ impl Plan {
                     continue;
                 }
                 let weight = |buf: usize| bound[buf].as_ref();
-                let (sources, k, n, bf16) = self.pack_sources(li, pb, weight)?;
+                let (sources, k, n, half) = self.pack_sources(li, pb, weight)?;
                 let packed = packs
-                    .get(&sources, k, n, bf16)
+                    .get(&sources, k, n, half)
                     .ok_or_else(|| RuntimeError::Released(self.input_name(li, pb.slot)))?;
                 self.packed_memo[li][pi] = Some((key, packed));
             }

@@ -66,10 +66,10 @@ pub fn fold_norm_into_matmul(g: &mut GraphData, outputs: &mut [NodeId]) -> usize
         let w_shape = g.node(w).shape.clone();
         let rank = a_shape.rank();
         let k = a_shape.dims()[rank - 1].clone();
-        // A bf16-exact weight stays exact (16-bit panels): its gain is applied to the rows.
+        // A weight exact in 16 bits stays exact (16-bit panels): its gain goes to the rows.
         let bf16 = weight_base(g, w)
             .and_then(|b| g.node(b).data.as_ref())
-            .is_some_and(|d| d.is_bf16_exact());
+            .is_some_and(|d| d.half_exact().is_some());
         if weight_base(g, w).is_none() || bf16 || !w_shape.is_static() || k.as_const().is_none() {
             continue;
         }

@@ -3,7 +3,7 @@
 //! from panels the runtime packs once when B is a weight. A transposed or gain-scaled B (or a
 //! second weight sharing A) only runs as a GEMM once packed; otherwise it stays a loop nest.
 
-use cranegrad_graph::{BinaryOp, DType, ReduceOp};
+use cranegrad_graph::{BinaryOp, DType, HalfFormat, ReduceOp};
 
 use crate::affine::Affine;
 use crate::kernel::{
@@ -11,12 +11,12 @@ use crate::kernel::{
 };
 
 /// Makes `kernel` a GEMM when it matches the pattern; `is_weight(slot)` says whether an
-/// argument slot is bound to a weight the runtime can pack, `is_bf16(slot)` whether that
-/// weight is exact in bfloat16 (packed at 16 bits). Returns whether it changed.
+/// argument slot is bound to a weight the runtime can pack, `half_of(slot)` the 16-bit format
+/// that weight is exact in (packed at 16 bits). Returns whether it changed.
 pub fn select_gemm(
     kernel: &mut Kernel,
     is_weight: impl Fn(usize) -> bool,
-    is_bf16: impl Fn(usize) -> bool,
+    half_of: impl Fn(usize) -> Option<HalfFormat>,
 ) -> bool {
     let Some(mut gm) = match_gemm(kernel) else {
         return false;
@@ -43,13 +43,13 @@ pub fn select_gemm(
     if !(gm.packed || plain) {
         return false;
     }
-    // A folded gain makes the panel values products, no longer exact in bf16.
-    gm.bf16 = gm.packed
-        && gm.b_scale.is_none()
-        && slot.is_some_and(&is_bf16)
-        && gm
-            .pair
-            .is_none_or(|p| p.b_scale.is_none() && kernel.load_arg(p.b).is_some_and(&is_bf16));
+    // A folded gain makes the panel values products, no longer exact in 16 bits; a pair's
+    // weights share one panel, so one format.
+    let half = slot.and_then(&half_of);
+    let pair_ok = gm
+        .pair
+        .is_none_or(|p| p.b_scale.is_none() && kernel.load_arg(p.b).and_then(&half_of) == half);
+    gm.half = half.filter(|_| gm.packed && gm.b_scale.is_none() && pair_ok);
     if gm.packed
         && let Some(slot) = slot
     {
@@ -194,7 +194,7 @@ pub fn match_gemm(kernel: &Kernel) -> Option<GemmSpec> {
         b_scale: main.b_scale,
         row_reduce,
         packed: false,
-        bf16: false,
+        half: None,
         pair: pair.map(|p| GemmPair {
             b: p.b,
             reduce: p.reduce,
