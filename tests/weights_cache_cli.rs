@@ -203,3 +203,17 @@ fn bench_colds_times_an_empty_start_a_disk_start_and_a_warm_one() {
     );
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[test]
+fn a_bf16_run_and_an_f32_run_of_one_preset_share_a_cache_without_mixing() {
+    // The bf16 run caches a schedule with 16-bit panels; the same graph over f32 weights must
+    // not load it (its key names the weights' 16-bit format).
+    let d = tmp("mixed");
+    let (_, bf16) = bench_with(&d, &["--quantize", "bf16"]);
+    let (_, f32_run) = bench_with(&d, &[]);
+    assert_eq!(f32_run["cold_schedule_from_disk"], false, "another key");
+    assert_eq!(bf16["cold_schedule_from_disk"], false);
+    let (_, again) = bench_with(&d, &["--quantize", "bf16"]);
+    assert_eq!(again["cold_schedule_from_disk"], true);
+    let _ = std::fs::remove_dir_all(&d);
+}

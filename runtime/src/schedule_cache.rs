@@ -1,7 +1,8 @@
 //! Schedules on disk: the passes' output for a graph, so a fresh process skips lowering too.
 //! Entries live in the kernel cache (same checksum, build id, atomic writes and cap) as JSON
 //! of the lowered program without its data. The key is the graph's structural hash and the
-//! lowering options plus which inputs carry data (a weight lowers differently from a feed);
+//! lowering options plus which inputs carry data and which of those are exact in a 16-bit
+//! format (a weight lowers differently from a feed, a bf16 one differently again);
 //! data itself is never stored: it is bound again by input name from the graph at hand, whose
 //! structure the key says is the one lowered.
 
@@ -29,8 +30,10 @@ fn attached(g: &GraphData, outputs: &[NodeId]) -> BTreeMap<String, HostData> {
 /// The disk key of the schedule of `outputs` in `g`, whose plan key is `plan_key`.
 pub fn key(plan_key: &str, g: &GraphData, outputs: &[NodeId]) -> String {
     let mut h = Sha256::new();
-    for name in attached(g, outputs).keys() {
+    for (name, data) in attached(g, outputs) {
         h.update(name.as_bytes());
+        h.update([0]);
+        h.update(data.half_exact().map_or("f32", |f| f.name()).as_bytes());
         h.update([0]);
     }
     let weights: String = h.finalize()[..12]
@@ -112,6 +115,26 @@ mod tests {
         };
         assert_eq!(weights(&back), weights(&lowered));
         assert!(weights(&back).contains(&true));
+        // The same weight marked exact in bf16 (packed at 16 bits) lowers under another key.
+        let g3 = Graph::new();
+        let x3 = g3.input("x", Shape::of(&[3, 8]), DType::F32);
+        let bf16: Vec<f32> = lcg_values(128, 1, 1.0)
+            .into_iter()
+            .map(|v| f32::from_bits(v.to_bits() & 0xffff_0000))
+            .collect();
+        let plain = cranegrad_graph::HostData::from(bf16.clone());
+        let marked = cranegrad_graph::HostData::from(bf16)
+            .into_half_exact(cranegrad_graph::HalfFormat::Bf16)
+            .unwrap();
+        let w3 = g3
+            .input_with_data("w", Shape::of(&[8, 16]), marked)
+            .unwrap();
+        let w4 = g3.input_with_data("w", Shape::of(&[8, 16]), plain).unwrap();
+        let (o3, o4) = (x3.matmul(&w3).unwrap(), x3.matmul(&w4).unwrap());
+        assert_ne!(
+            g3.with(|gd| key("plan", gd, &[o3.id()])),
+            g3.with(|gd| key("plan", gd, &[o4.id()]))
+        );
         // The same structure with the weight fed instead lowers under another key.
         let g2 = Graph::new();
         let x2 = g2.input("x", Shape::of(&[3, 8]), DType::F32);
