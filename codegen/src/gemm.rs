@@ -616,6 +616,11 @@ fn grouped_pass(
         build_vector(b, types::F32X4, &xs)
     };
     let one_row = a_rows.len() == 1;
+    // f16's exponent rebias (2^112), made once, outside the k loops.
+    let f16_rebias = (panel.half == Some(HalfFormat::F16)).then(|| {
+        let c = b.ins().f32const(f32::from_bits(0x7780_0000));
+        b.ins().splat(types::F32X4, c)
+    });
     let step = |b: &mut FunctionBuilder, bp: Value, g: i64, lanes: usize| {
         let first = one_row.then(|| a_run(b, 0, g, lanes));
         // Four B runs loaded before their FMAs: only the last can fold into its FMA as a
@@ -638,7 +643,9 @@ fn grouped_pass(
                             let top = shuffle_bytes(b, zero, v, mask);
                             match format {
                                 HalfFormat::Bf16 => top,
-                                HalfFormat::F16 => f16_to_f32(b, top),
+                                HalfFormat::F16 => {
+                                    f16_to_f32(b, top, f16_rebias.expect("made for f16 panels"))
+                                }
                             }
                         })
                     })
@@ -701,22 +708,19 @@ struct Panel {
 
 /// Four f16 values, each in the top 16 bits of its lane, as f32. x64 Cranelift has no f16
 /// conversion, so integer steps: the magnitude bits shifted into an f32's exponent and
-/// mantissa (`(h & 0x7fff) << 13`) then multiplied by 2^112 rebias the exponent, which is
-/// exact for normal and subnormal f16 alike (and zero); the sign bit is put back by an or.
-/// Infinities and NaNs would come out finite: weights marked exact never hold them.
-fn f16_to_f32(b: &mut FunctionBuilder, top: Value) -> Value {
+/// mantissa (`(h & 0x7fff) << 13`, as `(x << 1) >> 4`) then multiplied by `rebias` (2^112,
+/// made once per pass) rebias the exponent, which is exact for normal and subnormal f16 alike
+/// (and zero); the sign bit (`x ^ ((x << 1) >> 1)`) is put back by an or. No constant is
+/// made here: this runs for every B vector of the inner loop. Infinities and NaNs would come
+/// out finite: weights marked exact never hold them.
+fn f16_to_f32(b: &mut FunctionBuilder, top: Value, rebias: Value) -> Value {
     let le = MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little);
     let x = b.ins().bitcast(types::I32X4, le, top);
-    let mag_mask = b.ins().iconst(types::I32, 0x7fff_0000);
-    let mag_mask = b.ins().splat(types::I32X4, mag_mask);
-    let mag = b.ins().band(x, mag_mask);
-    let mag = b.ins().ushr_imm_u(mag, 3);
-    let sign_mask = b.ins().iconst(types::I32, 0x8000_0000_u32 as i64);
-    let sign_mask = b.ins().splat(types::I32X4, sign_mask);
-    let sign = b.ins().band(x, sign_mask);
+    let no_sign_bit = b.ins().ishl_imm_u(x, 1);
+    let mag = b.ins().ushr_imm_u(no_sign_bit, 4);
+    let unsigned = b.ins().ushr_imm_u(no_sign_bit, 1);
+    let sign = b.ins().bxor(x, unsigned);
     let f = b.ins().bitcast(types::F32X4, le, mag);
-    let rebias = b.ins().f32const(f32::from_bits(0x7780_0000)); // 2^112
-    let rebias = b.ins().splat(types::F32X4, rebias);
     let f = b.ins().fmul(f, rebias);
     let fi = b.ins().bitcast(types::I32X4, le, f);
     let out = b.ins().bor(fi, sign);
