@@ -19,16 +19,13 @@ use sha2::{Digest, Sha256};
 const MAGIC: &[u8; 8] = b"CGKERNEL";
 /// Layout version of an entry (bump when the header changes).
 const FORMAT: u32 = 1;
-/// Entry files end in `.kernel`.
-const EXTENSION: &str = "kernel";
 /// Default size cap of the kernel directory.
 pub const DEFAULT_MAX_BYTES: u64 = 256 << 20;
 
 /// A kernel cache directory, checked safe to execute from.
 #[derive(Clone, Debug)]
 pub struct DiskCache {
-    dir: PathBuf,
-    max_bytes: u64,
+    entries: EntryDir,
 }
 
 /// Machine code read back from an entry.
@@ -139,24 +136,21 @@ impl DiskCache {
     /// An unusable or unsafe directory is an error naming why; callers warn and go on
     /// without a disk cache.
     pub fn open(root: &Path, max_bytes: u64) -> Result<DiskCache, String> {
-        let dir = open_dir(root, "kernels")?;
-        Ok(DiskCache { dir, max_bytes })
+        Ok(DiskCache {
+            entries: EntryDir::open(root, "kernels", "kernel", max_bytes)?,
+        })
     }
 
-    /// The directory entries live in.
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// The directory and its entries.
+    pub fn entries(&self) -> &EntryDir {
+        &self.entries
     }
 
     /// The entry file of `key` for this build (two builds keep separate entries, so they
     /// do not evict each other's by overwriting).
     fn path(&self, key: &str) -> PathBuf {
-        let file = Sha256::digest(format!("{key}\n{}", build_id()).as_bytes());
-        let name = file[..16]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>();
-        self.dir.join(format!("{name}.{EXTENSION}"))
+        self.entries
+            .file(format!("{key}\n{}", build_id()).as_bytes())
     }
 
     /// The entry under `key`, if it is there and whole; a damaged or foreign one is removed.
@@ -201,7 +195,10 @@ impl DiskCache {
         bytes.extend((code.len() as u64).to_le_bytes());
         bytes.extend(Sha256::digest(code));
         bytes.extend(code);
-        let tmp = self.dir.join(format!(".{key}.{}.tmp", std::process::id()));
+        let tmp = self
+            .entries
+            .dir
+            .join(format!(".{key}.{}.tmp", std::process::id()));
         let written = fs::File::create(&tmp)
             .and_then(|mut f| f.write_all(&bytes).and_then(|()| f.sync_all()))
             .and_then(|()| fs::rename(&tmp, self.path(key)));
@@ -209,88 +206,108 @@ impl DiskCache {
             let _ = fs::remove_file(&tmp);
             return;
         }
-        self.evict();
+        self.entries.evict();
+    }
+}
+
+/// A directory of cache entries (files ending in `.ext`, capped at `max_bytes` with the least
+/// recently used evicted first): what the kernel and the weights caches share.
+#[derive(Clone, Debug)]
+pub struct EntryDir {
+    dir: PathBuf,
+    ext: &'static str,
+    max_bytes: u64,
+}
+
+impl EntryDir {
+    /// `root/sub`, created private (0700) if absent, checked safe (see [`unsafe_reason`])
+    /// and writable; the error names the directory and why.
+    pub fn open(
+        root: &Path,
+        sub: &str,
+        ext: &'static str,
+        max_bytes: u64,
+    ) -> Result<EntryDir, String> {
+        use std::os::unix::fs::DirBuilderExt;
+        let dir = root.join(sub);
+        for d in [root, dir.as_path()] {
+            if !d.exists() {
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(d)
+                    .map_err(|e| format!("{}: cannot create it: {e}", d.display()))?;
+            }
+            if let Some(why) = unsafe_reason(d) {
+                return Err(format!("{}: {why}", d.display()));
+            }
+        }
+        // Writable by this user? A probe file answers what the mode bits alone cannot (a
+        // read-only mount, say).
+        let probe = dir.join(format!(".probe-{}", std::process::id()));
+        fs::write(&probe, b"")
+            .map_err(|e| format!("{}: cannot write there: {e}", dir.display()))?;
+        let _ = fs::remove_file(&probe);
+        Ok(EntryDir {
+            dir,
+            ext,
+            max_bytes,
+        })
     }
 
-    /// Removes the least recently used entries until the directory fits the cap.
-    fn evict(&self) {
-        evict_lru(&self.dir, EXTENSION, self.max_bytes);
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The entry file named by the SHA-256 of `id`.
+    pub fn file(&self, id: &[u8]) -> PathBuf {
+        let name: String = Sha256::digest(id)[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        self.dir.join(format!("{name}.{}", self.ext))
+    }
+
+    /// Removes the least recently used entries until they fit the cap. Entries mapped by
+    /// running processes stay readable after the unlink.
+    pub fn evict(&self) {
+        let mut entries = list(&self.dir, self.ext);
+        let mut total: u64 = entries.iter().map(|e| e.1).sum();
+        if total <= self.max_bytes {
+            return;
+        }
+        entries.sort_by_key(|e| e.2);
+        for (path, len, _) in entries {
+            if total <= self.max_bytes {
+                break;
+            }
+            if fs::remove_file(&path).is_ok() {
+                total -= len;
+            }
+        }
     }
 
     /// Entries and bytes.
     pub fn stats(&self) -> DirStats {
-        dir_stats(&self.dir, EXTENSION)
+        let entries = list(&self.dir, self.ext);
+        DirStats {
+            entries: entries.len() as u64,
+            bytes: entries.iter().map(|e| e.1).sum(),
+        }
     }
 
     /// Removes every entry; returns what was removed.
     pub fn clear(&self) -> DirStats {
-        clear_entries(&self.dir, EXTENSION)
-    }
-}
-
-/// `root/sub`, created private (0700) if absent, checked safe (see [`unsafe_reason`]) and
-/// writable; the error names the directory and why.
-pub fn open_dir(root: &Path, sub: &str) -> Result<PathBuf, String> {
-    use std::os::unix::fs::DirBuilderExt;
-    let dir = root.join(sub);
-    for d in [root, dir.as_path()] {
-        if !d.exists() {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(d)
-                .map_err(|e| format!("{}: cannot create it: {e}", d.display()))?;
+        let mut removed = DirStats::default();
+        for (path, len, _) in list(&self.dir, self.ext) {
+            if fs::remove_file(&path).is_ok() {
+                removed.entries += 1;
+                removed.bytes += len;
+            }
         }
-        if let Some(why) = unsafe_reason(d) {
-            return Err(format!("{}: {why}", d.display()));
-        }
+        removed
     }
-    // Writable by this user? A probe file answers what the mode bits alone cannot (a
-    // read-only mount, say).
-    let probe = dir.join(format!(".probe-{}", std::process::id()));
-    fs::write(&probe, b"").map_err(|e| format!("{}: cannot write there: {e}", dir.display()))?;
-    let _ = fs::remove_file(&probe);
-    Ok(dir)
-}
-
-/// Removes the least recently used entries (files ending in `.ext`) of `dir` until they fit
-/// in `max_bytes`. Entries mapped by running processes stay readable after the unlink.
-pub fn evict_lru(dir: &Path, ext: &str, max_bytes: u64) {
-    let mut entries = list(dir, ext);
-    let mut total: u64 = entries.iter().map(|e| e.1).sum();
-    if total <= max_bytes {
-        return;
-    }
-    entries.sort_by_key(|e| e.2);
-    for (path, len, _) in entries {
-        if total <= max_bytes {
-            break;
-        }
-        if fs::remove_file(&path).is_ok() {
-            total -= len;
-        }
-    }
-}
-
-/// The entries (files ending in `.ext`) of `dir` and their bytes.
-pub fn dir_stats(dir: &Path, ext: &str) -> DirStats {
-    let entries = list(dir, ext);
-    DirStats {
-        entries: entries.len() as u64,
-        bytes: entries.iter().map(|e| e.1).sum(),
-    }
-}
-
-/// Removes every entry (file ending in `.ext`) of `dir`; returns what was removed.
-pub fn clear_entries(dir: &Path, ext: &str) -> DirStats {
-    let mut removed = DirStats::default();
-    for (path, len, _) in list(dir, ext) {
-        if fs::remove_file(&path).is_ok() {
-            removed.entries += 1;
-            removed.bytes += len;
-        }
-    }
-    removed
 }
 
 /// `(path, bytes, last use)` of every entry (file ending in `.ext`) in `dir`.
@@ -428,9 +445,9 @@ mod tests {
         c.store("d", &[0; 1000], 16);
         assert!(c.load("b").is_none(), "b was the least recently used");
         assert!(c.load("a").is_some() && c.load("d").is_some());
-        assert!(c.stats().bytes <= 3600);
-        assert_eq!(c.clear().entries, 3);
-        assert_eq!(c.stats().entries, 0);
+        assert!(c.entries().stats().bytes <= 3600);
+        assert_eq!(c.entries().clear().entries, 3);
+        assert_eq!(c.entries().stats().entries, 0);
         let _ = fs::remove_dir_all(&root);
     }
 

@@ -6,31 +6,23 @@
 //! data itself is never stored: it is bound again by input name from the graph at hand, whose
 //! structure the key says is the one lowered.
 
-use std::collections::BTreeMap;
-
 use cranegrad_codegen::disk_cache::DiskCache;
-use cranegrad_graph::{GraphData, HostData, NodeId, Op};
+use cranegrad_graph::{HostData, Op};
 use cranegrad_lower::{BufKind, Lowered};
 use sha2::{Digest, Sha256};
+
+use crate::session::Feeds;
 
 /// Version of the entry's contents (bump when `Lowered`'s serialised form changes meaning).
 const FORMAT: u32 = 1;
 
-/// Data-carrying inputs of the graph reachable from `outputs`, by name.
-fn attached(g: &GraphData, outputs: &[NodeId]) -> BTreeMap<String, HostData> {
-    g.topo_from(outputs)
-        .into_iter()
-        .filter_map(|n| match (&g.node(n).op, &g.node(n).data) {
-            (Op::Input { name }, Some(d)) => Some((name.clone(), d.clone())),
-            _ => None,
-        })
-        .collect()
-}
-
-/// The disk key of the schedule of `outputs` in `g`, whose plan key is `plan_key`.
-pub fn key(plan_key: &str, g: &GraphData, outputs: &[NodeId]) -> String {
+/// The disk key of the schedule of a graph whose plan key is `plan_key` and whose
+/// data-carrying inputs are `data` (see `session::attached_data`).
+pub fn key(plan_key: &str, data: &Feeds) -> String {
+    let mut names: Vec<(&String, &HostData)> = data.iter().collect();
+    names.sort_by_key(|(n, _)| *n);
     let mut h = Sha256::new();
-    for (name, data) in attached(g, outputs) {
+    for (name, data) in names {
         h.update(name.as_bytes());
         h.update([0]);
         h.update(data.half_exact().map_or("f32", |f| f.name()).as_bytes());
@@ -43,12 +35,11 @@ pub fn key(plan_key: &str, g: &GraphData, outputs: &[NodeId]) -> String {
     format!("schedule v{FORMAT} {plan_key} weights {weights}")
 }
 
-/// The schedule stored under `key`, with the data of `g`'s inputs bound to it; `None` when
-/// there is none, or it does not parse or names a weight `g` lacks.
-pub fn load(disk: &DiskCache, key: &str, g: &GraphData, outputs: &[NodeId]) -> Option<Lowered> {
+/// The schedule stored under `key`, with `data` (the graph's data-carrying inputs, which the
+/// key names) bound to it by input name; `None` when there is none or it does not parse.
+pub fn load(disk: &DiskCache, key: &str, data: &Feeds) -> Option<Lowered> {
     let entry = disk.load(key)?;
     let mut lowered: Lowered = serde_json::from_slice(&entry.code).ok()?;
-    let data = attached(g, outputs);
     for b in &mut lowered.schedule.buffers {
         if let BufKind::Input { name, data: d } = &mut b.kind {
             *d = data.get(name).cloned();
@@ -76,6 +67,8 @@ mod tests {
     use cranegrad_graph::{DType, Graph, Shape, lcg_values};
     use cranegrad_lower::{LowerOptions, lower};
 
+    use crate::session::attached_data;
+
     #[test]
     fn a_stored_schedule_loads_equal_with_the_graphs_data_bound() {
         let root = std::env::temp_dir().join(format!("cg-sched-{}", std::process::id()));
@@ -96,10 +89,11 @@ mod tests {
         let lowered = g
             .with(|gd| lower(gd, &ids, LowerOptions::default()))
             .unwrap();
-        let k = g.with(|gd| key("plan", gd, &ids));
-        assert!(g.with(|gd| load(&disk, &k, gd, &ids)).is_none());
+        let data = g.with(|gd| attached_data(gd, &ids));
+        let k = key("plan", &data);
+        assert!(load(&disk, &k, &data).is_none());
         store(&disk, &k, &lowered);
-        let back = g.with(|gd| load(&disk, &k, gd, &ids)).unwrap();
+        let back = load(&disk, &k, &data).unwrap();
         assert_eq!(back.schedule.text(), lowered.schedule.text());
         let kernels = |l: &Lowered| -> Vec<_> {
             l.schedule
@@ -132,8 +126,8 @@ mod tests {
         let w4 = g3.input_with_data("w", Shape::of(&[8, 16]), plain).unwrap();
         let (o3, o4) = (x3.matmul(&w3).unwrap(), x3.matmul(&w4).unwrap());
         assert_ne!(
-            g3.with(|gd| key("plan", gd, &[o3.id()])),
-            g3.with(|gd| key("plan", gd, &[o4.id()]))
+            key("plan", &g3.with(|gd| attached_data(gd, &[o3.id()]))),
+            key("plan", &g3.with(|gd| attached_data(gd, &[o4.id()])))
         );
         // The same structure with the weight fed instead lowers under another key.
         let g2 = Graph::new();
@@ -142,8 +136,8 @@ mod tests {
         let o2 = x2.matmul(&w2).unwrap();
         let o1 = x.matmul(&w).unwrap();
         assert_ne!(
-            g2.with(|gd| key("plan", gd, &[o2.id()])),
-            g.with(|gd| key("plan", gd, &[o1.id()]))
+            key("plan", &g2.with(|gd| attached_data(gd, &[o2.id()]))),
+            key("plan", &g.with(|gd| attached_data(gd, &[o1.id()])))
         );
         let _ = std::fs::remove_dir_all(&root);
     }

@@ -193,11 +193,14 @@ impl Session {
         if !self.last.plan_cached {
             let before = self.cache.stats();
             let t1 = Instant::now();
-            let disk = cranegrad_codegen::disk_cache::global()
-                .map(|d| (graph.with(|g| schedule_cache::key(&key, g, &ids)), d));
+            // The graph's data is collected once, for the key and for binding a hit.
+            let disk = cranegrad_codegen::disk_cache::global().map(|d| {
+                let data = graph.with(|g| attached_data(g, &ids));
+                (schedule_cache::key(&key, &data), d, data)
+            });
             let cached = disk
                 .as_ref()
-                .and_then(|(k, d)| graph.with(|g| schedule_cache::load(d, k, g, &ids)));
+                .and_then(|(k, d, data)| schedule_cache::load(d, k, data));
             self.last.schedule_from_disk = cached.is_some();
             let lowered = match cached {
                 Some(l) => l,
@@ -212,7 +215,7 @@ impl Session {
                             },
                         )
                     })?;
-                    if let Some((k, d)) = &disk {
+                    if let Some((k, d, _)) = &disk {
                         schedule_cache::store(d, k, &l);
                     }
                     l
@@ -427,18 +430,22 @@ pub fn attached_inputs(outputs: &[&Tensor]) -> Feeds {
         return Feeds::new();
     };
     let ids: Vec<NodeId> = outputs.iter().map(|t| t.id()).collect();
-    first.graph().with(|g| {
-        g.topo_from(&ids)
-            .into_iter()
-            .filter_map(|n| {
-                let node = g.node(n);
-                match (&node.op, &node.data) {
-                    (Op::Input { name }, Some(d)) => Some((name.clone(), d.clone())),
-                    _ => None,
-                }
-            })
-            .collect()
-    })
+    first.graph().with(|g| attached_data(g, &ids))
+}
+
+/// The inputs carrying data in `g` reachable from `outputs`, by name (what
+/// [`attached_inputs`] answers for tensors).
+pub fn attached_data(g: &GraphData, outputs: &[NodeId]) -> Feeds {
+    g.topo_from(outputs)
+        .into_iter()
+        .filter_map(|n| {
+            let node = g.node(n);
+            match (&node.op, &node.data) {
+                (Op::Input { name }, Some(d)) => Some((name.clone(), d.clone())),
+                _ => None,
+            }
+        })
+        .collect()
 }
 
 /// Runs `outputs` through the reference interpreter (the oracle).

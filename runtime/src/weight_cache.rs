@@ -16,9 +16,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
-use cranegrad_codegen::disk_cache::{
-    DirStats, clear_entries, dir_stats, evict_lru, open_dir, unsafe_reason, warn_once,
-};
+use cranegrad_codegen::disk_cache::{EntryDir, unsafe_reason, warn_once};
 use memmap2::{Mmap, MmapOptions};
 use sha2::{Digest, Sha256};
 use xxhash_rust::xxh3::{Xxh3, xxh3_64};
@@ -35,16 +33,13 @@ pub const HEADER_BYTES: usize = 4096;
 const CHUNK_BYTES: usize = 32 << 20;
 /// Most chunk hashes a header holds.
 const MAX_CHUNKS: usize = 384;
-/// Entry files end in `.weights`.
-const EXTENSION: &str = "weights";
 /// Default size cap of the weights directory.
 pub const DEFAULT_MAX_BYTES: u64 = 32 << 30;
 
 /// A weights cache directory.
 #[derive(Clone, Debug)]
 pub struct WeightCache {
-    dir: PathBuf,
-    max_bytes: u64,
+    entries: EntryDir,
 }
 
 /// Entries a process read from the cache and wrote to it.
@@ -209,21 +204,19 @@ impl WeightCache {
     /// The weights cache under `root` (`root/weights`), created private (0700) if absent. An
     /// unusable or unsafe directory is an error naming why; callers warn and go on without.
     pub fn open(root: &Path, max_bytes: u64) -> Result<WeightCache, String> {
-        let dir = open_dir(root, "weights")?;
-        remove_stale_temporaries(&dir);
-        Ok(WeightCache { dir, max_bytes })
+        let entries = EntryDir::open(root, "weights", "weights", max_bytes)?;
+        remove_stale_temporaries(entries.dir());
+        Ok(WeightCache { entries })
     }
 
-    /// The directory entries live in.
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// The directory and its entries.
+    pub fn entries(&self) -> &EntryDir {
+        &self.entries
     }
 
     /// The entry file of `key`.
     fn path(&self, key: &str) -> PathBuf {
-        let file = Sha256::digest(key.as_bytes());
-        let name: String = file[..16].iter().map(|b| format!("{b:02x}")).collect();
-        self.dir.join(format!("{name}.{EXTENSION}"))
+        self.entries.file(key.as_bytes())
     }
 
     /// The entry under `key`, mapped, if it is there and whole; a damaged or foreign one is
@@ -276,7 +269,7 @@ impl WeightCache {
         };
         // Unique per process and per write, so concurrent writers never share a file.
         static WRITES: AtomicUsize = AtomicUsize::new(0);
-        let tmp = self.dir.join(format!(
+        let tmp = self.entries.dir().join(format!(
             ".{stem}.{}.{}.tmp",
             std::process::id(),
             WRITES.fetch_add(1, Ordering::Relaxed)
@@ -309,33 +302,18 @@ impl WeightCache {
         match written {
             Ok(()) => {
                 STORES.fetch_add(1, Ordering::Relaxed);
-                self.evict();
+                self.entries.evict();
                 true
             }
             Err(e) => {
                 let _ = fs::remove_file(&tmp);
                 warn_once(&format!(
                     "cranegrad: warning: weights cache {}: cannot write an entry: {e}",
-                    self.dir.display()
+                    self.entries.dir().display()
                 ));
                 false
             }
         }
-    }
-
-    /// Removes the least recently used entries until the directory fits the cap.
-    fn evict(&self) {
-        evict_lru(&self.dir, EXTENSION, self.max_bytes);
-    }
-
-    /// Entries and bytes.
-    pub fn stats(&self) -> DirStats {
-        dir_stats(&self.dir, EXTENSION)
-    }
-
-    /// Removes every entry; returns what was removed.
-    pub fn clear(&self) -> DirStats {
-        clear_entries(&self.dir, EXTENSION)
     }
 }
 
@@ -407,8 +385,8 @@ mod tests {
         // A writer that announces one length and writes another leaves nothing.
         assert!(!c.store("short", 10, |w| w.write(&[1; 5])));
         assert!(c.load("short").is_none());
-        assert_eq!(c.stats().entries, 0);
-        let _ = fs::remove_dir_all(c.dir().parent().unwrap());
+        assert_eq!(c.entries().stats().entries, 0);
+        let _ = fs::remove_dir_all(c.entries().dir().parent().unwrap());
     }
 
     #[test]
@@ -425,7 +403,7 @@ mod tests {
         assert!(e[HEADER_BYTES..] == data[..]);
         assert!(put(&c, "empty", &[]));
         assert_eq!(c.load("empty").unwrap().len(), HEADER_BYTES);
-        let _ = fs::remove_dir_all(c.dir().parent().unwrap());
+        let _ = fs::remove_dir_all(c.entries().dir().parent().unwrap());
     }
 
     #[test]
@@ -445,8 +423,12 @@ mod tests {
             }
         });
         assert!(c.load("same").is_some());
-        assert_eq!(c.stats().entries, 1, "no temporary file left behind");
-        let _ = fs::remove_dir_all(c.dir().parent().unwrap());
+        assert_eq!(
+            c.entries().stats().entries,
+            1,
+            "no temporary file left behind"
+        );
+        let _ = fs::remove_dir_all(c.entries().dir().parent().unwrap());
     }
 
     #[test]
@@ -462,15 +444,18 @@ mod tests {
         assert!(put(&c, "d", &[0; 1000]));
         assert!(c.load("b").is_none(), "b was the least recently used");
         assert!(c.load("a").is_some() && c.load("d").is_some());
-        assert_eq!(c.clear().entries, 3);
-        let _ = fs::remove_dir_all(c.dir().parent().unwrap());
+        assert_eq!(c.entries().clear().entries, 3);
+        let _ = fs::remove_dir_all(c.entries().dir().parent().unwrap());
     }
 
     #[test]
     fn a_dead_writers_temporary_file_is_removed_when_stale() {
         let root = tmp("stale");
         let c = WeightCache::open(&root, DEFAULT_MAX_BYTES).unwrap();
-        let (old, fresh) = (c.dir().join(".a.1.0.tmp"), c.dir().join(".b.2.0.tmp"));
+        let (old, fresh) = (
+            c.entries().dir().join(".a.1.0.tmp"),
+            c.entries().dir().join(".b.2.0.tmp"),
+        );
         for p in [&old, &fresh] {
             fs::write(p, b"half an entry").unwrap();
         }

@@ -71,41 +71,45 @@ pub fn cache(a: CacheArgs, dir: Option<&Path>) -> anyhow::Result<ExitCode> {
     let c = DiskCache::open(&root, DEFAULT_MAX_BYTES).map_err(|e| anyhow::anyhow!(e))?;
     let w = WeightCache::open(&root, weight_cache::DEFAULT_MAX_BYTES)
         .map_err(|e| anyhow::anyhow!(e))?;
-    match a.action {
-        CacheAction::Path => println!("{}", root.display()),
-        CacheAction::Stats => {
-            let s = c.stats();
-            println!(
-                "{}: {} compiled kernels and schedules, {:.1} KB (cap {} MB)",
-                c.dir().display(),
-                s.entries,
-                s.bytes as f64 / 1e3,
-                DEFAULT_MAX_BYTES >> 20
-            );
-            let s = w.stats();
-            println!(
-                "{}: {} weight entries, {:.1} MB (cap {} GB)",
-                w.dir().display(),
-                s.entries,
-                s.bytes as f64 / 1e6,
-                weight_cache::DEFAULT_MAX_BYTES >> 30
-            );
-        }
-        CacheAction::Clear => {
-            let s = c.clear();
-            println!(
-                "removed {} compiled kernels and schedules, {:.1} KB, from {}",
-                s.entries,
-                s.bytes as f64 / 1e3,
-                c.dir().display()
-            );
-            let s = w.clear();
-            println!(
-                "removed {} weight entries, {:.1} MB, from {}",
-                s.entries,
-                s.bytes as f64 / 1e6,
-                w.dir().display()
-            );
+    // One line per part: kernels (with schedules) in KB, weights in MB.
+    let parts = [
+        (
+            c.entries(),
+            "compiled kernels and schedules",
+            (1e3, "KB"),
+            format!("cap {} MB", DEFAULT_MAX_BYTES >> 20),
+        ),
+        (
+            w.entries(),
+            "weight entries",
+            (1e6, "MB"),
+            format!("cap {} GB", weight_cache::DEFAULT_MAX_BYTES >> 30),
+        ),
+    ];
+    for (e, what, (unit, unit_name), cap) in parts {
+        match a.action {
+            CacheAction::Path => {
+                println!("{}", root.display());
+                break;
+            }
+            CacheAction::Stats => {
+                let s = e.stats();
+                println!(
+                    "{}: {} {what}, {:.1} {unit_name} ({cap})",
+                    e.dir().display(),
+                    s.entries,
+                    s.bytes as f64 / unit
+                );
+            }
+            CacheAction::Clear => {
+                let s = e.clear();
+                println!(
+                    "removed {} {what}, {:.1} {unit_name}, from {}",
+                    s.entries,
+                    s.bytes as f64 / unit,
+                    e.dir().display()
+                );
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

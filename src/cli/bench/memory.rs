@@ -84,6 +84,13 @@ impl RssSampler {
 /// A stacked band: its name, colour, and the height of its top at a kernel.
 type Layer = (&'static str, RGBColor, fn(&Live) -> u64);
 
+/// Marks the start of `phase` when sampling (`--memory-plot`); nothing otherwise.
+pub fn mark(sampler: &mut Option<RssSampler>, phase: &'static str) {
+    if let Some(s) = sampler {
+        s.phase(phase);
+    }
+}
+
 /// What the top panel stacks at one kernel.
 #[derive(Clone, Copy, Debug)]
 pub struct Live {

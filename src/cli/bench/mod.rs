@@ -273,9 +273,7 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    if let Some(s) = &mut sampler {
-        s.phase("machine probe");
-    }
+    memory::mark(&mut sampler, "machine probe");
     let limits = if a.no_probe {
         None
     } else {
@@ -283,13 +281,9 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
     };
     // The probe's scratch buffers are not the model's memory.
     reset_peak_rss();
-    if let Some(s) = &mut sampler {
-        s.phase("cold start");
-    }
+    memory::mark(&mut sampler, "cold start");
     let mut cold = cold::cold(&a, &loaded)?;
-    if let Some(s) = &mut sampler {
-        s.phase("warm runs");
-    }
+    memory::mark(&mut sampler, "warm runs");
     let warm = match warm::warm(&mut cold, a.warmup, loaded.iters) {
         Err(_) if interrupt::pending() => {
             eprintln!("[interrupted before any timed forward: nothing to report]");
@@ -312,9 +306,7 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
     if let Some(page) = page.as_ref().filter(|_| !interrupt::pending()) {
         super::html_view::write_page(&mut cold.session, &cold.out, &cold.feeds, &a.model, page)?;
     }
-    if let Some(s) = &mut sampler {
-        s.phase("generate");
-    }
+    memory::mark(&mut sampler, "generate");
     let generation = generate::generate(&loaded, &mut cold.session, a.requests)?;
     if let (Some(out), Some(s)) = (&memory_plot, sampler) {
         let (rss, marks) = s.finish();
