@@ -13,14 +13,14 @@ use cranelift_codegen::ir::{
 };
 use cranelift_frontend::{FunctionBuilder, Variable};
 
-use cranegrad_graph::HalfFormat;
-use cranegrad_lower::kernel::{Expr, GEMM_KG, GEMM_MR, GEMM_NR, GemmSpec, Kernel, panel_words};
+use cranegrad_graph::CompactFormat;
+use cranegrad_lower::kernel::{Expr, GEMM_KG, GEMM_MR, GEMM_NR, GemmSpec, Kernel, panel_bytes};
 
 use crate::emit::{Emitter, Val, emit_loop, split_flat};
 use crate::memory::{build_vector, byte_addr};
 
 /// Vector loads of B: notrap, readonly (B is a weight or an input, never written here).
-fn b_flags() -> MemFlagsData {
+pub(crate) fn b_flags() -> MemFlagsData {
     crate::emit::vflags().with_notrap().with_readonly()
 }
 
@@ -260,14 +260,8 @@ impl Emitter<'_> {
             a_ptrs.push(var);
         }
         let b_base = if g.packed {
-            // Panel n0/pc starts at element (n0/pc) * panel_words(K); in words, half of that
-            // for bf16 panels (2 bytes per element).
-            let per_col = panel_words(k_total as usize) / Kernel::panel_cols(g);
-            let per_col = if g.half.is_some() {
-                per_col / 2
-            } else {
-                per_col
-            };
+            // Panel n0/pc starts at byte (n0/pc) * panel_bytes; in words, a quarter of that.
+            let per_col = panel_bytes(k_total as usize, g.compact) / 4 / Kernel::panel_cols(g);
             b.ins().imul_imm_s(n0, per_col as i64)
         } else {
             self.affine(b, &bi.1, vars)
@@ -295,7 +289,7 @@ impl Emitter<'_> {
         let accs = if g.packed {
             let panel = Panel {
                 start: b_start,
-                half: g.half,
+                compact: g.compact,
             };
             grouped_accumulate(b, &a_rows, &live_a, ak, panel, k_total)
         } else {
@@ -409,7 +403,13 @@ impl Emitter<'_> {
 
 /// A load at `p + off`: the displacement folded when it fits 32 bits, else added first (a
 /// stride along k can exceed 2^31 bytes over a few steps).
-fn load_at(b: &mut FunctionBuilder, ty: Type, flags: MemFlagsData, p: Value, off: i64) -> Value {
+pub(crate) fn load_at(
+    b: &mut FunctionBuilder,
+    ty: Type,
+    flags: MemFlagsData,
+    p: Value,
+    off: i64,
+) -> Value {
     match i32::try_from(off) {
         Ok(d) => b.ins().load(ty, flags, p, d),
         Err(_) => {
@@ -420,7 +420,7 @@ fn load_at(b: &mut FunctionBuilder, ty: Type, flags: MemFlagsData, p: Value, off
 }
 
 /// Loads of A: notrap, readonly (A is never written by its own kernel).
-fn a_flags() -> MemFlagsData {
+pub(crate) fn a_flags() -> MemFlagsData {
     MemFlagsData::new().with_notrap().with_readonly()
 }
 
@@ -428,7 +428,7 @@ fn a_flags() -> MemFlagsData {
 /// registers before the epilogue, so an epilogue that needs many registers (SiLU's exp)
 /// cannot make the register allocator keep them on the stack inside the k loop: it did, and
 /// the SwiGLU gate GEMM of `medium` ran at 59 GFLOP/s against 99 for the up projection.
-fn accumulator_slot(b: &mut FunctionBuilder, rows: usize) -> Accumulators {
+pub(crate) fn accumulator_slot(b: &mut FunctionBuilder, rows: usize) -> Accumulators {
     Accumulators(b.create_sized_stack_slot(StackSlotData::new(
         StackSlotKind::ExplicitSlot,
         (rows * 2 * 16) as u32,
@@ -437,7 +437,7 @@ fn accumulator_slot(b: &mut FunctionBuilder, rows: usize) -> Accumulators {
 }
 
 /// Zeroed F32X4 variables.
-fn zeroed_vectors(b: &mut FunctionBuilder, n: usize) -> Vec<Variable> {
+pub(crate) fn zeroed_vectors(b: &mut FunctionBuilder, n: usize) -> Vec<Variable> {
     let fz = b.ins().f32const(0.0);
     let vz = b.ins().splat(types::F32X4, fz);
     (0..n)
@@ -450,7 +450,7 @@ fn zeroed_vectors(b: &mut FunctionBuilder, n: usize) -> Vec<Variable> {
 }
 
 /// Advances the A pointers by `bytes`.
-fn advance_a(b: &mut FunctionBuilder, live_a: &[Variable], bytes: i64) {
+pub(crate) fn advance_a(b: &mut FunctionBuilder, live_a: &[Variable], bytes: i64) {
     for &ap in live_a {
         let p = b.use_var(ap);
         let np = b.ins().iadd_imm_s(p, bytes);
@@ -536,6 +536,9 @@ fn grouped_accumulate(
     panel: Panel,
     k_total: i64,
 ) -> Accumulators {
+    if panel.compact == Some(CompactFormat::Q8) {
+        return crate::gemm_q8::q8_accumulate(b, a_rows, live_a, ak, panel.start, k_total);
+    }
     let slot = accumulator_slot(b, a_rows.len());
     let a_start: Vec<Value> = live_a.iter().map(|&v| b.use_var(v)).collect();
     let passes: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)> = if a_rows.len() == 1 {
@@ -591,43 +594,24 @@ fn grouped_pass(
     slot: Accumulators,
 ) {
     let b_start = panel.start;
-    let elem = if panel.half.is_some() { 2 } else { 4 };
+    let elem = if panel.compact.is_some() { 2 } else { 4 };
     let kg = GEMM_KG as i64;
     let group_bytes = (GEMM_KG * GEMM_NR * elem) as i64;
     let nc = cols.len();
     let accs = zeroed_vectors(b, a_rows.len() * nc);
-    // The 4-k run of A row `r` at group `g` from the pointers: one vector load when A is
-    // contiguous along k, else `lanes` scalar loads (zeros past them: the last group).
-    let a_run = |b: &mut FunctionBuilder, r: usize, g: i64, lanes: usize| {
-        let (ap, disp) = a_rows[r];
-        let p = b.use_var(ap);
-        let disp = disp + g * kg * ak;
-        if ak == 4 && lanes == GEMM_KG {
-            return load_at(b, types::F32X4, a_flags(), p, disp);
-        }
-        let mut xs: Vec<Value> = (0..lanes)
-            .map(|l| load_at(b, types::F32, a_flags(), p, disp + l as i64 * ak))
-            .collect();
-        if lanes < GEMM_KG {
-            // The last group: zeros past k (B is zero there too, but A's memory ends).
-            let fz = b.ins().f32const(0.0);
-            xs.resize(GEMM_KG, fz);
-        }
-        build_vector(b, types::F32X4, &xs)
-    };
     let one_row = a_rows.len() == 1;
     // f16's exponent rebias (2^112), made once, outside the k loops.
-    let f16_rebias = (panel.half == Some(HalfFormat::F16)).then(|| {
+    let f16_rebias = (panel.compact == Some(CompactFormat::F16)).then(|| {
         let c = b.ins().f32const(f32::from_bits(0x7780_0000));
         b.ins().splat(types::F32X4, c)
     });
     let step = |b: &mut FunctionBuilder, bp: Value, g: i64, lanes: usize| {
-        let first = one_row.then(|| a_run(b, 0, g, lanes));
+        let first = one_row.then(|| a_run(b, a_rows, 0, g * kg * ak, ak, lanes));
         // Four B runs loaded before their FMAs: only the last can fold into its FMA as a
         // memory operand, and an FMA folding one overwrites (a copy of) the A run.
         for c0 in (0..nc).step_by(4) {
             let run_at = |c: usize| g * group_bytes + ((cols.start + c) * GEMM_KG * elem) as i64;
-            let bv: Vec<Value> = if let Some(format) = panel.half {
+            let bv: Vec<Value> = if let Some(format) = panel.compact {
                 // Two columns' runs per 16-byte load; each 16-bit value moved to the top of
                 // its lane by interleaving zero words below it (punpck{l,h}wd): a bf16 is
                 // then its f32, an f16 is converted by `f16_to_f32`.
@@ -642,10 +626,11 @@ fn grouped_pass(
                         [LO, HI].map(|mask| {
                             let top = shuffle_bytes(b, zero, v, mask);
                             match format {
-                                HalfFormat::Bf16 => top,
-                                HalfFormat::F16 => {
+                                CompactFormat::Bf16 => top,
+                                CompactFormat::F16 => {
                                     f16_to_f32(b, top, f16_rebias.expect("made for f16 panels"))
                                 }
+                                CompactFormat::Q8 => unreachable!("Q8 panels take q8_accumulate"),
                             }
                         })
                     })
@@ -656,7 +641,7 @@ fn grouped_pass(
                     .collect()
             };
             for r in 0..a_rows.len() {
-                let av = first.unwrap_or_else(|| a_run(b, r, g, lanes));
+                let av = first.unwrap_or_else(|| a_run(b, a_rows, r, g * kg * ak, ak, lanes));
                 for (i, &bc) in bv.iter().enumerate() {
                     let c = c0 + i;
                     let acc = b.use_var(accs[r * nc + c]);
@@ -697,13 +682,40 @@ fn grouped_pass(
     }
 }
 
+/// The `lanes`-long k run of A row `r` at `offset` bytes past its pointer: one vector load
+/// when A is contiguous along k (`ak` = 4 bytes), else scalar loads (zeros past `lanes`: a
+/// reduction's last group, where A's memory ends).
+pub(crate) fn a_run(
+    b: &mut FunctionBuilder,
+    a_rows: &[(Variable, i64)],
+    r: usize,
+    offset: i64,
+    ak: i64,
+    lanes: usize,
+) -> Value {
+    let (ap, disp) = a_rows[r];
+    let p = b.use_var(ap);
+    let disp = disp + offset;
+    if ak == 4 && lanes == GEMM_KG {
+        return load_at(b, types::F32X4, a_flags(), p, disp);
+    }
+    let mut xs: Vec<Value> = (0..lanes)
+        .map(|l| load_at(b, types::F32, a_flags(), p, disp + l as i64 * ak))
+        .collect();
+    if lanes < GEMM_KG {
+        let fz = b.ins().f32const(0.0);
+        xs.resize(GEMM_KG, fz);
+    }
+    build_vector(b, types::F32X4, &xs)
+}
+
 /// Where a micro-kernel's packed B panel starts and how its values are stored.
 #[derive(Clone, Copy)]
 struct Panel {
     /// Address of the panel's first group.
     start: Value,
-    /// Values are 16-bit floats of this format, not f32.
-    half: Option<HalfFormat>,
+    /// Values are of this compact format, not f32.
+    compact: Option<CompactFormat>,
 }
 
 /// Four f16 values, each in the top 16 bits of its lane, as f32. x64 Cranelift has no f16
@@ -729,11 +741,11 @@ fn f16_to_f32(b: &mut FunctionBuilder, top: Value, rebias: Value) -> Value {
 
 /// A micro-kernel's finished accumulators, in a stack slot: `[row][vector]` of 16 bytes.
 #[derive(Clone, Copy)]
-struct Accumulators(cranelift_codegen::ir::StackSlot);
+pub(crate) struct Accumulators(cranelift_codegen::ir::StackSlot);
 
 impl Accumulators {
     /// Stores accumulator vector `j` of row `i`.
-    fn put(self, b: &mut FunctionBuilder, i: usize, j: usize, v: Value) {
+    pub(crate) fn put(self, b: &mut FunctionBuilder, i: usize, j: usize, v: Value) {
         b.ins()
             .stack_store(types::I64, v, self.0, ((i * 2 + j) * 16) as i32);
     }
@@ -766,7 +778,7 @@ pub(crate) fn shuffle_bytes(b: &mut FunctionBuilder, x: Value, y: Value, mask: u
 
 /// `[sum(v0), sum(v1), sum(v2), sum(v3)]`: a 4 x 4 transpose by interleaves (masks that
 /// lower to `punpck{l,h}{dq,qdq}`), then adds.
-fn hsum4(b: &mut FunctionBuilder, v: [Value; 4]) -> Value {
+pub(crate) fn hsum4(b: &mut FunctionBuilder, v: [Value; 4]) -> Value {
     const LO32: u128 = 0x1716_1514_0706_0504_1312_1110_0302_0100;
     const HI32: u128 = 0x1f1e_1d1c_0f0e_0d0c_1b1a_1918_0b0a_0908;
     const LO64: u128 = 0x1716_1514_1312_1110_0706_0504_0302_0100;

@@ -4,7 +4,8 @@
 
 use std::sync::Arc;
 
-use crate::dtype::{DType, HalfFormat};
+use crate::compact::{CompactFormat, Q8_BLOCK};
+use crate::dtype::DType;
 
 /// Values for an input, in row-major order at the input's bound shape, with an optional
 /// origin: a stable name of exactly these values (a cached file's key and offset) that lets
@@ -13,9 +14,8 @@ use crate::dtype::{DType, HalfFormat};
 pub struct HostData {
     values: Values,
     origin: Option<Arc<str>>,
-    /// Every value is exact in this 16-bit format (checked when set): packed copies may keep
-    /// 16 bits.
-    half_exact: Option<HalfFormat>,
+    /// Every value is exact in this format (checked when set): packed copies may be compact.
+    compact: Option<CompactFormat>,
 }
 
 /// Where the values live.
@@ -56,7 +56,7 @@ impl HostData {
                 dtype,
             }),
             origin: Some(origin.into()),
-            half_exact: None,
+            compact: None,
         })
     }
 
@@ -66,24 +66,22 @@ impl HostData {
         self
     }
 
-    /// The same values marked exact in `format` (each f32 representable there, checked over
-    /// every value), so the runtime may pack them at 16 bits; `Err` with the values unchanged
-    /// when they are not f32 or not all exact.
-    pub fn into_half_exact(mut self, format: HalfFormat) -> Result<HostData, HostData> {
-        let exact = self
-            .as_f32()
-            .is_some_and(|v| v.iter().all(|&x| format.exact_bits(x).is_some()));
+    /// The same values marked exact in `format` (checked over every value, on every core
+    /// for a large weight, see [`CompactFormat::holds`]), so the runtime may pack them
+    /// compactly; `Err` with the values unchanged when they are not f32 or not all exact.
+    pub fn into_compact(mut self, format: CompactFormat) -> Result<HostData, HostData> {
+        let exact = self.as_f32().is_some_and(|v| holds_in_parallel(format, v));
         if exact {
-            self.half_exact = Some(format);
+            self.compact = Some(format);
             Ok(self)
         } else {
             Err(self)
         }
     }
 
-    /// The 16-bit format every value is exact in, if marked (see [`HostData::into_half_exact`]).
-    pub fn half_exact(&self) -> Option<HalfFormat> {
-        self.half_exact
+    /// The compact format every value is exact in, if marked (see [`HostData::into_compact`]).
+    pub fn compact(&self) -> Option<CompactFormat> {
+        self.compact
     }
 
     /// The stable name of these values, if they have one.
@@ -155,6 +153,24 @@ impl HostData {
     }
 }
 
+/// [`CompactFormat::holds`] over chunks of whole blocks on every core: a billion-value
+/// model is checked in a fraction of its load.
+fn holds_in_parallel(format: CompactFormat, values: &[f32]) -> bool {
+    const CHUNK: usize = Q8_BLOCK << 15;
+    if values.len() <= CHUNK {
+        return format.holds(values);
+    }
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per = values.len().div_ceil(threads).next_multiple_of(Q8_BLOCK);
+    std::thread::scope(|sc| {
+        let parts: Vec<_> = values
+            .chunks(per)
+            .map(|part| sc.spawn(move || format.holds(part)))
+            .collect();
+        parts.into_iter().all(|p| p.join().unwrap_or(false))
+    })
+}
+
 /// Deterministic pseudo-random values in `[-scale, scale)` (a 64-bit LCG), so examples,
 /// benches and tests need no RNG crate and give the same data everywhere.
 pub fn lcg_values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
@@ -176,7 +192,7 @@ impl From<Vec<f32>> for HostData {
         HostData {
             values: Values::F32(Arc::new(v)),
             origin: None,
-            half_exact: None,
+            compact: None,
         }
     }
 }
@@ -186,7 +202,7 @@ impl From<Vec<i32>> for HostData {
         HostData {
             values: Values::I32(Arc::new(v)),
             origin: None,
-            half_exact: None,
+            compact: None,
         }
     }
 }

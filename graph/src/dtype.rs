@@ -42,35 +42,3 @@ impl fmt::Display for DType {
         f.write_str(self.name())
     }
 }
-
-/// A 16-bit float format weights may be kept in (see `HostData::into_half_exact`).
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
-pub enum HalfFormat {
-    /// bfloat16: the top 16 bits of an f32.
-    Bf16,
-    /// IEEE binary16.
-    F16,
-}
-
-impl HalfFormat {
-    /// Short lowercase name (`bf16`, `f16`), as kernel text and cache keys spell it.
-    pub const fn name(self) -> &'static str {
-        match self {
-            HalfFormat::Bf16 => "bf16",
-            HalfFormat::F16 => "f16",
-        }
-    }
-
-    /// The 16 bits of `x` in this format, when `x` is exactly representable in it.
-    pub fn exact_bits(self, x: f32) -> Option<u16> {
-        match self {
-            HalfFormat::Bf16 => (x.to_bits() & 0xffff == 0).then_some((x.to_bits() >> 16) as u16),
-            HalfFormat::F16 => {
-                let h = half::f16::from_f32(x);
-                (h.to_f32().to_bits() == x.to_bits()).then_some(h.to_bits())
-            }
-        }
-    }
-}

@@ -1,6 +1,7 @@
 //! The lazy Tensor API of cranegrad: primitive ops recorded into a petgraph graph, their scalar
 //! meaning, symbolic dimensions, and the text/DOT forms of a graph (the text form parses back).
 
+pub mod compact;
 pub mod composite;
 pub mod data;
 pub mod dim;
@@ -14,9 +15,10 @@ pub mod print;
 pub mod shape;
 pub mod tensor;
 
+pub use compact::{CompactFormat, Q8_BLOCK, q8_block};
 pub use data::{HostData, lcg_values};
 pub use dim::{Bindings, Dim, Symbol};
-pub use dtype::{DType, HalfFormat};
+pub use dtype::DType;
 pub use error::GraphError;
 pub use eval::{eval_arange, eval_binary, eval_reduce, eval_unary, eval_where, round_to};
 pub use graph::{Graph, GraphData, Node, NodeId};

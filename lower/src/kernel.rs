@@ -5,7 +5,7 @@
 use std::fmt::{self, Write};
 
 use cranegrad_graph::{
-    BinaryOp, DType, Dim, HalfFormat, ReduceOp, Symbol, UnaryOp, op::format_value,
+    BinaryOp, CompactFormat, DType, Dim, Q8_BLOCK, ReduceOp, Symbol, UnaryOp, op::format_value,
 };
 
 use crate::affine::{Affine, Cond};
@@ -387,12 +387,12 @@ pub struct GemmSpec {
     /// (the slot's length is `panels * panel_words(K)`, see [`panel_offset`]), made once by
     /// the runtime.
     pub packed: bool,
-    /// The packed panels hold 16-bit floats of this format (the weight is exact in it, see
-    /// `HostData::into_half_exact`): the same layout at 2 bytes per value, widened in
-    /// registers (the slot holds as many elements, in half the words). Only for B (and a
-    /// pair's B) without a folded row scale.
+    /// The packed panels hold this compact format (the weight is exact in it, see
+    /// `HostData::into_compact`, and [`panel_bytes`]), widened in registers (the slot's
+    /// length still counts f32 elements). Only for B (and a pair's B) without a folded row
+    /// scale; Q8 only for a transposed B whose rows its blocks divide.
     #[serde(default)]
-    pub half: Option<HalfFormat>,
+    pub compact: Option<CompactFormat>,
 }
 
 /// The second contraction of a paired GEMM: same A, its own B, summed in its own loop.
@@ -424,6 +424,23 @@ pub const GEMM_KG: usize = 4;
 /// with zeros to whole groups of `GEMM_KG`.
 pub fn panel_words(k: usize) -> usize {
     k.div_ceil(GEMM_KG) * GEMM_KG * GEMM_NR
+}
+
+/// Bytes of one Q8 panel block (see [`panel_bytes`]): 32 k values of 8 columns at a byte
+/// each, in the f32 panel's order, then the 8 columns' f32 scales.
+pub const fn q8_block_bytes() -> usize {
+    Q8_BLOCK * GEMM_NR + 4 * GEMM_NR
+}
+
+/// Bytes of one packed panel of a reduction of length `k` in `format`: the f32 layout at 4
+/// bytes per value, or at 2 in a 16-bit format; in Q8 (`k` a multiple of its block), per
+/// block of 32 k a [`q8_block_bytes`] block.
+pub fn panel_bytes(k: usize, format: Option<CompactFormat>) -> usize {
+    match format {
+        None => panel_words(k) * 4,
+        Some(CompactFormat::Q8) => k / Q8_BLOCK * q8_block_bytes(),
+        Some(_) => panel_words(k) * 2,
+    }
 }
 
 /// Position of (`kk`, `col`) within a packed panel: groups of `GEMM_KG` k values, each
@@ -743,7 +760,7 @@ impl Kernel {
                 if g.packed {
                     s.push_str(" packed");
                 }
-                if let Some(h) = g.half {
+                if let Some(h) = g.compact {
                     let _ = write!(s, " {}", h.name());
                 }
                 s.push('\n');

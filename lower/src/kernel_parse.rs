@@ -1010,7 +1010,7 @@ fn gemm(s: &str) -> LineResult<GemmSpec> {
         row_reduce: None,
         pair: None,
         packed: false,
-        half: None,
+        compact: None,
     };
     g.b_transposed = w.flag("transposed");
     if w.0.peek() == Some(&"scale") {
@@ -1021,13 +1021,10 @@ fn gemm(s: &str) -> LineResult<GemmSpec> {
     }
     g.packed = w.flag("packed");
     if g.packed {
-        g.half = if w.flag("bf16") {
-            Some(cranegrad_graph::HalfFormat::Bf16)
-        } else if w.flag("f16") {
-            Some(cranegrad_graph::HalfFormat::F16)
-        } else {
-            None
-        };
+        use cranegrad_graph::CompactFormat;
+        g.compact = [CompactFormat::Bf16, CompactFormat::F16, CompactFormat::Q8]
+            .into_iter()
+            .find(|f| w.flag(f.name()));
     }
     w.end()?;
     if let Some(inner) = pair {

@@ -311,7 +311,7 @@ pub const KERNEL_PASSES: &[Step<KernelPass>] = &[
             select_gemm(
                 &mut l.kernel,
                 |slot| args.get(slot).is_some_and(|&b| bufs[b].is_weight()),
-                |slot| args.get(slot).and_then(|&b| bufs[b].half_weight()),
+                |slot| args.get(slot).and_then(|&b| bufs[b].compact_weight()),
             )
         },
         when: When::Always,

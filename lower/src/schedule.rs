@@ -58,9 +58,9 @@ impl BufDecl {
     }
 
     /// The 16-bit format a weight's values are exact in (it may be packed at 16 bits).
-    pub fn half_weight(&self) -> Option<cranegrad_graph::HalfFormat> {
+    pub fn compact_weight(&self) -> Option<cranegrad_graph::CompactFormat> {
         match &self.kind {
-            BufKind::Input { data: Some(d), .. } if self.is_weight() => d.half_exact(),
+            BufKind::Input { data: Some(d), .. } if self.is_weight() => d.compact(),
             _ => None,
         }
     }

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use cranegrad_graph::{DType, Graph, GraphError, HalfFormat, HostData, Shape, Tensor};
+use cranegrad_graph::{DType, Graph, GraphError, HostData, Shape, Tensor};
 
 use crate::loader::validate::LM_HEAD;
 use crate::loader::{MAX_POSITIONS, ModelConfig, load_model, validate};
@@ -144,11 +144,8 @@ impl Model {
             if let Some(o) = w.data.origin() {
                 data = data.with_origin(&format!("{o}~{}", kind.name()));
             }
-            // bf16 stays 16-bit in the packed panels. f16 panels exist too, but their
-            // in-register conversion costs more than the bytes they save (docs/cli.md), so f16
-            // weights are packed as f32.
-            if kind == Quantize::Bf16 {
-                data = data.into_half_exact(HalfFormat::Bf16).unwrap_or_else(|d| d);
+            if let Some(format) = kind.packed_format() {
+                data = data.into_compact(format).unwrap_or_else(|d| d);
             }
             let shape = w.shape.clone();
             self.weights.insert_data(&name, shape, data);

@@ -3,6 +3,7 @@
 //! quantized here is the file `llama-quantize` would write. The blocks are what
 //! `loader::quant_blocks` reads back.
 
+use cranegrad_graph::CompactFormat;
 use half::f16;
 
 use crate::loader::SourceDType;
@@ -118,6 +119,18 @@ impl Quantize {
             Quantize::Q4_0 => "q4_0",
             Quantize::Int8 => "int8",
             Quantize::Nf4 => "nf4",
+        }
+    }
+
+    /// The compact format the converted values are packed in: bf16 as itself, the
+    /// symmetric 8- and 4-bit schemes as Q8 (a scale per block of 32 along each row). f16
+    /// panels exist too, but their in-register conversion cost more than the bytes they save
+    /// (docs/cli.md), and NF4's levels are not integers: both are packed as f32.
+    pub fn packed_format(self) -> Option<CompactFormat> {
+        match self {
+            Quantize::Bf16 => Some(CompactFormat::Bf16),
+            Quantize::Q8_0 | Quantize::Q4_0 | Quantize::Int8 => Some(CompactFormat::Q8),
+            Quantize::F16 | Quantize::Nf4 => None,
         }
     }
 

@@ -3,9 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use cranegrad_graph::{Graph, GraphError, HostData, Shape, Tensor};
+use cranegrad_graph::{CompactFormat, Graph, GraphError, HostData, Shape, Tensor};
 
-use crate::loader::{ModelConfig, WeightStore};
+use crate::loader::{ModelConfig, SourceDType, WeightStore};
 
 /// One prepared weight.
 #[derive(Clone, Debug)]
@@ -104,15 +104,25 @@ pub fn prepare(
         if let Some(o) = origin {
             data = data.with_origin(&format!("{o}:{short}"));
         }
-        // Widened from bf16, so exact there: packed at 16 bits (f16 is packed as f32, see
-        // `Model::quantize`).
-        if t.source_dtype == crate::loader::SourceDType::BF16 {
-            let bf16 = cranegrad_graph::HalfFormat::Bf16;
-            data = data.into_half_exact(bf16).unwrap_or_else(|d| d);
+        // Widened from a compact type, so exact in it: packed compactly.
+        if let Some(format) = packed_format(t.source_dtype) {
+            data = data.into_compact(format).unwrap_or_else(|d| d);
         }
         w.insert_data(short, t.shape, data);
     }
     Ok(w)
+}
+
+/// The compact format a tensor stored as `dtype` is exact in and packed in: bf16 as itself;
+/// the symmetric block types (a scale times small integers per block of 32) as Q8 (f16 is
+/// packed as f32, see `Model::quantize`). Q4_1/Q5_1 and the K-quants carry per-block
+/// minimums or 16-value sub-blocks, which Q8 panels do not hold: packed as f32.
+pub fn packed_format(dtype: SourceDType) -> Option<CompactFormat> {
+    match dtype {
+        SourceDType::BF16 => Some(CompactFormat::Bf16),
+        SourceDType::Q8_0 | SourceDType::Q4_0 | SourceDType::Q5_0 => Some(CompactFormat::Q8),
+        _ => None,
+    }
 }
 
 /// Fills `out` with deterministic pseudo-normal values (sum of uniforms) scaled by `std`,

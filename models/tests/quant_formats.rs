@@ -7,6 +7,7 @@
 
 use std::path::PathBuf;
 
+use cranegrad_graph::CompactFormat;
 use half::f16;
 
 use cranegrad_models::Model;
@@ -34,6 +35,21 @@ fn every_quantized_file_reproduces_its_golden() {
     ] {
         let model =
             Model::load(&td(&format!("model-{t}.gguf")), 0).unwrap_or_else(|e| panic!("{t}: {e}"));
+        // The symmetric block types are packed as Q8 panels (every projection, so the
+        // golden below checks the Q8 GEMMs), the others as f32 or 16-bit ones.
+        let projections: Vec<String> = model
+            .weights
+            .names()
+            .into_iter()
+            .filter(|n| n.contains("_proj."))
+            .collect();
+        assert!(!projections.is_empty(), "{t}");
+        let q8 = projections
+            .iter()
+            .filter(|n| model.weights.get(n).unwrap().data.compact() == Some(CompactFormat::Q8))
+            .count();
+        let symmetric = matches!(t, "q4_0" | "q5_0" | "q8_0");
+        assert_eq!(q8, if symmetric { projections.len() } else { 0 }, "{t}");
         let golden = read(std::path::Path::new(&td(&format!(
             "golden-{t}.safetensors"
         ))))

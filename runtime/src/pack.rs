@@ -8,14 +8,21 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use cranegrad_graph::{HalfFormat, HostData};
-use cranegrad_lower::kernel::{GEMM_KG, GEMM_NR, panel_offset, panel_words};
+use cranegrad_graph::{CompactFormat, HostData, Q8_BLOCK, q8_block};
+use cranegrad_lower::kernel::{
+    GEMM_KG, GEMM_NR, panel_bytes, panel_offset, panel_words, q8_block_bytes,
+};
 
 use crate::buffer::AlignedBuf;
 
 /// Cache key: per source (address, transposed, address of its row scale or 0), then K, N,
 /// and the 16-bit format the panels hold, if any.
-type PackKey = (Vec<(usize, bool, usize)>, usize, usize, Option<HalfFormat>);
+type PackKey = (
+    Vec<(usize, bool, usize)>,
+    usize,
+    usize,
+    Option<CompactFormat>,
+);
 
 /// Every weight whose raw pages were returned to the OS, by address, process-wide: any
 /// session or the interpreter that would read one raw refuses instead of reading zeros. The
@@ -133,8 +140,8 @@ fn scale_values(scale: Option<&[u32]>, k: usize) -> Option<Vec<f32>> {
 
 /// f32 panels as 16-bit panels of `format` in the same element order, two values per word
 /// (element `2i` in the low half of word `i`); `None` when a value is not exact in `format`
-/// (the data was marked by `HostData::into_half_exact`, so only a bug gets here).
-pub fn narrow(panels: &AlignedBuf, format: HalfFormat) -> Option<AlignedBuf> {
+/// (the data was marked by `HostData::into_compact`, so only a bug gets here).
+pub fn narrow(panels: &AlignedBuf, format: CompactFormat) -> Option<AlignedBuf> {
     let w = panels.words();
     let mut out = AlignedBuf::zeroed(w.len().div_ceil(2));
     for (o, pair) in out.words_mut().iter_mut().zip(w.chunks(2)) {
@@ -146,6 +153,57 @@ pub fn narrow(panels: &AlignedBuf, format: HalfFormat) -> Option<AlignedBuf> {
         *o = u32::from(lo) | (u32::from(hi) << 16);
     }
     Some(out)
+}
+
+/// f32 panels of a reduction of length `k` (a multiple of the block) as Q8 panels (see
+/// `panel_bytes`): per block of 32 k, the values as bytes in the same order, then each
+/// column's scale; `None` when a column's block is not a Q8 block (the data was marked by
+/// `HostData::into_compact`, so only a bug gets here).
+pub fn to_q8(panels: &AlignedBuf, k: usize) -> Option<AlignedBuf> {
+    let block_words = Q8_BLOCK * GEMM_NR;
+    let w = panels.words();
+    debug_assert!(k.is_multiple_of(Q8_BLOCK) && w.len().is_multiple_of(panel_words(k)));
+    let blocks = w.len() / block_words;
+    let mut out = AlignedBuf::zeroed(blocks * q8_block_bytes() / 4);
+    // Blocks are independent: a share of them per core (a Llama-3.2-1B's take seconds alone).
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per = blocks.div_ceil(threads).max(1);
+    let ok = std::thread::scope(|sc| {
+        let parts: Vec<_> = w
+            .chunks(per * block_words)
+            .zip(out.words_mut().chunks_mut(per * q8_block_bytes() / 4))
+            .map(|(src, dst)| sc.spawn(move || q8_blocks_into(src, dst)))
+            .collect();
+        parts.into_iter().all(|p| p.join().unwrap_or(false))
+    });
+    ok.then_some(out)
+}
+
+/// Converts whole f32 panel blocks `src` into Q8 blocks `dst`; false when one is not Q8.
+fn q8_blocks_into(src: &[u32], dst: &mut [u32]) -> bool {
+    let at = |i: usize, c: usize| (i / GEMM_KG) * GEMM_KG * GEMM_NR + c * GEMM_KG + i % GEMM_KG;
+    let block_words = Q8_BLOCK * GEMM_NR;
+    let mut bytes = vec![0u8; q8_block_bytes()];
+    for (src, dst) in src
+        .chunks_exact(block_words)
+        .zip(dst.chunks_exact_mut(q8_block_bytes() / 4))
+    {
+        let (values, scales) = bytes.split_at_mut(block_words);
+        for c in 0..GEMM_NR {
+            let column: [f32; Q8_BLOCK] = std::array::from_fn(|i| f32::from_bits(src[at(i, c)]));
+            let Some((scale, q)) = q8_block(&column) else {
+                return false;
+            };
+            for (i, &qi) in q.iter().enumerate() {
+                values[at(i, c)] = qi as u8;
+            }
+            scales[4 * c..4 * c + 4].copy_from_slice(&scale.to_le_bytes());
+        }
+        for (o, b) in dst.iter_mut().zip(bytes.chunks_exact(4)) {
+            *o = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        }
+    }
+    true
 }
 
 /// Words of the panels of `sources` (one weight, or a pair) viewed as `[k, n]`.
@@ -257,9 +315,9 @@ fn disk_key(
     sources: &[PackInput<'_>],
     k: usize,
     n: usize,
-    half: Option<HalfFormat>,
+    format: Option<CompactFormat>,
 ) -> Option<String> {
-    let format = half.map_or("f32", HalfFormat::name);
+    let format = format.map_or("f32", CompactFormat::name);
     let mut key = format!("panels v{PANEL_FORMAT} nr{GEMM_NR} kg{GEMM_KG} k{k} n{n} {format}");
     for s in sources {
         let scale = match s.scale {
@@ -277,17 +335,17 @@ fn disk_key(
 
 impl PackCache {
     /// The packed panels of one weight (8 columns each) or of a pair (4 + 4, see
-    /// [`pack_pair_panels`]), viewed as `[k, n]`, packing them on first use; with `half`, the
-    /// same layout at 16 bits per value (for a weight exact in that format, see [`narrow`]).
+    /// [`pack_pair_panels`]), viewed as `[k, n]`, packing them on first use; with `format`, in
+    /// that compact format (for a weight exact in it, see [`narrow`] and [`to_q8`]).
     /// `None` when the panels are not cached and a source's raw data was released.
     pub fn get(
         &mut self,
         sources: &[PackInput<'_>],
         k: usize,
         n: usize,
-        half: Option<HalfFormat>,
+        format: Option<CompactFormat>,
     ) -> Option<Arc<AlignedBuf>> {
-        let key = (pack_ids(sources), k, n, half);
+        let key = (pack_ids(sources), k, n, format);
         if let Some((_, buf)) = self.map.get(&key) {
             return Some(buf.clone());
         }
@@ -295,18 +353,14 @@ impl PackCache {
             return None;
         }
         let f32_words = packed_words(sources.len(), k, n);
-        let words = if half.is_some() {
-            f32_words / 2
-        } else {
-            f32_words
-        };
-        let key = disk_key(sources, k, n, half).zip(crate::weight_cache::global());
+        let words = f32_words / panel_words(k) * panel_bytes(k, format) / 4;
+        let key = disk_key(sources, k, n, format).zip(crate::weight_cache::global());
         if let Some((key, cache)) = &key
             && let Some(e) = cache.load(key)
             && let Some(buf) = AlignedBuf::mapped(e, crate::weight_cache::HEADER_BYTES, words)
         {
             self.disk_hits += 1;
-            return Some(self.keep(sources, (k, n, half), buf));
+            return Some(self.keep(sources, (k, n, format), buf));
         }
         let mut buf = AlignedBuf::zeroed(f32_words);
         match sources {
@@ -324,14 +378,16 @@ impl PackCache {
                 )
             }
         }
-        if let Some(format) = half {
-            buf = narrow(&buf, format)?;
+        match format {
+            Some(CompactFormat::Q8) => buf = to_q8(&buf, k)?,
+            Some(half) => buf = narrow(&buf, half)?,
+            None => {}
         }
         // The next process maps these panels instead of packing.
         if let Some((key, cache)) = key {
             cache.store(&key, words * 4, |w| w.words(buf.words()));
         }
-        Some(self.keep(sources, (k, n, half), buf))
+        Some(self.keep(sources, (k, n, format), buf))
     }
 
     /// Caches `buf` as the panels of `sources` (of K, N and format `shape`), keeping the
@@ -339,10 +395,10 @@ impl PackCache {
     fn keep(
         &mut self,
         sources: &[PackInput<'_>],
-        (k, n, half): (usize, usize, Option<HalfFormat>),
+        (k, n, format): (usize, usize, Option<CompactFormat>),
         buf: AlignedBuf,
     ) -> Arc<AlignedBuf> {
-        let key = (pack_ids(sources), k, n, half);
+        let key = (pack_ids(sources), k, n, format);
         let buf = Arc::new(buf);
         self.bytes += buf.len() * 4;
         let keep = sources

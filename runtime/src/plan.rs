@@ -59,19 +59,19 @@ struct PackedB {
     scale: Option<usize>,
     /// The second weight of a paired GEMM: (slot, transposed, scale slot).
     pair: Option<(usize, bool, Option<usize>)>,
-    /// The 16-bit format the panels hold, if any.
-    half: Option<cranegrad_graph::HalfFormat>,
+    /// The compact format the panels hold, if any.
+    compact: Option<cranegrad_graph::CompactFormat>,
 }
 
 /// Packed panels with the addresses of the weights they were made from.
 type PackedMemo = ([usize; 4], Arc<AlignedBuf>);
 
-/// The weights one packed B is made from, with its K and N and its panels' 16-bit format.
+/// The weights one packed B is made from, with its K and N and its panels' compact format.
 pub(crate) type PackSources<'a> = (
     Vec<PackInput<'a>>,
     usize,
     usize,
-    Option<cranegrad_graph::HalfFormat>,
+    Option<cranegrad_graph::CompactFormat>,
 );
 
 /// One kernel launch as measured by a profiled run.
@@ -180,7 +180,7 @@ impl Plan {
                 scale: scale(s)?,
             });
         }
-        Ok((sources, pb.k, pb.n, pb.half))
+        Ok((sources, pb.k, pb.n, pb.compact))
     }
 
     /// Compiles every kernel of `lowered` (through the cache) and allocates its memory.
@@ -220,7 +220,7 @@ impl Plan {
                                 p.b_scale.and_then(|e| k.load_arg(e)),
                             )
                         }),
-                        half: g.half,
+                        compact: g.compact,
                     })
                     .collect();
                 LaunchInfo {
@@ -434,9 +434,9 @@ impl Plan {
                     continue;
                 }
                 let weight = |buf: usize| bound[buf].as_ref();
-                let (sources, k, n, half) = self.pack_sources(li, pb, weight)?;
+                let (sources, k, n, format) = self.pack_sources(li, pb, weight)?;
                 let packed = packs
-                    .get(&sources, k, n, half)
+                    .get(&sources, k, n, format)
                     .ok_or_else(|| RuntimeError::Released(self.input_name(li, pb.slot)))?;
                 self.packed_memo[li][pi] = Some((key, packed));
             }

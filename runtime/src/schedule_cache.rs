@@ -1,8 +1,8 @@
 //! Schedules on disk: the passes' output for a graph, so a fresh process skips lowering too.
 //! Entries live in the kernel cache (same checksum, build id, atomic writes and cap) as JSON
 //! of the lowered program without its data. The key is the graph's structural hash and the
-//! lowering options plus which inputs carry data and which of those are exact in a 16-bit
-//! format (a weight lowers differently from a feed, a bf16 one differently again);
+//! lowering options plus which inputs carry data and which compact format each of those is
+//! exact in (a weight lowers differently from a feed, a bf16 or Q8 one differently again);
 //! data itself is never stored: it is bound again by input name from the graph at hand, whose
 //! structure the key says is the one lowered.
 
@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use crate::session::Feeds;
 
 /// Version of the entry's contents (bump when `Lowered`'s serialised form changes meaning).
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 
 /// The disk key of the schedule of a graph whose plan key is `plan_key` and whose
 /// data-carrying inputs are `data` (see `session::attached_data`).
@@ -25,7 +25,7 @@ pub fn key(plan_key: &str, data: &Feeds) -> String {
     for (name, data) in names {
         h.update(name.as_bytes());
         h.update([0]);
-        h.update(data.half_exact().map_or("f32", |f| f.name()).as_bytes());
+        h.update(data.compact().map_or("f32", |f| f.name()).as_bytes());
         h.update([0]);
     }
     let weights: String = h.finalize()[..12]
@@ -118,7 +118,7 @@ mod tests {
             .collect();
         let plain = cranegrad_graph::HostData::from(bf16.clone());
         let marked = cranegrad_graph::HostData::from(bf16)
-            .into_half_exact(cranegrad_graph::HalfFormat::Bf16)
+            .into_compact(cranegrad_graph::CompactFormat::Bf16)
             .unwrap();
         let w3 = g3
             .input_with_data("w", Shape::of(&[8, 16]), marked)

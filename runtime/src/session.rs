@@ -280,9 +280,9 @@ impl Session {
                 *left.entry(s.data.addr()).or_default() += 1;
             }
         }
-        for (sources, k, n, half) in &all {
+        for (sources, k, n, format) in &all {
             // A source freed by an earlier plan: the run reports it by name.
-            let packed = self.packs.get(sources, *k, *n, *half).is_some();
+            let packed = self.packs.get(sources, *k, *n, *format).is_some();
             matrices += usize::from(packed);
             for s in sources {
                 let n_left = left.get_mut(&s.data.addr()).expect("counted above");

@@ -4,12 +4,12 @@
 //! row (decode) and many, for a SwiGLU pair, and (f16) through subnormals, zeros of both signs
 //! and the largest finite values.
 
-use cranegrad_graph::{Bindings, Graph, HalfFormat, HostData, Shape, Tensor, lcg_values};
+use cranegrad_graph::{Bindings, CompactFormat, Graph, HostData, Shape, Tensor, lcg_values};
 use cranegrad_lower::{LowerOptions, lower_tensors};
 use cranegrad_runtime::{Feeds, Session, SessionOptions};
 
 /// `n` values exact in `format`; for f16 every seventh is a special value.
-fn half_values(n: usize, seed: u64, format: HalfFormat) -> Vec<f32> {
+fn half_values(n: usize, seed: u64, format: CompactFormat) -> Vec<f32> {
     let specials = [
         0.0f32, -0.0, 6.0e-8, -3.0e-6, 65504.0, -65504.0, 6.1e-5, 1.0e-7,
     ];
@@ -17,11 +17,12 @@ fn half_values(n: usize, seed: u64, format: HalfFormat) -> Vec<f32> {
         .into_iter()
         .enumerate()
         .map(|(i, v)| match format {
-            HalfFormat::Bf16 => f32::from_bits(v.to_bits() & 0xffff_0000),
-            HalfFormat::F16 if i % 7 == 3 => {
+            CompactFormat::Bf16 => f32::from_bits(v.to_bits() & 0xffff_0000),
+            CompactFormat::F16 if i % 7 == 3 => {
                 half::f16::from_f32(specials[i / 7 % specials.len()]).to_f32()
             }
-            HalfFormat::F16 => half::f16::from_f32(v).to_f32(),
+            CompactFormat::F16 => half::f16::from_f32(v).to_f32(),
+            CompactFormat::Q8 => unreachable!("tests/q8_panels.rs covers Q8"),
         })
         .collect()
 }
@@ -29,8 +30,8 @@ fn half_values(n: usize, seed: u64, format: HalfFormat) -> Vec<f32> {
 /// The output of `build(graph, mark)` with the weights marked exact in `format` and not (the
 /// same values), and whether the marked one's schedule uses 16-bit panels of that format.
 fn both(
-    format: HalfFormat,
-    build: impl Fn(&Graph, Option<HalfFormat>) -> Tensor,
+    format: CompactFormat,
+    build: impl Fn(&Graph, Option<CompactFormat>) -> Tensor,
 ) -> (Vec<u32>, Vec<u32>, bool) {
     let mut out = Vec::new();
     let mut uses = false;
@@ -62,12 +63,12 @@ fn same_values(
     name: &str,
     dims: &[usize],
     seed: u64,
-    format: HalfFormat,
-    mark: Option<HalfFormat>,
+    format: CompactFormat,
+    mark: Option<CompactFormat>,
 ) -> Tensor {
     let d = HostData::from(half_values(dims.iter().product(), seed, format));
     let d = match mark {
-        Some(f) => d.into_half_exact(f).unwrap(),
+        Some(f) => d.into_compact(f).unwrap(),
         None => d,
     };
     g.input_with_data(name, Shape::of(dims), d).unwrap()
@@ -75,7 +76,7 @@ fn same_values(
 
 #[test]
 fn half_panels_compute_what_f32_panels_do() {
-    for format in [HalfFormat::Bf16, HalfFormat::F16] {
+    for format in [CompactFormat::Bf16, CompactFormat::F16] {
         for &(m, k, n) in &[
             (1usize, 40usize, 24usize),
             (5, 37, 20),
@@ -109,7 +110,7 @@ fn half_panels_compute_what_f32_panels_do() {
 #[test]
 fn a_swiglu_pair_is_packed_at_16_bits_too() {
     let (m, k, n) = (3usize, 48usize, 36usize);
-    for format in [HalfFormat::Bf16, HalfFormat::F16] {
+    for format in [CompactFormat::Bf16, CompactFormat::F16] {
         let (a, b, uses) = both(format, |g, mark| {
             let x = g
                 .input_with_data("x", Shape::of(&[m, k]), lcg_values(m * k, 7, 1.0))
@@ -127,18 +128,15 @@ fn a_swiglu_pair_is_packed_at_16_bits_too() {
 
 #[test]
 fn only_exact_values_are_marked() {
-    for format in [HalfFormat::Bf16, HalfFormat::F16] {
+    for format in [CompactFormat::Bf16, CompactFormat::F16] {
         let exact = HostData::from(half_values(64, 1, format));
-        assert_eq!(
-            exact.into_half_exact(format).unwrap().half_exact(),
-            Some(format)
-        );
+        assert_eq!(exact.into_compact(format).unwrap().compact(), Some(format));
         let inexact = HostData::from(lcg_values(64, 1, 1.0));
-        let back = inexact.into_half_exact(format).unwrap_err();
-        assert!(back.half_exact().is_none() && back.len() == 64);
+        let back = inexact.into_compact(format).unwrap_err();
+        assert!(back.compact().is_none() && back.len() == 64);
     }
     // 1e6 is no f16 (its largest finite is 65504); 1.5 is both.
-    assert!(HalfFormat::F16.exact_bits(1.0e6).is_none());
-    assert_eq!(HalfFormat::F16.exact_bits(1.5), Some(0x3e00));
-    assert_eq!(HalfFormat::Bf16.exact_bits(1.5), Some(0x3fc0));
+    assert!(CompactFormat::F16.exact_bits(1.0e6).is_none());
+    assert_eq!(CompactFormat::F16.exact_bits(1.5), Some(0x3e00));
+    assert_eq!(CompactFormat::Bf16.exact_bits(1.5), Some(0x3fc0));
 }

@@ -69,7 +69,7 @@ pub fn fold_norm_into_matmul(g: &mut GraphData, outputs: &mut [NodeId]) -> usize
         // A weight exact in 16 bits stays exact (16-bit panels): its gain goes to the rows.
         let bf16 = weight_base(g, w)
             .and_then(|b| g.node(b).data.as_ref())
-            .is_some_and(|d| d.half_exact().is_some());
+            .is_some_and(|d| d.compact().is_some());
         if weight_base(g, w).is_none() || bf16 || !w_shape.is_static() || k.as_const().is_none() {
             continue;
         }

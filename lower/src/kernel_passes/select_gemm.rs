@@ -3,7 +3,7 @@
 //! from panels the runtime packs once when B is a weight. A transposed or gain-scaled B (or a
 //! second weight sharing A) only runs as a GEMM once packed; otherwise it stays a loop nest.
 
-use cranegrad_graph::{BinaryOp, DType, HalfFormat, ReduceOp};
+use cranegrad_graph::{BinaryOp, CompactFormat, DType, Q8_BLOCK, ReduceOp};
 
 use crate::affine::Affine;
 use crate::kernel::{
@@ -11,12 +11,12 @@ use crate::kernel::{
 };
 
 /// Makes `kernel` a GEMM when it matches the pattern; `is_weight(slot)` says whether an
-/// argument slot is bound to a weight the runtime can pack, `half_of(slot)` the 16-bit format
-/// that weight is exact in (packed at 16 bits). Returns whether it changed.
+/// argument slot is bound to a weight the runtime can pack, `compact_of(slot)` the compact
+/// format that weight is exact in (packed in it). Returns whether it changed.
 pub fn select_gemm(
     kernel: &mut Kernel,
     is_weight: impl Fn(usize) -> bool,
-    half_of: impl Fn(usize) -> Option<HalfFormat>,
+    compact_of: impl Fn(usize) -> Option<CompactFormat>,
 ) -> bool {
     let Some(mut gm) = match_gemm(kernel) else {
         return false;
@@ -43,18 +43,23 @@ pub fn select_gemm(
     if !(gm.packed || plain) {
         return false;
     }
-    // A folded gain makes the panel values products, no longer exact in 16 bits; a pair's
-    // weights share one panel, so one format.
-    let half = slot.and_then(&half_of);
-    let pair_ok = gm
-        .pair
-        .is_none_or(|p| p.b_scale.is_none() && kernel.load_arg(p.b).and_then(&half_of) == half);
-    gm.half = half.filter(|_| gm.packed && gm.b_scale.is_none() && pair_ok);
+    // A folded gain makes the panel values products, no longer exact in the compact format;
+    // a pair's weights share one panel, so one format. Q8 blocks run along memory rows, which
+    // are the panels' k only for a transposed (`[N, K]`) weight whose rows they divide.
+    let format = slot.and_then(&compact_of);
+    let k = kernel.loops[gm.k_loop].extent.max_value();
+    let blocks_along_k = |transposed: bool| transposed && k.is_multiple_of(Q8_BLOCK);
+    let pair_ok = gm.pair.is_none_or(|p| {
+        p.b_scale.is_none()
+            && kernel.load_arg(p.b).and_then(&compact_of) == format
+            && (format != Some(CompactFormat::Q8) || blocks_along_k(p.b_transposed))
+    });
+    let layout_ok = format != Some(CompactFormat::Q8) || blocks_along_k(gm.b_transposed);
+    gm.compact = format.filter(|_| gm.packed && gm.b_scale.is_none() && pair_ok && layout_ok);
     if gm.packed
         && let Some(slot) = slot
     {
-        let k = kernel.loops[gm.k_loop].extent.max_value();
-        // Elements (of 2 bytes each in bf16 panels, which take half the words).
+        // Elements as if f32 (compact panels take fewer words).
         kernel.args[slot].len = gm.cols.div_ceil(Kernel::panel_cols(&gm)) * panel_words(k);
     }
     kernel.body = KernelBody::Gemm(gm);
@@ -194,7 +199,7 @@ pub fn match_gemm(kernel: &Kernel) -> Option<GemmSpec> {
         b_scale: main.b_scale,
         row_reduce,
         packed: false,
-        half: None,
+        compact: None,
         pair: pair.map(|p| GemmPair {
             b: p.b,
             reduce: p.reduce,

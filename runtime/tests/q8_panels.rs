@@ -1,0 +1,160 @@
+//! Weights that are a scale times small integers per block of 32 along their rows (what
+//! Q8_0, Q4_0, Q5_0 and per-channel int8 dequantise to) are packed as Q8 panels and widened
+//! in registers: the GEMM is selected with Q8 panels wherever the blocks run along k, and
+//! its results match the same weights packed as f32 to within f32 rounding, for one row
+//! (decode) and many, partial panels, A read with a stride, a SwiGLU pair and zero blocks.
+
+use cranegrad_graph::{Bindings, CompactFormat, Graph, HostData, Shape, Tensor, lcg_values};
+use cranegrad_lower::{LowerOptions, lower_tensors};
+use cranegrad_runtime::{Feeds, Session, SessionOptions};
+
+/// `rows` rows of `k` values of one symmetric scheme: Q8_0-like (each block reaching 127
+/// steps of an f16 scale), Q4_0-like (-8..=7 steps) or int8-like (one scale per row), with
+/// every fifth block zero.
+fn scheme_values(rows: usize, k: usize, seed: u64, scheme: usize) -> Vec<f32> {
+    let raw = lcg_values(rows * k, seed, 1.0);
+    let mut out = vec![0f32; rows * k];
+    for r in 0..rows {
+        let row_scale = 0.002 + 0.001 * (r % 7) as f32;
+        for (bi, block) in raw[r * k..(r + 1) * k].chunks(32).enumerate() {
+            if (r + bi) % 5 == 4 {
+                continue;
+            }
+            let d = half::f16::from_f32(0.01 * (1 + (bi + r) % 3) as f32).to_f32();
+            for (i, &v) in block.iter().enumerate() {
+                out[r * k + bi * 32 + i] = match scheme {
+                    0 => (v * 127.0).round() * d,
+                    1 => (v * 8.0).round().clamp(-8.0, 7.0) * d,
+                    _ => (v * 127.0).round() * row_scale,
+                };
+            }
+        }
+    }
+    out
+}
+
+/// A `[n, k]` weight of `scheme`'s values, marked Q8 when `mark`.
+fn weight(
+    g: &Graph,
+    name: &str,
+    n: usize,
+    k: usize,
+    seed: u64,
+    scheme: usize,
+    mark: bool,
+) -> Tensor {
+    let d = HostData::from(scheme_values(n, k, seed, scheme));
+    let d = if mark {
+        d.into_compact(CompactFormat::Q8)
+            .expect("the values are Q8 blocks")
+    } else {
+        d
+    };
+    g.input_with_data(name, Shape::of(&[n, k]), d).unwrap()
+}
+
+/// The outputs of `build(graph, mark)` marked and not, and whether the marked one's
+/// schedule uses Q8 panels.
+fn both(build: impl Fn(&Graph, bool) -> Tensor) -> (Vec<f32>, Vec<f32>, bool) {
+    let mut out = Vec::new();
+    let mut uses = false;
+    for mark in [true, false] {
+        let g = Graph::new();
+        let y = build(&g, mark);
+        if mark {
+            let l = lower_tensors(&[&y], LowerOptions::default()).unwrap();
+            uses = l.schedule.text().contains("packed q8");
+        }
+        let mut s = Session::new(SessionOptions {
+            fuse: true,
+            threads: 2,
+        })
+        .unwrap();
+        out.push(s.realize(&[&y], &Feeds::new(), &Bindings::new()).unwrap()[0].to_f32());
+    }
+    let f32_panels = out.pop().unwrap();
+    (out.pop().unwrap(), f32_panels, uses)
+}
+
+/// Every output within a few roundings of the f32-panel one, relative to the output scale.
+fn assert_close(a: &[f32], b: &[f32], case: &str) {
+    let scale = b.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+    assert_eq!(a.len(), b.len(), "{case}");
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!((x - y).abs() <= 2e-6 * scale, "{case}: [{i}] {x} vs {y}");
+    }
+}
+
+#[test]
+fn q8_panels_compute_what_f32_panels_do() {
+    for scheme in 0..3 {
+        for &(m, k, n) in &[
+            (1usize, 32usize, 8usize),
+            (1, 256, 100),
+            (2, 96, 20),
+            (5, 64, 9),
+            (33, 128, 24),
+        ] {
+            for strided_a in [false, true] {
+                let (a, b, uses) = both(|g, mark| {
+                    let x = if strided_a {
+                        let x = g
+                            .input_with_data("x", Shape::of(&[k, m]), lcg_values(m * k, 3, 1.0))
+                            .unwrap();
+                        x.transpose(0, 1).unwrap()
+                    } else {
+                        g.input_with_data("x", Shape::of(&[m, k]), lcg_values(m * k, 3, 1.0))
+                            .unwrap()
+                    };
+                    let w = weight(g, "w", n, k, 5, scheme, mark);
+                    x.matmul(&w.transpose(0, 1).unwrap()).unwrap()
+                });
+                let case = format!("scheme {scheme} m {m} k {k} n {n} strided A {strided_a}");
+                assert!(uses, "{case}: Q8 panels");
+                assert_close(&a, &b, &case);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_swiglu_pair_is_packed_as_q8_too() {
+    let (m, k, n) = (3usize, 64usize, 36usize);
+    for rows in [1, m] {
+        let (a, b, uses) = both(|g, mark| {
+            let x = g
+                .input_with_data("x", Shape::of(&[rows, k]), lcg_values(rows * k, 7, 1.0))
+                .unwrap();
+            let gate = weight(g, "gate", n, k, 8, 0, mark);
+            let up = weight(g, "up", n, k, 9, 1, mark);
+            let gate = x.matmul(&gate.transpose(0, 1).unwrap()).unwrap();
+            let up = x.matmul(&up.transpose(0, 1).unwrap()).unwrap();
+            gate.silu().unwrap().mul(&up).unwrap()
+        });
+        assert!(uses, "rows {rows}");
+        assert_close(&a, &b, &format!("pair, rows {rows}"));
+    }
+}
+
+#[test]
+fn q8_needs_blocks_along_k_and_exact_values() {
+    // A `[k, n]` weight's memory rows run along n: its blocks are not along k, so f32 panels.
+    let (m, k, n) = (2usize, 64usize, 32usize);
+    let (a, b, uses) = both(|g, mark| {
+        let x = g
+            .input_with_data("x", Shape::of(&[m, k]), lcg_values(m * k, 3, 1.0))
+            .unwrap();
+        let d = HostData::from(scheme_values(k, n, 5, 0));
+        let d = if mark {
+            d.into_compact(CompactFormat::Q8).unwrap()
+        } else {
+            d
+        };
+        x.matmul(&g.input_with_data("w", Shape::of(&[k, n]), d).unwrap())
+            .unwrap()
+    });
+    assert!(!uses);
+    assert_eq!(a, b);
+    let smooth = HostData::from(lcg_values(64, 1, 1.0));
+    assert!(smooth.into_compact(CompactFormat::Q8).is_err());
+}
