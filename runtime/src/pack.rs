@@ -42,6 +42,8 @@ pub struct PackCache {
     map: HashMap<PackKey, (Vec<HostData>, Arc<AlignedBuf>)>,
     /// Bytes held by packed copies.
     pub bytes: usize,
+    /// The same bytes by panel format (`f32`, or a compact format's name).
+    pub bytes_by_format: BTreeMap<&'static str, usize>,
     /// Bytes of raw weight data this cache returned to the OS (see `release`).
     pub released_bytes: usize,
     /// Packed matrices mapped from the weights cache instead of packed.
@@ -401,6 +403,10 @@ impl PackCache {
         let key = (pack_ids(sources), k, n, format);
         let buf = Arc::new(buf);
         self.bytes += buf.len() * 4;
+        *self
+            .bytes_by_format
+            .entry(format.map_or("f32", CompactFormat::name))
+            .or_default() += buf.len() * 4;
         let keep = sources
             .iter()
             .flat_map(|s| std::iter::once(s.data.clone()).chain(s.scale.cloned()))

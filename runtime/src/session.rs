@@ -323,6 +323,12 @@ impl Session {
         self.free_raw
     }
 
+    /// Bytes of the packed weight copies held by this session, by panel format (`f32`, or a
+    /// compact format's name).
+    pub fn packed_bytes_by_format(&self) -> &std::collections::BTreeMap<&'static str, usize> {
+        &self.packs.bytes_by_format
+    }
+
     /// Packed weight copies held by this session: `(matrices, bytes)`.
     pub fn packed(&self) -> (usize, usize) {
         (self.packs.len(), self.packs.bytes)

@@ -138,8 +138,9 @@ pub fn generate(
         ttft_ms: (!ttfts.is_empty()).then(|| median(&ttfts)),
         decode_ms_per_token: decode,
         tokens_per_s: decode.map(|d| tokens_per_s(b, d)),
-        // A decode step reads every weight once (the bandwidth bound of batch-1 decode).
-        decode_weight_gbps: decode.map(|d| model.weights.bytes() as f64 / d / 1e6),
+        // A decode step reads every packed GEMM weight once, in its packed format (the
+        // bandwidth bound of batch-1 decode; norms and one embedding row are noise).
+        decode_weight_gbps: decode.map(|d| session.packed().1 as f64 / d / 1e6),
         requests: Some(reports),
         kernels_fused_decode: decode_kernels,
         decode_plan,

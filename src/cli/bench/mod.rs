@@ -18,6 +18,7 @@ mod render;
 mod sweep;
 mod warm;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -26,7 +27,9 @@ use clap::Args;
 use serde::Serialize;
 
 use cranegrad::benchmark::{latency_svg, peak_rss_bytes, reset_peak_rss};
+use cranegrad_models::Model;
 use cranegrad_models::quantize::Quantize;
+use cranegrad_runtime::Session;
 
 use super::table::write_json;
 use super::{checks, interrupt};
@@ -185,8 +188,17 @@ struct ColdOnlyReport {
 pub struct TotalsReport {
     /// Peak resident set size since the machine probe, if the OS reports it.
     pub peak_rss_bytes: Option<u64>,
-    /// Bytes of the model's weights as loaded (f32).
+    /// Bytes of the model's weights as held once packed: the raw (f32) copies some kernel
+    /// still reads, plus every packed panel in its format.
     pub weights_bytes: usize,
+    /// Of those, f32 (raw copies and f32 panels).
+    pub weights_bytes_f32: usize,
+    /// Of those, bf16 panels.
+    pub weights_bytes_bf16: usize,
+    /// Of those, f16 panels.
+    pub weights_bytes_f16: usize,
+    /// Of those, Q8 panels (8-bit values, an f32 scale per block of 32).
+    pub weights_bytes_q8: usize,
     /// Bytes a KV cache for the prompt plus the generated tokens takes.
     pub kv_cache_bytes: usize,
     /// Kernel-cache hits over the whole run.
@@ -195,6 +207,18 @@ pub struct TotalsReport {
     pub cache_misses: u64,
     /// Misses whose kernels were loaded from the disk cache instead of compiled.
     pub cache_disk_hits: u64,
+}
+
+/// Bytes of the model's weights as the session holds them, by format: raw copies not freed
+/// once packed (f32), plus every packed panel in its format.
+fn held_weight_bytes(model: &Model, session: &Session) -> BTreeMap<&'static str, usize> {
+    let mut held = session.packed_bytes_by_format().clone();
+    let raw = model
+        .weights
+        .bytes()
+        .saturating_sub(session.freed_raw_bytes());
+    *held.entry("f32").or_default() += raw;
+    held
 }
 
 /// Milliseconds since `t`.
@@ -345,13 +369,18 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
     };
 
     let stats = cold.session.cache_stats();
+    let held = held_weight_bytes(&loaded.model, &cold.session);
     let input = &loaded.input;
     let report = BenchReport {
         load: load::LoadReport::new(loaded.file_ms, loaded.weights_mapped, &cold.packing),
         machine: machine::MachineReport::from(limits.as_ref()),
         totals: TotalsReport {
             peak_rss_bytes: peak_rss_bytes(),
-            weights_bytes: loaded.model.weights.bytes(),
+            weights_bytes: held.values().sum(),
+            weights_bytes_f32: held.get("f32").copied().unwrap_or(0),
+            weights_bytes_bf16: held.get("bf16").copied().unwrap_or(0),
+            weights_bytes_f16: held.get("f16").copied().unwrap_or(0),
+            weights_bytes_q8: held.get("q8").copied().unwrap_or(0),
             kv_cache_bytes: load::kv_cache_bytes(
                 &loaded.model,
                 input.batch_size,

@@ -5,9 +5,9 @@ use std::fmt::Write;
 
 use cranegrad_runtime::probe::MachineLimits;
 
-use super::BenchReport;
 use super::colds::FreshStart;
 use super::generate::tokens_per_s;
+use super::{BenchReport, TotalsReport};
 use crate::cli::table::Table;
 
 /// `v` to three decimals, or `-` when absent.
@@ -184,9 +184,10 @@ pub fn table(r: &BenchReport, params: usize, limits: Option<&MachineLimits>) -> 
     .row(
         "memory",
         format!(
-            "peak RSS {} MB; weights {} MB ({} MB of raw copies freed once packed), activations (planned) {} KB, KV cache {} KB",
+            "peak RSS {} MB; weights {} MB{} ({} MB of raw copies freed once packed), activations (planned) {} KB, KV cache {} KB",
             totals.peak_rss_bytes.map_or("-".into(), |r| (r >> 20).to_string()),
             totals.weights_bytes >> 20,
+            weights_by_format(totals),
             load.raw_freed_bytes >> 20,
             cold.activations_bytes >> 10,
             totals.kv_cache_bytes >> 10
@@ -254,4 +255,23 @@ pub fn compare_table(r: &BenchReport) -> String {
         );
     }
     s
+}
+
+/// The held weights' split by format when more than f32 is held: ` = 80 q8 + 113 f32`.
+fn weights_by_format(t: &TotalsReport) -> String {
+    let parts: Vec<String> = [
+        ("q8", t.weights_bytes_q8),
+        ("bf16", t.weights_bytes_bf16),
+        ("f16", t.weights_bytes_f16),
+        ("f32", t.weights_bytes_f32),
+    ]
+    .into_iter()
+    .filter(|&(_, b)| b > 0)
+    .map(|(name, b)| format!("{} {name}", b >> 20))
+    .collect();
+    if t.weights_bytes_f32 == t.weights_bytes {
+        String::new()
+    } else {
+        format!(" = {}", parts.join(" + "))
+    }
 }
