@@ -216,6 +216,7 @@ fn emit_body(
         layout: choose_layout(k),
         along,
         row_stats: None,
+        int8_rows: None,
         affine_memo: Default::default(),
         splats: Default::default(),
         row_deps: deps,
@@ -397,6 +398,8 @@ pub(crate) struct Emitter<'k> {
     pub(crate) along: Vec<bool>,
     /// Per-row values of a GEMM's row reduction, computed before its panels.
     pub(crate) row_stats: Option<cranelift_codegen::ir::StackSlot>,
+    /// A GEMM's rows of A quantised to 8 bits (see `gemm_int8`), made once per call.
+    pub(crate) int8_rows: Option<crate::gemm_int8::QuantisedRows>,
     /// Index values computed so far, by block (see [`Emitter::affine`]).
     pub(crate) affine_memo: std::cell::RefCell<AffineMemo>,
     /// Vector splats of scalar values computed before the loop being emitted (a row's -max

@@ -26,7 +26,7 @@ pub(crate) fn b_flags() -> MemFlagsData {
 
 impl Emitter<'_> {
     /// Sets the row loop variables from a flat row index.
-    fn row_vars(
+    pub(crate) fn row_vars(
         &self,
         b: &mut FunctionBuilder,
         g: &GemmSpec,
@@ -50,6 +50,9 @@ impl Emitter<'_> {
         if let Some(rr) = g.row_reduce {
             self.row_statistics(b, g, rr, vars, extents);
         }
+        self.int8_rows = g
+            .int8_dot
+            .then(|| self.quantise_rows(b, g, vars, extents, g_k(self, g)));
         let row_blocks = g.rows.div_ceil(GEMM_MR) as i64;
         // The unit's (panel, row block), advanced per unit: no division per unit (a real
         // `div` in the unoptimised code most GEMMs compile to).
@@ -286,7 +289,9 @@ impl Emitter<'_> {
         } else {
             a_ptrs.clone()
         };
-        let accs = if g.packed {
+        let accs = if let Some(qa) = self.int8_rows.filter(|_| g.int8_dot) {
+            crate::gemm_int8::int8_accumulate(b, qa, rows, b_start)
+        } else if g.packed {
             let panel = Panel {
                 start: b_start,
                 compact: g.compact,

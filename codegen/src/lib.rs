@@ -7,6 +7,7 @@ mod columns;
 pub mod disk_cache;
 pub mod emit;
 pub mod gemm;
+mod gemm_int8;
 mod gemm_q8;
 mod interleave;
 pub mod isa;

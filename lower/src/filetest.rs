@@ -66,7 +66,7 @@ pub fn run_step(step: &str, input: &str) -> Result<String, String> {
     // A schedule pass's effect shows in the whole pipeline's schedule.
     let schedule_pass = SCHEDULE_PASSES.iter().any(|p| p.name == name);
     if name == "lower" || schedule_pass {
-        known(&["fuse", "attention"])?;
+        known(&["fuse", "attention", "integer_dot"])?;
         let on = |key: &str| match arg(key) {
             None | Some("on") => Ok(true),
             Some("off") => Ok(false),
@@ -75,6 +75,7 @@ pub fn run_step(step: &str, input: &str) -> Result<String, String> {
         let opts = LowerOptions {
             fuse: on("fuse")?,
             attention: on("attention")?,
+            integer_dot: on("integer_dot")?,
         };
         let (g, outs) = headers.graph()?;
         let lowered = guarded(|| lower(&g, &outs, opts))?.map_err(|e| e.to_string())?;

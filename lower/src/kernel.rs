@@ -393,7 +393,16 @@ pub struct GemmSpec {
     /// scale; Q8 only for a transposed B whose rows its blocks divide.
     #[serde(default)]
     pub compact: Option<CompactFormat>,
+    /// Q8 panels multiplied in integers: A quantised per block of 32 to 8 bits once per call
+    /// (see `select_integer_dot`).
+    #[serde(default)]
+    pub int8_dot: bool,
 }
+
+/// Most rows of a GEMM taking integer dot products: A's quantised copy lives on the stack.
+pub const INT8_DOT_MAX_ROWS: usize = GEMM_MR;
+/// Longest reduction of a GEMM taking integer dot products (the same stack bound).
+pub const INT8_DOT_MAX_K: usize = 16384;
 
 /// The second contraction of a paired GEMM: same A, its own B, summed in its own loop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -762,6 +771,9 @@ impl Kernel {
                 }
                 if let Some(h) = g.compact {
                     let _ = write!(s, " {}", h.name());
+                }
+                if g.int8_dot {
+                    s.push_str(" int8dot");
                 }
                 s.push('\n');
             }

@@ -1011,6 +1011,7 @@ fn gemm(s: &str) -> LineResult<GemmSpec> {
         pair: None,
         packed: false,
         compact: None,
+        int8_dot: false,
     };
     g.b_transposed = w.flag("transposed");
     if w.0.peek() == Some(&"scale") {
@@ -1025,6 +1026,7 @@ fn gemm(s: &str) -> LineResult<GemmSpec> {
         g.compact = [CompactFormat::Bf16, CompactFormat::F16, CompactFormat::Q8]
             .into_iter()
             .find(|f| w.flag(f.name()));
+        g.int8_dot = w.flag("int8dot");
     }
     w.end()?;
     if let Some(inner) = pair {

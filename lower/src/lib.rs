@@ -49,7 +49,8 @@ use kernel_passes::{
     contract_fma::contract_fma, mark_sequential_loops::mark_sequential_loops,
     nan_blind_max::nan_blind_max, plan_rows::plan_rows,
     reduced_axis_innermost::reduced_axis_innermost, select_gemm::select_gemm,
-    simplify_loops::simplify_loops, store_and_rescale::store_and_rescale,
+    select_integer_dot::select_integer_dot, simplify_loops::simplify_loops,
+    store_and_rescale::store_and_rescale,
 };
 use schedule_passes::{fuse_sibling_gemms::fuse_sibling_gemms, name_kernels::name_kernels};
 use thiserror::Error;
@@ -73,6 +74,9 @@ pub struct LowerOptions {
     /// With `fuse`: run attention as one flash-attention kernel (off: the scores, the softmax
     /// and `@ v` are three kernels, for comparison).
     pub attention: bool,
+    /// GEMMs over Q8 weights with few rows quantise A to 8 bits and multiply in integers
+    /// (`select_integer_dot`); off, every kernel dequantises exactly and accumulates in f32.
+    pub integer_dot: bool,
 }
 
 impl Default for LowerOptions {
@@ -80,6 +84,7 @@ impl Default for LowerOptions {
         LowerOptions {
             fuse: true,
             attention: true,
+            integer_dot: true,
         }
     }
 }
@@ -139,6 +144,8 @@ pub enum When {
     Unfused,
     /// With fusion and the attention template on.
     FusedAttention,
+    /// With integer dot products allowed (off for exact runs).
+    IntegerDot,
 }
 
 impl When {
@@ -149,6 +156,7 @@ impl When {
             When::Fused => opts.fuse,
             When::Unfused => !opts.fuse,
             When::FusedAttention => opts.fuse && opts.attention,
+            When::IntegerDot => opts.integer_dot,
         }
     }
 }
@@ -315,6 +323,11 @@ pub const KERNEL_PASSES: &[Step<KernelPass>] = &[
             )
         },
         when: When::Always,
+    },
+    Step {
+        name: "select_integer_dot",
+        run: |l, _| select_integer_dot(&mut l.kernel),
+        when: When::IntegerDot,
     },
     // After select_gemm: a GEMM splits its own units.
     Step {

@@ -34,11 +34,11 @@ fn kernels(outs: &[&Tensor]) -> Vec<Kernel> {
     for opts in [
         LowerOptions {
             fuse: false,
-            attention: true,
+            ..Default::default()
         },
         LowerOptions {
-            fuse: true,
             attention: false,
+            ..Default::default()
         },
     ] {
         kernels_with(outs, opts);

@@ -93,7 +93,8 @@ fn check_compatible(model: &Model, golden: &Golden) -> Result<(), ModelError> {
 
 /// Runs the forward over the golden `input_ids` and a greedy generation as long as the golden
 /// `generated`, and compares. A golden that does not fit the model (another vocabulary, no
-/// `generated` tokens) is an error, so `Ok` always means the comparison ran.
+/// `generated` tokens) is an error, so `Ok` always means the comparison ran. The session is
+/// switched to exact kernels (no integer dot products, see `Session::set_integer_dot`).
 pub fn verify(
     session: &mut Session,
     model: &Model,
@@ -102,6 +103,7 @@ pub fn verify(
     rtol: f64,
 ) -> Result<GoldenReport, ModelError> {
     check_compatible(model, golden)?;
+    session.set_integer_dot(false);
     let input = rows(&golden.input_ids)?;
     let ours = logits(session, model, &input)?;
     if ours.len() != golden.logits.data.len() {
@@ -141,7 +143,8 @@ pub fn verify(
     })
 }
 
-/// Writes a golden file from our own outputs for `input` and `new` greedy tokens.
+/// Writes a golden file from our own outputs for `input` and `new` greedy tokens, computed
+/// by exact kernels (as [`verify`] checks them).
 pub fn write(
     session: &mut Session,
     model: &Model,
@@ -156,6 +159,7 @@ pub fn write(
         )));
     }
     let (b, s) = crate::run::check_tokens(model, input)?;
+    session.set_integer_dot(false);
     let l = logits(session, model, input)?;
     let generated = greedy_full_recompute(session, model, input, new)?;
     let ids = IntTensor::new(

@@ -88,6 +88,8 @@ pub struct Session {
     last: RunReport,
     /// Attention runs as one flash-attention kernel (see [`Session::set_attention_fusion`]).
     attention: bool,
+    /// See [`Session::set_integer_dot`].
+    integer_dot: bool,
     /// [`Session::prepack`] frees raw weights (see [`Session::set_free_raw_weights`]).
     free_raw: bool,
 }
@@ -114,6 +116,7 @@ impl Session {
             states: HashMap::new(),
             last: RunReport::default(),
             attention: true,
+            integer_dot: true,
             free_raw: false,
         })
     }
@@ -167,11 +170,19 @@ impl Session {
 
     fn key(&self, g: &GraphData, outs: &[NodeId]) -> String {
         format!(
-            "{}:{}:{}",
+            "{}:{}:{}:{}",
             structural_hash(g, outs),
             self.opts.fuse,
-            self.attention
+            self.attention,
+            self.integer_dot
         )
+    }
+
+    /// Lets GEMMs over Q8 weights with few rows (decode) quantise their activations to 8 bits
+    /// and multiply in integers (the default, as llama.cpp does); off, every kernel
+    /// dequantises exactly and accumulates in f32, as goldens are checked.
+    pub fn set_integer_dot(&mut self, on: bool) {
+        self.integer_dot = on;
     }
 
     /// Runs attention as one flash-attention kernel (the default) or, when off, as three
@@ -212,6 +223,7 @@ impl Session {
                             LowerOptions {
                                 fuse: self.opts.fuse,
                                 attention: self.attention,
+                                integer_dot: self.integer_dot,
                             },
                         )
                     })?;

@@ -70,6 +70,8 @@ fn both(build: impl Fn(&Graph, bool) -> Tensor) -> (Vec<f32>, Vec<f32>, bool) {
             threads: 2,
         })
         .unwrap();
+        // The exact path: Q8 widened to f32 (integer dot products are tested below).
+        s.set_integer_dot(false);
         out.push(s.realize(&[&y], &Feeds::new(), &Bindings::new()).unwrap()[0].to_f32());
     }
     let f32_panels = out.pop().unwrap();
@@ -133,6 +135,18 @@ fn a_swiglu_pair_is_packed_as_q8_too() {
         });
         assert!(uses, "rows {rows}");
         assert_close(&a, &b, &format!("pair, rows {rows}"));
+        let (a, b, uses) = integer_and_exact(|g| {
+            let x = g
+                .input_with_data("x", Shape::of(&[rows, k]), lcg_values(rows * k, 7, 1.0))
+                .unwrap();
+            let gate = weight(g, "gate", n, k, 8, 0, true);
+            let up = weight(g, "up", n, k, 9, 1, true);
+            let gate = x.matmul(&gate.transpose(0, 1).unwrap()).unwrap();
+            let up = x.matmul(&up.transpose(0, 1).unwrap()).unwrap();
+            gate.silu().unwrap().mul(&up).unwrap()
+        });
+        let err = relative_error(&a, &b);
+        assert!(uses && err < 2e-2 && err > 0.0, "pair, rows {rows}: {err}");
     }
 }
 
@@ -157,4 +171,73 @@ fn q8_needs_blocks_along_k_and_exact_values() {
     assert_eq!(a, b);
     let smooth = HostData::from(lcg_values(64, 1, 1.0));
     assert!(smooth.into_compact(CompactFormat::Q8).is_err());
+}
+
+/// The outputs of `y` on a session with integer dot products on and off, and whether the
+/// integer run's schedule takes them.
+fn integer_and_exact(build: impl Fn(&Graph) -> Tensor) -> (Vec<f32>, Vec<f32>, bool) {
+    let mut out = Vec::new();
+    let g = Graph::new();
+    let y = build(&g);
+    let l = lower_tensors(&[&y], LowerOptions::default()).unwrap();
+    let uses = l.schedule.text().contains("int8dot");
+    for integer in [true, false] {
+        let mut s = Session::new(SessionOptions {
+            fuse: true,
+            threads: 2,
+        })
+        .unwrap();
+        s.set_integer_dot(integer);
+        out.push(s.realize(&[&y], &Feeds::new(), &Bindings::new()).unwrap()[0].to_f32());
+    }
+    let exact = out.pop().unwrap();
+    (out.pop().unwrap(), exact, uses)
+}
+
+/// Largest |a - b| over the largest |b|.
+fn relative_error(a: &[f32], b: &[f32]) -> f32 {
+    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max)
+        / scale
+}
+
+#[test]
+fn integer_dot_products_land_within_the_activations_rounding() {
+    // Measured: 2e-3 to 5e-3 of the largest output (8-bit activations per block of 32); the
+    // bound leaves room, a wrong sign or scale lands near 1.
+    for scheme in 0..3 {
+        for &(m, k, n) in &[
+            (1usize, 32usize, 8usize),
+            (1, 1536, 100),
+            (3, 96, 20),
+            (4, 256, 9),
+        ] {
+            let (a, b, uses) = integer_and_exact(|g| {
+                let mut xs = lcg_values(m * k, 3, 1.0);
+                // A zero block and an outlier, as activations have.
+                xs[..32.min(k)].fill(0.0);
+                xs[k - 1] = 9.0;
+                let x = g.input_with_data("x", Shape::of(&[m, k]), xs).unwrap();
+                let w = weight(g, "w", n, k, 5, scheme, true);
+                x.matmul(&w.transpose(0, 1).unwrap()).unwrap()
+            });
+            let case = format!("scheme {scheme} m {m} k {k} n {n}");
+            assert!(uses, "{case}: integer dot products");
+            let err = relative_error(&a, &b);
+            eprintln!("{case}: {err:.2e}");
+            assert!(err < 2e-2 && err > 0.0, "{case}: {err}");
+        }
+    }
+    // More rows than a register block: the exact path.
+    let (_, _, uses) = integer_and_exact(|g| {
+        let x = g
+            .input_with_data("x", Shape::of(&[5, 64]), lcg_values(320, 3, 1.0))
+            .unwrap();
+        let w = weight(g, "w", 8, 64, 5, 0, true);
+        x.matmul(&w.transpose(0, 1).unwrap()).unwrap()
+    });
+    assert!(!uses);
 }

@@ -199,7 +199,14 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     let ids = [out.id()];
     let count = |fuse: bool| -> anyhow::Result<usize> {
         let attention = !a.unfused_attention;
-        let l = lower_tensors(&[out], LowerOptions { fuse, attention })?;
+        let l = lower_tensors(
+            &[out],
+            LowerOptions {
+                fuse,
+                attention,
+                ..Default::default()
+            },
+        )?;
         Ok(l.schedule.launches.len())
     };
     let kernels_unfused = count(false)?;

@@ -8,5 +8,6 @@ pub mod nan_blind_max;
 pub mod plan_rows;
 pub mod reduced_axis_innermost;
 pub mod select_gemm;
+pub mod select_integer_dot;
 pub mod simplify_loops;
 pub mod store_and_rescale;

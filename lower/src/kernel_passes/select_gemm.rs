@@ -200,6 +200,7 @@ pub fn match_gemm(kernel: &Kernel) -> Option<GemmSpec> {
         row_reduce,
         packed: false,
         compact: None,
+        int8_dot: false,
         pair: pair.map(|p| GemmPair {
             b: p.b,
             reduce: p.reduce,

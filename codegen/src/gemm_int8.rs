@@ -1,0 +1,233 @@
+//! The GEMM micro-kernel over Q8 panels in integers (`GemmSpec::int8_dot`): once per call,
+//! each row of A is quantised per block of 32 to 8 bits (scale `max|a| / 127`, kept as the
+//! magnitudes and a sign mask per byte); then per block, each 16-byte run of the panel (four
+//! columns' 4-k runs) takes its A run's signs (`(w ^ m) - m`), one `pmaddubsw` against the
+//! A run's magnitudes broadcast to every column, and one `pmaddwd` by ones: the four
+//! columns' exact integer dot products in the four lanes. The block's sums are converted
+//! once and scaled by the weight and activation scales. Every product fits: `|a|, |w| <= 127`
+//! keeps each `pmaddubsw` pair within i16. AVX-VNNI's `vpdpbusd` would fuse the three steps,
+//! but this machine has no VNNI.
+
+use cranelift_codegen::ir::{
+    InstBuilder, MemFlagsData, StackSlot, StackSlotData, StackSlotKind, Value, condcodes::FloatCC,
+    condcodes::IntCC, types,
+};
+use cranelift_frontend::FunctionBuilder;
+
+use cranegrad_graph::Q8_BLOCK;
+use cranegrad_lower::kernel::{Expr, GEMM_KG, GEMM_NR, GemmSpec, q8_block_bytes};
+
+use crate::emit::{Emitter, emit_loop};
+use crate::gemm::{
+    Accumulators, accumulator_slot, b_flags, load_at, shuffle_bytes, zeroed_vectors,
+};
+use crate::memory::byte_addr;
+
+/// Groups of `GEMM_KG` k values per block.
+const GROUPS: usize = Q8_BLOCK / GEMM_KG;
+
+/// Where the quantised rows of A live: per row, `stride` bytes of K magnitudes, K sign
+/// masks, then one f32 scale per block.
+#[derive(Clone, Copy)]
+pub(crate) struct QuantisedRows {
+    slot: StackSlot,
+    stride: i64,
+    k: i64,
+}
+
+/// Stack accesses: in bounds by construction.
+fn stack_flags() -> MemFlagsData {
+    MemFlagsData::trusted()
+}
+
+impl Emitter<'_> {
+    /// Quantises every row of A (at most `INT8_DOT_MAX_ROWS`) into a stack array: once per
+    /// call, so its cost (M x K) is spread over every panel.
+    pub(crate) fn quantise_rows(
+        &mut self,
+        b: &mut FunctionBuilder,
+        g: &GemmSpec,
+        vars: &mut [Option<Value>],
+        extents: &[Value],
+        k: i64,
+    ) -> QuantisedRows {
+        let stride = ((2 * k + k / Q8_BLOCK as i64 * 4) as u64).next_multiple_of(16) as i64;
+        let slot = b.create_sized_stack_slot(StackSlotData::new(
+            StackSlotKind::ExplicitSlot,
+            (g.rows as i64 * stride) as u32,
+            4,
+        ));
+        let rows = QuantisedRows { slot, stride, k };
+        let Expr::Load { arg, index: ai, .. } = &self.k.exprs[g.a] else {
+            unreachable!("select_integer_dot checked A is a load")
+        };
+        let (arg, ai) = (*arg, ai.clone());
+        let zero = b.ins().iconst(types::I64, 0);
+        let rows_n = b.ins().iconst(types::I64, g.rows as i64);
+        emit_loop(b, zero, rows_n, 1, |b, r| {
+            self.row_vars(b, g, vars, extents, r);
+            let zero = b.ins().iconst(types::I64, 0);
+            vars[g.k_loop] = Some(zero);
+            vars[g.n_loop] = Some(zero);
+            let base = self.affine(b, &ai, vars);
+            let a = byte_addr(b, self.ptrs[arg], base);
+            let dst = rows.row_addr(b, r);
+            let end = b.ins().iconst(types::I64, k * 4);
+            emit_loop(b, zero, end, (Q8_BLOCK * 4) as i64, |b, off| {
+                let ap = b.ins().iadd(a, off);
+                let blk = b.ins().ushr_imm_u(off, 7);
+                quantise_block(b, ap, dst, blk, k);
+            });
+        });
+        for v in vars.iter_mut() {
+            *v = None;
+        }
+        rows
+    }
+}
+
+impl QuantisedRows {
+    /// Address of row `r`'s part.
+    fn row_addr(self, b: &mut FunctionBuilder, r: Value) -> Value {
+        let base = b.ins().stack_addr(types::I64, self.slot, 0);
+        let off = b.ins().imul_imm_s(r, self.stride);
+        b.ins().iadd(base, off)
+    }
+}
+
+/// Quantises the 32 f32 values at `ap` (block `blk` of a row whose part starts at `dst`).
+fn quantise_block(b: &mut FunctionBuilder, ap: Value, dst: Value, blk: Value, k: i64) {
+    let xs: Vec<Value> = (0..8)
+        .map(|i| {
+            b.ins().load(
+                types::F32X4,
+                MemFlagsData::new().with_notrap().with_readonly(),
+                ap,
+                16 * i,
+            )
+        })
+        .collect();
+    let mut m = b.ins().fabs(xs[0]);
+    for &x in &xs[1..] {
+        let a = b.ins().fabs(x);
+        m = b.ins().fmax(m, a);
+    }
+    // Every lane the block's maximum: swap halves, then neighbours.
+    const SWAP64: u128 = 0x0706_0504_0302_0100_0f0e_0d0c_0b0a_0908;
+    const SWAP32: u128 = 0x0b0a_0908_0f0e_0d0c_0302_0100_0706_0504;
+    for mask in [SWAP64, SWAP32] {
+        let s = shuffle_bytes(b, m, m, mask);
+        m = b.ins().fmax(m, s);
+    }
+    let c127 = b.ins().f32const(127.0);
+    let c127 = b.ins().splat(types::F32X4, c127);
+    let scale = b.ins().fdiv(m, c127);
+    // 127 / max, or 0 for a zero block (its quotient is infinite).
+    let inv = b.ins().fdiv(c127, m);
+    let fz = b.ins().f32const(0.0);
+    let fz = b.ins().splat(types::F32X4, fz);
+    let nonzero = b.ins().fcmp(FloatCC::GreaterThan, m, fz);
+    let le = MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little);
+    let inv_bits = b.ins().bitcast(types::I32X4, le, inv);
+    let inv_bits = b.ins().band(inv_bits, nonzero);
+    let inv = b.ins().bitcast(types::F32X4, le, inv_bits);
+    let q: Vec<Value> = xs
+        .iter()
+        .map(|&x| {
+            let t = b.ins().fmul(x, inv);
+            let t = b.ins().nearest(t);
+            b.ins().fcvt_to_sint_sat(types::I32X4, t)
+        })
+        .collect();
+    let z8 = b.ins().iconst(types::I8, 0);
+    let z8 = b.ins().splat(types::I8X16, z8);
+    let q_at = b.ins().imul_imm_s(blk, Q8_BLOCK as i64);
+    let q_addr = b.ins().iadd(dst, q_at);
+    for h in 0..2 {
+        let lo = b.ins().snarrow(q[4 * h], q[4 * h + 1]);
+        let hi = b.ins().snarrow(q[4 * h + 2], q[4 * h + 3]);
+        let bytes = b.ins().snarrow(lo, hi);
+        let mag = b.ins().iabs(bytes);
+        let sign = b.ins().icmp(IntCC::SignedLessThan, bytes, z8);
+        b.ins().store(stack_flags(), mag, q_addr, 16 * h as i32);
+        b.ins()
+            .store(stack_flags(), sign, q_addr, (k + 16 * h as i64) as i32);
+    }
+    let s = b.ins().extractlane(scale, 0);
+    let s_at = b.ins().imul_imm_s(blk, 4);
+    let s_addr = b.ins().iadd(dst, s_at);
+    b.ins().store(stack_flags(), s, s_addr, (2 * k) as i32);
+}
+
+/// The rows `rows` (flat row indices of the call) times the Q8 panel at `start`, from the
+/// quantised rows `qa`: per row one pass over the panel (it stays in L1 across the rows).
+pub(crate) fn int8_accumulate(
+    b: &mut FunctionBuilder,
+    qa: QuantisedRows,
+    rows: &[Value],
+    start: Value,
+) -> Accumulators {
+    let slot = accumulator_slot(b, rows.len());
+    let block_bytes = q8_block_bytes() as i64;
+    let blocks = qa.k / Q8_BLOCK as i64;
+    let le = MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little);
+    for (i, &r) in rows.iter().enumerate() {
+        let row = qa.row_addr(b, r);
+        let totals = zeroed_vectors(b, 2);
+        let a_ptr = b.declare_var(types::I64);
+        b.def_var(a_ptr, row);
+        let end = b.ins().iadd_imm_s(start, blocks * block_bytes);
+        emit_loop(b, start, end, block_bytes, |b, bp| {
+            let ap = b.use_var(a_ptr);
+            let zi = b.ins().iconst(types::I32, 0);
+            let mut sums = [b.ins().splat(types::I32X4, zi); 2];
+            for g in 0..GROUPS as i32 {
+                // The A run's 4 magnitudes and 4 sign masks, repeated for the 4 columns.
+                let mag = b.ins().load(types::I32, stack_flags(), ap, 4 * g);
+                let mag = b.ins().splat(types::I32X4, mag);
+                let mag = b.ins().bitcast(types::I8X16, le, mag);
+                let sign = b
+                    .ins()
+                    .load(types::I32, stack_flags(), ap, qa.k as i32 + 4 * g);
+                let sign = b.ins().splat(types::I32X4, sign);
+                let sign = b.ins().bitcast(types::I8X16, le, sign);
+                for (h, sum) in sums.iter_mut().enumerate() {
+                    let at = g * (GEMM_KG * GEMM_NR) as i32 + 16 * h as i32;
+                    let w = b.ins().load(types::I8X16, b_flags(), bp, at);
+                    let flipped = b.ins().bxor(w, sign);
+                    let signed = b.ins().isub(flipped, sign);
+                    let pairs = b.ins().x86_pmaddubsw(signed, mag);
+                    let lo = b.ins().swiden_low(pairs);
+                    let hi = b.ins().swiden_high(pairs);
+                    let quads = b.ins().iadd_pairwise(lo, hi);
+                    *sum = b.ins().iadd(*sum, quads);
+                }
+            }
+            // The block's scales: the row's, times each column's.
+            let row_blocks = b.ins().isub(ap, row);
+            let blk = b.ins().ushr_imm_u(row_blocks, 5);
+            let s_at = b.ins().imul_imm_s(blk, 4);
+            let s_addr = b.ins().iadd(row, s_at);
+            let sa = b
+                .ins()
+                .load(types::F32, stack_flags(), s_addr, (2 * qa.k) as i32);
+            let sa = b.ins().splat(types::F32X4, sa);
+            let scales_at = (Q8_BLOCK * GEMM_NR) as i64;
+            for (h, &sum) in sums.iter().enumerate() {
+                let f = b.ins().fcvt_from_sint(types::F32X4, sum);
+                let sw = load_at(b, types::F32X4, b_flags(), bp, scales_at + 16 * h as i64);
+                let s = b.ins().fmul(sw, sa);
+                let acc = b.use_var(totals[h]);
+                let nv = b.ins().fma(f, s, acc);
+                b.def_var(totals[h], nv);
+            }
+            let next = b.ins().iadd_imm_s(ap, Q8_BLOCK as i64);
+            b.def_var(a_ptr, next);
+        });
+        for (h, &t) in totals.iter().enumerate() {
+            let v = b.use_var(t);
+            slot.put(b, i, h, v);
+        }
+    }
+    slot
+}

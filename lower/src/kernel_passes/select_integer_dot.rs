@@ -1,0 +1,31 @@
+//! Kernel pass: a GEMM over Q8 panels with few rows (decode) multiplies in integers: each
+//! row of A is quantised per block of 32 to 8 bits once per call, and the micro-kernel takes
+//! byte dot products (`pmaddubsw`, `pmaddwd`) scaled per block, instead of widening every
+//! weight to f32. The outputs move by the activations' rounding (about 1e-2 relative, as
+//! llama.cpp's do), so exact runs (`golden`) lower without this pass.
+
+use cranegrad_graph::{CompactFormat, Q8_BLOCK};
+
+use crate::kernel::{Expr, INT8_DOT_MAX_K, INT8_DOT_MAX_ROWS, Kernel, KernelBody};
+
+/// Marks the kernel's GEMM when it qualifies: Q8 panels, at most [`INT8_DOT_MAX_ROWS`] rows,
+/// a constant K of whole blocks up to [`INT8_DOT_MAX_K`], and A contiguous along k. Returns
+/// whether it changed.
+pub fn select_integer_dot(kernel: &mut Kernel) -> bool {
+    let KernelBody::Gemm(g) = &kernel.body else {
+        return false;
+    };
+    let k = kernel.loops[g.k_loop].extent.as_const();
+    let a_contiguous =
+        matches!(&kernel.exprs[g.a], Expr::Load { index, .. } if index.coeff(g.k_loop) == 1);
+    let qualifies = g.packed
+        && !g.int8_dot
+        && g.compact == Some(CompactFormat::Q8)
+        && g.rows <= INT8_DOT_MAX_ROWS
+        && k.is_some_and(|k| k.is_multiple_of(Q8_BLOCK) && k <= INT8_DOT_MAX_K)
+        && a_contiguous;
+    if let KernelBody::Gemm(g) = &mut kernel.body {
+        g.int8_dot |= qualifies;
+    }
+    qualifies
+}
