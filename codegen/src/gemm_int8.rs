@@ -15,7 +15,7 @@ use cranelift_codegen::ir::{
 use cranelift_frontend::FunctionBuilder;
 
 use cranegrad_graph::Q8_BLOCK;
-use cranegrad_lower::kernel::{Expr, GEMM_KG, GEMM_NR, GemmSpec, q8_block_bytes};
+use cranegrad_lower::kernel::{Expr, GEMM_KG, GEMM_NR, GemmSpec, int8_row_stride, q8_block_bytes};
 
 use crate::emit::{Emitter, emit_loop};
 use crate::gemm::{
@@ -41,8 +41,8 @@ fn stack_flags() -> MemFlagsData {
 }
 
 impl Emitter<'_> {
-    /// Quantises every row of A (at most `INT8_DOT_MAX_ROWS`) into a stack array: once per
-    /// call, so its cost (M x K) is spread over every panel.
+    /// Quantises every row of A (at most `INT8_DOT_MAX_STACK` bytes of them) into a stack
+    /// array: once per call, so its cost (M x K) is spread over every panel.
     pub(crate) fn quantise_rows(
         &mut self,
         b: &mut FunctionBuilder,
@@ -51,7 +51,7 @@ impl Emitter<'_> {
         extents: &[Value],
         k: i64,
     ) -> QuantisedRows {
-        let stride = ((2 * k + k / Q8_BLOCK as i64 * 4) as u64).next_multiple_of(16) as i64;
+        let stride = int8_row_stride(k as usize) as i64;
         let slot = b.create_sized_stack_slot(StackSlotData::new(
             StackSlotKind::ExplicitSlot,
             (g.rows as i64 * stride) as u32,

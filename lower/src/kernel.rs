@@ -399,10 +399,15 @@ pub struct GemmSpec {
     pub int8_dot: bool,
 }
 
-/// Most rows of a GEMM taking integer dot products: A's quantised copy lives on the stack.
-pub const INT8_DOT_MAX_ROWS: usize = GEMM_MR;
-/// Longest reduction of a GEMM taking integer dot products (the same stack bound).
-pub const INT8_DOT_MAX_K: usize = 16384;
+/// Most bytes of A's quantised copy in a GEMM taking integer dot products: it lives on the
+/// stack of each thread's call (worker threads have 2 MiB; frames are probed).
+pub const INT8_DOT_MAX_STACK: usize = 512 << 10;
+
+/// Bytes per row of A's quantised copy for a reduction of length `k` (whole Q8 blocks): the
+/// magnitudes, the sign masks, then one f32 scale per block, rounded up to 16.
+pub const fn int8_row_stride(k: usize) -> usize {
+    (2 * k + k / Q8_BLOCK * 4).next_multiple_of(16)
+}
 
 /// The second contraction of a paired GEMM: same A, its own B, summed in its own loop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

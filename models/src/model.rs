@@ -105,8 +105,8 @@ impl Model {
         })
     }
 
-    /// Converts the model's matrices to `kind` and back (see [`Quantize`]; the kernels read
-    /// f32, so the values are the quantized model's and the memory is not saved yet), by
+    /// Converts the model's matrices to `kind` and back (see [`Quantize`]: the values are the
+    /// quantized model's, packed compactly where `kind` has a packed format), by
     /// llama.cpp's rule: every 2-D weight, the embedding and the head included, is quantized
     /// along its rows (a GPT-2 `Conv1D` weight along its output columns, as it is stored
     /// transposed); norms, biases, GPT-2's position table and the RoPE tables stay f32, and so

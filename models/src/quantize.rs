@@ -56,10 +56,10 @@ fn q4_0(x: &[f32], out: &mut Vec<u8>) {
     out.extend((0..16).map(|j| q(x[j]) | (q(x[j + 16]) << 4)));
 }
 
-/// What `--quantize` converts a model's matrices to. The kernels read f32 today, so a
-/// quantized weight is held as the exact dequantisation of its blocks: the model computes
-/// what the quantized model computes (goldens of llama.cpp's files hold), without the memory
-/// saving yet.
+/// What `--quantize` converts a model's matrices to. A quantized weight is held as the exact
+/// dequantisation of its blocks, so the model computes what the quantized model computes
+/// (goldens of llama.cpp's files hold); those of [`Quantize::packed_format`] are then packed
+/// compactly for the GEMMs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Quantize {
     /// IEEE half precision.

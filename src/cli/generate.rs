@@ -89,8 +89,8 @@ pub struct GenerateArgs {
     #[arg(long)]
     json: Option<PathBuf>,
     /// Convert the model's matrices at load: f16, bf16, q8_0, q4_0 (llama.cpp's blocks),
-    /// int8 (per output channel) or nf4; held dequantized, so outputs are the quantized
-    /// model's (see docs/cli.md).
+    /// int8 (per output channel) or nf4; q8_0, q4_0 and int8 run from 8-bit panels, bf16
+    /// from 16-bit ones, the others from their exact dequantisation (see docs/cli.md).
     #[arg(long, value_parser = Quantize::parse)]
     quantize: Option<Quantize>,
     /// `html:FILE`: write a self-contained HTML view of the first prompt's forward (its graph,

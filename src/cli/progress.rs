@@ -53,8 +53,12 @@ pub fn load_model(
     pb.finish_and_clear();
     if let Some((q, n)) = converted {
         eprintln!(
-            "quantized {n} matrices to {} (held dequantized: the values of the quantized model)",
-            q.name()
+            "quantized {n} matrices to {} ({})",
+            q.name(),
+            match q.packed_format() {
+                Some(f) => format!("packed as {} panels", f.name()),
+                None => "held as their exact dequantisation".to_string(),
+            }
         );
     }
     if std::io::stderr().is_terminal() {

@@ -57,8 +57,8 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 0)]
     weights_seed: u64,
     /// Convert the model's matrices at load: f16, bf16, q8_0, q4_0 (llama.cpp's blocks),
-    /// int8 (per output channel) or nf4; held dequantized, so outputs are the quantized
-    /// model's (see docs/cli.md).
+    /// int8 (per output channel) or nf4; q8_0, q4_0 and int8 run from 8-bit panels, bf16
+    /// from 16-bit ones, the others from their exact dequantisation (see docs/cli.md).
     #[arg(long, value_parser = Quantize::parse)]
     quantize: Option<Quantize>,
     /// Batch size of the model forward (default: the preset's benchmark input).

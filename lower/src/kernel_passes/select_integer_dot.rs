@@ -1,16 +1,17 @@
-//! Kernel pass: a GEMM over Q8 panels with few rows (decode) multiplies in integers: each
-//! row of A is quantised per block of 32 to 8 bits once per call, and the micro-kernel takes
+//! Kernel pass: a GEMM over Q8 panels multiplies in integers: each row of A is quantised per
+//! block of 32 to 8 bits once per call, and the micro-kernel takes
 //! byte dot products (`pmaddubsw`, `pmaddwd`) scaled per block, instead of widening every
 //! weight to f32. The outputs move by the activations' rounding (about 1e-2 relative, as
 //! llama.cpp's do), so exact runs (`golden`) lower without this pass.
 
 use cranegrad_graph::{CompactFormat, Q8_BLOCK};
 
-use crate::kernel::{Expr, INT8_DOT_MAX_K, INT8_DOT_MAX_ROWS, Kernel, KernelBody};
+use crate::kernel::{Expr, INT8_DOT_MAX_STACK, Kernel, KernelBody, int8_row_stride};
 
-/// Marks the kernel's GEMM when it qualifies: Q8 panels, at most [`INT8_DOT_MAX_ROWS`] rows,
-/// a constant K of whole blocks up to [`INT8_DOT_MAX_K`], and A contiguous along k. Returns
-/// whether it changed.
+/// Marks the kernel's GEMM when it qualifies: Q8 panels, a constant K of whole blocks, A
+/// contiguous along k, and few enough rows that A's quantised copy fits
+/// [`INT8_DOT_MAX_STACK`] (decode, and prefills of a few hundred tokens). Returns whether it
+/// changed.
 pub fn select_integer_dot(kernel: &mut Kernel) -> bool {
     let KernelBody::Gemm(g) = &kernel.body else {
         return false;
@@ -21,8 +22,9 @@ pub fn select_integer_dot(kernel: &mut Kernel) -> bool {
     let qualifies = g.packed
         && !g.int8_dot
         && g.compact == Some(CompactFormat::Q8)
-        && g.rows <= INT8_DOT_MAX_ROWS
-        && k.is_some_and(|k| k.is_multiple_of(Q8_BLOCK) && k <= INT8_DOT_MAX_K)
+        && k.is_some_and(|k| {
+            k.is_multiple_of(Q8_BLOCK) && g.rows * int8_row_stride(k) <= INT8_DOT_MAX_STACK
+        })
         && a_contiguous;
     if let KernelBody::Gemm(g) = &mut kernel.body {
         g.int8_dot |= qualifies;
