@@ -12,7 +12,8 @@ use crate::fusion::Fusion;
 use crate::kernel_parse::parse_kernel_text;
 use crate::kernel_passes::{
     bound_exp2, carry_first_reduction, contract_fma, mark_sequential_loops, nan_blind_max,
-    plan_rows, reduced_axis_innermost, select_gemm, simplify_loops, store_and_rescale,
+    plan_rows, reduced_axis_innermost, select_gemm, select_integer_dot, simplify_loops,
+    store_and_rescale,
 };
 use crate::{FUSION_STEPS, GRAPH_PASSES, LowerOptions, SCHEDULE_PASSES, lower};
 
@@ -94,6 +95,7 @@ pub fn run_step(step: &str, input: &str) -> Result<String, String> {
         | "nan_blind_max"
         | "carry_first_reduction"
         | "bound_exp2"
+        | "select_integer_dot"
         | "contract_fma" => {
             known(&[])?;
             let pass: fn(&mut crate::Kernel) -> bool = match name {
@@ -103,6 +105,7 @@ pub fn run_step(step: &str, input: &str) -> Result<String, String> {
                 "nan_blind_max" => nan_blind_max::nan_blind_max,
                 "carry_first_reduction" => carry_first_reduction::carry_first_reduction,
                 "bound_exp2" => bound_exp2::bound_exp2,
+                "select_integer_dot" => select_integer_dot::select_integer_dot,
                 _ => contract_fma::contract_fma,
             };
             let mut k = kernel()?;
