@@ -289,8 +289,8 @@ impl Emitter<'_> {
         } else {
             a_ptrs.clone()
         };
-        let accs = if let Some(qa) = self.int8_rows.filter(|_| g.int8_dot) {
-            crate::gemm_int8::int8_accumulate(b, qa, rows, b_start)
+        let accs = if let (Some(qa), Some(format)) = (self.int8_rows, g.compact) {
+            crate::gemm_int8::int8_accumulate(b, qa, rows, b_start, format)
         } else if g.packed {
             let panel = Panel {
                 start: b_start,
@@ -541,8 +541,9 @@ fn grouped_accumulate(
     panel: Panel,
     k_total: i64,
 ) -> Accumulators {
-    if panel.compact == Some(CompactFormat::Q8) {
-        return crate::gemm_q8::q8_accumulate(b, a_rows, live_a, ak, panel.start, k_total);
+    if let Some(format) = panel.compact.filter(|f| f.is_block()) {
+        let start = panel.start;
+        return crate::gemm_q8::q8_accumulate(b, a_rows, live_a, ak, start, k_total, format);
     }
     let slot = accumulator_slot(b, a_rows.len());
     let a_start: Vec<Value> = live_a.iter().map(|&v| b.use_var(v)).collect();
@@ -635,7 +636,9 @@ fn grouped_pass(
                                 CompactFormat::F16 => {
                                     f16_to_f32(b, top, f16_rebias.expect("made for f16 panels"))
                                 }
-                                CompactFormat::Q8 => unreachable!("Q8 panels take q8_accumulate"),
+                                CompactFormat::Q8 | CompactFormat::Q8Offset => {
+                                    unreachable!("Q8 panels take q8_accumulate")
+                                }
                             }
                         })
                     })

@@ -5,7 +5,8 @@
 //! A run's magnitudes broadcast to every column, and one `pmaddwd` by ones: the four
 //! columns' exact integer dot products in the four lanes. The block's sums are converted
 //! once and scaled by the weight and activation scales. Every product fits: `|a|, |w| <= 127`
-//! keeps each `pmaddubsw` pair within i16. AVX-VNNI's `vpdpbusd` would fuse the three steps,
+//! keeps each `pmaddubsw` pair within i16. Offset weights (`q * s + o`, `q` in 0..=127) are
+//! the unsigned operand themselves, against the signed A run, and add `o * sum(a)` per block. AVX-VNNI's `vpdpbusd` would fuse the three steps,
 //! but this machine has no VNNI.
 
 use cranelift_codegen::ir::{
@@ -14,7 +15,7 @@ use cranelift_codegen::ir::{
 };
 use cranelift_frontend::FunctionBuilder;
 
-use cranegrad_graph::Q8_BLOCK;
+use cranegrad_graph::{CompactFormat, Q8_BLOCK};
 use cranegrad_lower::kernel::{Expr, GEMM_KG, GEMM_NR, GemmSpec, int8_row_stride, q8_block_bytes};
 
 use crate::emit::{Emitter, emit_loop};
@@ -26,8 +27,13 @@ use crate::memory::byte_addr;
 /// Groups of `GEMM_KG` k values per block.
 const GROUPS: usize = Q8_BLOCK / GEMM_KG;
 
+/// Byte masks swapping a vector's 64-bit halves, and its 32-bit neighbours.
+const SWAP64: u128 = 0x0706_0504_0302_0100_0f0e_0d0c_0b0a_0908;
+const SWAP32: u128 = 0x0b0a_0908_0f0e_0d0c_0302_0100_0706_0504;
+
 /// Where the quantised rows of A live: per row, `stride` bytes of K magnitudes, K sign
-/// masks, then one f32 scale per block.
+/// masks, K signed values, then one f32 scale per block and one f32 sum per block (see
+/// `int8_row_stride`).
 #[derive(Clone, Copy)]
 pub(crate) struct QuantisedRows {
     slot: StackSlot,
@@ -113,8 +119,6 @@ fn quantise_block(b: &mut FunctionBuilder, ap: Value, dst: Value, blk: Value, k:
         m = b.ins().fmax(m, a);
     }
     // Every lane the block's maximum: swap halves, then neighbours.
-    const SWAP64: u128 = 0x0706_0504_0302_0100_0f0e_0d0c_0b0a_0908;
-    const SWAP32: u128 = 0x0b0a_0908_0f0e_0d0c_0302_0100_0706_0504;
     for mask in [SWAP64, SWAP32] {
         let s = shuffle_bytes(b, m, m, mask);
         m = b.ins().fmax(m, s);
@@ -149,27 +153,48 @@ fn quantise_block(b: &mut FunctionBuilder, ap: Value, dst: Value, blk: Value, k:
         let bytes = b.ins().snarrow(lo, hi);
         let mag = b.ins().iabs(bytes);
         let sign = b.ins().icmp(IntCC::SignedLessThan, bytes, z8);
-        b.ins().store(stack_flags(), mag, q_addr, 16 * h as i32);
+        let at = 16 * h as i64;
+        b.ins().store(stack_flags(), mag, q_addr, at as i32);
+        b.ins().store(stack_flags(), sign, q_addr, (k + at) as i32);
         b.ins()
-            .store(stack_flags(), sign, q_addr, (k + 16 * h as i64) as i32);
+            .store(stack_flags(), bytes, q_addr, (2 * k + at) as i32);
     }
+    // The block's sum as the integers see it (scale times the sum of q, exact in f32): an
+    // offset's share of a dot product.
+    let mut qsum = q[0];
+    for &v in &q[1..] {
+        qsum = b.ins().iadd(qsum, v);
+    }
+    let mut qsum = b.ins().fcvt_from_sint(types::F32X4, qsum);
+    for mask in [SWAP64, SWAP32] {
+        let sh = shuffle_bytes(b, qsum, qsum, mask);
+        qsum = b.ins().fadd(qsum, sh);
+    }
+    let a_sum = b.ins().fmul(qsum, scale);
     let s = b.ins().extractlane(scale, 0);
+    let a_sum = b.ins().extractlane(a_sum, 0);
     let s_at = b.ins().imul_imm_s(blk, 4);
     let s_addr = b.ins().iadd(dst, s_at);
-    b.ins().store(stack_flags(), s, s_addr, (2 * k) as i32);
+    b.ins().store(stack_flags(), s, s_addr, (3 * k) as i32);
+    let sums_at = 3 * k + k / Q8_BLOCK as i64 * 4;
+    b.ins().store(stack_flags(), a_sum, s_addr, sums_at as i32);
 }
 
-/// The rows `rows` (flat row indices of the call) times the Q8 panel at `start`, from the
-/// quantised rows `qa`: per row one pass over the panel (it stays in L1 across the rows).
+/// The rows `rows` (flat row indices of the call) times the panel at `start` in the Q8
+/// `format`, from the quantised rows `qa`: per row one pass over the panel (it stays in L1
+/// across the rows).
 pub(crate) fn int8_accumulate(
     b: &mut FunctionBuilder,
     qa: QuantisedRows,
     rows: &[Value],
     start: Value,
+    format: CompactFormat,
 ) -> Accumulators {
+    let offsets = format == CompactFormat::Q8Offset;
     let slot = accumulator_slot(b, rows.len());
-    let block_bytes = q8_block_bytes() as i64;
+    let block_bytes = q8_block_bytes(format) as i64;
     let blocks = qa.k / Q8_BLOCK as i64;
+    let k = qa.k as i32;
     let le = MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little);
     for (i, &r) in rows.iter().enumerate() {
         let row = qa.row_addr(b, r);
@@ -181,44 +206,61 @@ pub(crate) fn int8_accumulate(
             let ap = b.use_var(a_ptr);
             let zi = b.ins().iconst(types::I32, 0);
             let mut sums = [b.ins().splat(types::I32X4, zi); 2];
+            // An A run's 4 bytes (at `at` in the row's part), repeated for the 4 columns.
+            let run = |b: &mut FunctionBuilder, at: i32| {
+                let v = b.ins().load(types::I32, stack_flags(), ap, at);
+                let v = b.ins().splat(types::I32X4, v);
+                b.ins().bitcast(types::I8X16, le, v)
+            };
             for g in 0..GROUPS as i32 {
-                // The A run's 4 magnitudes and 4 sign masks, repeated for the 4 columns.
-                let mag = b.ins().load(types::I32, stack_flags(), ap, 4 * g);
-                let mag = b.ins().splat(types::I32X4, mag);
-                let mag = b.ins().bitcast(types::I8X16, le, mag);
-                let sign = b
-                    .ins()
-                    .load(types::I32, stack_flags(), ap, qa.k as i32 + 4 * g);
-                let sign = b.ins().splat(types::I32X4, sign);
-                let sign = b.ins().bitcast(types::I8X16, le, sign);
+                // Signed weights take the A run's signs and multiply its magnitudes; offset
+                // weights (0..=127) are the unsigned operand against the signed A run.
+                let a = if offsets {
+                    ARun::Signed(run(b, 2 * k + 4 * g))
+                } else {
+                    ARun::Split(run(b, 4 * g), run(b, k + 4 * g))
+                };
                 for (h, sum) in sums.iter_mut().enumerate() {
                     let at = g * (GEMM_KG * GEMM_NR) as i32 + 16 * h as i32;
                     let w = b.ins().load(types::I8X16, b_flags(), bp, at);
-                    let flipped = b.ins().bxor(w, sign);
-                    let signed = b.ins().isub(flipped, sign);
-                    let pairs = b.ins().x86_pmaddubsw(signed, mag);
+                    let pairs = match a {
+                        ARun::Split(mag, sign) => {
+                            let flipped = b.ins().bxor(w, sign);
+                            let signed = b.ins().isub(flipped, sign);
+                            b.ins().x86_pmaddubsw(signed, mag)
+                        }
+                        ARun::Signed(a) => b.ins().x86_pmaddubsw(a, w),
+                    };
                     let lo = b.ins().swiden_low(pairs);
                     let hi = b.ins().swiden_high(pairs);
                     let quads = b.ins().iadd_pairwise(lo, hi);
                     *sum = b.ins().iadd(*sum, quads);
                 }
             }
-            // The block's scales: the row's, times each column's.
+            // The block's scales: the row's, times each column's; and the row's block sum.
             let row_blocks = b.ins().isub(ap, row);
             let blk = b.ins().ushr_imm_u(row_blocks, 5);
             let s_at = b.ins().imul_imm_s(blk, 4);
             let s_addr = b.ins().iadd(row, s_at);
-            let sa = b
-                .ins()
-                .load(types::F32, stack_flags(), s_addr, (2 * qa.k) as i32);
+            let sa = b.ins().load(types::F32, stack_flags(), s_addr, 3 * k);
             let sa = b.ins().splat(types::F32X4, sa);
+            let a_sum = offsets.then(|| {
+                let at = 3 * k + k / Q8_BLOCK as i32 * 4;
+                let v = b.ins().load(types::F32, stack_flags(), s_addr, at);
+                b.ins().splat(types::F32X4, v)
+            });
             let scales_at = (Q8_BLOCK * GEMM_NR) as i64;
             for (h, &sum) in sums.iter().enumerate() {
                 let f = b.ins().fcvt_from_sint(types::F32X4, sum);
                 let sw = load_at(b, types::F32X4, b_flags(), bp, scales_at + 16 * h as i64);
                 let s = b.ins().fmul(sw, sa);
                 let acc = b.use_var(totals[h]);
-                let nv = b.ins().fma(f, s, acc);
+                let mut nv = b.ins().fma(f, s, acc);
+                if let Some(a_sum) = a_sum {
+                    let at = scales_at + 4 * GEMM_NR as i64 + 16 * h as i64;
+                    let ow = load_at(b, types::F32X4, b_flags(), bp, at);
+                    nv = b.ins().fma(ow, a_sum, nv);
+                }
                 b.def_var(totals[h], nv);
             }
             let next = b.ins().iadd_imm_s(ap, Q8_BLOCK as i64);
@@ -230,4 +272,12 @@ pub(crate) fn int8_accumulate(
         }
     }
     slot
+}
+
+/// An A run as the weights' form needs it: magnitudes and sign masks (signed weights), or
+/// the signed values (offset weights, which are non-negative).
+#[derive(Clone, Copy)]
+enum ARun {
+    Split(Value, Value),
+    Signed(Value),
 }

@@ -1,14 +1,14 @@
 //! The GEMM micro-kernel over Q8 panels (see `panel_bytes`): per block of 32 k, the f32
-//! panel's eight groups at one signed byte per value, then each column's f32 scale. Each
-//! block's products accumulate unscaled in their own registers, the 8-bit values widened
+//! panel's eight groups at one byte per value, then each column's f32 scale (and offset).
+//! Each block's products accumulate unscaled in their own registers, the 8-bit values widened
 //! and converted in registers; the block sum is then scaled into the column's total with one
-//! FMA. The weights stream at about a quarter of their f32 bytes, which is what decode is
+//! FMA, and an offset's share added as `o * sum(a)` with another. The weights stream at about a quarter of their f32 bytes, which is what decode is
 //! bound by.
 
 use cranelift_codegen::ir::{InstBuilder, StackSlotData, StackSlotKind, Value, types};
 use cranelift_frontend::{FunctionBuilder, Variable};
 
-use cranegrad_graph::Q8_BLOCK;
+use cranegrad_graph::{CompactFormat, Q8_BLOCK};
 use cranegrad_lower::kernel::{GEMM_KG, GEMM_NR, q8_block_bytes};
 
 use crate::emit::emit_loop;
@@ -23,6 +23,7 @@ const GROUPS: usize = Q8_BLOCK / GEMM_KG;
 /// panel at `start` over `k_total` (a multiple of the block): passes of one row by four
 /// columns (decode), or of two rows by two columns, so the block sums, the totals, the A runs
 /// and the converted B vectors fit the 16 vector registers.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn q8_accumulate(
     b: &mut FunctionBuilder,
     a_rows: &[(Variable, i64)],
@@ -30,6 +31,7 @@ pub(crate) fn q8_accumulate(
     ak: i64,
     start: Value,
     k_total: i64,
+    format: CompactFormat,
 ) -> Accumulators {
     let rows = a_rows.len();
     let (row_step, col_step) = if rows == 1 { (1, 4) } else { (2, 2) };
@@ -54,7 +56,8 @@ pub(crate) fn q8_accumulate(
                     b.def_var(v, p);
                 }
             }
-            let accs = q8_pass(b, pass_rows, &live, ak, start, k_total, c0..c0 + col_step);
+            let cols = c0..c0 + col_step;
+            let accs = q8_pass(b, pass_rows, &live, ak, (start, k_total), cols, format);
             for (i, acc) in accs.into_iter().enumerate() {
                 let (r, c) = (r0 + i / col_step, c0 + i % col_step);
                 let v = b.use_var(acc);
@@ -84,17 +87,20 @@ fn q8_pass(
     pass_rows: &[(Variable, i64)],
     live: &[Variable],
     ak: i64,
-    start: Value,
-    k_total: i64,
+    (start, k_total): (Value, i64),
     cols: std::ops::Range<usize>,
+    format: CompactFormat,
 ) -> Vec<Variable> {
     let nc = cols.len();
+    let offsets = format == CompactFormat::Q8Offset;
     let totals = zeroed_vectors(b, pass_rows.len() * nc);
-    let block_bytes = q8_block_bytes() as i64;
+    let block_bytes = q8_block_bytes(format) as i64;
     let blocks = k_total / Q8_BLOCK as i64;
     let end = b.ins().iadd_imm_s(start, blocks * block_bytes);
     emit_loop(b, start, end, block_bytes, |b, bp| {
         let sums = zeroed_vectors(b, pass_rows.len() * nc);
+        // With offsets, each row's block sum of A (lane-wise): the offset's share is o * sum(a).
+        let a_sums = zeroed_vectors(b, if offsets { pass_rows.len() } else { 0 });
         for g in 0..GROUPS as i64 {
             // Two columns' 4-k runs are 8 consecutive bytes: widened to i16 by the load, then
             // each half to i32 and converted.
@@ -108,6 +114,11 @@ fn q8_pass(
             }
             for (r, _) in pass_rows.iter().enumerate() {
                 let av = a_run(b, pass_rows, r, g * GEMM_KG as i64 * ak, ak, GEMM_KG);
+                if let Some(&sv) = a_sums.get(r) {
+                    let acc = b.use_var(sv);
+                    let nv = b.ins().fadd(acc, av);
+                    b.def_var(sv, nv);
+                }
                 for (i, &bc) in bv.iter().enumerate() {
                     let s = sums[r * nc + i];
                     let acc = b.use_var(s);
@@ -120,10 +131,19 @@ fn q8_pass(
         for (i, c) in cols.clone().enumerate() {
             let s = load_at(b, types::F32, b_flags(), bp, scales_at + 4 * c as i64);
             let sv = b.ins().splat(types::F32X4, s);
+            let ov = offsets.then(|| {
+                let at = scales_at + 4 * (GEMM_NR + c) as i64;
+                let o = load_at(b, types::F32, b_flags(), bp, at);
+                b.ins().splat(types::F32X4, o)
+            });
             for r in 0..pass_rows.len() {
                 let sum = b.use_var(sums[r * nc + i]);
                 let acc = b.use_var(totals[r * nc + i]);
-                let nv = b.ins().fma(sum, sv, acc);
+                let mut nv = b.ins().fma(sum, sv, acc);
+                if let Some(ov) = ov {
+                    let a_sum = b.use_var(a_sums[r]);
+                    nv = b.ins().fma(a_sum, ov, nv);
+                }
                 b.def_var(totals[r * nc + i], nv);
             }
         }

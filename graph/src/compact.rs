@@ -15,6 +15,10 @@ pub enum CompactFormat {
     /// Blocks of [`Q8_BLOCK`] consecutive values, each `q * s` with `q` an integer in
     /// `-127..=127` and one f32 `s` per block (see [`q8_block`]).
     Q8,
+    /// Blocks of [`Q8_BLOCK`] consecutive values, each `q * s + o` with `q` an integer in
+    /// `0..=127` and one f32 `s` and `o` per block (see [`q8_offset_block`]): the GGUF types
+    /// with a minimum (Q4_1, Q5_1, and Q4_K/Q5_K's sub-blocks).
+    Q8Offset,
 }
 
 /// Values per block of [`CompactFormat::Q8`].
@@ -27,12 +31,18 @@ impl CompactFormat {
             CompactFormat::Bf16 => "bf16",
             CompactFormat::F16 => "f16",
             CompactFormat::Q8 => "q8",
+            CompactFormat::Q8Offset => "q8o",
         }
     }
 
     /// True for the 16-bit float formats, whose values stand alone (no block scale).
     pub const fn is_half(self) -> bool {
         matches!(self, CompactFormat::Bf16 | CompactFormat::F16)
+    }
+
+    /// True for the 8-bit block formats.
+    pub const fn is_block(self) -> bool {
+        !self.is_half()
     }
 
     /// The 16 bits of `x` in this 16-bit format, when `x` is exactly representable in it;
@@ -46,7 +56,7 @@ impl CompactFormat {
                 let h = half::f16::from_f32(x);
                 (h.to_f32().to_bits() == x.to_bits()).then_some(h.to_bits())
             }
-            CompactFormat::Q8 => None,
+            CompactFormat::Q8 | CompactFormat::Q8Offset => None,
         }
     }
 
@@ -54,9 +64,18 @@ impl CompactFormat {
     /// format; for [`CompactFormat::Q8`], each run of [`Q8_BLOCK`] values from the start (so
     /// rows whose length it divides are blocked along the row).
     pub fn holds(self, values: &[f32]) -> bool {
-        if self == CompactFormat::Q8 {
-            return values.len().is_multiple_of(Q8_BLOCK)
-                && values.chunks(Q8_BLOCK).all(|b| q8_block(b).is_some());
+        let whole = values.len().is_multiple_of(Q8_BLOCK);
+        match self {
+            CompactFormat::Q8 => {
+                return whole && values.chunks(Q8_BLOCK).all(|b| q8_block(b).is_some());
+            }
+            CompactFormat::Q8Offset => {
+                return whole
+                    && values
+                        .chunks(Q8_BLOCK)
+                        .all(|b| q8_offset_block(b).is_some());
+            }
+            _ => {}
         }
         values.iter().all(|&x| self.exact_bits(x).is_some())
     }
@@ -88,6 +107,38 @@ pub fn q8_block(x: &[f32]) -> Option<(f32, [i8; Q8_BLOCK])> {
                 return Some((s, q));
             }
         }
+    }
+    None
+}
+
+/// The scale `s`, offset `o` and integers `q` in `0..=127` of one block with
+/// `x[i] ≈ q[i] * s + o` (each within a few roundings of the block's largest magnitude: the
+/// offset and scale are recovered from rounded values), when there are such: the blocks
+/// with a minimum (GGUF Q4_1, Q5_1, and Q4_K/Q5_K's sub-blocks). The offset is the block's
+/// smallest value (any level can be the lowest used); the scale its range over the fewest
+/// levels that fit.
+pub fn q8_offset_block(x: &[f32]) -> Option<(f32, f32, [u8; Q8_BLOCK])> {
+    if x.len() != Q8_BLOCK || !x.iter().all(|v| v.is_finite()) {
+        return None;
+    }
+    let lo = x.iter().copied().fold(f32::INFINITY, f32::min);
+    let hi = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut q = [0u8; Q8_BLOCK];
+    if hi == lo {
+        return Some((0.0, lo, q));
+    }
+    let tol = 8.0 * lo.abs().max(hi.abs()) * f32::EPSILON;
+    'top: for top in 1..=127u8 {
+        let s = (hi - lo) / f32::from(top);
+        for (qi, &v) in q.iter_mut().zip(x) {
+            let t = (v - lo) / s;
+            let r = (t + 0.5) as i32;
+            if !(0..=i32::from(top)).contains(&r) || (r as f32 * s + lo - v).abs() > tol {
+                continue 'top;
+            }
+            *qi = r as u8;
+        }
+        return Some((s, lo, q));
     }
     None
 }
@@ -144,7 +195,32 @@ mod tests {
         assert!(q8_block(&smooth).is_none());
         smooth[3] = f32::NAN;
         assert!(q8_block(&smooth).is_none() && q8_block(&q8[..16]).is_none());
-        assert!(CompactFormat::Q8.holds(&[q8.clone(), q4].concat()));
+        assert!(CompactFormat::Q8.holds(&[q8.clone(), q4.clone()].concat()));
         assert!(!CompactFormat::Q8.holds(&q8[..31]));
+    }
+
+    #[test]
+    fn offset_blocks_are_found_for_q4_1_like_blocks_and_refused_otherwise() {
+        // x = d * q + m, q in 0..=15 (Q4_1) or 0..=31 (Q5_1), d and m f16 values; a block
+        // whose lowest level is unused (its minimum is then a level above m).
+        let (d, m) = (0.013_671_875f32, -0.103_515_625f32);
+        for (levels, first) in [(16, 0), (32, 0), (16, 3)] {
+            let x: Vec<f32> = (0..32)
+                .map(|i| ((i * 7) % levels).max(first) as f32 * d + m)
+                .collect();
+            let (s, o, q) = q8_offset_block(&x).expect("an offset block");
+            for (&v, &qi) in x.iter().zip(&q) {
+                assert!((f32::from(qi) * s + o - v).abs() <= 8.0 * 0.3 * f32::EPSILON);
+            }
+        }
+        assert_eq!(
+            q8_offset_block(&[0.25; 32]).map(|(s, o, _)| (s, o)),
+            Some((0.0, 0.25))
+        );
+        let smooth: Vec<f32> = (0..32).map(|i| (i as f32 * 0.37).sin()).collect();
+        assert!(q8_offset_block(&smooth).is_none());
+        assert!(
+            CompactFormat::Q8Offset.holds(&[0.5; 64]) && !CompactFormat::Q8Offset.holds(&smooth)
+        );
     }
 }

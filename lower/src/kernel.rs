@@ -390,7 +390,7 @@ pub struct GemmSpec {
     /// The packed panels hold this compact format (the weight is exact in it, see
     /// `HostData::into_compact`, and [`panel_bytes`]), widened in registers (the slot's
     /// length still counts f32 elements). Only for B (and a pair's B) without a folded row
-    /// scale; Q8 only for a transposed B whose rows its blocks divide.
+    /// scale; a Q8 format only for a transposed B whose rows its blocks divide.
     #[serde(default)]
     pub compact: Option<CompactFormat>,
     /// Q8 panels multiplied in integers: A quantised per block of 32 to 8 bits once per call
@@ -404,9 +404,10 @@ pub struct GemmSpec {
 pub const INT8_DOT_MAX_STACK: usize = 512 << 10;
 
 /// Bytes per row of A's quantised copy for a reduction of length `k` (whole Q8 blocks): the
-/// magnitudes, the sign masks, then one f32 scale per block, rounded up to 16.
+/// magnitudes, the sign masks and the signed values, then per block the f32 scale and the
+/// f32 sum of the block's values, rounded up to 16.
 pub const fn int8_row_stride(k: usize) -> usize {
-    (2 * k + k / Q8_BLOCK * 4).next_multiple_of(16)
+    (3 * k + k / Q8_BLOCK * 8).next_multiple_of(16)
 }
 
 /// The second contraction of a paired GEMM: same A, its own B, summed in its own loop.
@@ -440,19 +441,24 @@ pub fn panel_words(k: usize) -> usize {
     k.div_ceil(GEMM_KG) * GEMM_KG * GEMM_NR
 }
 
-/// Bytes of one Q8 panel block (see [`panel_bytes`]): 32 k values of 8 columns at a byte
-/// each, in the f32 panel's order, then the 8 columns' f32 scales.
-pub const fn q8_block_bytes() -> usize {
-    Q8_BLOCK * GEMM_NR + 4 * GEMM_NR
+/// Bytes of one block of a Q8 panel (see [`panel_bytes`]): 32 k values of 8 columns at a
+/// byte each, in the f32 panel's order, then the 8 columns' f32 scales, and for
+/// [`CompactFormat::Q8Offset`] their f32 offsets.
+pub const fn q8_block_bytes(format: CompactFormat) -> usize {
+    let per_column = match format {
+        CompactFormat::Q8Offset => 8,
+        _ => 4,
+    };
+    Q8_BLOCK * GEMM_NR + per_column * GEMM_NR
 }
 
 /// Bytes of one packed panel of a reduction of length `k` in `format`: the f32 layout at 4
-/// bytes per value, or at 2 in a 16-bit format; in Q8 (`k` a multiple of its block), per
-/// block of 32 k a [`q8_block_bytes`] block.
+/// bytes per value, or at 2 in a 16-bit format; in a Q8 format (`k` a multiple of its block),
+/// per block of 32 k a [`q8_block_bytes`] block.
 pub fn panel_bytes(k: usize, format: Option<CompactFormat>) -> usize {
     match format {
         None => panel_words(k) * 4,
-        Some(CompactFormat::Q8) => k / Q8_BLOCK * q8_block_bytes(),
+        Some(f) if f.is_block() => k / Q8_BLOCK * q8_block_bytes(f),
         Some(_) => panel_words(k) * 2,
     }
 }

@@ -1023,9 +1023,14 @@ fn gemm(s: &str) -> LineResult<GemmSpec> {
     g.packed = w.flag("packed");
     if g.packed {
         use cranegrad_graph::CompactFormat;
-        g.compact = [CompactFormat::Bf16, CompactFormat::F16, CompactFormat::Q8]
-            .into_iter()
-            .find(|f| w.flag(f.name()));
+        g.compact = [
+            CompactFormat::Bf16,
+            CompactFormat::F16,
+            CompactFormat::Q8,
+            CompactFormat::Q8Offset,
+        ]
+        .into_iter()
+        .find(|f| w.flag(f.name()));
         g.int8_dot = w.flag("int8dot");
     }
     w.end()?;

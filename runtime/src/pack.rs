@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use cranegrad_graph::{CompactFormat, HostData, Q8_BLOCK, q8_block};
+use cranegrad_graph::{CompactFormat, HostData, Q8_BLOCK, q8_block, q8_offset_block};
 use cranegrad_lower::kernel::{
     GEMM_KG, GEMM_NR, panel_bytes, panel_offset, panel_words, q8_block_bytes,
 };
@@ -157,49 +157,63 @@ pub fn narrow(panels: &AlignedBuf, format: CompactFormat) -> Option<AlignedBuf> 
     Some(out)
 }
 
-/// f32 panels of a reduction of length `k` (a multiple of the block) as Q8 panels (see
-/// `panel_bytes`): per block of 32 k, the values as bytes in the same order, then each
-/// column's scale; `None` when a column's block is not a Q8 block (the data was marked by
-/// `HostData::into_compact`, so only a bug gets here).
-pub fn to_q8(panels: &AlignedBuf, k: usize) -> Option<AlignedBuf> {
+/// f32 panels of a reduction of length `k` (a multiple of the block) as panels of the Q8
+/// format `format` (see `panel_bytes`): per block of 32 k, the values as bytes in the same
+/// order, then each column's scale (and offset); `None` when a column's block is not of the
+/// format (the data was marked by `HostData::into_compact`, so only a bug gets here).
+pub fn to_q8(panels: &AlignedBuf, k: usize, format: CompactFormat) -> Option<AlignedBuf> {
     let block_words = Q8_BLOCK * GEMM_NR;
+    let out_words = q8_block_bytes(format) / 4;
     let w = panels.words();
     debug_assert!(k.is_multiple_of(Q8_BLOCK) && w.len().is_multiple_of(panel_words(k)));
     let blocks = w.len() / block_words;
-    let mut out = AlignedBuf::zeroed(blocks * q8_block_bytes() / 4);
+    let mut out = AlignedBuf::zeroed(blocks * out_words);
     // Blocks are independent: a share of them per core (a Llama-3.2-1B's take seconds alone).
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let per = blocks.div_ceil(threads).max(1);
     let ok = std::thread::scope(|sc| {
         let parts: Vec<_> = w
             .chunks(per * block_words)
-            .zip(out.words_mut().chunks_mut(per * q8_block_bytes() / 4))
-            .map(|(src, dst)| sc.spawn(move || q8_blocks_into(src, dst)))
+            .zip(out.words_mut().chunks_mut(per * out_words))
+            .map(|(src, dst)| sc.spawn(move || q8_blocks_into(src, dst, format)))
             .collect();
         parts.into_iter().all(|p| p.join().unwrap_or(false))
     });
     ok.then_some(out)
 }
 
-/// Converts whole f32 panel blocks `src` into Q8 blocks `dst`; false when one is not Q8.
-fn q8_blocks_into(src: &[u32], dst: &mut [u32]) -> bool {
+/// Converts whole f32 panel blocks `src` into blocks of `format` in `dst`; false when one is
+/// not of the format.
+fn q8_blocks_into(src: &[u32], dst: &mut [u32], format: CompactFormat) -> bool {
     let at = |i: usize, c: usize| (i / GEMM_KG) * GEMM_KG * GEMM_NR + c * GEMM_KG + i % GEMM_KG;
     let block_words = Q8_BLOCK * GEMM_NR;
-    let mut bytes = vec![0u8; q8_block_bytes()];
+    let mut bytes = vec![0u8; q8_block_bytes(format)];
     for (src, dst) in src
         .chunks_exact(block_words)
-        .zip(dst.chunks_exact_mut(q8_block_bytes() / 4))
+        .zip(dst.chunks_exact_mut(bytes.len() / 4))
     {
-        let (values, scales) = bytes.split_at_mut(block_words);
+        let (values, params) = bytes.split_at_mut(block_words);
         for c in 0..GEMM_NR {
             let column: [f32; Q8_BLOCK] = std::array::from_fn(|i| f32::from_bits(src[at(i, c)]));
-            let Some((scale, q)) = q8_block(&column) else {
-                return false;
+            let (scale, offset, q) = if format == CompactFormat::Q8Offset {
+                match q8_offset_block(&column) {
+                    Some(b) => b,
+                    None => return false,
+                }
+            } else {
+                match q8_block(&column) {
+                    Some((s, q)) => (s, 0.0, q.map(|v| v as u8)),
+                    None => return false,
+                }
             };
             for (i, &qi) in q.iter().enumerate() {
-                values[at(i, c)] = qi as u8;
+                values[at(i, c)] = qi;
             }
-            scales[4 * c..4 * c + 4].copy_from_slice(&scale.to_le_bytes());
+            params[4 * c..4 * c + 4].copy_from_slice(&scale.to_le_bytes());
+            if format == CompactFormat::Q8Offset {
+                let o = 4 * (GEMM_NR + c);
+                params[o..o + 4].copy_from_slice(&offset.to_le_bytes());
+            }
         }
         for (o, b) in dst.iter_mut().zip(bytes.chunks_exact(4)) {
             *o = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
@@ -381,7 +395,7 @@ impl PackCache {
             }
         }
         match format {
-            Some(CompactFormat::Q8) => buf = to_q8(&buf, k)?,
+            Some(f) if f.is_block() => buf = to_q8(&buf, k, f)?,
             Some(half) => buf = narrow(&buf, half)?,
             None => {}
         }

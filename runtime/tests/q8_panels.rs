@@ -8,9 +8,9 @@ use cranegrad_graph::{Bindings, CompactFormat, Graph, HostData, Shape, Tensor, l
 use cranegrad_lower::{LowerOptions, lower_tensors};
 use cranegrad_runtime::{Feeds, Session, SessionOptions};
 
-/// `rows` rows of `k` values of one symmetric scheme: Q8_0-like (each block reaching 127
-/// steps of an f16 scale), Q4_0-like (-8..=7 steps) or int8-like (one scale per row), with
-/// every fifth block zero.
+/// `rows` rows of `k` values of one scheme: Q8_0-like (each block reaching 127 steps of an
+/// f16 scale), Q4_0-like (-8..=7 steps), int8-like (one scale per row), or Q4_1-like (16
+/// levels above a minimum, scheme 3), with every fifth block zero.
 fn scheme_values(rows: usize, k: usize, seed: u64, scheme: usize) -> Vec<f32> {
     let raw = lcg_values(rows * k, seed, 1.0);
     let mut out = vec![0f32; rows * k];
@@ -25,7 +25,9 @@ fn scheme_values(rows: usize, k: usize, seed: u64, scheme: usize) -> Vec<f32> {
                 out[r * k + bi * 32 + i] = match scheme {
                     0 => (v * 127.0).round() * d,
                     1 => (v * 8.0).round().clamp(-8.0, 7.0) * d,
-                    _ => (v * 127.0).round() * row_scale,
+                    2 => (v * 127.0).round() * row_scale,
+                    // Q4_1-like: 16 levels above a minimum.
+                    _ => ((v + 1.0) * 7.5).round() * d - 0.1 * d * (1 + bi % 4) as f32,
                 };
             }
         }
@@ -44,9 +46,14 @@ fn weight(
     mark: bool,
 ) -> Tensor {
     let d = HostData::from(scheme_values(n, k, seed, scheme));
+    let format = if scheme == 3 {
+        CompactFormat::Q8Offset
+    } else {
+        CompactFormat::Q8
+    };
     let d = if mark {
-        d.into_compact(CompactFormat::Q8)
-            .expect("the values are Q8 blocks")
+        d.into_compact(format)
+            .expect("the values are blocks of the format")
     } else {
         d
     };
@@ -64,6 +71,7 @@ fn both(build: impl Fn(&Graph, bool) -> Tensor) -> (Vec<f32>, Vec<f32>, bool) {
         if mark {
             let l = lower_tensors(&[&y], LowerOptions::default()).unwrap();
             uses = l.schedule.text().contains("packed q8");
+            // (`packed q8o` for offset weights contains it too.)
         }
         let mut s = Session::new(SessionOptions {
             fuse: true,
@@ -89,7 +97,7 @@ fn assert_close(a: &[f32], b: &[f32], case: &str) {
 
 #[test]
 fn q8_panels_compute_what_f32_panels_do() {
-    for scheme in 0..3 {
+    for scheme in 0..4 {
         for &(m, k, n) in &[
             (1usize, 32usize, 8usize),
             (1, 256, 100),
@@ -208,7 +216,7 @@ fn relative_error(a: &[f32], b: &[f32]) -> f32 {
 fn integer_dot_products_land_within_the_activations_rounding() {
     // Measured: 2e-3 to 1e-2 of the largest output (8-bit activations per block of 32); the
     // bound leaves room, a wrong sign or scale lands near 1.
-    for scheme in 0..3 {
+    for scheme in 0..4 {
         for &(m, k, n) in &[
             (1usize, 32usize, 8usize),
             (1, 1536, 100),

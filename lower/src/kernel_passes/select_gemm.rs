@@ -52,9 +52,9 @@ pub fn select_gemm(
     let pair_ok = gm.pair.is_none_or(|p| {
         p.b_scale.is_none()
             && kernel.load_arg(p.b).and_then(&compact_of) == format
-            && (format != Some(CompactFormat::Q8) || blocks_along_k(p.b_transposed))
+            && (!format.is_some_and(CompactFormat::is_block) || blocks_along_k(p.b_transposed))
     });
-    let layout_ok = format != Some(CompactFormat::Q8) || blocks_along_k(gm.b_transposed);
+    let layout_ok = !format.is_some_and(CompactFormat::is_block) || blocks_along_k(gm.b_transposed);
     gm.compact = format.filter(|_| gm.packed && gm.b_scale.is_none() && pair_ok && layout_ok);
     if gm.packed
         && let Some(slot) = slot

@@ -21,7 +21,7 @@ pub fn select_integer_dot(kernel: &mut Kernel) -> bool {
         matches!(&kernel.exprs[g.a], Expr::Load { index, .. } if index.coeff(g.k_loop) == 1);
     let qualifies = g.packed
         && !g.int8_dot
-        && g.compact == Some(CompactFormat::Q8)
+        && g.compact.is_some_and(CompactFormat::is_block)
         && k.is_some_and(|k| {
             k.is_multiple_of(Q8_BLOCK) && g.rows * int8_row_stride(k) <= INT8_DOT_MAX_STACK
         })
