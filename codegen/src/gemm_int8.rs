@@ -191,6 +191,7 @@ pub(crate) fn int8_accumulate(
     format: CompactFormat,
 ) -> Accumulators {
     let offsets = format == CompactFormat::Q8Offset;
+    let split = format == CompactFormat::Q8Split;
     let slot = accumulator_slot(b, rows.len());
     let block_bytes = q8_block_bytes(format) as i64;
     let blocks = qa.k / Q8_BLOCK as i64;
@@ -211,6 +212,37 @@ pub(crate) fn int8_accumulate(
                 let v = b.ins().load(types::I32, stack_flags(), ap, at);
                 let v = b.ins().splat(types::I32X4, v);
                 b.ins().bitcast(types::I8X16, le, v)
+            };
+            // The block's scales: the row's, times each column's; and the row's block sum.
+            let row_blocks = b.ins().isub(ap, row);
+            let blk = b.ins().ushr_imm_u(row_blocks, 5);
+            let s_at = b.ins().imul_imm_s(blk, 4);
+            let s_addr = b.ins().iadd(row, s_at);
+            let sa = b.ins().load(types::F32, stack_flags(), s_addr, 3 * k);
+            let sa = b.ins().splat(types::F32X4, sa);
+            let a_sum = offsets.then(|| {
+                let at = 3 * k + k / Q8_BLOCK as i32 * 4;
+                let v = b.ins().load(types::F32, stack_flags(), s_addr, at);
+                b.ins().splat(types::F32X4, v)
+            });
+            let scales_at = (Q8_BLOCK * GEMM_NR) as i64;
+            // Converts the integer sums and scales them into the totals by the column scales
+            // at `at` (and adds the offsets' share); then starts the sums again.
+            let flush = |b: &mut FunctionBuilder, sums: &mut [Value; 2], at: i64| {
+                for (h, sum) in sums.iter_mut().enumerate() {
+                    let f = b.ins().fcvt_from_sint(types::F32X4, *sum);
+                    let sw = load_at(b, types::F32X4, b_flags(), bp, at + 16 * h as i64);
+                    let s = b.ins().fmul(sw, sa);
+                    let acc = b.use_var(totals[h]);
+                    let mut nv = b.ins().fma(f, s, acc);
+                    if let Some(a_sum) = a_sum {
+                        let at = scales_at + 4 * GEMM_NR as i64 + 16 * h as i64;
+                        let ow = load_at(b, types::F32X4, b_flags(), bp, at);
+                        nv = b.ins().fma(ow, a_sum, nv);
+                    }
+                    b.def_var(totals[h], nv);
+                    *sum = b.ins().splat(types::I32X4, zi);
+                }
             };
             for g in 0..GROUPS as i32 {
                 // Signed weights take the A run's signs and multiply its magnitudes; offset
@@ -236,33 +268,17 @@ pub(crate) fn int8_accumulate(
                     let quads = b.ins().iadd_pairwise(lo, hi);
                     *sum = b.ins().iadd(*sum, quads);
                 }
-            }
-            // The block's scales: the row's, times each column's; and the row's block sum.
-            let row_blocks = b.ins().isub(ap, row);
-            let blk = b.ins().ushr_imm_u(row_blocks, 5);
-            let s_at = b.ins().imul_imm_s(blk, 4);
-            let s_addr = b.ins().iadd(row, s_at);
-            let sa = b.ins().load(types::F32, stack_flags(), s_addr, 3 * k);
-            let sa = b.ins().splat(types::F32X4, sa);
-            let a_sum = offsets.then(|| {
-                let at = 3 * k + k / Q8_BLOCK as i32 * 4;
-                let v = b.ins().load(types::F32, stack_flags(), s_addr, at);
-                b.ins().splat(types::F32X4, v)
-            });
-            let scales_at = (Q8_BLOCK * GEMM_NR) as i64;
-            for (h, &sum) in sums.iter().enumerate() {
-                let f = b.ins().fcvt_from_sint(types::F32X4, sum);
-                let sw = load_at(b, types::F32X4, b_flags(), bp, scales_at + 16 * h as i64);
-                let s = b.ins().fmul(sw, sa);
-                let acc = b.use_var(totals[h]);
-                let mut nv = b.ins().fma(f, s, acc);
-                if let Some(a_sum) = a_sum {
-                    let at = scales_at + 4 * GEMM_NR as i64 + 16 * h as i64;
-                    let ow = load_at(b, types::F32X4, b_flags(), bp, at);
-                    nv = b.ins().fma(ow, a_sum, nv);
+                // Split blocks scale each half by its own scales.
+                if split && g as usize == GROUPS / 2 - 1 {
+                    flush(b, &mut sums, scales_at);
                 }
-                b.def_var(totals[h], nv);
             }
+            let last_scales = if split {
+                scales_at + 4 * GEMM_NR as i64
+            } else {
+                scales_at
+            };
+            flush(b, &mut sums, last_scales);
             let next = b.ins().iadd_imm_s(ap, Q8_BLOCK as i64);
             b.def_var(a_ptr, next);
         });

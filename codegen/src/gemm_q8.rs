@@ -97,10 +97,39 @@ fn q8_pass(
     let block_bytes = q8_block_bytes(format) as i64;
     let blocks = k_total / Q8_BLOCK as i64;
     let end = b.ins().iadd_imm_s(start, blocks * block_bytes);
+    let split = format == CompactFormat::Q8Split;
+    let scales_at = (GROUPS * GEMM_KG * GEMM_NR) as i64;
     emit_loop(b, start, end, block_bytes, |b, bp| {
         let sums = zeroed_vectors(b, pass_rows.len() * nc);
         // With offsets, each row's block sum of A (lane-wise): the offset's share is o * sum(a).
         let a_sums = zeroed_vectors(b, if offsets { pass_rows.len() } else { 0 });
+        // Scales the sums into the totals by the scales at `at` (and adds the offsets' share).
+        let flush = |b: &mut FunctionBuilder, at: i64, last: bool| {
+            for (i, c) in cols.clone().enumerate() {
+                let s = load_at(b, types::F32, b_flags(), bp, at + 4 * c as i64);
+                let sv = b.ins().splat(types::F32X4, s);
+                let ov = offsets.then(|| {
+                    let at = scales_at + 4 * (GEMM_NR + c) as i64;
+                    let o = load_at(b, types::F32, b_flags(), bp, at);
+                    b.ins().splat(types::F32X4, o)
+                });
+                for r in 0..pass_rows.len() {
+                    let sum = b.use_var(sums[r * nc + i]);
+                    let acc = b.use_var(totals[r * nc + i]);
+                    let mut nv = b.ins().fma(sum, sv, acc);
+                    if let Some(ov) = ov {
+                        let a_sum = b.use_var(a_sums[r]);
+                        nv = b.ins().fma(a_sum, ov, nv);
+                    }
+                    b.def_var(totals[r * nc + i], nv);
+                    if !last {
+                        let z = b.ins().f32const(0.0);
+                        let z = b.ins().splat(types::F32X4, z);
+                        b.def_var(sums[r * nc + i], z);
+                    }
+                }
+            }
+        };
         for g in 0..GROUPS as i64 {
             // Two columns' 4-k runs are 8 consecutive bytes: widened to i16 by the load, then
             // each half to i32 and converted.
@@ -126,27 +155,17 @@ fn q8_pass(
                     b.def_var(s, nv);
                 }
             }
-        }
-        let scales_at = (GROUPS * GEMM_KG * GEMM_NR) as i64;
-        for (i, c) in cols.clone().enumerate() {
-            let s = load_at(b, types::F32, b_flags(), bp, scales_at + 4 * c as i64);
-            let sv = b.ins().splat(types::F32X4, s);
-            let ov = offsets.then(|| {
-                let at = scales_at + 4 * (GEMM_NR + c) as i64;
-                let o = load_at(b, types::F32, b_flags(), bp, at);
-                b.ins().splat(types::F32X4, o)
-            });
-            for r in 0..pass_rows.len() {
-                let sum = b.use_var(sums[r * nc + i]);
-                let acc = b.use_var(totals[r * nc + i]);
-                let mut nv = b.ins().fma(sum, sv, acc);
-                if let Some(ov) = ov {
-                    let a_sum = b.use_var(a_sums[r]);
-                    nv = b.ins().fma(a_sum, ov, nv);
-                }
-                b.def_var(totals[r * nc + i], nv);
+            // Split blocks scale each half by its own scale (the second after the first's).
+            if split && g as usize == GROUPS / 2 - 1 {
+                flush(b, scales_at, false);
             }
         }
+        let last_scales = if split {
+            scales_at + 4 * GEMM_NR as i64
+        } else {
+            scales_at
+        };
+        flush(b, last_scales, true);
         advance_a(b, live, Q8_BLOCK as i64 * ak);
     });
     totals

@@ -19,6 +19,9 @@ pub enum CompactFormat {
     /// `0..=127` and one f32 `s` and `o` per block (see [`q8_offset_block`]): the GGUF types
     /// with a minimum (Q4_1, Q5_1, and Q4_K/Q5_K's sub-blocks).
     Q8Offset,
+    /// Blocks of [`Q8_BLOCK`] consecutive values whose two halves are each `q * s` with `q`
+    /// an integer in `-127..=127` and their own f32 `s`: GGUF Q6_K's 16-value sub-blocks.
+    Q8Split,
 }
 
 /// Values per block of [`CompactFormat::Q8`].
@@ -32,6 +35,7 @@ impl CompactFormat {
             CompactFormat::F16 => "f16",
             CompactFormat::Q8 => "q8",
             CompactFormat::Q8Offset => "q8o",
+            CompactFormat::Q8Split => "q8s",
         }
     }
 
@@ -56,7 +60,7 @@ impl CompactFormat {
                 let h = half::f16::from_f32(x);
                 (h.to_f32().to_bits() == x.to_bits()).then_some(h.to_bits())
             }
-            CompactFormat::Q8 | CompactFormat::Q8Offset => None,
+            CompactFormat::Q8 | CompactFormat::Q8Offset | CompactFormat::Q8Split => None,
         }
     }
 
@@ -64,20 +68,15 @@ impl CompactFormat {
     /// format; for [`CompactFormat::Q8`], each run of [`Q8_BLOCK`] values from the start (so
     /// rows whose length it divides are blocked along the row).
     pub fn holds(self, values: &[f32]) -> bool {
-        let whole = values.len().is_multiple_of(Q8_BLOCK);
+        let blocks = |len: usize, ok: fn(&[f32]) -> bool| {
+            values.len().is_multiple_of(Q8_BLOCK) && values.chunks(len).all(ok)
+        };
         match self {
-            CompactFormat::Q8 => {
-                return whole && values.chunks(Q8_BLOCK).all(|b| q8_block(b).is_some());
-            }
-            CompactFormat::Q8Offset => {
-                return whole
-                    && values
-                        .chunks(Q8_BLOCK)
-                        .all(|b| q8_offset_block(b).is_some());
-            }
-            _ => {}
+            CompactFormat::Q8 => blocks(Q8_BLOCK, |b| q8_block(b).is_some()),
+            CompactFormat::Q8Offset => blocks(Q8_BLOCK, |b| q8_offset_block(b).is_some()),
+            CompactFormat::Q8Split => blocks(Q8_BLOCK / 2, |b| q8_block(b).is_some()),
+            _ => values.iter().all(|&x| self.exact_bits(x).is_some()),
         }
-        values.iter().all(|&x| self.exact_bits(x).is_some())
     }
 }
 
@@ -86,8 +85,10 @@ impl CompactFormat {
 /// block scale), when there are such. The scale is the block's largest magnitude over the
 /// largest integer, tried from 127 down: Q8_0 blocks reach 127, Q4_0's reach 8, Q5_0's 16,
 /// an int8 row's blocks what they reach.
+///
+/// A shorter `x` (a half block) fills the first `x.len()` values of `q`.
 pub fn q8_block(x: &[f32]) -> Option<(f32, [i8; Q8_BLOCK])> {
-    if x.len() != Q8_BLOCK {
+    if x.is_empty() || x.len() > Q8_BLOCK {
         return None;
     }
     let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -194,7 +195,14 @@ mod tests {
         let mut smooth: Vec<f32> = (0..32).map(|i| (i as f32 * 0.37).sin()).collect();
         assert!(q8_block(&smooth).is_none());
         smooth[3] = f32::NAN;
-        assert!(q8_block(&smooth).is_none() && q8_block(&q8[..16]).is_none());
+        assert!(q8_block(&smooth).is_none() && q8_block(&[]).is_none());
+        // Halves with their own scales (Q6_K's sub-blocks): Q8Split, not Q8.
+        let split: Vec<f32> = (0..32)
+            .map(|i| ((i * 5) % 64) as f32 - 32.0)
+            .enumerate()
+            .map(|(i, q)| q * if i < 16 { 0.011 } else { 0.0037 })
+            .collect();
+        assert!(CompactFormat::Q8Split.holds(&split) && !CompactFormat::Q8.holds(&split));
         assert!(CompactFormat::Q8.holds(&[q8.clone(), q4.clone()].concat()));
         assert!(!CompactFormat::Q8.holds(&q8[..31]));
     }

@@ -443,10 +443,11 @@ pub fn panel_words(k: usize) -> usize {
 
 /// Bytes of one block of a Q8 panel (see [`panel_bytes`]): 32 k values of 8 columns at a
 /// byte each, in the f32 panel's order, then the 8 columns' f32 scales, and for
-/// [`CompactFormat::Q8Offset`] their f32 offsets.
+/// [`CompactFormat::Q8Offset`] their f32 offsets, for [`CompactFormat::Q8Split`] their second
+/// halves' scales.
 pub const fn q8_block_bytes(format: CompactFormat) -> usize {
     let per_column = match format {
-        CompactFormat::Q8Offset => 8,
+        CompactFormat::Q8Offset | CompactFormat::Q8Split => 8,
         _ => 4,
     };
     Q8_BLOCK * GEMM_NR + per_column * GEMM_NR

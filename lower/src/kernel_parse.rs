@@ -1028,6 +1028,7 @@ fn gemm(s: &str) -> LineResult<GemmSpec> {
             CompactFormat::F16,
             CompactFormat::Q8,
             CompactFormat::Q8Offset,
+            CompactFormat::Q8Split,
         ]
         .into_iter()
         .find(|f| w.flag(f.name()));

@@ -116,8 +116,8 @@ pub fn prepare(
 /// The compact format a tensor stored as `dtype` is exact in and packed in: bf16 as itself;
 /// the symmetric block types (a scale times small integers per block of 32) as Q8; those
 /// with a minimum per block of 32 (Q4_1, Q5_1, Q4_K and Q5_K, whose sub-blocks are 32) as
-/// Q8 with offsets. f16 is packed as f32 (see `Model::quantize`), and so is Q6_K, whose
-/// 16-value sub-blocks Q8 panels do not hold.
+/// Q8 with offsets; Q6_K (a scale per 16) as Q8 with a scale per half block. f16 is packed
+/// as f32 (see `Model::quantize`).
 pub fn packed_format(dtype: SourceDType) -> Option<CompactFormat> {
     match dtype {
         SourceDType::BF16 => Some(CompactFormat::Bf16),
@@ -125,6 +125,7 @@ pub fn packed_format(dtype: SourceDType) -> Option<CompactFormat> {
         SourceDType::Q4_1 | SourceDType::Q5_1 | SourceDType::Q4_K | SourceDType::Q5_K => {
             Some(CompactFormat::Q8Offset)
         }
+        SourceDType::Q6_K => Some(CompactFormat::Q8Split),
         _ => None,
     }
 }

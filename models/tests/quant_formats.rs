@@ -35,9 +35,9 @@ fn every_quantized_file_reproduces_its_golden() {
     ] {
         let model =
             Model::load(&td(&format!("model-{t}.gguf")), 0).unwrap_or_else(|e| panic!("{t}: {e}"));
-        // The block types with a scale per 32 are packed as Q8 panels (every projection, so
-        // the golden below checks those GEMMs): with offsets for the types with a minimum.
-        // Q6_K (16-value sub-blocks), f16 and bf16 are not Q8.
+        // The block types are packed as Q8 panels (every projection, so the golden below
+        // checks those GEMMs): with offsets for the types with a minimum, with a scale per half
+        // block for Q6_K. f16 and bf16 are not Q8.
         let projections: Vec<String> = model
             .weights
             .names()
@@ -51,14 +51,19 @@ fn every_quantized_file_reproduces_its_golden() {
                 .filter(|n| model.weights.get(n).unwrap().data.compact() == Some(f))
                 .count()
         };
-        let (q8, q8o) = (count(CompactFormat::Q8), count(CompactFormat::Q8Offset));
+        let q8 = count(CompactFormat::Q8);
+        let q8o = count(CompactFormat::Q8Offset);
+        let q8s = count(CompactFormat::Q8Split);
         let all = projections.len();
         match t {
-            "q4_0" | "q5_0" | "q8_0" => assert_eq!((q8, q8o), (all, 0), "{t}"),
-            "q4_1" | "q5_1" => assert_eq!((q8, q8o), (0, all), "{t}"),
+            "q4_0" | "q5_0" | "q8_0" => assert_eq!((q8, q8o, q8s), (all, 0, 0), "{t}"),
+            "q4_1" | "q5_1" => assert_eq!((q8, q8o, q8s), (0, all, 0), "{t}"),
+            "q6_k" => assert_eq!((q8, q8o, q8s), (0, 0, all), "{t}"),
             // The K mixes keep some tensors in Q6_K.
-            "q4_k_m" | "q5_k_m" => assert!(q8o > all / 2 && q8o + q8 < all, "{t}: {q8} {q8o}"),
-            _ => assert_eq!((q8, q8o), (0, 0), "{t}"),
+            "q4_k_m" | "q5_k_m" => {
+                assert!(q8o > all / 2 && q8s > 0 && q8 + q8o + q8s == all, "{t}");
+            }
+            _ => assert_eq!((q8, q8o, q8s), (0, 0, 0), "{t}"),
         }
         let golden = read(std::path::Path::new(&td(&format!(
             "golden-{t}.safetensors"

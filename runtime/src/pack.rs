@@ -195,24 +195,36 @@ fn q8_blocks_into(src: &[u32], dst: &mut [u32], format: CompactFormat) -> bool {
         let (values, params) = bytes.split_at_mut(block_words);
         for c in 0..GEMM_NR {
             let column: [f32; Q8_BLOCK] = std::array::from_fn(|i| f32::from_bits(src[at(i, c)]));
-            let (scale, offset, q) = if format == CompactFormat::Q8Offset {
-                match q8_offset_block(&column) {
+            // The scale, then (Q8Offset) the offset or (Q8Split) the second half's scale.
+            let (scale, second, q) = match format {
+                CompactFormat::Q8Offset => match q8_offset_block(&column) {
                     Some(b) => b,
                     None => return false,
+                },
+                CompactFormat::Q8Split => {
+                    let half = Q8_BLOCK / 2;
+                    let (Some((s0, q0)), Some((s1, q1))) =
+                        (q8_block(&column[..half]), q8_block(&column[half..]))
+                    else {
+                        return false;
+                    };
+                    let q = std::array::from_fn(|i| {
+                        (if i < half { q0[i] } else { q1[i - half] }) as u8
+                    });
+                    (s0, s1, q)
                 }
-            } else {
-                match q8_block(&column) {
+                _ => match q8_block(&column) {
                     Some((s, q)) => (s, 0.0, q.map(|v| v as u8)),
                     None => return false,
-                }
+                },
             };
             for (i, &qi) in q.iter().enumerate() {
                 values[at(i, c)] = qi;
             }
             params[4 * c..4 * c + 4].copy_from_slice(&scale.to_le_bytes());
-            if format == CompactFormat::Q8Offset {
+            if format != CompactFormat::Q8 {
                 let o = 4 * (GEMM_NR + c);
-                params[o..o + 4].copy_from_slice(&offset.to_le_bytes());
+                params[o..o + 4].copy_from_slice(&second.to_le_bytes());
             }
         }
         for (o, b) in dst.iter_mut().zip(bytes.chunks_exact(4)) {

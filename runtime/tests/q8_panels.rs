@@ -10,7 +10,8 @@ use cranegrad_runtime::{Feeds, Session, SessionOptions};
 
 /// `rows` rows of `k` values of one scheme: Q8_0-like (each block reaching 127 steps of an
 /// f16 scale), Q4_0-like (-8..=7 steps), int8-like (one scale per row), or Q4_1-like (16
-/// levels above a minimum, scheme 3), with every fifth block zero.
+/// levels above a minimum, scheme 3) or Q6_K-like (a scale per half block, scheme 4), with
+/// every fifth block zero.
 fn scheme_values(rows: usize, k: usize, seed: u64, scheme: usize) -> Vec<f32> {
     let raw = lcg_values(rows * k, seed, 1.0);
     let mut out = vec![0f32; rows * k];
@@ -27,7 +28,9 @@ fn scheme_values(rows: usize, k: usize, seed: u64, scheme: usize) -> Vec<f32> {
                     1 => (v * 8.0).round().clamp(-8.0, 7.0) * d,
                     2 => (v * 127.0).round() * row_scale,
                     // Q4_1-like: 16 levels above a minimum.
-                    _ => ((v + 1.0) * 7.5).round() * d - 0.1 * d * (1 + bi % 4) as f32,
+                    3 => ((v + 1.0) * 7.5).round() * d - 0.1 * d * (1 + bi % 4) as f32,
+                    // Q6_K-like: -32..=31 steps of a scale per half block.
+                    _ => (v * 32.0).round().clamp(-32.0, 31.0) * d * (1 + i / 16 * 2) as f32,
                 };
             }
         }
@@ -46,10 +49,10 @@ fn weight(
     mark: bool,
 ) -> Tensor {
     let d = HostData::from(scheme_values(n, k, seed, scheme));
-    let format = if scheme == 3 {
-        CompactFormat::Q8Offset
-    } else {
-        CompactFormat::Q8
+    let format = match scheme {
+        3 => CompactFormat::Q8Offset,
+        4 => CompactFormat::Q8Split,
+        _ => CompactFormat::Q8,
     };
     let d = if mark {
         d.into_compact(format)
@@ -97,7 +100,7 @@ fn assert_close(a: &[f32], b: &[f32], case: &str) {
 
 #[test]
 fn q8_panels_compute_what_f32_panels_do() {
-    for scheme in 0..4 {
+    for scheme in 0..5 {
         for &(m, k, n) in &[
             (1usize, 32usize, 8usize),
             (1, 256, 100),
@@ -216,7 +219,7 @@ fn relative_error(a: &[f32], b: &[f32]) -> f32 {
 fn integer_dot_products_land_within_the_activations_rounding() {
     // Measured: 2e-3 to 1e-2 of the largest output (8-bit activations per block of 32); the
     // bound leaves room, a wrong sign or scale lands near 1.
-    for scheme in 0..4 {
+    for scheme in 0..5 {
         for &(m, k, n) in &[
             (1usize, 32usize, 8usize),
             (1, 1536, 100),
