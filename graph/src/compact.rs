@@ -1,7 +1,8 @@
 //! Compact formats a weight's values may be exact in, so the runtime can pack them in fewer
-//! bytes than f32 (see `HostData::into_compact`): 16-bit floats, or 8-bit integers with one
-//! scale per block of 32 along a row, which every symmetric GGUF block type (Q8_0, Q4_0,
-//! Q5_0) and per-channel int8 dequantise to.
+//! bytes than f32 (see `HostData::into_compact`): 16-bit floats, or 8-bit integers per block
+//! of 32 along a row with a scale (Q8_0, Q4_0, Q5_0, per-channel int8), a scale and an offset
+//! (Q4_1, Q5_1, Q4_K, Q5_K) or a scale per half block (Q6_K), which every GGUF block type
+//! dequantises to.
 
 /// A compact format of weight values.
 #[derive(
