@@ -68,6 +68,7 @@ impl Emitter<'_> {
             unreachable!("select_integer_dot checked A is a load")
         };
         let (arg, ai) = (*arg, ai.clone());
+        let offsets = g.compact == Some(CompactFormat::Q8Offset);
         let zero = b.ins().iconst(types::I64, 0);
         let rows_n = b.ins().iconst(types::I64, g.rows as i64);
         emit_loop(b, zero, rows_n, 1, |b, r| {
@@ -82,7 +83,7 @@ impl Emitter<'_> {
             emit_loop(b, zero, end, (Q8_BLOCK * 4) as i64, |b, off| {
                 let ap = b.ins().iadd(a, off);
                 let blk = b.ins().ushr_imm_u(off, 7);
-                quantise_block(b, ap, dst, blk, k);
+                quantise_block(b, (ap, dst, blk), k, offsets);
             });
         });
         for v in vars.iter_mut() {
@@ -102,7 +103,14 @@ impl QuantisedRows {
 }
 
 /// Quantises the 32 f32 values at `ap` (block `blk` of a row whose part starts at `dst`).
-fn quantise_block(b: &mut FunctionBuilder, ap: Value, dst: Value, blk: Value, k: i64) {
+/// Offset weights read only the signed values and the sums; the others only the magnitudes
+/// and signs: each call stores what its GEMM's format reads.
+fn quantise_block(
+    b: &mut FunctionBuilder,
+    (ap, dst, blk): (Value, Value, Value),
+    k: i64,
+    offsets: bool,
+) {
     let xs: Vec<Value> = (0..8)
         .map(|i| {
             b.ins().load(
@@ -151,13 +159,23 @@ fn quantise_block(b: &mut FunctionBuilder, ap: Value, dst: Value, blk: Value, k:
         let lo = b.ins().snarrow(q[4 * h], q[4 * h + 1]);
         let hi = b.ins().snarrow(q[4 * h + 2], q[4 * h + 3]);
         let bytes = b.ins().snarrow(lo, hi);
-        let mag = b.ins().iabs(bytes);
-        let sign = b.ins().icmp(IntCC::SignedLessThan, bytes, z8);
         let at = 16 * h as i64;
-        b.ins().store(stack_flags(), mag, q_addr, at as i32);
-        b.ins().store(stack_flags(), sign, q_addr, (k + at) as i32);
-        b.ins()
-            .store(stack_flags(), bytes, q_addr, (2 * k + at) as i32);
+        if offsets {
+            b.ins()
+                .store(stack_flags(), bytes, q_addr, (2 * k + at) as i32);
+        } else {
+            let mag = b.ins().iabs(bytes);
+            let sign = b.ins().icmp(IntCC::SignedLessThan, bytes, z8);
+            b.ins().store(stack_flags(), mag, q_addr, at as i32);
+            b.ins().store(stack_flags(), sign, q_addr, (k + at) as i32);
+        }
+    }
+    let s = b.ins().extractlane(scale, 0);
+    let s_at = b.ins().imul_imm_s(blk, 4);
+    let s_addr = b.ins().iadd(dst, s_at);
+    b.ins().store(stack_flags(), s, s_addr, (3 * k) as i32);
+    if !offsets {
+        return;
     }
     // The block's sum as the integers see it (scale times the sum of q, exact in f32): an
     // offset's share of a dot product.
@@ -171,11 +189,7 @@ fn quantise_block(b: &mut FunctionBuilder, ap: Value, dst: Value, blk: Value, k:
         qsum = b.ins().fadd(qsum, sh);
     }
     let a_sum = b.ins().fmul(qsum, scale);
-    let s = b.ins().extractlane(scale, 0);
     let a_sum = b.ins().extractlane(a_sum, 0);
-    let s_at = b.ins().imul_imm_s(blk, 4);
-    let s_addr = b.ins().iadd(dst, s_at);
-    b.ins().store(stack_flags(), s, s_addr, (3 * k) as i32);
     let sums_at = 3 * k + k / Q8_BLOCK as i64 * 4;
     b.ins().store(stack_flags(), a_sum, s_addr, sums_at as i32);
 }

@@ -117,22 +117,36 @@ fn pack_parallel<'s>(
     columns: impl Fn(usize) -> Vec<(usize, ColumnSource<'s>)> + Sync,
 ) {
     let words = panel_words(k);
-    let panels = out.len() / words.max(1);
-    if k == 0 || panels == 0 {
+    if k == 0 || out.len() < words {
         return;
     }
-    let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
-    let per = panels.div_ceil(threads.max(1)).max(1);
-    let columns = &columns;
-    std::thread::scope(|sc| {
-        for (t, chunk) in out.chunks_mut(per * words).enumerate() {
-            sc.spawn(move || {
-                for (q, panel) in chunk.chunks_exact_mut(words).enumerate() {
-                    fill_panel(panel, k, &columns(t * per + q));
-                }
-            });
+    in_parallel(out, words, |first, chunk| {
+        for (q, panel) in chunk.chunks_exact_mut(words).enumerate() {
+            fill_panel(panel, k, &columns(first + q));
         }
+        true
     });
+}
+
+/// Splits `out` (whole units of `unit` words) into one run of units per core and calls
+/// `fill(first unit, run)` on each in parallel; true when every call is.
+fn in_parallel(
+    out: &mut [u32],
+    unit: usize,
+    fill: impl Fn(usize, &mut [u32]) -> bool + Sync,
+) -> bool {
+    let units = out.len() / unit.max(1);
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
+    let per = units.div_ceil(threads.max(1)).max(1);
+    let fill = &fill;
+    std::thread::scope(|sc| {
+        let runs: Vec<_> = out
+            .chunks_mut(per * unit)
+            .enumerate()
+            .map(|(t, run)| sc.spawn(move || fill(t * per, run)))
+            .collect();
+        runs.into_iter().all(|r| r.join().unwrap_or(false))
+    })
 }
 
 /// A weight's row scale as f32 values.
@@ -166,18 +180,11 @@ pub fn to_q8(panels: &AlignedBuf, k: usize, format: CompactFormat) -> Option<Ali
     let out_words = q8_block_bytes(format) / 4;
     let w = panels.words();
     debug_assert!(k.is_multiple_of(Q8_BLOCK) && w.len().is_multiple_of(panel_words(k)));
-    let blocks = w.len() / block_words;
-    let mut out = AlignedBuf::zeroed(blocks * out_words);
+    let mut out = AlignedBuf::zeroed(w.len() / block_words * out_words);
     // Blocks are independent: a share of them per core (a Llama-3.2-1B's take seconds alone).
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let per = blocks.div_ceil(threads).max(1);
-    let ok = std::thread::scope(|sc| {
-        let parts: Vec<_> = w
-            .chunks(per * block_words)
-            .zip(out.words_mut().chunks_mut(per * out_words))
-            .map(|(src, dst)| sc.spawn(move || q8_blocks_into(src, dst, format)))
-            .collect();
-        parts.into_iter().all(|p| p.join().unwrap_or(false))
+    let ok = in_parallel(out.words_mut(), out_words, |first, run| {
+        let src = &w[first * block_words..][..run.len() / out_words * block_words];
+        q8_blocks_into(src, run, format)
     });
     ok.then_some(out)
 }

@@ -1,12 +1,13 @@
-//! Weights that are a scale times small integers per block of 32 along their rows (what
-//! Q8_0, Q4_0, Q5_0 and per-channel int8 dequantise to) are packed as Q8 panels and widened
-//! in registers: the GEMM is selected with Q8 panels wherever the blocks run along k, and
-//! its results match the same weights packed as f32 to within f32 rounding, for one row
-//! (decode) and many, partial panels, A read with a stride, a SwiGLU pair and zero blocks.
+//! Weights whose blocks of 32 along their rows are 8-bit integers times a scale (Q8_0, Q4_0,
+//! Q5_0, per-channel int8), with an offset (Q4_1-like) or with a scale per half block
+//! (Q6_K-like) are packed as Q8 panels: the GEMM is selected with them wherever the blocks run
+//! along k; the exact kernel matches the interpreter and f32 panels of the same values to
+//! within f32 rounding, for one row (decode) and many, partial panels, A read with a stride,
+//! a SwiGLU pair and zero blocks; the integer kernel lands within the activations' rounding.
 
 use cranegrad_graph::{Bindings, CompactFormat, Graph, HostData, Shape, Tensor, lcg_values};
 use cranegrad_lower::{LowerOptions, lower_tensors};
-use cranegrad_runtime::{Feeds, Session, SessionOptions};
+use cranegrad_runtime::{Feeds, Session, SessionOptions, interpret_tensors};
 
 /// `rows` rows of `k` values of one scheme: Q8_0-like (each block reaching 127 steps of an
 /// f16 scale), Q4_0-like (-8..=7 steps), int8-like (one scale per row), or Q4_1-like (16
@@ -63,30 +64,42 @@ fn weight(
     g.input_with_data(name, Shape::of(&[n, k]), d).unwrap()
 }
 
-/// The outputs of `build(graph, mark)` marked and not, and whether the marked one's
-/// schedule uses Q8 panels.
+/// `y` through the JIT on two threads, with integer dot products or exact.
+fn jit(y: &Tensor, integer: bool) -> Vec<f32> {
+    let mut s = Session::new(SessionOptions {
+        fuse: true,
+        threads: 2,
+    })
+    .unwrap();
+    s.set_integer_dot(integer);
+    s.realize(&[y], &Feeds::new(), &Bindings::new()).unwrap()[0].to_f32()
+}
+
+/// Whether `y`'s schedule has `text` (`packed q8`, which `packed q8o` contains too, or
+/// `int8dot`).
+fn schedule_has(y: &Tensor, text: &str) -> bool {
+    let l = lower_tensors(&[y], LowerOptions::default()).unwrap();
+    l.schedule.text().contains(text)
+}
+
+/// The outputs of `build(graph, mark)` marked and not (the exact path: Q8 widened to f32;
+/// integer dot products are tested below), and whether the marked one's schedule uses Q8
+/// panels. The marked one is also checked against the interpreter (f64, from the values).
 fn both(build: impl Fn(&Graph, bool) -> Tensor) -> (Vec<f32>, Vec<f32>, bool) {
-    let mut out = Vec::new();
-    let mut uses = false;
-    for mark in [true, false] {
-        let g = Graph::new();
-        let y = build(&g, mark);
-        if mark {
-            let l = lower_tensors(&[&y], LowerOptions::default()).unwrap();
-            uses = l.schedule.text().contains("packed q8");
-            // (`packed q8o` for offset weights contains it too.)
-        }
-        let mut s = Session::new(SessionOptions {
-            fuse: true,
-            threads: 2,
-        })
-        .unwrap();
-        // The exact path: Q8 widened to f32 (integer dot products are tested below).
-        s.set_integer_dot(false);
-        out.push(s.realize(&[&y], &Feeds::new(), &Bindings::new()).unwrap()[0].to_f32());
+    let g = Graph::new();
+    let y = build(&g, true);
+    let q8 = jit(&y, false);
+    let oracle = interpret_tensors(&[&y], &Feeds::new(), &Bindings::new()).unwrap()[0].to_f32();
+    let scale = oracle.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+    for (i, (x, want)) in q8.iter().zip(&oracle).enumerate() {
+        assert!(
+            (x - want).abs() <= 1e-5 * scale,
+            "[{i}] {x} vs interpreter {want}"
+        );
     }
-    let f32_panels = out.pop().unwrap();
-    (out.pop().unwrap(), f32_panels, uses)
+    let g = Graph::new();
+    let f32_panels = jit(&build(&g, false), false);
+    (q8, f32_panels, schedule_has(&y, "packed q8"))
 }
 
 /// Every output within a few roundings of the f32-panel one, relative to the output scale.
@@ -187,22 +200,9 @@ fn q8_needs_blocks_along_k_and_exact_values() {
 /// The outputs of `y` on a session with integer dot products on and off, and whether the
 /// integer run's schedule takes them.
 fn integer_and_exact(build: impl Fn(&Graph) -> Tensor) -> (Vec<f32>, Vec<f32>, bool) {
-    let mut out = Vec::new();
     let g = Graph::new();
     let y = build(&g);
-    let l = lower_tensors(&[&y], LowerOptions::default()).unwrap();
-    let uses = l.schedule.text().contains("int8dot");
-    for integer in [true, false] {
-        let mut s = Session::new(SessionOptions {
-            fuse: true,
-            threads: 2,
-        })
-        .unwrap();
-        s.set_integer_dot(integer);
-        out.push(s.realize(&[&y], &Feeds::new(), &Bindings::new()).unwrap()[0].to_f32());
-    }
-    let exact = out.pop().unwrap();
-    (out.pop().unwrap(), exact, uses)
+    (jit(&y, true), jit(&y, false), schedule_has(&y, "int8dot"))
 }
 
 /// Largest |a - b| over the largest |b|.
