@@ -4,7 +4,7 @@
 
 use cranegrad_graph::Dim;
 use cranegrad_lower::affine::Affine;
-use cranegrad_lower::kernel::{Expr, Kernel, KernelBody};
+use cranegrad_lower::kernel::{Expr, GEMM_NR, Kernel, KernelBody, panel_words};
 
 use crate::CodegenError;
 
@@ -82,9 +82,25 @@ pub fn check_bounds(k: &Kernel) -> Result<(), CodegenError> {
             rows,
             row_stride,
             index,
+            packed,
             ..
         } = e
         {
+            if packed.is_some() {
+                // Panels of `rows` columns of `row_stride` k: an index within the row and a
+                // clamped row stay in them.
+                let (lo, hi) = range(k, index);
+                let len = k.args[*arg].len as i64;
+                let panels = (rows.div_ceil(GEMM_NR) * panel_words(*row_stride as usize)) as i64;
+                if lo < 0 || hi >= *row_stride || len < panels {
+                    return Err(CodegenError::OutOfBounds(format!(
+                        "kernel {}: packed gather arg{arg}[{index}] spans {lo}..={hi} of rows \
+                         {row_stride} long, in {len} of {panels} panel elements",
+                        k.name
+                    )));
+                }
+                continue;
+            }
             let last_row = index.add(&Affine::constant((*rows as i64 - 1).max(0) * row_stride));
             check("gather", *arg, index)?;
             check("gather", *arg, &last_row)?;

@@ -970,6 +970,7 @@ impl Emitter<'_> {
                 row_stride,
                 index,
                 dtype,
+                packed,
             } => {
                 let r = get(*row);
                 self.gather(
@@ -980,6 +981,7 @@ impl Emitter<'_> {
                     *row_stride,
                     index,
                     *dtype,
+                    *packed,
                     vars,
                     lane,
                     vector,

@@ -6,6 +6,7 @@ pub mod cache;
 mod columns;
 pub mod disk_cache;
 pub mod emit;
+mod gather_packed;
 pub mod gemm;
 mod gemm_int8;
 mod gemm_q8;

@@ -7,8 +7,10 @@ use cranelift_codegen::ir::{
 };
 use cranelift_frontend::FunctionBuilder;
 
-use cranegrad_graph::DType;
+use cranegrad_graph::{CompactFormat, DType};
 use cranegrad_lower::affine::{Affine, Cond};
+
+use crate::gather_packed::packed_element;
 
 use crate::emit::{Emitter, LANES, RowCursor, Val, scalar_ty, vector_ty, vflags};
 
@@ -128,6 +130,7 @@ impl Emitter<'_> {
         row_stride: i64,
         index: &Affine,
         dtype: DType,
+        packed: Option<CompactFormat>,
         vars: &[Option<Value>],
         lane: Option<usize>,
         vector: bool,
@@ -136,14 +139,35 @@ impl Emitter<'_> {
         let ro = MemFlagsData::new().with_notrap().with_readonly();
         let base = self.affine(b, index, vars);
         let c = lane.map_or(0, |l| index.coeff(l));
-        let row_offset = |b: &mut FunctionBuilder, r32: Value| -> Value {
+        let clamp = |b: &mut FunctionBuilder, r32: Value| -> Value {
             let r = b.ins().sextend(types::I64, r32);
             let zero = b.ins().iconst(types::I64, 0);
             let top = b.ins().iconst(types::I64, rows.max(1) as i64 - 1);
             let r = b.ins().smax(r, zero);
-            let r = b.ins().smin(r, top);
+            b.ins().smin(r, top)
+        };
+        let row_offset = |b: &mut FunctionBuilder, r32: Value| -> Value {
+            let r = clamp(b, r32);
             b.ins().imul_imm_s(r, row_stride)
         };
+        let row_at = |b: &mut FunctionBuilder, l: u8| {
+            if row.vector {
+                b.ins().extractlane(row.v, l)
+            } else {
+                row.v
+            }
+        };
+        if let Some(format) = packed {
+            let lanes: Vec<Value> = (0..if vector { LANES } else { 1 })
+                .map(|l| {
+                    let r = row_at(b, l as u8);
+                    let n = clamp(b, r);
+                    let k = b.ins().iadd_imm_s(base, l * c);
+                    packed_element(b, ptr, (n, k), row_stride, format)
+                })
+                .collect();
+            return from_lanes(b, vector_ty(dtype), &lanes);
+        }
         let sty = scalar_ty(dtype);
         if !row.vector {
             let off = row_offset(b, row.v);
@@ -166,11 +190,7 @@ impl Emitter<'_> {
         }
         let lanes: Vec<Value> = (0..LANES)
             .map(|l| {
-                let r32 = if row.vector {
-                    b.ins().extractlane(row.v, l as u8)
-                } else {
-                    row.v
-                };
+                let r32 = row_at(b, l as u8);
                 let off = row_offset(b, r32);
                 let idx = b.ins().iadd_imm_s(base, l * c);
                 let at = b.ins().iadd(idx, off);

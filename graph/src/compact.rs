@@ -29,6 +29,15 @@ pub enum CompactFormat {
 pub const Q8_BLOCK: usize = 32;
 
 impl CompactFormat {
+    /// Every format.
+    pub const ALL: [CompactFormat; 5] = [
+        CompactFormat::Bf16,
+        CompactFormat::F16,
+        CompactFormat::Q8,
+        CompactFormat::Q8Offset,
+        CompactFormat::Q8Split,
+    ];
+
     /// Short lowercase name (`bf16`, `f16`, `q8`), as kernel text and cache keys spell it.
     pub const fn name(self) -> &'static str {
         match self {

@@ -12,8 +12,8 @@ use crate::fusion::Fusion;
 use crate::kernel_parse::parse_kernel_text;
 use crate::kernel_passes::{
     bound_exp2, carry_first_reduction, contract_fma, mark_sequential_loops, nan_blind_max,
-    plan_rows, reduced_axis_innermost, select_gemm, select_integer_dot, simplify_loops,
-    store_and_rescale,
+    plan_rows, reduced_axis_innermost, select_gemm, select_integer_dot, select_packed_gather,
+    simplify_loops, store_and_rescale,
 };
 use crate::{FUSION_STEPS, GRAPH_PASSES, LowerOptions, SCHEDULE_PASSES, lower};
 
@@ -139,6 +139,29 @@ pub fn run_step(step: &str, input: &str) -> Result<String, String> {
             let mut k = kernel()?;
             guarded(|| {
                 select_gemm::select_gemm(&mut k, |slot| weights.contains(&slot), |_| None);
+                k
+            })?
+        }
+        "select_packed_gather" => {
+            known(&["compact"])?;
+            let compact = match arg("compact") {
+                None | Some("") => Vec::new(),
+                Some(list) => list
+                    .split(',')
+                    .map(|s| {
+                        let bad = || format!("`compact={list}`: `{s}` is not `SLOT:FORMAT`");
+                        let (slot, name) = s.split_once(':').ok_or_else(bad)?;
+                        let slot = slot.parse::<usize>().map_err(|_| bad())?;
+                        let format = crate::kernel_parse::compact_format(name).ok_or_else(bad)?;
+                        Ok((slot, format))
+                    })
+                    .collect::<Result<Vec<_>, String>>()?,
+            };
+            let mut k = kernel()?;
+            guarded(|| {
+                select_packed_gather::select_packed_gather(&mut k, |slot| {
+                    compact.iter().find(|c| c.0 == slot).map(|c| c.1)
+                });
                 k
             })?
         }

@@ -83,6 +83,10 @@ pub enum Expr {
         index: Affine,
         /// Element type.
         dtype: DType,
+        /// The table is read from the packed panels of this compact format (the runtime swaps
+        /// the slot as for a GEMM's transposed B, `rows` columns of `row_stride` k): a weight
+        /// both gathered and multiplied, or only gathered, keeps no f32 copy.
+        packed: Option<CompactFormat>,
     },
     /// A constant (f64 bits, so the expression is hashable).
     Const {
@@ -610,16 +614,43 @@ impl Kernel {
         self.symbols = symbols.to_vec();
     }
 
-    /// Argument slots the runtime swaps for packed panels: each packed GEMM body's B.
+    /// Argument slots the runtime swaps for packed panels: each packed GEMM body's B, and
+    /// every packed gather's table.
     pub fn packed_slots(&self) -> std::collections::BTreeSet<usize> {
-        self.bodies()
+        let gemms = self
+            .bodies()
             .iter()
-            .filter_map(|p| p.gemm().filter(|g| g.packed).and_then(|g| p.b_arg(&g)))
+            .filter_map(|p| p.gemm().filter(|g| g.packed).and_then(|g| p.b_arg(&g)));
+        gemms
+            .chain(self.packed_gathers().into_iter().map(|g| g.0))
             .collect()
     }
 
+    /// Every table read from packed panels by a gather, once: (slot, columns, k per column,
+    /// format).
+    pub fn packed_gathers(&self) -> Vec<(usize, usize, usize, CompactFormat)> {
+        let mut tables = Vec::new();
+        for e in self.bodies().iter().flat_map(|p| &p.exprs) {
+            if let Expr::Gather {
+                arg,
+                rows,
+                row_stride,
+                packed: Some(format),
+                ..
+            } = e
+            {
+                let table = (*arg, *rows, *row_stride as usize, *format);
+                if !tables.contains(&table) {
+                    tables.push(table);
+                }
+            }
+        }
+        tables
+    }
+
     /// Argument slots some body reads unpacked: every loaded or gathered slot but a packed
-    /// GEMM body's weight loads (its B, and a paired GEMM's second B, come from the panels).
+    /// GEMM body's weight loads (its B, and a paired GEMM's second B, come from the panels)
+    /// and packed gathers.
     pub fn raw_read_slots(&self) -> std::collections::BTreeSet<usize> {
         let mut raw = std::collections::BTreeSet::new();
         for p in self.bodies() {
@@ -628,7 +659,9 @@ impl Kernel {
                 None => Vec::new(),
             };
             for (i, e) in p.exprs.iter().enumerate() {
+                let unpacked = matches!(e, Expr::Load { .. } | Expr::Gather { packed: None, .. });
                 if let Expr::Load { arg, .. } | Expr::Gather { arg, .. } = e
+                    && unpacked
                     && !from_panels.contains(&i)
                 {
                     raw.insert(*arg);
@@ -867,10 +900,17 @@ impl fmt::Display for ExprText<'_> {
                 row_stride,
                 index,
                 dtype,
-            } => write!(
-                f,
-                "gather.{dtype} arg{arg}[row(e{row}, {rows}) * {row_stride} + {index}]"
-            ),
+                packed,
+            } => {
+                write!(
+                    f,
+                    "gather.{dtype} arg{arg}[row(e{row}, {rows}) * {row_stride} + {index}]"
+                )?;
+                match packed {
+                    Some(format) => write!(f, " packed {}", format.name()),
+                    None => Ok(()),
+                }
+            }
             Expr::Const { bits, dtype } => write!(f, "const.{dtype} {}", value_text(*bits)),
             Expr::Index(a) => write!(f, "index {a}"),
             Expr::InBounds(c) => write!(f, "inbounds{}", conds(c)),

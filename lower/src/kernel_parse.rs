@@ -813,9 +813,18 @@ fn expr(rhs: &str, syms: &Syms) -> LineResult<Expr> {
             let (row, rest) = rest.split_once(", ").ok_or("expected `, rows`")?;
             let (rows, rest) = rest.split_once(") * ").ok_or("expected `) * stride`")?;
             let (stride, index) = rest.split_once(" + ").ok_or("expected ` + index`")?;
-            let index = index
-                .strip_suffix(']')
-                .ok_or("expected `]` at the end of the line")?;
+            let (index, tail) = index
+                .rsplit_once(']')
+                .ok_or("expected `]` after the index")?;
+            let packed = match tail.trim() {
+                "" => None,
+                t => {
+                    let name = t
+                        .strip_prefix("packed ")
+                        .ok_or("expected `packed FORMAT` after the index")?;
+                    Some(compact_format(name).ok_or("unknown compact format")?)
+                }
+            };
             Expr::Gather {
                 arg: arg_ref(arg)?,
                 row: expr_ref(row)?,
@@ -823,6 +832,7 @@ fn expr(rhs: &str, syms: &Syms) -> LineResult<Expr> {
                 row_stride: signed(stride, "row stride")?,
                 index: affine(index)?,
                 dtype,
+                packed,
             }
         }
         "const" => Expr::Const {
@@ -1022,16 +1032,9 @@ fn gemm(s: &str) -> LineResult<GemmSpec> {
     }
     g.packed = w.flag("packed");
     if g.packed {
-        use cranegrad_graph::CompactFormat;
-        g.compact = [
-            CompactFormat::Bf16,
-            CompactFormat::F16,
-            CompactFormat::Q8,
-            CompactFormat::Q8Offset,
-            CompactFormat::Q8Split,
-        ]
-        .into_iter()
-        .find(|f| w.flag(f.name()));
+        g.compact = cranegrad_graph::CompactFormat::ALL
+            .into_iter()
+            .find(|f| w.flag(f.name()));
         g.int8_dot = w.flag("int8dot");
     }
     w.end()?;
@@ -1132,6 +1135,13 @@ fn attention(s: &str) -> LineResult<AttentionSpec> {
     };
     w.end()?;
     Ok(spec)
+}
+
+/// The compact format named `name`.
+pub(crate) fn compact_format(name: &str) -> Option<cranegrad_graph::CompactFormat> {
+    cranegrad_graph::CompactFormat::ALL
+        .into_iter()
+        .find(|f| f.name() == name)
 }
 
 #[cfg(test)]

@@ -49,8 +49,8 @@ use kernel_passes::{
     contract_fma::contract_fma, mark_sequential_loops::mark_sequential_loops,
     nan_blind_max::nan_blind_max, plan_rows::plan_rows,
     reduced_axis_innermost::reduced_axis_innermost, select_gemm::select_gemm,
-    select_integer_dot::select_integer_dot, simplify_loops::simplify_loops,
-    store_and_rescale::store_and_rescale,
+    select_integer_dot::select_integer_dot, select_packed_gather::select_packed_gather,
+    simplify_loops::simplify_loops, store_and_rescale::store_and_rescale,
 };
 use schedule_passes::{fuse_sibling_gemms::fuse_sibling_gemms, name_kernels::name_kernels};
 use thiserror::Error;
@@ -328,6 +328,16 @@ pub const KERNEL_PASSES: &[Step<KernelPass>] = &[
         name: "select_integer_dot",
         run: |l, _| select_integer_dot(&mut l.kernel),
         when: When::IntegerDot,
+    },
+    Step {
+        name: "select_packed_gather",
+        run: |l, bufs| {
+            let args = &l.args;
+            select_packed_gather(&mut l.kernel, |slot| {
+                args.get(slot).and_then(|&b| bufs[b].compact_weight())
+            })
+        },
+        when: When::Always,
     },
     // After select_gemm: a GEMM splits its own units.
     Step {

@@ -674,6 +674,7 @@ impl<'a> KernelBuilder<'a> {
                     row_stride: strides[0],
                     index: rest.offset(&strides[1..]),
                     dtype: table.dtype,
+                    packed: None,
                 })
             }
             Op::Reduce { .. } | Op::MatMul => self.inline_reduction(n, map)?,

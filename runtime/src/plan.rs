@@ -40,7 +40,7 @@ struct LaunchInfo {
     /// Per body (one, or each part of a group), all loop extents: the work estimate is the
     /// sum of their products.
     work: Vec<Vec<cranegrad_graph::Dim>>,
-    /// How each GEMM body reads B from packed panels.
+    /// How each GEMM body reads B, and each packed gather its table, from packed panels.
     packed_b: Vec<PackedB>,
 }
 
@@ -222,6 +222,23 @@ impl Plan {
                         }),
                         compact: g.compact,
                     })
+                    .chain(
+                        k.packed_gathers()
+                            .into_iter()
+                            .map(|(slot, rows, k, format)| {
+                                // A row lookup reads the panels a GEMM on the table's transpose
+                                // would: the same cache entry when both run (a tied LM head).
+                                PackedB {
+                                    slot,
+                                    k,
+                                    n: rows,
+                                    transposed: true,
+                                    scale: None,
+                                    pair: None,
+                                    compact: Some(format),
+                                }
+                            }),
+                    )
                     .collect();
                 LaunchInfo {
                     parallel: k.parallel_dims(),

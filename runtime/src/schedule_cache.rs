@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use crate::session::Feeds;
 
 /// Version of the entry's contents (bump when `Lowered`'s serialised form changes meaning).
-const FORMAT: u32 = 2;
+const FORMAT: u32 = 3;
 
 /// The disk key of the schedule of a graph whose plan key is `plan_key` and whose
 /// data-carrying inputs are `data` (see `session::attached_data`).

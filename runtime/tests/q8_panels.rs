@@ -5,7 +5,7 @@
 //! within f32 rounding, for one row (decode) and many, partial panels, A read with a stride,
 //! a SwiGLU pair and zero blocks; the integer kernel lands within the activations' rounding.
 
-use cranegrad_graph::{Bindings, CompactFormat, Graph, HostData, Shape, Tensor, lcg_values};
+use cranegrad_graph::{Bindings, CompactFormat, DType, Graph, HostData, Shape, Tensor, lcg_values};
 use cranegrad_lower::{LowerOptions, lower_tensors};
 use cranegrad_runtime::{Feeds, Session, SessionOptions, interpret_tensors};
 
@@ -252,4 +252,91 @@ fn integer_dot_products_land_within_the_activations_rounding() {
         x.matmul(&w.transpose(0, 1).unwrap()).unwrap()
     });
     assert!(!uses);
+}
+
+/// `ids` rows of `table` (`[n, k]`) and, tied, those rows times the table's transpose (an
+/// embedding and its LM head) through the JIT with raw weights freed once packed, and the
+/// interpreter's rows.
+fn lookup_and_head(table: HostData, n: usize, k: usize, ids: &[i32]) -> (Vec<f32>, Vec<f32>) {
+    let g = Graph::new();
+    let w = g.input_with_data("w", Shape::of(&[n, k]), table).unwrap();
+    let ids = g
+        .input_with_data("ids", Shape::of(&[ids.len()]), HostData::from(ids.to_vec()))
+        .unwrap();
+    let rows = w.gather_rows(&ids).unwrap();
+    let logits = rows.matmul(&w.transpose(0, 1).unwrap()).unwrap();
+    let oracle = interpret_tensors(&[&rows, &logits], &Feeds::new(), &Bindings::new()).unwrap();
+    let mut s = Session::new(SessionOptions {
+        fuse: true,
+        threads: 2,
+    })
+    .unwrap();
+    s.set_integer_dot(false);
+    s.set_free_raw_weights(true);
+    s.prepack(&[&rows, &logits], &Feeds::new()).unwrap();
+    // Both read the one copy of panels: the raw table had no other reader, and every whole
+    // page of it is freed.
+    let freed = s.freed_raw_bytes();
+    assert!(
+        freed + 2 * 4096 > n * k * 4,
+        "{freed} of {} bytes freed",
+        n * k * 4
+    );
+    assert_eq!(
+        s.packed().0,
+        1,
+        "one packed copy serves the lookup and the head"
+    );
+    let out = s
+        .realize(&[&rows, &logits], &Feeds::new(), &Bindings::new())
+        .unwrap();
+    let (got_rows, got_logits) = (out[0].to_f32(), out[1].to_f32());
+    assert_close(&got_logits, &oracle[1].to_f32(), "tied head");
+    (got_rows, oracle[0].to_f32())
+}
+
+#[test]
+fn a_lookup_reads_the_rows_from_the_panels_the_head_multiplies() {
+    // 77 rows (a partial panel) of 256 (eight blocks); ids repeat and reach both ends.
+    let (n, k) = (77usize, 256usize);
+    let ids = [0, 76, 5, 5, 40, 1];
+    for scheme in 0..5 {
+        let format = match scheme {
+            3 => CompactFormat::Q8Offset,
+            4 => CompactFormat::Q8Split,
+            _ => CompactFormat::Q8,
+        };
+        let table = HostData::from(scheme_values(n, k, 11, scheme))
+            .into_compact(format)
+            .unwrap();
+        let g = Graph::new();
+        let w = g
+            .input_with_data("w", Shape::of(&[n, k]), table.clone())
+            .unwrap();
+        let ids_t = g.input("ids", Shape::of(&[ids.len()]), DType::I32);
+        assert!(schedule_has(
+            &w.gather_rows(&ids_t).unwrap(),
+            &format!("packed {}", format.name())
+        ));
+        let (got, want) = lookup_and_head(table, n, k, &ids);
+        // Offsets come back within a few ulps of a block's largest value; the rest exactly.
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        for (i, (x, y)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (x - y).abs() <= 1e-6 * scale,
+                "scheme {scheme} [{i}] {x} vs {y}"
+            );
+        }
+    }
+    // bf16 panels hold rows of any length: 200 here.
+    let (n, k) = (77usize, 200usize);
+    let values: Vec<f32> = lcg_values(n * k, 4, 1.0)
+        .into_iter()
+        .map(|v| half::bf16::from_f32(v).to_f32())
+        .collect();
+    let table = HostData::from(values)
+        .into_compact(CompactFormat::Bf16)
+        .unwrap();
+    let (got, want) = lookup_and_head(table, n, k, &ids);
+    assert_eq!(got, want, "bf16 rows are exact");
 }

@@ -9,5 +9,6 @@ pub mod plan_rows;
 pub mod reduced_axis_innermost;
 pub mod select_gemm;
 pub mod select_integer_dot;
+pub mod select_packed_gather;
 pub mod simplify_loops;
 pub mod store_and_rescale;
