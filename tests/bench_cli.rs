@@ -121,6 +121,7 @@ fn json_has_every_documented_key_and_the_cold_parts_are_measured_separately() {
         "weights_bytes_bf16",
         "weights_bytes_f16",
         "weights_bytes_q8",
+        "weights_bytes_q4",
         "activations_bytes",
         "kv_cache_bytes",
         "kernels_unfused",

@@ -7,7 +7,7 @@ use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, types};
 use cranelift_frontend::FunctionBuilder;
 
 use cranegrad_graph::CompactFormat;
-use cranegrad_lower::kernel::{GEMM_KG, GEMM_NR, panel_bytes, q8_block_bytes};
+use cranegrad_lower::kernel::{GEMM_KG, GEMM_NR, block_values_bytes, panel_bytes, q8_block_bytes};
 
 /// The f32 value of column `n`, element `k` (both i64, `n` clamped into the table and `k`
 /// within the row by the caller) of the panels at `ptr` of rows `row_stride` long in
@@ -55,12 +55,27 @@ pub(crate) fn packed_element(
     let block_base = b.ins().iadd(base, block_at);
     let kk = b.ins().band_imm_u(k, 31);
     let at = run_at(b, kk);
-    let addr = b.ins().iadd(block_base, at);
-    let q = b.ins().sload8(types::I32, ro, addr, 0);
+    let q = if format == CompactFormat::Q4 {
+        // Byte `at % 16` of the group's 16, the high nibble for columns 4..8.
+        let group = b.ins().ushr_imm_u(at, 5);
+        let group_at = b.ins().ishl_imm_s(group, 4);
+        let in_group = b.ins().band_imm_u(at, 15);
+        let byte_at = b.ins().iadd(group_at, in_group);
+        let addr = b.ins().iadd(block_base, byte_at);
+        let byte = b.ins().uload8(types::I32, ro, addr, 0);
+        let high = b.ins().ushr_imm_u(col, 2);
+        let shift = b.ins().ishl_imm_s(high, 2);
+        let shift = b.ins().ireduce(types::I32, shift);
+        let nibble = b.ins().ushr(byte, shift);
+        b.ins().band_imm_u(nibble, 15)
+    } else {
+        let addr = b.ins().iadd(block_base, at);
+        b.ins().sload8(types::I32, ro, addr, 0)
+    };
     let x = b.ins().fcvt_from_sint(types::F32, q);
     // The block's 32 bytes per column come first, then a scale per column (and per half
     // block for a split block), or a scale and an offset.
-    let values = (32 * GEMM_NR) as i32;
+    let values = block_values_bytes(format) as i32;
     let col_at = b.ins().imul_imm_s(col, 4);
     let mut scale_addr = b.ins().iadd(block_base, col_at);
     if format == CompactFormat::Q8Split {
@@ -70,7 +85,7 @@ pub(crate) fn packed_element(
     }
     let s = b.ins().load(types::F32, ro, scale_addr, values);
     let v = b.ins().fmul(x, s);
-    if format != CompactFormat::Q8Offset {
+    if !format.has_offset() {
         return v;
     }
     let o = b

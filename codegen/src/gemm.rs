@@ -636,11 +636,7 @@ fn grouped_pass(
                                 CompactFormat::F16 => {
                                     f16_to_f32(b, top, f16_rebias.expect("made for f16 panels"))
                                 }
-                                CompactFormat::Q8
-                                | CompactFormat::Q8Offset
-                                | CompactFormat::Q8Split => {
-                                    unreachable!("Q8 panels take q8_accumulate")
-                                }
+                                _ => unreachable!("block panels take q8_accumulate"),
                             }
                         })
                     })

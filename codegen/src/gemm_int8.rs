@@ -5,8 +5,8 @@
 //! A run's magnitudes broadcast to every column, and one `pmaddwd` by ones: the four
 //! columns' exact integer dot products in the four lanes. The block's sums are converted
 //! once and scaled by the weight and activation scales. Every product fits: `|a|, |w| <= 127`
-//! keeps each `pmaddubsw` pair within i16. Offset weights (`q * s + o`, `q` in 0..=127) are
-//! the unsigned operand themselves, against the signed A run, and add `o * sum(a)` per block. AVX-VNNI's `vpdpbusd` would fuse the three steps,
+//! keeps each `pmaddubsw` pair within i16. Offset weights (`q * s + o`, `q` in 0..=127, or
+//! 0..=15 unpacked from nibbles) are the unsigned operand themselves, against the signed A run, and add `o * sum(a)` per block. AVX-VNNI's `vpdpbusd` would fuse the three steps,
 //! but this machine has no VNNI.
 
 use cranelift_codegen::ir::{
@@ -16,12 +16,15 @@ use cranelift_codegen::ir::{
 use cranelift_frontend::FunctionBuilder;
 
 use cranegrad_graph::{CompactFormat, Q8_BLOCK};
-use cranegrad_lower::kernel::{Expr, GEMM_KG, GEMM_NR, GemmSpec, int8_row_stride, q8_block_bytes};
+use cranegrad_lower::kernel::{
+    Expr, GEMM_KG, GEMM_NR, GemmSpec, block_values_bytes, int8_row_stride, q8_block_bytes,
+};
 
 use crate::emit::{Emitter, emit_loop};
 use crate::gemm::{
     Accumulators, accumulator_slot, b_flags, load_at, shuffle_bytes, zeroed_vectors,
 };
+use crate::gemm_q8::{nibble_half, nibble_mask};
 use crate::memory::byte_addr;
 
 /// Groups of `GEMM_KG` k values per block.
@@ -68,7 +71,7 @@ impl Emitter<'_> {
             unreachable!("select_integer_dot checked A is a load")
         };
         let (arg, ai) = (*arg, ai.clone());
-        let offsets = g.compact == Some(CompactFormat::Q8Offset);
+        let offsets = g.compact.is_some_and(CompactFormat::has_offset);
         let zero = b.ins().iconst(types::I64, 0);
         let rows_n = b.ins().iconst(types::I64, g.rows as i64);
         emit_loop(b, zero, rows_n, 1, |b, r| {
@@ -204,13 +207,16 @@ pub(crate) fn int8_accumulate(
     start: Value,
     format: CompactFormat,
 ) -> Accumulators {
-    let offsets = format == CompactFormat::Q8Offset;
+    let offsets = format.has_offset();
     let split = format == CompactFormat::Q8Split;
     let slot = accumulator_slot(b, rows.len());
     let block_bytes = q8_block_bytes(format) as i64;
     let blocks = qa.k / Q8_BLOCK as i64;
     let k = qa.k as i32;
-    let le = MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little);
+    // Made once: unoptimised code would build a constant vector again at every use.
+    let nibble_mask = nibble_mask(b);
+    let zero_mask = b.ins().iconst(types::I8, 0);
+    let zero_mask = b.ins().splat(types::I8X16, zero_mask);
     for (i, &r) in rows.iter().enumerate() {
         let row = qa.row_addr(b, r);
         let totals = zeroed_vectors(b, 2);
@@ -221,11 +227,10 @@ pub(crate) fn int8_accumulate(
             let ap = b.use_var(a_ptr);
             let zi = b.ins().iconst(types::I32, 0);
             let mut sums = [b.ins().splat(types::I32X4, zi); 2];
-            // An A run's 4 bytes (at `at` in the row's part), repeated for the 4 columns.
-            let run = |b: &mut FunctionBuilder, at: i32| {
-                let v = b.ins().load(types::I32, stack_flags(), ap, at);
-                let v = b.ins().splat(types::I32X4, v);
-                b.ins().bitcast(types::I8X16, le, v)
+            // Four groups' A runs (16 bytes at `at` in the row's part): each group's run is
+            // then repeated for the 4 columns by one `pshufd`.
+            let runs = |b: &mut FunctionBuilder, at: i32| {
+                b.ins().load(types::I8X16, stack_flags(), ap, at)
             };
             // The block's scales: the row's, times each column's; and the row's block sum.
             let row_blocks = b.ins().isub(ap, row);
@@ -239,7 +244,7 @@ pub(crate) fn int8_accumulate(
                 let v = b.ins().load(types::F32, stack_flags(), s_addr, at);
                 b.ins().splat(types::F32X4, v)
             });
-            let scales_at = (Q8_BLOCK * GEMM_NR) as i64;
+            let scales_at = block_values_bytes(format) as i64;
             // Converts the integer sums and scales them into the totals by the column scales
             // at `at` (and adds the offsets' share); then starts the sums again.
             let flush = |b: &mut FunctionBuilder, sums: &mut [Value; 2], at: i64| {
@@ -258,17 +263,41 @@ pub(crate) fn int8_accumulate(
                     *sum = b.ins().splat(types::I32X4, zi);
                 }
             };
+            let mut four = ARun::Signed(zero_mask);
             for g in 0..GROUPS as i32 {
                 // Signed weights take the A run's signs and multiply its magnitudes; offset
                 // weights (0..=127) are the unsigned operand against the signed A run.
-                let a = if offsets {
-                    ARun::Signed(run(b, 2 * k + 4 * g))
-                } else {
-                    ARun::Split(run(b, 4 * g), run(b, k + 4 * g))
+                let at = 4 * g;
+                if g % 4 == 0 {
+                    four = if offsets {
+                        ARun::Signed(runs(b, 2 * k + at))
+                    } else {
+                        ARun::Split(runs(b, at), runs(b, k + at))
+                    };
+                }
+                let j = (g % 4) as u128;
+                let lane = |b: &mut FunctionBuilder, v: Value| {
+                    let one: u128 = (0..4).map(|i| (4 * j + i) << (8 * i)).sum();
+                    let mask = (0..4).map(|l| one << (32 * l)).sum();
+                    shuffle_i8(b, v, mask)
                 };
+                let a = match four {
+                    ARun::Signed(v) => ARun::Signed(lane(b, v)),
+                    ARun::Split(m, s) => ARun::Split(lane(b, m), lane(b, s)),
+                };
+                // A nibble group's 16 bytes hold both halves.
+                let packed = (format == CompactFormat::Q4).then(|| {
+                    let at = g * (GEMM_KG * GEMM_NR) as i32 / 2;
+                    b.ins().load(types::I8X16, b_flags(), bp, at)
+                });
                 for (h, sum) in sums.iter_mut().enumerate() {
-                    let at = g * (GEMM_KG * GEMM_NR) as i32 + 16 * h as i32;
-                    let w = b.ins().load(types::I8X16, b_flags(), bp, at);
+                    let w = match packed {
+                        Some(v) => nibble_half(b, v, h, nibble_mask),
+                        None => {
+                            let at = g * (GEMM_KG * GEMM_NR) as i32 + 16 * h as i32;
+                            b.ins().load(types::I8X16, b_flags(), bp, at)
+                        }
+                    };
                     let pairs = match a {
                         ARun::Split(mag, sign) => {
                             let flipped = b.ins().bxor(w, sign);
@@ -310,4 +339,16 @@ pub(crate) fn int8_accumulate(
 enum ARun {
     Split(Value, Value),
     Signed(Value),
+}
+
+/// `v`'s bytes rearranged by `mask` (byte `i` of the result is byte `mask >> 8i & 0xff`): a
+/// `pshufd` when the mask moves whole 32-bit lanes.
+fn shuffle_i8(b: &mut FunctionBuilder, v: Value, mask: u128) -> Value {
+    use cranelift_codegen::ir::{ConstantData, Immediate};
+    let imm: Immediate = b
+        .func
+        .dfg
+        .immediates
+        .push(ConstantData::from(mask.to_le_bytes().as_slice()));
+    b.ins().shuffle(v, v, imm)
 }

@@ -5,11 +5,13 @@
 //! FMA, and an offset's share added as `o * sum(a)` with another. The weights stream at about a quarter of their f32 bytes, which is what decode is
 //! bound by.
 
-use cranelift_codegen::ir::{InstBuilder, StackSlotData, StackSlotKind, Value, types};
+use cranelift_codegen::ir::{
+    Endianness, InstBuilder, MemFlagsData, StackSlotData, StackSlotKind, Value, types,
+};
 use cranelift_frontend::{FunctionBuilder, Variable};
 
 use cranegrad_graph::{CompactFormat, Q8_BLOCK};
-use cranegrad_lower::kernel::{GEMM_KG, GEMM_NR, q8_block_bytes};
+use cranegrad_lower::kernel::{GEMM_KG, GEMM_NR, block_values_bytes, q8_block_bytes};
 
 use crate::emit::emit_loop;
 use crate::gemm::{
@@ -92,13 +94,14 @@ fn q8_pass(
     format: CompactFormat,
 ) -> Vec<Variable> {
     let nc = cols.len();
-    let offsets = format == CompactFormat::Q8Offset;
+    let offsets = format.has_offset();
     let totals = zeroed_vectors(b, pass_rows.len() * nc);
     let block_bytes = q8_block_bytes(format) as i64;
     let blocks = k_total / Q8_BLOCK as i64;
     let end = b.ins().iadd_imm_s(start, blocks * block_bytes);
     let split = format == CompactFormat::Q8Split;
-    let scales_at = (GROUPS * GEMM_KG * GEMM_NR) as i64;
+    let scales_at = block_values_bytes(format) as i64;
+    let nibble_mask = nibble_mask(b);
     emit_loop(b, start, end, block_bytes, |b, bp| {
         let sums = zeroed_vectors(b, pass_rows.len() * nc);
         // With offsets, each row's block sum of A (lane-wise): the offset's share is o * sum(a).
@@ -134,9 +137,25 @@ fn q8_pass(
             // Two columns' 4-k runs are 8 consecutive bytes: widened to i16 by the load, then
             // each half to i32 and converted.
             let mut bv = Vec::with_capacity(nc);
+            // Nibbles: the group's 16 bytes, low or high halves as the pass's columns need.
+            let mut nibbles: [Option<Value>; 2] = [None, None];
             for c in cols.clone().step_by(2) {
-                let at = g * (GEMM_KG * GEMM_NR) as i64 + (c * GEMM_KG) as i64;
-                let w = b.ins().sload8x8(b_flags(), bp, at as i32);
+                let w = if format == CompactFormat::Q4 {
+                    let half = c / 4;
+                    let v = *nibbles[half].get_or_insert_with(|| {
+                        let at = (g * (GEMM_KG * GEMM_NR) as i64 / 2) as i32;
+                        let w = b.ins().load(types::I8X16, b_flags(), bp, at);
+                        nibble_half(b, w, half, nibble_mask)
+                    });
+                    if c % 4 == 0 {
+                        b.ins().swiden_low(v)
+                    } else {
+                        b.ins().swiden_high(v)
+                    }
+                } else {
+                    let at = g * (GEMM_KG * GEMM_NR) as i64 + (c * GEMM_KG) as i64;
+                    b.ins().sload8x8(b_flags(), bp, at as i32)
+                };
                 for half in [b.ins().swiden_low(w), b.ins().swiden_high(w)] {
                     bv.push(b.ins().fcvt_from_sint(types::F32X4, half));
                 }
@@ -169,4 +188,26 @@ fn q8_pass(
         advance_a(b, live, Q8_BLOCK as i64 * ak);
     });
     totals
+}
+
+/// One half of a [`CompactFormat::Q4`] group's 16 bytes `w`: the low nibbles (`half` 0,
+/// columns 0..4) or the high ones (columns 4..8), as bytes 0..=15 (`mask` is
+/// [`nibble_mask`]).
+pub(crate) fn nibble_half(b: &mut FunctionBuilder, w: Value, half: usize, mask: Value) -> Value {
+    let w = if half == 0 {
+        w
+    } else {
+        // x86 shifts 16-bit lanes at the narrowest: the mask drops what crosses bytes.
+        let le = MemFlagsData::new().with_endianness(Endianness::Little);
+        let w16 = b.ins().bitcast(types::I16X8, le, w);
+        let w16 = b.ins().ushr_imm_u(w16, 4);
+        b.ins().bitcast(types::I8X16, le, w16)
+    };
+    b.ins().band(w, mask)
+}
+
+/// 0x0f in every byte: made once per kernel body, outside its loops.
+pub(crate) fn nibble_mask(b: &mut FunctionBuilder) -> Value {
+    let mask = b.ins().iconst(types::I8, 0x0f);
+    b.ins().splat(types::I8X16, mask)
 }

@@ -23,6 +23,10 @@ pub enum CompactFormat {
     /// Blocks of [`Q8_BLOCK`] consecutive values whose two halves are each `q * s` with `q`
     /// an integer in `-127..=127` and their own f32 `s`: GGUF Q6_K's 16-value sub-blocks.
     Q8Split,
+    /// Blocks of [`Q8_BLOCK`] consecutive values, each `q * s + o` with `q` an integer in
+    /// `0..=15` (packed two to a byte) and one f32 `s` and `o` per block (see [`q4_block`]):
+    /// GGUF Q4_0 (`o = -8 s` or the block's lowest level), Q4_1 and Q4_K's sub-blocks.
+    Q4,
 }
 
 /// Values per block of [`CompactFormat::Q8`].
@@ -30,12 +34,13 @@ pub const Q8_BLOCK: usize = 32;
 
 impl CompactFormat {
     /// Every format.
-    pub const ALL: [CompactFormat; 5] = [
+    pub const ALL: [CompactFormat; 6] = [
         CompactFormat::Bf16,
         CompactFormat::F16,
         CompactFormat::Q8,
         CompactFormat::Q8Offset,
         CompactFormat::Q8Split,
+        CompactFormat::Q4,
     ];
 
     /// Short lowercase name (`bf16`, `f16`, `q8`), as kernel text and cache keys spell it.
@@ -46,6 +51,7 @@ impl CompactFormat {
             CompactFormat::Q8 => "q8",
             CompactFormat::Q8Offset => "q8o",
             CompactFormat::Q8Split => "q8s",
+            CompactFormat::Q4 => "q4",
         }
     }
 
@@ -54,9 +60,14 @@ impl CompactFormat {
         matches!(self, CompactFormat::Bf16 | CompactFormat::F16)
     }
 
-    /// True for the 8-bit block formats.
+    /// True for the block formats (8-bit, and 4-bit [`CompactFormat::Q4`]).
     pub const fn is_block(self) -> bool {
         !self.is_half()
+    }
+
+    /// True for the block formats whose values are `q * s + o`, `q` unsigned.
+    pub const fn has_offset(self) -> bool {
+        matches!(self, CompactFormat::Q8Offset | CompactFormat::Q4)
     }
 
     /// The 16 bits of `x` in this 16-bit format, when `x` is exactly representable in it;
@@ -70,7 +81,7 @@ impl CompactFormat {
                 let h = half::f16::from_f32(x);
                 (h.to_f32().to_bits() == x.to_bits()).then_some(h.to_bits())
             }
-            CompactFormat::Q8 | CompactFormat::Q8Offset | CompactFormat::Q8Split => None,
+            _ => None,
         }
     }
 
@@ -85,6 +96,7 @@ impl CompactFormat {
             CompactFormat::Q8 => blocks(Q8_BLOCK, |b| q8_block(b).is_some()),
             CompactFormat::Q8Offset => blocks(Q8_BLOCK, |b| q8_offset_block(b).is_some()),
             CompactFormat::Q8Split => blocks(Q8_BLOCK / 2, |b| q8_block(b).is_some()),
+            CompactFormat::Q4 => blocks(Q8_BLOCK, |b| q4_block(b).is_some()),
             _ => values.iter().all(|&x| self.exact_bits(x).is_some()),
         }
     }
@@ -129,6 +141,16 @@ pub fn q8_block(x: &[f32]) -> Option<(f32, [i8; Q8_BLOCK])> {
 /// smallest value (any level can be the lowest used); the scale its range over the fewest
 /// levels that fit.
 pub fn q8_offset_block(x: &[f32]) -> Option<(f32, f32, [u8; Q8_BLOCK])> {
+    offset_block(x, 127)
+}
+
+/// [`q8_offset_block`] with `q` in `0..=15`: a block of [`CompactFormat::Q4`].
+pub fn q4_block(x: &[f32]) -> Option<(f32, f32, [u8; Q8_BLOCK])> {
+    offset_block(x, 15)
+}
+
+/// The scale, offset and integers in `0..=max_level` of an offset block.
+fn offset_block(x: &[f32], max_level: u8) -> Option<(f32, f32, [u8; Q8_BLOCK])> {
     if x.len() != Q8_BLOCK || !x.iter().all(|v| v.is_finite()) {
         return None;
     }
@@ -139,7 +161,7 @@ pub fn q8_offset_block(x: &[f32]) -> Option<(f32, f32, [u8; Q8_BLOCK])> {
         return Some((0.0, lo, q));
     }
     let tol = 8.0 * lo.abs().max(hi.abs()) * f32::EPSILON;
-    'top: for top in 1..=127u8 {
+    'top: for top in 1..=max_level {
         let s = (hi - lo) / f32::from(top);
         for (qi, &v) in q.iter_mut().zip(x) {
             let t = (v - lo) / s;
@@ -240,5 +262,28 @@ mod tests {
         assert!(
             CompactFormat::Q8Offset.holds(&[0.5; 64]) && !CompactFormat::Q8Offset.holds(&smooth)
         );
+    }
+
+    #[test]
+    fn q4_blocks_take_sixteen_levels_and_no_more() {
+        // Q4_0 (`(q - 8) d`), Q4_1 (`q d + m`) and a Q4_K sub-block (`q d sc - dmin mn`, the
+        // scale and offset products no f16 holds): nibble blocks; Q5_1's 32 levels are not.
+        let (d, m) = (0.013_671_875f32, -0.103_515_625f32);
+        let q4_0: Vec<f32> = (0..32).map(|i| ((i * 7) % 16 - 8) as f32 * d).collect();
+        let q4_1: Vec<f32> = (0..32).map(|i| ((i * 5) % 16) as f32 * d + m).collect();
+        let q4_k: Vec<f32> = (0..32)
+            .map(|i| ((i * 3) % 16) as f32 * (d * 37.0) - 0.007_812_5 * 11.0)
+            .collect();
+        for x in [&q4_0, &q4_1, &q4_k] {
+            let (s, o, q) = q4_block(x).expect("a nibble block");
+            let top = x.iter().fold(0f32, |a, v| a.max(v.abs()));
+            for (&v, &qi) in x.iter().zip(&q) {
+                assert!(qi <= 15);
+                assert!((f32::from(qi) * s + o - v).abs() <= 8.0 * top * f32::EPSILON);
+            }
+        }
+        let q5_1: Vec<f32> = (0..32).map(|i| i as f32 * d + m).collect();
+        assert!(q4_block(&q5_1).is_none() && q8_offset_block(&q5_1).is_some());
+        assert!(CompactFormat::Q4.holds(&q4_1) && !CompactFormat::Q4.holds(&q5_1));
     }
 }

@@ -15,7 +15,7 @@ pub mod print;
 pub mod shape;
 pub mod tensor;
 
-pub use compact::{CompactFormat, Q8_BLOCK, q8_block, q8_offset_block};
+pub use compact::{CompactFormat, Q8_BLOCK, q4_block, q8_block, q8_offset_block};
 pub use data::{HostData, lcg_values};
 pub use dim::{Bindings, Dim, Symbol};
 pub use dtype::DType;

@@ -445,16 +445,26 @@ pub fn panel_words(k: usize) -> usize {
     k.div_ceil(GEMM_KG) * GEMM_KG * GEMM_NR
 }
 
-/// Bytes of one block of a Q8 panel (see [`panel_bytes`]): 32 k values of 8 columns at a
-/// byte each, in the f32 panel's order, then the 8 columns' f32 scales, and for
-/// [`CompactFormat::Q8Offset`] their f32 offsets, for [`CompactFormat::Q8Split`] their second
-/// halves' scales.
+/// Bytes of one block of a Q8 panel (see [`panel_bytes`]): its values
+/// ([`block_values_bytes`]), then the 8 columns' f32 scales, and for the offset formats
+/// their f32 offsets, for [`CompactFormat::Q8Split`] their second halves' scales.
 pub const fn q8_block_bytes(format: CompactFormat) -> usize {
     let per_column = match format {
-        CompactFormat::Q8Offset | CompactFormat::Q8Split => 8,
+        CompactFormat::Q8Offset | CompactFormat::Q8Split | CompactFormat::Q4 => 8,
         _ => 4,
     };
-    Q8_BLOCK * GEMM_NR + per_column * GEMM_NR
+    block_values_bytes(format) + per_column * GEMM_NR
+}
+
+/// Bytes of one panel block's values: 32 k values of 8 columns at a byte each, in the f32
+/// panel's order; for [`CompactFormat::Q4`] at a nibble each, per group of `GEMM_KG` k 16
+/// bytes whose low nibbles are columns 0..4's runs and high nibbles columns 4..8's (the two
+/// halves the micro-kernels take as vectors).
+pub const fn block_values_bytes(format: CompactFormat) -> usize {
+    match format {
+        CompactFormat::Q4 => Q8_BLOCK * GEMM_NR / 2,
+        _ => Q8_BLOCK * GEMM_NR,
+    }
 }
 
 /// Bytes of one packed panel of a reduction of length `k` in `format`: the f32 layout at 4

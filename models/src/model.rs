@@ -144,9 +144,7 @@ impl Model {
             if let Some(o) = w.data.origin() {
                 data = data.with_origin(&format!("{o}~{}", kind.name()));
             }
-            if let Some(format) = kind.packed_format() {
-                data = data.into_compact(format).unwrap_or_else(|d| d);
-            }
+            let data = crate::weights::into_first_compact(data, kind.packed_formats());
             let shape = w.shape.clone();
             self.weights.insert_data(&name, shape, data);
             converted += 1;

@@ -58,7 +58,7 @@ fn q4_0(x: &[f32], out: &mut Vec<u8>) {
 
 /// What `--quantize` converts a model's matrices to. A quantized weight is held as the exact
 /// dequantisation of its blocks, so the model computes what the quantized model computes
-/// (goldens of llama.cpp's files hold); those of [`Quantize::packed_format`] are then packed
+/// (goldens of llama.cpp's files hold); those of [`Quantize::packed_formats`] are then packed
 /// compactly for the GEMMs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Quantize {
@@ -122,15 +122,17 @@ impl Quantize {
         }
     }
 
-    /// The compact format the converted values are packed in: bf16 as itself, the
-    /// symmetric 8- and 4-bit schemes as Q8 (a scale per block of 32 along each row). f16
-    /// panels exist too, but their in-register conversion cost more than the bytes they save
+    /// The compact formats the converted values are packed in, the first they fit (see
+    /// `weights::into_first_compact`): bf16 as itself, Q4_0 as nibbles (Q8 should a block
+    /// not fit), Q8_0 and int8 as Q8 (a scale per block of 32 along each row). f16 panels
+    /// exist too, but their in-register conversion cost more than the bytes they save
     /// (docs/cli.md), and NF4's levels are not integers: both are packed as f32.
-    pub fn packed_format(self) -> Option<CompactFormat> {
+    pub fn packed_formats(self) -> &'static [CompactFormat] {
         match self {
-            Quantize::Bf16 => Some(CompactFormat::Bf16),
-            Quantize::Q8_0 | Quantize::Q4_0 | Quantize::Int8 => Some(CompactFormat::Q8),
-            Quantize::F16 | Quantize::Nf4 => None,
+            Quantize::Bf16 => &[CompactFormat::Bf16],
+            Quantize::Q4_0 => &[CompactFormat::Q4, CompactFormat::Q8],
+            Quantize::Q8_0 | Quantize::Int8 => &[CompactFormat::Q8],
+            Quantize::F16 | Quantize::Nf4 => &[],
         }
     }
 

@@ -105,29 +105,40 @@ pub fn prepare(
             data = data.with_origin(&format!("{o}:{short}"));
         }
         // Widened from a compact type, so exact in it: packed compactly.
-        if let Some(format) = packed_format(t.source_dtype) {
-            data = data.into_compact(format).unwrap_or_else(|d| d);
-        }
+        data = into_first_compact(data, packed_formats(t.source_dtype));
         w.insert_data(short, t.shape, data);
     }
     Ok(w)
 }
 
-/// The compact format a tensor stored as `dtype` is exact in and packed in: bf16 as itself;
-/// the symmetric block types (a scale times small integers per block of 32) as Q8; those
-/// with a minimum per block of 32 (Q4_1, Q5_1, Q4_K and Q5_K, whose sub-blocks are 32) as
-/// Q8 with offsets; Q6_K (a scale per 16) as Q8 with a scale per half block. f16 is packed
-/// as f32 (see `Model::quantize`).
-pub fn packed_format(dtype: SourceDType) -> Option<CompactFormat> {
+/// The compact formats a tensor stored as `dtype` is exact in, the most compact first (the
+/// loader packs it in the first its values fit): bf16 as itself; the 4-bit types (Q4_0,
+/// Q4_1, and Q4_K, whose sub-blocks are 32) as nibbles with a scale and offset per block of
+/// 32; the other symmetric block types (a scale times small integers per block of 32) as
+/// Q8; those with a minimum per block of 32 (Q5_1, Q5_K) as Q8 with offsets; Q6_K (a scale
+/// per 16) as Q8 with a scale per half block. f16 is packed as f32 (see `Model::quantize`).
+pub fn packed_formats(dtype: SourceDType) -> &'static [CompactFormat] {
+    use CompactFormat::{Bf16, Q4, Q8, Q8Offset, Q8Split};
     match dtype {
-        SourceDType::BF16 => Some(CompactFormat::Bf16),
-        SourceDType::Q8_0 | SourceDType::Q4_0 | SourceDType::Q5_0 => Some(CompactFormat::Q8),
-        SourceDType::Q4_1 | SourceDType::Q5_1 | SourceDType::Q4_K | SourceDType::Q5_K => {
-            Some(CompactFormat::Q8Offset)
-        }
-        SourceDType::Q6_K => Some(CompactFormat::Q8Split),
-        _ => None,
+        SourceDType::BF16 => &[Bf16],
+        SourceDType::Q4_0 => &[Q4, Q8],
+        SourceDType::Q4_1 | SourceDType::Q4_K => &[Q4, Q8Offset],
+        SourceDType::Q8_0 | SourceDType::Q5_0 => &[Q8],
+        SourceDType::Q5_1 | SourceDType::Q5_K => &[Q8Offset],
+        SourceDType::Q6_K => &[Q8Split],
+        _ => &[],
     }
+}
+
+/// `data` marked in the first of `formats` its values are exact in, or as it was.
+pub fn into_first_compact(mut data: HostData, formats: &[CompactFormat]) -> HostData {
+    for &f in formats {
+        match data.into_compact(f) {
+            Ok(d) => return d,
+            Err(d) => data = d,
+        }
+    }
+    data
 }
 
 /// Fills `out` with deterministic pseudo-normal values (sum of uniforms) scaled by `std`,

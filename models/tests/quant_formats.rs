@@ -35,9 +35,10 @@ fn every_quantized_file_reproduces_its_golden() {
     ] {
         let model =
             Model::load(&td(&format!("model-{t}.gguf")), 0).unwrap_or_else(|e| panic!("{t}: {e}"));
-        // The block types are packed as Q8 panels (every projection, so the golden below
-        // checks those GEMMs): with offsets for the types with a minimum, with a scale per half
-        // block for Q6_K. f16 and bf16 are not Q8.
+        // The block types are packed compactly (every projection, so the golden below checks
+        // those GEMMs): 4-bit types as nibbles with offsets, 8- and 5-bit ones as Q8 (with
+        // offsets for the types with a minimum), Q6_K with a scale per half block. f16 and
+        // bf16 are not block formats.
         let projections: Vec<String> = model
             .weights
             .names()
@@ -54,16 +55,17 @@ fn every_quantized_file_reproduces_its_golden() {
         let q8 = count(CompactFormat::Q8);
         let q8o = count(CompactFormat::Q8Offset);
         let q8s = count(CompactFormat::Q8Split);
+        let q4 = count(CompactFormat::Q4);
         let all = projections.len();
         match t {
-            "q4_0" | "q5_0" | "q8_0" => assert_eq!((q8, q8o, q8s), (all, 0, 0), "{t}"),
-            "q4_1" | "q5_1" => assert_eq!((q8, q8o, q8s), (0, all, 0), "{t}"),
-            "q6_k" => assert_eq!((q8, q8o, q8s), (0, 0, all), "{t}"),
+            "q5_0" | "q8_0" => assert_eq!((q8, q8o, q8s, q4), (all, 0, 0, 0), "{t}"),
+            "q4_0" | "q4_1" => assert_eq!((q8, q8o, q8s, q4), (0, 0, 0, all), "{t}"),
+            "q5_1" => assert_eq!((q8, q8o, q8s, q4), (0, all, 0, 0), "{t}"),
+            "q6_k" => assert_eq!((q8, q8o, q8s, q4), (0, 0, all, 0), "{t}"),
             // The K mixes keep some tensors in Q6_K.
-            "q4_k_m" | "q5_k_m" => {
-                assert!(q8o > all / 2 && q8s > 0 && q8 + q8o + q8s == all, "{t}");
-            }
-            _ => assert_eq!((q8, q8o, q8s), (0, 0, 0), "{t}"),
+            "q4_k_m" => assert!(q4 > all / 2 && q8s > 0 && q4 + q8s == all, "{t}"),
+            "q5_k_m" => assert!(q8o > all / 2 && q8s > 0 && q8o + q8s == all, "{t}"),
+            _ => assert_eq!((q8, q8o, q8s, q4), (0, 0, 0, 0), "{t}"),
         }
         let golden = read(std::path::Path::new(&td(&format!(
             "golden-{t}.safetensors"

@@ -8,9 +8,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use cranegrad_graph::{CompactFormat, HostData, Q8_BLOCK, q8_block, q8_offset_block};
+use cranegrad_graph::{CompactFormat, HostData, Q8_BLOCK, q4_block, q8_block, q8_offset_block};
 use cranegrad_lower::kernel::{
-    GEMM_KG, GEMM_NR, panel_bytes, panel_offset, panel_words, q8_block_bytes,
+    GEMM_KG, GEMM_NR, block_values_bytes, panel_bytes, panel_offset, panel_words, q8_block_bytes,
 };
 
 use crate::buffer::AlignedBuf;
@@ -172,8 +172,8 @@ pub fn narrow(panels: &AlignedBuf, format: CompactFormat) -> Option<AlignedBuf> 
 }
 
 /// f32 panels of a reduction of length `k` (a multiple of the block) as panels of the Q8
-/// format `format` (see `panel_bytes`): per block of 32 k, the values as bytes in the same
-/// order, then each column's scale (and offset); `None` when a column's block is not of the
+/// format `format` (see `panel_bytes`): per block of 32 k, the values as bytes (or nibbles,
+/// see `block_values_bytes`) in the same order, then each column's scale (and offset); `None` when a column's block is not of the
 /// format (the data was marked by `HostData::into_compact`, so only a bug gets here).
 pub fn to_q8(panels: &AlignedBuf, k: usize, format: CompactFormat) -> Option<AlignedBuf> {
     let block_words = Q8_BLOCK * GEMM_NR;
@@ -199,12 +199,17 @@ fn q8_blocks_into(src: &[u32], dst: &mut [u32], format: CompactFormat) -> bool {
         .chunks_exact(block_words)
         .zip(dst.chunks_exact_mut(bytes.len() / 4))
     {
-        let (values, params) = bytes.split_at_mut(block_words);
+        let (values, params) = bytes.split_at_mut(block_values_bytes(format));
+        values.fill(0);
         for c in 0..GEMM_NR {
             let column: [f32; Q8_BLOCK] = std::array::from_fn(|i| f32::from_bits(src[at(i, c)]));
             // The scale, then (Q8Offset) the offset or (Q8Split) the second half's scale.
             let (scale, second, q) = match format {
                 CompactFormat::Q8Offset => match q8_offset_block(&column) {
+                    Some(b) => b,
+                    None => return false,
+                },
+                CompactFormat::Q4 => match q4_block(&column) {
                     Some(b) => b,
                     None => return false,
                 },
@@ -226,7 +231,14 @@ fn q8_blocks_into(src: &[u32], dst: &mut [u32], format: CompactFormat) -> bool {
                 },
             };
             for (i, &qi) in q.iter().enumerate() {
-                values[at(i, c)] = qi;
+                let p = at(i, c);
+                if format == CompactFormat::Q4 {
+                    // Within a group of 32 bytes' worth, byte j % 16, nibble j / 16.
+                    let (group, j) = (p / 32, p % 32);
+                    values[group * 16 + j % 16] |= qi << (4 * (j / 16));
+                } else {
+                    values[p] = qi;
+                }
             }
             params[4 * c..4 * c + 4].copy_from_slice(&scale.to_le_bytes());
             if format != CompactFormat::Q8 {

@@ -1,6 +1,6 @@
 //! Weights whose blocks of 32 along their rows are 8-bit integers times a scale (Q8_0, Q4_0,
 //! Q5_0, per-channel int8), with an offset (Q4_1-like) or with a scale per half block
-//! (Q6_K-like) are packed as Q8 panels: the GEMM is selected with them wherever the blocks run
+//! (Q6_K-like) are packed as Q8 panels, and 4-bit ones with an offset as nibbles: the GEMM is selected with them wherever the blocks run
 //! along k; the exact kernel matches the interpreter and f32 panels of the same values to
 //! within f32 rounding, for one row (decode) and many, partial panels, A read with a stride,
 //! a SwiGLU pair and zero blocks; the integer kernel lands within the activations' rounding.
@@ -12,7 +12,7 @@ use cranegrad_runtime::{Feeds, Session, SessionOptions, interpret_tensors};
 /// `rows` rows of `k` values of one scheme: Q8_0-like (each block reaching 127 steps of an
 /// f16 scale), Q4_0-like (-8..=7 steps), int8-like (one scale per row), or Q4_1-like (16
 /// levels above a minimum, scheme 3) or Q6_K-like (a scale per half block, scheme 4), with
-/// every fifth block zero.
+/// every fifth block zero; schemes 5 and 6 are 3 and 1 again, packed as nibbles.
 fn scheme_values(rows: usize, k: usize, seed: u64, scheme: usize) -> Vec<f32> {
     let raw = lcg_values(rows * k, seed, 1.0);
     let mut out = vec![0f32; rows * k];
@@ -26,10 +26,10 @@ fn scheme_values(rows: usize, k: usize, seed: u64, scheme: usize) -> Vec<f32> {
             for (i, &v) in block.iter().enumerate() {
                 out[r * k + bi * 32 + i] = match scheme {
                     0 => (v * 127.0).round() * d,
-                    1 => (v * 8.0).round().clamp(-8.0, 7.0) * d,
+                    1 | 6 => (v * 8.0).round().clamp(-8.0, 7.0) * d,
                     2 => (v * 127.0).round() * row_scale,
                     // Q4_1-like: 16 levels above a minimum.
-                    3 => ((v + 1.0) * 7.5).round() * d - 0.1 * d * (1 + bi % 4) as f32,
+                    3 | 5 => ((v + 1.0) * 7.5).round() * d - 0.1 * d * (1 + bi % 4) as f32,
                     // Q6_K-like: -32..=31 steps of a scale per half block.
                     _ => (v * 32.0).round().clamp(-32.0, 31.0) * d * (1 + i / 16 * 2) as f32,
                 };
@@ -53,6 +53,7 @@ fn weight(
     let format = match scheme {
         3 => CompactFormat::Q8Offset,
         4 => CompactFormat::Q8Split,
+        5 | 6 => CompactFormat::Q4,
         _ => CompactFormat::Q8,
     };
     let d = if mark {
@@ -83,8 +84,8 @@ fn schedule_has(y: &Tensor, text: &str) -> bool {
 }
 
 /// The outputs of `build(graph, mark)` marked and not (the exact path: Q8 widened to f32;
-/// integer dot products are tested below), and whether the marked one's schedule uses Q8
-/// panels. The marked one is also checked against the interpreter (f64, from the values).
+/// integer dot products are tested below), and whether the marked one's schedule uses block
+/// panels (`packed q8`, `q8o`, `q8s` or `q4`). The marked one is also checked against the interpreter (f64, from the values).
 fn both(build: impl Fn(&Graph, bool) -> Tensor) -> (Vec<f32>, Vec<f32>, bool) {
     let g = Graph::new();
     let y = build(&g, true);
@@ -99,7 +100,7 @@ fn both(build: impl Fn(&Graph, bool) -> Tensor) -> (Vec<f32>, Vec<f32>, bool) {
     }
     let g = Graph::new();
     let f32_panels = jit(&build(&g, false), false);
-    (q8, f32_panels, schedule_has(&y, "packed q8"))
+    (q8, f32_panels, schedule_has(&y, "packed q"))
 }
 
 /// Every output within a few roundings of the f32-panel one, relative to the output scale.
@@ -113,7 +114,7 @@ fn assert_close(a: &[f32], b: &[f32], case: &str) {
 
 #[test]
 fn q8_panels_compute_what_f32_panels_do() {
-    for scheme in 0..5 {
+    for scheme in 0..7 {
         for &(m, k, n) in &[
             (1usize, 32usize, 8usize),
             (1, 256, 100),
@@ -219,7 +220,7 @@ fn relative_error(a: &[f32], b: &[f32]) -> f32 {
 fn integer_dot_products_land_within_the_activations_rounding() {
     // Measured: 2e-3 to 1e-2 of the largest output (8-bit activations per block of 32); the
     // bound leaves room, a wrong sign or scale lands near 1.
-    for scheme in 0..5 {
+    for scheme in 0..7 {
         for &(m, k, n) in &[
             (1usize, 32usize, 8usize),
             (1, 1536, 100),
@@ -300,10 +301,11 @@ fn a_lookup_reads_the_rows_from_the_panels_the_head_multiplies() {
     // 77 rows (a partial panel) of 256 (eight blocks); ids repeat and reach both ends.
     let (n, k) = (77usize, 256usize);
     let ids = [0, 76, 5, 5, 40, 1];
-    for scheme in 0..5 {
+    for scheme in 0..7 {
         let format = match scheme {
             3 => CompactFormat::Q8Offset,
             4 => CompactFormat::Q8Split,
+            5 | 6 => CompactFormat::Q4,
             _ => CompactFormat::Q8,
         };
         let table = HostData::from(scheme_values(n, k, 11, scheme))

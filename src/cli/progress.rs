@@ -55,7 +55,7 @@ pub fn load_model(
         eprintln!(
             "quantized {n} matrices to {} ({})",
             q.name(),
-            match q.packed_format() {
+            match q.packed_formats().first() {
                 Some(f) => format!("packed as {} panels", f.name()),
                 None => "held as their exact dequantisation".to_string(),
             }

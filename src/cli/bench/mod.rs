@@ -197,8 +197,11 @@ pub struct TotalsReport {
     pub weights_bytes_bf16: usize,
     /// Of those, f16 panels.
     pub weights_bytes_f16: usize,
-    /// Of those, Q8 panels (8-bit values, an f32 scale per block of 32).
+    /// Of those, Q8 panels (8-bit values, an f32 scale per block of 32, and an offset or a
+    /// second scale in the `q8o` and `q8s` forms).
     pub weights_bytes_q8: usize,
+    /// Of those, Q4 panels (4-bit values, an f32 scale and offset per block of 32).
+    pub weights_bytes_q4: usize,
     /// Bytes a KV cache for the prompt plus the generated tokens takes.
     pub kv_cache_bytes: usize,
     /// Kernel-cache hits over the whole run.
@@ -380,7 +383,11 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
             weights_bytes_f32: held.get("f32").copied().unwrap_or(0),
             weights_bytes_bf16: held.get("bf16").copied().unwrap_or(0),
             weights_bytes_f16: held.get("f16").copied().unwrap_or(0),
-            weights_bytes_q8: held.get("q8").copied().unwrap_or(0),
+            weights_bytes_q8: ["q8", "q8o", "q8s"]
+                .iter()
+                .filter_map(|f| held.get(f))
+                .sum(),
+            weights_bytes_q4: held.get("q4").copied().unwrap_or(0),
             kv_cache_bytes: load::kv_cache_bytes(
                 &loaded.model,
                 input.batch_size,

@@ -260,6 +260,7 @@ pub fn compare_table(r: &BenchReport) -> String {
 /// The held weights' split by format when more than f32 is held: ` = 80 q8 + 113 f32`.
 fn weights_by_format(t: &TotalsReport) -> String {
     let parts: Vec<String> = [
+        ("q4", t.weights_bytes_q4),
         ("q8", t.weights_bytes_q8),
         ("bf16", t.weights_bytes_bf16),
         ("f16", t.weights_bytes_f16),
