@@ -17,7 +17,8 @@ use cranelift_frontend::FunctionBuilder;
 
 use cranegrad_graph::{CompactFormat, Q8_BLOCK};
 use cranegrad_lower::kernel::{
-    Expr, GEMM_KG, GEMM_NR, GemmSpec, block_values_bytes, int8_row_stride, q8_block_bytes,
+    Expr, GEMM_KG, GEMM_NR, GemmSpec, block_values_bytes, int8_row_stride, int8_scales_at,
+    q8_block_bytes,
 };
 
 use crate::emit::{Emitter, emit_loop};
@@ -34,9 +35,9 @@ const GROUPS: usize = Q8_BLOCK / GEMM_KG;
 const SWAP64: u128 = 0x0706_0504_0302_0100_0f0e_0d0c_0b0a_0908;
 const SWAP32: u128 = 0x0b0a_0908_0f0e_0d0c_0302_0100_0706_0504;
 
-/// Where the quantised rows of A live: per row, `stride` bytes of K magnitudes, K sign
-/// masks, K signed values, then one f32 scale per block and one f32 sum per block (see
-/// `int8_row_stride`).
+/// Where the quantised rows of A live: per row, `stride` bytes of K magnitudes and K sign
+/// masks (against signed weights) or K signed values (unsigned ones), then one f32 scale per
+/// block, and for unsigned weights one f32 sum per block (see `int8_row_stride`).
 #[derive(Clone, Copy)]
 pub(crate) struct QuantisedRows {
     slot: StackSlot,
@@ -60,7 +61,8 @@ impl Emitter<'_> {
         extents: &[Value],
         k: i64,
     ) -> QuantisedRows {
-        let stride = int8_row_stride(k as usize) as i64;
+        let format = g.compact.expect("select_integer_dot checked the format");
+        let stride = int8_row_stride(k as usize, format) as i64;
         let slot = b.create_sized_stack_slot(StackSlotData::new(
             StackSlotKind::ExplicitSlot,
             (g.rows as i64 * stride) as u32,
@@ -71,7 +73,6 @@ impl Emitter<'_> {
             unreachable!("select_integer_dot checked A is a load")
         };
         let (arg, ai) = (*arg, ai.clone());
-        let offsets = g.compact.is_some_and(CompactFormat::has_offset);
         let zero = b.ins().iconst(types::I64, 0);
         let rows_n = b.ins().iconst(types::I64, g.rows as i64);
         emit_loop(b, zero, rows_n, 1, |b, r| {
@@ -86,7 +87,7 @@ impl Emitter<'_> {
             emit_loop(b, zero, end, (Q8_BLOCK * 4) as i64, |b, off| {
                 let ap = b.ins().iadd(a, off);
                 let blk = b.ins().ushr_imm_u(off, 7);
-                quantise_block(b, (ap, dst, blk), k, offsets);
+                quantise_block(b, (ap, dst, blk), k, format);
             });
         });
         for v in vars.iter_mut() {
@@ -112,8 +113,9 @@ fn quantise_block(
     b: &mut FunctionBuilder,
     (ap, dst, blk): (Value, Value, Value),
     k: i64,
-    offsets: bool,
+    format: CompactFormat,
 ) {
+    let offsets = format.has_offset();
     let xs: Vec<Value> = (0..8)
         .map(|i| {
             b.ins().load(
@@ -164,8 +166,7 @@ fn quantise_block(
         let bytes = b.ins().snarrow(lo, hi);
         let at = 16 * h as i64;
         if offsets {
-            b.ins()
-                .store(stack_flags(), bytes, q_addr, (2 * k + at) as i32);
+            b.ins().store(stack_flags(), bytes, q_addr, at as i32);
         } else {
             let mag = b.ins().iabs(bytes);
             let sign = b.ins().icmp(IntCC::SignedLessThan, bytes, z8);
@@ -176,7 +177,8 @@ fn quantise_block(
     let s = b.ins().extractlane(scale, 0);
     let s_at = b.ins().imul_imm_s(blk, 4);
     let s_addr = b.ins().iadd(dst, s_at);
-    b.ins().store(stack_flags(), s, s_addr, (3 * k) as i32);
+    let scales_at = int8_scales_at(k as usize, format) as i64;
+    b.ins().store(stack_flags(), s, s_addr, scales_at as i32);
     if !offsets {
         return;
     }
@@ -193,7 +195,7 @@ fn quantise_block(
     }
     let a_sum = b.ins().fmul(qsum, scale);
     let a_sum = b.ins().extractlane(a_sum, 0);
-    let sums_at = 3 * k + k / Q8_BLOCK as i64 * 4;
+    let sums_at = scales_at + k / Q8_BLOCK as i64 * 4;
     b.ins().store(stack_flags(), a_sum, s_addr, sums_at as i32);
 }
 
@@ -213,6 +215,7 @@ pub(crate) fn int8_accumulate(
     let block_bytes = q8_block_bytes(format) as i64;
     let blocks = qa.k / Q8_BLOCK as i64;
     let k = qa.k as i32;
+    let a_scales_at = int8_scales_at(qa.k as usize, format) as i32;
     // Made once: unoptimised code would build a constant vector again at every use.
     let nibble_mask = nibble_mask(b);
     let zero_mask = b.ins().iconst(types::I8, 0);
@@ -237,10 +240,10 @@ pub(crate) fn int8_accumulate(
             let blk = b.ins().ushr_imm_u(row_blocks, 5);
             let s_at = b.ins().imul_imm_s(blk, 4);
             let s_addr = b.ins().iadd(row, s_at);
-            let sa = b.ins().load(types::F32, stack_flags(), s_addr, 3 * k);
+            let sa = b.ins().load(types::F32, stack_flags(), s_addr, a_scales_at);
             let sa = b.ins().splat(types::F32X4, sa);
             let a_sum = offsets.then(|| {
-                let at = 3 * k + k / Q8_BLOCK as i32 * 4;
+                let at = a_scales_at + k / Q8_BLOCK as i32 * 4;
                 let v = b.ins().load(types::F32, stack_flags(), s_addr, at);
                 b.ins().splat(types::F32X4, v)
             });
@@ -270,7 +273,7 @@ pub(crate) fn int8_accumulate(
                 let at = 4 * g;
                 if g % 4 == 0 {
                     four = if offsets {
-                        ARun::Signed(runs(b, 2 * k + at))
+                        ARun::Signed(runs(b, at))
                     } else {
                         ARun::Split(runs(b, at), runs(b, k + at))
                     };

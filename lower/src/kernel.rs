@@ -407,11 +407,19 @@ pub struct GemmSpec {
 /// stack of each thread's call (worker threads have 2 MiB; frames are probed).
 pub const INT8_DOT_MAX_STACK: usize = 512 << 10;
 
-/// Bytes per row of A's quantised copy for a reduction of length `k` (whole Q8 blocks): the
-/// magnitudes, the sign masks and the signed values, then per block the f32 scale and the
-/// f32 sum of the block's values, rounded up to 16.
-pub const fn int8_row_stride(k: usize) -> usize {
-    (3 * k + k / Q8_BLOCK * 8).next_multiple_of(16)
+/// Bytes per row of A's quantised copy for a reduction of length `k` (whole Q8 blocks)
+/// against weights in `format`, rounded up to 16: what that format's kernel reads (see
+/// [`int8_scales_at`]).
+pub const fn int8_row_stride(k: usize, format: CompactFormat) -> usize {
+    let per_block = if format.has_offset() { 8 } else { 4 };
+    (int8_scales_at(k, format) + k / Q8_BLOCK * per_block).next_multiple_of(16)
+}
+
+/// Where a quantised row's f32 block scales start: after the magnitudes and the sign masks
+/// (`k` bytes each) against signed weights, after the signed values against unsigned ones
+/// (offset formats, which also keep each block's sum after the scales).
+pub const fn int8_scales_at(k: usize, format: CompactFormat) -> usize {
+    if format.has_offset() { k } else { 2 * k }
 }
 
 /// The second contraction of a paired GEMM: same A, its own B, summed in its own loop.

@@ -23,7 +23,9 @@ pub fn select_integer_dot(kernel: &mut Kernel) -> bool {
         && !g.int8_dot
         && g.compact.is_some_and(CompactFormat::is_block)
         && k.is_some_and(|k| {
-            k.is_multiple_of(Q8_BLOCK) && g.rows * int8_row_stride(k) <= INT8_DOT_MAX_STACK
+            k.is_multiple_of(Q8_BLOCK)
+                && g.compact
+                    .is_some_and(|f| g.rows * int8_row_stride(k, f) <= INT8_DOT_MAX_STACK)
         })
         && a_contiguous;
     if let KernelBody::Gemm(g) = &mut kernel.body {
