@@ -14,9 +14,11 @@ use cranelift_codegen::ir::{
 use cranelift_frontend::{FunctionBuilder, Variable};
 
 use cranegrad_graph::CompactFormat;
-use cranegrad_lower::kernel::{Expr, GEMM_KG, GEMM_MR, GEMM_NR, GemmSpec, Kernel, panel_bytes};
+use cranegrad_lower::kernel::{
+    Expr, GEMM_KG, GEMM_MR, GEMM_NR, GemmSpec, Kernel, int8_chunk_rows, panel_bytes,
+};
 
-use crate::emit::{Emitter, Val, emit_loop, split_flat};
+use crate::emit::{Emitter, Val, emit_loop, emit_while, split_flat};
 use crate::memory::{build_vector, byte_addr};
 
 /// Vector loads of B: notrap, readonly (B is a weight or an input, never written here).
@@ -50,9 +52,49 @@ impl Emitter<'_> {
         if let Some(rr) = g.row_reduce {
             self.row_statistics(b, g, rr, vars, extents);
         }
-        self.int8_rows = g
-            .int8_dot
-            .then(|| self.quantise_rows(b, g, vars, extents, g_k(self, g)));
+        if !g.int8_dot {
+            self.int8_rows = None;
+            return self.gemm_units(b, g, vars, extents, (start, end), None);
+        }
+        // Integer dot products: A's rows quantised a chunk at a time (all of them at once when
+        // they fit the stack), each chunk's units run while it is held.
+        let k = g_k(self, g);
+        let slot = self.quantised_rows_slot(b, g, k);
+        let format = g.compact.expect("select_integer_dot checked the format");
+        let chunk = int8_chunk_rows(g.rows, k as usize, format) as i64;
+        let zero = b.ins().iconst(types::I64, 0);
+        let rows = b.ins().iconst(types::I64, g.rows as i64);
+        // Every chunk, the last a partial one (`emit_loop` runs whole steps only).
+        let more = |b: &mut FunctionBuilder, first: Value| {
+            b.ins().icmp(IntCC::SignedLessThan, first, rows)
+        };
+        emit_while(b, zero, more, |b, first| {
+            let next = b.ins().iadd_imm_s(first, chunk);
+            let last = b.ins().smin(next, rows);
+            self.int8_rows = Some(self.quantise_rows(b, g, vars, extents, slot, (first, last)));
+            let blocks = if chunk >= g.rows as i64 {
+                None
+            } else {
+                let lo = b.ins().ushr_imm_u(first, GEMM_MR.ilog2() as i64);
+                let hi = b.ins().iadd_imm_s(lo, chunk / GEMM_MR as i64);
+                Some((lo, hi))
+            };
+            self.gemm_units(b, g, vars, extents, (start, end), blocks);
+            next
+        });
+    }
+
+    /// The units `[start, end)`; with `blocks`, only those whose row block is in
+    /// `[lo, hi)` (the quantised chunk held).
+    fn gemm_units(
+        &mut self,
+        b: &mut FunctionBuilder,
+        g: &GemmSpec,
+        vars: &mut [Option<Value>],
+        extents: &[Value],
+        (start, end): (Value, Value),
+        blocks: Option<(Value, Value)>,
+    ) {
         let row_blocks = g.rows.div_ceil(GEMM_MR) as i64;
         // The unit's (panel, row block), advanced per unit: no division per unit (a real
         // `div` in the unoptimised code most GEMMs compile to).
@@ -65,7 +107,22 @@ impl Emitter<'_> {
         emit_loop(b, start, end, 1, |b, _| {
             let p = b.use_var(p_var);
             let rb = b.use_var(rb_var);
-            self.gemm_unit(b, g, vars, extents, p, rb);
+            match blocks {
+                None => self.gemm_unit(b, g, vars, extents, p, rb),
+                Some((lo, hi)) => {
+                    let from = b.ins().icmp(IntCC::SignedGreaterThanOrEqual, rb, lo);
+                    let below = b.ins().icmp(IntCC::SignedLessThan, rb, hi);
+                    let held = b.ins().band(from, below);
+                    let (run, after) = (b.create_block(), b.create_block());
+                    b.ins().brif(held, run, &[], after, &[]);
+                    b.switch_to_block(run);
+                    b.seal_block(run);
+                    self.gemm_unit(b, g, vars, extents, p, rb);
+                    b.ins().jump(after, &[]);
+                    b.switch_to_block(after);
+                    b.seal_block(after);
+                }
+            }
             let rb1 = b.ins().iadd_imm_s(rb, 1);
             let wrap = b.ins().icmp_imm_s(IntCC::Equal, rb1, row_blocks);
             let wrap = b.ins().uextend(types::I64, wrap);

@@ -17,8 +17,8 @@ use cranelift_frontend::FunctionBuilder;
 
 use cranegrad_graph::{CompactFormat, Q8_BLOCK};
 use cranegrad_lower::kernel::{
-    Expr, GEMM_KG, GEMM_NR, GemmSpec, block_values_bytes, int8_row_stride, int8_scales_at,
-    q8_block_bytes,
+    Expr, GEMM_KG, GEMM_NR, GemmSpec, block_values_bytes, int8_chunk_rows, int8_row_stride,
+    int8_scales_at, q8_block_bytes,
 };
 
 use crate::emit::{Emitter, emit_loop};
@@ -37,12 +37,14 @@ const SWAP32: u128 = 0x0b0a_0908_0f0e_0d0c_0302_0100_0706_0504;
 
 /// Where the quantised rows of A live: per row, `stride` bytes of K magnitudes and K sign
 /// masks (against signed weights) or K signed values (unsigned ones), then one f32 scale per
-/// block, and for unsigned weights one f32 sum per block (see `int8_row_stride`).
+/// block, and for unsigned weights one f32 sum per block (see `int8_row_stride`); row
+/// `first` (of the chunk held) at the start.
 #[derive(Clone, Copy)]
 pub(crate) struct QuantisedRows {
     slot: StackSlot,
     stride: i64,
     k: i64,
+    first: Value,
 }
 
 /// Stack accesses: in bounds by construction.
@@ -51,31 +53,52 @@ fn stack_flags() -> MemFlagsData {
 }
 
 impl Emitter<'_> {
-    /// Quantises every row of A (at most `INT8_DOT_MAX_STACK` bytes of them) into a stack
-    /// array: once per call, so its cost (M x K) is spread over every panel.
+    /// A stack array for `int8_chunk_rows` quantised rows of A (at most
+    /// `INT8_DOT_MAX_STACK` bytes), made once per kernel.
+    pub(crate) fn quantised_rows_slot(
+        &self,
+        b: &mut FunctionBuilder,
+        g: &GemmSpec,
+        k: i64,
+    ) -> QuantisedRows {
+        let format = g.compact.expect("select_integer_dot checked the format");
+        let stride = int8_row_stride(k as usize, format) as i64;
+        let chunk = int8_chunk_rows(g.rows, k as usize, format) as i64;
+        let slot = b.create_sized_stack_slot(StackSlotData::new(
+            StackSlotKind::ExplicitSlot,
+            (chunk * stride) as u32,
+            4,
+        ));
+        let first = b.ins().iconst(types::I64, 0);
+        QuantisedRows {
+            slot,
+            stride,
+            k,
+            first,
+        }
+    }
+
+    /// Quantises rows `[first, end)` of A into `rows`' array (row `first` at its start): once
+    /// per call or chunk, so its cost (M x K) is spread over every panel.
     pub(crate) fn quantise_rows(
         &mut self,
         b: &mut FunctionBuilder,
         g: &GemmSpec,
         vars: &mut [Option<Value>],
         extents: &[Value],
-        k: i64,
+        rows: QuantisedRows,
+        (first, end): (Value, Value),
     ) -> QuantisedRows {
-        let format = g.compact.expect("select_integer_dot checked the format");
-        let stride = int8_row_stride(k as usize, format) as i64;
-        let slot = b.create_sized_stack_slot(StackSlotData::new(
-            StackSlotKind::ExplicitSlot,
-            (g.rows as i64 * stride) as u32,
-            4,
-        ));
-        let rows = QuantisedRows { slot, stride, k };
+        let (k, format) = (
+            rows.k,
+            g.compact.expect("select_integer_dot checked the format"),
+        );
+        let rows = QuantisedRows { first, ..rows };
         let Expr::Load { arg, index: ai, .. } = &self.k.exprs[g.a] else {
             unreachable!("select_integer_dot checked A is a load")
         };
         let (arg, ai) = (*arg, ai.clone());
-        let zero = b.ins().iconst(types::I64, 0);
-        let rows_n = b.ins().iconst(types::I64, g.rows as i64);
-        emit_loop(b, zero, rows_n, 1, |b, r| {
+        emit_loop(b, first, end, 1, |b, r| {
             self.row_vars(b, g, vars, extents, r);
             let zero = b.ins().iconst(types::I64, 0);
             vars[g.k_loop] = Some(zero);
@@ -101,6 +124,7 @@ impl QuantisedRows {
     /// Address of row `r`'s part.
     fn row_addr(self, b: &mut FunctionBuilder, r: Value) -> Value {
         let base = b.ins().stack_addr(types::I64, self.slot, 0);
+        let r = b.ins().isub(r, self.first);
         let off = b.ins().imul_imm_s(r, self.stride);
         b.ins().iadd(base, off)
     }

@@ -404,8 +404,17 @@ pub struct GemmSpec {
 }
 
 /// Most bytes of A's quantised copy in a GEMM taking integer dot products: it lives on the
-/// stack of each thread's call (worker threads have 2 MiB; frames are probed).
+/// stack of each thread's call (worker threads have 2 MiB; frames are probed), so more rows
+/// are quantised and multiplied a chunk at a time (see [`int8_chunk_rows`]).
 pub const INT8_DOT_MAX_STACK: usize = 512 << 10;
+
+/// Rows of A quantised at a time in an integer GEMM of `rows` rows: all of them when they
+/// fit [`INT8_DOT_MAX_STACK`], else as many whole row blocks as fit (at least one).
+pub const fn int8_chunk_rows(rows: usize, k: usize, format: CompactFormat) -> usize {
+    let fit = INT8_DOT_MAX_STACK / int8_row_stride(k, format) / GEMM_MR * GEMM_MR;
+    let fit = if fit < GEMM_MR { GEMM_MR } else { fit };
+    if rows < fit { rows } else { fit }
+}
 
 /// Bytes per row of A's quantised copy for a reduction of length `k` (whole Q8 blocks)
 /// against weights in `format`, rounded up to 16: what that format's kernel reads (see

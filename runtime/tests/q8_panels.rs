@@ -244,15 +244,26 @@ fn integer_dot_products_land_within_the_activations_rounding() {
             assert!(err < 2e-2 && err > 0.0, "{case}: {err}");
         }
     }
-    // Rows whose quantised copy would not fit the stack bound (300 x 1024): the exact path.
-    let (_, _, uses) = integer_and_exact(|g| {
-        let x = g
-            .input_with_data("x", Shape::of(&[300, 1024]), lcg_values(300 * 1024, 3, 1.0))
-            .unwrap();
-        let w = weight(g, "w", 8, 1024, 5, 0, true);
-        x.matmul(&w.transpose(0, 1).unwrap()).unwrap()
-    });
-    assert!(!uses);
+    // Rows whose quantised copy would not fit the stack bound at once (301 x 1024 against Q8:
+    // 240 rows a chunk, so two chunks, the last with a partial row block; 700 x 1536
+    // against Q4: three chunks of 272): quantised and multiplied a chunk at a time.
+    for (m, k, scheme) in [(301usize, 1024usize, 0usize), (700, 1536, 5)] {
+        let (a, b, uses) = integer_and_exact(|g| {
+            let x = g
+                .input_with_data("x", Shape::of(&[m, k]), lcg_values(m * k, 3, 1.0))
+                .unwrap();
+            let w = weight(g, "w", 20, k, 5, scheme, true);
+            x.matmul(&w.transpose(0, 1).unwrap()).unwrap()
+        });
+        let err = relative_error(&a, &b);
+        assert!(uses && err < 2e-2 && err > 0.0, "{m} x {k}: {err}");
+        // Every row's outputs, not only the largest: a chunk bound off by a row block
+        // leaves rows at zero or reads another chunk's quantised rows.
+        for (r, (ra, rb)) in a.chunks(20).zip(b.chunks(20)).enumerate() {
+            let e = relative_error(ra, rb);
+            assert!(e < 5e-2, "{m} x {k}: row {r}: {e}");
+        }
+    }
 }
 
 /// `ids` rows of `table` (`[n, k]`) and, tied, those rows times the table's transpose (an

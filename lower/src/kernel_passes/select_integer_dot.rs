@@ -6,12 +6,11 @@
 
 use cranegrad_graph::{CompactFormat, Q8_BLOCK};
 
-use crate::kernel::{Expr, INT8_DOT_MAX_STACK, Kernel, KernelBody, int8_row_stride};
+use crate::kernel::{Expr, GEMM_MR, INT8_DOT_MAX_STACK, Kernel, KernelBody, int8_row_stride};
 
-/// Marks the kernel's GEMM when it qualifies: Q8 panels, a constant K of whole blocks, A
-/// contiguous along k, and few enough rows that A's quantised copy fits
-/// [`INT8_DOT_MAX_STACK`] (decode, and prefills of a few hundred tokens). Returns whether it
-/// changed.
+/// Marks the kernel's GEMM when it qualifies: block panels, a constant K of whole blocks,
+/// A contiguous along k, and a block of rows' quantised copy within [`INT8_DOT_MAX_STACK`]
+/// (more rows are quantised a chunk at a time). Returns whether it changed.
 pub fn select_integer_dot(kernel: &mut Kernel) -> bool {
     let KernelBody::Gemm(g) = &kernel.body else {
         return false;
@@ -25,7 +24,7 @@ pub fn select_integer_dot(kernel: &mut Kernel) -> bool {
         && k.is_some_and(|k| {
             k.is_multiple_of(Q8_BLOCK)
                 && g.compact
-                    .is_some_and(|f| g.rows * int8_row_stride(k, f) <= INT8_DOT_MAX_STACK)
+                    .is_some_and(|f| GEMM_MR * int8_row_stride(k, f) <= INT8_DOT_MAX_STACK)
         })
         && a_contiguous;
     if let KernelBody::Gemm(g) = &mut kernel.body {
