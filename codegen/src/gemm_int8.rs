@@ -13,7 +13,7 @@ use cranelift_codegen::ir::{
     InstBuilder, MemFlagsData, StackSlot, StackSlotData, StackSlotKind, Value, condcodes::FloatCC,
     condcodes::IntCC, types,
 };
-use cranelift_frontend::FunctionBuilder;
+use cranelift_frontend::{FunctionBuilder, Variable};
 
 use cranegrad_graph::{CompactFormat, Q8_BLOCK};
 use cranegrad_lower::kernel::{
@@ -223,9 +223,12 @@ fn quantise_block(
     b.ins().store(stack_flags(), a_sum, s_addr, sums_at as i32);
 }
 
+/// Rows of one pass over a block: each weight vector (and its unpacked nibbles) serves both.
+const PASS_ROWS: usize = 2;
+
 /// The rows `rows` (flat row indices of the call) times the panel at `start` in the Q8
-/// `format`, from the quantised rows `qa`: per row one pass over the panel (it stays in L1
-/// across the rows).
+/// `format`, from the quantised rows `qa`: per pair of rows one pass over the panel (it stays
+/// in L1 across the passes), each weight vector loaded and unpacked once for both.
 pub(crate) fn int8_accumulate(
     b: &mut FunctionBuilder,
     qa: QuantisedRows,
@@ -240,67 +243,85 @@ pub(crate) fn int8_accumulate(
     let blocks = qa.k / Q8_BLOCK as i64;
     let k = qa.k as i32;
     let a_scales_at = int8_scales_at(qa.k as usize, format) as i32;
+    let scales_at = block_values_bytes(format) as i64;
     // Made once: unoptimised code would build a constant vector again at every use.
     let nibble_mask = nibble_mask(b);
     let zero_mask = b.ins().iconst(types::I8, 0);
     let zero_mask = b.ins().splat(types::I8X16, zero_mask);
-    for (i, &r) in rows.iter().enumerate() {
-        let row = qa.row_addr(b, r);
-        let totals = zeroed_vectors(b, 2);
-        let a_ptr = b.declare_var(types::I64);
-        b.def_var(a_ptr, row);
+    for (pi, pass) in rows.chunks(PASS_ROWS).enumerate() {
+        let n = pass.len();
+        let row_at: Vec<Value> = pass.iter().map(|&r| qa.row_addr(b, r)).collect();
+        let totals: Vec<Vec<Variable>> = (0..n).map(|_| zeroed_vectors(b, 2)).collect();
+        let a_ptrs: Vec<Variable> = row_at
+            .iter()
+            .map(|&row| {
+                let v = b.declare_var(types::I64);
+                b.def_var(v, row);
+                v
+            })
+            .collect();
         let end = b.ins().iadd_imm_s(start, blocks * block_bytes);
         emit_loop(b, start, end, block_bytes, |b, bp| {
-            let ap = b.use_var(a_ptr);
+            let aps: Vec<Value> = a_ptrs.iter().map(|&v| b.use_var(v)).collect();
             let zi = b.ins().iconst(types::I32, 0);
-            let mut sums = [b.ins().splat(types::I32X4, zi); 2];
-            // Four groups' A runs (16 bytes at `at` in the row's part): each group's run is
-            // then repeated for the 4 columns by one `pshufd`.
-            let runs = |b: &mut FunctionBuilder, at: i32| {
-                b.ins().load(types::I8X16, stack_flags(), ap, at)
-            };
-            // The block's scales: the row's, times each column's; and the row's block sum.
-            let row_blocks = b.ins().isub(ap, row);
-            let blk = b.ins().ushr_imm_u(row_blocks, 5);
-            let s_at = b.ins().imul_imm_s(blk, 4);
-            let s_addr = b.ins().iadd(row, s_at);
-            let sa = b.ins().load(types::F32, stack_flags(), s_addr, a_scales_at);
-            let sa = b.ins().splat(types::F32X4, sa);
-            let a_sum = offsets.then(|| {
-                let at = a_scales_at + k / Q8_BLOCK as i32 * 4;
-                let v = b.ins().load(types::F32, stack_flags(), s_addr, at);
-                b.ins().splat(types::F32X4, v)
-            });
-            let scales_at = block_values_bytes(format) as i64;
+            let zero = b.ins().splat(types::I32X4, zi);
+            let mut sums = vec![[zero; 2]; n];
+            // Per row, the block's scale and (offset weights) its sum, broadcast.
+            let mut sa = Vec::with_capacity(n);
+            let mut a_sum = Vec::with_capacity(n);
+            for (&ap, &row) in aps.iter().zip(&row_at) {
+                let row_blocks = b.ins().isub(ap, row);
+                let blk = b.ins().ushr_imm_u(row_blocks, 5);
+                let s_at = b.ins().imul_imm_s(blk, 4);
+                let s_addr = b.ins().iadd(row, s_at);
+                let s = b.ins().load(types::F32, stack_flags(), s_addr, a_scales_at);
+                sa.push(b.ins().splat(types::F32X4, s));
+                a_sum.push(offsets.then(|| {
+                    let at = a_scales_at + k / Q8_BLOCK as i32 * 4;
+                    let v = b.ins().load(types::F32, stack_flags(), s_addr, at);
+                    b.ins().splat(types::F32X4, v)
+                }));
+            }
             // Converts the integer sums and scales them into the totals by the column scales
             // at `at` (and adds the offsets' share); then starts the sums again.
-            let flush = |b: &mut FunctionBuilder, sums: &mut [Value; 2], at: i64| {
-                for (h, sum) in sums.iter_mut().enumerate() {
-                    let f = b.ins().fcvt_from_sint(types::F32X4, *sum);
+            let flush = |b: &mut FunctionBuilder, sums: &mut [[Value; 2]], at: i64| {
+                for h in 0..2 {
                     let sw = load_at(b, types::F32X4, b_flags(), bp, at + 16 * h as i64);
-                    let s = b.ins().fmul(sw, sa);
-                    let acc = b.use_var(totals[h]);
-                    let mut nv = b.ins().fma(f, s, acc);
-                    if let Some(a_sum) = a_sum {
+                    let ow = offsets.then(|| {
                         let at = scales_at + 4 * GEMM_NR as i64 + 16 * h as i64;
-                        let ow = load_at(b, types::F32X4, b_flags(), bp, at);
-                        nv = b.ins().fma(ow, a_sum, nv);
+                        load_at(b, types::F32X4, b_flags(), bp, at)
+                    });
+                    for r in 0..n {
+                        let f = b.ins().fcvt_from_sint(types::F32X4, sums[r][h]);
+                        let s = b.ins().fmul(sw, sa[r]);
+                        let acc = b.use_var(totals[r][h]);
+                        let mut nv = b.ins().fma(f, s, acc);
+                        if let (Some(ow), Some(a_sum)) = (ow, a_sum[r]) {
+                            nv = b.ins().fma(ow, a_sum, nv);
+                        }
+                        b.def_var(totals[r][h], nv);
+                        sums[r][h] = zero;
                     }
-                    b.def_var(totals[h], nv);
-                    *sum = b.ins().splat(types::I32X4, zi);
                 }
             };
-            let mut four = ARun::Signed(zero_mask);
+            let mut four = vec![ARun::Signed(zero_mask); n];
             for g in 0..GROUPS as i32 {
-                // Signed weights take the A run's signs and multiply its magnitudes; offset
-                // weights (0..=127) are the unsigned operand against the signed A run.
+                // Four groups' A runs (16 bytes at `at` in the row's part): each group's run is
+                // then repeated for the 4 columns by one `pshufd`. Signed weights take the A
+                // run's signs and multiply its magnitudes; offset weights (0..=127) are the
+                // unsigned operand against the signed A run.
                 let at = 4 * g;
                 if g % 4 == 0 {
-                    four = if offsets {
-                        ARun::Signed(runs(b, at))
-                    } else {
-                        ARun::Split(runs(b, at), runs(b, k + at))
-                    };
+                    for (r, &ap) in aps.iter().enumerate() {
+                        let runs = |b: &mut FunctionBuilder, at: i32| {
+                            b.ins().load(types::I8X16, stack_flags(), ap, at)
+                        };
+                        four[r] = if offsets {
+                            ARun::Signed(runs(b, at))
+                        } else {
+                            ARun::Split(runs(b, at), runs(b, k + at))
+                        };
+                    }
                 }
                 let j = (g % 4) as u128;
                 let lane = |b: &mut FunctionBuilder, v: Value| {
@@ -308,16 +329,19 @@ pub(crate) fn int8_accumulate(
                     let mask = (0..4).map(|l| one << (32 * l)).sum();
                     shuffle_i8(b, v, mask)
                 };
-                let a = match four {
-                    ARun::Signed(v) => ARun::Signed(lane(b, v)),
-                    ARun::Split(m, s) => ARun::Split(lane(b, m), lane(b, s)),
-                };
+                let a: Vec<ARun> = four
+                    .iter()
+                    .map(|&f| match f {
+                        ARun::Signed(v) => ARun::Signed(lane(b, v)),
+                        ARun::Split(m, s) => ARun::Split(lane(b, m), lane(b, s)),
+                    })
+                    .collect();
                 // A nibble group's 16 bytes hold both halves.
                 let packed = (format == CompactFormat::Q4).then(|| {
                     let at = g * (GEMM_KG * GEMM_NR) as i32 / 2;
                     b.ins().load(types::I8X16, b_flags(), bp, at)
                 });
-                for (h, sum) in sums.iter_mut().enumerate() {
+                for h in 0..2 {
                     let w = match packed {
                         Some(v) => nibble_half(b, v, h, nibble_mask),
                         None => {
@@ -325,18 +349,20 @@ pub(crate) fn int8_accumulate(
                             b.ins().load(types::I8X16, b_flags(), bp, at)
                         }
                     };
-                    let pairs = match a {
-                        ARun::Split(mag, sign) => {
-                            let flipped = b.ins().bxor(w, sign);
-                            let signed = b.ins().isub(flipped, sign);
-                            b.ins().x86_pmaddubsw(signed, mag)
-                        }
-                        ARun::Signed(a) => b.ins().x86_pmaddubsw(a, w),
-                    };
-                    let lo = b.ins().swiden_low(pairs);
-                    let hi = b.ins().swiden_high(pairs);
-                    let quads = b.ins().iadd_pairwise(lo, hi);
-                    *sum = b.ins().iadd(*sum, quads);
+                    for (&ar, sum) in a.iter().zip(sums.iter_mut()) {
+                        let pairs = match ar {
+                            ARun::Split(mag, sign) => {
+                                let flipped = b.ins().bxor(w, sign);
+                                let signed = b.ins().isub(flipped, sign);
+                                b.ins().x86_pmaddubsw(signed, mag)
+                            }
+                            ARun::Signed(a) => b.ins().x86_pmaddubsw(a, w),
+                        };
+                        let lo = b.ins().swiden_low(pairs);
+                        let hi = b.ins().swiden_high(pairs);
+                        let quads = b.ins().iadd_pairwise(lo, hi);
+                        sum[h] = b.ins().iadd(sum[h], quads);
+                    }
                 }
                 // Split blocks scale each half by its own scales.
                 if split && g as usize == GROUPS / 2 - 1 {
@@ -349,12 +375,16 @@ pub(crate) fn int8_accumulate(
                 scales_at
             };
             flush(b, &mut sums, last_scales);
-            let next = b.ins().iadd_imm_s(ap, Q8_BLOCK as i64);
-            b.def_var(a_ptr, next);
+            for (&v, &ap) in a_ptrs.iter().zip(&aps) {
+                let next = b.ins().iadd_imm_s(ap, Q8_BLOCK as i64);
+                b.def_var(v, next);
+            }
         });
-        for (h, &t) in totals.iter().enumerate() {
-            let v = b.use_var(t);
-            slot.put(b, i, h, v);
+        for (r, t) in totals.iter().enumerate() {
+            for (h, &v) in t.iter().enumerate() {
+                let v = b.use_var(v);
+                slot.put(b, pi * PASS_ROWS + r, h, v);
+            }
         }
     }
     slot
