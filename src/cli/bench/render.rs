@@ -46,7 +46,7 @@ pub fn table(r: &BenchReport, params: usize, limits: Option<&MachineLimits>) -> 
         .row(
             "load",
             format!(
-                "{:.1} ms = {} {:.1} + packing {:.1} ({} GEMM weights{}, {} KB)",
+                "{:.1} ms = {} {:.1} + packing {:.1} ({} packed weights{}, {} KB)",
                 load.load_ms,
                 if load.weights_mapped {
                     "mapping"
