@@ -5,32 +5,9 @@
 use cranegrad_graph::Dim;
 use cranegrad_lower::affine::Affine;
 use cranegrad_lower::kernel::{Expr, GEMM_NR, Kernel, KernelBody, panel_words};
+use cranegrad_lower::kernel_analysis::index_range as range;
 
 use crate::CodegenError;
-
-/// Smallest and largest value of `a` over the loop ranges and symbol bounds.
-fn range(k: &Kernel, a: &Affine) -> (i64, i64) {
-    let (mut lo, mut hi) = (a.constant, a.constant);
-    for &(v, c) in &a.terms {
-        // An unknown loop variable is caught by `check_bounds` before this runs.
-        let ext = k.loops.get(v).map_or(1, |l| l.extent.max_value() as i64);
-        let top = c * (ext - 1).max(0);
-        lo += top.min(0);
-        hi += top.max(0);
-    }
-    for (s, c) in &a.syms {
-        let sym = k
-            .symbols
-            .iter()
-            .find(|x| &x.name == s)
-            .map(|x| (x.min, x.max))
-            .unwrap_or((0, 0));
-        let (x, y) = (c * sym.0, c * sym.1);
-        lo += x.min(y);
-        hi += x.max(y);
-    }
-    (lo, hi)
-}
 
 /// Fails when any unguarded access of `k` can leave its buffer.
 pub fn check_bounds(k: &Kernel) -> Result<(), CodegenError> {

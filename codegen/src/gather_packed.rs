@@ -54,14 +54,17 @@ pub(crate) fn packed_element(
     let block_at = b.ins().imul_imm_s(block, block_bytes);
     let block_base = b.ins().iadd(base, block_at);
     let kk = b.ins().band_imm_u(k, 31);
-    let at = run_at(b, kk);
     let q = if format == CompactFormat::Q4 {
-        // Byte `at % 16` of the group's 16, the high nibble for columns 4..8.
-        let group = b.ins().ushr_imm_u(at, 5);
-        let group_at = b.ins().ishl_imm_s(group, 4);
-        let in_group = b.ins().band_imm_u(at, 15);
-        let byte_at = b.ins().iadd(group_at, in_group);
-        let addr = b.ins().iadd(block_base, byte_at);
+        // The run of column `col % 4` in the group's 16 bytes, the high nibbles for columns
+        // 4..8 (see `block_values_bytes`).
+        let group = b.ins().ushr_imm_u(kk, GEMM_KG.ilog2() as i64);
+        let group_at = b.ins().imul_imm_s(group, (GEMM_KG * GEMM_NR / 2) as i64);
+        let low_col = b.ins().band_imm_u(col, 3);
+        let col_at = b.ins().imul_imm_s(low_col, GEMM_KG as i64);
+        let in_run = b.ins().band_imm_u(kk, GEMM_KG as i64 - 1);
+        let at = b.ins().iadd(group_at, col_at);
+        let at = b.ins().iadd(at, in_run);
+        let addr = b.ins().iadd(block_base, at);
         let byte = b.ins().uload8(types::I32, ro, addr, 0);
         let high = b.ins().ushr_imm_u(col, 2);
         let shift = b.ins().ishl_imm_s(high, 2);
@@ -69,6 +72,7 @@ pub(crate) fn packed_element(
         let nibble = b.ins().ushr(byte, shift);
         b.ins().band_imm_u(nibble, 15)
     } else {
+        let at = run_at(b, kk);
         let addr = b.ins().iadd(block_base, at);
         b.ins().sload8(types::I32, ro, addr, 0)
     };

@@ -246,8 +246,6 @@ pub(crate) fn int8_accumulate(
     let scales_at = block_values_bytes(format) as i64;
     // Made once: unoptimised code would build a constant vector again at every use.
     let nibble_mask = nibble_mask(b);
-    let zero_mask = b.ins().iconst(types::I8, 0);
-    let zero_mask = b.ins().splat(types::I8X16, zero_mask);
     for (pi, pass) in rows.chunks(PASS_ROWS).enumerate() {
         let n = pass.len();
         let row_at: Vec<Value> = pass.iter().map(|&r| qa.row_addr(b, r)).collect();
@@ -304,7 +302,7 @@ pub(crate) fn int8_accumulate(
                     }
                 }
             };
-            let mut four = vec![ARun::Signed(zero_mask); n];
+            let mut four: Vec<ARun> = Vec::with_capacity(n);
             for g in 0..GROUPS as i32 {
                 // Four groups' A runs (16 bytes at `at` in the row's part): each group's run is
                 // then repeated for the 4 columns by one `pshufd`. Signed weights take the A
@@ -312,15 +310,16 @@ pub(crate) fn int8_accumulate(
                 // unsigned operand against the signed A run.
                 let at = 4 * g;
                 if g % 4 == 0 {
-                    for (r, &ap) in aps.iter().enumerate() {
+                    four.clear();
+                    for &ap in &aps {
                         let runs = |b: &mut FunctionBuilder, at: i32| {
                             b.ins().load(types::I8X16, stack_flags(), ap, at)
                         };
-                        four[r] = if offsets {
+                        four.push(if offsets {
                             ARun::Signed(runs(b, at))
                         } else {
                             ARun::Split(runs(b, at), runs(b, k + at))
-                        };
+                        });
                     }
                 }
                 let j = (g % 4) as u128;

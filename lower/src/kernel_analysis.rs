@@ -1,5 +1,5 @@
-//! Analyses of a kernel's IR that the kernel passes and codegen share: which part of the
-//! loop nest each expression is computed in, which reduce loops vectorise along, whether a
+//! Analyses of a kernel's IR that the kernel passes and codegen share: the range an index
+//! spans, which part of the loop nest each expression is computed in, which reduce loops vectorise along, whether a
 //! loop nest is a row kernel, and the value relations the row passes match (`x - max(x)`,
 //! the same value read at two loop variables). They decide nothing: the kernel passes record
 //! their decisions in the IR.
@@ -8,6 +8,30 @@ use cranegrad_graph::{BinaryOp, ReduceOp};
 
 use crate::affine::Affine;
 use crate::kernel::{Expr, ExprId, Kernel, KernelBody, LoopKind};
+
+/// Smallest and largest value of `a` over the kernel's loop ranges and symbol bounds (a loop
+/// variable the kernel does not have counts as 0; `codegen::bounds` refuses such indices).
+pub fn index_range(k: &Kernel, a: &Affine) -> (i64, i64) {
+    let (mut lo, mut hi) = (a.constant, a.constant);
+    for &(v, c) in &a.terms {
+        let ext = k.loops.get(v).map_or(1, |l| l.extent.max_value() as i64);
+        let top = c * (ext - 1).max(0);
+        lo += top.min(0);
+        hi += top.max(0);
+    }
+    for (s, c) in &a.syms {
+        let sym = k
+            .symbols
+            .iter()
+            .find(|x| &x.name == s)
+            .map(|x| (x.min, x.max))
+            .unwrap_or((0, 0));
+        let (x, y) = (c * sym.0, c * sym.1);
+        lo += x.min(y);
+        hi += x.max(y);
+    }
+    (lo, hi)
+}
 
 /// Which part of the loop nest an expression is computed in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

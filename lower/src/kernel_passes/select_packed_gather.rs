@@ -8,6 +8,7 @@ use cranegrad_graph::{CompactFormat, DType, Q8_BLOCK};
 
 use crate::affine::Affine;
 use crate::kernel::{Expr, GEMM_NR, Kernel, KernelBody, panel_words};
+use crate::kernel_analysis::index_range;
 
 /// Marks every gather of the kernel as packed when it qualifies: its table is a weight in a
 /// compact format the gather can widen (`compact_of(slot)`; Q8 blocks whole along each row,
@@ -73,20 +74,8 @@ pub fn select_packed_gather(
     changed
 }
 
-/// True when `index` stays in `0..row_stride` over every loop's static extent.
+/// True when `index` stays in `0..row_stride` over every iteration.
 fn within_row(kernel: &Kernel, index: &Affine, row_stride: i64) -> bool {
-    if !index.syms.is_empty() || index.constant < 0 {
-        return false;
-    }
-    let mut hi = index.constant;
-    for &(v, c) in &index.terms {
-        let Some(extent) = kernel.loops.get(v).and_then(|l| l.extent.as_const()) else {
-            return false;
-        };
-        if c < 0 || extent == 0 {
-            return false;
-        }
-        hi += c * (extent as i64 - 1);
-    }
-    hi < row_stride
+    let (lo, hi) = index_range(kernel, index);
+    lo >= 0 && hi < row_stride
 }
